@@ -1,0 +1,69 @@
+"""Backends: how podium talks to a model. One protocol (:class:`Backend`), three kinds.
+
+``openai`` (any OpenAI-compatible HTTP endpoint, configured by data), ``local`` (embedded GGUF via
+llama-cpp-python) and ``scripted`` (deterministic, for tests and demos). :class:`BackendSet`
+builds each pool model's backend once and shares one httpx client between HTTP backends.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import httpx
+
+from podium.backends.base import Backend, estimate_tokens
+from podium.pool import ModelSpec
+
+BackendFactory = Callable[[ModelSpec], Backend]
+
+__all__ = ["Backend", "BackendSet", "build_backend", "estimate_tokens"]
+
+
+def build_backend(spec: ModelSpec, client: httpx.AsyncClient | None = None) -> Backend:
+    """Make the backend for one pool model."""
+    if spec.backend == "openai":
+        from podium.backends.openai import OpenAIBackend
+
+        return OpenAIBackend(spec, client)
+    if spec.backend == "local":
+        from podium.backends.local import LocalBackend
+
+        return LocalBackend(spec)
+    from podium.backends.scripted import ScriptedBackend
+
+    return ScriptedBackend(spec)
+
+
+class BackendSet:
+    """Backends of a pool, built on first use and cached by model name.
+
+    ``overrides`` maps a model name to a ready backend (tests inject scripted functions this way);
+    ``client`` is the shared httpx client for ``openai`` backends (made lazily if not given).
+    """
+
+    def __init__(self, client: httpx.AsyncClient | None = None, overrides: dict[str, Backend] | None = None) -> None:
+        self._client = client
+        self._owns_client = client is None
+        self._backends: dict[str, Backend] = dict(overrides or {})
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
+            self._client = httpx.AsyncClient(limits=limits)
+        return self._client
+
+    def get(self, spec: ModelSpec) -> Backend:
+        """The backend for ``spec``, built once."""
+        if spec.name not in self._backends:
+            client = self.client if spec.backend == "openai" else None
+            self._backends[spec.name] = build_backend(spec, client)
+        return self._backends[spec.name]
+
+    async def aclose(self) -> None:
+        """Close every backend and the shared client if this set made it."""
+        for backend in self._backends.values():
+            await backend.aclose()
+        if self._owns_client and self._client is not None:
+            await self._client.aclose()
+            self._client = None

@@ -1,0 +1,181 @@
+"""Any OpenAI-compatible ``/v1/chat/completions`` endpoint (OpenRouter, vLLM, Ollama, llama.cpp server).
+
+Configured by data only: a pool entry with ``backend: openai``, ``base_url``, ``model`` and
+``api_key_env``. The httpx client is passed in (shared, pooled); one is made lazily otherwise.
+Errors are mapped onto :mod:`podium.errors` with ``retryable`` set by the HTTP status.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, AsyncIterator
+
+import httpx
+
+from podium.backends.base import make_completion
+from podium.errors import BackendError, BackendTimeout, EndpointUnavailable
+from podium.pool import ModelSpec
+from podium.types import Completion, CompletionRequest, StreamDelta
+
+RETRYABLE_STATUS = {408, 409, 429}
+MAX_RESPONSE_BYTES = 8 * 1024 * 1024
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _status_error(response: httpx.Response, body: str) -> BackendError:
+    status = response.status_code
+    retryable = status in RETRYABLE_STATUS or status >= 500
+    return BackendError(
+        f"HTTP {status} from {response.request.url}: {body[:300]}",
+        status=status,
+        retryable=retryable,
+        retry_after=_retry_after(response),
+    )
+
+
+class OpenAIBackend:
+    """Chat completions over HTTP, streaming via server-sent events."""
+
+    def __init__(self, spec: ModelSpec, client: httpx.AsyncClient | None = None) -> None:
+        self.spec = spec
+        self._client = client
+        self._owns_client = client is None
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient()
+        return self._client
+
+    @property
+    def url(self) -> str:
+        return self.spec.base_url.rstrip("/") + "/chat/completions"  # type: ignore[union-attr]
+
+    def _headers(self) -> dict[str, str]:
+        key = self.spec.api_key()
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    def _timeout(self) -> httpx.Timeout:
+        read = self.spec.first_byte_timeout_s or self.spec.timeout_s
+        return httpx.Timeout(self.spec.timeout_s, connect=self.spec.connect_timeout_s, read=read)
+
+    def _body(self, request: CompletionRequest, stream: bool) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.spec.model or self.spec.name,
+            "messages": [m.model_dump() for m in request.messages],
+            "max_tokens": request.max_tokens,
+            "stream": stream,
+            **self.spec.extra_body,
+        }
+        temperature = request.temperature if request.temperature is not None else self.spec.temperature
+        if temperature is not None:
+            body["temperature"] = temperature
+        if request.stop:
+            body["stop"] = request.stop
+        if stream:
+            body["stream_options"] = {"include_usage": True}
+        return body
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        started = time.perf_counter()
+        with _mapped_errors(self.url):
+            response = await self.client.post(self.url, json=self._body(request, False), headers=self._headers(), timeout=self._timeout())
+            if len(response.content) > MAX_RESPONSE_BYTES:
+                raise BackendError(f"response from {self.url} exceeds {MAX_RESPONSE_BYTES} bytes", retryable=True)
+        if response.status_code >= 400:
+            raise _status_error(response, response.text)
+        data = _parse_json(response)
+        try:
+            choice = data["choices"][0]
+            text = choice["message"].get("content") or ""
+        except (KeyError, IndexError, TypeError, AttributeError):
+            raise BackendError(f"unexpected response shape from {self.url}: {str(data)[:200]}", retryable=True) from None
+        usage = data.get("usage") or {}
+        return make_completion(self.spec, request, text, started, usage.get("prompt_tokens"), usage.get("completion_tokens"), choice.get("finish_reason"))
+
+    async def stream(self, request: CompletionRequest) -> AsyncIterator[StreamDelta]:
+        started = time.perf_counter()
+        parts: list[str] = []
+        usage: dict[str, Any] = {}
+        finish: str | None = None
+        with _mapped_errors(self.url):
+            async with self.client.stream("POST", self.url, json=self._body(request, True), headers=self._headers(), timeout=self._timeout()) as response:
+                if response.status_code >= 400:
+                    body = (await response.aread()).decode(errors="replace")
+                    raise _status_error(response, body)
+                async for event in _sse_events(response):
+                    usage = event.get("usage") or usage
+                    for choice in event.get("choices") or []:
+                        piece = (choice.get("delta") or {}).get("content") or ""
+                        finish = choice.get("finish_reason") or finish
+                        if piece:
+                            parts.append(piece)
+                            yield StreamDelta(text=piece)
+        if finish is None:
+            raise BackendError(f"stream from {self.url} ended before it finished", retryable=True)
+        completion = make_completion(self.spec, request, "".join(parts), started, usage.get("prompt_tokens"), usage.get("completion_tokens"), finish)
+        yield StreamDelta(completion=completion)
+
+    async def aclose(self) -> None:
+        if self._owns_client and self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+
+def _parse_json(response: httpx.Response) -> dict[str, Any]:
+    ctype = response.headers.get("content-type", "")
+    if "json" not in ctype:
+        raise BackendError(f"expected JSON from {response.request.url}, got content-type '{ctype}'", retryable=True)
+    try:
+        data = response.json()
+    except ValueError:
+        raise BackendError(f"malformed JSON from {response.request.url}", retryable=True) from None
+    if not isinstance(data, dict):
+        raise BackendError(f"malformed JSON from {response.request.url}: not an object", retryable=True)
+    return data
+
+
+async def _sse_events(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
+    """Parse ``data:`` lines of an SSE stream into JSON objects, stopping at ``[DONE]``."""
+    ctype = response.headers.get("content-type", "")
+    if "event-stream" not in ctype and "json" not in ctype:
+        raise BackendError(f"expected an event stream from {response.request.url}, got '{ctype}'", retryable=True)
+    async for line in response.aiter_lines():
+        if not line.startswith("data:"):
+            continue
+        payload = line[5:].strip()
+        if payload == "[DONE]":
+            return
+        try:
+            yield json.loads(payload)
+        except ValueError:
+            raise BackendError(f"malformed SSE event from {response.request.url}: {payload[:100]}", retryable=True) from None
+
+
+class _mapped_errors:
+    """Turn httpx exceptions into podium's BackendError family."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc is None or isinstance(exc, BackendError):
+            return False
+        if isinstance(exc, httpx.TimeoutException):
+            raise BackendTimeout(f"timeout calling {self.url}: {type(exc).__name__}") from None
+        if isinstance(exc, (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)):
+            raise EndpointUnavailable(f"cannot reach {self.url}: {type(exc).__name__}: {exc}") from None
+        if isinstance(exc, httpx.HTTPError):
+            raise BackendError(f"HTTP error calling {self.url}: {exc}", retryable=True) from None
+        return False

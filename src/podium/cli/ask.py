@@ -1,0 +1,95 @@
+"""``podium ask``: orchestrate one question and show the answer with its trace."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+
+import click
+
+from podium.cli.options import pool_option
+from podium.engine import Engine, Event, RunFinished, TurnFinished, TurnStarted
+from podium.pool import Policy, load_pool
+from podium.types import Budget, RunResult, RunStatus
+
+
+def render_table(result: RunResult) -> str:
+    """A compact fixed-width trace table."""
+    head = f"{'#':>2}  {'role':<8}  {'model':<22}  {'tok in':>6}  {'tok out':>7}  {'cost $':>9}  {'time s':>6}  verdict/error"
+    rows = [head, "-" * len(head)]
+    for t in result.turns:
+        note = t.error and f"error: {t.error[:40]}" or (t.verdict.value if t.verdict else "")
+        if t.fallback_from:
+            note = f"{note} (fallback from {t.fallback_from})".strip()
+        rows.append(f"{t.turn:>2}  {t.role.value:<8}  {t.model[:22]:<22}  {t.prompt_tokens:>6}  {t.completion_tokens:>7}  {t.cost_usd:>9.6f}  {t.latency_s:>6.2f}  {note}")
+    rows.append(f"status: {result.status.value} ({result.reason}); {len(result.turns)} turns, {result.total_tokens} tokens, ${result.cost_usd:.6f}, {result.latency_s:.1f}s; trace {result.run_id}")
+    return "\n".join(rows)
+
+
+def live_printer(enabled: bool):
+    """An event handler that prints each turn as it starts and ends (to stderr)."""
+    started: dict[int, float] = {}
+
+    def on_event(event: Event) -> None:
+        if not enabled:
+            return
+        if isinstance(event, TurnStarted):
+            started[event.turn] = time.perf_counter()
+            click.echo(f"[turn {event.turn}] {event.role.value:<8} {event.model} ... ", err=True, nl=False)
+        elif isinstance(event, TurnFinished):
+            t = event.turn
+            note = f"error: {t.error[:60]}" if t.error else (t.verdict.value if t.verdict else "done")
+            click.echo(f"{time.perf_counter() - started.get(t.turn, time.perf_counter()):.1f}s {note}", err=True)
+        elif isinstance(event, RunFinished):
+            click.echo(f"[{event.result.status.value}] {event.result.reason}", err=True)
+
+    return on_event
+
+
+def read_question(words: tuple[str, ...]) -> str:
+    """The question from the arguments, else from stdin when it is piped."""
+    if words:
+        return " ".join(words)
+    if not sys.stdin.isatty():
+        return sys.stdin.read()
+    return ""
+
+
+async def run_once(pool_ref: str, coordinator: str, question: str, budget: Budget, policy: Policy, live: bool) -> RunResult:
+    engine = Engine(load_pool(pool_ref), coordinator, on_event=live_printer(live))
+    try:
+        return await engine.run(question, budget=budget, policy=policy)
+    finally:
+        await engine.aclose()
+
+
+@click.command()
+@click.argument("question", nargs=-1)
+@pool_option
+@click.option("--coordinator", default="rules", show_default=True, help="rules | prompted | fixed[:MODEL] | learned:PATH")
+@click.option("--max-turns", type=click.IntRange(1, 100), default=5, show_default=True)
+@click.option("--max-tokens", type=click.IntRange(1), default=None, help="Token budget for the whole run.")
+@click.option("--max-cost", type=click.FloatRange(0), default=None, help="Cost budget in USD for the whole run.")
+@click.option("--deadline", type=click.FloatRange(0, min_open=True), default=None, help="Wall-clock budget in seconds.")
+@click.option("--exclude", multiple=True, help="Leave this model out of the run (repeatable).")
+@click.option("--region", "regions", multiple=True, help="Only send data to models in this region (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object: answer, status, turns.")
+def ask(question: tuple[str, ...], pool_ref: str, coordinator: str, max_turns: int, max_tokens: int | None,
+        max_cost: float | None, deadline: float | None, exclude: tuple[str, ...], regions: tuple[str, ...], as_json: bool) -> None:
+    """Orchestrate QUESTION (or stdin) over the pool and print the answer and its trace."""
+    text = read_question(question).strip()
+    if not text:
+        raise click.UsageError("the question is empty: pass it as an argument or on stdin")
+    budget = Budget(max_turns=max_turns, max_tokens=max_tokens, max_cost_usd=max_cost, deadline_s=deadline)
+    policy = Policy(exclude_models=list(exclude), allowed_regions=list(regions) or None)
+    live = not as_json and sys.stderr.isatty()
+    result = asyncio.run(run_once(pool_ref, coordinator, text, budget, policy, live))
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+    else:
+        click.echo(f"{result.answer if result.answer is not None else '(no answer)'}\n")
+        click.echo(render_table(result))
+    if result.status == RunStatus.FAILED:
+        sys.exit(1)

@@ -1,0 +1,78 @@
+"""``podium models`` and ``podium pool check``: what a pool holds, and whether it is reachable."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+import click
+import httpx
+
+from podium.cli.options import pool_option
+from podium.errors import PodiumError
+from podium.pool import ModelSpec, Pool, load_pool
+
+
+@click.command()
+@pool_option
+@click.option("--json", "as_json", is_flag=True)
+def models(pool_ref: str, as_json: bool) -> None:
+    """List the pool's models with prices, regions and roles."""
+    pool = load_pool(pool_ref)
+    if as_json:
+        click.echo(json.dumps([m.model_dump(exclude_none=True) for m in pool.config.models], indent=2))
+        return
+    click.echo(f"pool {pool.name}: {pool.config.description.strip()}")
+    click.echo(f"{'model':<24} {'backend':<8} {'region':<6} {'$in/M':>7} {'$out/M':>7}  roles")
+    for m in pool.config.models:
+        click.echo(f"{m.name:<24} {m.backend:<8} {m.region:<6} {m.input_usd_per_mtok:>7.3f} {m.output_usd_per_mtok:>7.3f}  {','.join(m.roles)}")
+    d = pool.config.defaults
+    click.echo(f"defaults: thinker={d.thinker} worker={d.worker} verifier={d.verifier} coordinator={d.coordinator}")
+
+
+async def probe(spec: ModelSpec, client: httpx.AsyncClient) -> str | None:
+    """None if the model looks usable, else what is wrong."""
+    if spec.backend == "scripted":
+        return None
+    if spec.backend == "local":
+        from podium.backends.local import resolve_gguf
+
+        try:
+            resolve_gguf(spec.model or "")
+        except PodiumError as exc:
+            return str(exc)
+        return None
+    if spec.api_key_env and not spec.api_key():
+        return f"environment variable {spec.api_key_env} is not set"
+    url = spec.base_url.rstrip("/") + "/models"  # type: ignore[union-attr]
+    headers = {"Authorization": f"Bearer {spec.api_key()}"} if spec.api_key() else {}
+    try:
+        response = await client.get(url, headers=headers, timeout=httpx.Timeout(5.0, connect=min(spec.connect_timeout_s, 5.0)))
+    except httpx.HTTPError as exc:
+        return f"cannot reach {url}: {type(exc).__name__}"
+    return None if response.status_code < 400 else f"{url} answered HTTP {response.status_code}"
+
+
+async def probe_all(pool: Pool) -> dict[str, str | None]:
+    async with httpx.AsyncClient() as client:
+        results = await asyncio.gather(*(probe(m, client) for m in pool.config.models))
+    return {m.name: r for m, r in zip(pool.config.models, results)}
+
+
+@click.group()
+def pool() -> None:
+    """Inspect and check pools."""
+
+
+@pool.command()
+@pool_option
+def check(pool_ref: str) -> None:
+    """Validate the pool file and probe each model's endpoint."""
+    p = load_pool(pool_ref)
+    click.echo(f"{p.source}: valid ({len(p.config.models)} models)")
+    problems = asyncio.run(probe_all(p))
+    for name, problem in problems.items():
+        click.echo(f"  {'FAIL' if problem else 'ok  '} {name}{': ' + problem if problem else ''}")
+    if any(problems.values()):
+        sys.exit(1)

@@ -1,0 +1,288 @@
+"""The turn loop (TRINITY): each turn a coordinator picks a role and a model, the model acts on the
+transcript, and the run ends at a verifier's ACCEPT or when a budget runs out.
+
+Every run returns a :class:`RunResult`; runtime failures become a status, never an exception.
+Events (:class:`TurnStarted`, :class:`TurnDelta`, :class:`TurnFinished`, :class:`RunFinished`)
+let a CLI show progress, a server stream tokens, and a store persist the trace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+from podium.backends import Backend, BackendSet
+from podium.backends.base import estimate_prompt_tokens
+from podium.coordinators import get_coordinator
+from podium.coordinators.base import Coordinator, RunState
+from podium.errors import BackendError, BudgetExhausted, UsageError
+from podium.pool import ModelSpec, Policy, Pool, load_pool
+from podium.reliability import CallReport, RetryPolicy, with_retries
+from podium.roles import build_messages, parse_verdict
+from podium.types import Budget, Completion, CompletionRequest, Decision, Role, RunResult, RunStatus, Turn, Verdict
+
+
+@dataclass
+class TurnStarted:
+    turn: int
+    role: Role
+    model: str
+    reason: str
+
+
+@dataclass
+class TurnDelta:
+    turn: int
+    role: Role
+    model: str
+    text: str
+
+
+@dataclass
+class TurnFinished:
+    turn: Turn
+
+
+@dataclass
+class RunFinished:
+    result: RunResult
+
+
+Event = TurnStarted | TurnDelta | TurnFinished | RunFinished
+EventHandler = Callable[[Event], Awaitable[None] | None]
+MAX_FALLBACKS = 2
+
+
+class Engine:
+    """Runs queries over a pool with a coordinator.
+
+    ``backends`` shares clients and model instances across runs; ``on_event`` receives every
+    event of every run (per-run handlers can be passed to :meth:`run` too).
+    """
+
+    def __init__(
+        self,
+        pool: Pool,
+        coordinator: Coordinator | str = "rules",
+        *,
+        backends: BackendSet | None = None,
+        retry: RetryPolicy | None = None,
+        on_event: EventHandler | None = None,
+    ) -> None:
+        self.pool = pool
+        self.coordinator = get_coordinator(coordinator) if isinstance(coordinator, str) else coordinator
+        self.backends = backends or BackendSet()
+        self.retry = retry
+        self.handlers: list[EventHandler] = [on_event] if on_event else []
+
+    async def run(
+        self,
+        query: str,
+        *,
+        budget: Budget | None = None,
+        policy: Policy | None = None,
+        on_event: EventHandler | None = None,
+        stream: bool = False,
+    ) -> RunResult:
+        """Orchestrate ``query`` to an answer. Raises only UsageError (bad query, impossible policy)."""
+        if not query or not query.strip():
+            raise UsageError("the question is empty; pass a question as an argument or on stdin")
+        pool = self.pool.restrict(policy) if policy else self.pool
+        pool.default_for(Role.WORKER)  # PolicyError now, before any data leaves
+        run = _Run(self, pool, query, budget or Budget(), [*self.handlers, *([on_event] if on_event else [])], stream)
+        return await run.execute()
+
+    async def aclose(self) -> None:
+        """Close the backends (HTTP connections)."""
+        await self.backends.aclose()
+
+
+class _Run:
+    """One run's mutable state; kept apart from Engine so concurrent runs share nothing mutable."""
+
+    def __init__(self, engine: Engine, pool: Pool, query: str, budget: Budget, handlers: list[EventHandler], stream: bool) -> None:
+        self.engine = engine
+        self.pool = pool
+        self.state = RunState(query=query, pool=pool, budget=budget, backends=engine.backends)
+        self.handlers = handlers
+        self.stream = stream
+        self.started = time.perf_counter()
+        self.deadline: float | None = None
+        self.templates = {**pool.config.prompts}
+        self.result = RunResult(query=query, status=RunStatus.FAILED, pool=pool.name, coordinator=engine.coordinator.name, policy=pool.policy.describe())
+
+    async def emit(self, event: Event) -> None:
+        for handler in self.handlers:
+            out = handler(event)
+            if inspect.isawaitable(out):
+                await out
+
+    async def execute(self) -> RunResult:
+        budget = self.state.budget
+        loop = asyncio.get_running_loop()
+        if budget.deadline_s is not None:
+            self.deadline = loop.time() + budget.deadline_s
+        try:
+            async with asyncio.timeout_at(self.deadline):
+                status, reason = await self.loop()
+        except TimeoutError:
+            status, reason = RunStatus.BUDGET_EXHAUSTED, f"deadline_s: {budget.deadline_s}s elapsed"
+        except asyncio.CancelledError:
+            await self.finish(RunStatus.FAILED, "interrupted")
+            raise
+        except Exception as exc:  # a bug or unexpected failure still ends with the trace kept
+            status, reason = RunStatus.FAILED, f"{type(exc).__name__}: {exc}"
+        return await self.finish(status, reason)
+
+    async def finish(self, status: RunStatus, reason: str) -> RunResult:
+        result = self.result
+        result.turns = list(self.state.turns)
+        result.answer = self.best_answer()
+        if result.answer is None and status in (RunStatus.MAX_TURNS, RunStatus.ANSWERED):
+            status, reason = RunStatus.FAILED, reason or "no worker produced an answer"
+        result.status, result.reason = status, reason
+        result.latency_s = time.perf_counter() - self.started
+        orch = self.state.orchestration
+        result.orchestration_prompt_tokens = sum(c.prompt_tokens for c in orch)
+        result.orchestration_completion_tokens = sum(c.completion_tokens for c in orch)
+        result.orchestration_cost_usd = sum(c.cost_usd for c in orch)
+        await self.emit(RunFinished(result))
+        return result
+
+    def best_answer(self) -> str | None:
+        worker = self.state.last_of(Role.WORKER)
+        return worker.output if worker else None
+
+    async def loop(self) -> tuple[RunStatus, str]:
+        consecutive_failures = 0
+        while True:
+            if self.state.turns_left <= 0:
+                return RunStatus.MAX_TURNS, f"max_turns: {self.state.budget.max_turns} turns used"
+            exhausted = self.exhausted_budget()
+            if exhausted:
+                return RunStatus.BUDGET_EXHAUSTED, exhausted
+            decision = self.sanitize(await self.engine.coordinator.decide(self.state))
+            try:
+                turn = await self.execute_turn(decision)
+            except BudgetExhausted as exc:
+                return RunStatus.BUDGET_EXHAUSTED, str(exc)
+            self.state.turns.append(turn)
+            await self.emit(TurnFinished(turn))
+            consecutive_failures = consecutive_failures + 1 if turn.error else 0
+            if consecutive_failures >= 3:
+                return RunStatus.FAILED, f"3 turns in a row failed; last error: {turn.error}"
+            if turn.verdict == Verdict.ACCEPT:
+                return RunStatus.ACCEPTED, f"verifier {turn.model} accepted"
+            if decision.stop_after and not turn.error:
+                return RunStatus.ANSWERED, f"coordinator {self.engine.coordinator.name} ended the run"
+
+    def exhausted_budget(self) -> str | None:
+        b, turns = self.state.budget, self.state.turns
+        used_tokens = sum(t.prompt_tokens + t.completion_tokens for t in turns)
+        if b.max_tokens is not None and used_tokens >= b.max_tokens:
+            return f"max_tokens: {used_tokens} of {b.max_tokens} tokens used"
+        cost = sum(t.cost_usd for t in turns)
+        if b.max_cost_usd is not None and cost >= b.max_cost_usd:
+            return f"max_cost_usd: ${cost:.6f} of ${b.max_cost_usd} spent"
+        return None
+
+    def sanitize(self, decision: Decision) -> Decision:
+        """Keep a coordinator's decision inside the rules: allowed model, no verifying before an answer."""
+        role, model, reason = decision.role, decision.model, decision.reason
+        if role == Role.VERIFIER and not self.state.has_answer:
+            role, reason = Role.WORKER, f"{reason} [engine: nothing to verify yet, worker instead]"
+        if model not in self.pool.candidates(role):
+            fallback = self.pool.default_for(role)
+            reason = f"{reason} [engine: '{model}' may not act as {role.value}; using {fallback}]"
+            model = fallback
+        return decision.model_copy(update={"role": role, "model": model, "reason": reason})
+
+    def chain(self, decision: Decision) -> list[str]:
+        """The chosen model, then its configured fallbacks, else other allowed models for the role."""
+        spec = self.pool.get(decision.model)
+        allowed = self.pool.candidates(decision.role)
+        configured = [m for m in spec.fallbacks if m in self.pool.models and m != spec.name]
+        others = configured or [m for m in allowed if m != spec.name]
+        return [spec.name, *others[:MAX_FALLBACKS]]
+
+    async def execute_turn(self, decision: Decision) -> Turn:
+        number = self.state.next_turn
+        await self.emit(TurnStarted(number, decision.role, decision.model, decision.reason))
+        messages = build_messages(decision.role, self.state.query, self.state.turns, self.templates, decision.instruction)
+        errors: list[str] = []
+        retries = 0
+        for i, name in enumerate(self.chain(decision)):
+            spec = self.pool.get(name)
+            request = self.affordable_request(spec, messages)
+            report = CallReport()
+            try:
+                completion = await self.call(spec, request, decision, number, report)
+            except BackendError as exc:
+                errors.append(f"{name}: {exc}")
+                retries += report.retries
+                continue
+            turn = self.make_turn(number, decision, spec, messages, completion)
+            turn.retries, turn.attempts = retries + report.retries, errors
+            turn.fallback_from = decision.model if i > 0 else None
+            return turn
+        return Turn(turn=number, role=decision.role, model=decision.model, reason=decision.reason, messages=messages,
+                    error="; ".join(errors) or "no provider available", retries=retries, attempts=errors)
+
+    def affordable_request(self, spec: ModelSpec, messages: list) -> CompletionRequest:
+        """Size the call to the remaining budget; refuse it if even its worst case does not fit."""
+        b, turns = self.state.budget, self.state.turns
+        prompt = estimate_prompt_tokens(messages)
+        max_tokens = spec.max_tokens
+        if b.max_tokens is not None:
+            left = b.max_tokens - sum(t.prompt_tokens + t.completion_tokens for t in turns) - prompt
+            if left < 1:
+                raise BudgetExhausted("max_tokens", f"max_tokens: the next prompt ({prompt} tokens) does not fit the {b.max_tokens}-token budget")
+            max_tokens = min(max_tokens, left)
+        if b.max_cost_usd is not None:
+            left_usd = b.max_cost_usd - sum(t.cost_usd for t in turns)
+            worst = spec.cost(prompt, max_tokens)
+            if worst > left_usd:
+                raise BudgetExhausted("max_cost_usd", f"max_cost_usd: a call to {spec.name} may cost ${worst:.6f}, only ${max(left_usd, 0):.6f} left")
+        return CompletionRequest(messages=messages, max_tokens=max_tokens)
+
+    async def call(self, spec: ModelSpec, request: CompletionRequest, decision: Decision, number: int, report: CallReport) -> Completion:
+        backend = self.engine.backends.get(spec)
+        policy = self.engine.retry or RetryPolicy(max_retries=spec.max_retries)
+        return await with_retries(lambda: self.once(backend, request, decision, number), policy, report, self.deadline)
+
+    async def once(self, backend: Backend, request: CompletionRequest, decision: Decision, number: int) -> Completion:
+        if not self.stream:
+            return await backend.complete(request)
+        async for delta in backend.stream(request):
+            if delta.completion is not None:
+                return delta.completion
+            await self.emit(TurnDelta(number, decision.role, backend.spec.name, delta.text))
+        raise BackendError(f"stream from {backend.spec.name} ended without a final chunk", retryable=True)
+
+    def make_turn(self, number: int, decision: Decision, spec: ModelSpec, messages: list, completion: Completion) -> Turn:
+        turn = Turn(
+            turn=number, role=decision.role, model=spec.name, provider=spec.provider_name, region=spec.region,
+            reason=decision.reason, messages=messages, output=completion.text, prompt_tokens=completion.prompt_tokens,
+            completion_tokens=completion.completion_tokens, cost_usd=completion.cost_usd, latency_s=completion.latency_s,
+            usage_estimated=completion.usage_estimated,
+        )
+        if decision.role == Role.VERIFIER:
+            turn.verdict, turn.diagnosis = parse_verdict(completion.text)
+        return turn
+
+
+async def aask(query: str, pool: str | Pool = "embedded", coordinator: str | Coordinator = "rules", **budget: Any) -> RunResult:
+    """Run one query on a pool (a shipped name, a path, or a Pool) and close everything after."""
+    engine = Engine(load_pool(pool) if isinstance(pool, str) else pool, coordinator)
+    try:
+        return await engine.run(query, budget=Budget(**budget))
+    finally:
+        await engine.aclose()
+
+
+def ask(query: str, pool: str | Pool = "embedded", coordinator: str | Coordinator = "rules", **budget: Any) -> RunResult:
+    """Synchronous :func:`aask`."""
+    return asyncio.run(aask(query, pool, coordinator, **budget))

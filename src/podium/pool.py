@@ -1,0 +1,240 @@
+"""Pools: which models exist, how to reach them, what they cost, where they run, which roles they take.
+
+A pool is a YAML file parsed into :class:`PoolConfig`; unknown keys are rejected and every
+error names the file, the key and the fix. ``load_pool("embedded")`` loads a shipped pool,
+``load_pool("path/to/pool.yaml")`` a file. :class:`Policy` narrows a pool (regions, providers,
+excluded models) without touching the file: ``pool.restrict(policy)``.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from podium.errors import ConfigError, PolicyError
+from podium.types import Role
+
+BackendKind = Literal["openai", "local", "scripted"]
+RoleName = Literal["thinker", "worker", "verifier", "coordinator"]
+ALL_ROLES: list[RoleName] = ["thinker", "worker", "verifier", "coordinator"]
+
+
+class ModelSpec(BaseModel):
+    """One pool model. Prices are USD per million tokens."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1)
+    backend: BackendKind
+    model: str | None = None  # provider's model id (openai) or GGUF path / "package:NAME" (local)
+    base_url: str | None = None
+    api_key_env: str | None = None
+    provider: str | None = None
+    region: str = "local"
+    input_usd_per_mtok: float = Field(default=0.0, ge=0)
+    output_usd_per_mtok: float = Field(default=0.0, ge=0)
+    context_window: int = Field(default=8192, ge=256)
+    max_tokens: int = Field(default=512, ge=1)
+    temperature: float | None = None
+    tags: list[str] = Field(default_factory=list)
+    roles: list[RoleName] = Field(default_factory=lambda: list(ALL_ROLES))
+    fallbacks: list[str] = Field(default_factory=list)
+    timeout_s: float = Field(default=120.0, gt=0)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    first_byte_timeout_s: float | None = Field(default=None, gt=0)
+    max_retries: int = Field(default=2, ge=0, le=10)
+    replies: list[str] | None = None  # scripted: replies used in order (cycled)
+    function: str | None = None  # scripted: "module:callable" (request) -> str
+    extra_body: dict = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_backend_fields(self) -> "ModelSpec":
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError(f"model '{self.name}': backend 'openai' needs base_url")
+        if self.backend == "local" and not self.model:
+            raise ValueError(f"model '{self.name}': backend 'local' needs model (GGUF path or package:NAME)")
+        return self
+
+    @property
+    def provider_name(self) -> str:
+        """The provider this model is served by (explicit, else the backend kind)."""
+        return self.provider or self.backend
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        """USD for a call with these token counts."""
+        return (prompt_tokens * self.input_usd_per_mtok + completion_tokens * self.output_usd_per_mtok) / 1e6
+
+    def api_key(self) -> str | None:
+        """The API key from the environment variable named by ``api_key_env``."""
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+
+class RoleDefaults(BaseModel):
+    """Which model serves each role by default."""
+
+    model_config = ConfigDict(extra="forbid")
+    thinker: str | None = None
+    worker: str | None = None
+    verifier: str | None = None
+    coordinator: str | None = None
+
+
+class PoolConfig(BaseModel):
+    """A whole pool file."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    description: str = ""
+    models: list[ModelSpec] = Field(min_length=1)
+    defaults: RoleDefaults = Field(default_factory=RoleDefaults)
+    prompts: dict[Literal["thinker", "worker", "verifier", "coordinator"], str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_references(self) -> "PoolConfig":
+        names = [m.name for m in self.models]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate model names: {dupes}")
+        for role in ALL_ROLES:
+            ref = getattr(self.defaults, role)
+            if ref is not None and ref not in names:
+                raise ValueError(f"defaults.{role} names unknown model '{ref}'; known models: {names}")
+        for m in self.models:
+            for fb in m.fallbacks:
+                if fb not in names:
+                    raise ValueError(f"model '{m.name}': fallback '{fb}' is not a model of this pool")
+        return self
+
+
+class Policy(BaseModel):
+    """Restrictions on which models a run may use (per API key or per request)."""
+
+    model_config = ConfigDict(extra="forbid")
+    allowed_models: list[str] | None = None
+    exclude_models: list[str] = Field(default_factory=list)
+    allowed_providers: list[str] | None = None
+    allowed_regions: list[str] | None = None
+
+    def allows(self, spec: ModelSpec) -> bool:
+        """Whether this policy lets a run send data to ``spec``."""
+        if self.allowed_models is not None and spec.name not in self.allowed_models:
+            return False
+        if spec.name in self.exclude_models:
+            return False
+        if self.allowed_providers is not None and spec.provider_name not in self.allowed_providers:
+            return False
+        return self.allowed_regions is None or spec.region in self.allowed_regions
+
+    def narrow(self, other: "Policy") -> "Policy":
+        """The intersection of two policies: ``other`` can only restrict ``self`` further."""
+        def meet(a: list[str] | None, b: list[str] | None) -> list[str] | None:
+            if a is None:
+                return b
+            return a if b is None else [x for x in a if x in b]
+
+        return Policy(
+            allowed_models=meet(self.allowed_models, other.allowed_models),
+            exclude_models=sorted(set(self.exclude_models) | set(other.exclude_models)),
+            allowed_providers=meet(self.allowed_providers, other.allowed_providers),
+            allowed_regions=meet(self.allowed_regions, other.allowed_regions),
+        )
+
+    def describe(self) -> dict:
+        """Only the fields that restrict something."""
+        return self.model_dump(exclude_defaults=True)
+
+
+class Pool:
+    """A loaded pool, optionally restricted by a policy."""
+
+    def __init__(self, config: PoolConfig, policy: Policy | None = None, source: str = "") -> None:
+        self.config = config
+        self.policy = policy or Policy()
+        self.source = source
+        self.models: dict[str, ModelSpec] = {m.name: m for m in config.models if self.policy.allows(m)}
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def restrict(self, policy: Policy) -> "Pool":
+        """A view of this pool under ``policy`` (narrowing any policy already applied)."""
+        return Pool(self.config, self.policy.narrow(policy), self.source)
+
+    def get(self, name: str) -> ModelSpec:
+        """The allowed model called ``name``."""
+        if name not in self.models:
+            raise PolicyError(f"model '{name}' is not in pool '{self.name}' or not allowed by its policy")
+        return self.models[name]
+
+    def candidates(self, role: Role | str) -> list[str]:
+        """Allowed models that may take ``role``, in pool order."""
+        role_name = role.value if isinstance(role, Role) else role
+        return [n for n, m in self.models.items() if role_name in m.roles]
+
+    def default_for(self, role: Role | str) -> str:
+        """The default model for ``role``, else the first allowed candidate; PolicyError if none."""
+        role_name = role.value if isinstance(role, Role) else role
+        preferred = getattr(self.config.defaults, role_name)
+        options = self.candidates(role_name)
+        if preferred in options:
+            return preferred
+        if not options:
+            raise PolicyError(
+                f"no model allowed by the policy can take role '{role_name}' in pool '{self.name}' "
+                f"(policy: {self.policy.describe() or 'none'})"
+            )
+        return options[0]
+
+    def prompt(self, role: str) -> str | None:
+        """The pool's override of a role prompt template, if any."""
+        return self.config.prompts.get(role)  # type: ignore[call-overload]
+
+
+def shipped_pools() -> list[str]:
+    """Names of the pools that ship with podium."""
+    folder = resources.files("podium") / "pools"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _format_validation(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key; remove it or check its spelling"
+        lines.append(f"  {key}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_pool(text: str, source: str) -> Pool:
+    """Parse YAML pool text; ``source`` names the file in error messages."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: a pool file must be a mapping with 'name' and 'models'")
+    try:
+        return Pool(PoolConfig.model_validate(data), source=source)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: invalid pool config:\n{_format_validation(exc)}") from None
+
+
+def load_pool(name_or_path: str | os.PathLike[str] = "embedded") -> Pool:
+    """Load a shipped pool by name, or a pool file by path."""
+    ref = str(name_or_path)
+    path = Path(ref).expanduser()
+    if path.suffix in (".yaml", ".yml") or os.sep in ref or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"{ref}: pool file not found; pass a shipped pool name ({', '.join(shipped_pools())}) or an existing YAML file")
+        return parse_pool(path.read_text(), str(path))
+    if ref not in shipped_pools():
+        raise ConfigError(f"unknown pool '{ref}'; shipped pools: {', '.join(shipped_pools())}; or pass a path to a YAML file")
+    text = (resources.files("podium") / "pools" / f"{ref}.yaml").read_text()
+    return parse_pool(text, f"pool '{ref}'")
