@@ -1,0 +1,27 @@
+"""Shared fixtures: temp podium home, repo paths, free ports."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+POOLS = Path(__file__).resolve().parent / "pools"
+SHARED = REPO.parent / "shared"
+
+
+@pytest.fixture(autouse=True)
+def podium_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own PODIUM_HOME so nothing touches the user's real store."""
+    home = tmp_path_factory.mktemp("podium_home")
+    monkeypatch.setenv("PODIUM_HOME", str(home))
+    return home
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
