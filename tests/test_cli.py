@@ -125,3 +125,8 @@ def test_unknown_coordinator() -> None:
 def test_bad_flag_value() -> None:
     proc = podium("ask", "--max-turns", "zero", "hi")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "max-turns" in proc.stderr
+
+
+def test_bad_prompt_template_field(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: p\nmodels:\n  - name: a\n    backend: scripted\nprompts:\n  worker: 'Do {task}'\n")
+    assert_clean_error(podium("models", "--pool", path), 2, "prompts.worker", "task")

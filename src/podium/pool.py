@@ -47,6 +47,8 @@ class ModelSpec(BaseModel):
     connect_timeout_s: float = Field(default=5.0, gt=0)
     first_byte_timeout_s: float | None = Field(default=None, gt=0)
     max_retries: int = Field(default=2, ge=0, le=10)
+    breaker_threshold: int = Field(default=5, ge=0)  # consecutive failed attempts that open the circuit; 0: off
+    breaker_open_s: float = Field(default=30.0, gt=0)  # seconds the circuit stays open before one half-open probe
     replies: list[str] | None = None  # scripted: replies used in order (cycled)
     function: str | None = None  # scripted: "module:callable" (request) -> str
     extra_body: dict = Field(default_factory=dict)
@@ -103,6 +105,12 @@ class PoolConfig(BaseModel):
             ref = getattr(self.defaults, role)
             if ref is not None and ref not in names:
                 raise ValueError(f"defaults.{role} names unknown model '{ref}'; known models: {names}")
+        fields = dict.fromkeys(("query", "plan", "answer", "feedback", "instruction"), "")
+        for role, template in self.prompts.items():
+            try:
+                template.format(**fields)
+            except (KeyError, IndexError, ValueError) as exc:
+                raise ValueError(f"prompts.{role}: bad template field {exc}; allowed fields: {sorted(fields)} (write {{{{ }}}} for literal braces)") from None
         for m in self.models:
             for fb in m.fallbacks:
                 if fb not in names:
