@@ -12,6 +12,7 @@ import click
 from podium.cli.options import pool_option
 from podium.engine import Engine, Event, RunFinished, TurnFinished, TurnStarted
 from podium.pool import Policy, load_pool
+from podium.store import recorder
 from podium.types import Budget, RunResult, RunStatus
 
 
@@ -60,7 +61,8 @@ def read_question(words: tuple[str, ...]) -> str:
 async def run_once(pool_ref: str, coordinator: str, question: str, budget: Budget, policy: Policy, live: bool) -> RunResult:
     engine = Engine(load_pool(pool_ref), coordinator, on_event=live_printer(live))
     try:
-        return await engine.run(question, budget=budget, policy=policy)
+        store = recorder("cli", warn=lambda msg: click.echo(f"warning: {msg}", err=True))  # every run is traced
+        return await engine.run(question, budget=budget, policy=policy, on_event=store)
     finally:
         await engine.aclose()
 

@@ -1,0 +1,447 @@
+"""The trace store: every run and each of its turns, persisted in SQLite.
+
+One database file (default ``$PODIUM_HOME/podium.db``, else the platform's user data dir) in WAL
+mode, so readers never block the writer. Each operation opens its own short-lived connection and
+writes inside ``BEGIN IMMEDIATE`` with a busy timeout, which keeps the store safe under concurrent
+writers: threads, asyncio tasks and separate processes alike. The schema grows only by appending
+named migrations to :data:`MIGRATIONS`; applied names are kept in ``schema_migrations``.
+
+Privacy: ``PODIUM_TRACES=hash`` (or ``Store(text_mode="hash")``) stores SHA-256 digests instead of
+query, prompt, response and answer texts; ``PODIUM_TRACES=off`` stores nothing. Whatever the mode,
+API keys and ``Authorization`` headers are scrubbed from every stored string before it is written.
+
+Typical use::
+
+    store = Store.open()
+    engine.run(query, on_event=store.handler(source="cli"))   # stores the run at RunFinished
+    store.runs(status="accepted")                            # list
+    store.run("run_18c...")                                  # one run with its turns
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import sqlite3
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, Literal
+
+from podium.errors import ConfigError, UsageError
+from podium.types import RunResult, RunStatus, Turn
+
+TextMode = Literal["full", "hash"]
+TRACES_ENV = "PODIUM_TRACES"
+BUSY_TIMEOUT_MS = 30_000
+
+# Append only: never edit or reorder an applied migration; add a new named one instead.
+MIGRATIONS: list[tuple[str, list[str]]] = [
+    ("0001_runs_and_turns", [
+        """CREATE TABLE runs (
+            id TEXT PRIMARY KEY, started_at REAL NOT NULL, finished_at REAL NOT NULL,
+            query TEXT, query_hash TEXT NOT NULL, pool TEXT, policy TEXT, coordinator TEXT,
+            status TEXT NOT NULL, reason TEXT, answer TEXT,
+            prompt_tokens INTEGER NOT NULL DEFAULT 0, completion_tokens INTEGER NOT NULL DEFAULT 0,
+            total_tokens INTEGER NOT NULL DEFAULT 0, cost_usd REAL NOT NULL DEFAULT 0,
+            orchestration_tokens INTEGER NOT NULL DEFAULT 0, orchestration_cost_usd REAL NOT NULL DEFAULT 0,
+            latency_s REAL NOT NULL DEFAULT 0, n_turns INTEGER NOT NULL DEFAULT 0,
+            source TEXT, owner TEXT, text_mode TEXT NOT NULL DEFAULT 'full')""",
+        """CREATE TABLE turns (
+            run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE, turn INTEGER NOT NULL,
+            role TEXT NOT NULL, model TEXT NOT NULL, provider TEXT, region TEXT, reason TEXT,
+            prompt TEXT, response TEXT, prompt_tokens INTEGER NOT NULL DEFAULT 0,
+            completion_tokens INTEGER NOT NULL DEFAULT 0, cost_usd REAL NOT NULL DEFAULT 0,
+            latency_s REAL NOT NULL DEFAULT 0, verdict TEXT, diagnosis TEXT, error TEXT,
+            retries INTEGER NOT NULL DEFAULT 0, fallback_from TEXT, attempts TEXT,
+            usage_estimated INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (run_id, turn))""",
+        "CREATE INDEX runs_started ON runs(started_at)",
+        "CREATE INDEX runs_status ON runs(status)",
+        "CREATE INDEX runs_query_hash ON runs(query_hash)",
+        "CREATE INDEX turns_model ON turns(model)",
+    ]),
+]
+
+# --- secrets ---------------------------------------------------------------------------------
+
+_SECRET_ENV_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH", re.IGNORECASE)
+_SECRET_PATTERNS = [
+    re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?)(?:(?:bearer|basic|token)\s+)?[^\s\"',;}]+"),
+    re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"),
+    re.compile(r"(?i)((?:x-)?api[_-]?key[\"']?\s*[:=]\s*[\"']?)[^\s\"',;&}]+"),
+    re.compile(r"()\b(?:sk|pk|rk)-[A-Za-z0-9_-]{16,}"),
+    re.compile(r"()\b(?:hf|ghp|gho|ghs|glpat|xox[abp])[_-][A-Za-z0-9_-]{16,}"),
+    re.compile(r"()\bAKIA[0-9A-Z]{16}\b"),
+]
+REDACTED = "[REDACTED]"
+
+
+def _env_secrets() -> list[str]:
+    """Values of environment variables whose names look like credentials (longest first)."""
+    values = {v for k, v in os.environ.items() if _SECRET_ENV_NAME.search(k) and len(v) >= 8}
+    return sorted(values, key=len, reverse=True)
+
+
+def scrub(text: str | None, secrets: list[str] | None = None) -> str | None:
+    """``text`` with API keys, bearer tokens and Authorization values replaced by ``[REDACTED]``."""
+    if not text:
+        return text
+    for value in _env_secrets() if secrets is None else secrets:
+        text = text.replace(value, REDACTED)
+    for pattern in _SECRET_PATTERNS:
+        text = pattern.sub(lambda m: m.group(1) + REDACTED, text)
+    return text
+
+
+def digest(text: str) -> str:
+    """The stored stand-in for a text in hash mode."""
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+# --- paths and settings ----------------------------------------------------------------------
+
+def default_path() -> Path:
+    """``$PODIUM_HOME/podium.db``, else ``podium.db`` in the platform's user data directory."""
+    home = os.environ.get("PODIUM_HOME")
+    if home:
+        return Path(home).expanduser() / "podium.db"
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("podium")) / "podium.db"
+
+
+def traces_setting() -> str:
+    """``PODIUM_TRACES``: ``full`` (default), ``hash`` or ``off``."""
+    value = os.environ.get(TRACES_ENV, "full").strip().lower() or "full"
+    if value not in ("full", "hash", "off"):
+        raise ConfigError(f"{TRACES_ENV}={value!r} is not valid; use full, hash or off")
+    return value
+
+
+def parse_time(value: str | float | None, *, name: str = "date") -> float | None:
+    """Epoch seconds from an ISO date/datetime (UTC if no zone), a duration ago (``7d``, ``12h``,
+    ``30m``), or a number. ``None`` passes through."""
+    if value is None or isinstance(value, (int, float)):
+        return value
+    text = value.strip()
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([smhdw])", text)
+    if m:
+        unit = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
+        return time.time() - float(m.group(1)) * unit
+    from datetime import datetime, timezone
+
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"{name} {value!r} is not a date; use YYYY-MM-DD, an ISO datetime, or a duration like 7d") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
+# --- the store -------------------------------------------------------------------------------
+
+class Store:
+    """A SQLite trace store. Cheap to create; every method opens and closes its own connection."""
+
+    def __init__(self, path: str | os.PathLike[str] | None = None, *, text_mode: TextMode | None = None) -> None:
+        self.path = Path(path).expanduser() if path is not None else default_path()
+        setting = traces_setting()
+        self.text_mode: TextMode = text_mode or ("hash" if setting == "hash" else "full")
+        if self.text_mode not in ("full", "hash"):
+            raise ConfigError(f"text_mode {self.text_mode!r} is not valid; use 'full' or 'hash'")
+        self._migrate()
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str] | None = None, *, text_mode: TextMode | None = None) -> "Store":
+        """Open (creating and migrating if needed) the store at ``path`` or the default location."""
+        return cls(path, text_mode=text_mode)
+
+    # connections
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        except (OSError, sqlite3.Error) as exc:
+            raise ConfigError(f"cannot open the trace store {self.path}: {exc}; set PODIUM_HOME to a writable directory") from None
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA secure_delete=ON")  # purged text is overwritten, not left in free pages
+        return conn
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        conn = self._connect()
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        conn = self._connect()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+
+    def _migrate(self) -> None:
+        conn = self._connect()
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+        finally:
+            conn.close()
+        with self._write() as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
+            done = {r[0] for r in conn.execute("SELECT name FROM schema_migrations")}
+            for name, statements in MIGRATIONS:
+                if name in done:
+                    continue
+                for sql in statements:
+                    conn.execute(sql)
+                conn.execute("INSERT INTO schema_migrations VALUES (?, ?)", (name, time.time()))
+
+    def migrations(self) -> list[str]:
+        """Names of the applied migrations, in order."""
+        with self._read() as conn:
+            return [r[0] for r in conn.execute("SELECT name FROM schema_migrations ORDER BY applied_at, name")]
+
+    # writing
+
+    def _text(self, value: str | None, secrets: list[str]) -> str | None:
+        if value is None:
+            return None
+        return digest(value) if self.text_mode == "hash" else scrub(value, secrets)
+
+    def record(self, result: RunResult, *, source: str | None = None, owner: str | None = None) -> str:
+        """Store ``result`` and its turns (replacing any earlier copy of the same run); returns its id."""
+        secrets = _env_secrets()
+        status = result.status.value
+        if result.status == RunStatus.FAILED and result.reason == "interrupted":
+            status = "interrupted"
+        run_row = {
+            "id": result.run_id, "started_at": result.started_at, "finished_at": result.started_at + result.latency_s,
+            "query": self._text(result.query, secrets), "query_hash": digest(result.query), "pool": result.pool,
+            "policy": scrub(json.dumps(result.policy, sort_keys=True), secrets), "coordinator": result.coordinator,
+            "status": status, "reason": scrub(result.reason, secrets), "answer": self._text(result.answer, secrets),
+            "prompt_tokens": sum(t.prompt_tokens for t in result.turns),
+            "completion_tokens": sum(t.completion_tokens for t in result.turns),
+            "total_tokens": result.total_tokens, "cost_usd": result.cost_usd,
+            "orchestration_tokens": result.orchestration_prompt_tokens + result.orchestration_completion_tokens,
+            "orchestration_cost_usd": result.orchestration_cost_usd, "latency_s": result.latency_s,
+            "n_turns": len(result.turns), "source": source, "owner": owner, "text_mode": self.text_mode,
+        }
+        turn_rows = [self._turn_row(result.run_id, t, secrets) for t in result.turns]
+        with self._write() as conn:
+            conn.execute("DELETE FROM turns WHERE run_id = ?", (result.run_id,))
+            conn.execute(_insert("runs", run_row, replace=True), run_row)
+            for row in turn_rows:
+                conn.execute(_insert("turns", row), row)
+        return result.run_id
+
+    def _turn_row(self, run_id: str, t: Turn, secrets: list[str]) -> dict[str, Any]:
+        prompt = json.dumps([m.model_dump() for m in t.messages], ensure_ascii=False)
+        return {
+            "run_id": run_id, "turn": t.turn, "role": t.role.value, "model": t.model, "provider": t.provider,
+            "region": t.region, "reason": scrub(t.reason, secrets), "prompt": self._text(prompt, secrets),
+            "response": self._text(t.output, secrets), "prompt_tokens": t.prompt_tokens,
+            "completion_tokens": t.completion_tokens, "cost_usd": t.cost_usd, "latency_s": t.latency_s,
+            "verdict": t.verdict.value if t.verdict else None, "diagnosis": self._text(t.diagnosis, secrets),
+            "error": scrub(t.error, secrets), "retries": t.retries, "fallback_from": t.fallback_from,
+            "attempts": scrub(json.dumps(t.attempts, ensure_ascii=False), secrets),
+            "usage_estimated": int(t.usage_estimated),
+        }
+
+    def handler(self, *, source: str | None = None, owner: str | None = None,
+                on_error: Callable[[Exception], None] | None = None) -> Callable[[Any], None]:
+        """An engine event handler that stores each run when its ``RunFinished`` event arrives.
+
+        Synchronous on purpose: it also runs while a cancelled run unwinds. A storage failure is
+        passed to ``on_error`` (if given) instead of failing the run; without ``on_error`` it raises.
+        """
+        from podium.engine import RunFinished
+
+        def on_event(event: Any) -> None:
+            if not isinstance(event, RunFinished):
+                return
+            try:
+                self.record(event.result, source=source, owner=owner)
+            except (sqlite3.Error, ConfigError) as exc:
+                if on_error is None:
+                    raise
+                on_error(exc)
+
+        return on_event
+
+    def purge(self, before: float | str) -> int:
+        """Delete every run started before ``before`` (and its turns); returns how many were deleted.
+
+        Deleted content is overwritten (``secure_delete``) and the WAL is checkpointed and truncated,
+        so purged texts do not linger in the database files.
+        """
+        cutoff = parse_time(before, name="--before")
+        with self._write() as conn:
+            count = conn.execute("DELETE FROM runs WHERE started_at < ?", (cutoff,)).rowcount
+        with self._read() as conn:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return count
+
+    # reading
+
+    def runs(self, *, status: str | None = None, model: str | None = None, since: float | str | None = None,
+             until: float | str | None = None, owner: str | None = None, query: str | None = None,
+             limit: int | None = 100, offset: int = 0) -> list[dict[str, Any]]:
+        """Runs, newest first, filtered by status, model (any turn), start time, owner or query text."""
+        where, args = _run_filters(status, model, since, until, owner, query)
+        sql = (f"SELECT r.*, (SELECT group_concat(DISTINCT t.model) FROM turns t WHERE t.run_id = r.id) AS models "
+               f"FROM runs r {where} ORDER BY r.started_at DESC, r.id DESC")
+        if limit is not None:
+            sql += " LIMIT ? OFFSET ?"
+            args += [int(limit), int(offset)]
+        with self._read() as conn:
+            return [_run_dict(r) for r in conn.execute(sql, args)]
+
+    def count(self, **filters: Any) -> int:
+        """How many runs match the same filters as :meth:`runs`."""
+        where, args = _run_filters(filters.get("status"), filters.get("model"), filters.get("since"),
+                                   filters.get("until"), filters.get("owner"), filters.get("query"))
+        with self._read() as conn:
+            return conn.execute(f"SELECT count(*) FROM runs r {where}", args).fetchone()[0]
+
+    def resolve(self, run_id: str) -> str:
+        """The full id of the run whose id is, or starts with, ``run_id``; UsageError if none or several."""
+        with self._read() as conn:
+            rows = conn.execute("SELECT id FROM runs WHERE id = ? UNION SELECT id FROM runs WHERE id LIKE ? ESCAPE '\\' LIMIT 3",
+                                (run_id, _like_prefix(run_id))).fetchall()
+        ids = sorted({r[0] for r in rows})
+        if run_id in ids:
+            return run_id
+        if not ids:
+            raise UsageError(f"no stored run with id {run_id!r}; list runs with: podium traces ls")
+        if len(ids) > 1:
+            raise UsageError(f"run id prefix {run_id!r} is ambiguous ({', '.join(ids[:2])}, ...); give more characters")
+        return ids[0]
+
+    def run(self, run_id: str, *, owner: str | None = None) -> dict[str, Any] | None:
+        """One run with its ``turns`` (prompt messages decoded), or None. ``owner`` restricts access."""
+        with self._read() as conn:
+            row = conn.execute("SELECT r.*, NULL AS models FROM runs r WHERE id = ?", (run_id,)).fetchone()
+            if row is None or (owner is not None and row["owner"] != owner):
+                return None
+            turns = conn.execute("SELECT * FROM turns WHERE run_id = ? ORDER BY turn", (run_id,)).fetchall()
+        run = _run_dict(row)
+        run["turns"] = [_turn_dict(t) for t in turns]
+        run["models"] = sorted({t["model"] for t in run["turns"]})
+        return run
+
+    def iter_runs(self, *, since: float | str | None = None, until: float | str | None = None,
+                  status: str | None = None) -> Iterator[dict[str, Any]]:
+        """Every matching run with its turns, oldest first (for exports)."""
+        where, args = _run_filters(status, None, since, until, None, None)
+        with self._read() as conn:
+            ids = [r[0] for r in conn.execute(f"SELECT id FROM runs r {where} ORDER BY started_at, id", args)]
+        for run_id in ids:
+            run = self.run(run_id)
+            if run is not None:
+                yield run
+
+    def turn_rows(self, *, since: float | str | None = None, until: float | str | None = None) -> list[dict[str, Any]]:
+        """Per-turn accounting joined with its run's status (no texts), for stats and audits."""
+        where, args = _run_filters(None, None, since, until, None, None)
+        sql = (f"SELECT t.run_id, t.turn, t.role, t.model, t.provider, t.region, t.prompt_tokens, t.completion_tokens, "
+               f"t.cost_usd, t.latency_s, t.verdict, t.error, t.retries, t.fallback_from, t.attempts, "
+               f"r.status AS run_status, r.started_at, r.pool FROM turns t JOIN runs r ON r.id = t.run_id {where} "
+               f"ORDER BY r.started_at, t.run_id, t.turn")
+        with self._read() as conn:
+            return [dict(r) for r in conn.execute(sql, args)]
+
+
+def _insert(table: str, row: dict[str, Any], *, replace: bool = False) -> str:
+    cols = ", ".join(row)
+    marks = ", ".join(f":{c}" for c in row)
+    return f"INSERT {'OR REPLACE ' if replace else ''}INTO {table} ({cols}) VALUES ({marks})"
+
+
+def _like_prefix(text: str) -> str:
+    return re.sub(r"([\\%_])", r"\\\1", text) + "%"
+
+
+def _run_filters(status: str | None, model: str | None, since: Any, until: Any, owner: str | None,
+                 query: str | None) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    args: list[Any] = []
+    if status:
+        clauses.append("r.status = ?")
+        args.append(status)
+    if model:
+        clauses.append("EXISTS (SELECT 1 FROM turns t WHERE t.run_id = r.id AND t.model = ?)")
+        args.append(model)
+    if since is not None:
+        clauses.append("r.started_at >= ?")
+        args.append(parse_time(since, name="--since"))
+    if until is not None:
+        clauses.append("r.started_at < ?")
+        args.append(parse_time(until, name="--until"))
+    if owner is not None:
+        clauses.append("r.owner = ?")
+        args.append(owner)
+    if query:
+        clauses.append("r.query LIKE ? ESCAPE '\\'")
+        args.append("%" + _like_prefix(query))
+    return ("WHERE " + " AND ".join(clauses)) if clauses else "", args
+
+
+def _run_dict(row: sqlite3.Row) -> dict[str, Any]:
+    run = dict(row)
+    run["policy"] = json.loads(run["policy"]) if run.get("policy") else {}
+    models = run.get("models")
+    run["models"] = sorted(models.split(",")) if isinstance(models, str) else []
+    return run
+
+
+def _turn_dict(row: sqlite3.Row) -> dict[str, Any]:
+    turn = dict(row)
+    turn["attempts"] = json.loads(turn["attempts"]) if turn.get("attempts") else []
+    turn["usage_estimated"] = bool(turn["usage_estimated"])
+    prompt = turn.get("prompt")
+    if prompt and not prompt.startswith("sha256:"):
+        try:
+            turn["messages"] = json.loads(prompt)
+        except ValueError:
+            turn["messages"] = None
+    else:
+        turn["messages"] = None
+    return turn
+
+
+def recorder(source: str, *, owner: str | None = None, path: str | os.PathLike[str] | None = None,
+             warn: Callable[[str], None] | None = None) -> Callable[[Any], None] | None:
+    """The event handler that stores runs as ``PODIUM_TRACES`` says (None when it is ``off``).
+
+    Used by the CLI, server and evaluation. A store that cannot be opened or written is reported
+    through ``warn`` (default: raise) and never fails the run itself.
+    """
+    def report(exc: Exception) -> None:
+        if warn is None:
+            raise exc
+        warn(f"trace not stored: {exc}")
+
+    try:
+        if traces_setting() == "off":
+            return None
+        return Store.open(path).handler(source=source, owner=owner, on_error=report)
+    except (sqlite3.Error, ConfigError) as exc:
+        report(exc)
+        return None

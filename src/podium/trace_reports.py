@@ -1,0 +1,220 @@
+"""What the trace store is for: per-model stats, region audits, and training data exports.
+
+* :func:`model_stats`: calls, tokens, cost, latency p50/p95, accept and failure rates per model.
+* :func:`audit_regions`: runs in which data reached a model outside the allowed regions.
+* :func:`sft_records`: instruction/input/output records that teach a small router the choices
+  that led to a verifier's acceptance.
+* :func:`export_replay`: a replay dataset (``items.parquet``, ``outcomes.parquet``,
+  ``models.json``) in the format of ``shared/data/routing``, for ``podium train replay``.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from podium.errors import missing_extra
+from podium.store import Store
+
+ROUTER_INSTRUCTION = (
+    "You coordinate a pool of language models that act as thinker (plans), worker (answers) or "
+    "verifier (checks an answer). Given the question, the available models and the turns so far, "
+    "reply with the next role and the model to take it, as 'ROLE MODEL'."
+)
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """The ``q``-th percentile (0-100) with linear interpolation; None for no values."""
+    if not values:
+        return None
+    data = sorted(values)
+    pos = (len(data) - 1) * q / 100
+    low = int(pos)
+    high = min(low + 1, len(data) - 1)
+    return data[low] + (data[high] - data[low]) * (pos - low)
+
+
+def model_stats(store: Store, *, since: Any = None, until: Any = None) -> list[dict[str, Any]]:
+    """Per model: calls, tokens, cost, latency p50/p95 of successful calls, accept and failure rates.
+
+    ``accept_rate`` is the share of runs the model took part in that a verifier accepted;
+    ``failure_rate`` the share of its calls that ended in an error.
+    """
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in store.turn_rows(since=since, until=until):
+        groups[row["model"]].append(row)
+    return [_one_model(model, rows) for model, rows in sorted(groups.items())]
+
+
+def _one_model(model: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    ok = [r for r in rows if not r["error"]]
+    latencies = [r["latency_s"] for r in ok]
+    runs = {r["run_id"]: r["run_status"] for r in rows}
+    verdicts = [r["verdict"] for r in ok if r["verdict"]]
+    return {
+        "model": model,
+        "calls": len(rows),
+        "runs": len(runs),
+        "roles": {role: sum(r["role"] == role for r in rows) for role in ("thinker", "worker", "verifier") if any(r["role"] == role for r in rows)},
+        "prompt_tokens": sum(r["prompt_tokens"] for r in rows),
+        "completion_tokens": sum(r["completion_tokens"] for r in rows),
+        "tokens": sum(r["prompt_tokens"] + r["completion_tokens"] for r in rows),
+        "cost_usd": round(sum(r["cost_usd"] for r in rows), 8),
+        "latency_p50_s": _round(percentile(latencies, 50)),
+        "latency_p95_s": _round(percentile(latencies, 95)),
+        "accept_rate": round(sum(s == "accepted" for s in runs.values()) / len(runs), 4),
+        "failure_rate": round((len(rows) - len(ok)) / len(rows), 4),
+        "verifier_accept_share": round(verdicts.count("ACCEPT") / len(verdicts), 4) if verdicts else None,
+        "retries": sum(r["retries"] for r in rows),
+    }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+# --- audit -------------------------------------------------------------------------------------
+
+def _reached(row: dict[str, Any]) -> list[str]:
+    """Models a turn sent data to: every attempted one (failed calls included), then the one that answered."""
+    names = [a.split(": ", 1)[0] for a in json.loads(row["attempts"] or "[]") if not a.startswith("interrupted: ")]
+    if not row["error"]:
+        names.append(row["model"])
+    return list(dict.fromkeys(names or [row["model"]]))
+
+
+def audit_regions(store: Store, allowed_regions: Iterable[str], *, since: Any = None,
+                  until: Any = None) -> list[dict[str, Any]]:
+    """Runs in which data reached a model outside ``allowed_regions``.
+
+    A model whose region was never recorded (its every call failed) counts as region ``unknown``,
+    which is outside any allowed set: the audit errs on the side of reporting.
+    """
+    allowed = set(allowed_regions)
+    rows = store.turn_rows(since=since, until=until)
+    region_of = {r["model"]: r["region"] for r in rows if r["region"] and not r["error"]}
+    findings: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        for model in _reached(row):
+            region = (row["region"] if model == row["model"] and not row["error"] else None) or region_of.get(model) or "unknown"
+            if region in allowed:
+                continue
+            run = findings.setdefault(row["run_id"], {"run_id": row["run_id"], "started_at": row["started_at"],
+                                                      "pool": row["pool"], "status": row["run_status"], "violations": []})
+            run["violations"].append({"turn": row["turn"], "role": row["role"], "model": model, "region": region,
+                                      "call_failed": model != row["model"] or bool(row["error"])})
+    return list(findings.values())
+
+
+# --- exports -----------------------------------------------------------------------------------
+
+def winning_path(turns: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The turns of an accepted run that led to acceptance: no failed calls, no rejected answers."""
+    path: list[dict[str, Any]] = []
+    for t in turns:
+        if t["error"]:
+            continue
+        if t["role"] == "verifier" and t["verdict"] != "ACCEPT":
+            while path and path[-1]["role"] != "worker":
+                path.pop()
+            if path:
+                path.pop()  # the worker answer this verifier rejected
+            continue
+        path.append(t)
+        if t["verdict"] == "ACCEPT":
+            break
+    return path
+
+
+def _history(path: list[dict[str, Any]]) -> str:
+    return "\n".join(f"{i}. {t['role']} {t['model']}" for i, t in enumerate(path, 1)) or "(none)"
+
+
+def sft_records(store: Store, *, since: Any = None, until: Any = None) -> Iterator[dict[str, str]]:
+    """Instruction/input/output records from accepted runs with stored texts: one per step of the
+    path to acceptance, the output being the role and model chosen at that step."""
+    for run in store.iter_runs(since=since, until=until, status="accepted"):
+        if run["text_mode"] != "full" or not run["query"]:
+            continue
+        path = winning_path(run["turns"])
+        models = ", ".join(run["models"])
+        for i, step in enumerate(path):
+            yield {
+                "instruction": ROUTER_INSTRUCTION,
+                "input": f"Question: {run['query']}\nModels: {models}\nTurns so far:\n{_history(path[:i])}",
+                "output": f"{step['role']} {step['model']}",
+            }
+
+
+def write_sft(store: Store, out: Path | None, **filters: Any) -> tuple[int, str]:
+    """Write :func:`sft_records` as JSON lines to ``out`` (or return them as text); returns (count, text)."""
+    lines = [json.dumps(r, ensure_ascii=False) for r in sft_records(store, **filters)]
+    text = "\n".join(lines) + ("\n" if lines else "")
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+    return len(lines), text
+
+
+def worker_outcomes(turns: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], float]]:
+    """Each answer a verifier judged: (worker turn, 1.0 if ACCEPTed else 0.0). Unjudged answers are skipped."""
+    pending: dict[str, Any] | None = None
+    for t in turns:
+        if t["error"]:
+            continue
+        if t["role"] == "worker":
+            pending = t
+        elif t["role"] == "verifier" and pending is not None and t["verdict"]:
+            yield pending, 1.0 if t["verdict"] == "ACCEPT" else 0.0
+            pending = None
+
+
+def split_of(item_id: str) -> str:
+    """The replay-format split: ``crc32(item_id) % 10 < 7`` is train, the rest test."""
+    return "train" if zlib.crc32(item_id.encode()) % 10 < 7 else "test"
+
+
+def replay_tables(store: Store, **filters: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
+    """(items, outcomes, skipped runs) for a replay dataset; items are distinct queries."""
+    items: dict[str, dict[str, Any]] = {}
+    acc: dict[tuple[str, str], list[tuple[float, float, int]]] = defaultdict(list)
+    skipped = 0
+    for run in store.iter_runs(**filters):
+        if run["text_mode"] != "full" or not run["query"]:
+            skipped += 1
+            continue
+        item_id = run["query_hash"].removeprefix("sha256:")[:16]
+        judged = list(worker_outcomes(run["turns"]))
+        for turn, score in judged:
+            acc[(item_id, turn["model"])].append((score, turn["cost_usd"], len(turn["response"] or "")))
+        if judged:
+            items.setdefault(item_id, {"item_id": item_id, "task": run["pool"] or None, "split": split_of(item_id), "text": run["query"]})
+    outcomes = [
+        {"item_id": item, "model": model, "score": sum(v[0] for v in vals) / len(vals),
+         "cost_usd": sum(v[1] for v in vals) / len(vals), "output_chars": round(sum(v[2] for v in vals) / len(vals))}
+        for (item, model), vals in sorted(acc.items())
+    ]
+    return list(items.values()), outcomes, skipped
+
+
+def export_replay(store: Store, out_dir: Path, **filters: Any) -> dict[str, int]:
+    """Write the replay dataset to ``out_dir``; returns counts (items, outcomes, models, skipped)."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise missing_extra("pyarrow", "train") from None
+    items, outcomes, skipped = replay_tables(store, **filters)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    item_schema = pa.schema([("item_id", pa.string()), ("task", pa.string()), ("split", pa.string()), ("text", pa.string())])
+    outcome_schema = pa.schema([("item_id", pa.string()), ("model", pa.string()), ("score", pa.float64()),
+                                ("cost_usd", pa.float64()), ("output_chars", pa.int64())])
+    pq.write_table(pa.Table.from_pylist(items, schema=item_schema), out_dir / "items.parquet")
+    pq.write_table(pa.Table.from_pylist(outcomes, schema=outcome_schema), out_dir / "outcomes.parquet")
+    models = sorted({o["model"] for o in outcomes})
+    (out_dir / "models.json").write_text("{}\n")
+    return {"items": len(items), "outcomes": len(outcomes), "models": len(models), "skipped_runs": skipped,
+            "train": sum(i["split"] == "train" for i in items), "test": sum(i["split"] == "test" for i in items)}

@@ -1,0 +1,141 @@
+"""Privacy of the trace store: no API keys or Authorization headers, hash mode, and purge that erases."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from podium.engine import Engine
+from podium.pool import parse_pool
+from podium.store import Store, digest, scrub
+from podium.types import Budget, RunStatus
+from store_seed import questions, seed
+
+KEY_IN_SECRET_ENV = "k3y-planted-7f1d9a0c44e2b6aa"  # no recognisable shape: caught because its env name says KEY
+KEY_WITH_SHAPE = "sk-planted9c0ffee1234567890abcdef"  # under an innocent env name: caught by its shape
+
+
+def database_bytes(store: Store) -> bytes:
+    """Every byte of the database, its WAL and shared-memory files."""
+    files = [store.path, *(store.path.with_name(store.path.name + s) for s in ("-wal", "-shm"))]
+    return b"".join(p.read_bytes() for p in files if p.exists())
+
+
+class EchoAuth(BaseHTTPRequestHandler):
+    """An OpenAI-style endpoint that rejects every key and echoes the Authorization header back."""
+
+    def do_POST(self) -> None:  # noqa: N802
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        auth = self.headers.get("Authorization", "")
+        token = auth.split()[-1] if auth else ""
+        body = json.dumps({"error": {"message": f"invalid key; Authorization: {auth}; token={token}"}}).encode()
+        self.send_response(401)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def echo_server() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), EchoAuth)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+    server.server_close()
+
+
+def leaky_pool(base_url: str) -> str:
+    return f"""
+name: leaky
+models:
+  - name: a
+    backend: openai
+    base_url: {base_url}
+    model: a
+    api_key_env: PODIUM_TEST_API_KEY
+    max_retries: 0
+    roles: [worker]
+  - name: b
+    backend: openai
+    base_url: {base_url}
+    model: b
+    api_key_env: PROVIDER_ACCESS
+    max_retries: 0
+    roles: [worker, thinker, verifier]
+"""
+
+
+async def test_planted_api_keys_never_reach_the_database(tmp_path: Path, echo_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PODIUM_TEST_API_KEY", KEY_IN_SECRET_ENV)
+    monkeypatch.setenv("PROVIDER_ACCESS", KEY_WITH_SHAPE)
+    store = Store.open(tmp_path / "t.db")
+    engine = Engine(parse_pool(leaky_pool(echo_server), "leaky"), "rules", on_event=store.handler())
+    result = await engine.run(f"my key is {KEY_IN_SECRET_ENV} and also {KEY_WITH_SHAPE}; use them", budget=Budget(max_turns=2))
+    await engine.aclose()
+    assert result.status == RunStatus.FAILED
+    echoed = " ".join(t.error or "" for t in result.turns)
+    assert KEY_IN_SECRET_ENV in echoed and KEY_WITH_SHAPE in echoed  # the server really echoed both keys
+    run = store.run(result.run_id)
+    assert run is not None and run["turns"] and "[REDACTED]" in run["query"]
+    assert all("[REDACTED]" in t["error"] for t in run["turns"])
+    data = database_bytes(store)
+    for secret in (KEY_IN_SECRET_ENV, KEY_WITH_SHAPE, "planted"):
+        assert secret.encode() not in data
+    assert b"Bearer sk-" not in data
+
+
+@pytest.mark.parametrize("text", [
+    "Authorization: Bearer abcdefghijklmnop123",
+    '{"authorization": "Basic dXNlcjpwYXNzd29yZA=="}',
+    "headers={'api-key': 'x9y8z7w6v5u4'}",
+    "https://host/v1?api_key=Zz0123456789&x=1",
+    "token hf_ABCDEFGHIJKLMNOPQRSTUVWX and ghp_abcdefghijklmnopqrstuvwx12",
+])
+def test_scrub_patterns(text: str) -> None:
+    out = scrub(text, secrets=[])
+    assert "[REDACTED]" in out
+    for secret in ("abcdefghijklmnop123", "dXNlcjpwYXNzd29yZA==", "x9y8z7w6v5u4", "Zz0123456789", "ABCDEFGHIJKLMNOPQRSTUVWX", "abcdefghijklmnopqrstuvwx12"):
+        assert secret not in out
+
+
+def test_hash_mode_stores_no_texts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PODIUM_TRACES", "hash")
+    store = Store.open(tmp_path / "t.db")
+    assert store.text_mode == "hash"
+    results = seed(store, questions(1), workers=("math-eu",))
+    data = database_bytes(store)
+    for text in ("question number 0", "RIGHT: 42", "1. Read. 2. Answer.", "Answer to check", "ACCEPT: correct"):
+        assert text.encode() not in data
+    run = store.run(results[0].run_id)
+    assert run["query"] == digest(results[0].query) and run["answer"] == digest("RIGHT: 42")
+    assert run["status"] == "accepted" and [t["model"] for t in run["turns"]] == ["planner", "math-eu", "judge"]
+    assert all(t["prompt"].startswith("sha256:") and t["response"].startswith("sha256:") for t in run["turns"])
+    assert run["text_mode"] == "hash" and run["total_tokens"] > 0
+
+
+def test_purge_deletes_and_erases(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "t.db")
+    (old,) = seed(store, ["[math] ancient-secret-question"], workers=("math-eu",))
+    (new,) = seed(store, ["[math] recent question"], workers=("math-eu",))
+    with sqlite3.connect(store.path) as conn:  # age one run
+        conn.execute("UPDATE runs SET started_at = 1.0e9 WHERE id = ?", (old.run_id,))
+    assert b"ancient-secret-question" in database_bytes(store)
+    assert store.purge("2005-01-01") == 1
+    assert [r["id"] for r in store.runs()] == [new.run_id]
+    assert store.run(old.run_id) is None
+    with sqlite3.connect(store.path) as conn:
+        assert conn.execute("SELECT count(*) FROM turns WHERE run_id = ?", (old.run_id,)).fetchone()[0] == 0
+    data = database_bytes(store)
+    assert b"recent question" in data
+    assert b"ancient-secret-question" not in data  # overwritten, not merely unlinked
