@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
@@ -20,7 +21,7 @@ from podium.coordinators import get_coordinator
 from podium.coordinators.base import Coordinator, RunState
 from podium.errors import BackendError, BudgetExhausted, UsageError
 from podium.pool import ModelSpec, Policy, Pool, load_pool
-from podium.reliability import CallReport, RetryPolicy, with_retries
+from podium.reliability import BreakerRegistry, CallReport, RetryPolicy, StreamSplice, default_breakers, protected, with_retries
 from podium.roles import build_messages, parse_verdict
 from podium.types import Budget, Completion, CompletionRequest, Decision, Role, RunResult, RunStatus, Turn, Verdict
 
@@ -71,11 +72,13 @@ class Engine:
         backends: BackendSet | None = None,
         retry: RetryPolicy | None = None,
         on_event: EventHandler | None = None,
+        breakers: BreakerRegistry | None = None,
     ) -> None:
         self.pool = pool
         self.coordinator = get_coordinator(coordinator) if isinstance(coordinator, str) else coordinator
         self.backends = backends or BackendSet()
         self.retry = retry
+        self.breakers = breakers or default_breakers()  # per-endpoint circuit breakers, shared across runs
         self.handlers: list[EventHandler] = [on_event] if on_event else []
 
     async def run(
@@ -111,6 +114,7 @@ class _Run:
         self.stream = stream
         self.started = time.perf_counter()
         self.deadline: float | None = None
+        self.current: tuple | None = None  # the turn in flight (for the trace if the deadline cuts it)
         self.templates = {**pool.config.prompts}
         self.result = RunResult(query=query, status=RunStatus.FAILED, pool=pool.name, coordinator=engine.coordinator.name, policy=pool.policy.describe())
 
@@ -130,6 +134,7 @@ class _Run:
                 status, reason = await self.loop()
         except TimeoutError:
             status, reason = RunStatus.BUDGET_EXHAUSTED, f"deadline_s: {budget.deadline_s}s elapsed"
+            self.record_interrupted(reason)
         except asyncio.CancelledError:
             await self.finish(RunStatus.FAILED, "interrupted")
             raise
@@ -168,6 +173,7 @@ class _Run:
             try:
                 turn = await self.execute_turn(decision)
             except BudgetExhausted as exc:
+                self.record_interrupted(str(exc), always=False)
                 return RunStatus.BUDGET_EXHAUSTED, str(exc)
             self.state.turns.append(turn)
             await self.emit(TurnFinished(turn))
@@ -214,22 +220,40 @@ class _Run:
         messages = build_messages(decision.role, self.state.query, self.state.turns, self.templates, decision.instruction)
         errors: list[str] = []
         retries = 0
+        splice = StreamSplice()  # what the caller already received of this turn, across attempts
+        self.current = (number, decision, messages, splice, errors)
         for i, name in enumerate(self.chain(decision)):
             spec = self.pool.get(name)
             request = self.affordable_request(spec, messages)
             report = CallReport()
             try:
-                completion = await self.call(spec, request, decision, number, report)
-            except BackendError as exc:
-                errors.append(f"{name}: {exc}")
+                completion = await self.call(spec, request, decision, number, report, splice)
+            except BackendError:
+                errors.extend(f"{name}: {e}" for e in report.errors)  # every failed attempt, retries included
                 retries += report.retries
                 continue
+            errors.extend(f"{name}: {e}" for e in report.errors)
             turn = self.make_turn(number, decision, spec, messages, completion)
             turn.retries, turn.attempts = retries + report.retries, errors
             turn.fallback_from = decision.model if i > 0 else None
+            self.current = None
             return turn
+        self.current = None
+        return self.failed_turn(number, decision, messages, splice, errors, retries)
+
+    def failed_turn(self, number: int, decision: Decision, messages: list, splice: StreamSplice, errors: list[str], retries: int = 0) -> Turn:
+        """The trace record of a turn no model completed, with the tokens its broken streams consumed."""
         return Turn(turn=number, role=decision.role, model=decision.model, reason=decision.reason, messages=messages,
-                    error="; ".join(errors) or "no provider available", retries=retries, attempts=errors)
+                    error="; ".join(errors) or "no provider available", retries=retries, attempts=errors, output=splice.sent,
+                    prompt_tokens=splice.prompt_tokens, completion_tokens=splice.completion_tokens, cost_usd=splice.cost_usd,
+                    usage_estimated=splice.charged)
+
+    def record_interrupted(self, reason: str, always: bool = True) -> None:
+        """A budget cut a turn short: keep it in the trace (if a call was made), with what it consumed."""
+        current, self.current = self.current, None
+        if current is not None and (always or current[4] or current[3].charged):
+            number, decision, messages, splice, errors = current
+            self.state.turns.append(self.failed_turn(number, decision, messages, splice, [*errors, f"interrupted: {reason}"]))
 
     def affordable_request(self, spec: ModelSpec, messages: list) -> CompletionRequest:
         """Size the call to the remaining budget; refuse it if even its worst case does not fit."""
@@ -248,19 +272,28 @@ class _Run:
                 raise BudgetExhausted("max_cost_usd", f"max_cost_usd: a call to {spec.name} may cost ${worst:.6f}, only ${max(left_usd, 0):.6f} left")
         return CompletionRequest(messages=messages, max_tokens=max_tokens)
 
-    async def call(self, spec: ModelSpec, request: CompletionRequest, decision: Decision, number: int, report: CallReport) -> Completion:
+    async def call(self, spec: ModelSpec, request: CompletionRequest, decision: Decision, number: int, report: CallReport, splice: StreamSplice) -> Completion:
         backend = self.engine.backends.get(spec)
         policy = self.engine.retry or RetryPolicy(max_retries=spec.max_retries)
-        return await with_retries(lambda: self.once(backend, request, decision, number), policy, report, self.deadline)
+        breaker = self.engine.breakers.get(spec)
+        attempt = lambda: protected(breaker, spec.timeout_s, lambda: self.once(backend, request, decision, number, splice))  # noqa: E731
+        return await with_retries(attempt, policy, report, self.deadline)
 
-    async def once(self, backend: Backend, request: CompletionRequest, decision: Decision, number: int) -> Completion:
+    async def once(self, backend: Backend, request: CompletionRequest, decision: Decision, number: int, splice: StreamSplice) -> Completion:
         if not self.stream:
             return await backend.complete(request)
-        async for delta in backend.stream(request):
-            if delta.completion is not None:
-                return delta.completion
-            await self.emit(TurnDelta(number, decision.role, backend.spec.name, delta.text))
-        raise BackendError(f"stream from {backend.spec.name} ended without a final chunk", retryable=True)
+        request = splice.request_for(request)  # after a broken stream: continue, do not repeat
+        try:
+            async with aclosing(backend.stream(request)) as deltas:
+                async for delta in deltas:
+                    if delta.completion is not None:
+                        return splice.finish(delta.completion)
+                    if text := splice.feed(delta.text):
+                        await self.emit(TurnDelta(number, decision.role, backend.spec.name, text))
+            raise BackendError(f"stream from {backend.spec.name} ended without a final chunk", retryable=True)
+        except BaseException:
+            splice.failed(backend.spec, request)
+            raise
 
     def make_turn(self, number: int, decision: Decision, spec: ModelSpec, messages: list, completion: Completion) -> Turn:
         turn = Turn(

@@ -1,19 +1,43 @@
-"""Retries with exponential backoff and jitter, honouring ``Retry-After`` up to a cap.
+"""How one model call survives a misbehaving provider: total timeouts, retries, circuit breakers,
+and splicing a stream that breaks midway onto its retry or fallback.
 
-Only retryable failures are retried (408/409/429/5xx, timeouts, connection errors, malformed
-payloads); a 4xx client error fails at once. The engine moves on to fallbacks after this gives up.
+* :func:`with_retries` retries retryable failures (408/409/429/5xx, timeouts, connection errors,
+  malformed payloads) with exponential backoff and jitter. ``Retry-After`` is honoured when it is at
+  most ``retry_after_cap_s``; a longer one gives up on this model at once so the engine can fall back.
+* :func:`protected` runs one attempt under a total time limit (connect + first byte + body, streams
+  included: httpx's own read timeout is per chunk) and through the endpoint's circuit breaker.
+* :class:`CircuitBreaker`: ``threshold`` consecutive failed attempts open it for ``open_s`` seconds,
+  during which calls fail at once with :class:`CircuitOpen` (the engine goes to the fallback);
+  then one half-open probe is let through: success closes it, failure opens it again.
+* :class:`BreakerRegistry` holds one breaker per endpoint and, when given a file, shares open
+  breakers between processes (``podium pool status`` reads it).
+* :class:`StreamSplice`: after a stream broke, the next attempt is asked to *continue* the text the
+  caller already received; only new text is emitted (see docs/reliability.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import random
+import time
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, TypeVar
+from enum import Enum
+from pathlib import Path
+from typing import Any, Awaitable, Callable, TypeVar
 
-from podium.errors import BackendError
+from podium.backends.base import estimate_prompt_tokens, estimate_tokens
+from podium.errors import BackendError, BackendTimeout, EndpointUnavailable
+from podium.pool import ModelSpec
+from podium.types import ChatMessage, Completion, CompletionRequest
 
 T = TypeVar("T")
+BREAKER_FILE_ENV = "PODIUM_BREAKER_FILE"
+CONTINUE_PROMPT = (
+    "Your previous reply was cut off. Continue it exactly where it stops, "
+    "without repeating anything already written."
+)
 
 
 @dataclass
@@ -27,10 +51,11 @@ class RetryPolicy:
     jitter: float = 0.5
     rng: random.Random = field(default_factory=random.Random)
 
-    def delay(self, attempt: int, error: BackendError) -> float:
-        """Seconds to wait before retry number ``attempt`` (1-based)."""
+    def delay(self, attempt: int, error: BackendError) -> float | None:
+        """Seconds to wait before retry number ``attempt`` (1-based); None: do not retry this model now."""
         if error.retry_after is not None:
-            return min(max(error.retry_after, 0.0), self.retry_after_cap_s)
+            wait = max(error.retry_after, 0.0)
+            return wait if wait <= self.retry_after_cap_s else None
         backoff = min(self.base_delay_s * 2 ** (attempt - 1), self.max_delay_s)
         return backoff * (1 - self.jitter + self.jitter * self.rng.random())
 
@@ -61,7 +86,277 @@ async def with_retries(
             if not exc.retryable or attempt > policy.max_retries:
                 raise
             wait = policy.delay(attempt, exc)
-            if deadline is not None and loop.time() + wait >= deadline:
+            if wait is None or (deadline is not None and loop.time() + wait >= deadline):
                 raise
             report.retries += 1
             await asyncio.sleep(wait)
+
+
+class CircuitOpen(EndpointUnavailable):
+    """The endpoint's circuit breaker is open: the call was not made."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=False)
+
+
+class BreakerState(str, Enum):
+    """Closed: calls flow. Open: calls fail at once. Half-open: one probe call is let through."""
+
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+@dataclass
+class CircuitBreaker:
+    """Consecutive-failure breaker of one endpoint. ``threshold`` 0 disables it.
+
+    Only retryable failures count (a 4xx means the endpoint is up). Times are wall-clock so
+    that an open breaker can be shared with other processes through :class:`BreakerRegistry`.
+    """
+
+    key: str
+    threshold: int = 5
+    open_s: float = 30.0
+    clock: Callable[[], float] = time.time
+    state: BreakerState = BreakerState.CLOSED
+    failures: int = 0
+    opened_at: float | None = None
+    last_error: str | None = None
+    probing: bool = False
+    on_change: Callable[["CircuitBreaker"], None] | None = None
+
+    def seconds_left(self) -> float:
+        """How long an open breaker stays open."""
+        if self.state != BreakerState.OPEN or self.opened_at is None:
+            return 0.0
+        return max(0.0, self.opened_at + self.open_s - self.clock())
+
+    def check(self) -> None:
+        """Let a call through, taking the half-open probe slot when due; else raise CircuitOpen."""
+        if self.threshold <= 0 or self.state == BreakerState.CLOSED:
+            return
+        if self.state == BreakerState.OPEN and self.seconds_left() <= 0:
+            self._set(BreakerState.HALF_OPEN)
+        if self.state == BreakerState.HALF_OPEN and not self.probing:
+            self.probing = True
+            return
+        what = "a half-open probe is in flight" if self.state == BreakerState.HALF_OPEN else f"{self.seconds_left():.1f}s left"
+        raise CircuitOpen(f"circuit open for {self.key} ({what}; last error: {self.last_error})")
+
+    def record(self, error: BackendError | None) -> None:
+        """Account one finished attempt: ``None`` or a non-retryable error means the endpoint answered."""
+        self.probing = False
+        if error is None or not error.retryable:
+            self.failures = 0
+            if self.state != BreakerState.CLOSED:
+                self._set(BreakerState.CLOSED)
+            return
+        self.failures += 1
+        self.last_error = str(error)[:200]
+        if self.threshold > 0 and (self.state == BreakerState.HALF_OPEN or self.failures >= self.threshold):
+            self.opened_at = self.clock()
+            self._set(BreakerState.OPEN)
+
+    def release(self) -> None:
+        """An attempt was abandoned (cancelled) without a verdict: free the probe slot."""
+        self.probing = False
+
+    def _set(self, state: BreakerState) -> None:
+        if state != self.state:
+            self.state = state
+            if self.on_change is not None:
+                self.on_change(self)
+
+    def describe(self) -> dict[str, Any]:
+        """The breaker as JSON (what ``podium pool status`` shows)."""
+        return {
+            "state": self.state.value, "failures": self.failures, "threshold": self.threshold,
+            "open_s": self.open_s, "opened_at": self.opened_at, "seconds_left": round(self.seconds_left(), 3),
+            "last_error": self.last_error, "updated_at": self.clock(),
+        }
+
+
+def endpoint_key(spec: ModelSpec) -> str:
+    """What one breaker guards: the provider endpoint plus the model served there."""
+    where = spec.base_url.rstrip("/") if spec.base_url else spec.backend
+    return f"{where}#{spec.model or spec.name}"
+
+
+class BreakerRegistry:
+    """One :class:`CircuitBreaker` per endpoint, optionally mirrored to a JSON file.
+
+    With ``path``, every state change is written there (best effort, atomic replace) and a
+    breaker seen open by another process starts open here until its open time has passed.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None = None, clock: Callable[[], float] = time.time) -> None:
+        self.path = Path(path) if path else None
+        self.clock = clock
+        self.breakers: dict[str, CircuitBreaker] = {}
+
+    def get(self, spec: ModelSpec) -> CircuitBreaker:
+        """The breaker of ``spec``'s endpoint, configured from the spec."""
+        key = endpoint_key(spec)
+        breaker = self.breakers.get(key)
+        if breaker is None:
+            breaker = CircuitBreaker(key, spec.breaker_threshold, spec.breaker_open_s, self.clock, on_change=self._save)
+            self._seed(breaker)
+            self.breakers[key] = breaker
+        breaker.threshold, breaker.open_s = spec.breaker_threshold, spec.breaker_open_s
+        return breaker
+
+    def _seed(self, breaker: CircuitBreaker) -> None:
+        saved = self.load().get(breaker.key)
+        if saved and saved.get("state") in ("open", "half_open") and saved.get("opened_at") is not None:
+            breaker.state, breaker.opened_at = BreakerState.OPEN, float(saved["opened_at"])
+            breaker.last_error = saved.get("last_error")
+
+    def load(self) -> dict[str, dict[str, Any]]:
+        """The shared state file's entries (empty when there is none or it is unreadable)."""
+        if self.path is None:
+            return {}
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _save(self, breaker: CircuitBreaker) -> None:
+        if self.path is None:
+            return
+        data = self.load()
+        data[breaker.key] = {**breaker.describe(), "pid": os.getpid()}
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(data, indent=1))
+            os.replace(tmp, self.path)
+        except OSError:
+            pass  # breaker sharing is an optimisation; never fail a call over it
+
+    def reset(self) -> None:
+        """Forget every breaker, here and in the shared file."""
+        self.breakers.clear()
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+
+def breaker_file() -> Path | None:
+    """Where breaker state is shared: ``$PODIUM_BREAKER_FILE`` (empty: nowhere), else
+    ``breakers.json`` in ``$PODIUM_HOME``, else in the platform's user data dir."""
+    env = os.environ.get(BREAKER_FILE_ENV)
+    if env is not None:
+        return Path(env) if env else None
+    home = os.environ.get("PODIUM_HOME")
+    if home:
+        return Path(home) / "breakers.json"
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("podium")) / "breakers.json"
+
+
+_default: BreakerRegistry | None = None
+
+
+def default_breakers() -> BreakerRegistry:
+    """The process-wide registry engines use unless given their own (rebuilt if its file moved)."""
+    global _default
+    path = breaker_file()
+    if _default is None or _default.path != path:
+        _default = BreakerRegistry(path)
+    return _default
+
+
+async def within(timeout_s: float | None, call: Callable[[], Awaitable[T]]) -> T:
+    """Run ``call`` under a total time limit, raising BackendTimeout (retryable) when it runs out."""
+    if timeout_s is None:
+        return await call()
+    try:
+        async with asyncio.timeout(timeout_s) as scope:
+            return await call()
+    except TimeoutError:
+        if scope.expired():
+            raise BackendTimeout(f"no complete answer within {timeout_s}s (total timeout)") from None
+        raise
+
+
+async def protected(breaker: CircuitBreaker, timeout_s: float | None, call: Callable[[], Awaitable[T]]) -> T:
+    """One attempt through ``breaker`` under a total timeout; the outcome is recorded on the breaker."""
+    breaker.check()
+    try:
+        result = await within(timeout_s, call)
+    except BackendError as exc:
+        breaker.record(exc)
+        raise
+    except BaseException:
+        breaker.release()
+        raise
+    breaker.record(None)
+    return result
+
+
+class StreamSplice:
+    """The streamed text of one turn across its attempts (retries and fallbacks).
+
+    ``sent`` is what the caller received. An attempt after a broken stream is asked to continue
+    ``sent`` (:meth:`request_for`); if it restarts from the beginning instead, the repeated prefix
+    is held back (:meth:`feed`). Tokens of broken attempts are estimated and added to the final
+    completion, flagged ``usage_estimated`` (:meth:`failed`, :meth:`finish`).
+    """
+
+    def __init__(self) -> None:
+        self.sent = ""
+        self.base = ""
+        self.raw = ""
+        self.decided = True
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.cost_usd = 0.0
+
+    @property
+    def charged(self) -> bool:
+        """Whether broken attempts consumed tokens that the trace must count."""
+        return self.prompt_tokens + self.completion_tokens > 0
+
+    def request_for(self, request: CompletionRequest) -> CompletionRequest:
+        """Start an attempt: the request itself, or a request to continue what was already sent."""
+        self.base, self.raw, self.decided = self.sent, "", not self.sent
+        if not self.sent:
+            return request
+        extra = [ChatMessage(role="assistant", content=self.sent), ChatMessage(role="user", content=CONTINUE_PROMPT)]
+        return request.model_copy(update={"messages": [*request.messages, *extra]})
+
+    def feed(self, text: str) -> str:
+        """Take a received piece; return the part the caller has not seen yet (maybe empty)."""
+        self.raw += text
+        if self.decided:
+            self.sent += text
+            return text
+        if self.base.startswith(self.raw):
+            return ""  # so far a word-for-word restart: hold it back
+        self.decided = True
+        new = self.raw[len(self.base):] if self.raw.startswith(self.base) else self.raw
+        self.sent += new
+        return new
+
+    def failed(self, spec: ModelSpec, request: CompletionRequest) -> None:
+        """The attempt broke; if it produced text, account its (estimated) tokens and cost."""
+        if not self.raw:
+            return
+        p, c = estimate_prompt_tokens(request.messages), estimate_tokens(self.raw)
+        self.prompt_tokens += p
+        self.completion_tokens += c
+        self.cost_usd += spec.cost(p, c)
+
+    def finish(self, completion: Completion) -> Completion:
+        """The final completion: the text the caller received, usage including broken attempts."""
+        if not self.charged and completion.text == self.sent:
+            return completion
+        return completion.model_copy(update={
+            "text": self.sent,
+            "prompt_tokens": completion.prompt_tokens + self.prompt_tokens,
+            "completion_tokens": completion.completion_tokens + self.completion_tokens,
+            "cost_usd": completion.cost_usd + self.cost_usd,
+            "usage_estimated": completion.usage_estimated or self.charged,
+        })

@@ -132,6 +132,7 @@ class Turn(BaseModel):
             "error": self.error,
             "retries": self.retries,
             "fallback_from": self.fallback_from,
+            "attempts": list(self.attempts),
             "usage_estimated": self.usage_estimated,
         }
 

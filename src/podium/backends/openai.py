@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from email.utils import parsedate_to_datetime
 from typing import Any, AsyncIterator
 
 import httpx
@@ -23,11 +24,33 @@ MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 
 
 def _retry_after(response: httpx.Response) -> float | None:
+    """``Retry-After`` in seconds: either delta-seconds or an HTTP date."""
     value = response.headers.get("retry-after")
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
+    if value is None:
         return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+async def _read_limited(response: httpx.Response, url: str) -> bytes:
+    """The body, refused as soon as it exceeds MAX_RESPONSE_BYTES (declared or actual)."""
+    declared = response.headers.get("content-length", "")
+    too_big = BackendError(f"response from {url} exceeds {MAX_RESPONSE_BYTES} bytes", retryable=True)
+    if declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
+        raise too_big
+    chunks, size = [], 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > MAX_RESPONSE_BYTES:
+            raise too_big
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _status_error(response: httpx.Response, body: str) -> BackendError:
@@ -87,12 +110,11 @@ class OpenAIBackend:
     async def complete(self, request: CompletionRequest) -> Completion:
         started = time.perf_counter()
         with _mapped_errors(self.url):
-            response = await self.client.post(self.url, json=self._body(request, False), headers=self._headers(), timeout=self._timeout())
-            if len(response.content) > MAX_RESPONSE_BYTES:
-                raise BackendError(f"response from {self.url} exceeds {MAX_RESPONSE_BYTES} bytes", retryable=True)
+            async with self.client.stream("POST", self.url, json=self._body(request, False), headers=self._headers(), timeout=self._timeout()) as response:
+                body = await _read_limited(response, self.url)
         if response.status_code >= 400:
-            raise _status_error(response, response.text)
-        data = _parse_json(response)
+            raise _status_error(response, body.decode(errors="replace"))
+        data = _parse_json(response, body)
         try:
             choice = data["choices"][0]
             text = choice["message"].get("content") or ""
@@ -130,12 +152,12 @@ class OpenAIBackend:
             self._client = None
 
 
-def _parse_json(response: httpx.Response) -> dict[str, Any]:
+def _parse_json(response: httpx.Response, body: bytes) -> dict[str, Any]:
     ctype = response.headers.get("content-type", "")
     if "json" not in ctype:
         raise BackendError(f"expected JSON from {response.request.url}, got content-type '{ctype}'", retryable=True)
     try:
-        data = response.json()
+        data = json.loads(body)
     except ValueError:
         raise BackendError(f"malformed JSON from {response.request.url}", retryable=True) from None
     if not isinstance(data, dict):

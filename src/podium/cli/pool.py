@@ -1,10 +1,12 @@
-"""``podium models`` and ``podium pool check``: what a pool holds, and whether it is reachable."""
+"""``podium models``, ``podium pool check`` and ``podium pool status``: what a pool holds, whether it is
+reachable, and the state of its endpoints' circuit breakers."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import sys
+import time
 
 import click
 import httpx
@@ -76,3 +78,52 @@ def check(pool_ref: str) -> None:
         click.echo(f"  {'FAIL' if problem else 'ok  '} {name}{': ' + problem if problem else ''}")
     if any(problems.values()):
         sys.exit(1)
+
+
+def breaker_rows(p: Pool, probes: dict[str, str | None] | None) -> list[dict]:
+    """Per model: endpoint, breaker config, and the state last shared in the breaker file."""
+    from podium.reliability import BreakerRegistry, breaker_file, endpoint_key
+
+    shared = BreakerRegistry(breaker_file()).load()
+    rows = []
+    for m in p.config.models:
+        key = endpoint_key(m)
+        saved = shared.get(key, {})
+        left = (saved.get("opened_at") or 0) + m.breaker_open_s - time.time()
+        state = saved.get("state", "closed")
+        if state == "open" and left <= 0:
+            state = "half_open"  # the next call will be the probe
+        row = {"model": m.name, "endpoint": key, "threshold": m.breaker_threshold, "open_s": m.breaker_open_s,
+               "state": state if m.breaker_threshold > 0 else "disabled",
+               "seconds_left": round(max(left, 0.0), 1) if state == "open" else 0.0,
+               "last_error": saved.get("last_error"), "updated_at": saved.get("updated_at")}
+        if probes is not None:
+            row["probe"] = probes.get(m.name) or "ok"
+        rows.append(row)
+    return rows
+
+
+@pool.command()
+@pool_option
+@click.option("--probe", is_flag=True, help="Also probe each endpoint now (GET /models).")
+@click.option("--reset", is_flag=True, help="Forget all shared breaker state first.")
+@click.option("--json", "as_json", is_flag=True)
+def status(pool_ref: str, probe: bool, reset: bool, as_json: bool) -> None:
+    """Circuit breakers per endpoint: config, and the state shared by podium processes."""
+    from podium.reliability import BreakerRegistry, breaker_file
+
+    p = load_pool(pool_ref)
+    path = breaker_file()
+    if reset:
+        BreakerRegistry(path).reset()
+    rows = breaker_rows(p, asyncio.run(probe_all(p)) if probe else None)
+    if as_json:
+        click.echo(json.dumps({"pool": p.name, "state_file": str(path) if path else None, "endpoints": rows}, indent=2))
+        return
+    click.echo(f"pool {p.name}; breaker state shared via {path or '(nowhere: PODIUM_BREAKER_FILE is empty)'}")
+    click.echo(f"{'model':<22} {'state':<9} {'left s':>6} {'trip':>4} {'open s':>6}  {'probe':<6} endpoint / last error")
+    for r in rows:
+        probed = r.get("probe", "-")
+        flag = probed if probed in ("-", "ok") else "FAIL"
+        note = r["endpoint"] + (f"  [{r['last_error'][:60]}]" if r["last_error"] else "") + (f"  probe: {probed}" if flag == "FAIL" else "")
+        click.echo(f"{r['model'][:22]:<22} {r['state']:<9} {r['seconds_left']:>6} {r['threshold']:>4} {r['open_s']:>6}  {flag:<6} {note}")
