@@ -1,0 +1,53 @@
+"""``podium serve``: run the OpenAI-compatible server (tiers as models) with uvicorn."""
+
+from __future__ import annotations
+
+import click
+
+from podium.cli.options import pool_option
+from podium.errors import UsageError, missing_extra
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def print_new_key(name: str) -> None:
+    """Print a fresh API key and the keys-file entry holding its hash."""
+    from podium.server.auth import hash_key, new_key
+
+    key = new_key()
+    click.echo(f"API key for '{name}' (shown once, store it now):\n  {key}\n")
+    click.echo("Add this entry under 'keys:' in your keys file:")
+    click.echo(f"  - name: {name}\n    sha256: {hash_key(key)}\n    policy: {{}}\n    rate_limit: {{requests_per_minute: 600}}")
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (anything but loopback needs --keys).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@pool_option
+@click.option("--keys", "keys_file", type=click.Path(dir_okay=False), default=None, envvar="PODIUM_KEYS",
+              help="YAML keys file (hashed keys, policy and rate limit per key). Without it: no auth, loopback only.")
+@click.option("--tiers", "tiers_file", type=click.Path(dir_okay=False), default=None, help="YAML tiers file (default: the shipped tiers).")
+@click.option("--max-body", type=click.IntRange(1024), default=4 * 1024 * 1024, show_default=True, help="Largest request body in bytes.")
+@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info", show_default=True)
+@click.option("--new-key", metavar="NAME", default=None, help="Print a new API key and its keys-file entry, then exit.")
+def serve(host: str, port: int, pool_ref: str, keys_file: str | None, tiers_file: str | None, max_body: int,
+          log_level: str, new_key: str | None) -> None:
+    """Serve the pool's tiers and models behind an OpenAI-compatible API."""
+    if new_key:
+        print_new_key(new_key)
+        return
+    if keys_file is None and host not in LOOPBACK:
+        raise UsageError(f"refusing to bind {host} without a keys file: pass --keys FILE, or bind 127.0.0.1")
+    try:
+        import uvicorn
+    except ImportError:
+        raise missing_extra("uvicorn", "server") from None
+    from podium.server.app import create_app
+
+    app = create_app(pool_ref, tiers=tiers_file, keys=keys_file, max_body_bytes=max_body)
+    if keys_file is None:
+        click.echo(f"podium serve: no --keys file, so no authentication: binding {host} only (local use).", err=True)
+    tiers = ", ".join(app.state.service.tiers)
+    click.echo(f"podium serve: pool '{app.state.service.pool.name}', tiers {tiers}; traces: {app.state.traces.location}", err=True)
+    click.echo(f"podium serve: OpenAI base_url http://{host}:{port}/v1", err=True)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=log_level == "debug")

@@ -1,0 +1,249 @@
+"""The FastAPI app: OpenAI-compatible routes over a pool, its tiers, API keys and the trace store.
+
+Routes: ``POST /v1/chat/completions`` (streaming or not), ``GET /v1/models``,
+``GET /v1/traces/{id}``, ``GET /healthz``, ``GET /metrics``. Every error, FastAPI's own included,
+is answered as ``{"error": {"message", "type", "param", "code"}}``; nothing escapes as a 500 page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from podium.errors import PodiumError, UsageError, missing_extra
+from podium.pool import Pool, load_pool
+from podium.server.auth import ApiKey, KeyRing
+from podium.server.errors import ApiError
+from podium.server.metrics import Metrics
+from podium.server.schemas import ChatCompletionRequest, ErrorResponse, ModelCard, ModelList, completion_id
+from podium.server.service import Plan, Service
+from podium.server.stream import AnswerGate, EventStream, completion_body, sse
+from podium.server.tiers import TierSet, load_tiers
+from podium.server.traces import Traces
+
+try:
+    from fastapi import Depends, FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse, Response, StreamingResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+except ImportError:  # pragma: no cover - exercised only without the extra
+    raise missing_extra("fastapi", "server") from None
+
+log = logging.getLogger("podium.server")
+MAX_BODY_BYTES = 4 * 1024 * 1024
+ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 413, 429, 502)}
+
+
+def error_response(err: ApiError) -> JSONResponse:
+    return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
+
+
+class BodyLimit:
+    """ASGI middleware: answer 413 (OpenAI-style) to a request body over ``limit`` bytes."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await self._too_large(scope, receive, send)
+        body, more = b"", True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.limit:
+                return await self._too_large(scope, receive, send)
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, scope: dict, receive: Any, send: Any) -> None:
+        err = ApiError(413, f"the request body exceeds {self.limit} bytes", code="request_too_large")
+        await error_response(err)(scope, receive, send)
+
+
+def validation_message(exc: RequestValidationError) -> ApiError:
+    """A 400 naming the first invalid field (FastAPI would answer 422 in its own format)."""
+    errors = exc.errors()
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": ""}
+    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    if first.get("type") == "json_invalid":
+        return ApiError(400, "the request body is not valid JSON", code="invalid_json")
+    if not loc and first.get("type") == "missing":
+        return ApiError(400, "the request body is missing: send a JSON object", code="missing_body")
+    msg = "unknown field; remove it" if first.get("type") == "extra_forbidden" else first.get("msg", "invalid")
+    param = ".".join(loc) or None
+    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+    return ApiError(400, f"invalid request: {param or 'body'}: {msg}{more}", param=param, code="invalid_value")
+
+
+def create_app(pool: Pool | str = "embedded", *, tiers: TierSet | str | Path | None = None, keys: KeyRing | str | Path | None = None,
+               traces: Traces | None = None, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+    """Build the server app. ``pool``: a Pool, shipped pool name or YAML path; ``tiers``: a TierSet or
+    file (default: the shipped tiers); ``keys``: a KeyRing or keys file (None: no auth, local use)."""
+    pool = load_pool(pool) if isinstance(pool, str) else pool
+    tier_set = tiers if isinstance(tiers, TierSet) else load_tiers(tiers)
+    ring = keys if isinstance(keys, KeyRing) else KeyRing.load(keys)
+    service = Service(pool, tier_set)
+    store = traces or Traces()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        await service.aclose()
+
+    app = FastAPI(title="podium", version="0.1.0", lifespan=lifespan,
+                  description="OpenAI-compatible multi-agent orchestration: tiers are virtual models.")
+    app.state.service, app.state.keys, app.state.traces, app.state.metrics = service, ring, store, metrics
+    install_error_handlers(app, metrics)
+    app.add_middleware(BodyLimit, limit=max_body_bytes)
+
+    def authenticate(request: Request) -> ApiKey:
+        key = ring.identify(request.headers.get("authorization"))
+        if key is None:
+            raise ApiError(401, "missing or unknown API key; send 'Authorization: Bearer <key>'",
+                           type="authentication_error", code="invalid_api_key")
+        return key
+
+    def limited(request: Request, key: ApiKey = Depends(authenticate)) -> ApiKey:
+        wait = ring.throttle(key)
+        if wait > 0:
+            metrics.error("", "rate_limited")
+            raise ApiError(429, f"rate limit of API key '{key.name}' exceeded; retry in {wait:.1f}s", type="rate_limit_error",
+                           code="rate_limit_exceeded", headers={"Retry-After": str(max(1, math.ceil(wait)))})
+        return key
+
+    @app.post("/v1/chat/completions", responses=ERRORS, summary="Create a chat completion (a tier or a pool model)")
+    async def chat_completions(body: ChatCompletionRequest, key: ApiKey = Depends(limited)) -> Any:
+        started = time.perf_counter()
+        try:
+            plan = service.plan(body, key)
+        except ApiError as err:
+            metrics.request(body.model, "unknown", err.status)
+            raise
+        if body.stream:
+            return stream_response(plan, service, store, metrics, started)
+        return await complete(plan, service, store, metrics, started)
+
+    @app.get("/v1/models", response_model=ModelList, responses=ERRORS, summary="List the tiers and the pool's models")
+    async def list_models(key: ApiKey = Depends(limited)) -> ModelList:
+        cards = [ModelCard(id=t.name, owned_by="podium", podium={"kind": "tier", "description": t.description,
+                 "max_turns": t.max_turns, "coordinator": t.coordinator, "always_verify": t.always_verify})
+                 for t in service.tiers.values()]
+        cards += [ModelCard(id=m.name, owned_by=m.provider_name, podium={"kind": "model", "region": m.region,
+                  "provider": m.provider_name, "roles": m.roles}) for m in pool.config.models if key.policy.allows(m)]
+        return ModelList(data=cards)
+
+    @app.get("/v1/traces/{trace_id}", responses=ERRORS, summary="One run's trace, for the key that made it")
+    async def get_trace(trace_id: str, key: ApiKey = Depends(limited)) -> dict:
+        run = await store.get(trace_id, owner=key.name)
+        if run is None:
+            why = "" if store.enabled else " (trace storage is off: PODIUM_TRACES=off)"
+            raise ApiError(404, f"no trace '{trace_id}' for this API key{why}", param="trace_id", code="trace_not_found")
+        return run
+
+    @app.get("/healthz", summary="Liveness")
+    async def healthz() -> dict:
+        return {"status": "ok", "pool": pool.name, "tiers": list(service.tiers), "models": len(pool.config.models),
+                "auth": not ring.open, "traces": store.enabled}
+
+    @app.get("/metrics", summary="Prometheus metrics", responses=ERRORS)
+    async def get_metrics(key: ApiKey = Depends(authenticate)) -> Response:
+        data, ctype = metrics.render()
+        return Response(data, media_type=ctype)
+
+    return app
+
+
+def install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
+    """OpenAI-style bodies for podium's errors, FastAPI's validation errors and HTTP errors."""
+
+    @app.exception_handler(ApiError)
+    async def on_api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        metrics.error("", "invalid_request")
+        return error_response(validation_message(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        return error_response(ApiError(exc.status_code, str(exc.detail), type=kind, code=str(exc.status_code)))
+
+    @app.exception_handler(UsageError)
+    async def on_usage(request: Request, exc: UsageError) -> JSONResponse:
+        return error_response(ApiError(400, str(exc)))
+
+    @app.exception_handler(Exception)
+    async def on_bug(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s", request.url.path)
+        metrics.error("", "server_error")
+        kind = "upstream_error" if isinstance(exc, PodiumError) else "server_error"
+        return error_response(ApiError(500, f"internal error: {type(exc).__name__}", type=kind, code="internal_error"))
+
+
+async def complete(plan: Plan, service: Service, store: Traces, metrics: Metrics, started: float) -> JSONResponse:
+    """Run a plan to the end and answer with one chat.completion (502 if it produced nothing)."""
+    outcome = await (service.run_tier(plan) if plan.tier else service.run_model(plan))
+    result = outcome.result
+    await store.record(result, plan.key.name)
+    metrics.run(plan.model, result)
+    headers = {"x-podium-trace-id": result.run_id}
+    if result.answer is None:
+        metrics.request(plan.model, plan.kind, 502, time.perf_counter() - started)
+        err = ApiError(502, f"the run produced no answer: {result.reason}", type="upstream_error", code="run_failed", headers=headers)
+        return error_response(err)
+    metrics.request(plan.model, plan.kind, 200, time.perf_counter() - started)
+    return JSONResponse(completion_body(plan, outcome, completion_id()), headers=headers)
+
+
+def stream_response(plan: Plan, service: Service, store: Traces, metrics: Metrics, started: float) -> StreamingResponse:
+    """Start the run in a task and stream its answer as SSE chunks."""
+    queue: asyncio.Queue = asyncio.Queue()
+
+    async def produce() -> None:
+        try:
+            if plan.tier:
+                gate = AnswerGate(queue, plan.budget.max_turns)  # type: ignore[union-attr]
+                outcome = await service.run_tier(plan, gate.on_event, on_cancel=lambda r: store.record_now(r, plan.key.name))
+            else:
+                outcome = await service.run_model(plan, sink=lambda text: queue.put_nowait(("text", text)))
+        except ApiError as err:
+            queue.put_nowait(("error", err.message))
+            return
+        except Exception as exc:  # never leave the client waiting on a dead producer
+            log.exception("streaming run failed")
+            queue.put_nowait(("error", f"internal error: {type(exc).__name__}"))
+            return
+        await store.record(outcome.result, plan.key.name)
+        metrics.run(plan.model, outcome.result)
+        status = 200 if outcome.result.answer is not None else 502
+        metrics.request(plan.model, plan.kind, status, time.perf_counter() - started)
+        queue.put_nowait(("done", outcome))
+
+    task = asyncio.get_running_loop().create_task(produce())
+    stream = EventStream(plan, completion_id())
+    headers = {"x-podium-trace-id": plan.trace_id, "cache-control": "no-cache"}
+    return StreamingResponse(sse(stream, queue, task), media_type="text/event-stream", headers=headers)

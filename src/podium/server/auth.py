@@ -1,0 +1,145 @@
+"""API keys (stored as SHA-256 digests) with a policy and a rate limit each.
+
+Keys file (YAML; unknown fields rejected)::
+
+    keys:
+      - name: eu-team
+        sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+        policy: {allowed_regions: [eu]}
+        rate_limit: {requests_per_minute: 120, burst: 20}
+
+Keys are random high-entropy tokens, so one SHA-256 is the right hash (as for GitHub tokens): a
+leaked file does not reveal them, and lookup stays O(1). ``podium serve --new-key NAME`` prints a
+fresh key and the entry to paste.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import secrets
+import time
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from podium.errors import ConfigError
+from podium.pool import Policy
+
+KEY_PREFIX = "pk-"
+
+
+def hash_key(key: str) -> str:
+    """The hex SHA-256 digest stored for ``key``."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_key() -> str:
+    """A fresh random API key."""
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+class RateLimit(BaseModel):
+    """Token bucket: ``requests_per_minute`` refill, ``burst`` capacity (default: one minute's worth)."""
+
+    model_config = ConfigDict(extra="forbid")
+    requests_per_minute: float = Field(default=600, gt=0)
+    burst: int | None = Field(default=None, ge=1)
+
+
+class ApiKey(BaseModel):
+    """One key: who it is, what it may reach, how fast it may call."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1)
+    sha256: str
+    policy: Policy = Field(default_factory=Policy)
+    rate_limit: RateLimit = Field(default_factory=RateLimit)
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex(cls, value: str) -> str:
+        value = value.removeprefix("sha256:").lower()
+        if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+            raise ValueError("must be the 64-character hex SHA-256 of the key (podium serve --new-key NAME prints one)")
+        return value
+
+
+class KeysFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    keys: list[ApiKey] = Field(min_length=1)
+
+
+LOCAL = ApiKey(name="local", sha256="0" * 64)
+
+
+class Bucket:
+    """One key's token bucket."""
+
+    def __init__(self, limit: RateLimit) -> None:
+        self.rate = limit.requests_per_minute / 60.0
+        self.capacity = float(limit.burst or max(1, math.ceil(limit.requests_per_minute)))
+        self.tokens = self.capacity
+        self.stamp = time.monotonic()
+
+    def take(self) -> float:
+        """0 if a request may go now, else the seconds until one may."""
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.rate
+
+
+class KeyRing:
+    """The server's keys. ``open`` is True without a keys file: every caller is ``local``."""
+
+    def __init__(self, keys: list[ApiKey] | None = None) -> None:
+        self.open = keys is None
+        self.by_hash = {k.sha256: k for k in keys or []}
+        self.buckets: dict[str, Bucket] = {}
+
+    @classmethod
+    def load(cls, path: str | Path | None) -> "KeyRing":
+        """Keys from a YAML file, or an open ring when ``path`` is None."""
+        if path is None:
+            return cls(None)
+        file = Path(path).expanduser()
+        if not file.is_file():
+            raise ConfigError(f"{path}: keys file not found; create one (podium serve --new-key NAME prints an entry)")
+        try:
+            parsed = KeysFile.model_validate(yaml.safe_load(file.read_text()))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{file}: not valid YAML: {exc}") from None
+        except ValidationError as exc:
+            lines = [f"  {'.'.join(str(p) for p in e['loc']) or '(top level)'}: "
+                     f"{'unknown key; remove it or check its spelling' if e['type'] == 'extra_forbidden' else e['msg']}"
+                     for e in exc.errors()]
+            raise ConfigError(f"{file}: invalid keys file:\n" + "\n".join(lines)) from None
+        names = [k.name for k in parsed.keys]
+        if len(set(names)) != len(names) or len({k.sha256 for k in parsed.keys}) != len(names):
+            raise ConfigError(f"{file}: key names and hashes must be unique")
+        return cls(parsed.keys)
+
+    def identify(self, authorization: str | None) -> ApiKey | None:
+        """The key presented in an ``Authorization: Bearer`` header; None if missing or unknown."""
+        if self.open:
+            return LOCAL
+        if not authorization:
+            return None
+        scheme, _, token = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return None
+        return self.by_hash.get(hash_key(token.strip()))
+
+    def throttle(self, key: ApiKey) -> float:
+        """0 if ``key`` may make a request now, else seconds to wait (for ``Retry-After``)."""
+        if self.open:
+            return 0.0
+        bucket = self.buckets.get(key.name)
+        if bucket is None:
+            bucket = self.buckets[key.name] = Bucket(key.rate_limit)
+        return bucket.take()

@@ -1,0 +1,247 @@
+"""What the HTTP layer calls: turn a chat request into a plan (target, merged policy, budget), then
+run it as a tier (the engine) or as a pass-through to one pool model (with retries and fallbacks).
+
+Policy merge: the key's policy is narrowed by the request's ``podium`` field
+(:meth:`podium.pool.Policy.narrow`), so a request can only take models away. Budgets likewise: a
+request may ask for fewer turns or a lower cost cap than its tier, never more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
+
+from podium.backends import BackendSet
+from podium.engine import Engine, Event, RunFinished
+from podium.errors import BackendError, PolicyError, UsageError
+from podium.pool import ModelSpec, Policy, Pool
+from podium.reliability import CallReport, RetryPolicy, with_retries
+from podium.server.auth import ApiKey
+from podium.server.errors import ApiError, bad_request
+from podium.server.schemas import ChatCompletionRequest, PodiumOptions
+from podium.server.tiers import Tier, TierSet
+from podium.types import Budget, ChatMessage, Completion, CompletionRequest, Role, RunResult, RunStatus, Turn, new_run_id
+
+TextSink = Callable[[str], Awaitable[None] | None]
+LABELS = {"system": "Instructions", "user": "User", "assistant": "Assistant"}
+
+
+@dataclass
+class Plan:
+    """A validated request, ready to run."""
+
+    request: ChatCompletionRequest
+    key: ApiKey
+    policy: Policy
+    tier: Tier | None = None
+    spec: ModelSpec | None = None
+    budget: Budget | None = None
+    query: str = ""
+    chain: list[str] = field(default_factory=list)
+    trace_id: str = field(default_factory=new_run_id)
+
+    @property
+    def model(self) -> str:
+        return self.request.model
+
+    @property
+    def kind(self) -> str:
+        return "tier" if self.tier else "model"
+
+
+@dataclass
+class Outcome:
+    """A finished run and the finish reason to report."""
+
+    result: RunResult
+    finish_reason: str = "stop"
+
+
+def render_query(messages: list[ChatMessage]) -> str:
+    """The task text a tier orchestrates: a lone message as is, a conversation as a labelled transcript."""
+    chats = [m for m in messages if m.content.strip()]
+    if not any(m.role == "user" for m in chats):
+        raise bad_request("messages must contain at least one non-empty user message", param="messages", code="empty_messages")
+    if len(chats) == 1:
+        return chats[0].content
+    return "\n\n".join(f"{LABELS[m.role]}: {m.content}" for m in chats)
+
+
+def finish_reason(result: RunResult) -> str:
+    return "stop" if result.status in (RunStatus.ACCEPTED, RunStatus.ANSWERED) else "length"
+
+
+class Service:
+    """The server's pool, tiers and engines; shared by every request."""
+
+    def __init__(self, pool: Pool, tiers: TierSet, backends: BackendSet | None = None) -> None:
+        self.pool = pool
+        self.tiers = tiers.by_name()
+        self.backends = backends or BackendSet()
+        self.views = {name: t.pool_view(pool) for name, t in self.tiers.items()}
+        self.engines = {name: Engine(self.views[name], t.coordinator_for(), backends=self.backends) for name, t in self.tiers.items()}
+
+    async def aclose(self) -> None:
+        await self.backends.aclose()
+
+    # planning
+
+    def plan(self, request: ChatCompletionRequest, key: ApiKey) -> Plan:
+        """Resolve the model, merge policies and budgets; ApiError (4xx) on anything invalid."""
+        options = request.podium or PodiumOptions()
+        policy = key.policy.narrow(options.policy())
+        plan = Plan(request=request, key=key, policy=policy)
+        if request.model in self.tiers:
+            return self._plan_tier(plan, self.tiers[request.model], options)
+        if request.model in {m.name for m in self.pool.config.models}:
+            return self._plan_model(plan, options)
+        raise ApiError(404, f"model '{request.model}' does not exist; GET /v1/models lists the tiers and models served",
+                       param="model", code="model_not_found")
+
+    def _plan_tier(self, plan: Plan, tier: Tier, options: PodiumOptions) -> Plan:
+        self.check_roles(tier, plan.key.policy, status=403, who=f"API key '{plan.key.name}'")
+        self.check_roles(tier, plan.policy, status=400, who="the request's podium policy")
+        plan.tier = tier
+        plan.budget = Budget(
+            max_turns=_narrow("max_turns", tier.max_turns, options.max_turns, tier.name),
+            max_cost_usd=_narrow("max_cost_usd", tier.max_cost_usd, options.max_cost_usd, tier.name),
+            deadline_s=_narrow("deadline_s", tier.deadline_s, options.deadline_s, tier.name),
+            max_tokens=options.max_tokens,
+        )
+        plan.query = render_query([m.to_chat() for m in plan.request.messages])
+        return plan
+
+    def check_roles(self, tier: Tier, policy: Policy, *, status: int, who: str) -> None:
+        """ApiError naming the first role of ``tier`` that no model allowed by ``policy`` can take."""
+        view = self.views[tier.name].restrict(policy)
+        for role in tier.roles:
+            if not view.candidates(role):
+                raise ApiError(status, f"no model allowed by {who} can take role '{role}', which tier '{tier.name}' needs "
+                               f"(policy: {policy.describe() or 'none'}; pool '{self.pool.name}')",
+                               type="permission_error" if status == 403 else "invalid_request_error",
+                               param="podium" if status == 400 else "model", code="no_model_for_role")
+
+    def _plan_model(self, plan: Plan, options: PodiumOptions) -> Plan:
+        spec = next(m for m in self.pool.config.models if m.name == plan.model)
+        if not plan.key.policy.allows(spec):
+            raise ApiError(403, f"model '{spec.name}' is outside the policy of API key '{plan.key.name}' "
+                           f"({plan.key.policy.describe()})", type="permission_error", param="model", code="model_not_allowed")
+        if not plan.policy.allows(spec):
+            raise bad_request(f"model '{spec.name}' is excluded by the request's podium policy", param="podium", code="model_excluded")
+        if options.max_turns is not None or options.max_cost_usd is not None:
+            raise bad_request("podium.max_turns and podium.max_cost_usd apply to tiers, not to a pass-through model", param="podium")
+        limit = plan.request.completion_limit
+        if limit is not None and limit >= spec.context_window:
+            raise bad_request(f"max_tokens {limit} does not fit model '{spec.name}' (context window {spec.context_window})",
+                              param="max_tokens", code="max_tokens_too_large")
+        if not any(m.text().strip() for m in plan.request.messages):
+            raise bad_request("every message is empty", param="messages", code="empty_messages")
+        plan.spec = spec
+        allowed = [n for n in spec.fallbacks if n != spec.name and plan.policy.allows(self._spec(n))]
+        plan.chain = [spec.name, *allowed]
+        return plan
+
+    def _spec(self, name: str) -> ModelSpec:
+        return next(m for m in self.pool.config.models if m.name == name)
+
+    # running
+
+    async def run_tier(self, plan: Plan, on_event: Callable[[Event], None] | None = None,
+                       on_cancel: Callable[[RunResult], None] | None = None) -> Outcome:
+        """Orchestrate the plan's query with its tier's engine (``on_event`` set: streaming)."""
+        assert plan.tier is not None and plan.budget is not None
+
+        def handle(event: Event) -> None:
+            if isinstance(event, RunFinished):
+                event.result.run_id = plan.trace_id
+                if event.result.reason == "interrupted" and on_cancel:
+                    on_cancel(event.result)
+            if on_event:
+                on_event(event)
+
+        engine = self.engines[plan.tier.name]
+        try:
+            result = await engine.run(plan.query, budget=plan.budget, policy=plan.policy, on_event=handle, stream=on_event is not None)
+        except PolicyError as exc:
+            raise ApiError(400, str(exc), param="podium", code="no_model_for_role") from None
+        except UsageError as exc:
+            raise bad_request(str(exc), param="messages") from None
+        return Outcome(result, finish_reason(result))
+
+    def completion_request(self, plan: Plan, spec: ModelSpec) -> CompletionRequest:
+        r = plan.request
+        limit = min(r.completion_limit or spec.max_tokens, max(1, spec.context_window - 1))
+        messages = [m.to_chat() for m in r.messages if m.text().strip() or m.role == "assistant"]
+        return CompletionRequest(messages=messages, max_tokens=limit, temperature=r.temperature, stop=r.stop)
+
+    async def run_model(self, plan: Plan, sink: TextSink | None = None) -> Outcome:
+        """Pass the chat through to the plan's model, then its allowed fallbacks; retries per model.
+
+        With ``sink`` the reply streams; once text has been sent, a failure ends the stream
+        rather than retrying (a retry would repeat text the client already has).
+        """
+        started, errors, retries = time.perf_counter(), [], 0
+        for i, name in enumerate(plan.chain):
+            spec = self._spec(name)
+            request = self.completion_request(plan, spec)
+            report, progress = CallReport(), _Progress()
+            try:
+                call = (lambda: self._stream_once(spec, request, sink, progress)) if sink else (lambda: self.backends.get(spec).complete(request))
+                completion = await with_retries(call, RetryPolicy(max_retries=spec.max_retries), report)
+            except BackendError as exc:
+                errors.append(f"{name}: {exc}")
+                retries += report.retries
+                if progress.sent:
+                    break
+                continue
+            turn = self._turn(spec, request, completion, plan, errors, retries + report.retries, i)
+            return Outcome(self._result(plan, [turn], completion.text, RunStatus.ANSWERED, f"pass-through to {name}", started),
+                           "length" if completion.finish_reason == "length" else "stop")
+        failed = Turn(turn=1, role=Role.WORKER, model=plan.chain[0], reason="pass-through", error="; ".join(errors), attempts=errors, retries=retries)
+        return Outcome(self._result(plan, [failed], None, RunStatus.FAILED, "; ".join(errors) or "no provider available", started))
+
+    async def _stream_once(self, spec: ModelSpec, request: CompletionRequest, sink: TextSink | None, progress: "_Progress") -> Completion:
+        try:
+            async for delta in self.backends.get(spec).stream(request):
+                if delta.completion is not None:
+                    return delta.completion
+                if delta.text and sink is not None:
+                    progress.sent = True
+                    out = sink(delta.text)
+                    if asyncio.iscoroutine(out):
+                        await out
+        except BackendError as exc:
+            if progress.sent:  # the client already has part of the text: no retry
+                raise BackendError(str(exc), status=exc.status, retryable=False) from None
+            raise
+        raise BackendError(f"stream from {spec.name} ended without a final chunk", retryable=not progress.sent)
+
+    def _turn(self, spec: ModelSpec, request: CompletionRequest, c: Completion, plan: Plan, errors: list[str], retries: int, i: int) -> Turn:
+        return Turn(turn=1, role=Role.WORKER, model=spec.name, provider=spec.provider_name, region=spec.region,
+                    reason="pass-through", messages=request.messages, output=c.text, prompt_tokens=c.prompt_tokens,
+                    completion_tokens=c.completion_tokens, cost_usd=c.cost_usd, latency_s=c.latency_s,
+                    usage_estimated=c.usage_estimated, retries=retries, attempts=list(errors),
+                    fallback_from=plan.chain[0] if i else None)
+
+    def _result(self, plan: Plan, turns: list[Turn], answer: str | None, status: RunStatus, reason: str, started: float) -> RunResult:
+        query = next((m.text() for m in reversed(plan.request.messages) if m.role == "user" and m.text().strip()), "")
+        return RunResult(run_id=plan.trace_id, query=query or "(no user message)", answer=answer, status=status, reason=reason,
+                         pool=self.pool.name, coordinator="passthrough", policy=plan.policy.describe(), turns=turns,
+                         started_at=time.time() - (time.perf_counter() - started), latency_s=time.perf_counter() - started)
+
+
+@dataclass
+class _Progress:
+    sent: bool = False
+
+
+def _narrow(name: str, tier_value: float | None, asked: float | None, tier: str):
+    """The request's value if it is within the tier's limit; ApiError if it would widen it."""
+    if asked is None:
+        return tier_value
+    if tier_value is not None and asked > tier_value:
+        raise bad_request(f"podium.{name} {asked} exceeds tier '{tier}''s limit of {tier_value}; a request may only narrow it",
+                          param=f"podium.{name}", code="policy_widening")
+    return asked

@@ -1,0 +1,57 @@
+"""Where the server keeps its runs: the SQLite trace store, each run owned by the API key that made it.
+
+``GET /v1/traces/{id}`` reads back through :meth:`Traces.get` with the caller's key name as
+owner, so a key sees its own runs and no other's. ``PODIUM_TRACES=off`` keeps nothing (the
+route then answers 404 and says why). Writes run in a worker thread to keep the event loop free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from podium.types import RunResult
+
+log = logging.getLogger("podium.server")
+
+
+class Traces:
+    """Persist and fetch server runs (``path=None``: the store's default, ``$PODIUM_HOME/podium.db``)."""
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        from podium.store import Store, traces_setting
+
+        self.enabled = traces_setting() != "off"
+        self.store = Store.open(path) if self.enabled else None
+
+    async def record(self, result: RunResult, owner: str) -> None:
+        """Store ``result`` as owned by ``owner``; a storage failure is logged, never fails the request."""
+        if self.store is None:
+            return
+        try:
+            await asyncio.to_thread(self.store.record, result, source="server", owner=owner)
+        except Exception as exc:  # the answer matters more than its trace
+            log.error("could not store trace %s: %s", result.run_id, exc)
+
+    def record_now(self, result: RunResult, owner: str) -> None:
+        """Synchronous :meth:`record`, for a run cancelled while it unwinds."""
+        if self.store is not None:
+            try:
+                self.store.record(result, source="server", owner=owner)
+            except Exception as exc:
+                log.error("could not store trace %s: %s", result.run_id, exc)
+
+    async def get(self, run_id: str, owner: str) -> dict[str, Any] | None:
+        """The run with its turns if ``owner`` made it, else None."""
+        if self.store is None:
+            return None
+        return await asyncio.to_thread(self.store.run, run_id, owner=owner)
+
+    @property
+    def location(self) -> str:
+        if self.store is None:
+            return f"off ({'PODIUM_TRACES'}={os.environ.get('PODIUM_TRACES')})"
+        return str(self.store.path)

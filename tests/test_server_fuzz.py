@@ -1,0 +1,44 @@
+"""Schemathesis fuzzes the server's OpenAPI schema in-process: no request may get a 5xx, and every
+error is an OpenAI-style error object."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+schemathesis = pytest.importorskip("schemathesis", reason="schemathesis is in the 'test' extra")
+from hypothesis import HealthCheck, settings  # noqa: E402
+from schemathesis.checks import not_a_server_error  # noqa: E402
+
+from podium.server.app import create_app  # noqa: E402
+from podium.server.traces import Traces  # noqa: E402
+
+POOL = str(Path(__file__).parent / "pools" / "server.yaml")
+
+
+def _app():
+    import tempfile
+
+    home = Path(tempfile.mkdtemp(prefix="podium-fuzz-"))
+    return create_app(POOL, traces=Traces(home / "podium.db"))
+
+
+schema = schemathesis.openapi.from_asgi("/openapi.json", _app())
+
+
+def error_object(ctx, response, case) -> None:
+    """Every 4xx/5xx body is {"error": {"message", "type", "param", "code"}}."""
+    if response.status_code >= 400:
+        body = response.json()
+        assert set(body["error"]) == {"message", "type", "param", "code"}, body
+        assert body["error"]["message"]
+
+
+@schema.parametrize()
+@settings(max_examples=50, deadline=None, suppress_health_check=list(HealthCheck))
+def test_no_server_errors(case) -> None:
+    response = case.call()
+    case.validate_response(response, checks=[not_a_server_error])
+    error_object(None, response, case)
+    assert response.status_code < 500
