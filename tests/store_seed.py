@@ -114,3 +114,11 @@ async def run_all(store: Store, queries: list[str], *, workers=WORKERS, slow: bo
 def seed(store: Store, queries: list[str], **kwargs) -> list[RunResult]:
     """Synchronous :func:`run_all`."""
     return asyncio.run(run_all(store, queries, **kwargs))
+
+
+def marker_then_sleep(request: CompletionRequest) -> str:
+    """Touch the file named by ``SEED_MARKER`` (so a test knows the run is under way), then hang."""
+    import os
+
+    Path(os.environ["SEED_MARKER"]).write_text("started")
+    return "!sleep 60\nnever"

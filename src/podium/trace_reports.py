@@ -95,7 +95,7 @@ def audit_regions(store: Store, allowed_regions: Iterable[str], *, since: Any = 
     """
     allowed = set(allowed_regions)
     rows = store.turn_rows(since=since, until=until)
-    region_of = {r["model"]: r["region"] for r in rows if r["region"] and not r["error"]}
+    region_of = {r["model"]: r["region"] for r in rows if r["region"]}
     findings: dict[str, dict[str, Any]] = {}
     for row in rows:
         for model in _reached(row):

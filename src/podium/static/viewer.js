@@ -65,14 +65,14 @@ function renderRuns(runs) {
 
 function runRow(run) {
   const row = el("tr", { class: "run-row" + (run.id === state.selected ? " selected" : ""), "data-id": run.id, onclick: () => openRun(run.id) },
-    el("td", { text: fmtTime(run.started_at) }),
+    el("td", { text: fmtTime(run.started_at).slice(5), title: fmtTime(run.started_at) + " UTC" }),
     el("td", {}, el("span", { class: "status " + run.status, text: run.status })),
-    el("td", { class: "query", text: (run.query || "").slice(0, 140) }),
+    el("td", { class: "query", text: (run.query || "").slice(0, 200), title: run.query || "" }),
     el("td", { class: "num", text: run.n_turns }),
     el("td", { class: "num", text: run.total_tokens }),
     el("td", { class: "num", text: fmtCost(run.cost_usd) }),
     el("td", { class: "num", text: fmtSec(run.latency_s) }));
-  row.title = run.id;
+  row.dataset.tooltip = run.id;
   return row;
 }
 
@@ -113,8 +113,8 @@ function turnRow(turn, left, width, turnBox) {
   bar.style.width = (100 * width).toFixed(2) + "%";
   const note = turn.error ? el("span", { class: "err", text: "error" })
     : turn.verdict ? el("span", { class: "verdict-" + turn.verdict, text: turn.verdict }) : null;
-  const info = el("div", { class: "info" },
-    `${turn.prompt_tokens}+${turn.completion_tokens} tok · $${fmtCost(turn.cost_usd)} · ${fmtSec(turn.latency_s)} s `, note);
+  const info = el("div", { class: "info" }, note, note ? " " : null,
+    `${fmtSec(turn.latency_s)} s · ${turn.prompt_tokens}+${turn.completion_tokens} tok · $${fmtCost(turn.cost_usd)}`);
   const row = el("div", { class: "turn", "data-turn": turn.turn, onclick: () => openTurn(turn, row, turnBox) },
     el("div", { class: "label", text: `${turn.turn}. ${turn.role} · ${turn.model}` }),
     el("div", { class: "track" }, bar), info);

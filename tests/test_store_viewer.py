@@ -1,0 +1,105 @@
+"""The trace viewer's HTTP side: the stdlib server (``podium ui``) and the mountable ASGI app."""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import pytest
+
+from podium.store import Store
+from podium.viewer import asgi_app, make_server
+from store_seed import questions, seed
+
+XSS = "[math] <img src=x onerror=alert(1)> what is it?"
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory: pytest.TempPathFactory) -> Store:
+    store = Store.open(tmp_path_factory.mktemp("viewer") / "t.db")
+    seed(store, [*questions(2), XSS], workers=("math-eu",))
+    return store
+
+
+@pytest.fixture
+def base_url(seeded: Store) -> Iterator[str]:
+    server = make_server(seeded, "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def get(url: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def test_page_and_static_files(base_url: str) -> None:
+    status, headers, body = get(base_url + "/")
+    assert status == 200 and headers["Content-Type"].startswith("text/html") and b"static/viewer.js" in body
+    assert "default-src 'self'" in headers["Content-Security-Policy"]
+    status, headers, body = get(base_url + "/static/viewer.js")
+    assert status == 200 and "javascript" in headers["Content-Type"] and b"textContent" in body
+    assert get(base_url + "/static/../store.py")[0] == 404
+    assert get(base_url + "/static/viewer.py")[0] == 404
+
+
+def test_json_api(base_url: str, seeded: Store) -> None:
+    status, _, body = get(base_url + "/api/runs")
+    data = json.loads(body)
+    assert status == 200 and data["total"] == 3 and len(data["runs"]) == 3
+    assert XSS in [r["query"] for r in data["runs"]]  # stored and served verbatim, as JSON
+    assert json.loads(get(base_url + "/api/runs?status=accepted&limit=1")[2])["total"] == 2
+    assert json.loads(get(base_url + "/api/runs?q=onerror")[2])["total"] == 1
+    run_id = data["runs"][0]["id"]
+    run = json.loads(get(base_url + f"/api/runs/{run_id}")[2])
+    assert [t["role"] for t in run["turns"]] == ["thinker", "worker", "verifier"]
+    assert run["turns"][1]["messages"][0]["role"] == "user" and run["turns"][1]["response"]
+    stats = json.loads(get(base_url + "/api/stats")[2])["models"]
+    assert {s["model"]: s["calls"] for s in stats} == {"judge": 3, "math-eu": 3, "planner": 3}
+    assert json.loads(get(base_url + "/api/models")[2])["models"] == ["judge", "math-eu", "planner"]
+
+
+@pytest.mark.parametrize("path, code", [("/api/runs/run_missing", 404), ("/api/runs?limit=abc", 400),
+                                        ("/api/runs?limit=100000", 400), ("/api/runs?since=someday", 400),
+                                        ("/nowhere", 404)])
+def test_bad_requests_get_json_errors(base_url: str, path: str, code: int) -> None:
+    status, headers, body = get(base_url + path)
+    assert status == code and headers["Content-Type"] == "application/json" and json.loads(body)["error"]
+
+
+def test_only_get(base_url: str) -> None:
+    assert get(base_url + "/api/runs", method="POST")[0] == 405
+
+
+async def test_asgi_app_mounted_under_a_prefix(seeded: Store) -> None:
+    app = asgi_app(seeded)
+    transport = httpx.ASGITransport(app=app, root_path="/ui")
+    async with httpx.AsyncClient(transport=transport, base_url="http://viewer") as client:
+        page = await client.get("/ui/")
+        assert page.status_code == 200 and "podium" in page.text
+        runs = (await client.get("/ui/api/runs", params={"status": "accepted"})).json()
+        assert runs["total"] == 2
+        one = await client.get(f"/ui/api/runs/{runs['runs'][0]['id']}")
+        assert one.status_code == 200 and len(one.json()["turns"]) == 3
+        redirect = await client.get("/ui")
+        assert redirect.status_code == 307 and redirect.headers["location"] == "/ui/"
+        assert (await client.get("/ui/api/runs/nope")).status_code == 404
+
+
+async def test_asgi_app_at_the_root(seeded: Store) -> None:
+    transport = httpx.ASGITransport(app=asgi_app(seeded))
+    async with httpx.AsyncClient(transport=transport, base_url="http://viewer") as client:
+        assert (await client.get("/api/stats")).json()["models"]
+        assert (await client.get("/static/viewer.css")).headers["content-type"].startswith("text/css")
