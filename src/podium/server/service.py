@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
@@ -17,7 +18,7 @@ from podium.backends import BackendSet
 from podium.engine import Engine, Event, RunFinished
 from podium.errors import BackendError, PolicyError, UsageError
 from podium.pool import ModelSpec, Policy, Pool
-from podium.reliability import CallReport, RetryPolicy, with_retries
+from podium.reliability import CallReport, RetryPolicy, StreamSplice, default_breakers, protected, with_retries
 from podium.server.auth import ApiKey
 from podium.server.errors import ApiError, bad_request
 from podium.server.schemas import ChatCompletionRequest, PodiumOptions
@@ -80,8 +81,9 @@ class Service:
         self.pool = pool
         self.tiers = tiers.by_name()
         self.backends = backends or BackendSet()
+        self.breakers = default_breakers()  # the same per-endpoint breakers the engines use
         self.views = {name: t.pool_view(pool) for name, t in self.tiers.items()}
-        self.engines = {name: Engine(self.views[name], t.coordinator_for(), backends=self.backends) for name, t in self.tiers.items()}
+        self.engines = {name: Engine(self.views[name], t.coordinator_for(), backends=self.backends, breakers=self.breakers) for name, t in self.tiers.items()}
 
     async def aclose(self) -> None:
         await self.backends.aclose()
@@ -177,46 +179,47 @@ class Service:
         return CompletionRequest(messages=messages, max_tokens=limit, temperature=r.temperature, stop=r.stop)
 
     async def run_model(self, plan: Plan, sink: TextSink | None = None) -> Outcome:
-        """Pass the chat through to the plan's model, then its allowed fallbacks; retries per model.
-
-        With ``sink`` the reply streams; once text has been sent, a failure ends the stream
-        rather than retrying (a retry would repeat text the client already has).
-        """
+        """Pass the chat through to the plan's model, then its allowed fallbacks, with the engine's
+        reliability: retries, per-endpoint circuit breakers, total timeouts, and (streaming, via
+        ``sink``) a broken stream spliced onto its retry so the client never sees text twice."""
         started, errors, retries = time.perf_counter(), [], 0
+        splice = StreamSplice()
         for i, name in enumerate(plan.chain):
             spec = self._spec(name)
             request = self.completion_request(plan, spec)
-            report, progress = CallReport(), _Progress()
+            report, breaker, backend = CallReport(), self.breakers.get(spec), self.backends.get(spec)
+            once = (lambda: self._stream_once(spec, request, sink, splice)) if sink else (lambda: backend.complete(request))
             try:
-                call = (lambda: self._stream_once(spec, request, sink, progress)) if sink else (lambda: self.backends.get(spec).complete(request))
-                completion = await with_retries(call, RetryPolicy(max_retries=spec.max_retries), report)
-            except BackendError as exc:
-                errors.append(f"{name}: {exc}")
+                completion = await with_retries(lambda: protected(breaker, spec.timeout_s, once), RetryPolicy(max_retries=spec.max_retries), report)
+            except BackendError:
+                errors.extend(f"{name}: {e}" for e in report.errors)
                 retries += report.retries
-                if progress.sent:
-                    break
                 continue
+            errors.extend(f"{name}: {e}" for e in report.errors)
             turn = self._turn(spec, request, completion, plan, errors, retries + report.retries, i)
             return Outcome(self._result(plan, [turn], completion.text, RunStatus.ANSWERED, f"pass-through to {name}", started),
                            "length" if completion.finish_reason == "length" else "stop")
-        failed = Turn(turn=1, role=Role.WORKER, model=plan.chain[0], reason="pass-through", error="; ".join(errors), attempts=errors, retries=retries)
+        failed = Turn(turn=1, role=Role.WORKER, model=plan.chain[0], reason="pass-through", error="; ".join(errors) or "no provider available",
+                      attempts=errors, retries=retries, output=splice.sent, prompt_tokens=splice.prompt_tokens,
+                      completion_tokens=splice.completion_tokens, cost_usd=splice.cost_usd, usage_estimated=splice.charged)
         return Outcome(self._result(plan, [failed], None, RunStatus.FAILED, "; ".join(errors) or "no provider available", started))
 
-    async def _stream_once(self, spec: ModelSpec, request: CompletionRequest, sink: TextSink | None, progress: "_Progress") -> Completion:
+    async def _stream_once(self, spec: ModelSpec, request: CompletionRequest, sink: TextSink, splice: StreamSplice) -> Completion:
+        """One streaming attempt; after a broken one, the model is asked to continue the sent text."""
+        request = splice.request_for(request)
         try:
-            async for delta in self.backends.get(spec).stream(request):
-                if delta.completion is not None:
-                    return delta.completion
-                if delta.text and sink is not None:
-                    progress.sent = True
-                    out = sink(delta.text)
-                    if asyncio.iscoroutine(out):
-                        await out
-        except BackendError as exc:
-            if progress.sent:  # the client already has part of the text: no retry
-                raise BackendError(str(exc), status=exc.status, retryable=False) from None
+            async with aclosing(self.backends.get(spec).stream(request)) as deltas:
+                async for delta in deltas:
+                    if delta.completion is not None:
+                        return splice.finish(delta.completion)
+                    if text := splice.feed(delta.text):
+                        out = sink(text)
+                        if asyncio.iscoroutine(out):
+                            await out
+            raise BackendError(f"stream from {spec.name} ended without a final chunk", retryable=True)
+        except BaseException:
+            splice.failed(spec, request)
             raise
-        raise BackendError(f"stream from {spec.name} ended without a final chunk", retryable=not progress.sent)
 
     def _turn(self, spec: ModelSpec, request: CompletionRequest, c: Completion, plan: Plan, errors: list[str], retries: int, i: int) -> Turn:
         return Turn(turn=1, role=Role.WORKER, model=spec.name, provider=spec.provider_name, region=spec.region,
@@ -230,11 +233,6 @@ class Service:
         return RunResult(run_id=plan.trace_id, query=query or "(no user message)", answer=answer, status=status, reason=reason,
                          pool=self.pool.name, coordinator="passthrough", policy=plan.policy.describe(), turns=turns,
                          started_at=time.time() - (time.perf_counter() - started), latency_s=time.perf_counter() - started)
-
-
-@dataclass
-class _Progress:
-    sent: bool = False
 
 
 def _narrow(name: str, tier_value: float | None, asked: float | None, tier: str):
