@@ -154,10 +154,10 @@ class FaultServer:
         fault, arg = self._pick(spec)
         stream = bool(data.get("stream"))
         reply = _answer(data)
-        if fault == "ok" and arg:
-            await asyncio.sleep(float(arg))
-        if fault == "slow_first_byte":
-            await asyncio.sleep(float(arg or 1))
+        if fault == "ok" and arg and not await _pause(reader, float(arg)):
+            return False
+        if fault == "slow_first_byte" and not await _pause(reader, float(arg or 1)):
+            return False
         if fault == "hang":
             while await reader.read(65536):
                 pass
@@ -171,10 +171,10 @@ class FaultServer:
             await _send(writer, int(code), "application/json", json.dumps({"error": {"message": f"injected {code}"}}).encode(), extra)
             return True
         if stream:
-            return await self._stream(fault, data, reply, writer)
-        return await self._plain(fault, data, reply, writer)
+            return await self._stream(fault, data, reply, reader, writer)
+        return await self._plain(fault, data, reply, reader, writer)
 
-    async def _plain(self, fault: str, data: dict, reply: str, writer: asyncio.StreamWriter) -> bool:
+    async def _plain(self, fault: str, data: dict, reply: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         if fault == "malformed_json":
             await _send(writer, 200, "application/json", b'{"choices": [{"message": {"content": "The ans')
         elif fault == "wrong_content_type":
@@ -194,17 +194,17 @@ class FaultServer:
             await writer.drain()
         elif fault == "drip":
             writer.write(_head(200, "application/json", {"Transfer-Encoding": "chunked"}))
-            while True:
+            while await _pause(reader, 0.05):
                 writer.write(_chunk(b" "))
                 await writer.drain()
-                await asyncio.sleep(0.05)
+            return False
         else:
             await _send(writer, 200, "application/json", json.dumps(_completion(data, reply, fault != "no_usage")).encode())
         return True
 
-    async def _stream(self, fault: str, data: dict, reply: str, writer: asyncio.StreamWriter) -> bool:
+    async def _stream(self, fault: str, data: dict, reply: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         if fault in ("malformed_json", "wrong_content_type", "oversized"):
-            return await self._plain(fault, data, reply, writer)
+            return await self._plain(fault, data, reply, reader, writer)
         writer.write(_head(200, "text/event-stream", {"Transfer-Encoding": "chunked"}))
         pieces = _pieces(reply)
         half = max(1, len(pieces) // 2)
@@ -218,13 +218,24 @@ class FaultServer:
             event = {"choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
             writer.write(_chunk(f"data: {json.dumps(event)}\n\n".encode()))
             await writer.drain()
-            await asyncio.sleep(0.05 if fault == "drip" else self.stream_delay_s)
+            if not await _pause(reader, 0.05 if fault == "drip" else self.stream_delay_s):
+                return False
         tail = [{"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}]
         if (data.get("stream_options") or {}).get("include_usage") and fault != "no_usage":
             tail.append({"choices": [], "usage": _usage(data, reply)})
         text = "".join(f"data: {json.dumps(e)}\n\n" for e in tail) + "data: [DONE]\n\n"
         writer.write(_chunk(text.encode()) + b"0\r\n\r\n")
         await writer.drain()
+        return True
+
+
+async def _pause(reader: asyncio.StreamReader, seconds: float) -> bool:
+    """Wait ``seconds``; False as soon as the client hangs up (so no handler outlives its client)."""
+    if seconds <= 0:
+        return not reader.at_eof()
+    try:
+        return bool(await asyncio.wait_for(reader.read(1), seconds))
+    except asyncio.TimeoutError:
         return True
 
 
