@@ -109,8 +109,9 @@ async def test_failed_probe_reopens_without_retrying(server: FaultServer) -> Non
     spec = "http:503/reopen"
     pool = fault_pool(server.url, spec, breaker_threshold=1, breaker_open_s=0.2)
     breakers = BreakerRegistry()
-    await run_pool(pool, breakers=breakers)
-    assert server.requests_for(spec) == 1  # opened on the first failure: the retry was refused
+    first = await run_pool(pool, breakers=breakers)
+    assert server.requests_for(spec) == 1  # opened on the first failure: no retry against an open circuit
+    assert first.result.turns[0].retries == 0 and len(first.result.turns[0].attempts) == 1
     await asyncio.sleep(0.25)
     out = await run_pool(pool, breakers=breakers)
     assert server.requests_for(spec) == 2 and out.result.status == RunStatus.ANSWERED

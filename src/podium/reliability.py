@@ -288,6 +288,8 @@ async def protected(breaker: CircuitBreaker, timeout_s: float | None, call: Call
         result = await within(timeout_s, call)
     except BackendError as exc:
         breaker.record(exc)
+        if breaker.state == BreakerState.OPEN:
+            exc.retryable = False  # this failure opened the circuit: go to the fallback, do not retry here
         raise
     except BaseException:
         breaker.release()
