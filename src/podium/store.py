@@ -25,6 +25,7 @@ import json
 import os
 import re
 import sqlite3
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -148,6 +149,7 @@ class Store:
 
     def __init__(self, path: str | os.PathLike[str] | None = None, *, text_mode: TextMode | None = None) -> None:
         self.path = Path(path).expanduser() if path is not None else default_path()
+        self._local = threading.local()
         setting = traces_setting()
         self.text_mode: TextMode = text_mode or ("hash" if setting == "hash" else "full")
         if self.text_mode not in ("full", "hash"):
@@ -164,7 +166,7 @@ class Store:
     def _connect(self) -> sqlite3.Connection:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(f"cannot open the trace store {self.path}: {exc}; set PODIUM_HOME to a writable directory") from None
         conn.row_factory = sqlite3.Row
@@ -174,35 +176,42 @@ class Store:
         conn.execute("PRAGMA secure_delete=ON")  # purged text is overwritten, not left in free pages
         return conn
 
+    def _conn(self) -> sqlite3.Connection:
+        """This thread's connection (opened once: closing the last one checkpoints the WAL, which is slow)."""
+        cached = getattr(self._local, "conn", None)
+        if cached is not None and cached[0] == os.getpid():
+            return cached[1]
+        conn = self._connect()
+        self._local.conn = (os.getpid(), conn)
+        return conn
+
+    def close(self) -> None:
+        """Close this thread's connection (others close when their threads end)."""
+        cached = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if cached is not None and cached[0] == os.getpid():
+            cached[1].close()
+
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
-        conn = self._connect()
-        try:
-            yield conn
-        finally:
-            conn.close()
+        yield self._conn()
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        conn = self._connect()
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+            yield conn
             conn.execute("COMMIT")
-        finally:
-            conn.close()
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
 
     def _migrate(self) -> None:
-        conn = self._connect()
-        try:
-            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                conn.execute("PRAGMA journal_mode=WAL")
-        finally:
-            conn.close()
+        conn = self._conn()
+        if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            conn.execute("PRAGMA journal_mode=WAL")
         with self._write() as conn:
             conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
             done = {r[0] for r in conn.execute("SELECT name FROM schema_migrations")}
@@ -386,7 +395,7 @@ def _run_filters(status: str | None, model: str | None, since: Any, until: Any, 
         clauses.append("r.status = ?")
         args.append(status)
     if model:
-        clauses.append("EXISTS (SELECT 1 FROM turns t WHERE t.run_id = r.id AND t.model = ?)")
+        clauses.append("r.id IN (SELECT run_id FROM turns WHERE model = ?)")
         args.append(model)
     if since is not None:
         clauses.append("r.started_at >= ?")
