@@ -19,22 +19,22 @@ from podium.types import Budget, RunStatus
 
 # fault, retries of main, fallback used, (min s, max s), what the failed attempts must mention
 MATRIX = [
-    ("ok", 0, False, (0.0, 0.5), None),
-    ("slow_first_byte:0.1", 0, False, (0.1, 0.6), None),
-    ("no_usage", 0, False, (0.0, 0.5), None),
-    ("slow_first_byte:3", 1, True, (0.5, 1.3), "timeout"),
-    ("hang", 1, True, (0.5, 1.3), "timeout"),
+    ("ok", 0, False, (0.0, 0.9), None),
+    ("slow_first_byte:0.1", 0, False, (0.1, 1.0), None),
+    ("no_usage", 0, False, (0.0, 0.9), None),
+    ("slow_first_byte:3", 1, True, (0.5, 1.6), "timeout"),
+    ("hang", 1, True, (0.5, 1.6), "timeout"),
     ("drip", 1, True, (1.6, 2.5), "total timeout"),
-    ("http:500", 1, True, (0.0, 0.6), "HTTP 500"),
-    ("http:503*1", 1, False, (0.0, 0.6), "HTTP 503"),
-    ("http:429:0.3*1", 1, False, (0.3, 0.9), "HTTP 429"),
-    ("http:429:30", 0, True, (0.0, 0.5), "HTTP 429"),
-    ("http:400", 0, True, (0.0, 0.5), "HTTP 400"),
-    ("reset", 1, True, (0.0, 0.6), "cannot reach"),
-    ("malformed_json", 1, True, (0.0, 0.6), None),
-    ("truncated", 1, True, (0.0, 0.6), None),
-    ("wrong_content_type", 1, True, (0.0, 0.6), None),
-    ("oversized", 1, True, (0.0, 1.5), None),
+    ("http:500", 1, True, (0.0, 1.0), "HTTP 500"),
+    ("http:503*1", 1, False, (0.0, 1.0), "HTTP 503"),
+    ("http:429:0.3*1", 1, False, (0.3, 1.3), "HTTP 429"),
+    ("http:429:30", 0, True, (0.0, 0.9), "HTTP 429"),
+    ("http:400", 0, True, (0.0, 0.9), "HTTP 400"),
+    ("reset", 1, True, (0.0, 1.0), "cannot reach"),
+    ("malformed_json", 1, True, (0.0, 1.0), None),
+    ("truncated", 1, True, (0.0, 1.0), None),
+    ("wrong_content_type", 1, True, (0.0, 1.0), None),
+    ("oversized", 1, True, (0.0, 1.5), "exceeds"),
 ]
 
 

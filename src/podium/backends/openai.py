@@ -170,7 +170,7 @@ async def _sse_events(response: httpx.Response) -> AsyncIterator[dict[str, Any]]
     ctype = response.headers.get("content-type", "")
     if "event-stream" not in ctype and "json" not in ctype:
         raise BackendError(f"expected an event stream from {response.request.url}, got '{ctype}'", retryable=True)
-    async for line in response.aiter_lines():
+    async for line in _bounded_lines(response):
         if not line.startswith("data:"):
             continue
         payload = line[5:].strip()
@@ -180,6 +180,25 @@ async def _sse_events(response: httpx.Response) -> AsyncIterator[dict[str, Any]]
             yield json.loads(payload)
         except ValueError:
             raise BackendError(f"malformed SSE event from {response.request.url}: {payload[:100]}", retryable=True) from None
+
+
+async def _bounded_lines(response: httpx.Response) -> AsyncIterator[str]:
+    """Lines of a streamed body, refused once the stream exceeds MAX_RESPONSE_BYTES characters."""
+    pending: list[str] = []  # pieces of the current line (kept apart: a huge line must not be re-copied)
+    total = 0
+    async for text in response.aiter_text():
+        total += len(text)
+        if total > MAX_RESPONSE_BYTES:
+            raise BackendError(f"stream from {response.request.url} exceeds {MAX_RESPONSE_BYTES} bytes", retryable=True)
+        if "\n" not in text:
+            pending.append(text)
+            continue
+        first, *rest = text.split("\n")
+        lines, pending = ["".join([*pending, first]), *rest[:-1]], [rest[-1]]
+        for line in lines:
+            yield line.rstrip("\r")
+    if "".join(pending):
+        yield "".join(pending)
 
 
 class _mapped_errors:
