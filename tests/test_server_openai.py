@@ -158,3 +158,17 @@ def test_new_key_prints_a_hash_entry(tmp_path: Path) -> None:
     assert out.returncode == 0
     key = out.stdout.split("\n")[1].strip()
     assert key.startswith("pk-") and f"sha256: {hash_key(key)}" in out.stdout and key not in out.stdout.split("Add this")[1]
+
+
+def test_without_keys_it_binds_loopback_and_says_so(tmp_path: Path) -> None:
+    port = free_port()
+    proc = start(["--pool", str(POOL), "--port", str(port), "--log-level", "warning"], {**os.environ, "PODIUM_HOME": str(tmp_path)})
+    try:
+        wait_healthy(proc, f"http://127.0.0.1:{port}")
+        reply = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="anything", max_retries=0).chat.completions.create(
+            model="podium", messages=ASK)
+        assert reply.choices[0].message.content == EU_ANSWER
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=10)
+    assert "no --keys file, so no authentication: binding 127.0.0.1 only" in out

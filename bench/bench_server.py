@@ -1,0 +1,335 @@
+"""Throughput and latency of `podium serve` against LiteLLM's proxy, both in front of the same stub.
+
+Everything runs on 127.0.0.1, each server in its own process:
+
+- a stub OpenAI-compatible model server (a bare ASGI app under uvicorn, fixed reply, optional delay);
+- ``podium serve`` with a one-model pool on the stub, API keys on, traces stored (and once with
+  ``PODIUM_TRACES=off``), requests to the pool model (pass-through) and to the ``podium`` tier;
+- ``litellm --config`` (LiteLLM proxy) routing the same model name to the stub, master key on;
+- the stub itself, called directly: the ceiling any proxy can reach on this machine.
+
+For each target and each concurrency (50 and 200 clients) a fixed number of non-streaming
+requests is sent by an asyncio/httpx load generator; it reports requests/s and latency p50/p99,
+and podium's ratios to LiteLLM. Writes bench/results/server.json and bench/results/server.md.
+
+    .venv/bin/python bench/bench_server.py [--requests 1000] [--litellm /path/to/litellm]
+
+LiteLLM is not a podium dependency: install it anywhere (``pip install 'litellm[proxy]'``) and
+pass its ``litellm`` executable (default: ``litellm`` on PATH or next to this Python).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results"
+MODEL = "stub-model"
+REPLY = "ACCEPT: the answer is 391."
+PODIUM_KEY = "pk-bench-key"
+LITELLM_KEY = "sk-bench-0123456789abcdef0123456789abcdef"
+
+
+# --- the stub model server -------------------------------------------------------------------
+
+def stub_app(delay_s: float):
+    """A minimal OpenAI-compatible chat endpoint: a fixed reply, usage included, SSE if asked."""
+
+    async def app(scope, receive, send):
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                await send({"type": message["type"] + ".complete"})
+                if message["type"] == "lifespan.shutdown":
+                    return
+        body, more = b"", True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        if delay_s:
+            await asyncio.sleep(delay_s)
+        data = json.loads(body or b"{}")
+        usage = {"prompt_tokens": 20, "completion_tokens": 8, "total_tokens": 28}
+        if data.get("stream"):
+            chunks = [{"choices": [{"index": 0, "delta": {"content": REPLY}, "finish_reason": None}]},
+                      {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": usage}]
+            payload = "".join(f"data: {json.dumps({'id': 'x', 'object': 'chat.completion.chunk', 'created': 0, 'model': MODEL, **c})}\n\n" for c in chunks)
+            out, ctype = (payload + "data: [DONE]\n\n").encode(), b"text/event-stream"
+        else:
+            out = json.dumps({"id": "chatcmpl-stub", "object": "chat.completion", "created": 0, "model": MODEL,
+                              "choices": [{"index": 0, "message": {"role": "assistant", "content": REPLY}, "finish_reason": "stop"}],
+                              "usage": usage}).encode()
+            ctype = b"application/json"
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", ctype), (b"content-length", str(len(out)).encode())]})
+        await send({"type": "http.response.body", "body": out})
+
+    return app
+
+
+def run_stub(port: int, delay_s: float) -> None:
+    import uvicorn
+
+    uvicorn.run(stub_app(delay_s), host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+# --- processes -------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_up(url: str, proc: subprocess.Popen, timeout: float, headers: dict | None = None) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{url}: process exited with {proc.returncode}")
+        try:
+            if httpx.get(url, timeout=1.0, headers=headers).status_code < 500:
+                return time.monotonic() - started
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    raise RuntimeError(f"{url} did not come up within {timeout}s")
+
+
+def spawn(cmd: list[str], env: dict, log: Path) -> subprocess.Popen:
+    return subprocess.Popen(cmd, env=env, cwd=REPO, stdout=log.open("w"), stderr=subprocess.STDOUT)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def write_configs(work: Path, stub_url: str) -> dict[str, Path]:
+    import yaml
+
+    sys.path.insert(0, str(REPO / "src"))
+    from podium.server.auth import hash_key
+
+    pool = {"name": "bench", "models": [{"name": MODEL, "backend": "openai", "base_url": stub_url, "model": MODEL,
+                                         "max_tokens": 64, "max_retries": 0}]}
+    keys = {"keys": [{"name": "bench", "sha256": hash_key(PODIUM_KEY), "rate_limit": {"requests_per_minute": 10_000_000}}]}
+    litellm = {"model_list": [{"model_name": MODEL, "litellm_params": {"model": f"openai/{MODEL}", "api_base": stub_url, "api_key": "sk-none"}}],
+               "litellm_settings": {"telemetry": False, "drop_params": True}}
+    paths = {"pool": work / "pool.yaml", "keys": work / "keys.yaml", "litellm": work / "litellm.yaml"}
+    for name, data in (("pool", pool), ("keys", keys), ("litellm", litellm)):
+        paths[name].write_text(yaml.safe_dump(data))
+    return paths
+
+
+def find_litellm(given: str | None) -> str | None:
+    if given:
+        return given
+    beside = Path(sys.executable).parent / "litellm"
+    return str(beside) if beside.exists() else shutil.which("litellm")
+
+
+# --- load generation -------------------------------------------------------------------------
+
+async def load(url: str, model: str, key: str, concurrency: int, total: int) -> dict:
+    """``total`` requests from ``concurrency`` concurrent clients; latency of each, wall time."""
+    body = {"model": model, "messages": [{"role": "user", "content": "What is 17 * 23?"}], "max_tokens": 32}
+    headers = {"Authorization": f"Bearer {key}"}
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    queue: asyncio.Queue = asyncio.Queue()
+    for _ in range(total):
+        queue.put_nowait(None)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        while not queue.empty():
+            queue.get_nowait()
+            started = time.perf_counter()
+            try:
+                r = await client.post(url, json=body, headers=headers)
+                ok = r.status_code == 200 and r.json()["choices"][0]["message"]["content"]
+                if not ok:
+                    errors[f"HTTP {r.status_code}"] = errors.get(f"HTTP {r.status_code}", 0) + 1
+                    continue
+            except (httpx.HTTPError, ValueError, KeyError) as exc:
+                errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+                continue
+            latencies.append(time.perf_counter() - started)
+
+    async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(120.0)) as client:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        wall = time.perf_counter() - started
+    latencies.sort()
+    pct = lambda q: round(1000 * latencies[min(len(latencies) - 1, int(q * len(latencies)))], 2) if latencies else None  # noqa: E731
+    return {"concurrency": concurrency, "requests": total, "ok": len(latencies), "errors": errors, "wall_s": round(wall, 3),
+            "rps": round(len(latencies) / wall, 1) if wall else 0.0, "p50_ms": pct(0.50), "p99_ms": pct(0.99),
+            "mean_ms": round(1000 * statistics.fmean(latencies), 2) if latencies else None}
+
+
+def measure(name: str, url: str, model: str, key: str, concurrencies: list[int], total: int) -> list[dict]:
+    asyncio.run(load(url, model, key, min(20, total), min(100, total)))  # warm-up: connections, caches
+    rows = []
+    for c in concurrencies:
+        row = {"target": name, "model": model, **asyncio.run(load(url, model, key, c, total))}
+        print(f"  {name:<28} c={c:<4} {row['rps']:>8.1f} req/s  p50 {row['p50_ms']} ms  p99 {row['p99_ms']} ms  errors {row['errors'] or 0}", flush=True)
+        rows.append(row)
+    return rows
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+def start_podium(paths: dict[str, Path], work: Path, traces: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {**os.environ, "PODIUM_HOME": str(work / f"home-{traces}"), "PODIUM_TRACES": traces}
+    cmd = [sys.executable, "-m", "podium", "serve", "--pool", str(paths["pool"]), "--keys", str(paths["keys"]),
+           "--port", str(port), "--log-level", "warning"]
+    proc = spawn(cmd, env, work / f"podium-{traces}.log")
+    wait_up(f"http://127.0.0.1:{port}/healthz", proc, 60)
+    return proc, f"http://127.0.0.1:{port}/v1/chat/completions"
+
+
+def start_litellm(exe: str, paths: dict[str, Path], work: Path) -> tuple[subprocess.Popen, str, float]:
+    port = free_port()
+    env = {**os.environ, "LITELLM_MASTER_KEY": LITELLM_KEY, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR"}
+    proc = spawn([exe, "--config", str(paths["litellm"]), "--host", "127.0.0.1", "--port", str(port)], env, work / "litellm.log")
+    startup = wait_up(f"http://127.0.0.1:{port}/health/liveliness", proc, 180)
+    return proc, f"http://127.0.0.1:{port}/v1/chat/completions", startup
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Start every server, then measure each target in ``--rounds`` interleaved rounds (best kept)."""
+    work = Path(tempfile.mkdtemp(prefix="podium-bench-"))
+    stub_port = free_port()
+    procs = [spawn([sys.executable, __file__, "--stub", str(stub_port), "--stub-delay", str(args.stub_delay)], dict(os.environ), work / "stub.log")]
+    stub_url = f"http://127.0.0.1:{stub_port}/v1"
+    notes: list[str] = []
+    exe = find_litellm(args.litellm)
+    try:
+        wait_up(f"{stub_url}/models", procs[0], 30)
+        paths = write_configs(work, stub_url)
+        targets = [("stub (direct)", f"{stub_url}/chat/completions", MODEL, "none", 1)]
+        for traces in ("full", "off"):
+            proc, url = start_podium(paths, work, traces)
+            procs.append(proc)
+            targets.append((f"podium pass-through (traces {traces})", url, MODEL, PODIUM_KEY, 1))
+            if traces == "full":
+                targets.append(("podium tier 'podium'", url, "podium", PODIUM_KEY, 4))
+        targets += start_peer(exe, paths, work, procs, notes)
+        rounds = [[row for name, url, model, key, div in targets
+                   for row in measure(name, url, model, key, args.concurrency, max(50, args.requests // div))]
+                  for _ in range(args.rounds)]
+    finally:
+        for proc in procs:
+            stop(proc)
+    return {"rows": best_of(rounds), "rounds": rounds, "ratios": ratios(best_of(rounds)), "notes": notes, "config": config(args, exe)}
+
+
+def start_peer(exe: str | None, paths: dict[str, Path], work: Path, procs: list, notes: list[str]) -> list[tuple]:
+    """The LiteLLM proxy target, or a note saying why there is none."""
+    if exe is None:
+        notes.append("LiteLLM proxy not found (pass --litellm PATH); podium is reported alone with the direct baseline.")
+        return []
+    try:
+        proc, url, startup = start_litellm(exe, paths, work)
+    except RuntimeError as exc:
+        notes.append(f"LiteLLM proxy could not start: {exc}; see {work / 'litellm.log'}")
+        return []
+    procs.append(proc)
+    notes.append(f"LiteLLM proxy started in {startup:.1f}s, offline (LITELLM_LOCAL_MODEL_COST_MAP=True), master key set, 1 worker.")
+    return [("litellm proxy", url, MODEL, LITELLM_KEY, 1)]
+
+
+def best_of(rounds: list[list[dict]]) -> list[dict]:
+    """Per target and concurrency, the round with the highest throughput (the least disturbed)."""
+    best: dict[tuple, dict] = {}
+    for rows in rounds:
+        for row in rows:
+            key = (row["target"], row["concurrency"])
+            if key not in best or row["rps"] > best[key]["rps"]:
+                best[key] = row
+    return list(best.values())
+
+
+def ratios(rows: list[dict]) -> list[dict]:
+    """podium pass-through (traces full and off) against LiteLLM, per concurrency."""
+    out = []
+    for row in rows:
+        if not row["target"].startswith("podium pass-through"):
+            continue
+        peer = next((r for r in rows if r["target"] == "litellm proxy" and r["concurrency"] == row["concurrency"]), None)
+        if peer and peer["rps"] and row["p50_ms"] and peer["p50_ms"]:
+            out.append({"target": row["target"], "concurrency": row["concurrency"],
+                        "throughput_x": round(row["rps"] / peer["rps"], 2),
+                        "p50_latency_x": round(row["p50_ms"] / peer["p50_ms"], 2),
+                        "p99_latency_x": round(row["p99_ms"] / peer["p99_ms"], 2)})
+    return out
+
+
+def config(args: argparse.Namespace, exe: str | None) -> dict:
+    version = None
+    if exe:
+        try:
+            out = subprocess.run([str(Path(exe).parent / "python"), "-c", "import importlib.metadata as m; print(m.version('litellm'))"],
+                                 capture_output=True, text=True, timeout=30)
+            version = out.stdout.strip() or None
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return {"requests_per_case": args.requests, "concurrency": args.concurrency, "stub_delay_s": args.stub_delay,
+            "cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+            "litellm": version, "rounds": args.rounds, "loadavg_at_end": [round(x, 2) for x in os.getloadavg()], "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "load_generator": "one asyncio process, httpx.AsyncClient, keep-alive, non-streaming requests",
+            "same_machine": "stub, proxy and load generator share the machine's CPUs"}
+
+
+def table(report: dict) -> str:
+    lines = ["| target | clients | requests ok | req/s | p50 ms | p99 ms | errors |", "|---|---:|---:|---:|---:|---:|---|"]
+    for r in report["rows"]:
+        lines.append(f"| {r['target']} | {r['concurrency']} | {r['ok']}/{r['requests']} | {r['rps']} | {r['p50_ms']} | {r['p99_ms']} | {r['errors'] or ''} |")
+    if report["ratios"]:
+        lines += ["", "| podium vs LiteLLM | clients | throughput × | p50 latency × | p99 latency × |", "|---|---:|---:|---:|---:|"]
+        for r in report["ratios"]:
+            lines.append(f"| {r['target']} | {r['concurrency']} | {r['throughput_x']} | {r['p50_latency_x']} | {r['p99_latency_x']} |")
+    return "\n".join(lines + [""] + [f"- {n}" for n in report["notes"]])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--requests", type=int, default=1000, help="requests per target and concurrency")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[50, 200])
+    parser.add_argument("--litellm", default=None, help="path to the litellm executable (LiteLLM proxy)")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds; the best of them is reported")
+    parser.add_argument("--stub-delay", type=float, default=0.0, help="seconds the stub waits before answering")
+    parser.add_argument("--stub", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--out", default=str(RESULTS / "server.json"))
+    args = parser.parse_args()
+    if args.stub is not None:
+        return run_stub(args.stub, args.stub_delay)
+    report = run(args)
+    text = table(report)
+    print("\n" + text)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    out.with_suffix(".md").write_text(f"# podium serve vs LiteLLM proxy (bench/bench_server.py)\n\n{text}\n")
+
+
+if __name__ == "__main__":
+    main()
