@@ -1,0 +1,95 @@
+"""``podium train replay`` and ``podium eval replay``: fit and benchmark learned coordinator heads.
+
+Needs the ``train`` extra (numpy, cma, pyarrow, matplotlib); imported lazily so that the rest of
+the CLI works without it.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import click
+
+from podium.errors import missing_extra
+
+
+def _require_train_extra() -> None:
+    for module in ("numpy", "cma", "pyarrow"):
+        try:
+            __import__(module)
+        except ImportError:
+            raise missing_extra(module, "train") from None
+
+
+@click.group()
+def train() -> None:
+    """Train learned coordinator heads."""
+
+
+@train.command("replay")
+@click.argument("dataset_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Head file to write (.npz).")
+@click.option("--mode", type=click.Choice(["single", "cascade"]), default="single", show_default=True,
+              help="single: one model per query; cascade: up to --turns calls, the recorded score as verifier.")
+@click.option("--lam", type=click.FloatRange(0), default=0.0, show_default=True, help="Cost weight λ (per mean call cost).")
+@click.option("--turns", type=click.IntRange(1, 20), default=3, show_default=True, help="Cascade: most calls per query.")
+@click.option("--generations", type=click.IntRange(0), default=None, help="sep-CMA-ES generations [default: 60].")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Save the optimiser state here.")
+@click.option("--resume", is_flag=True, help="Continue from --checkpoint if it exists.")
+@click.option("--quiet", is_flag=True, help="No progress on stderr.")
+def train_replay(dataset_dir: Path, out: Path, mode: str, lam: float, turns: int, generations: int | None, seed: int,
+                 checkpoint: Path | None, resume: bool, quiet: bool) -> None:
+    """Train a head on the train split of a replay dataset folder and write it to --out."""
+    _require_train_extra()
+    from podium.replay import load_replay
+    from podium.train import TrainConfig, prepare, stderr_progress, train_head
+
+    ds = load_replay(dataset_dir)
+    extra = {"generations": generations} if generations is not None else {}
+    config = TrainConfig(mode=mode, lam=lam, turns=turns, seed=seed, **extra)
+    progress = None if quiet else stderr_progress
+    if progress:
+        progress(f"[{ds.name}] {len(ds.texts)} items, {len(ds.models)} models; encoding")
+    head = train_head(prepare(ds, config), config, checkpoint=checkpoint, resume=resume, progress=progress)
+    path = head.save(out)
+    click.echo(f"wrote {path}: {len(head.models)} models, {mode}, λ={lam:g}, validation objective "
+               f"{head.meta['optimizer']['best_val']:.4f}; use it with --coordinator learned:{path}")
+
+
+@click.group("eval")
+def eval_group() -> None:
+    """Benchmark coordinators offline."""
+
+
+@eval_group.command("replay")
+@click.argument("dataset_dirs", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write all results as JSON.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the cost–quality plot (PNG).")
+@click.option("--turns", type=click.IntRange(1, 20), default=3, show_default=True, help="Cascade: most calls per query.")
+@click.option("--generations", type=click.IntRange(0), default=None, help="sep-CMA-ES generations [default: 60].")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress on stderr.")
+def eval_replay(dataset_dirs: tuple[Path, ...], json_out: Path | None, plot_path: Path | None, turns: int,
+                generations: int | None, seed: int, quiet: bool) -> None:
+    """Train and compare the learned coordinator with the baselines on each dataset (same settings for all)."""
+    _require_train_extra()
+    from podium.evaluate import evaluate_dataset, format_table, plot, write_json
+    from podium.replay import load_replay
+    from podium.train import TrainConfig, stderr_progress
+
+    datasets = [load_replay(p) for p in dataset_dirs]  # fail on a bad folder before any training
+    extra = {"generations": generations} if generations is not None else {}
+    config = TrainConfig(seed=seed, **extra)
+    results = []
+    for ds in datasets:
+        results.append(evaluate_dataset(ds, config, cascade_turns=turns, progress=None if quiet else stderr_progress))
+        click.echo(format_table(results[-1]) + "\n")
+    if json_out:
+        args = [*map(str, dataset_dirs), "--turns", str(turns), "--seed", str(seed), *(["--generations", str(generations)] if generations is not None else [])]
+        write_json(results, json_out, "podium eval replay " + " ".join(shlex.quote(a) for a in args))
+        click.echo(f"wrote {json_out}")
+    if plot_path:
+        plot(results, plot_path)
+        click.echo(f"wrote {plot_path}")

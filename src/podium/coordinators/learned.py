@@ -1,0 +1,99 @@
+"""The learned coordinator: a trained TRINITY head picks the next model and role (``learned:PATH``).
+
+Per decision it encodes the query (with the encoder the head file names), adds the transcript
+(which models already failed: an error, or an answer a verifier rejected), and reads the head's
+logits:
+
+- **model**: the highest model logit among the head's models that the pool allows for the chosen
+  role right now; models missing from the pool, excluded by policy, or that already failed are
+  masked out (no retraining). Head model names must be pool model names: a head trained on a
+  replay dataset drives a pool whose models carry the dataset's model names (see
+  docs/learned-coordinator.md). If the head has no allowed model for a role, the pool's default
+  for that role is used and the reason says so.
+- **role**: the head's 3 role logits plus a transcript prior (check a fresh answer, answer again
+  after REVISE). A verifier is never chosen before an answer exists and a thinker never on the
+  last turn (the engine also turns an early verifier into a worker).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+
+from podium.coordinators.base import RunState
+from podium.encoders import get_encoder
+from podium.errors import UsageError
+from podium.head import ROLE_NAMES, Head
+from podium.types import Decision, Role, Verdict
+
+STATE_PRIOR = 2.0  # added to the role the transcript calls for (checking an answer, re-answering)
+
+
+class LearnedCoordinator:
+    """Decides with a trained head; see the module docstring."""
+
+    def __init__(self, head: Head, source: str = "") -> None:
+        self.head = head
+        self.encoder = get_encoder(head.encoder)
+        self.name = f"learned:{source}" if source else "learned"
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    @classmethod
+    def load(cls, path: str | Path) -> "LearnedCoordinator":
+        """Load a head file written by ``podium train replay``."""
+        return cls(Head.load(path), str(path))
+
+    def encode(self, query: str) -> np.ndarray:
+        """The query's encoding (kept for the run's later turns)."""
+        vec = self._cache.get(query)
+        if vec is None:
+            vec = self.encoder.encode([query])
+            self._cache[query] = vec
+            if len(self._cache) > 256:
+                self._cache.popitem(last=False)
+        return vec
+
+    def failed_mask(self, state: RunState) -> np.ndarray:
+        """1 for each head model that already failed in this run."""
+        failed = state.failed_models()
+        return np.array([[1.0 if m in failed else 0.0 for m in self.head.models]])
+
+    async def decide(self, state: RunState) -> Decision:
+        logits = self.head.logits(self.encode(state.query), self.failed_mask(state))[0]
+        role = self.choose_role(state, logits[self.head.n_models :])
+        model, reason = self.choose_model(state, role, logits[: self.head.n_models])
+        return Decision(role=role, model=model, reason=reason)
+
+    def choose_role(self, state: RunState, role_logits: np.ndarray) -> Role:
+        """Role logits plus the transcript prior, with impossible roles masked."""
+        scores = dict(zip(ROLE_NAMES, role_logits.astype(float)))
+        last = state.last
+        if last is not None and last.error is None and last.role == Role.WORKER:
+            scores["verifier"] += STATE_PRIOR
+        if last is not None and last.role == Role.VERIFIER and last.verdict == Verdict.REVISE:
+            scores["worker"] += STATE_PRIOR
+        if not state.has_answer:
+            scores["verifier"] = -np.inf
+        if state.turns_left <= 1 or (last is not None and last.role == Role.THINKER):
+            scores["thinker"] = -np.inf
+        return Role(max(scores, key=scores.__getitem__))
+
+    def choose_model(self, state: RunState, role: Role, model_logits: np.ndarray) -> tuple[str, str]:
+        """Best allowed head model for ``role``; the pool default when the head has none."""
+        allowed = set(state.pool.candidates(role))
+        if not allowed & set(self.head.models) and not set(state.pool.models) & set(self.head.models):
+            raise UsageError(f"head {self.name} was trained for models {self.head.models}; none is in pool "
+                             f"'{state.pool.name}': train a head on data recorded with this pool's models")
+        skip = state.failed_models() if role == Role.WORKER else set()
+        if role == Role.VERIFIER and state.last_of(Role.WORKER) is not None:
+            skip = {state.last_of(Role.WORKER).model}
+        order = np.argsort(-model_logits, kind="stable")
+        names = [self.head.models[i] for i in order if self.head.models[i] in allowed]
+        preferred = [n for n in names if n not in skip] or names
+        if preferred:
+            logit = model_logits[self.head.models.index(preferred[0])]
+            return preferred[0], f"learned head: {role.value} {preferred[0]} (logit {logit:.3f})"
+        fallback = state.pool.default_for(role)
+        return fallback, f"learned head has no allowed model for {role.value}; pool default {fallback}"

@@ -1,0 +1,163 @@
+"""Replay datasets: recorded per-item outcomes of many models, for offline routing.
+
+A dataset folder holds ``items.parquet`` (item_id, task, split, text), ``outcomes.parquet``
+(item_id, model, score, cost_usd, output_chars) and ``models.json`` (optional per-model prices).
+:func:`load_replay` turns it into dense arrays: ``scores[i, m]`` (NaN where the outcome is
+unknown: a missing outcome is *unknown*, never 0) and ``costs[i, m]``.
+
+Cost of one call, in order of preference (per cell):
+
+1. the recorded ``cost_usd``;
+2. the price table × tokens (input ≈ len(text)/4; output ≈ output_chars/4, else
+   :data:`DEFAULT_OUTPUT_TOKENS`);
+3. where no price is known but ``output_chars`` is: a nominal $1 per million output tokens,
+   so cost is proportional to output length;
+4. else a uniform cost per call (:data:`UNIFORM_CALL_COST`).
+
+Nothing here is specific to one dataset.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from podium.errors import UsageError, missing_extra
+
+DEFAULT_OUTPUT_TOKENS = 256
+UNIFORM_CALL_COST = 1e-4
+CHARS_PER_TOKEN = 4.0
+SPLITS = ("train", "test", "eval_only")
+
+
+class ReplayDataError(UsageError):
+    """A replay dataset folder is missing a file or has a malformed table."""
+
+
+@dataclass
+class ReplayDataset:
+    """One dataset as dense arrays. Rows are items, columns are ``models``."""
+
+    name: str
+    path: str
+    item_ids: np.ndarray
+    tasks: np.ndarray
+    splits: np.ndarray
+    texts: list[str]
+    models: list[str]
+    scores: np.ndarray  # (n_items, n_models) float, NaN = unknown
+    costs: np.ndarray  # (n_items, n_models) float USD (or nominal units, see cost_source)
+    cost_source: str
+    prices: dict = field(default_factory=dict)
+
+    @property
+    def known(self) -> np.ndarray:
+        """Mask of cells whose outcome is recorded."""
+        return ~np.isnan(self.scores)
+
+    def indices(self, split: str) -> np.ndarray:
+        """Row indices of one split."""
+        return np.flatnonzero(self.splits == split)
+
+    def subset(self, rows: np.ndarray) -> "ReplayDataset":
+        """A dataset with only ``rows``."""
+        return ReplayDataset(
+            self.name, self.path, self.item_ids[rows], self.tasks[rows], self.splits[rows],
+            [self.texts[i] for i in rows], self.models, self.scores[rows], self.costs[rows],
+            self.cost_source, self.prices,
+        )
+
+    def describe(self) -> dict:
+        """Size and provenance, for head metadata and reports."""
+        counts = {s: int((self.splits == s).sum()) for s in SPLITS}
+        return {"name": self.name, "path": self.path, "items": len(self.item_ids), "models": len(self.models),
+                "splits": counts, "cost_source": self.cost_source}
+
+
+def _read_table(path: Path, columns: list[str]) -> dict:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise missing_extra("pyarrow", "train") from None
+    if not path.is_file():
+        raise ReplayDataError(f"{path}: file not found; a replay dataset folder needs items.parquet, outcomes.parquet and models.json")
+    table = pq.read_table(path)
+    missing = [c for c in columns if c not in table.column_names]
+    if missing:
+        raise ReplayDataError(f"{path}: missing column(s) {missing}; see docs/learned-coordinator.md for the format")
+    return {c: table.column(c).to_pylist() for c in columns}
+
+
+def _read_prices(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ReplayDataError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ReplayDataError(f"{path}: must be an object mapping model name to prices")
+    return data
+
+
+def load_replay(path: str | Path) -> ReplayDataset:
+    """Load a replay dataset folder (see module docstring for the format)."""
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise ReplayDataError(f"{folder}: not a directory; pass a replay dataset folder")
+    items = _read_table(folder / "items.parquet", ["item_id", "task", "split", "text"])
+    outcomes = _read_table(folder / "outcomes.parquet", ["item_id", "model", "score"])
+    extra = _optional_columns(folder / "outcomes.parquet", ["cost_usd", "output_chars"], len(outcomes["item_id"]))
+    prices = _read_prices(folder / "models.json")
+    ids = items["item_id"]
+    row = {item: i for i, item in enumerate(ids)}
+    if len(row) != len(ids):
+        raise ReplayDataError(f"{folder / 'items.parquet'}: item_id values are not unique")
+    models = sorted(set(outcomes["model"]) | set(prices))
+    col = {m: j for j, m in enumerate(models)}
+    n, k = len(ids), len(models)
+    scores = np.full((n, k), np.nan)
+    recorded = np.full((n, k), np.nan)
+    chars = np.full((n, k), np.nan)
+    for item, model, score, usd, out in zip(outcomes["item_id"], outcomes["model"], outcomes["score"], extra["cost_usd"], extra["output_chars"]):
+        i = row.get(item)
+        if i is None:
+            continue  # an outcome for an item not listed: ignored
+        j = col[model]
+        scores[i, j] = np.nan if score is None else float(score)
+        recorded[i, j] = np.nan if usd is None else float(usd)
+        chars[i, j] = np.nan if out is None else float(out)
+    texts = [t or "" for t in items["text"]]
+    costs, source = resolve_costs(texts, models, prices, recorded, chars)
+    splits = np.array([s or "train" for s in items["split"]])
+    unknown = sorted(set(splits) - set(SPLITS))
+    if unknown:
+        raise ReplayDataError(f"{folder / 'items.parquet'}: unknown split value(s) {unknown}; use {', '.join(SPLITS)}")
+    return ReplayDataset(folder.name, str(folder), np.array(ids), np.array([t or "" for t in items["task"]]), splits,
+                         texts, models, scores, costs, source, prices)
+
+
+def _optional_columns(path: Path, columns: list[str], n: int) -> dict:
+    import pyarrow.parquet as pq
+
+    names = pq.read_schema(path).names
+    present = [c for c in columns if c in names]
+    data = _read_table(path, present) if present else {}
+    return {c: data.get(c, [None] * n) for c in columns}
+
+
+def resolve_costs(texts: list[str], models: list[str], prices: dict, recorded: np.ndarray, chars: np.ndarray) -> tuple[np.ndarray, str]:
+    """Per-call cost matrix and a word on where it came from (see module docstring)."""
+    in_tok = np.array([len(t) / CHARS_PER_TOKEN for t in texts])[:, None]
+    out_tok = np.where(np.isnan(chars), DEFAULT_OUTPUT_TOKENS, chars / CHARS_PER_TOKEN)
+    p_in = np.array([float(prices.get(m, {}).get("input_usd_per_mtok", np.nan)) for m in models])[None, :]
+    p_out = np.array([float(prices.get(m, {}).get("output_usd_per_mtok", np.nan)) for m in models])[None, :]
+    table = (in_tok * p_in + out_tok * p_out) / 1e6
+    by_length = np.where(np.isnan(chars), np.nan, chars / CHARS_PER_TOKEN / 1e6)
+    costs = np.where(~np.isnan(recorded), recorded, np.where(~np.isnan(table), table, by_length))
+    costs = np.where(np.isnan(costs), UNIFORM_CALL_COST, costs)
+    sources = [name for name, arr in (("recorded_usd", recorded), ("price_table", table), ("output_length", by_length)) if (~np.isnan(arr)).any()]
+    return costs, "+".join(sources) or "uniform_per_call"

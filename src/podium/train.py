@@ -1,0 +1,310 @@
+"""Train a learned coordinator head on a replay dataset with sep-CMA-ES (ask/tell, resumable).
+
+Objective (maximised): mean score − λ · mean cost, with cost in units of the dataset's mean
+cost per call (so one λ means the same on every dataset).
+
+- ``single`` mode: the head picks one model per item; reward = its recorded score − λ·cost.
+- ``cascade`` mode: up to ``turns`` calls per item. Each turn the head picks a model not yet
+  tried, seeing which models already failed (the transcript); the recorded score stands in for an
+  executable verifier (score ≥ 0.5 passes and ends the item). Reward = the last answer's score
+  − λ · the summed cost.
+
+The CMA-ES mean starts from a ridge fit of each model's score on the projected encoding (a
+warm start), then sep-CMA-ES (diagonal covariance) optimises the routing objective directly. The
+iterate kept is the one with the best objective on a held-out slice of the training split.
+All randomness is seeded. The optimiser's full state is checkpointed every few generations and a
+run resumes from it.
+"""
+
+from __future__ import annotations
+
+import pickle
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from podium.encoders import EmbeddingCache, Encoder, get_encoder
+from podium.errors import UsageError, missing_extra
+from podium.head import ROLE_NAMES, Head
+from podium.replay import ReplayDataset
+
+PASS_SCORE = 0.5
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyperparameters; the defaults are used unchanged on every dataset."""
+
+    mode: str = "single"  # single | cascade
+    lam: float = 0.0  # cost weight λ, per mean call cost
+    turns: int = 3  # cascade: most calls per item
+    k: int = 64  # projected encoding size
+    generations: int = 60
+    popsize: int | None = None  # None: CMA-ES default 4 + 3 ln(n)
+    sigma0: float = 0.5  # initial step, relative to the warm start's weight scale
+    ridge: float = 1.0
+    val_frac: float = 0.2
+    seed: int = 0
+    encoder: dict = field(default_factory=lambda: {"name": "hashed"})
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("single", "cascade"):
+            raise UsageError(f"unknown training mode '{self.mode}'; use single or cascade")
+        if self.turns < 1 or self.k < 1 or self.generations < 0:
+            raise UsageError("turns and k must be at least 1, generations at least 0")
+
+
+@dataclass
+class Problem:
+    """The arrays one objective evaluation needs (rows = items)."""
+
+    z: np.ndarray  # (n, k + 1) projected encoding and bias
+    scores: np.ndarray  # (n, M), unknown filled with 0 (and masked out by ``available``)
+    available: np.ndarray  # (n, M) bool: outcome known
+    cost: np.ndarray  # (n, M) cost in mean-call units
+
+    @classmethod
+    def build(cls, z: np.ndarray, ds: ReplayDataset, rows: np.ndarray, cost_unit: float) -> "Problem":
+        known = ds.known[rows]
+        return cls(z, np.nan_to_num(ds.scores[rows]), known, ds.costs[rows] / cost_unit)
+
+
+@dataclass
+class TrainState:
+    """Everything needed to resume: the optimiser, how far it got, and the best iterate so far."""
+
+    config: TrainConfig
+    es: object
+    generation: int
+    best_theta: np.ndarray
+    best_val: float
+    history: list[dict] = field(default_factory=list)
+
+
+def stderr_progress(message: str) -> None:
+    """Default progress sink: one line on stderr."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def embed(ds: ReplayDataset, encoder: Encoder, cache_root: Path | None = None, use_cache: bool = True) -> np.ndarray:
+    """Encodings of every item of ``ds`` (cached on disk by text hash)."""
+    if use_cache:
+        return EmbeddingCache(encoder, cache_root).encode(ds.texts)
+    return encoder.encode(ds.texts)
+
+
+def fit_projection(emb: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and whitened PCA basis (D, k) of ``emb``."""
+    mean = emb.mean(axis=0)
+    centred = (emb - mean).astype(np.float64)
+    cov = centred.T @ centred / max(len(emb) - 1, 1)
+    vals, vecs = np.linalg.eigh(cov)
+    order = np.argsort(vals)[::-1][: min(k, emb.shape[1])]
+    basis = vecs[:, order] / np.sqrt(np.maximum(vals[order], 1e-8))
+    return mean.astype(np.float32), basis.astype(np.float32)
+
+
+def ridge_warm_start(p: Problem, alpha: float, lam: float) -> np.ndarray:
+    """(k + 1, M) weights: per-model ridge fit of score on ``z``, minus λ·the model's mean cost."""
+    n_feat, n_models = p.z.shape[1], p.scores.shape[1]
+    w = np.zeros((n_feat, n_models))
+    reg = alpha * np.eye(n_feat)
+    reg[-1, -1] = 0.0  # the bias is not shrunk
+    for m in range(n_models):
+        rows = p.available[:, m]
+        if rows.sum() == 0:
+            w[-1, m] = -10.0
+            continue
+        x, y = p.z[rows], p.scores[rows, m]
+        w[:, m] = np.linalg.solve(x.T @ x + reg, x.T @ y)
+        w[-1, m] -= lam * p.cost[rows, m].mean()
+    return w
+
+
+def single_rewards(weights: np.ndarray, p: Problem, lam: float) -> np.ndarray:
+    """Mean reward of each of P candidate weight sets (P, k + 1, M) in single mode."""
+    logits = np.einsum("nf,pfm->pnm", p.z, weights, optimize=True)
+    logits = np.where(p.available[None], logits, -np.inf)
+    choice = np.argmax(logits, axis=2)
+    rows = np.arange(len(p.z))[None, :]
+    reward = p.scores[rows, choice] - lam * p.cost[rows, choice]
+    return reward.mean(axis=1)
+
+
+def cascade_rollout(base: np.ndarray, w_fail: np.ndarray, p: Problem, turns: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Run the cascade for P heads: returns final score (P, n), summed cost (P, n), calls (P, n)."""
+    n_pop, n, n_models = base.shape
+    rows = np.arange(n)[None, :].repeat(n_pop, 0)
+    pops = np.arange(n_pop)[:, None].repeat(n, 1)
+    failed = np.zeros((n_pop, n, n_models), dtype=bool)
+    done = np.zeros((n_pop, n), dtype=bool)
+    final, spent, calls = np.zeros((n_pop, n)), np.zeros((n_pop, n)), np.zeros((n_pop, n))
+    for _ in range(turns):
+        logits = base + np.matmul(failed.astype(base.dtype), w_fail)
+        open_ = p.available[None] & ~failed
+        choice = np.argmax(np.where(open_, logits, -np.inf), axis=2)
+        act = ~done & open_.any(axis=2)
+        score, cost = p.scores[rows, choice], p.cost[rows, choice]
+        final = np.where(act, score, final)
+        spent += np.where(act, cost, 0.0)
+        calls += act
+        done |= act & (score >= PASS_SCORE)
+        failed[pops[act], rows[act], choice[act]] = True
+    return final, spent, calls
+
+
+def cascade_rewards(weights: np.ndarray, p: Problem, lam: float, turns: int) -> np.ndarray:
+    """Mean reward of each of P candidate weight sets (P, k + 1 + M, M) in cascade mode."""
+    n_feat = p.z.shape[1]
+    base = np.einsum("nf,pfm->pnm", p.z, weights[:, :n_feat], optimize=True)
+    final, spent, _ = cascade_rollout(base, weights[:, n_feat:], p, turns)
+    return (final - lam * spent).mean(axis=1)
+
+
+class Trainer:
+    """sep-CMA-ES over the head's model weights, as explicit ask/tell steps."""
+
+    def __init__(self, config: TrainConfig, fit: Problem, val: Problem, x0: np.ndarray) -> None:
+        self.config, self.fit, self.val = config, fit, val
+        self.shape = x0.shape
+        self.x0 = x0
+
+    def rewards(self, thetas: np.ndarray, p: Problem) -> np.ndarray:
+        weights = thetas.reshape(len(thetas), *self.shape)
+        if self.config.mode == "single":
+            return single_rewards(weights, p, self.config.lam)
+        return cascade_rewards(weights, p, self.config.lam, self.config.turns)
+
+    def new_state(self) -> TrainState:
+        try:
+            import cma
+        except ImportError:
+            raise missing_extra("cma", "train") from None
+        c = self.config
+        scale = float(np.std(self.x0)) or 1.0
+        opts = {"CMA_diagonal": True, "seed": c.seed + 1, "verbose": -9, "maxiter": max(c.generations, 1)}
+        if c.popsize:
+            opts["popsize"] = c.popsize
+        es = cma.CMAEvolutionStrategy(self.x0.ravel(), c.sigma0 * scale, opts)
+        val0 = float(self.rewards(self.x0.ravel()[None], self.val)[0])
+        return TrainState(c, es, 0, self.x0.ravel().copy(), val0, [{"generation": 0, "val": val0}])
+
+    def step(self, state: TrainState) -> dict:
+        """One generation: ask, evaluate on the fit rows, tell; then score the mean on validation."""
+        thetas = np.asarray(state.es.ask())
+        fit_rewards = self.rewards(thetas, self.fit)
+        state.es.tell(list(thetas), list(-fit_rewards))
+        mean = np.asarray(state.es.mean)
+        val = float(self.rewards(mean[None], self.val)[0])
+        state.generation += 1
+        if val > state.best_val:
+            state.best_val, state.best_theta = val, mean.copy()
+        record = {"generation": state.generation, "fit_best": float(fit_rewards.max()), "fit_mean": float(fit_rewards.mean()), "val": val}
+        state.history.append(record)
+        return record
+
+
+def save_checkpoint(state: TrainState, path: Path) -> None:
+    """Atomically pickle the training state (only load checkpoints you wrote yourself)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(pickle.dumps(state))
+    tmp.replace(path)
+
+
+def load_checkpoint(path: Path, config: TrainConfig) -> TrainState:
+    """A checkpoint written by :func:`save_checkpoint` for the same configuration."""
+    try:
+        state = pickle.loads(path.read_bytes())
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError) as exc:
+        raise UsageError(f"{path}: cannot read checkpoint ({exc}); delete it to start over") from None
+    if not isinstance(state, TrainState) or state.config != config:
+        raise UsageError(f"{path}: checkpoint was made with other settings; delete it or use the same options")
+    return state
+
+
+@dataclass
+class Prepared:
+    """A dataset encoded and split for training."""
+
+    ds: ReplayDataset
+    emb: np.ndarray
+    train_rows: np.ndarray
+    fit_rows: np.ndarray
+    val_rows: np.ndarray
+    cost_unit: float
+
+
+def prepare(ds: ReplayDataset, config: TrainConfig, emb: np.ndarray | None = None, cache_root: Path | None = None) -> Prepared:
+    """Encode ``ds`` and split its train rows into fit / validation (seeded)."""
+    train_rows = ds.indices("train")
+    if len(train_rows) < 10:
+        raise UsageError(f"dataset {ds.name}: only {len(train_rows)} train items; at least 10 are needed")
+    if emb is None:
+        emb = embed(ds, get_encoder(config.encoder), cache_root)
+    perm = np.random.default_rng(config.seed).permutation(train_rows)
+    n_val = max(1, int(round(len(perm) * config.val_frac)))
+    known_costs = ds.costs[train_rows][ds.known[train_rows]]
+    cost_unit = float(known_costs.mean()) if known_costs.size and known_costs.mean() > 0 else 1.0
+    return Prepared(ds, emb, train_rows, np.sort(perm[n_val:]), np.sort(perm[:n_val]), cost_unit)
+
+
+def train_head(prep: Prepared, config: TrainConfig, *, checkpoint: Path | None = None, resume: bool = False,
+               progress: Progress | None = stderr_progress, every: int = 10) -> Head:
+    """Train a head on ``prep`` (see module docstring); checkpoint every ``every`` generations."""
+    started = time.perf_counter()
+    ds = prep.ds
+    mean, proj = fit_projection(prep.emb[prep.fit_rows], config.k)
+    head = Head(ds.models, get_encoder(config.encoder).spec(), mean, proj, np.zeros((0, 0)))
+    fit = Problem.build(head.project(prep.emb[prep.fit_rows]), ds, prep.fit_rows, prep.cost_unit)
+    val = Problem.build(head.project(prep.emb[prep.val_rows]), ds, prep.val_rows, prep.cost_unit)
+    x0 = ridge_warm_start(fit, config.ridge, config.lam)
+    if config.mode == "cascade":
+        x0 = np.vstack([x0, np.zeros((len(ds.models), len(ds.models)))])
+    trainer = Trainer(config, fit, val, x0)
+    state = load_checkpoint(checkpoint, config) if resume and checkpoint and checkpoint.exists() else trainer.new_state()
+    while state.generation < config.generations:
+        record = trainer.step(state)
+        if checkpoint and (state.generation % every == 0 or state.generation == config.generations):
+            save_checkpoint(state, checkpoint)
+        if progress and (state.generation % every == 0 or state.generation == config.generations):
+            progress(f"[{ds.name} {config.mode} λ={config.lam:g}] gen {state.generation}/{config.generations} "
+                     f"fit best {record['fit_best']:.4f} val {record['val']:.4f} (best val {state.best_val:.4f})")
+    head.weights = assemble_weights(state.best_theta.reshape(x0.shape), len(ds.models), config.k, proj.shape[1])
+    head.meta = training_meta(prep, config, state, time.perf_counter() - started)
+    return head
+
+
+def assemble_weights(model_w: np.ndarray, n_models: int, k: int, k_eff: int) -> np.ndarray:
+    """Full (k + 1 + M, M + 3) weights: trained model columns, role columns with a worker prior.
+
+    Replay data records no role outcomes, so the role logits are not trained: they hold a bias
+    that prefers the worker; the coordinator adds the transcript's state on top (see
+    :mod:`podium.coordinators.learned`).
+    """
+    n_in = Head.n_inputs(k_eff, n_models)
+    weights = np.zeros((n_in, n_models + len(ROLE_NAMES)))
+    weights[: model_w.shape[0], :n_models] = model_w
+    weights[k_eff, n_models + ROLE_NAMES.index("worker")] = 1.0
+    return weights
+
+
+def training_meta(prep: Prepared, config: TrainConfig, state: TrainState, seconds: float) -> dict:
+    """What a head file records about how it was trained."""
+    return {
+        "training_data": {**prep.ds.describe(), "fit_items": len(prep.fit_rows), "val_items": len(prep.val_rows)},
+        "objective": {"formula": "mean score - lambda * mean cost (cost in mean-call units)", "lambda": config.lam,
+                      "mode": config.mode, "turns": config.turns if config.mode == "cascade" else 1,
+                      "pass_score": PASS_SCORE, "cost_unit": prep.cost_unit},
+        "optimizer": {"name": "sep-CMA-ES", "generations": state.generation, "best_val": state.best_val,
+                      "popsize": int(state.es.popsize)},
+        "config": asdict(config),
+        "seed": config.seed,
+        "train_seconds": round(seconds, 2),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
