@@ -9,6 +9,7 @@ not safe for concurrent use. Generation runs in a worker thread so the event loo
 from __future__ import annotations
 
 import asyncio
+import atexit
 import importlib.util
 import threading
 import time
@@ -51,8 +52,19 @@ def load_llama(path: Path, n_ctx: int) -> tuple[Any, threading.Lock]:
                 from llama_cpp import Llama
             except ImportError:
                 raise missing_extra("llama-cpp-python", "local") from None
+            if not _MODELS:
+                atexit.register(close_models)
             _MODELS[key] = (Llama(model_path=str(path), n_ctx=n_ctx, verbose=False, seed=0), threading.Lock())
         return _MODELS[key]
+
+
+def close_models() -> None:
+    """Free every loaded model. Runs at exit: llama.cpp's own finaliser fails during interpreter shutdown."""
+    with _MODELS_LOCK:
+        for llama, lock in _MODELS.values():
+            with lock:
+                llama.close()
+        _MODELS.clear()
 
 
 class LocalBackend:
