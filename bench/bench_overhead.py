@@ -43,12 +43,21 @@ def start_stub() -> tuple[subprocess.Popen, int]:
     return proc, port
 
 
-async def raw_client(url: str) -> tuple[Call, Callable[[], Awaitable[None]]]:
+async def raw_client(url: str, stream: bool) -> tuple[Call, Callable[[], Awaitable[None]]]:
+    """The backend's own latency: a bare httpx call (streaming: reading the SSE deltas)."""
     client = httpx.AsyncClient()
+    body = {"model": "ok", "messages": MESSAGES, "max_tokens": 64, "stream": stream}
 
     async def call() -> str:
-        r = await client.post(f"{url}/chat/completions", json={"model": "ok", "messages": MESSAGES, "max_tokens": 64})
-        return r.json()["choices"][0]["message"]["content"]
+        if not stream:
+            r = await client.post(f"{url}/chat/completions", json=body)
+            return r.json()["choices"][0]["message"]["content"]
+        parts = []
+        async with client.stream("POST", f"{url}/chat/completions", json=body) as r:
+            async for line in r.aiter_lines():
+                if line.startswith("data: {"):
+                    parts += [c["delta"].get("content") or "" for c in json.loads(line[6:])["choices"]]
+        return "".join(parts)
 
     return call, client.aclose
 
@@ -95,13 +104,14 @@ async def timed(call: Call, n: int) -> list[float]:
     out = []
     for _ in range(n):
         t = time.perf_counter()
-        await call()
+        answer = await call()
         out.append(time.perf_counter() - t)
+        assert answer == "The answer is 42.", answer
     return out
 
 
 async def measure(url: str, calls: int, rounds: int, stream: bool) -> dict[str, list[float]]:
-    clients = {"raw httpx": await raw_client(url), "podium": await podium_client(url, stream),
+    clients = {"raw httpx": await raw_client(url, stream), "podium": await podium_client(url, stream),
                "litellm Router": await litellm_client(url, stream)}
     samples: dict[str, list[float]] = {name: [] for name in clients}
     for name, (call, _) in clients.items():

@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
-from faults.helpers import fault_pool, model, run_pool
+from faults.helpers import FAST_RETRY, fault_pool, model, run_pool
 from faults.server import DEFAULT_REPLY, FaultServer, _usage
 from podium.backends.base import estimate_prompt_tokens, estimate_tokens
+from podium.engine import Engine
 from podium.pool import parse_pool
-from podium.reliability import CONTINUE_PROMPT, RetryPolicy
+from podium.reliability import CONTINUE_PROMPT, BreakerRegistry, RetryPolicy
 from podium.types import Budget, RunStatus
 
 # fault, retries of main, fallback used, (min s, max s), what the failed attempts must mention
@@ -120,9 +122,19 @@ async def test_every_model_failing_ends_failed_with_reason(server: FaultServer) 
 async def test_without_configured_fallback_another_allowed_model_is_used(server: FaultServer) -> None:
     config = {"name": "nofb", "models": [model("main", server.url, "http:500/nofb"), model("other", server.url, "ok")],
               "defaults": {"worker": "main"}}
-    import yaml
-
     out = await run_pool(parse_pool(yaml.safe_dump(config), "nofb"))
     turn = out.result.turns[0]
     assert out.result.status == RunStatus.ANSWERED
     assert turn.model == "other" and turn.fallback_from == "main" and turn.retries == 1
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+async def test_healthy_calls_reuse_one_connection(stream: bool) -> None:
+    with FaultServer() as fresh:
+        engine = Engine(fault_pool(fresh.url, "ok"), "fixed", retry=RetryPolicy(**FAST_RETRY), breakers=BreakerRegistry())
+        try:
+            for _ in range(10):
+                assert (await engine.run("q", stream=stream)).answer == DEFAULT_REPLY
+        finally:
+            await engine.aclose()
+        assert fresh.accepted == 1  # a stream read to its end returns its connection to the pool

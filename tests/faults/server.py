@@ -59,6 +59,7 @@ class FaultServer:
         self.counts: Counter[str] = Counter()
         self.log: list[tuple[str, str]] = []  # (requested spec, fault applied)
         self.open_connections = 0
+        self.accepted = 0  # connections ever accepted (keep-alive reuse keeps this low)
         self._loop = asyncio.new_event_loop()
         self._thread: threading.Thread | None = None
         self._server: asyncio.base_events.Server | None = None
@@ -109,6 +110,7 @@ class FaultServer:
         task = asyncio.current_task()
         self._tasks.add(task)  # type: ignore[arg-type]
         self.open_connections += 1
+        self.accepted += 1
         try:
             while await self._one_request(reader, writer):
                 pass

@@ -170,12 +170,14 @@ async def _sse_events(response: httpx.Response) -> AsyncIterator[dict[str, Any]]
     ctype = response.headers.get("content-type", "")
     if "event-stream" not in ctype and "json" not in ctype:
         raise BackendError(f"expected an event stream from {response.request.url}, got '{ctype}'", retryable=True)
+    done = False
     async for line in _bounded_lines(response):
-        if not line.startswith("data:"):
-            continue
+        if done or not line.startswith("data:"):
+            continue  # after [DONE], read to the end so the connection goes back to the pool
         payload = line[5:].strip()
         if payload == "[DONE]":
-            return
+            done = True
+            continue
         try:
             yield json.loads(payload)
         except ValueError:
