@@ -103,3 +103,33 @@ async def test_asgi_app_at_the_root(seeded: Store) -> None:
     async with httpx.AsyncClient(transport=transport, base_url="http://viewer") as client:
         assert (await client.get("/api/stats")).json()["models"]
         assert (await client.get("/static/viewer.css")).headers["content-type"].startswith("text/css")
+
+
+def test_podium_ui_command(podium_home: Path) -> None:
+    """``podium ui`` as a user runs it: serves the default store, refuses a busy port cleanly, stops on Ctrl-C."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import free_port
+
+    seed(Store.open(), questions(1), workers=("math-eu",))
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "podium", "ui", "--port", str(port)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ})
+    try:
+        deadline, body = time.monotonic() + 30, None
+        while body is None and time.monotonic() < deadline and proc.poll() is None:
+            try:
+                body = json.loads(get(f"http://127.0.0.1:{port}/api/runs")[2])
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.1)
+        assert body is not None and body["total"] == 1, proc.stderr.read() if proc.poll() is not None else ""
+        busy = subprocess.run([sys.executable, "-m", "podium", "ui", "--port", str(port)], capture_output=True, text=True, timeout=30)
+        assert busy.returncode == 2 and "pick another --port" in busy.stderr and "Traceback" not in busy.stderr
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=15)
+    assert proc.returncode == 130 and "Traceback" not in err and f"127.0.0.1:{port}" in err
