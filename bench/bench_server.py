@@ -147,36 +147,80 @@ def find_litellm(given: str | None) -> str | None:
 
 # --- load generation -------------------------------------------------------------------------
 
+class Conn:
+    """One keep-alive HTTP/1.1 connection: a lean client, so the load generator is not the bottleneck."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        self.writer.write(f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json\r\n"
+                          f"Content-Length: {len(body)}\r\n{head}\r\n".encode() + body)
+        status_line = await self.reader.readline()  # type: ignore[union-attr]
+        if not status_line:
+            raise ConnectionError("connection closed")
+        fields: dict[str, str] = {}
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):  # type: ignore[union-attr]
+            name, _, value = line.decode("latin-1").partition(":")
+            fields[name.strip().lower()] = value.strip()
+        data = await self._body(fields)
+        if fields.get("connection", "").lower() == "close":
+            self.close()
+        return int(status_line.split()[1]), data
+
+    async def _body(self, fields: dict[str, str]) -> bytes:
+        reader = self.reader
+        assert reader is not None
+        if "content-length" in fields:
+            return await reader.readexactly(int(fields["content-length"]))
+        parts = []
+        while (size := int((await reader.readline()).strip() or b"0", 16)) > 0:
+            parts.append(await reader.readexactly(size))
+            await reader.readline()
+        await reader.readline()
+        return b"".join(parts)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
 async def load(url: str, model: str, key: str, concurrency: int, total: int) -> dict:
-    """``total`` requests from ``concurrency`` concurrent clients; latency of each, wall time."""
-    body = {"model": model, "messages": [{"role": "user", "content": "What is 17 * 23?"}], "max_tokens": 32}
+    """``total`` requests from ``concurrency`` concurrent keep-alive clients; each latency, wall time."""
+    target = httpx.URL(url)
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "What is 17 * 23?"}], "max_tokens": 32}).encode()
     headers = {"Authorization": f"Bearer {key}"}
     latencies: list[float] = []
     errors: dict[str, int] = {}
-    queue: asyncio.Queue = asyncio.Queue()
-    for _ in range(total):
-        queue.put_nowait(None)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    left = [total]
 
-    async def worker(client: httpx.AsyncClient) -> None:
-        while not queue.empty():
-            queue.get_nowait()
+    async def worker() -> None:
+        conn = Conn(target.host, target.port or 80)
+        while left[0] > 0:
+            left[0] -= 1
             started = time.perf_counter()
             try:
-                r = await client.post(url, json=body, headers=headers)
-                ok = r.status_code == 200 and r.json()["choices"][0]["message"]["content"]
-                if not ok:
-                    errors[f"HTTP {r.status_code}"] = errors.get(f"HTTP {r.status_code}", 0) + 1
-                    continue
-            except (httpx.HTTPError, ValueError, KeyError) as exc:
+                status, data = await conn.post(target.path, body, headers)
+                ok = status == 200 and json.loads(data)["choices"][0]["message"]["content"]
+            except (OSError, ValueError, KeyError, IndexError, asyncio.IncompleteReadError) as exc:
+                conn.close()
                 errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
                 continue
+            if not ok:
+                errors[f"HTTP {status}"] = errors.get(f"HTTP {status}", 0) + 1
+                continue
             latencies.append(time.perf_counter() - started)
+        conn.close()
 
-    async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(120.0)) as client:
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
-        wall = time.perf_counter() - started
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    wall = time.perf_counter() - started
     latencies.sort()
     pct = lambda q: round(1000 * latencies[min(len(latencies) - 1, int(q * len(latencies)))], 2) if latencies else None  # noqa: E731
     return {"concurrency": concurrency, "requests": total, "ok": len(latencies), "errors": errors, "wall_s": round(wall, 3),
@@ -295,7 +339,7 @@ def config(args: argparse.Namespace, exe: str | None) -> dict:
     return {"requests_per_case": args.requests, "concurrency": args.concurrency, "stub_delay_s": args.stub_delay,
             "cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
             "litellm": version, "rounds": args.rounds, "loadavg_at_end": [round(x, 2) for x in os.getloadavg()], "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "load_generator": "one asyncio process, httpx.AsyncClient, keep-alive, non-streaming requests",
+            "load_generator": "one asyncio process, one raw keep-alive HTTP/1.1 connection per client, non-streaming requests",
             "same_machine": "stub, proxy and load generator share the machine's CPUs"}
 
 

@@ -226,7 +226,7 @@ async def test_metrics_count_requests_tokens_and_errors(open_client) -> None:
     await chat(open_client, "nope")
     text = (await open_client.get("/metrics")).text
     assert 'podium_requests_total{kind="tier",model="podium",status="200"} 1.0' in text
-    assert 'podium_requests_total{kind="unknown",model="nope",status="404"} 1.0' in text
+    assert 'podium_requests_total{kind="unknown",model="(unknown)",status="404"} 1.0' in text
     assert 'podium_tokens_total{model="podium",pool_model="eu-solver",type="completion"}' in text
     assert 'podium_cost_usd_total{model="podium",pool_model="eu-planner"}' in text
 

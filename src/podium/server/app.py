@@ -118,6 +118,15 @@ def create_app(pool: Pool | str = "embedded", *, tiers: TierSet | str | Path | N
     install_error_handlers(app, metrics)
     app.add_middleware(BodyLimit, limit=max_body_bytes)
 
+    authenticate, limited = auth_dependencies(ring, metrics)
+    add_api_routes(app, limited)
+    add_ops_routes(app, authenticate)
+    return app
+
+
+def auth_dependencies(ring: KeyRing, metrics: Metrics):
+    """FastAPI dependencies: ``authenticate`` (401) and ``limited`` (401, then 429 per key)."""
+
     def authenticate(request: Request) -> ApiKey:
         key = ring.identify(request.headers.get("authorization"))
         if key is None:
@@ -133,13 +142,24 @@ def create_app(pool: Pool | str = "embedded", *, tiers: TierSet | str | Path | N
                            code="rate_limit_exceeded", headers={"Retry-After": str(max(1, math.ceil(wait)))})
         return key
 
+    return authenticate, limited
+
+
+def add_api_routes(app: FastAPI, limited: Any) -> None:
+    """``/v1/chat/completions``, ``/v1/models`` and ``/v1/traces/{id}``."""
+    service: Service = app.state.service
+    store: Traces = app.state.traces
+    metrics: Metrics = app.state.metrics
+    pool = service.pool
+
     @app.post("/v1/chat/completions", responses=ERRORS, summary="Create a chat completion (a tier or a pool model)")
     async def chat_completions(body: ChatCompletionRequest, key: ApiKey = Depends(limited)) -> Any:
         started = time.perf_counter()
         try:
             plan = service.plan(body, key)
-        except ApiError as err:
-            metrics.request(body.model, "unknown", err.status)
+        except ApiError as err:  # unknown names share one label: clients must not grow the metrics
+            known = body.model in service.tiers or any(m.name == body.model for m in pool.config.models)
+            metrics.request(body.model if known else "(unknown)", "unknown", err.status)
             raise
         if body.stream:
             return stream_response(plan, service, store, metrics, started)
@@ -162,6 +182,15 @@ def create_app(pool: Pool | str = "embedded", *, tiers: TierSet | str | Path | N
             raise ApiError(404, f"no trace '{trace_id}' for this API key{why}", param="trace_id", code="trace_not_found")
         return run
 
+
+def add_ops_routes(app: FastAPI, authenticate: Any) -> None:
+    """``/healthz`` (open) and ``/metrics`` (any valid key when keys are configured)."""
+    service: Service = app.state.service
+    ring: KeyRing = app.state.keys
+    store: Traces = app.state.traces
+    metrics: Metrics = app.state.metrics
+    pool = service.pool
+
     @app.get("/healthz", summary="Liveness")
     async def healthz() -> dict:
         return {"status": "ok", "pool": pool.name, "tiers": list(service.tiers), "models": len(pool.config.models),
@@ -172,7 +201,6 @@ def create_app(pool: Pool | str = "embedded", *, tiers: TierSet | str | Path | N
         data, ctype = metrics.render()
         return Response(data, media_type=ctype)
 
-    return app
 
 
 def install_error_handlers(app: FastAPI, metrics: Metrics) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -53,5 +52,5 @@ class Traces:
     @property
     def location(self) -> str:
         if self.store is None:
-            return f"off ({'PODIUM_TRACES'}={os.environ.get('PODIUM_TRACES')})"
+            return "off (PODIUM_TRACES=off)"
         return str(self.store.path)
