@@ -18,7 +18,7 @@ from conftest import POOLS, REPO
 from podium.store import Store
 from podium.trace_reports import winning_path
 from podium.types import Role, RunResult, RunStatus, Turn
-from store_seed import questions, seed
+from store_seed import questions, seed, write_pool
 
 SCRIPTED = str(POOLS / "scripted.yaml")
 
@@ -208,7 +208,8 @@ def test_export_replay_format(cli, podium_home: Path, tmp_path: Path) -> None:
 
 
 def test_export_replay_then_eval_replay(cli, podium_home: Path, tmp_path: Path) -> None:
-    """Done-when: runs made with the scripted backend, exported, then evaluated by ``podium eval replay``."""
+    """Done-when: runs made with the scripted backend, exported, then evaluated by ``podium eval replay``;
+    and the loop closes: a coordinator trained on the export routes new questions to the right expert."""
     seed(Store.open(), questions(40))
     out = tmp_path / "mine"
     ok(cli("traces", "export", "--format", "replay", str(out)))
@@ -216,5 +217,14 @@ def test_export_replay_then_eval_replay(cli, podium_home: Path, tmp_path: Path) 
     proc = podium("eval", "replay", str(out), "--json-out", str(results), timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
-    report = json.loads(results.read_text())
-    assert "mine" in json.dumps(report)
+    report = json.loads(results.read_text())["results"][0]
+    assert report["dataset"]["name"] == "mine" and report["dataset"]["items"] == 40 and report["dataset"]["models"] == 2
+    score = {m["method"]: m["score"] for m in report["methods"]}
+    assert score["learned"] > score["best_single"] and score["oracle"] == 1.0
+
+    head = tmp_path / "head.npz"
+    ok(cli("train", "replay", str(out), "--out", str(head), "--generations", "30", "--quiet"))
+    pool = write_pool(tmp_path)
+    for question, expert in [("[code] a brand new question", "code-us"), ("[math] another new one", "math-eu")]:
+        run = json.loads(ok(cli("ask", "--pool", str(pool), "--coordinator", f"learned:{head}", "--json", question)))
+        assert run["status"] == "accepted" and [t["model"] for t in run["turns"] if t["role"] == "worker"] == [expert]
