@@ -68,20 +68,28 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
 # --- secrets ---------------------------------------------------------------------------------
 
 _SECRET_ENV_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH", re.IGNORECASE)
+# (lower-case substrings that must occur for the pattern to match, pattern): the cheap test skips most regex work
 _SECRET_PATTERNS = [
-    re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?)(?:(?:bearer|basic|token)\s+)?[^\s\"',;}]+"),
-    re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"),
-    re.compile(r"(?i)((?:x-)?api[_-]?key[\"']?\s*[:=]\s*[\"']?)[^\s\"',;&}]+"),
-    re.compile(r"()\b(?:sk|pk|rk)-[A-Za-z0-9_-]{16,}"),
-    re.compile(r"()\b(?:hf|ghp|gho|ghs|glpat|xox[abp])[_-][A-Za-z0-9_-]{16,}"),
-    re.compile(r"()\bAKIA[0-9A-Z]{16}\b"),
+    (("authorization",), re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?)(?:(?:bearer|basic|token)\s+)?[^\s\"',;}]+")),
+    (("bearer",), re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{8,}")),
+    (("key",), re.compile(r"(?i)((?:x-)?api[_-]?key[\"']?\s*[:=]\s*[\"']?)[^\s\"',;&}]+")),
+    (("sk-", "pk-", "rk-"), re.compile(r"()\b(?:sk|pk|rk)-[A-Za-z0-9_-]{16,}")),
+    (("hf_", "hf-", "gh", "glpat", "xox"), re.compile(r"()\b(?:hf|ghp|gho|ghs|glpat|xox[abp])[_-][A-Za-z0-9_-]{16,}")),
+    (("akia",), re.compile(r"()\bAKIA[0-9A-Z]{16}\b")),
 ]
 REDACTED = "[REDACTED]"
+_secret_names: dict[str, bool] = {}
 
 
 def _env_secrets() -> list[str]:
     """Values of environment variables whose names look like credentials (longest first)."""
-    values = {v for k, v in os.environ.items() if _SECRET_ENV_NAME.search(k) and len(v) >= 8}
+    values = set()
+    for name, value in os.environ.items():
+        looks_secret = _secret_names.get(name)
+        if looks_secret is None:
+            looks_secret = _secret_names[name] = bool(_SECRET_ENV_NAME.search(name))
+        if looks_secret and len(value) >= 8:
+            values.add(value)
     return sorted(values, key=len, reverse=True)
 
 
@@ -91,8 +99,10 @@ def scrub(text: str | None, secrets: list[str] | None = None) -> str | None:
         return text
     for value in _env_secrets() if secrets is None else secrets:
         text = text.replace(value, REDACTED)
-    for pattern in _SECRET_PATTERNS:
-        text = pattern.sub(lambda m: m.group(1) + REDACTED, text)
+    lower = text.lower()
+    for triggers, pattern in _SECRET_PATTERNS:
+        if any(t in lower for t in triggers):
+            text = pattern.sub(lambda m: m.group(1) + REDACTED, text)
     return text
 
 
