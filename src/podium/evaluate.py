@@ -77,16 +77,29 @@ def train_means(prep: Prepared) -> tuple[np.ndarray, np.ndarray]:
     return score, cost
 
 
-def knn_predict(train_emb: np.ndarray, train_scores: np.ndarray, train_known: np.ndarray, query: np.ndarray, k: int) -> np.ndarray:
-    """Mean score of each model over the ``k`` most similar train items (cosine; known outcomes only)."""
-    out = np.zeros((len(query), train_scores.shape[1]))
-    filled, weight = np.nan_to_num(train_scores) * train_known, train_known.astype(float)
+def knn_neighbours(train_emb: np.ndarray, query: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the ``k`` most similar train rows per query row, most similar first (cosine)."""
+    k = min(k, len(train_emb))
+    out = np.zeros((len(query), k), dtype=np.int64)
     for start in range(0, len(query), 1024):
         sims = query[start : start + 1024] @ train_emb.T
-        top = np.argpartition(-sims, min(k, sims.shape[1] - 1), axis=1)[:, :k]
-        num, den = filled[top].sum(axis=1), weight[top].sum(axis=1)
-        out[start : start + 1024] = np.where(den > 0, num / np.maximum(den, 1e-9), 0.0)
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(sims, top, axis=1), axis=1)
+        out[start : start + 1024] = np.take_along_axis(top, order, axis=1)
     return out
+
+
+def knn_from_neighbours(neighbours: np.ndarray, train_scores: np.ndarray, train_known: np.ndarray, k: int) -> np.ndarray:
+    """Mean score of each model over the first ``k`` neighbours (known outcomes only)."""
+    top = neighbours[:, :k]
+    filled, weight = np.nan_to_num(train_scores) * train_known, train_known.astype(float)
+    num, den = filled[top].sum(axis=1), weight[top].sum(axis=1)
+    return np.where(den > 0, num / np.maximum(den, 1e-9), 0.0)
+
+
+def knn_predict(train_emb: np.ndarray, train_scores: np.ndarray, train_known: np.ndarray, query: np.ndarray, k: int) -> np.ndarray:
+    """Mean score of each model over the ``k`` most similar train items (cosine; known outcomes only)."""
+    return knn_from_neighbours(knn_neighbours(train_emb, query, k), train_scores, train_known, k)
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, known: np.ndarray, steps: int = 200, l2: float = 1e-4, lr: float = 0.05, seed: int = 0) -> np.ndarray:
@@ -166,10 +179,12 @@ class Routers:
         self._knn_cache: dict[tuple, np.ndarray] = {}
 
     def _tune_knn(self) -> int:
+        """The k of :data:`KNN_KS` with the best objective on the held-out slice of train."""
         ds, fit, val = self.prep.ds, self.prep.fit_rows, self.prep.val_rows
+        neighbours = knn_neighbours(self.prep.emb[fit], self.prep.emb[val], max(KNN_KS))
         best_k, best = KNN_KS[0], -np.inf
         for k in KNN_KS:
-            pred = knn_predict(self.prep.emb[fit], ds.scores[fit], ds.known[fit], self.prep.emb[val], k)
+            pred = knn_from_neighbours(neighbours, ds.scores[fit], ds.known[fit], k)
             choice = masked_argmax(pred - self.config.lam * self.cost_by_model, ds.known[val])
             value = np.nan_to_num(ds.scores[val])[np.arange(len(val)), choice].mean()
             if value > best:

@@ -33,6 +33,7 @@ from podium.head import ROLE_NAMES, Head
 from podium.replay import ReplayDataset
 
 PASS_SCORE = 0.5
+SHRINK = (0.0, 0.25, 0.5, 0.75, 1.0)  # warm start: share of the ridge fit vs the best-single prior
 Progress = Callable[[str], None]
 
 
@@ -46,7 +47,7 @@ class TrainConfig:
     k: int = 64  # projected encoding size
     generations: int = 60
     popsize: int | None = None  # None: CMA-ES default 4 + 3 ln(n)
-    sigma0: float = 0.5  # initial step, relative to the warm start's weight scale
+    sigma0: float = 0.2  # initial step, relative to the ridge fit's weight scale
     ridge: float = 1.0
     val_frac: float = 0.2
     seed: int = 0
@@ -98,15 +99,18 @@ def embed(ds: ReplayDataset, encoder: Encoder, cache_root: Path | None = None, u
     return encoder.encode(ds.texts)
 
 
-def fit_projection(emb: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and whitened PCA basis (D, k) of ``emb``."""
+def fit_projection(emb: np.ndarray, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and whitened PCA basis (D, k) of ``emb``, by randomized SVD (seeded)."""
     mean = emb.mean(axis=0)
-    centred = (emb - mean).astype(np.float64)
-    cov = centred.T @ centred / max(len(emb) - 1, 1)
-    vals, vecs = np.linalg.eigh(cov)
-    order = np.argsort(vals)[::-1][: min(k, emb.shape[1])]
-    basis = vecs[:, order] / np.sqrt(np.maximum(vals[order], 1e-8))
-    return mean.astype(np.float32), basis.astype(np.float32)
+    x = (emb - mean).astype(np.float32)
+    k = max(1, min(k, x.shape[1], len(x) - 1))
+    y = x @ np.random.default_rng(seed).standard_normal((x.shape[1], k + 16)).astype(np.float32)
+    for _ in range(2):  # power iterations sharpen the leading subspace
+        y = x @ (x.T @ np.linalg.qr(y)[0])
+    q = np.linalg.qr(y)[0]
+    _, sing, vt = np.linalg.svd(q.T @ x, full_matrices=False)
+    scale = np.maximum(sing[:k] / np.sqrt(max(len(x) - 1, 1)), 1e-6)
+    return mean.astype(np.float32), (vt[:k].T / scale).astype(np.float32)
 
 
 def ridge_warm_start(p: Problem, alpha: float, lam: float) -> np.ndarray:
@@ -169,10 +173,32 @@ def cascade_rewards(weights: np.ndarray, p: Problem, lam: float, turns: int) -> 
 class Trainer:
     """sep-CMA-ES over the head's model weights, as explicit ask/tell steps."""
 
-    def __init__(self, config: TrainConfig, fit: Problem, val: Problem, x0: np.ndarray) -> None:
+    def __init__(self, config: TrainConfig, fit: Problem, val: Problem, ridge: np.ndarray) -> None:
         self.config, self.fit, self.val = config, fit, val
-        self.shape = x0.shape
-        self.x0 = x0
+        self.scale = float(np.std(ridge)) or 1.0
+        rows = ridge.shape[0] + (ridge.shape[1] if config.mode == "cascade" else 0)
+        self.shape = (rows, ridge.shape[1])
+        self.x0 = self.warm_start(ridge)
+
+    def warm_start(self, ridge: np.ndarray) -> np.ndarray:
+        """The ridge fit shrunk towards the best-single prior (per-model mean score), as val prefers.
+
+        Where the encoding says little about which model wins, routing on noisy predictions
+        loses to always picking the best model; the shrinkage level picked on the held-out slice
+        starts CMA-ES from whichever of the two (or a blend) generalises.
+        """
+        prior = np.zeros_like(ridge)
+        counts = self.fit.available.sum(axis=0).clip(min=1)
+        prior[-1] = (self.fit.scores * self.fit.available).sum(axis=0) / counts
+        prior[-1] -= self.config.lam * (self.fit.cost * self.fit.available).sum(axis=0) / counts
+        prior[-1, self.fit.available.sum(axis=0) == 0] = -10.0
+        candidates = np.stack([self.pad(a * ridge + (1 - a) * prior) for a in SHRINK])
+        values = self.rewards(candidates.reshape(len(SHRINK), -1), self.val)
+        return candidates[int(np.argmax(values))]
+
+    def pad(self, w: np.ndarray) -> np.ndarray:
+        """Append zero failed-model rows (cascade mode)."""
+        return np.vstack([w, np.zeros((self.shape[0] - w.shape[0], w.shape[1]))])
 
     def rewards(self, thetas: np.ndarray, p: Problem) -> np.ndarray:
         weights = thetas.reshape(len(thetas), *self.shape)
@@ -186,7 +212,7 @@ class Trainer:
         except ImportError:
             raise missing_extra("cma", "train") from None
         c = self.config
-        scale = float(np.std(self.x0)) or 1.0
+        scale = self.scale
         opts = {"CMA_diagonal": True, "seed": c.seed + 1, "verbose": -9, "maxiter": max(c.generations, 1)}
         if c.popsize:
             opts["popsize"] = c.popsize
@@ -238,6 +264,13 @@ class Prepared:
     fit_rows: np.ndarray
     val_rows: np.ndarray
     cost_unit: float
+    _projections: dict = field(default_factory=dict)
+
+    def projection(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The PCA projection of the fit rows (computed once per ``k``)."""
+        if k not in self._projections:
+            self._projections[k] = fit_projection(self.emb[self.fit_rows], k)
+        return self._projections[k]
 
 
 def prepare(ds: ReplayDataset, config: TrainConfig, emb: np.ndarray | None = None, cache_root: Path | None = None) -> Prepared:
@@ -259,14 +292,11 @@ def train_head(prep: Prepared, config: TrainConfig, *, checkpoint: Path | None =
     """Train a head on ``prep`` (see module docstring); checkpoint every ``every`` generations."""
     started = time.perf_counter()
     ds = prep.ds
-    mean, proj = fit_projection(prep.emb[prep.fit_rows], config.k)
+    mean, proj = prep.projection(config.k)
     head = Head(ds.models, get_encoder(config.encoder).spec(), mean, proj, np.zeros((0, 0)))
     fit = Problem.build(head.project(prep.emb[prep.fit_rows]), ds, prep.fit_rows, prep.cost_unit)
     val = Problem.build(head.project(prep.emb[prep.val_rows]), ds, prep.val_rows, prep.cost_unit)
-    x0 = ridge_warm_start(fit, config.ridge, config.lam)
-    if config.mode == "cascade":
-        x0 = np.vstack([x0, np.zeros((len(ds.models), len(ds.models)))])
-    trainer = Trainer(config, fit, val, x0)
+    trainer = Trainer(config, fit, val, ridge_warm_start(fit, config.ridge, config.lam))
     state = load_checkpoint(checkpoint, config) if resume and checkpoint and checkpoint.exists() else trainer.new_state()
     while state.generation < config.generations:
         record = trainer.step(state)
@@ -275,7 +305,7 @@ def train_head(prep: Prepared, config: TrainConfig, *, checkpoint: Path | None =
         if progress and (state.generation % every == 0 or state.generation == config.generations):
             progress(f"[{ds.name} {config.mode} λ={config.lam:g}] gen {state.generation}/{config.generations} "
                      f"fit best {record['fit_best']:.4f} val {record['val']:.4f} (best val {state.best_val:.4f})")
-    head.weights = assemble_weights(state.best_theta.reshape(x0.shape), len(ds.models), config.k, proj.shape[1])
+    head.weights = assemble_weights(state.best_theta.reshape(trainer.shape), len(ds.models), config.k, proj.shape[1])
     head.meta = training_meta(prep, config, state, time.perf_counter() - started)
     return head
 

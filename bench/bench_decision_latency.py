@@ -1,0 +1,123 @@
+"""Decision latency of the learned coordinator on this CPU, encoder included.
+
+Each decision gets a fresh ~256-token query (no encoding cache hit) and a transcript of two earlier
+turns (a worker answer rejected by a verifier), and goes through ``LearnedCoordinator.decide``:
+hash-encode the text, project, read the logits, mask, pick role and model. The head is trained
+(briefly: latency does not depend on how well it is trained) on a replay dataset, by default the
+largest pool (mmlu_pro, 29 models).
+
+Peers in the same run: the ``rules`` coordinator (no model at all) and a kNN router over the same
+encodings (encode + cosine against every train item). Ratios are learned / peer.
+
+    python bench/bench_decision_latency.py [--dataset ../shared/data/routing/mmlu_pro] [--n 1000]
+
+Writes bench/results/decision_latency.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from podium.coordinators.base import RunState
+from podium.coordinators.learned import LearnedCoordinator
+from podium.coordinators.rules import RulesCoordinator
+from podium.encoders import get_encoder
+from podium.evaluate import knn_predict
+from podium.pool import ModelSpec, Pool, PoolConfig
+from podium.replay import load_replay
+from podium.train import TrainConfig, prepare, train_head
+from podium.types import Budget, Role, Turn, Verdict
+
+RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parent.parent
+WORDS = "the of a model answer proof integral matrix law market protein energy velocity theorem court".split()
+
+
+def transcript_text(rng: np.random.Generator, tokens: int = 256) -> str:
+    """A fresh text of about ``tokens`` tokens (4 characters each)."""
+    out, size = [], 0
+    while size < tokens * 4:
+        word = str(rng.choice(WORDS)) + str(rng.integers(0, 1000))
+        out.append(word)
+        size += len(word) + 1
+    return " ".join(out)
+
+
+def pool_for(models: list[str]) -> Pool:
+    """A scripted pool whose models carry the head's model names."""
+    return Pool(PoolConfig(name="bench", models=[ModelSpec(name=m, backend="scripted") for m in models]))
+
+
+def state_for(pool: Pool, query: str, models: list[str]) -> RunState:
+    turns = [Turn(turn=1, role=Role.WORKER, model=models[0], output="42"),
+             Turn(turn=2, role=Role.VERIFIER, model=models[1], output="REVISE: wrong", verdict=Verdict.REVISE)]
+    return RunState(query=query, pool=pool, budget=Budget(max_turns=6), turns=turns)
+
+
+def percentiles(times: list[float]) -> dict:
+    ms = np.array(times) * 1e3
+    return {"p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean())}
+
+
+async def time_decisions(coordinator, pool: Pool, texts: list[str], models: list[str]) -> list[float]:
+    out = []
+    for text in texts:
+        state = state_for(pool, text, models)
+        t = time.perf_counter()
+        await coordinator.decide(state)
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default=str(ROOT.parent / "shared" / "data" / "routing" / "mmlu_pro"))
+    parser.add_argument("--n", type=int, default=1000)
+    args = parser.parse_args()
+    ds = load_replay(args.dataset)
+    config = TrainConfig(generations=5)
+    prep = prepare(ds, config)
+    head = train_head(prep, config, progress=None)
+    path = head.save(RESULTS / "latency_head.npz")
+    coordinator = LearnedCoordinator.load(path)
+    pool = pool_for(head.models)
+    rng = np.random.default_rng(0)
+    texts = [transcript_text(rng) for _ in range(args.n + 50)]
+    asyncio.run(time_decisions(coordinator, pool, texts[:50], head.models))  # warm-up
+    learned = percentiles(asyncio.run(time_decisions(coordinator, pool, texts[50:], head.models)))
+    rules = percentiles(asyncio.run(time_decisions(RulesCoordinator(), pool, texts[50:], head.models)))
+    encoder, train = get_encoder(head.encoder), prep.train_rows
+    train_emb, scores, known = prep.emb[train], ds.scores[train], ds.known[train]
+    knn_times = []
+    for text in texts[50:]:
+        t = time.perf_counter()
+        int(np.argmax(knn_predict(train_emb, scores, known, encoder.encode([text]), 50)))
+        knn_times.append(time.perf_counter() - t)
+    knn = percentiles(knn_times)
+    path.unlink()
+    result = {
+        "command": "python bench/bench_decision_latency.py " + " ".join(sys.argv[1:]),
+        "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
+        "dataset": ds.name, "models": len(head.models), "encoder": head.encoder, "decisions": args.n,
+        "transcript_tokens": 256, "learned": learned, "rules_peer": rules, "knn_peer": knn,
+        "ratio_learned_over_knn_p50": learned["p50_ms"] / knn["p50_ms"],
+        "target_p50_ms": 20.0,
+    }
+    print(f"{'coordinator':<12} {'p50 ms':>8} {'p99 ms':>8} {'mean ms':>8}")
+    for name, r in (("learned", learned), ("rules", rules), ("knn", knn)):
+        print(f"{name:<12} {r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f} {r['mean_ms']:>8.3f}")
+    print(f"learned / knn (p50): {result['ratio_learned_over_knn_p50']:.2f}; target p50 <= 20 ms")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "decision_latency.json").write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
