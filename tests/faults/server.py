@@ -24,7 +24,8 @@ that exact spec only (later ones are served normally); ``/TAG`` only makes the s
 The answer text is the request's ``reply`` field (set it with a pool model's ``extra_body``),
 else ``"The answer is 42."``. A request that ends with [assistant: P, user: ...] where the
 answer starts with P gets only the rest (so continuation after a broken stream is exact).
-Run ``python tests/faults/server.py`` to serve on a free port (it prints the port).
+Run ``python tests/faults/server.py [--port P] [--seed S] [--rate R]`` to serve in its own process
+(it prints the port; ``GET /v1/_stats`` returns the counts).
 """
 
 from __future__ import annotations
@@ -35,7 +36,6 @@ import json
 import random
 import socket
 import struct
-import sys
 import threading
 from collections import Counter
 from urllib.parse import parse_qs, urlsplit
@@ -100,6 +100,12 @@ class FaultServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def stats(self) -> dict:
+        """Requests served, faults injected, and connections open (besides the asking one)."""
+        injected = sum(1 for _, fault in self.log if fault != "ok")
+        return {"requests": len(self.log), "injected": injected, "open_connections": self.open_connections - 1,
+                "accepted": self.accepted}
+
     def requests_for(self, spec: str) -> int:
         """How many chat requests asked for ``spec``."""
         return self.counts[spec]
@@ -129,6 +135,9 @@ class FaultServer:
         headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
         body = await reader.readexactly(int(headers.get("content-length", "0") or 0))
         url = urlsplit(target)
+        if method == "GET" and url.path.rstrip("/").endswith("/_stats"):  # for tests driving a server process
+            await _send(writer, 200, "application/json", json.dumps(self.stats()).encode())
+            return True
         if method == "GET" and url.path.rstrip("/").endswith("/models"):
             await _send(writer, 200, "application/json", json.dumps({"object": "list", "data": [{"id": "ok"}]}).encode())
             return True
@@ -296,8 +305,15 @@ def _reset(writer: asyncio.StreamWriter) -> None:
 
 
 def main() -> None:
-    """Serve on a free port (or argv[1]) until interrupted; prints the port first."""
-    server = FaultServer(int(sys.argv[1]) if len(sys.argv) > 1 else 0).start()
+    """Serve until interrupted; prints the port first. GET /v1/_stats reports what it served."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="a misbehaving OpenAI-compatible server on 127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rate", type=float, default=0.3, help="fault rate of the 'random' fault")
+    args = parser.parse_args()
+    server = FaultServer(args.port, seed=args.seed, random_rate=args.rate).start()
     print(server.port, flush=True)
     try:
         threading.Event().wait()
