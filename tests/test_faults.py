@@ -26,7 +26,7 @@ MATRIX = [
     ("no_usage", 0, False, (0.0, 0.9), None),
     ("slow_first_byte:3", 1, True, (0.5, 1.6), "timeout"),
     ("hang", 1, True, (0.5, 1.6), "timeout"),
-    ("drip", 1, True, (1.6, 2.5), "total timeout"),
+    ("drip", 1, True, (1.6, 3.0), "total timeout"),
     ("http:500", 1, True, (0.0, 1.0), "HTTP 500"),
     ("http:503*1", 1, False, (0.0, 1.0), "HTTP 503"),
     ("http:429:0.3*1", 1, False, (0.3, 1.3), "HTTP 429"),

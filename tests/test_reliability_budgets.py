@@ -24,7 +24,7 @@ async def test_deadline_cuts_a_hung_call_and_keeps_the_turn(server: FaultServer)
     out = await run_pool(pool, budget=Budget(deadline_s=0.5))
     result = out.result
     assert result.status == RunStatus.BUDGET_EXHAUSTED and result.reason.startswith("deadline_s")
-    assert 0.5 <= out.elapsed < 0.9
+    assert 0.5 <= out.elapsed < 1.2  # the call alone would hang for 30 s
     assert len(result.turns) == 1 and "interrupted: deadline_s" in result.turns[0].error
 
 
@@ -32,7 +32,7 @@ async def test_deadline_mid_stream_accounts_the_partial_output(server: FaultServ
     pool = fault_pool(server.url, "drip/deadline", timeout_s=30)
     out = await run_pool(pool, stream=True, budget=Budget(deadline_s=0.5))
     turn = out.result.turns[0]
-    assert out.result.status == RunStatus.BUDGET_EXHAUSTED and out.elapsed < 0.9
+    assert out.result.status == RunStatus.BUDGET_EXHAUSTED and out.elapsed < 1.2
     assert turn.output == out.received and out.received.startswith("The answer ...")
     assert turn.usage_estimated and turn.completion_tokens > 0 and turn.cost_usd > 0
     assert out.result.cost_usd == turn.cost_usd
