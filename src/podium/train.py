@@ -9,9 +9,10 @@ cost per call (so one λ means the same on every dataset).
   executable verifier (score ≥ 0.5 passes and ends the item). Reward = the last answer's score
   − λ · the summed cost.
 
-The CMA-ES mean starts from a ridge fit of each model's score on the projected encoding (a
-warm start), then sep-CMA-ES (diagonal covariance) optimises the routing objective directly. The
-iterate kept is the one with the best objective on a held-out slice of the training split.
+The CMA-ES mean starts from a ridge fit of each model's score on the projected encoding, shrunk
+towards the best-single prior by the amount the held-out slice of the training split prefers (a
+warm start); then sep-CMA-ES (diagonal covariance) optimises the routing objective directly. The
+iterate kept is the one with the best objective on that held-out slice.
 All randomness is seeded. The optimiser's full state is checkpointed every few generations and a
 run resumes from it.
 """
