@@ -228,12 +228,26 @@ async def load(url: str, model: str, key: str, concurrency: int, total: int) -> 
             "mean_ms": round(1000 * statistics.fmean(latencies), 2) if latencies else None}
 
 
-def measure(name: str, url: str, model: str, key: str, concurrencies: list[int], total: int) -> list[dict]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(name: str, url: str, model: str, key: str, concurrencies: list[int], total: int, pid: int) -> list[dict]:
+    """Warm up, then one load run per concurrency; also the server's CPU time per request (less
+    sensitive than throughput to other load on the machine)."""
     asyncio.run(load(url, model, key, min(20, total), min(100, total)))  # warm-up: connections, caches
     rows = []
     for c in concurrencies:
+        cpu = cpu_seconds(pid)
         row = {"target": name, "model": model, **asyncio.run(load(url, model, key, c, total))}
-        print(f"  {name:<28} c={c:<4} {row['rps']:>8.1f} req/s  p50 {row['p50_ms']} ms  p99 {row['p99_ms']} ms  errors {row['errors'] or 0}", flush=True)
+        row["server_cpu_ms_per_request"] = round(1000 * (cpu_seconds(pid) - cpu) / max(1, row["ok"]), 3)
+        print(f"  {name:<34} c={c:<4} {row['rps']:>8.1f} req/s  p50 {row['p50_ms']} ms  p99 {row['p99_ms']} ms  "
+              f"cpu {row['server_cpu_ms_per_request']} ms/req  errors {row['errors'] or 0}", flush=True)
         rows.append(row)
     return rows
 
@@ -269,16 +283,16 @@ def run(args: argparse.Namespace) -> dict:
     try:
         wait_up(f"{stub_url}/models", procs[0], 30)
         paths = write_configs(work, stub_url)
-        targets = [("stub (direct)", f"{stub_url}/chat/completions", MODEL, "none", 1)]
+        targets = [("stub (direct)", f"{stub_url}/chat/completions", MODEL, "none", 1, procs[0].pid)]
         for traces in ("full", "off"):
             proc, url = start_podium(paths, work, traces)
             procs.append(proc)
-            targets.append((f"podium pass-through (traces {traces})", url, MODEL, PODIUM_KEY, 1))
+            targets.append((f"podium pass-through (traces {traces})", url, MODEL, PODIUM_KEY, 1, proc.pid))
             if traces == "full":
-                targets.append(("podium tier 'podium'", url, "podium", PODIUM_KEY, 4))
+                targets.append(("podium tier 'podium'", url, "podium", PODIUM_KEY, 4, proc.pid))
         targets += start_peer(exe, paths, work, procs, notes)
-        rounds = [[row for name, url, model, key, div in targets
-                   for row in measure(name, url, model, key, args.concurrency, max(50, args.requests // div))]
+        rounds = [[row for name, url, model, key, div, pid in targets
+                   for row in measure(name, url, model, key, args.concurrency, max(50, args.requests // div), pid)]
                   for _ in range(args.rounds)]
     finally:
         for proc in procs:
@@ -298,7 +312,7 @@ def start_peer(exe: str | None, paths: dict[str, Path], work: Path, procs: list,
         return []
     procs.append(proc)
     notes.append(f"LiteLLM proxy started in {startup:.1f}s, offline (LITELLM_LOCAL_MODEL_COST_MAP=True), master key set, 1 worker.")
-    return [("litellm proxy", url, MODEL, LITELLM_KEY, 1)]
+    return [("litellm proxy", url, MODEL, LITELLM_KEY, 1, proc.pid)]
 
 
 def best_of(rounds: list[list[dict]]) -> list[dict]:
@@ -323,7 +337,8 @@ def ratios(rows: list[dict]) -> list[dict]:
             out.append({"target": row["target"], "concurrency": row["concurrency"],
                         "throughput_x": round(row["rps"] / peer["rps"], 2),
                         "p50_latency_x": round(row["p50_ms"] / peer["p50_ms"], 2),
-                        "p99_latency_x": round(row["p99_ms"] / peer["p99_ms"], 2)})
+                        "p99_latency_x": round(row["p99_ms"] / peer["p99_ms"], 2),
+                        "server_cpu_per_request_x": round(row["server_cpu_ms_per_request"] / peer["server_cpu_ms_per_request"], 2)})
     return out
 
 
@@ -344,13 +359,17 @@ def config(args: argparse.Namespace, exe: str | None) -> dict:
 
 
 def table(report: dict) -> str:
-    lines = ["| target | clients | requests ok | req/s | p50 ms | p99 ms | errors |", "|---|---:|---:|---:|---:|---:|---|"]
+    lines = ["| target | clients | requests ok | req/s | p50 ms | p99 ms | server CPU ms/req | errors |",
+             "|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in report["rows"]:
-        lines.append(f"| {r['target']} | {r['concurrency']} | {r['ok']}/{r['requests']} | {r['rps']} | {r['p50_ms']} | {r['p99_ms']} | {r['errors'] or ''} |")
+        lines.append(f"| {r['target']} | {r['concurrency']} | {r['ok']}/{r['requests']} | {r['rps']} | {r['p50_ms']} | {r['p99_ms']} "
+                     f"| {r['server_cpu_ms_per_request']} | {r['errors'] or ''} |")
     if report["ratios"]:
-        lines += ["", "| podium vs LiteLLM | clients | throughput × | p50 latency × | p99 latency × |", "|---|---:|---:|---:|---:|"]
+        lines += ["", "| podium vs LiteLLM | clients | throughput × | p50 latency × | p99 latency × | server CPU/req × |",
+                  "|---|---:|---:|---:|---:|---:|"]
         for r in report["ratios"]:
-            lines.append(f"| {r['target']} | {r['concurrency']} | {r['throughput_x']} | {r['p50_latency_x']} | {r['p99_latency_x']} |")
+            lines.append(f"| {r['target']} | {r['concurrency']} | {r['throughput_x']} | {r['p50_latency_x']} | {r['p99_latency_x']} "
+                         f"| {r['server_cpu_per_request_x']} |")
     return "\n".join(lines + [""] + [f"- {n}" for n in report["notes"]])
 
 

@@ -251,6 +251,8 @@ async def test_streamed_tier_sends_only_the_final_answer(open_client) -> None:
     assert "PLAN" not in r.text.replace(": podium turn", "") and "ACCEPT" not in content
     assert events[-1]["choices"] == [] and events[-1]["usage"]["orchestration_input_tokens"] > 0
     assert r.text.rstrip().endswith("data: [DONE]")
+    trace = (await open_client.get(f"/v1/traces/{r.headers['x-podium-trace-id']}")).json()
+    assert trace["answer"] == content and [t["role"] for t in trace["turns"]] == ["thinker", "worker", "verifier"]
 
 
 async def test_last_turn_worker_streams_live(open_client) -> None:

@@ -18,10 +18,20 @@ POOL = str(Path(__file__).parent / "pools" / "server.yaml")
 
 
 def _app():
+    """The app, built at collection time with its store and breaker file in a temp dir."""
+    import os
     import tempfile
 
-    home = Path(tempfile.mkdtemp(prefix="podium-fuzz-"))
-    return create_app(POOL, traces=Traces(home / "podium.db"))
+    home = tempfile.mkdtemp(prefix="podium-fuzz-")
+    saved = os.environ.get("PODIUM_HOME")
+    os.environ["PODIUM_HOME"] = home  # read once, by the app's breaker registry
+    try:
+        return create_app(POOL, traces=Traces(Path(home) / "podium.db"))
+    finally:
+        if saved is None:
+            os.environ.pop("PODIUM_HOME", None)
+        else:
+            os.environ["PODIUM_HOME"] = saved
 
 
 schema = schemathesis.openapi.from_asgi("/openapi.json", _app())

@@ -127,14 +127,15 @@ def create_app(pool: Pool | str = "embedded", *, tiers: TierSet | str | Path | N
 def auth_dependencies(ring: KeyRing, metrics: Metrics):
     """FastAPI dependencies: ``authenticate`` (401) and ``limited`` (401, then 429 per key)."""
 
-    def authenticate(request: Request) -> ApiKey:
+    # async on purpose: FastAPI runs a sync dependency in a worker thread, two thread hops a request
+    async def authenticate(request: Request) -> ApiKey:
         key = ring.identify(request.headers.get("authorization"))
         if key is None:
             raise ApiError(401, "missing or unknown API key; send 'Authorization: Bearer <key>'",
                            type="authentication_error", code="invalid_api_key")
         return key
 
-    def limited(request: Request, key: ApiKey = Depends(authenticate)) -> ApiKey:
+    async def limited(request: Request, key: ApiKey = Depends(authenticate)) -> ApiKey:
         wait = ring.throttle(key)
         if wait > 0:
             metrics.error("", "rate_limited")
