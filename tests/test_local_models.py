@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from podium import Engine, RunStatus, load_pool
+from podium import Budget, Engine, RunStatus, load_pool
 from podium.backends.local import resolve_gguf
 from podium.pool import parse_pool
 from podium.types import ChatMessage, CompletionRequest
@@ -85,7 +85,7 @@ async def test_openai_backend_against_real_server(llama_server: str) -> None:
 
 async def test_engine_runs_turns_on_real_server(llama_server: str) -> None:
     engine = Engine(server_pool(llama_server), "rules")
-    result = await engine.run("What is 2 + 2?")
+    result = await engine.run("What is 2 + 2?", budget=Budget(max_turns=3))
     await engine.aclose()
     assert result.status in (RunStatus.ACCEPTED, RunStatus.MAX_TURNS)
     assert len(result.turns) >= 3 and all(t.error is None for t in result.turns)
