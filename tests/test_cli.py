@@ -130,3 +130,12 @@ def test_bad_flag_value() -> None:
 def test_bad_prompt_template_field(tmp_path: Path) -> None:
     path = write(tmp_path, "name: p\nmodels:\n  - name: a\n    backend: scripted\nprompts:\n  worker: 'Do {task}'\n")
     assert_clean_error(podium("models", "--pool", path), 2, "prompts.worker", "task")
+
+
+def test_pool_budget_is_the_default_and_flags_override(tmp_path: Path) -> None:
+    text = (POOLS / "scripted.yaml").read_text().replace("models:", "budget:\n  max_turns: 2\nmodels:", 1)
+    path = write(tmp_path, text)
+    data = json.loads(podium("ask", "--pool", path, "--json", "q").stdout)
+    assert [t["role"] for t in data["turns"]] == ["worker", "verifier"]  # two turns: no room to plan
+    data = json.loads(podium("ask", "--pool", path, "--json", "--max-turns", "3", "q").stdout)
+    assert [t["role"] for t in data["turns"]] == ["thinker", "worker", "verifier"]

@@ -95,7 +95,7 @@ class Engine:
             raise UsageError("the question is empty; pass a question as an argument or on stdin")
         pool = self.pool.restrict(policy) if policy else self.pool
         pool.default_for(Role.WORKER)  # PolicyError now, before any data leaves
-        run = _Run(self, pool, query, budget or Budget(), [*self.handlers, *([on_event] if on_event else [])], stream)
+        run = _Run(self, pool, query, budget or pool.config.budget, [*self.handlers, *([on_event] if on_event else [])], stream)
         return await run.execute()
 
     async def aclose(self) -> None:

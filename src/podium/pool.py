@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from podium.errors import ConfigError, PolicyError
-from podium.types import Role
+from podium.types import Budget, Role
 
 BackendKind = Literal["openai", "local", "scripted"]
 RoleName = Literal["thinker", "worker", "verifier", "coordinator"]
@@ -94,6 +94,7 @@ class PoolConfig(BaseModel):
     models: list[ModelSpec] = Field(min_length=1)
     defaults: RoleDefaults = Field(default_factory=RoleDefaults)
     prompts: dict[Literal["thinker", "worker", "verifier", "coordinator"], str] = Field(default_factory=dict)
+    budget: Budget = Field(default_factory=Budget)  # default run budget; CLI flags and the API override it
 
     @model_validator(mode="after")
     def _check_references(self) -> "PoolConfig":

@@ -58,8 +58,11 @@ def read_question(words: tuple[str, ...]) -> str:
     return ""
 
 
-async def run_once(pool_ref: str, coordinator: str, question: str, budget: Budget, policy: Policy, live: bool) -> RunResult:
-    engine = Engine(load_pool(pool_ref), coordinator, on_event=live_printer(live))
+async def run_once(pool_ref: str, coordinator: str, question: str, limits: dict, policy: Policy, live: bool) -> RunResult:
+    """One run; ``limits`` (flags left unset are None) override the pool's default budget."""
+    pool = load_pool(pool_ref)
+    budget = Budget.model_validate({**pool.config.budget.model_dump(), **{k: v for k, v in limits.items() if v is not None}})
+    engine = Engine(pool, coordinator, on_event=live_printer(live))
     try:
         store = recorder("cli", warn=lambda msg: click.echo(f"warning: {msg}", err=True))  # every run is traced
         return await engine.run(question, budget=budget, policy=policy, on_event=store)
@@ -71,23 +74,23 @@ async def run_once(pool_ref: str, coordinator: str, question: str, budget: Budge
 @click.argument("question", nargs=-1)
 @pool_option
 @click.option("--coordinator", default="rules", show_default=True, help="rules | prompted | fixed[:MODEL] | learned:PATH")
-@click.option("--max-turns", type=click.IntRange(1, 100), default=5, show_default=True)
+@click.option("--max-turns", type=click.IntRange(1, 100), default=None, help="Turn limit (default: the pool's budget, else 5).")
 @click.option("--max-tokens", type=click.IntRange(1), default=None, help="Token budget for the whole run.")
 @click.option("--max-cost", type=click.FloatRange(0), default=None, help="Cost budget in USD for the whole run.")
 @click.option("--deadline", type=click.FloatRange(0, min_open=True), default=None, help="Wall-clock budget in seconds.")
 @click.option("--exclude", multiple=True, help="Leave this model out of the run (repeatable).")
 @click.option("--region", "regions", multiple=True, help="Only send data to models in this region (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object: answer, status, turns.")
-def ask(question: tuple[str, ...], pool_ref: str, coordinator: str, max_turns: int, max_tokens: int | None,
+def ask(question: tuple[str, ...], pool_ref: str, coordinator: str, max_turns: int | None, max_tokens: int | None,
         max_cost: float | None, deadline: float | None, exclude: tuple[str, ...], regions: tuple[str, ...], as_json: bool) -> None:
     """Orchestrate QUESTION (or stdin) over the pool and print the answer and its trace."""
     text = read_question(question).strip()
     if not text:
         raise click.UsageError("the question is empty: pass it as an argument or on stdin")
-    budget = Budget(max_turns=max_turns, max_tokens=max_tokens, max_cost_usd=max_cost, deadline_s=deadline)
+    limits = {"max_turns": max_turns, "max_tokens": max_tokens, "max_cost_usd": max_cost, "deadline_s": deadline}
     policy = Policy(exclude_models=list(exclude), allowed_regions=list(regions) or None)
     live = not as_json and sys.stderr.isatty()
-    result = asyncio.run(run_once(pool_ref, coordinator, text, budget, policy, live))
+    result = asyncio.run(run_once(pool_ref, coordinator, text, limits, policy, live))
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
     else:
