@@ -9,7 +9,7 @@ import pytest
 
 schemathesis = pytest.importorskip("schemathesis", reason="schemathesis is in the 'test' extra")
 from hypothesis import HealthCheck, settings  # noqa: E402
-from schemathesis.checks import not_a_server_error  # noqa: E402
+from schemathesis.checks import not_a_server_error, status_code_conformance  # noqa: E402
 
 from podium.server.app import create_app  # noqa: E402
 from podium.server.traces import Traces  # noqa: E402
@@ -49,6 +49,6 @@ def error_object(ctx, response, case) -> None:
 @settings(max_examples=50, deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_server_errors(case) -> None:
     response = case.call()
-    case.validate_response(response, checks=[not_a_server_error])
+    case.validate_response(response, checks=[not_a_server_error, status_code_conformance])
     error_object(None, response, case)
     assert response.status_code < 500

@@ -121,7 +121,21 @@ def create_app(pool: Pool | str = "embedded", *, tiers: TierSet | str | Path | N
     authenticate, limited = auth_dependencies(ring, metrics)
     add_api_routes(app, limited)
     add_ops_routes(app, authenticate)
+    app.openapi = lambda: openapi_without_422(app)  # type: ignore[method-assign]
     return app
+
+
+def openapi_without_422(app: FastAPI) -> dict:
+    """The OpenAPI schema, minus FastAPI's 422 responses (validation errors are 400 here)."""
+    if app.openapi_schema is None:
+        from fastapi.openapi.utils import get_openapi
+
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        for path in schema.get("paths", {}).values():
+            for operation in path.values():
+                operation.get("responses", {}).pop("422", None)
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 def auth_dependencies(ring: KeyRing, metrics: Metrics):
