@@ -293,3 +293,13 @@ async def test_always_verify_ends_on_a_verifier(tmp_path: Path) -> None:
     assert [t["role"] for t in plain["turns"]] == ["thinker", "worker", "verifier", "worker"]
     assert [t["role"] for t in checked["turns"]] == ["thinker", "worker", "verifier", "verifier"]
     assert checked["status"] == "max_turns"
+
+
+async def test_pool_budget_caps_every_tier(tmp_path: Path) -> None:
+    pool = yaml.safe_load(Path(POOL).read_text())
+    pool["budget"] = {"max_cost_usd": 0.001}
+    (tmp_path / "pool.yaml").write_text(yaml.safe_dump(pool))
+    app = create_app(str(tmp_path / "pool.yaml"), traces=Traces(tmp_path / "podium.db"))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://podium.test") as client:
+        assert_error(await chat(client, "podium", podium={"max_cost_usd": 0.01}), 400, "policy_widening")
+        assert (await chat(client, "podium", podium={"max_cost_usd": 0.0005})).status_code == 200

@@ -106,11 +106,12 @@ class Service:
         self.check_roles(tier, plan.key.policy, status=403, who=f"API key '{plan.key.name}'")
         self.check_roles(tier, plan.policy, status=400, who="the request's podium policy")
         plan.tier = tier
+        pool_budget = self.pool.config.budget  # the pool file's limits hold for every tier
         plan.budget = Budget(
             max_turns=_narrow("max_turns", tier.max_turns, options.max_turns, tier.name),
-            max_cost_usd=_narrow("max_cost_usd", tier.max_cost_usd, options.max_cost_usd, tier.name),
-            deadline_s=_narrow("deadline_s", tier.deadline_s, options.deadline_s, tier.name),
-            max_tokens=options.max_tokens,
+            max_cost_usd=_narrow("max_cost_usd", _least(tier.max_cost_usd, pool_budget.max_cost_usd), options.max_cost_usd, tier.name),
+            deadline_s=_narrow("deadline_s", _least(tier.deadline_s, pool_budget.deadline_s), options.deadline_s, tier.name),
+            max_tokens=_narrow("max_tokens", pool_budget.max_tokens, options.max_tokens, tier.name),
         )
         plan.query = render_query([m.to_chat() for m in plan.request.messages])
         return plan
@@ -233,6 +234,12 @@ class Service:
         return RunResult(run_id=plan.trace_id, query=query or "(no user message)", answer=answer, status=status, reason=reason,
                          pool=self.pool.name, coordinator="passthrough", policy=plan.policy.describe(), turns=turns,
                          started_at=time.time() - (time.perf_counter() - started), latency_s=time.perf_counter() - started)
+
+
+def _least(*values: float | None) -> float | None:
+    """The smallest of the limits that are set (None: no limit)."""
+    present = [v for v in values if v is not None]
+    return min(present) if present else None
 
 
 def _narrow(name: str, tier_value: float | None, asked: float | None, tier: str):
