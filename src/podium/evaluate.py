@@ -27,6 +27,7 @@ from podium.train import PASS_SCORE, Prepared, Progress, TrainConfig, prepare, s
 
 KNN_KS = (5, 20, 50, 100)
 LAMBDAS = (0.0, 0.3, 1.0)
+CASCADE_LAMBDAS = (0.0, 0.3)
 HEADLINE_LAMBDA = 0.0
 
 
@@ -292,11 +293,15 @@ def evaluate_dataset(ds: ReplayDataset, config: TrainConfig | None = None, *, la
 
 
 def cascade_results(r: Routers, emb: np.ndarray, split: Split, turns: int, lam: float, best: float, oracle: float) -> list[MethodResult]:
-    """The learned cascade head against the fixed best-first cascade, both with at most ``turns`` calls."""
+    """The learned cascade heads (at ``lam`` and each of :data:`CASCADE_LAMBDAS`) against the fixed
+    best-first cascade, all with at most ``turns`` calls."""
     fixed = cascade_order(r.best_order, split, turns)
-    learned = head_cascade(r.head(lam, "cascade"), emb, split, turns)
-    return [MethodResult(f"cascade_best_first@{turns}", fixed[0], fixed[1], gap_closed(fixed[0], best, oracle), fixed[2]),
-            MethodResult(f"learned_cascade@{turns}", learned[0], learned[1], gap_closed(learned[0], best, oracle), learned[2], lam=lam)]
+    rows = [MethodResult(f"cascade_best_first@{turns}", fixed[0], fixed[1], gap_closed(fixed[0], best, oracle), fixed[2])]
+    for cascade_lam in dict.fromkeys((lam, *CASCADE_LAMBDAS)):
+        score, cost, calls = head_cascade(r.head(cascade_lam, "cascade"), emb, split, turns)
+        name = f"learned_cascade@{turns}" + (f" λ={cascade_lam:g}" if cascade_lam != lam else "")
+        rows.append(MethodResult(name, score, cost, gap_closed(score, best, oracle), calls, lam=cascade_lam))
+    return rows
 
 
 def lambda_sweep(r: Routers, emb: np.ndarray, split: Split, lambdas: tuple[float, ...], best: float, oracle: float) -> list[dict]:
