@@ -266,6 +266,10 @@ def evaluate_dataset(ds: ReplayDataset, config: TrainConfig | None = None, *, la
     prep = prepare(ds, config, cache_root=cache_root)
     r = Routers(prep, config, progress)
     test = ds.indices("test")
+    if len(test) == 0:
+        from podium.errors import UsageError
+
+        raise UsageError(f"dataset {ds.name}: no items with split 'test' to evaluate on")
     split = make_split(ds, test)
     rows = single_turn_rows(r, prep.emb[test], split, headline)
     by_name = {name: s for name, s, _, _ in rows}

@@ -20,11 +20,15 @@ from __future__ import annotations
 from collections import OrderedDict
 from pathlib import Path
 
-import numpy as np
+from podium.errors import UsageError, missing_extra
+
+try:
+    import numpy as np
+except ImportError:  # the learned coordinator needs the train extra
+    raise missing_extra("numpy", "train") from None
 
 from podium.coordinators.base import RunState
 from podium.encoders import get_encoder
-from podium.errors import UsageError
 from podium.head import ROLE_NAMES, Head
 from podium.types import Decision, Role, Verdict
 
