@@ -98,7 +98,8 @@ async def test_pool_without_any_head_model_is_a_clear_error(head_file: Path) -> 
         await coordinator.decide(RunState(query="hi", pool=pool, budget=Budget()))
 
 
-async def test_learned_coordinator_drives_the_engine(head_file: Path, tmp_path: Path) -> None:
+async def test_learned_coordinator_drives_the_engine(head_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PODIUM_HOME", str(tmp_path / "home"))
     engine = Engine(load_pool(write_pool(tmp_path, MODELS)), f"learned:{head_file}")
     try:
         result = await engine.run(QUERY["animal"], budget=Budget(max_turns=4))
@@ -111,7 +112,9 @@ async def test_learned_coordinator_drives_the_engine(head_file: Path, tmp_path: 
     assert excluded.status == RunStatus.ACCEPTED and "beta" not in {t.model for t in excluded.turns}
 
 
-def test_podium_ask_with_learned_coordinator(head_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_podium_ask_with_learned_coordinator(head_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PODIUM_HOME", str(tmp_path / "home"))  # traces and breakers stay in the test's folder
     pool = write_pool(tmp_path, MODELS)
     main(["ask", "--pool", str(pool), "--coordinator", f"learned:{head_file}", "--json", QUERY["space"]])
     data = json.loads(capsys.readouterr().out)
