@@ -15,7 +15,7 @@ import yaml
 from faults.helpers import fault_pool, run_pool
 from faults.server import FaultServer
 from podium.errors import BackendError, BackendTimeout
-from podium.reliability import BreakerRegistry, BreakerState, CircuitBreaker, CircuitOpen, RetryPolicy, endpoint_key, protected
+from podium.reliability import BreakerRegistry, BreakerState, CircuitBreaker, CircuitOpen, endpoint_key, protected
 from podium.types import RunStatus
 
 RETRYABLE = BackendError("HTTP 503", status=503, retryable=True)

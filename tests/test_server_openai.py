@@ -168,6 +168,10 @@ def test_without_keys_it_binds_loopback_and_says_so(tmp_path: Path) -> None:
         reply = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="anything", max_retries=0).chat.completions.create(
             model="podium", messages=ASK)
         assert reply.choices[0].message.content == EU_ANSWER
+        # keyless mode also serves the trace viewer, whose API lists the run just made
+        runs = httpx.get(f"http://127.0.0.1:{port}/ui/api/runs", timeout=10).json()
+        assert any(r["answer"] == EU_ANSWER for r in (runs["runs"] if isinstance(runs, dict) else runs))
+        assert "<html" in httpx.get(f"http://127.0.0.1:{port}/ui/", timeout=10).text.lower()
     finally:
         proc.terminate()
         out, _ = proc.communicate(timeout=10)

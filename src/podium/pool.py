@@ -13,9 +13,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from podium.config import parse_yaml
 from podium.errors import ConfigError, PolicyError
 from podium.types import Budget, Role
 
@@ -210,29 +210,9 @@ def shipped_pools() -> list[str]:
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
-def _format_validation(err: ValidationError) -> str:
-    lines = []
-    for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        msg = e["msg"]
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key; remove it or check its spelling"
-        lines.append(f"  {key}: {msg}")
-    return "\n".join(lines)
-
-
 def parse_pool(text: str, source: str) -> Pool:
     """Parse YAML pool text; ``source`` names the file in error messages."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: a pool file must be a mapping with 'name' and 'models'")
-    try:
-        return Pool(PoolConfig.model_validate(data), source=source)
-    except ValidationError as exc:
-        raise ConfigError(f"{source}: invalid pool config:\n{_format_validation(exc)}") from None
+    return Pool(parse_yaml(text, source, PoolConfig, "pool config"), source=source)
 
 
 def load_pool(name_or_path: str | os.PathLike[str] = "embedded") -> Pool:

@@ -121,6 +121,11 @@ def create_app(pool: Pool | str = "embedded", *, tiers: TierSet | str | Path | N
     authenticate, limited = auth_dependencies(ring, metrics)
     add_api_routes(app, limited)
     add_ops_routes(app, authenticate)
+    if ring.open and store.store is not None:
+        # The viewer shows every stored prompt: served only in keyless (loopback-only) mode.
+        from podium.viewer import asgi_app
+
+        app.mount("/ui", asgi_app(store.store))
     app.openapi = lambda: openapi_without_422(app)  # type: ignore[method-assign]
     return app
 

@@ -21,9 +21,9 @@ import secrets
 import time
 from pathlib import Path
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from podium.config import parse_yaml
 from podium.errors import ConfigError
 from podium.pool import Policy
 
@@ -110,15 +110,7 @@ class KeyRing:
         file = Path(path).expanduser()
         if not file.is_file():
             raise ConfigError(f"{path}: keys file not found; create one (podium serve --new-key NAME prints an entry)")
-        try:
-            parsed = KeysFile.model_validate(yaml.safe_load(file.read_text()))
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{file}: not valid YAML: {exc}") from None
-        except ValidationError as exc:
-            lines = [f"  {'.'.join(str(p) for p in e['loc']) or '(top level)'}: "
-                     f"{'unknown key; remove it or check its spelling' if e['type'] == 'extra_forbidden' else e['msg']}"
-                     for e in exc.errors()]
-            raise ConfigError(f"{file}: invalid keys file:\n" + "\n".join(lines)) from None
+        parsed = parse_yaml(file.read_text(), str(file), KeysFile, "keys file")
         names = [k.name for k in parsed.keys]
         if len(set(names)) != len(names) or len({k.sha256 for k in parsed.keys}) != len(names):
             raise ConfigError(f"{file}: key names and hashes must be unique")

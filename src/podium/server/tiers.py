@@ -12,11 +12,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from podium.coordinators import get_coordinator
 from podium.coordinators.base import Coordinator, RunState
+from podium.config import parse_yaml
 from podium.errors import ConfigError
 from podium.pool import ModelSpec, Pool, RoleDefaults, RoleName
 from podium.types import Decision, Role
@@ -102,16 +102,7 @@ def load_tiers(path: str | Path | None = None) -> TierSet:
         if not file.is_file():
             raise ConfigError(f"{path}: tiers file not found; pass an existing YAML file to --tiers")
         source, text = str(file), file.read_text()
-    try:
-        data = yaml.safe_load(text)
-        tiers = TierSet.model_validate(data)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
-    except ValidationError as exc:
-        lines = [f"  {'.'.join(str(p) for p in e['loc']) or '(top level)'}: "
-                 f"{'unknown key; remove it or check its spelling' if e['type'] == 'extra_forbidden' else e['msg']}"
-                 for e in exc.errors()]
-        raise ConfigError(f"{source}: invalid tiers config:\n" + "\n".join(lines)) from None
+    tiers = parse_yaml(text, source, TierSet, "tiers config")
     for tier in tiers.tiers:
         _check_coordinator(tier, source)
     return tiers
