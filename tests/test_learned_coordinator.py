@@ -54,10 +54,15 @@ def test_head_save_load_round_trip(head_file: Path, tmp_path: Path) -> None:
     assert (tmp_path / "copy.npz").is_file()
     assert again.models == head.models == MODELS
     assert np.array_equal(again.weights, head.weights) and np.array_equal(again.proj, head.proj)
-    assert again.weights.shape == (16 + 1 + 3, 3 + 3)
+    n_knn = 3 * len(again.memory.ks)  # kNN features: one per model and neighbourhood size
+    assert again.weights.shape == (16 + 1 + n_knn + 3, 3 + 3)
+    assert np.allclose(again.memory.emb, head.memory.emb, atol=1e-3) and again.memory.ks == head.memory.ks
+    query = np.ones((2, 512), dtype=np.float32)
+    assert np.allclose(again.logits(query), head.logits(query), atol=1e-3)
     meta = again.meta
     assert meta["encoder"] == {"name": "hashed", "dim": 512, "ngrams": [3, 4], "max_chars": 2000}
-    assert meta["dims"] == {"encoding": 512, "projected": 16, "models": 3, "roles": 3}
+    assert meta["dims"] == {"encoding": 512, "projected": 16, "models": 3, "roles": 3, "knn_features": n_knn}
+    assert meta["knn"]["ks"] == list(head.memory.ks)
     assert meta["training_data"]["name"] == "synth" and meta["objective"]["lambda"] == 0.0 and meta["seed"] == 0
     assert meta["optimizer"]["name"] == "sep-CMA-ES"
 

@@ -9,6 +9,10 @@ share of the best-single→oracle gap closed, calls per item and decision latenc
 Baselines: random (expected value), best single (chosen on train), cheapest (mean train cost, ties
 to the better model), oracle (upper bound), kNN on the encodings, and a per-model logistic-
 regression score predictor. Cascade peer: the fixed best-first order (top models by train score).
+
+Cost-capped rows (``learned@cap``, ``learned_cascade@K cap``): among the heads trained at each λ,
+the one with the best score on the held-out slice of train whose cost there is at most the best
+single model's cost there (else the cheapest); the same rule on every dataset, test never looked at.
 """
 
 from __future__ import annotations
@@ -26,8 +30,9 @@ from podium.replay import ReplayDataset, load_replay
 from podium.train import PASS_SCORE, Prepared, Progress, TrainConfig, prepare, stderr_progress, train_head
 
 KNN_KS = (5, 20, 50, 100)
-LAMBDAS = (0.0, 0.3, 1.0)
-CASCADE_LAMBDAS = (0.0, 0.3)
+LAMBDAS = (0.0, 0.3, 1.0, 3.0)
+CASCADE_LAMBDAS = (0.0, 0.3, 1.0)
+COST_SLACK = 1e-9  # relative tolerance of the cost cap (uniform costs tie exactly)
 HEADLINE_LAMBDA = 0.0
 
 
@@ -140,11 +145,11 @@ def cascade_order(order: np.ndarray, split: Split, turns: int) -> tuple[float, f
     return float(final.mean()), float(spent.mean()), float(calls.mean())
 
 
-def head_cascade(head: Head, emb: np.ndarray, split: Split, turns: int) -> tuple[float, float, float]:
-    """Score, cost and calls of a cascade head on the test rows."""
+def head_cascade(head: Head, emb: np.ndarray, split: Split, turns: int, self_rows: np.ndarray | None = None) -> tuple[float, float, float]:
+    """Score, cost and calls of a cascade head on the rows of ``split`` (``self_rows``: see :class:`KnnMemory`)."""
     from podium.train import Problem, cascade_rollout
 
-    z = head.project(emb)
+    z = head.project(emb, self_rows)
     p = Problem(z, split.scores, split.known, split.costs)
     n_models = head.n_models
     base = (z @ head.weights[: z.shape[1], :n_models])[None]
@@ -213,6 +218,27 @@ class Routers:
         return self.heads[key]
 
 
+def validation_outcome(r: Routers, head: Head, mode: str, turns: int) -> tuple[float, float]:
+    """Score and cost of ``head`` on the held-out slice of train (leave-one-out kNN features)."""
+    prep, val = r.prep, r.prep.val_rows
+    split, emb = make_split(prep.ds, val), prep.emb[val]
+    if mode == "cascade":
+        return head_cascade(head, emb, split, turns, prep.self_rows(val))[:2]
+    return split.outcome(head.choose(emb, split.known, self_rows=prep.self_rows(val)))
+
+
+def capped_lambda(r: Routers, lambdas: tuple[float, ...], mode: str, turns: int) -> float:
+    """The λ whose head scores best on the held-out slice at no more than the best single model's cost
+    there; the cheapest head's λ when none is that cheap."""
+    val = make_split(r.prep.ds, r.prep.val_rows)
+    cap = val.outcome(first_available(r.best_order, val.known))[1] * (1 + COST_SLACK)
+    outcomes = {lam: validation_outcome(r, r.head(lam, mode), mode, turns) for lam in lambdas}
+    within = [lam for lam in lambdas if outcomes[lam][1] <= cap]
+    if within:
+        return max(within, key=lambda lam: outcomes[lam][0])
+    return min(lambdas, key=lambda lam: outcomes[lam][1])
+
+
 def gap_closed(score: float, best: float, oracle: float) -> float:
     """Share of the best-single→oracle gap that ``score`` closes."""
     return (score - best) / (oracle - best) if oracle > best else 0.0
@@ -275,6 +301,9 @@ def evaluate_dataset(ds: ReplayDataset, config: TrainConfig | None = None, *, la
     by_name = {name: s for name, s, _, _ in rows}
     best, oracle = by_name["best_single"], by_name["oracle"]
     methods = results_for(rows, best, oracle)
+    cap_lam = capped_lambda(r, lambdas, "single", cascade_turns)
+    cap_score, cap_cost = split.outcome(r.head(cap_lam).choose(prep.emb[test], split.known))
+    methods.append(MethodResult("learned@cap", cap_score, cap_cost, gap_closed(cap_score, best, oracle), 1.0, lam=cap_lam))
     methods += cascade_results(r, prep.emb[test], split, cascade_turns, headline, best, oracle)
     latency = measure_latency(r, [ds.texts[i] for i in test[:200]], headline)
     for m in methods:
@@ -305,6 +334,9 @@ def cascade_results(r: Routers, emb: np.ndarray, split: Split, turns: int, lam: 
         score, cost, calls = head_cascade(r.head(cascade_lam, "cascade"), emb, split, turns)
         name = f"learned_cascade@{turns}" + (f" λ={cascade_lam:g}" if cascade_lam != lam else "")
         rows.append(MethodResult(name, score, cost, gap_closed(score, best, oracle), calls, lam=cascade_lam))
+    cap_lam = capped_lambda(r, CASCADE_LAMBDAS, "cascade", turns)
+    score, cost, calls = head_cascade(r.head(cap_lam, "cascade"), emb, split, turns)
+    rows.append(MethodResult(f"learned_cascade@{turns} cap", score, cost, gap_closed(score, best, oracle), calls, lam=cap_lam))
     return rows
 
 

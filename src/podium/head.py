@@ -1,9 +1,11 @@
 """The TRINITY head: a linear map from a text encoding to one logit per pool model plus 3 role logits.
 
-Input features of one decision are ``[z, 1, failed]``: ``z`` is the encoding projected onto ``k``
-whitened principal components (fitted on the training texts), ``1`` a bias, and ``failed`` one
+Input features of one decision are ``[z, 1, knn, failed]``: ``z`` is the encoding projected onto
+``k`` whitened principal components (fitted on the training texts), ``1`` a bias, ``knn`` the
+per-model success rates among the nearest training items at a few neighbourhood sizes (looked up
+in the head's :class:`KnnMemory`; absent in heads trained without one), and ``failed`` one
 indicator per model that already failed in this run (the transcript, used by cascade heads). The
-whole map from encoding to logits stays linear: ``logits = features @ weights``.
+map from features to logits stays linear: ``logits = features @ weights``.
 
 Masking: a model that is not available (removed from the pool, excluded by policy, unknown
 outcome, already failed) gets logit ``-inf`` and is never chosen; no retraining is needed.
@@ -24,10 +26,76 @@ from podium.errors import UsageError
 
 ROLE_NAMES = ("thinker", "worker", "verifier")
 FORMAT = "podium-head/1"
+MEMORY_ARRAYS = ("mem_mean", "mem_basis", "mem_emb", "mem_scores", "mem_known", "mem_prior")
 
 
 class HeadFileError(UsageError):
     """A head file is missing, unreadable, or not a podium head."""
+
+
+@dataclass
+class KnnMemory:
+    """Training items a head looks up at decision time (kNN features).
+
+    Feature ``(j, m)`` of a query is model ``m``'s mean score over the ``ks[j]`` training items
+    whose encodings are most similar (cosine on a ``r``-dimensional PCA of the encoding), smoothed
+    towards the model's mean score with weight ``smooth``. During training each training item is
+    left out of its own neighbourhood (``self_rows``), so the features carry no label of the item
+    itself.
+    """
+
+    mean: np.ndarray  # (D,)
+    basis: np.ndarray  # (D, r) orthonormal PCA basis
+    emb: np.ndarray  # (N, r) unit vectors of the training items
+    scores: np.ndarray  # (N, M) recorded scores, unknown = 0
+    known: np.ndarray  # (N, M) bool
+    prior: np.ndarray  # (M,) mean score per model
+    ks: tuple[int, ...] = (5, 20, 100)
+    smooth: float = 1.0
+
+    @property
+    def n_features(self) -> int:
+        return len(self.ks) * self.scores.shape[1]
+
+    def embed(self, emb: np.ndarray) -> np.ndarray:
+        """Unit vectors in the memory's space."""
+        x = ((np.atleast_2d(emb) - self.mean) @ self.basis).astype(np.float32)
+        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-9)
+
+    def neighbours(self, x: np.ndarray, self_rows: np.ndarray | None) -> np.ndarray:
+        """(n, kmax) memory rows most similar to unit vectors ``x``, leaving out ``self_rows[i]`` (if ≥ 0)."""
+        kmax = min(max(self.ks), len(self.emb) - 1)
+        sims = x @ self.emb.T.astype(np.float32)
+        top = np.argpartition(-sims, kmax, axis=1)[:, : kmax + 1]
+        top = np.take_along_axis(top, np.argsort(-np.take_along_axis(sims, top, axis=1), axis=1), axis=1)
+        drop = np.full(len(x), kmax)  # without a self row, the (kmax + 1)-th is dropped
+        if self_rows is not None:
+            hit = top == np.asarray(self_rows)[:, None]
+            drop = np.where(hit.any(axis=1), np.argmax(hit, axis=1), drop)
+        keep = np.ones(top.shape, dtype=bool)
+        keep[np.arange(len(x)), drop] = False
+        return top[keep].reshape(len(x), kmax)
+
+    def features(self, emb: np.ndarray, self_rows: np.ndarray | None = None) -> np.ndarray:
+        """(n, len(ks) · M) smoothed neighbour success rates; ``self_rows`` as in :meth:`neighbours`."""
+        x, out = self.embed(emb), []
+        for start in range(0, len(x), 1024):
+            rows = None if self_rows is None else self_rows[start : start + 1024]
+            nb = self.neighbours(x[start : start + 1024], rows)
+            num = np.cumsum(self.scores[nb], axis=1)
+            den = np.cumsum(self.known[nb], axis=1, dtype=np.float32)
+            feats = [(num[:, min(k, nb.shape[1]) - 1] + self.smooth * self.prior) / (den[:, min(k, nb.shape[1]) - 1] + self.smooth) for k in self.ks]
+            out.append(np.hstack(feats))
+        return np.vstack(out).astype(np.float32)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        values = (self.mean, self.basis, self.emb.astype(np.float16), self.scores.astype(np.float16), self.known, self.prior)
+        return dict(zip(MEMORY_ARRAYS, values))
+
+    @classmethod
+    def from_arrays(cls, arrays: dict, ks: list[int], smooth: float) -> "KnnMemory":
+        mean, basis, emb, scores, known, prior = (arrays[n] for n in MEMORY_ARRAYS)
+        return cls(mean, basis, emb.astype(np.float32), scores.astype(np.float32), known.astype(bool), prior, tuple(ks), smooth)
 
 
 @dataclass
@@ -38,8 +106,9 @@ class Head:
     encoder: dict
     mean: np.ndarray  # (D,) encoding mean
     proj: np.ndarray  # (D, k) whitened PCA basis
-    weights: np.ndarray  # (k + 1 + M, M + 3)
+    weights: np.ndarray  # (k + 1 + F + M, M + 3), F = kNN features (0 without memory)
     meta: dict = field(default_factory=dict)
+    memory: KnnMemory | None = None
 
     @property
     def k(self) -> int:
@@ -49,30 +118,38 @@ class Head:
     def n_models(self) -> int:
         return len(self.models)
 
+    @property
+    def n_knn(self) -> int:
+        return self.memory.n_features if self.memory is not None else 0
+
     @staticmethod
-    def n_inputs(k: int, n_models: int) -> int:
-        """Rows of the weight matrix: projected encoding, bias, failed-model indicators."""
-        return k + 1 + n_models
+    def n_inputs(k: int, n_models: int, n_knn: int = 0) -> int:
+        """Rows of the weight matrix: projected encoding, bias, kNN features, failed-model indicators."""
+        return k + 1 + n_knn + n_models
 
-    def project(self, emb: np.ndarray) -> np.ndarray:
-        """``[z, 1]`` for encodings ``emb`` of shape (n, D)."""
+    def project(self, emb: np.ndarray, self_rows: np.ndarray | None = None) -> np.ndarray:
+        """``[z, 1, knn]`` for encodings ``emb`` of shape (n, D); ``self_rows``: see :class:`KnnMemory`."""
         z = (np.atleast_2d(emb) - self.mean) @ self.proj
-        return np.hstack([z, np.ones((len(z), 1), dtype=z.dtype)])
+        parts = [z, np.ones((len(z), 1), dtype=z.dtype)]
+        if self.memory is not None:
+            parts.append(self.memory.features(emb, self_rows).astype(z.dtype))
+        return np.hstack(parts)
 
-    def features(self, emb: np.ndarray, failed: np.ndarray | None = None) -> np.ndarray:
-        """``[z, 1, failed]``; ``failed`` is an (n, M) 0/1 array (none failed when omitted)."""
-        base = self.project(emb)
+    def features(self, emb: np.ndarray, failed: np.ndarray | None = None, self_rows: np.ndarray | None = None) -> np.ndarray:
+        """``[z, 1, knn, failed]``; ``failed`` is an (n, M) 0/1 array (none failed when omitted)."""
+        base = self.project(emb, self_rows)
         if failed is None:
             failed = np.zeros((len(base), self.n_models), dtype=base.dtype)
         return np.hstack([base, np.atleast_2d(failed).astype(base.dtype)])
 
-    def logits(self, emb: np.ndarray, failed: np.ndarray | None = None) -> np.ndarray:
+    def logits(self, emb: np.ndarray, failed: np.ndarray | None = None, self_rows: np.ndarray | None = None) -> np.ndarray:
         """(n, M + 3) logits: models first, then the roles in :data:`ROLE_NAMES` order."""
-        return self.features(emb, failed) @ self.weights
+        return self.features(emb, failed, self_rows) @ self.weights
 
-    def choose(self, emb: np.ndarray, available: np.ndarray | None = None, failed: np.ndarray | None = None) -> np.ndarray:
+    def choose(self, emb: np.ndarray, available: np.ndarray | None = None, failed: np.ndarray | None = None,
+               self_rows: np.ndarray | None = None) -> np.ndarray:
         """Index of the chosen model per row; unavailable models are masked out."""
-        model_logits = self.logits(emb, failed)[:, : self.n_models]
+        model_logits = self.logits(emb, failed, self_rows)[:, : self.n_models]
         return masked_argmax(model_logits, available)
 
     def save(self, path: str | Path) -> Path:
@@ -82,9 +159,15 @@ class Head:
             path = path.with_name(path.name + ".npz")
         path.parent.mkdir(parents=True, exist_ok=True)
         meta = {**self.meta, "format": FORMAT, "models": self.models, "encoder": self.encoder,
-                "dims": {"encoding": int(self.proj.shape[0]), "projected": self.k, "models": self.n_models, "roles": len(ROLE_NAMES)}}
+                "dims": {"encoding": int(self.proj.shape[0]), "projected": self.k, "models": self.n_models, "roles": len(ROLE_NAMES),
+                         "knn_features": self.n_knn}}
+        arrays = {}
+        if self.memory is not None:
+            meta["knn"] = {"ks": list(self.memory.ks), "smooth": self.memory.smooth, "items": len(self.memory.emb),
+                           "dim": int(self.memory.basis.shape[1])}
+            arrays = self.memory.arrays()
         with open(path, "wb") as fh:
-            np.savez(fh, mean=self.mean, proj=self.proj, weights=self.weights, meta=np.array(json.dumps(meta)))
+            np.savez_compressed(fh, mean=self.mean, proj=self.proj, weights=self.weights, meta=np.array(json.dumps(meta)), **arrays)
         return path
 
     @classmethod
@@ -97,12 +180,13 @@ class Head:
             with np.load(path, allow_pickle=False) as data:
                 meta = json.loads(str(data["meta"]))
                 arrays = data["mean"], data["proj"], data["weights"]
-        except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+                memory = KnnMemory.from_arrays(data, meta["knn"]["ks"], meta["knn"]["smooth"]) if "knn" in meta else None
+        except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
             raise HeadFileError(f"{path}: not a podium head file ({exc})") from None
         if meta.get("format") != FORMAT:
             raise HeadFileError(f"{path}: unsupported head format {meta.get('format')!r}; expected {FORMAT}")
-        head = cls(list(meta["models"]), dict(meta["encoder"]), *arrays, meta=meta)
-        expected = (cls.n_inputs(head.k, head.n_models), head.n_models + len(ROLE_NAMES))
+        head = cls(list(meta["models"]), dict(meta["encoder"]), *arrays, meta=meta, memory=memory)
+        expected = (cls.n_inputs(head.k, head.n_models, head.n_knn), head.n_models + len(ROLE_NAMES))
         if head.weights.shape != expected:
             raise HeadFileError(f"{path}: weights have shape {head.weights.shape}, expected {expected}")
         return head

@@ -9,10 +9,14 @@ cost per call (so one λ means the same on every dataset).
   executable verifier (score ≥ 0.5 passes and ends the item). Reward = the last answer's score
   − λ · the summed cost.
 
-The CMA-ES mean starts from a ridge fit of each model's score on the projected encoding, shrunk
-towards the best-single prior by the amount the held-out slice of the training split prefers (a
-warm start); then sep-CMA-ES (diagonal covariance) optimises the routing objective directly. The
-iterate kept is the one with the best objective on that held-out slice.
+With kNN features (the default, ``knn_ks``), the head's model logit is tied:
+``γ · ridge_m(z) + Σ_j a_j · knn_j,m + c_m`` (+ failed-model weights in cascade mode), where
+``ridge`` is a per-model ridge fit of the score on the projected encoding and ``knn_j,m`` model m's
+leave-one-out success rate among the ``ks[j]`` nearest training items. sep-CMA-ES optimises
+``(γ, a, c[, W_fail])`` directly on the routing objective, starting from the blend γ the held-out
+slice prefers. Without kNN features, the CMA-ES mean starts from the ridge fit shrunk towards the
+best-single prior and optimises every weight. Either way the iterate kept is the one with the best
+objective on the held-out slice of the training split.
 All randomness is seeded. The optimiser's full state is checkpointed every few generations and a
 run resumes from it.
 """
@@ -30,11 +34,12 @@ import numpy as np
 
 from podium.encoders import EmbeddingCache, Encoder, get_encoder
 from podium.errors import UsageError, missing_extra
-from podium.head import ROLE_NAMES, Head
+from podium.head import ROLE_NAMES, Head, KnnMemory
 from podium.replay import ReplayDataset
 
 PASS_SCORE = 0.5
-SHRINK = (0.0, 0.25, 0.5, 0.75, 1.0)  # warm start: share of the ridge fit vs the best-single prior
+SHRINK = (0.0, 0.25, 0.5, 0.75, 1.0)  # warm start: share of the ridge fit vs the best-single prior (or kNN)
+KNN_SCALE = 0.25  # CMA-ES step scale of the tied parameters (kNN weights are ~1/n_knn)
 Progress = Callable[[str], None]
 
 
@@ -53,6 +58,9 @@ class TrainConfig:
     val_frac: float = 0.2
     seed: int = 0
     encoder: dict = field(default_factory=lambda: {"name": "hashed"})
+    knn_ks: tuple[int, ...] = (5, 20, 100)  # kNN feature neighbourhoods; () for none
+    knn_dim: int = 256  # PCA dimensions of the kNN memory
+    knn_smooth: float = 1.0  # pseudo-count towards the model's mean score
 
     def __post_init__(self) -> None:
         if self.mode not in ("single", "cascade"):
@@ -100,8 +108,8 @@ def embed(ds: ReplayDataset, encoder: Encoder, cache_root: Path | None = None, u
     return encoder.encode(ds.texts)
 
 
-def fit_projection(emb: np.ndarray, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and whitened PCA basis (D, k) of ``emb``, by randomized SVD (seeded)."""
+def fit_projection(emb: np.ndarray, k: int, seed: int = 0, whiten: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and (whitened, or orthonormal) PCA basis (D, k) of ``emb``, by randomized SVD (seeded)."""
     mean = emb.mean(axis=0)
     x = (emb - mean).astype(np.float32)
     k = max(1, min(k, x.shape[1], len(x) - 1))
@@ -110,7 +118,7 @@ def fit_projection(emb: np.ndarray, k: int, seed: int = 0) -> tuple[np.ndarray, 
         y = x @ (x.T @ np.linalg.qr(y)[0])
     q = np.linalg.qr(y)[0]
     _, sing, vt = np.linalg.svd(q.T @ x, full_matrices=False)
-    scale = np.maximum(sing[:k] / np.sqrt(max(len(x) - 1, 1)), 1e-6)
+    scale = np.maximum(sing[:k] / np.sqrt(max(len(x) - 1, 1)), 1e-6) if whiten else np.ones(min(k, len(sing)))
     return mean.astype(np.float32), (vt[:k].T / scale).astype(np.float32)
 
 
@@ -172,14 +180,52 @@ def cascade_rewards(weights: np.ndarray, p: Problem, lam: float, turns: int) -> 
 
 
 class Trainer:
-    """sep-CMA-ES over the head's model weights, as explicit ask/tell steps."""
+    """sep-CMA-ES over the head's model weights, as explicit ask/tell steps.
 
-    def __init__(self, config: TrainConfig, fit: Problem, val: Problem, ridge: np.ndarray) -> None:
-        self.config, self.fit, self.val = config, fit, val
-        self.scale = float(np.std(ridge)) or 1.0
-        rows = ridge.shape[0] + (ridge.shape[1] if config.mode == "cascade" else 0)
-        self.shape = (rows, ridge.shape[1])
-        self.x0 = self.warm_start(ridge)
+    ``n_knn`` kNN feature groups (of M columns each) follow ``[z, 1]`` in the features; with any,
+    the parameters are the tied ``(γ, a, c[, W_fail])`` of the module docstring, else every weight.
+    """
+
+    def __init__(self, config: TrainConfig, fit: Problem, val: Problem, ridge: np.ndarray, n_knn: int = 0) -> None:
+        self.config, self.fit, self.val, self.ridge, self.n_knn = config, fit, val, ridge, n_knn
+        n_models = ridge.shape[1]
+        self.n_fail = n_models if config.mode == "cascade" else 0
+        self.shape = (ridge.shape[0] + n_knn * n_models + self.n_fail, n_models)
+        self.scale = KNN_SCALE if n_knn else (float(np.std(ridge)) or 1.0)
+        self.x0 = self.tied_start() if n_knn else self.warm_start(ridge)
+
+    def mean_cost(self) -> np.ndarray:
+        counts = self.fit.available.sum(axis=0).clip(min=1)
+        return (self.fit.cost * self.fit.available).sum(axis=0) / counts
+
+    def tied_start(self) -> np.ndarray:
+        """``a = (1 − γ)/n_knn``, ``c = −λ·mean cost``, at the γ of :data:`SHRINK` the held-out slice prefers."""
+        n_models = self.ridge.shape[1]
+        bias = -self.config.lam * self.mean_cost()
+        bias[self.fit.available.sum(axis=0) == 0] = -10.0
+        candidates = []
+        for gamma in SHRINK:
+            theta = np.zeros(1 + self.n_knn + n_models + self.n_fail * n_models)
+            theta[0], theta[1 : 1 + self.n_knn] = gamma, (1 - gamma) / self.n_knn
+            theta[1 + self.n_knn : 1 + self.n_knn + n_models] = bias
+            candidates.append(theta)
+        values = self.rewards(np.stack(candidates), self.val)
+        return candidates[int(np.argmax(values))]
+
+    def expand(self, thetas: np.ndarray) -> np.ndarray:
+        """(P, *shape) weight matrices of P parameter vectors."""
+        if not self.n_knn:
+            return thetas.reshape(len(thetas), *self.shape)
+        n_z, n_models, n_knn = self.ridge.shape[0], self.ridge.shape[1], self.n_knn
+        w = np.zeros((len(thetas), *self.shape))
+        w[:, :n_z] = thetas[:, 0, None, None] * self.ridge[None]
+        w[:, n_z - 1] += thetas[:, 1 + n_knn : 1 + n_knn + n_models]
+        diag = np.arange(n_models)
+        for j in range(n_knn):
+            w[:, n_z + j * n_models + diag, diag] = thetas[:, 1 + j, None]
+        if self.n_fail:
+            w[:, n_z + n_knn * n_models :] = thetas[:, 1 + n_knn + n_models :].reshape(len(thetas), n_models, n_models)
+        return w
 
     def warm_start(self, ridge: np.ndarray) -> np.ndarray:
         """The ridge fit shrunk towards the best-single prior (per-model mean score), as val prefers.
@@ -202,7 +248,7 @@ class Trainer:
         return np.vstack([w, np.zeros((self.shape[0] - w.shape[0], w.shape[1]))])
 
     def rewards(self, thetas: np.ndarray, p: Problem) -> np.ndarray:
-        weights = thetas.reshape(len(thetas), *self.shape)
+        weights = self.expand(thetas)
         if self.config.mode == "single":
             return single_rewards(weights, p, self.config.lam)
         return cascade_rewards(weights, p, self.config.lam, self.config.turns)
@@ -266,6 +312,27 @@ class Prepared:
     val_rows: np.ndarray
     cost_unit: float
     _projections: dict = field(default_factory=dict)
+    _memories: dict = field(default_factory=dict)
+
+    def memory(self, config: TrainConfig) -> KnnMemory | None:
+        """The kNN memory over all train rows (None when ``config.knn_ks`` is empty)."""
+        if not config.knn_ks:
+            return None
+        key = (config.knn_ks, config.knn_dim, config.knn_smooth)
+        if key not in self._memories:
+            rows = self.train_rows
+            mean, basis = fit_projection(self.emb[rows], config.knn_dim, whiten=False)
+            scores, known = np.nan_to_num(self.ds.scores[rows]).astype(np.float32), self.ds.known[rows]
+            prior = (scores * known).sum(axis=0) / known.sum(axis=0).clip(min=1)
+            memory = KnnMemory(mean, basis, np.zeros((0, 0), np.float32), scores, known, prior.astype(np.float32),
+                               tuple(config.knn_ks), config.knn_smooth)
+            memory.emb = memory.embed(self.emb[rows])
+            self._memories[key] = memory
+        return self._memories[key]
+
+    def self_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Position of each train row in the kNN memory (to leave it out of its own neighbours)."""
+        return np.searchsorted(self.train_rows, rows)
 
     def projection(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The PCA projection of the fit rows (computed once per ``k``)."""
@@ -294,10 +361,14 @@ def train_head(prep: Prepared, config: TrainConfig, *, checkpoint: Path | None =
     started = time.perf_counter()
     ds = prep.ds
     mean, proj = prep.projection(config.k)
-    head = Head(ds.models, get_encoder(config.encoder).spec(), mean, proj, np.zeros((0, 0)))
-    fit = Problem.build(head.project(prep.emb[prep.fit_rows]), ds, prep.fit_rows, prep.cost_unit)
-    val = Problem.build(head.project(prep.emb[prep.val_rows]), ds, prep.val_rows, prep.cost_unit)
-    trainer = Trainer(config, fit, val, ridge_warm_start(fit, config.ridge, config.lam))
+    memory = prep.memory(config)
+    head = Head(ds.models, get_encoder(config.encoder).spec(), mean, proj, np.zeros((0, 0)), memory=memory)
+    fit = Problem.build(head.project(prep.emb[prep.fit_rows], prep.self_rows(prep.fit_rows)), ds, prep.fit_rows, prep.cost_unit)
+    val = Problem.build(head.project(prep.emb[prep.val_rows], prep.self_rows(prep.val_rows)), ds, prep.val_rows, prep.cost_unit)
+    n_z = proj.shape[1] + 1
+    z_only = Problem(fit.z[:, :n_z], fit.scores, fit.available, fit.cost)
+    ridge = ridge_warm_start(z_only, config.ridge, 0.0 if memory else config.lam)
+    trainer = Trainer(config, fit, val, ridge, len(config.knn_ks) if memory else 0)
     state = load_checkpoint(checkpoint, config) if resume and checkpoint and checkpoint.exists() else trainer.new_state()
     while state.generation < config.generations:
         record = trainer.step(state)
@@ -306,19 +377,19 @@ def train_head(prep: Prepared, config: TrainConfig, *, checkpoint: Path | None =
         if progress and (state.generation % every == 0 or state.generation == config.generations):
             progress(f"[{ds.name} {config.mode} λ={config.lam:g}] gen {state.generation}/{config.generations} "
                      f"fit best {record['fit_best']:.4f} val {record['val']:.4f} (best val {state.best_val:.4f})")
-    head.weights = assemble_weights(state.best_theta.reshape(trainer.shape), len(ds.models), config.k, proj.shape[1])
+    head.weights = assemble_weights(trainer.expand(state.best_theta[None])[0], len(ds.models), proj.shape[1], head.n_knn)
     head.meta = training_meta(prep, config, state, time.perf_counter() - started)
     return head
 
 
-def assemble_weights(model_w: np.ndarray, n_models: int, k: int, k_eff: int) -> np.ndarray:
+def assemble_weights(model_w: np.ndarray, n_models: int, k_eff: int, n_knn: int = 0) -> np.ndarray:
     """Full (k + 1 + M, M + 3) weights: trained model columns, role columns with a worker prior.
 
     Replay data records no role outcomes, so the role logits are not trained: they hold a bias
     that prefers the worker; the coordinator adds the transcript's state on top (see
     :mod:`podium.coordinators.learned`).
     """
-    n_in = Head.n_inputs(k_eff, n_models)
+    n_in = Head.n_inputs(k_eff, n_models, n_knn)
     weights = np.zeros((n_in, n_models + len(ROLE_NAMES)))
     weights[: model_w.shape[0], :n_models] = model_w
     weights[k_eff, n_models + ROLE_NAMES.index("worker")] = 1.0
