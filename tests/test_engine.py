@@ -169,3 +169,11 @@ async def test_async_function_backend() -> None:
 
     result = await engine_with("fixed:solver", solver=reply).run("q")
     assert result.answer == "async 391"
+
+
+async def test_same_verifier_is_not_asked_twice_about_one_answer() -> None:
+    replies = iter(["WORKER", "VERIFIER", "VERIFIER", "VERIFIER"])
+    engine = engine_with("prompted", checker=lambda r: next(replies) if "coordinate" in r.messages[0].content else "REVISE: wrong")
+    result = await engine.run("q", budget=Budget(max_turns=4))
+    assert [t.role.value for t in result.turns] == ["worker", "verifier", "worker", "verifier"]
+    assert "already judged" in result.turns[2].reason

@@ -196,15 +196,26 @@ class _Run:
         return None
 
     def sanitize(self, decision: Decision) -> Decision:
-        """Keep a coordinator's decision inside the rules: allowed model, no verifying before an answer."""
+        """Keep a coordinator's decision inside the rules: allowed model, nothing to verify means work."""
         role, model, reason = decision.role, decision.model, decision.reason
         if role == Role.VERIFIER and not self.state.has_answer:
             role, reason = Role.WORKER, f"{reason} [engine: nothing to verify yet, worker instead]"
+        elif role == Role.VERIFIER and self.already_judged(model):
+            role, reason = Role.WORKER, f"{reason} [engine: {model} already judged this answer, worker instead]"
         if model not in self.pool.candidates(role):
             fallback = self.pool.default_for(role)
             reason = f"{reason} [engine: '{model}' may not act as {role.value}; using {fallback}]"
             model = fallback
         return decision.model_copy(update={"role": role, "model": model, "reason": reason})
+
+    def already_judged(self, verifier: str) -> bool:
+        """Whether ``verifier`` already gave a verdict on the latest answer (asking again repeats it)."""
+        for t in reversed(self.state.turns):
+            if t.error is None and t.role == Role.WORKER:
+                return False
+            if t.error is None and t.role == Role.VERIFIER and t.model == verifier:
+                return True
+        return False
 
     def chain(self, decision: Decision) -> list[str]:
         """The chosen model, then its configured fallbacks, else other allowed models for the role."""

@@ -82,6 +82,7 @@ class LocalBackend:
             "temperature": 0.2 if temperature is None else temperature,
             "stop": request.stop,
             "stream": stream,
+            **self.spec.extra_body,  # llama.cpp sampling options, e.g. repeat_penalty
         }
 
     def _llama(self) -> tuple[Any, threading.Lock]:
