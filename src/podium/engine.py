@@ -11,17 +11,16 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
-from podium.backends import Backend, BackendSet
+from podium.backends import BackendSet
 from podium.backends.base import estimate_prompt_tokens
 from podium.coordinators import get_coordinator
 from podium.coordinators.base import Coordinator, RunState
-from podium.errors import BackendError, BudgetExhausted, UsageError
+from podium.errors import BudgetExhausted, UsageError
 from podium.pool import ModelSpec, Policy, Pool, load_pool
-from podium.reliability import BreakerRegistry, CallReport, RetryPolicy, StreamSplice, default_breakers, protected, with_retries
+from podium.reliability import Attempts, BreakerRegistry, RetryPolicy, call_with_fallbacks, default_breakers
 from podium.roles import build_messages, parse_verdict
 from podium.types import Budget, Completion, CompletionRequest, Decision, Role, RunResult, RunStatus, Turn, Verdict
 
@@ -200,7 +199,8 @@ class _Run:
         role, model, reason = decision.role, decision.model, decision.reason
         if role == Role.VERIFIER and not self.state.has_answer:
             role, reason = Role.WORKER, f"{reason} [engine: nothing to verify yet, worker instead]"
-        elif role == Role.VERIFIER and self.already_judged(model):
+        elif role == Role.VERIFIER and self.state.turns_left > 1 and self.already_judged(model):
+            # with a turn to spare a new answer is worth more; on the last turn a re-check stands
             role, reason = Role.WORKER, f"{reason} [engine: {model} already judged this answer, worker instead]"
         if model not in self.pool.candidates(role):
             fallback = self.pool.default_for(role)
@@ -229,42 +229,35 @@ class _Run:
         number = self.state.next_turn
         await self.emit(TurnStarted(number, decision.role, decision.model, decision.reason))
         messages = build_messages(decision.role, self.state.query, self.state.turns, self.templates, decision.instruction)
-        errors: list[str] = []
-        retries = 0
-        splice = StreamSplice()  # what the caller already received of this turn, across attempts
-        self.current = (number, decision, messages, splice, errors)
-        for i, name in enumerate(self.chain(decision)):
-            spec = self.pool.get(name)
-            request = self.affordable_request(spec, messages)
-            report = CallReport()
-            try:
-                completion = await self.call(spec, request, decision, number, report, splice)
-            except BackendError:
-                errors.extend(f"{name}: {e}" for e in report.errors)  # every failed attempt, retries included
-                retries += report.retries
-                continue
-            errors.extend(f"{name}: {e}" for e in report.errors)
-            turn = self.make_turn(number, decision, spec, messages, completion)
-            turn.retries, turn.attempts = retries + report.retries, errors
-            turn.fallback_from = decision.model if i > 0 else None
-            self.current = None
-            return turn
+        attempts = Attempts()  # failures, retries, and what the caller already received, across models
+        self.current = (number, decision, messages, attempts)
+        sink = (lambda spec, text: self.emit(TurnDelta(number, decision.role, spec.name, text))) if self.stream else None
+        served = await call_with_fallbacks(
+            [self.pool.get(name) for name in self.chain(decision)], lambda spec: self.affordable_request(spec, messages),
+            self.engine.backends, self.engine.breakers, attempts, retry=self.engine.retry, deadline=self.deadline, sink=sink,
+        )
         self.current = None
-        return self.failed_turn(number, decision, messages, splice, errors, retries)
+        if served is None:
+            return self.failed_turn(number, decision, messages, attempts)
+        turn = self.make_turn(number, decision, served.spec, messages, served.completion)
+        turn.retries, turn.attempts = attempts.retries, attempts.errors
+        turn.fallback_from = decision.model if served.index > 0 else None
+        return turn
 
-    def failed_turn(self, number: int, decision: Decision, messages: list, splice: StreamSplice, errors: list[str], retries: int = 0) -> Turn:
+    def failed_turn(self, number: int, decision: Decision, messages: list, attempts: Attempts, note: str | None = None) -> Turn:
         """The trace record of a turn no model completed, with the tokens its broken streams consumed."""
+        errors, splice = [*attempts.errors, *([note] if note else [])], attempts.splice
         return Turn(turn=number, role=decision.role, model=decision.model, reason=decision.reason, messages=messages,
-                    error="; ".join(errors) or "no provider available", retries=retries, attempts=errors, output=splice.sent,
+                    error="; ".join(errors) or "no provider available", retries=attempts.retries, attempts=errors, output=splice.sent,
                     prompt_tokens=splice.prompt_tokens, completion_tokens=splice.completion_tokens, cost_usd=splice.cost_usd,
                     usage_estimated=splice.charged)
 
     def record_interrupted(self, reason: str, always: bool = True) -> None:
         """A budget cut a turn short: keep it in the trace (if a call was made), with what it consumed."""
         current, self.current = self.current, None
-        if current is not None and (always or current[4] or current[3].charged):
-            number, decision, messages, splice, errors = current
-            self.state.turns.append(self.failed_turn(number, decision, messages, splice, [*errors, f"interrupted: {reason}"]))
+        if current is not None and (always or current[3].errors or current[3].splice.charged):
+            number, decision, messages, attempts = current
+            self.state.turns.append(self.failed_turn(number, decision, messages, attempts, f"interrupted: {reason}"))
 
     def affordable_request(self, spec: ModelSpec, messages: list) -> CompletionRequest:
         """Size the call to the remaining budget; refuse it if even its worst case does not fit."""
@@ -282,29 +275,6 @@ class _Run:
             if worst > left_usd:
                 raise BudgetExhausted("max_cost_usd", f"max_cost_usd: a call to {spec.name} may cost ${worst:.6f}, only ${max(left_usd, 0):.6f} left")
         return CompletionRequest(messages=messages, max_tokens=max_tokens)
-
-    async def call(self, spec: ModelSpec, request: CompletionRequest, decision: Decision, number: int, report: CallReport, splice: StreamSplice) -> Completion:
-        backend = self.engine.backends.get(spec)
-        policy = self.engine.retry or RetryPolicy(max_retries=spec.max_retries)
-        breaker = self.engine.breakers.get(spec)
-        attempt = lambda: protected(breaker, spec.timeout_s, lambda: self.once(backend, request, decision, number, splice))  # noqa: E731
-        return await with_retries(attempt, policy, report, self.deadline)
-
-    async def once(self, backend: Backend, request: CompletionRequest, decision: Decision, number: int, splice: StreamSplice) -> Completion:
-        if not self.stream:
-            return await backend.complete(request)
-        request = splice.request_for(request)  # after a broken stream: continue, do not repeat
-        try:
-            async with aclosing(backend.stream(request)) as deltas:
-                async for delta in deltas:
-                    if delta.completion is not None:
-                        return splice.finish(delta.completion)
-                    if text := splice.feed(delta.text):
-                        await self.emit(TurnDelta(number, decision.role, backend.spec.name, text))
-            raise BackendError(f"stream from {backend.spec.name} ended without a final chunk", retryable=True)
-        except BaseException:
-            splice.failed(backend.spec, request)
-            raise
 
     def make_turn(self, number: int, decision: Decision, spec: ModelSpec, messages: list, completion: Completion) -> Turn:
         turn = Turn(

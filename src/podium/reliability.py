@@ -11,6 +11,8 @@ and splicing a stream that breaks midway onto its retry or fallback.
   then one half-open probe is let through: success closes it, failure opens it again.
 * :class:`BreakerRegistry` holds one breaker per endpoint and, when given a file, shares open
   breakers between processes (``podium pool status`` reads it).
+* :func:`call_with_fallbacks`: one logical call over a chain of models (the engine's turns and the
+  server's pass-through both use it), each tried through all of the above.
 * :class:`StreamSplice`: after a stream broke, the next attempt is asked to *continue* the text the
   caller already received; only new text is emitted (see docs/reliability.md).
 """
@@ -18,19 +20,24 @@ and splicing a stream that breaks midway onto its retry or fallback.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import os
 import random
 import time
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar
 
 from podium.backends.base import estimate_prompt_tokens, estimate_tokens
 from podium.errors import BackendError, BackendTimeout, EndpointUnavailable
 from podium.pool import ModelSpec
 from podium.types import ChatMessage, Completion, CompletionRequest
+
+if TYPE_CHECKING:
+    from podium.backends import Backend, BackendSet
 
 T = TypeVar("T")
 BREAKER_FILE_ENV = "PODIUM_BREAKER_FILE"
@@ -362,3 +369,77 @@ class StreamSplice:
             "cost_usd": completion.cost_usd + self.cost_usd,
             "usage_estimated": completion.usage_estimated or self.charged,
         })
+
+
+TextSink = Callable[[ModelSpec, str], Awaitable[None] | None]
+
+
+@dataclass
+class Attempts:
+    """One logical call across its models: every failed attempt, the retries, what broken streams consumed."""
+
+    errors: list[str] = field(default_factory=list)
+    retries: int = 0
+    splice: StreamSplice = field(default_factory=StreamSplice)
+
+
+@dataclass
+class Served:
+    """Which model answered (``index`` 0: the first choice, else a fallback), with what request."""
+
+    completion: Completion
+    spec: ModelSpec
+    request: CompletionRequest
+    index: int
+
+
+async def call_with_fallbacks(
+    specs: list[ModelSpec],
+    make_request: Callable[[ModelSpec], CompletionRequest],
+    backends: "BackendSet",
+    breakers: "BreakerRegistry",
+    attempts: Attempts,
+    *,
+    retry: RetryPolicy | None = None,
+    deadline: float | None = None,
+    sink: TextSink | None = None,
+) -> Served | None:
+    """Try each model in turn (retries, breaker, total timeout each); None when all of them failed.
+
+    With ``sink`` the call streams: new text goes to ``sink`` as it arrives, and a stream that breaks
+    is continued on the next attempt without repeating what ``sink`` already got.
+    """
+    for index, spec in enumerate(specs):
+        request = make_request(spec)
+        backend, report = backends.get(spec), CallReport()
+        if sink is None:
+            once = lambda: backend.complete(request)  # noqa: E731
+        else:
+            once = lambda: stream_once(backend, request, sink, attempts.splice)  # noqa: E731
+        try:
+            completion = await with_retries(lambda: protected(breakers.get(spec), spec.timeout_s, once), retry or RetryPolicy(max_retries=spec.max_retries), report, deadline)
+        except BackendError:
+            continue
+        finally:
+            attempts.errors.extend(f"{spec.name}: {e}" for e in report.errors)  # every failed attempt, retries included
+            attempts.retries += report.retries
+        return Served(completion, spec, request, index)
+    return None
+
+
+async def stream_once(backend: "Backend", request: CompletionRequest, sink: TextSink, splice: StreamSplice) -> Completion:
+    """One streaming attempt; after a broken one, the model is asked to continue the text already sent."""
+    request = splice.request_for(request)
+    try:
+        async with aclosing(backend.stream(request)) as deltas:
+            async for delta in deltas:
+                if delta.completion is not None:
+                    return splice.finish(delta.completion)
+                if text := splice.feed(delta.text):
+                    out = sink(backend.spec, text)
+                    if inspect.isawaitable(out):
+                        await out
+        raise BackendError(f"stream from {backend.spec.name} ended without a final chunk", retryable=True)
+    except BaseException:
+        splice.failed(backend.spec, request)
+        raise

@@ -8,17 +8,15 @@ request may ask for fewer turns or a lower cost cap than its tier, never more.
 
 from __future__ import annotations
 
-import asyncio
 import time
-from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
 from podium.backends import BackendSet
 from podium.engine import Engine, Event, RunFinished
-from podium.errors import BackendError, PolicyError, UsageError
+from podium.errors import PolicyError, UsageError
 from podium.pool import ModelSpec, Policy, Pool
-from podium.reliability import CallReport, RetryPolicy, StreamSplice, default_breakers, protected, with_retries
+from podium.reliability import Attempts, call_with_fallbacks, default_breakers
 from podium.server.auth import ApiKey
 from podium.server.errors import ApiError, bad_request
 from podium.server.schemas import ChatCompletionRequest, PodiumOptions
@@ -183,44 +181,21 @@ class Service:
         """Pass the chat through to the plan's model, then its allowed fallbacks, with the engine's
         reliability: retries, per-endpoint circuit breakers, total timeouts, and (streaming, via
         ``sink``) a broken stream spliced onto its retry so the client never sees text twice."""
-        started, errors, retries = time.perf_counter(), [], 0
-        splice = StreamSplice()
-        for i, name in enumerate(plan.chain):
-            spec = self._spec(name)
-            request = self.completion_request(plan, spec)
-            report, breaker, backend = CallReport(), self.breakers.get(spec), self.backends.get(spec)
-            once = (lambda: self._stream_once(spec, request, sink, splice)) if sink else (lambda: backend.complete(request))
-            try:
-                completion = await with_retries(lambda: protected(breaker, spec.timeout_s, once), RetryPolicy(max_retries=spec.max_retries), report)
-            except BackendError:
-                errors.extend(f"{name}: {e}" for e in report.errors)
-                retries += report.retries
-                continue
-            errors.extend(f"{name}: {e}" for e in report.errors)
-            turn = self._turn(spec, request, completion, plan, errors, retries + report.retries, i)
-            return Outcome(self._result(plan, [turn], completion.text, RunStatus.ANSWERED, f"pass-through to {name}", started),
-                           "length" if completion.finish_reason == "length" else "stop")
+        started, attempts = time.perf_counter(), Attempts()
+        served = await call_with_fallbacks(
+            [self._spec(name) for name in plan.chain], lambda spec: self.completion_request(plan, spec),
+            self.backends, self.breakers, attempts, sink=(lambda spec, text: sink(text)) if sink else None,
+        )
+        errors = attempts.errors
+        if served is not None:
+            turn = self._turn(served.spec, served.request, served.completion, plan, errors, attempts.retries, served.index)
+            finish = "length" if served.completion.finish_reason == "length" else "stop"
+            return Outcome(self._result(plan, [turn], served.completion.text, RunStatus.ANSWERED, f"pass-through to {served.spec.name}", started), finish)
+        splice = attempts.splice
         failed = Turn(turn=1, role=Role.WORKER, model=plan.chain[0], reason="pass-through", error="; ".join(errors) or "no provider available",
-                      attempts=errors, retries=retries, output=splice.sent, prompt_tokens=splice.prompt_tokens,
+                      attempts=errors, retries=attempts.retries, output=splice.sent, prompt_tokens=splice.prompt_tokens,
                       completion_tokens=splice.completion_tokens, cost_usd=splice.cost_usd, usage_estimated=splice.charged)
         return Outcome(self._result(plan, [failed], None, RunStatus.FAILED, "; ".join(errors) or "no provider available", started))
-
-    async def _stream_once(self, spec: ModelSpec, request: CompletionRequest, sink: TextSink, splice: StreamSplice) -> Completion:
-        """One streaming attempt; after a broken one, the model is asked to continue the sent text."""
-        request = splice.request_for(request)
-        try:
-            async with aclosing(self.backends.get(spec).stream(request)) as deltas:
-                async for delta in deltas:
-                    if delta.completion is not None:
-                        return splice.finish(delta.completion)
-                    if text := splice.feed(delta.text):
-                        out = sink(text)
-                        if asyncio.iscoroutine(out):
-                            await out
-            raise BackendError(f"stream from {spec.name} ended without a final chunk", retryable=True)
-        except BaseException:
-            splice.failed(spec, request)
-            raise
 
     def _turn(self, spec: ModelSpec, request: CompletionRequest, c: Completion, plan: Plan, errors: list[str], retries: int, i: int) -> Turn:
         return Turn(turn=1, role=Role.WORKER, model=spec.name, provider=spec.provider_name, region=spec.region,
