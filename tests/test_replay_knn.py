@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from test_replay_data import make_dataset
 
-from podium.evaluate import Routers, capped_lambda, first_available, make_split, validation_outcome
+from podium.evaluate import Routers, capped_head, first_available, make_split, shifted, validation_outcome
 from podium.head import KnnMemory
 from podium.replay import load_replay
 from podium.train import TrainConfig, prepare, train_head
@@ -50,9 +50,9 @@ def test_neighbours_leave_out_exactly_the_item_itself() -> None:
 @pytest.fixture
 def synth(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("PODIUM_HOME", str(tmp_path / "home"))
-    return load_replay(make_dataset(tmp_path / "synth", prices={"alpha": {"input_usd_per_mtok": 1, "output_usd_per_mtok": 1},
-                                                                 "beta": {"input_usd_per_mtok": 5, "output_usd_per_mtok": 5},
-                                                                 "gamma": {"input_usd_per_mtok": 20, "output_usd_per_mtok": 20}}))
+    prices = {"alpha": 20, "beta": 5, "gamma": 1}  # the best single model (alpha) is the dearest
+    return load_replay(make_dataset(tmp_path / "synth", prices={m: {"input_usd_per_mtok": usd, "output_usd_per_mtok": usd}
+                                                                 for m, usd in prices.items()}))
 
 
 def test_knn_head_routes_each_task_and_its_weights_are_tied(synth) -> None:
@@ -72,7 +72,13 @@ def test_knn_head_routes_each_task_and_its_weights_are_tied(synth) -> None:
 def test_capped_lambda_stays_within_best_single_cost_on_validation(synth) -> None:
     prep = prepare(synth, FAST)
     r = Routers(prep, FAST, None)
-    lam = capped_lambda(r, (0.0, 1.0, 3.0), "single", 3)
     val = make_split(synth, prep.val_rows)
     cap = val.outcome(first_available(r.best_order, val.known))[1]
-    assert validation_outcome(r, r.head(lam), "single", 3)[1] <= cap * (1 + 1e-9)
+    head, lam, shift = capped_head(r, (0.0, 1.0), "single", 3)
+    assert lam in (0.0, 1.0) and shift >= 0
+    assert validation_outcome(r, head, "single", 3)[1] <= cap * (1 + 1e-9)
+    cascade = capped_head(r, (0.0, 1.0), "cascade", 3)[0]
+    assert validation_outcome(r, cascade, "cascade", 3)[1] <= cap * (1 + 1e-9)
+    uncapped = validation_outcome(r, r.head(0.0), "single", 3)
+    cheaper = validation_outcome(r, shifted(r.head(0.0), r.cost_by_model, 3.0), "single", 3)
+    assert cheaper[1] < uncapped[1]  # lowering each logit by its model's cost buys cheaper models

@@ -11,8 +11,10 @@ to the better model), oracle (upper bound), kNN on the encodings, and a per-mode
 regression score predictor. Cascade peer: the fixed best-first order (top models by train score).
 
 Cost-capped rows (``learned@cap``, ``learned_cascade@K cap``): among the heads trained at each λ,
-the one with the best score on the held-out slice of train whose cost there is at most the best
-single model's cost there (else the cheapest); the same rule on every dataset, test never looked at.
+each also with its model logits lowered by ``shift`` × the model's mean cost for each shift of
+:data:`CAP_SHIFTS` (still a linear head), the one with the best score on the held-out slice of
+train whose cost there is at most the best single model's cost there (else the cheapest); the same
+rule on every dataset, test never looked at.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ KNN_KS = (5, 20, 50, 100)
 LAMBDAS = (0.0, 0.3, 1.0, 3.0)
 CASCADE_LAMBDAS = (0.0, 0.3, 1.0)
 COST_SLACK = 1e-9  # relative tolerance of the cost cap (uniform costs tie exactly)
+CAP_SHIFTS = (0.0, 0.03, 0.1, 0.3, 1.0)  # extra λ a capped head may add to its logits (no retraining)
 HEADLINE_LAMBDA = 0.0
 
 
@@ -47,6 +50,7 @@ class MethodResult:
     calls: float
     latency_ms: float | None = None
     lam: float | None = None
+    shift: float | None = None
 
 
 @dataclass
@@ -218,6 +222,15 @@ class Routers:
         return self.heads[key]
 
 
+def shifted(head: Head, cost_by_model: np.ndarray, shift: float) -> Head:
+    """A copy of ``head`` whose model logits are lowered by ``shift`` × each model's mean cost."""
+    if shift == 0:
+        return head
+    weights = head.weights.copy()
+    weights[head.k, : head.n_models] -= shift * np.where(np.isfinite(cost_by_model), cost_by_model, 0.0)
+    return replace(head, weights=weights)
+
+
 def validation_outcome(r: Routers, head: Head, mode: str, turns: int) -> tuple[float, float]:
     """Score and cost of ``head`` on the held-out slice of train (leave-one-out kNN features)."""
     prep, val = r.prep, r.prep.val_rows
@@ -227,16 +240,19 @@ def validation_outcome(r: Routers, head: Head, mode: str, turns: int) -> tuple[f
     return split.outcome(head.choose(emb, split.known, self_rows=prep.self_rows(val)))
 
 
-def capped_lambda(r: Routers, lambdas: tuple[float, ...], mode: str, turns: int) -> float:
-    """The λ whose head scores best on the held-out slice at no more than the best single model's cost
-    there; the cheapest head's λ when none is that cheap."""
+def capped_head(r: Routers, lambdas: tuple[float, ...], mode: str, turns: int) -> tuple[Head, float, float]:
+    """(head, λ, shift): the head (trained at λ, logits lowered by shift × cost) that scores best on the
+    held-out slice at no more than the best single model's cost there; else the cheapest there."""
     val = make_split(r.prep.ds, r.prep.val_rows)
     cap = val.outcome(first_available(r.best_order, val.known))[1] * (1 + COST_SLACK)
-    outcomes = {lam: validation_outcome(r, r.head(lam, mode), mode, turns) for lam in lambdas}
-    within = [lam for lam in lambdas if outcomes[lam][1] <= cap]
-    if within:
-        return max(within, key=lambda lam: outcomes[lam][0])
-    return min(lambdas, key=lambda lam: outcomes[lam][1])
+    candidates = []
+    for lam in lambdas:
+        for shift in CAP_SHIFTS:
+            head = shifted(r.head(lam, mode), r.cost_by_model, shift)
+            candidates.append((*validation_outcome(r, head, mode, turns), head, lam, shift))
+    within = [c for c in candidates if c[1] <= cap]
+    chosen = max(within, key=lambda c: c[0]) if within else min(candidates, key=lambda c: c[1])
+    return chosen[2], chosen[3], chosen[4]
 
 
 def gap_closed(score: float, best: float, oracle: float) -> float:
@@ -301,9 +317,9 @@ def evaluate_dataset(ds: ReplayDataset, config: TrainConfig | None = None, *, la
     by_name = {name: s for name, s, _, _ in rows}
     best, oracle = by_name["best_single"], by_name["oracle"]
     methods = results_for(rows, best, oracle)
-    cap_lam = capped_lambda(r, lambdas, "single", cascade_turns)
-    cap_score, cap_cost = split.outcome(r.head(cap_lam).choose(prep.emb[test], split.known))
-    methods.append(MethodResult("learned@cap", cap_score, cap_cost, gap_closed(cap_score, best, oracle), 1.0, lam=cap_lam))
+    cap_head, cap_lam, cap_shift = capped_head(r, lambdas, "single", cascade_turns)
+    cap_score, cap_cost = split.outcome(cap_head.choose(prep.emb[test], split.known))
+    methods.append(MethodResult("learned@cap", cap_score, cap_cost, gap_closed(cap_score, best, oracle), 1.0, lam=cap_lam, shift=cap_shift))
     methods += cascade_results(r, prep.emb[test], split, cascade_turns, headline, best, oracle)
     latency = measure_latency(r, [ds.texts[i] for i in test[:200]], headline)
     for m in methods:
@@ -334,9 +350,10 @@ def cascade_results(r: Routers, emb: np.ndarray, split: Split, turns: int, lam: 
         score, cost, calls = head_cascade(r.head(cascade_lam, "cascade"), emb, split, turns)
         name = f"learned_cascade@{turns}" + (f" λ={cascade_lam:g}" if cascade_lam != lam else "")
         rows.append(MethodResult(name, score, cost, gap_closed(score, best, oracle), calls, lam=cascade_lam))
-    cap_lam = capped_lambda(r, CASCADE_LAMBDAS, "cascade", turns)
-    score, cost, calls = head_cascade(r.head(cap_lam, "cascade"), emb, split, turns)
-    rows.append(MethodResult(f"learned_cascade@{turns} cap", score, cost, gap_closed(score, best, oracle), calls, lam=cap_lam))
+    cap_head, cap_lam, cap_shift = capped_head(r, CASCADE_LAMBDAS, "cascade", turns)
+    score, cost, calls = head_cascade(cap_head, emb, split, turns)
+    rows.append(MethodResult(f"learned_cascade@{turns} cap", score, cost, gap_closed(score, best, oracle), calls,
+                             lam=cap_lam, shift=cap_shift))
     return rows
 
 
