@@ -177,3 +177,22 @@ async def test_same_verifier_is_not_asked_twice_about_one_answer() -> None:
     result = await engine.run("q", budget=Budget(max_turns=4))
     assert [t.role.value for t in result.turns] == ["worker", "verifier", "worker", "verifier"]
     assert "already judged" in result.turns[2].reason
+
+
+ROLE_POOL = """
+name: roles
+models:
+  - {name: doer, backend: scripted, replies: ["42"], region: eu, roles: [worker]}
+  - {name: planner-us, backend: scripted, replies: ["plan"], region: us, roles: [thinker, verifier, coordinator]}
+defaults: {thinker: planner-us, worker: doer, verifier: planner-us, coordinator: planner-us}
+"""
+
+
+@pytest.mark.parametrize("coordinator", ["rules", "prompted"])
+async def test_policy_leaving_no_thinker_or_verifier_still_answers(coordinator: str) -> None:
+    from podium.pool import parse_pool
+
+    engine = Engine(parse_pool(ROLE_POOL, "test"), coordinator)
+    result = await engine.run("q", policy=Policy(allowed_regions=["eu"]))
+    assert [(t.role.value, t.model) for t in result.turns] == [("worker", "doer")]
+    assert result.status == RunStatus.ANSWERED and "unverified" in result.reason and result.answer == "42"

@@ -169,6 +169,8 @@ class _Run:
             if exhausted:
                 return RunStatus.BUDGET_EXHAUSTED, exhausted
             decision = self.sanitize(await self.engine.coordinator.decide(self.state))
+            if not self.pool.candidates(decision.role):  # only a verifier can be missing here
+                return RunStatus.ANSWERED, f"no model may take role {decision.role.value} under this policy; answer unverified"
             try:
                 turn = await self.execute_turn(decision)
             except BudgetExhausted as exc:
@@ -197,12 +199,14 @@ class _Run:
     def sanitize(self, decision: Decision) -> Decision:
         """Keep a coordinator's decision inside the rules: allowed model, nothing to verify means work."""
         role, model, reason = decision.role, decision.model, decision.reason
+        if role == Role.THINKER and not self.pool.candidates(role):
+            role, reason = Role.WORKER, f"{reason} [engine: no model may plan under this policy, worker instead]"
         if role == Role.VERIFIER and not self.state.has_answer:
             role, reason = Role.WORKER, f"{reason} [engine: nothing to verify yet, worker instead]"
         elif role == Role.VERIFIER and self.state.turns_left > 1 and self.already_judged(model):
             # with a turn to spare a new answer is worth more; on the last turn a re-check stands
             role, reason = Role.WORKER, f"{reason} [engine: {model} already judged this answer, worker instead]"
-        if model not in self.pool.candidates(role):
+        if model not in self.pool.candidates(role) and self.pool.candidates(role):
             fallback = self.pool.default_for(role)
             reason = f"{reason} [engine: '{model}' may not act as {role.value}; using {fallback}]"
             model = fallback

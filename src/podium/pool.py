@@ -199,6 +199,10 @@ class Pool:
             )
         return options[0]
 
+    def pick(self, role: Role | str) -> str:
+        """Like :meth:`default_for`, but '' when no allowed model may take ``role`` (the engine adapts)."""
+        return self.default_for(role) if self.candidates(role) else ""
+
     def prompt(self, role: str) -> str | None:
         """The pool's override of a role prompt template, if any."""
         return self.config.prompts.get(role)  # type: ignore[call-overload]

@@ -99,5 +99,5 @@ class LearnedCoordinator:
         if preferred:
             logit = model_logits[self.head.models.index(preferred[0])]
             return preferred[0], f"learned head: {role.value} {preferred[0]} (logit {logit:.3f})"
-        fallback = state.pool.default_for(role)
+        fallback = state.pool.pick(role)
         return fallback, f"learned head has no allowed model for {role.value}; pool default {fallback}"

@@ -14,7 +14,7 @@ import re
 from podium.backends import BackendSet
 from podium.coordinators.base import RunState
 from podium.coordinators.rules import next_role
-from podium.errors import BackendError
+from podium.errors import BackendError, PolicyError
 from podium.types import ChatMessage, CompletionRequest, Decision, Role
 
 PROMPT = (
@@ -64,7 +64,7 @@ class PromptedCoordinator:
         fallback_role, fallback_reason = next_role(state)
         try:
             reply = await self.ask_model(state)
-        except BackendError as exc:
+        except (BackendError, PolicyError) as exc:
             return self._decision(state, fallback_role, f"coordinator call failed ({exc}); rules fallback: {fallback_reason}")
         role = parse_role(reply)
         if role is None:
@@ -76,4 +76,4 @@ class PromptedCoordinator:
         return self._decision(state, role, f"coordinator model chose {role.value}")
 
     def _decision(self, state: RunState, role: Role, reason: str) -> Decision:
-        return Decision(role=role, model=state.pool.default_for(role), reason=reason)
+        return Decision(role=role, model=state.pool.pick(role), reason=reason)
