@@ -203,10 +203,6 @@ class Pool:
         """Like :meth:`default_for`, but '' when no allowed model may take ``role`` (the engine adapts)."""
         return self.default_for(role) if self.candidates(role) else ""
 
-    def prompt(self, role: str) -> str | None:
-        """The pool's override of a role prompt template, if any."""
-        return self.config.prompts.get(role)  # type: ignore[call-overload]
-
 
 def shipped_pools() -> list[str]:
     """Names of the pools that ship with podium."""
