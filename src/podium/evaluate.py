@@ -263,7 +263,6 @@ def gap_closed(score: float, best: float, oracle: float) -> float:
 def single_turn_rows(r: Routers, emb: np.ndarray, split: Split, lam: float) -> list[tuple[str, float, float, float | None]]:
     """(method, score, cost, λ) of every single-turn method on one row set."""
     known = split.known
-    avail = known.sum(axis=1, keepdims=True).clip(min=1)
     share = known / known.sum(axis=1, keepdims=True).clip(min=1)  # random: expectation, uniform over known
     out = [("random", float((split.scores * share).sum(1).mean()), float((split.costs * share).sum(1).mean()), None)]
     for name, order in (("best_single", r.best_order), ("cheapest", r.cheap_order)):
