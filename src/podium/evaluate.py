@@ -28,7 +28,7 @@ import numpy as np
 
 from podium.encoders import get_encoder
 from podium.head import Head, masked_argmax
-from podium.replay import ReplayDataset, load_replay
+from podium.replay import ReplayDataset
 from podium.train import PASS_SCORE, Prepared, Progress, TrainConfig, prepare, stderr_progress, train_head
 
 KNN_KS = (5, 20, 50, 100)
@@ -379,11 +379,6 @@ def format_table(result: dict) -> str:
     if "eval_only" in result:
         lines.append("eval_only (out-of-distribution tasks): " + ", ".join(f"{m['method']} {m['score']:.4f}" for m in result["eval_only"]))
     return "\n".join(lines)
-
-
-def evaluate_paths(paths: list[str], config: TrainConfig | None = None, progress: Progress | None = stderr_progress, **kwargs) -> list[dict]:
-    """:func:`evaluate_dataset` on each dataset folder, in order."""
-    return [evaluate_dataset(load_replay(p), config, progress=progress, **kwargs) for p in paths]
 
 
 def write_json(results: list[dict], path: Path, command: str) -> None:

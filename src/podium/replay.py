@@ -62,14 +62,6 @@ class ReplayDataset:
         """Row indices of one split."""
         return np.flatnonzero(self.splits == split)
 
-    def subset(self, rows: np.ndarray) -> "ReplayDataset":
-        """A dataset with only ``rows``."""
-        return ReplayDataset(
-            self.name, self.path, self.item_ids[rows], self.tasks[rows], self.splits[rows],
-            [self.texts[i] for i in rows], self.models, self.scores[rows], self.costs[rows],
-            self.cost_source, self.prices,
-        )
-
     def describe(self) -> dict:
         """Size and provenance, for head metadata and reports."""
         counts = {s: int((self.splits == s).sum()) for s in SPLITS}

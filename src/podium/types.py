@@ -18,8 +18,6 @@ class Role(str, Enum):
     VERIFIER = "verifier"
 
 
-ROLES: tuple[Role, ...] = (Role.THINKER, Role.WORKER, Role.VERIFIER)
-
 
 class Verdict(str, Enum):
     """A verifier's decision."""

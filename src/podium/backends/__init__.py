@@ -7,14 +7,10 @@ builds each pool model's backend once and shares one httpx client between HTTP b
 
 from __future__ import annotations
 
-from typing import Callable
-
 import httpx
 
 from podium.backends.base import Backend, estimate_tokens
 from podium.pool import ModelSpec
-
-BackendFactory = Callable[[ModelSpec], Backend]
 
 __all__ = ["Backend", "BackendSet", "build_backend", "estimate_tokens"]
 

@@ -62,10 +62,3 @@ def make_completion(
         finish_reason=finish_reason,
     )
 
-
-async def complete_from_stream(backend: Backend, request: CompletionRequest) -> Completion:
-    """Drain ``backend.stream`` into one Completion (for backends whose native call streams)."""
-    async for delta in backend.stream(request):
-        if delta.completion is not None:
-            return delta.completion
-    raise RuntimeError("stream ended without a final completion")
