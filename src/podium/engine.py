@@ -187,11 +187,9 @@ class _Run:
                 return RunStatus.ANSWERED, f"coordinator {self.engine.coordinator.name} ended the run"
 
     def exhausted_budget(self) -> str | None:
-        b, turns = self.state.budget, self.state.turns
-        used_tokens = sum(t.prompt_tokens + t.completion_tokens for t in turns)
+        b, used_tokens, cost = self.state.budget, self.state.used_tokens, self.state.spent_usd
         if b.max_tokens is not None and used_tokens >= b.max_tokens:
             return f"max_tokens: {used_tokens} of {b.max_tokens} tokens used"
-        cost = sum(t.cost_usd for t in turns)
         if b.max_cost_usd is not None and cost >= b.max_cost_usd:
             return f"max_cost_usd: ${cost:.6f} of ${b.max_cost_usd} spent"
         return None
@@ -265,16 +263,16 @@ class _Run:
 
     def affordable_request(self, spec: ModelSpec, messages: list) -> CompletionRequest:
         """Size the call to the remaining budget; refuse it if even its worst case does not fit."""
-        b, turns = self.state.budget, self.state.turns
+        b = self.state.budget
         prompt = estimate_prompt_tokens(messages)
         max_tokens = spec.max_tokens
         if b.max_tokens is not None:
-            left = b.max_tokens - sum(t.prompt_tokens + t.completion_tokens for t in turns) - prompt
+            left = b.max_tokens - self.state.used_tokens - prompt
             if left < 1:
                 raise BudgetExhausted("max_tokens", f"max_tokens: the next prompt ({prompt} tokens) does not fit the {b.max_tokens}-token budget")
             max_tokens = min(max_tokens, left)
         if b.max_cost_usd is not None:
-            left_usd = b.max_cost_usd - sum(t.cost_usd for t in turns)
+            left_usd = b.max_cost_usd - self.state.spent_usd
             worst = spec.cost(prompt, max_tokens)
             if worst > left_usd:
                 raise BudgetExhausted("max_cost_usd", f"max_cost_usd: a call to {spec.name} may cost ${worst:.6f}, only ${max(left_usd, 0):.6f} left")

@@ -36,6 +36,16 @@ class RunState:
         return self.budget.max_turns - len(self.turns)
 
     @property
+    def used_tokens(self) -> int:
+        """Prompt plus completion tokens of the turns so far (what the token budget counts)."""
+        return sum(t.prompt_tokens + t.completion_tokens for t in self.turns)
+
+    @property
+    def spent_usd(self) -> float:
+        """Cost of the turns so far (what the cost budget counts)."""
+        return sum(t.cost_usd for t in self.turns)
+
+    @property
     def last(self) -> Turn | None:
         return self.turns[-1] if self.turns else None
 
