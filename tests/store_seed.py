@@ -8,6 +8,9 @@ stored run has a verifiable outcome, and a replay export of them has a learnable
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from podium.engine import Engine
@@ -122,3 +125,18 @@ def marker_then_sleep(request: CompletionRequest) -> str:
 
     Path(os.environ["SEED_MARKER"]).write_text("started")
     return "!sleep 60\nnever"
+
+
+@contextmanager
+def serving_viewer(store: Store) -> Iterator[str]:
+    """The trace viewer on a free 127.0.0.1 port in a thread; yields its base URL, stops it after."""
+    from podium.viewer import make_server
+
+    server = make_server(store, "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

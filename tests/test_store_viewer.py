@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -13,8 +12,8 @@ import httpx
 import pytest
 
 from podium.store import Store
-from podium.viewer import asgi_app, make_server
-from store_seed import questions, seed
+from podium.viewer import asgi_app
+from store_seed import questions, seed, serving_viewer
 
 XSS = "[math] <img src=x onerror=alert(1)> what is it?"
 
@@ -28,12 +27,8 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Store:
 
 @pytest.fixture
 def base_url(seeded: Store) -> Iterator[str]:
-    server = make_server(seeded, "127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving_viewer(seeded) as url:
+        yield url
 
 
 def get(url: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:

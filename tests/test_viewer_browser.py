@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import threading
 from pathlib import Path
 from typing import Iterator
 
@@ -21,8 +20,7 @@ from podium.engine import Engine
 from podium.pool import parse_pool
 from podium.store import Store
 from podium.types import Budget
-from podium.viewer import make_server
-from store_seed import questions, seed
+from store_seed import questions, seed, serving_viewer
 
 CHROMIUM = "chromium"
 CHROMEDRIVER = "chromedriver"
@@ -74,12 +72,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
 
 @pytest.fixture
 def viewer_url(store: Store) -> Iterator[str]:
-    server = make_server(store, "127.0.0.1", 0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/"
-    server.shutdown()
-    server.server_close()
+    with serving_viewer(store) as url:
+        yield f"{url}/"
 
 
 @pytest.fixture
