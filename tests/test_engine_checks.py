@@ -64,3 +64,13 @@ async def test_aask_takes_a_check() -> None:
     result = await aask("What is 17 * 23?", pool=load_pool(SCRIPTED), check={"type": "number", "answer": 1}, max_turns=3)
     assert result.status == RunStatus.MAX_TURNS
     assert result.turns[-1].model == "check" and result.turns[-1].verdict == Verdict.REVISE
+
+
+async def test_verifier_calls_ask_for_the_verdict_protocol() -> None:
+    requests: dict[str, list] = {"solver": [], "checker": []}
+    engine = engine_with(solver=lambda r: requests["solver"].append(r) or "391", checker=lambda r: requests["checker"].append(r) or "VERDICT: ACCEPT")
+    result = await engine.run("What is 17 * 23?")
+    assert result.status == RunStatus.ACCEPTED
+    assert [r.structured for r in requests["checker"]] == ["verdict"]
+    assert [r.structured for r in requests["solver"]] == [None]
+    assert "VERDICT: ACCEPT" in requests["checker"][0].messages[0].content

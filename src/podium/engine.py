@@ -247,7 +247,7 @@ class _Run:
         self.current = (number, decision, messages, attempts)
         sink = (lambda spec, text: self.emit(TurnDelta(number, decision.role, spec.name, text))) if self.stream else None
         served = await call_with_fallbacks(
-            [self.pool.get(name) for name in self.chain(decision)], lambda spec: self.affordable_request(spec, messages),
+            [self.pool.get(name) for name in self.chain(decision)], lambda spec: _structured(self.affordable_request(spec, messages), decision.role),
             self.engine.backends, self.engine.breakers, attempts, retry=self.engine.retry, deadline=self.deadline, sink=sink,
         )
         self.current = None
@@ -311,6 +311,11 @@ class _Run:
         if decision.role == Role.VERIFIER:
             turn.verdict, turn.diagnosis = parse_verdict(completion.text)
         return turn
+
+
+def _structured(request: CompletionRequest, role: Role) -> CompletionRequest:
+    """Verifier calls ask for the verdict protocol (a grammar where the backend supports one)."""
+    return request.model_copy(update={"structured": "verdict"}) if role == Role.VERIFIER else request
 
 
 async def aask(query: str, pool: str | Pool = "embedded", coordinator: str | Coordinator = "rules", *,
