@@ -2,7 +2,8 @@
 
 As root (the usual container case) each run gets a fresh unused uid (so ``RLIMIT_NPROC`` counts
 only this run's processes and every one of them can be killed at the end with ``kill(-1)`` from
-that uid) and a private network namespace with no interfaces up. Without root it falls back to a
+that uid), a private network namespace with no interfaces up, and a mount namespace whose /tmp,
+/var/tmp and /dev/shm are small private tmpfs mounts (the working directory is one). Without root it falls back to a
 user+network namespace when the kernel allows one, and always to an audit hook in the harness that
 refuses internet sockets. See docs/checks.md for what this does not protect against.
 """
