@@ -16,6 +16,20 @@ import re
 from podium.types import Verdict
 
 PROTOCOL_ACCEPT, PROTOCOL_REVISE = "VERDICT: ACCEPT", "VERDICT: REVISE"
+# OpenAI-style structured output for verifier calls (sent only to models with structured_output: true)
+VERDICT_RESPONSE_FORMAT = {
+    "type": "json_schema",
+    "json_schema": {
+        "name": "verdict",
+        "strict": True,
+        "schema": {
+            "type": "object",
+            "properties": {"diagnosis": {"type": "string"}, "verdict": {"type": "string", "enum": ["ACCEPT", "REVISE"]}},
+            "required": ["diagnosis", "verdict"],
+            "additionalProperties": False,
+        },
+    },
+}
 
 _PROTOCOL = re.compile(r"\bverdict\b\W{0,6}(accept(?:ed)?|revised?|reject(?:ed)?)\b", re.I)
 _AMBIGUOUS = re.compile(r"\s*(?:\?|/|\||\bor\b)", re.I)
