@@ -93,3 +93,12 @@ def eval_replay(dataset_dirs: tuple[Path, ...], json_out: Path | None, plot_path
     if plot_path:
         plot(results, plot_path)
         click.echo(f"wrote {plot_path}")
+
+
+def _add_live() -> None:
+    from podium.cli.train_live import live
+
+    train.add_command(live)
+
+
+_add_live()
