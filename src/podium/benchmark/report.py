@@ -101,7 +101,7 @@ def plot(report: dict[str, Any], path: Path) -> Path:
     for s in report["coordinators"]:
         x = s["cost_usd_per_item"] if s["cost_usd_per_item"] > 0 else s["tokens_per_item"]
         lo, hi = s["ci95"]
-        ax.errorbar([x], [s["accuracy"]], yerr=[[s["accuracy"] - lo], [hi - s["accuracy"]]], fmt="o", capsize=3, label=s["coordinator"])
+        ax.errorbar([x], [s["accuracy"]], yerr=[[max(0.0, s["accuracy"] - lo)], [max(0.0, hi - s["accuracy"])]], fmt="o", capsize=3, label=s["coordinator"])
     priced = any(s["cost_usd_per_item"] > 0 for s in report["coordinators"])
     ax.set_xlabel("cost per item (USD)" if priced else "tokens per item (pool has no prices)")
     ax.set_ylabel("accuracy (95% Wilson CI)")
