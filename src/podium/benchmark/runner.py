@@ -163,10 +163,10 @@ class BenchRunner:
                              detail=row["detail"])
         return row
 
-    async def append(self, row: dict[str, Any]) -> None:
+    async def append(self, fh: Any, row: dict[str, Any]) -> None:
         async with self._lock:
-            with open(self.out_dir / RESULTS, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(row) + "\n")
+            fh.write(json.dumps(row) + "\n")
+            fh.flush()  # a stopped benchmark keeps every graded row
 
     async def run(self, tasks: list[Task], progress: Progress | None = None) -> list[dict[str, Any]]:
         """Run every pending pair; returns all rows of ``results.jsonl`` for ``tasks`` afterwards."""
@@ -179,15 +179,16 @@ class BenchRunner:
         for pair in todo:
             queue.put_nowait(pair)
 
-        async def worker() -> None:
+        async def worker(fh: Any) -> None:
             while not queue.empty():
                 task, name = queue.get_nowait()
                 row = await self.run_one(task, name)
-                await self.append(row)
+                await self.append(fh, row)
                 bar.tick(row)
 
         try:
-            await asyncio.gather(*(worker() for _ in range(min(self.config.concurrency, max(len(todo), 1)))))
+            with open(self.out_dir / RESULTS, "a", encoding="utf-8") as fh:
+                await asyncio.gather(*(worker(fh) for _ in range(min(self.config.concurrency, max(len(todo), 1)))))
         finally:
             await self.backends.aclose()
         ids = {t.id for t in tasks}
