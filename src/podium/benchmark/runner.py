@@ -29,6 +29,7 @@ from podium.types import Budget, Role, RunResult
 RESULTS = "results.jsonl"
 CHECK_MODEL = "check"  # the model name the engine gives verifier turns done by a check
 DETAIL_CHARS = 300
+ANSWER_CHARS = 2000  # kept in results.jsonl so failures can be read
 Progress = Callable[[str], None]
 
 
@@ -94,7 +95,7 @@ def summarize_run(task: Task, coordinator: str, result: RunResult, grade: Any) -
         "tokens": result.total_tokens + result.orchestration_prompt_tokens + result.orchestration_completion_tokens,
         "latency_s": round(result.latency_s, 4), "calls": len(model_turns), "turns": len(result.turns),
         "answer_model": last_worker.model if last_worker else None,
-        "output_chars": len(result.answer or ""), "time": time.time(),
+        "output_chars": len(result.answer or ""), "answer": (result.answer or "")[:ANSWER_CHARS], "time": time.time(),
     }
 
 
