@@ -25,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from podium.backends import BackendSet
 from podium.benchmark import BenchConfig, BenchRunner
 from podium.checks import parse_check, run_check
 from podium.engine import Engine
@@ -49,7 +50,8 @@ def tasks(n: int) -> list[Task]:
 
 async def bare(items: list[Task], p: Pool) -> float:
     started = time.perf_counter()
-    engines = {c: Engine(p, c) for c in ("rules", "fixed:solver")}
+    backends = BackendSet()
+    engines = {c: Engine(p, c, backends=backends) for c in ("rules", "fixed:solver")}
     for task in items:
         for name, engine in engines.items():
             result = await engine.run(task.prompt, budget=Budget(max_turns=5), check=task.check)
