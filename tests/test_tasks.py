@@ -35,6 +35,7 @@ def test_gsm8k_final_number_and_seeded_sample() -> None:
     sample = load_tasks(GSM8K, limit=20, seed=3)
     assert len(sample) == 20 and sample == load_tasks(GSM8K, limit=20, seed=3)
     assert [t.id for t in sample] != [t.id for t in load_tasks(GSM8K, limit=20, seed=4)]
+    assert {t.id for t in sample} < {t.id for t in load_tasks(GSM8K, limit=200, seed=3)}  # samples nest: a benchmark can grow
     assert run_check_sync(tasks[0].check, "She makes 9 * 2 = 18 dollars.\n#### 18").passed
 
 

@@ -17,7 +17,7 @@ from podium.errors import ConfigError, UsageError
 
 SETTINGS = "bench.json"
 # settings that change what a result means: resuming with other values would mix results
-PINNED = ("tasks", "pool", "grounded", "budget", "call_max_tokens", "limit", "seed")
+PINNED = ("tasks", "pool", "grounded", "budget", "call_max_tokens", "seed")  # --limit may grow: samples nest
 
 
 @click.group()

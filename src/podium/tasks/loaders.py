@@ -112,6 +112,8 @@ def _lines(path: Path) -> list[str]:
 def load_tasks(path: str | Path, *, limit: int | None = None, seed: int = 0) -> list[Task]:
     """Every task of a JSONL(.gz) file, or a seeded sample of ``limit`` of them (file order kept).
 
+    The sample with a larger ``limit`` (same seed) contains the smaller one, so a benchmark can grow.
+
     Records without an id get ``STEM/LINE``. Duplicate ids are an error (resume keys on them).
     """
     path = Path(path).expanduser()
@@ -135,6 +137,8 @@ def load_tasks(path: str | Path, *, limit: int | None = None, seed: int = 0) -> 
     if not tasks:
         raise TaskFileError(f"{path}: no tasks in the file")
     if limit is not None and limit < len(tasks):
-        keep = sorted(random.Random(seed).sample(range(len(tasks)), limit))
+        order = list(range(len(tasks)))
+        random.Random(seed).shuffle(order)  # a prefix of one seeded order: a larger limit extends a smaller sample
+        keep = sorted(order[:limit])
         tasks = [tasks[i] for i in keep]
     return tasks
