@@ -64,3 +64,54 @@ async def test_aask_takes_a_check() -> None:
     result = await aask("What is 17 * 23?", pool=load_pool(SCRIPTED), check={"type": "number", "answer": 1}, max_turns=3)
     assert result.status == RunStatus.MAX_TURNS
     assert result.turns[-1].model == "check" and result.turns[-1].verdict == Verdict.REVISE
+
+
+async def test_verifier_calls_ask_for_the_verdict_protocol() -> None:
+    requests: dict[str, list] = {"solver": [], "checker": []}
+    engine = engine_with(solver=lambda r: requests["solver"].append(r) or "391", checker=lambda r: requests["checker"].append(r) or "VERDICT: ACCEPT")
+    result = await engine.run("What is 17 * 23?")
+    assert result.status == RunStatus.ACCEPTED
+    assert [r.structured for r in requests["checker"]] == ["verdict"]
+    assert [r.structured for r in requests["solver"]] == [None]
+    assert "VERDICT: ACCEPT" in requests["checker"][0].messages[0].content
+
+
+CHECK_POOL = """
+name: with-check
+models:
+  - name: solver
+    backend: scripted
+    replies: ["It is 380.", "It is 391."]
+    roles: [worker]
+  - name: has-391
+    backend: check
+    check: {type: regex, pattern: "\\\\b391\\\\b"}
+defaults: {worker: solver, verifier: has-391}
+"""
+
+
+async def test_a_check_model_in_the_pool_verifies(tmp_path) -> None:
+    path = tmp_path / "pool.yaml"
+    path.write_text(CHECK_POOL)
+    pool = load_pool(path)
+    assert pool.get("has-391").roles == ["verifier"]
+    result = await Engine(pool, "rules").run("What is 17 * 23?")
+    verifiers = [t for t in result.turns if t.role == Role.VERIFIER]
+    assert [t.model for t in verifiers] == ["has-391", "has-391"]
+    assert [t.verdict for t in verifiers] == [Verdict.REVISE, Verdict.ACCEPT]
+    assert result.status == RunStatus.ACCEPTED and result.answer == "It is 391." and result.cost_usd == 0.0
+
+
+def test_check_model_config_errors_name_the_fix(tmp_path) -> None:
+    from podium.errors import ConfigError
+    import pytest
+
+    bad = {"no check": "  - name: c\n    backend: check\n", "other role": "  - name: c\n    backend: check\n    roles: [worker]\n    check: {type: exact, answer: x}\n",
+           "check on a model": "  - name: c\n    backend: scripted\n    check: {type: exact, answer: x}\n",
+           "bad check": "  - name: c\n    backend: check\n    check: {type: exact, answr: x}\n"}
+    for label, model in bad.items():
+        path = tmp_path / "pool.yaml"
+        path.write_text("name: p\nmodels:\n" + model)
+        with pytest.raises(ConfigError) as err:
+            load_pool(path)
+        assert "models.0" in str(err.value), label

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from podium.checks import PythonTestsCheck, SandboxLimits, run_check
-from podium.checks.sandbox import UID_BASE, UID_SPAN, _live_uid
+from podium.checks.sandbox import UID_BASE, UID_SPAN, _live_uid, run_python
 
 FAST = SandboxLimits(wall_s=5, cpu_s=3, memory_mb=256, max_processes=8, file_size_mb=4, max_output_chars=500)
 
@@ -117,3 +117,25 @@ async def test_files_outside_the_temp_dir_are_not_writable(tmp_path) -> None:
     code = f"def touch():\n    open({str(target)!r}, 'w').write('x')\n    return True"
     result = await run_check(PythonTestsCheck(tests=["assert touch()"]), code, limits=FAST)
     assert not result.passed and not target.exists()
+
+
+async def test_writes_to_shared_tmp_dirs_stay_private_and_capped() -> None:
+    marker = f"podium-escape-{os.getpid()}-{time.monotonic_ns()}"
+    code = (f"def spill():\n    open('/tmp/{marker}', 'w').write('x')\n"
+            "    n = 0\n    try:\n        while n < 10000:\n            open(f'/dev/shm/f{n}', 'wb').write(b'x' * 1024 * 1024)\n            n += 1\n"
+            "    except OSError:\n        pass\n    return n")
+    run = await run_python(code, ["print('files', spill())"], limits=FAST)
+    assert not os.path.exists(f"/tmp/{marker}")
+    if "private-tmp" in run.isolation:
+        assert "files" in run.output and int(run.output.split("files")[1].split()[0]) <= FAST.file_size_mb
+    assert run.records and all(r["ok"] for r in run.records if r["stage"] == "test")
+
+
+async def test_isolation_as_root_uses_a_throwaway_uid_and_no_network() -> None:
+    run = await run_python("import os\nUID = os.getuid()", ["print('uid', UID)"], limits=FAST)
+    if os.geteuid() == 0:
+        assert run.isolation.startswith("uid,netns")
+        uid = int(run.output.split("uid")[1].split()[0])
+        assert UID_BASE <= uid < UID_BASE + UID_SPAN
+    else:
+        assert "same-uid" in run.isolation

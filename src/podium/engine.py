@@ -238,16 +238,17 @@ class _Run:
 
     async def execute_turn(self, decision: Decision) -> Turn:
         number = self.state.next_turn
-        if self.check is not None and decision.role == Role.VERIFIER:
-            await self.emit(TurnStarted(number, decision.role, CHECK_MODEL, decision.reason))
-            return await self.check_turn(number, decision)
+        check, name = self.check_for(decision)
+        if check is not None:
+            await self.emit(TurnStarted(number, decision.role, name, decision.reason))
+            return await self.check_turn(number, decision, check, name)
         await self.emit(TurnStarted(number, decision.role, decision.model, decision.reason))
         messages = build_messages(decision.role, self.state.query, self.state.turns, self.templates, decision.instruction)
         attempts = Attempts()  # failures, retries, and what the caller already received, across models
         self.current = (number, decision, messages, attempts)
         sink = (lambda spec, text: self.emit(TurnDelta(number, decision.role, spec.name, text))) if self.stream else None
         served = await call_with_fallbacks(
-            [self.pool.get(name) for name in self.chain(decision)], lambda spec: self.affordable_request(spec, messages),
+            [self.pool.get(name) for name in self.chain(decision)], lambda spec: _structured(self.affordable_request(spec, messages), decision.role),
             self.engine.backends, self.engine.breakers, attempts, retry=self.engine.retry, deadline=self.deadline, sink=sink,
         )
         self.current = None
@@ -258,14 +259,23 @@ class _Run:
         turn.fallback_from = decision.model if served.index > 0 else None
         return turn
 
-    async def check_turn(self, number: int, decision: Decision) -> Turn:
-        """A verifier turn performed by the run's check: no model call, no cost."""
+    def check_for(self, decision: Decision) -> tuple[CheckSpec | None, str]:
+        """The check that performs this turn, if any: the run's, else a ``backend: check`` verifier's."""
+        if decision.role != Role.VERIFIER:
+            return None, ""
+        if self.check is not None:
+            return self.check, CHECK_MODEL
+        spec = self.pool.models.get(decision.model)
+        return (spec.check, spec.name) if spec is not None and spec.backend == "check" else (None, "")
+
+    async def check_turn(self, number: int, decision: Decision, check: CheckSpec, name: str) -> Turn:
+        """A verifier turn performed by a check: no model call, no cost."""
         started = time.perf_counter()
-        result = await run_check(self.check, self.best_answer() or "")
+        result = await run_check(check, self.best_answer() or "")
         verdict = Verdict.ACCEPT if result.passed else Verdict.REVISE
-        summary = f"check {self.check.type}: {'passed' if result.passed else 'failed'} (score {result.score:.2f})"
+        summary = f"check {check.type}: {'passed' if result.passed else 'failed'} (score {result.score:.2f})"
         contained = f" [sandbox stopped: {result.contained}]" if result.contained else ""
-        return Turn(turn=number, role=Role.VERIFIER, model=CHECK_MODEL, provider=CHECK_MODEL, reason=decision.reason,
+        return Turn(turn=number, role=Role.VERIFIER, model=name, provider="check", reason=decision.reason,
                     output=f"{summary}{contained}" + (f"\n{result.detail}" if result.detail else ""), verdict=verdict,
                     diagnosis=result.detail or summary if not result.passed else summary, latency_s=time.perf_counter() - started)
 
@@ -311,6 +321,11 @@ class _Run:
         if decision.role == Role.VERIFIER:
             turn.verdict, turn.diagnosis = parse_verdict(completion.text)
         return turn
+
+
+def _structured(request: CompletionRequest, role: Role) -> CompletionRequest:
+    """Verifier calls ask for the verdict protocol (a grammar where the backend supports one)."""
+    return request.model_copy(update={"structured": "verdict"}) if role == Role.VERIFIER else request
 
 
 async def aask(query: str, pool: str | Pool = "embedded", coordinator: str | Coordinator = "rules", *,

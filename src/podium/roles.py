@@ -21,8 +21,9 @@ DEFAULT_PROMPTS: dict[str, str] = {
         "{plan}{feedback}{instruction}"
     ),
     "verifier": (
-        "You check another model's answer. Reply with ACCEPT if the answer is correct and complete, "
-        "otherwise REVISE followed by one sentence saying what is wrong. Start your reply with ACCEPT or REVISE."
+        "You check another model's answer. Write one sentence saying what is right or wrong in it, then a "
+        "final line that is exactly VERDICT: ACCEPT if the answer is correct and complete, or exactly "
+        "VERDICT: REVISE if anything is wrong or missing."
         "\n\nTask: {query}\n\nAnswer to check:\n{answer}"
     ),
 }

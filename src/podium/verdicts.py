@@ -112,9 +112,11 @@ def _count(text: str) -> tuple[int, int]:
         polarity = _questioned(text, m.end(), polarity)
         if polarity > 0 and m.group("pos"):
             polarity = _conditioned(text, m.start(), m.end())
-        label = _LABEL_ANSWER.match(text, m.end())  # "Correctness: no"
-        if label:
-            polarity = (1 if m.group("pos") else -1) * (-1 if label.group("no") else 1)
+        label = _LABEL_ANSWER.match(text, m.end())  # "Correctness: no", "Errors: none" (not "REVISE: no ...")
+        if label and m.group("pos"):
+            polarity = -1 if label.group("no") else 1
+        elif label and label.group("no") and label.group("no").lower() == "none":
+            polarity = 1
         positives += polarity > 0
         negatives += polarity < 0
     return positives, negatives

@@ -14,7 +14,7 @@ MAX_DETAIL = 2000
 _SIGNS = [
     ("memory", ("MemoryError", "Cannot allocate memory")),
     ("process_limit", ("BlockingIOError", "Resource temporarily unavailable")),
-    ("file_size", ("File too large",)),
+    ("file_size", ("File too large", "No space left on device")),
     ("network_blocked", ("network_blocked", "Network is unreachable", "Cannot assign requested address")),
 ]
 

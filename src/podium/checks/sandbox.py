@@ -29,7 +29,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-CLONE_NEWUSER, CLONE_NEWNET = 0x10000000, 0x40000000
+CLONE_NEWUSER, CLONE_NEWNET, CLONE_NEWNS = 0x10000000, 0x40000000, 0x00020000
+MS_NOSUID, MS_NODEV, MS_REC, MS_PRIVATE = 2, 4, 1 << 14, 1 << 18
+TMP_DIRS = ("/tmp", "/var/tmp", "/dev/shm")
 UID_BASE, UID_SPAN = 1_500_000_000, 500_000_000  # far above any real account
 MAX_RESULTS_BYTES = 1 << 20
 
@@ -78,11 +80,39 @@ def _unshare(flags: int) -> None:
 def _netns_flags() -> int | None:
     """The unshare flags that give a child a private network namespace here, or None."""
     flags = CLONE_NEWNET if os.geteuid() == 0 else CLONE_NEWUSER | CLONE_NEWNET
+    return flags if _probe(lambda: _unshare(flags)) else None
+
+
+@lru_cache(maxsize=1)
+def _private_tmp_works() -> bool:
+    """Whether (as root) a child can get private size-capped tmpfs mounts on /tmp, /var/tmp, /dev/shm."""
+    return os.geteuid() == 0 and _probe(lambda: (_unshare(CLONE_NEWNS), _private_tmp(1, None)))
+
+
+def _probe(preexec) -> bool:
     try:
-        subprocess.run(["true"], preexec_fn=lambda: _unshare(flags), check=True, env={"PATH": "/usr/bin:/bin"}, timeout=10)
+        subprocess.run(["true"], preexec_fn=preexec, check=True, env={"PATH": "/usr/bin:/bin"}, timeout=10)
     except (OSError, subprocess.SubprocessError):
-        return None
-    return flags
+        return False
+    return True
+
+
+def _mount(source: bytes, target: bytes, fstype: bytes | None, flags: int, data: bytes | None) -> None:
+    if _libc().mount(source, target, fstype, flags, data) != 0:
+        raise OSError(ctypes.get_errno(), f"mount {target.decode()} failed")
+
+
+def _private_tmp(size_mb: int, uid: int | None) -> None:
+    """In a fresh mount namespace: cover the world-writable dirs with small tmpfs mounts and move
+    into a new one, so writes go to capped memory that vanishes with the namespace."""
+    _mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None)
+    for target in TMP_DIRS:
+        if os.path.isdir(target):
+            _mount(b"tmpfs", target.encode(), b"tmpfs", MS_NOSUID | MS_NODEV, f"size={size_mb}m,mode=1777".encode())
+    os.mkdir("/tmp/work", 0o700)
+    if uid is not None:
+        os.chown("/tmp/work", uid, uid)
+    os.chdir("/tmp/work")
 
 
 def _world_usable(path: str, mode: int = stat.S_IXOTH) -> bool:
@@ -146,24 +176,52 @@ def _kill_uid(uid: int) -> None:
         os.waitpid(pid, 0)
 
 
-def _preexec(limits: SandboxLimits, uid: int | None, netns: int | None, nproc: int):
+@dataclass
+class _Plan:
+    """How this host isolates a run (decided per run; the probes are cached)."""
+
+    python: str
+    uid: int | None
+    netns: int | None
+    private_tmp: bool
+    nproc: int
+
+    @property
+    def isolation(self) -> str:
+        return ",".join(["uid" if self.uid is not None else "same-uid", "netns" if self.netns else "audit-hook",
+                         *(["private-tmp"] if self.private_tmp else []), "rlimits"])
+
+
+def _preexec(limits: SandboxLimits, plan: _Plan):
     mb = 1 << 20
 
     def setup() -> None:
-        if netns is not None:
-            _unshare(netns)
+        if plan.netns is not None:
+            _unshare(plan.netns | (CLONE_NEWNS if plan.private_tmp else 0))
+        if plan.private_tmp:
+            _private_tmp(limits.file_size_mb, plan.uid)
         resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s + 1))
         resource.setrlimit(resource.RLIMIT_AS, (limits.memory_mb * mb, limits.memory_mb * mb))
         resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_size_mb * mb, limits.file_size_mb * mb))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
-        resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
-        if uid is not None:
+        resource.setrlimit(resource.RLIMIT_NPROC, (plan.nproc, plan.nproc))
+        if plan.uid is not None:
             os.setgroups([])
-            os.setgid(uid)
-            os.setuid(uid)
+            os.setgid(plan.uid)
+            os.setuid(plan.uid)
 
     return setup
+
+
+def _plan(limits: SandboxLimits) -> _Plan:
+    is_root = os.geteuid() == 0
+    python = limits.python or _interpreter(is_root)
+    if python is None:  # root ignores RLIMIT_NPROC: never run untrusted code as root
+        raise SandboxUnavailable("no python3 that an unprivileged user may execute was found; set SandboxLimits.python to one outside /root")
+    netns = _netns_flags()
+    nproc = limits.max_processes if is_root else _own_process_count() + limits.max_processes
+    return _Plan(python, _fresh_uid() if is_root else None, netns, bool(netns) and _private_tmp_works(), nproc)
 
 
 def _fresh_uid() -> int:
@@ -197,45 +255,35 @@ def _records(path: Path, nonce: str, pid: int) -> list[dict]:
 
 
 async def run_python(code: str, tests: list[str], setup: str = "", limits: SandboxLimits | None = None) -> SandboxRun:
-    """Run ``setup`` + ``code`` then each test in a sandboxed interpreter; see the module docstring."""
+    """Run ``setup`` + ``code`` then each test in a sandboxed interpreter; see the module docstring.
+    Raises SandboxUnavailable when this host cannot run untrusted code safely."""
     limits = limits or SandboxLimits()
-    is_root = os.geteuid() == 0
-    python = limits.python or _interpreter(is_root)
-    if python is None:  # root ignores RLIMIT_NPROC: never run untrusted code as root
-        raise SandboxUnavailable("no python3 that an unprivileged user may execute was found; set SandboxLimits.python to one outside /root")
-    switch_uid = is_root
-    uid = _fresh_uid() if switch_uid else None
-    netns = _netns_flags()
-    nproc = limits.max_processes if switch_uid else _own_process_count() + limits.max_processes
-    isolation = ",".join(filter(None, ["uid" if switch_uid else "same-uid", "netns" if netns else "audit-hook", "rlimits"]))
+    plan = _plan(limits)
     base = Path(tempfile.mkdtemp(prefix="podium-check-"))
     try:
         os.chmod(base, 0o711)
-        work = base / "work"
+        work = base / "work"  # the cwd when there is no private tmpfs
         work.mkdir()
-        if uid is not None:
-            os.chown(work, uid, uid)
-        harness = base / "harness.py"
-        harness.write_text(pkg_resources.files("podium.checks").joinpath("harness.py").read_text())
-        harness.chmod(0o644)
-        return await _execute(python, harness, work, base, code, tests, setup, limits, uid, netns, nproc, isolation)
+        if plan.uid is not None:
+            os.chown(work, plan.uid, plan.uid)
+        return await _execute(plan, base, work, code, tests, setup, limits)
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
 
-async def _execute(python: str, harness: Path, work: Path, base: Path, code: str, tests: list[str], setup: str,
-                   limits: SandboxLimits, uid: int | None, netns: int | None, nproc: int, isolation: str) -> SandboxRun:
+async def _execute(plan: _Plan, base: Path, work: Path, code: str, tests: list[str], setup: str, limits: SandboxLimits) -> SandboxRun:
     out_path, res_path = base / "output", base / "results"
     out_fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     res_fd = os.open(res_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     nonce = secrets.token_hex(16)
-    payload = json.dumps({"nonce": nonce, "fd": res_fd, "code": code, "tests": tests, "setup": setup, "block_exec": netns is None})
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": str(work), "TMPDIR": str(work)}
-    run = SandboxRun(isolation=isolation)
-    try:
+    payload = json.dumps({"nonce": nonce, "fd": res_fd, "code": code, "tests": tests, "setup": setup, "block_exec": plan.netns is None})
+    home = "/tmp/work" if plan.private_tmp else str(work)
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": home, "TMPDIR": home}
+    run = SandboxRun(isolation=plan.isolation)
+    try:  # the harness travels in argv: with a private /tmp its file would be out of reach
         proc = await asyncio.create_subprocess_exec(
-            python, "-I", "-S", str(harness), stdin=asyncio.subprocess.PIPE, stdout=out_fd, stderr=subprocess.STDOUT,
-            cwd=work, env=env, pass_fds=(res_fd,), start_new_session=True, preexec_fn=_preexec(limits, uid, netns, nproc),
+            plan.python, "-I", "-S", "-c", _harness_source(), stdin=asyncio.subprocess.PIPE, stdout=out_fd, stderr=subprocess.STDOUT,
+            cwd=work, env=env, pass_fds=(res_fd,), start_new_session=True, preexec_fn=_preexec(limits, plan),
         )
     finally:
         os.close(out_fd)
@@ -245,11 +293,16 @@ async def _execute(python: str, harness: Path, work: Path, base: Path, code: str
     except (TimeoutError, asyncio.TimeoutError):
         run.timed_out = True
     finally:
-        _cleanup(proc.pid, uid)
+        _cleanup(proc.pid, plan.uid)
         run.returncode = await proc.wait()
     run.output, run.output_truncated = _read_head(out_path, limits.max_output_chars)
     run.records = _records(res_path, nonce, proc.pid)
     return run
+
+
+@lru_cache(maxsize=1)
+def _harness_source() -> str:
+    return pkg_resources.files("podium.checks").joinpath("harness.py").read_text()
 
 
 def _cleanup(pid: int, uid: int | None) -> None:
