@@ -119,3 +119,16 @@ def test_bench_settings_are_pinned_and_errors_are_one_line(cli, tmp_path: Path) 
     assert code == 2 and f"{bad}:1: unknown record format" in err
     code, stdout, _ = cli("bench", "report", str(out), "--no-plot")
     assert code == 0 and "| `fixed` | 2 |" in stdout
+
+
+def test_shards_split_one_out_folder_between_processes(cli, tmp_path: Path) -> None:
+    pool, tasks, out = write_code_pool(tmp_path), write_tasks(tmp_path, 5), tmp_path / "out"
+    base = ("bench", "run", str(tasks), "--pool", pool, "--coordinators", "fixed:coder", "--no-baselines", "--out", str(out), "--no-plot")
+    code, _, err = cli(*base, "--shard", "1/2")
+    assert code == 0 and "2 tasks x 1 coordinators" in err
+    code, stdout, err = cli(*base, "--shard", "0/2")
+    assert code == 0 and "3 tasks x 1 coordinators" in err
+    assert "| `fixed:coder` | 5 |" in stdout  # the report covers both shards
+    assert sorted(json.loads(line)["task"] for line in (out / "results.jsonl").read_text().splitlines()) == [f"code/{i}" for i in range(5)]
+    code, _, err = cli(*base, "--shard", "2/2")
+    assert code == 2 and "--shard 2/2: expected K/N" in err

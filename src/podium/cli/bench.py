@@ -82,12 +82,13 @@ def _finish(out: Path, rows: list[dict], names: list[str], meta: dict, with_plot
 @click.option("--record", "record", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Also write the single-model outcomes as a replay dataset (for podium train replay).")
 @click.option("--no-plot", is_flag=True, help="Skip the cost/accuracy PNG.")
+@click.option("--shard", default=None, metavar="K/N", help="Run only the sampled tasks with index mod N == K (split one --out over processes).")
 @click.option("--quiet", is_flag=True, help="No progress line.")
 def run_cmd(tasks_path: Path, pool_ref: str, coordinators: str, out: Path, grounded: bool, concurrency: int, limit: int | None,
             seed: int, max_turns: int | None, max_tokens: int | None, deadline: float | None, call_max_tokens: int | None,
-            no_baselines: bool, record: Path | None, no_plot: bool, quiet: bool) -> None:
+            no_baselines: bool, record: Path | None, no_plot: bool, shard: str | None, quiet: bool) -> None:
     """Run every task of TASKS (JSONL: GSM8K, MBPP, HumanEval or podium records) through every coordinator."""
-    from podium.benchmark import BenchConfig, BenchRunner
+    from podium.benchmark import BenchConfig, BenchRunner, load_results
     from podium.benchmark.runner import stderr_progress
     from podium.pool import load_pool
     from podium.tasks import load_tasks
@@ -106,7 +107,9 @@ def run_cmd(tasks_path: Path, pool_ref: str, coordinators: str, out: Path, groun
                 "call_max_tokens": call_max_tokens, "limit": limit, "seed": seed, "coordinators": runner.names,
                 "items": len(tasks), "command": "podium bench run " + " ".join(shlex.quote(a) for a in sys.argv[2:])}
     _settings(out, settings)
-    rows = asyncio.run(runner.run(tasks, progress=None if quiet else stderr_progress))
+    asyncio.run(runner.run(_shard(tasks, shard), progress=None if quiet else stderr_progress))
+    ids, names = {t.id for t in tasks}, set(runner.names)
+    rows = [r for r in load_results(out) if r["task"] in ids and r["coordinator"] in names]  # other shards' rows too
     meta = {**settings, "title": f"{tasks_path.name}: {len(tasks)} items, pool {pool.name}"}
     _finish(out, rows, runner.names, meta, not no_plot)
     if record:
@@ -115,6 +118,16 @@ def run_cmd(tasks_path: Path, pool_ref: str, coordinators: str, out: Path, groun
         counts = write_record(record, tasks, rows, runner.pool, source=f"podium bench run {tasks_path.name}")
         click.echo(f"wrote {record}: {counts['items']} items, {counts['outcomes']} graded outcomes over {counts['models']} models; "
                    f"train a head with: podium train replay {record} --out head.npz")
+
+
+def _shard(tasks: list, shard: str | None) -> list:
+    """The tasks of shard ``K/N`` (every N-th, from index K); all tasks without one."""
+    if not shard:
+        return tasks
+    k, sep, n = shard.partition("/")
+    if not (sep and k.isdigit() and n.isdigit() and 0 <= int(k) < int(n)):
+        raise UsageError(f"--shard {shard}: expected K/N with 0 <= K < N, e.g. --shard 0/2")
+    return tasks[int(k)::int(n)]
 
 
 @bench.command("report")
