@@ -95,10 +95,6 @@ def eval_replay(dataset_dirs: tuple[Path, ...], json_out: Path | None, plot_path
         click.echo(f"wrote {plot_path}")
 
 
-def _add_live() -> None:
-    from podium.cli.train_live import live
+from podium.cli.train_live import live  # noqa: E402  (``podium train live``; its heavy imports are lazy)
 
-    train.add_command(live)
-
-
-_add_live()
+train.add_command(live)
