@@ -46,9 +46,9 @@ def test_wal_mode_and_named_migrations(tmp_path: Path) -> None:
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"runs", "turns", "schema_migrations"} <= tables
-    assert store.migrations() == ["0001_runs_and_turns"]
+    assert store.migrations() == ["0001_runs_and_turns", "0002_run_grades"]
     Store.open(store.path)  # reopening applies nothing twice
-    assert store.migrations() == ["0001_runs_and_turns"]
+    assert store.migrations() == ["0001_runs_and_turns", "0002_run_grades"]
 
 
 def test_appended_migration_applies_once_and_keeps_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -57,10 +57,25 @@ def test_appended_migration_applies_once_and_keeps_data(tmp_path: Path, monkeypa
     extra = ("0002_test_column", ["ALTER TABLE runs ADD COLUMN note TEXT"])
     monkeypatch.setattr(store_mod, "MIGRATIONS", [*store_mod.MIGRATIONS, extra])
     upgraded = Store.open(store.path)
-    assert upgraded.migrations() == ["0001_runs_and_turns", "0002_test_column"]
+    assert upgraded.migrations() == ["0001_runs_and_turns", "0002_run_grades", "0002_test_column"]
     Store.open(store.path)  # ALTER TABLE would fail if it ran twice
     runs = upgraded.runs()
     assert [r["query"] for r in runs] == ["kept"] and runs[0]["note"] is None
+
+
+def test_grades_migration_upgrades_an_old_store_and_keeps_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_mod, "MIGRATIONS", store_mod.MIGRATIONS[:1])  # a store made before grades existed
+    old = Store.open(tmp_path / "t.db")
+    old.record(make_result("graded later"))
+    monkeypatch.undo()
+    store = Store.open(old.path)
+    assert store.migrations()[-1] == "0002_run_grades"
+    run_id = store.runs()[0]["id"]
+    assert store.run(run_id)["grade_score"] is None
+    assert store.grade(run_id, score=1.0, source="check:number", task_id="gsm8k/1", detail="ok")
+    run = store.run(run_id)
+    assert (run["query"], run["grade_score"], run["grade_source"], run["task_id"]) == ("graded later", 1.0, "check:number", "gsm8k/1")
+    assert not store.grade("run_missing", score=0.0, source="check:number")
 
 
 def test_record_round_trip(tmp_path: Path) -> None:

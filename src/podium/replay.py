@@ -153,3 +153,27 @@ def resolve_costs(texts: list[str], models: list[str], prices: dict, recorded: n
     costs = np.where(np.isnan(costs), UNIFORM_CALL_COST, costs)
     sources = [name for name, arr in (("recorded_usd", recorded), ("price_table", table), ("output_length", by_length)) if (~np.isnan(arr)).any()]
     return costs, "+".join(sources) or "uniform_per_call"
+
+
+def write_replay(out_dir: str | Path, items: list[dict], outcomes: list[dict], *, prices: dict | None = None,
+                 meta: dict | None = None) -> Path:
+    """Write a replay dataset folder: items.parquet, outcomes.parquet, models.json (and meta.json if given).
+
+    ``meta`` (e.g. where the scores came from) goes to ``meta.json``, which :func:`load_replay` ignores.
+    """
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise missing_extra("pyarrow", "train") from None
+    folder = Path(out_dir).expanduser()
+    folder.mkdir(parents=True, exist_ok=True)
+    item_schema = pa.schema([("item_id", pa.string()), ("task", pa.string()), ("split", pa.string()), ("text", pa.string())])
+    outcome_schema = pa.schema([("item_id", pa.string()), ("model", pa.string()), ("score", pa.float64()),
+                                ("cost_usd", pa.float64()), ("output_chars", pa.int64())])
+    pq.write_table(pa.Table.from_pylist(items, schema=item_schema), folder / "items.parquet")
+    pq.write_table(pa.Table.from_pylist(outcomes, schema=outcome_schema), folder / "outcomes.parquet")
+    (folder / "models.json").write_text(json.dumps(prices or {}, indent=2, sort_keys=True) + "\n")
+    if meta is not None:
+        (folder / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return folder

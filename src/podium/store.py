@@ -63,6 +63,13 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         "CREATE INDEX runs_query_hash ON runs(query_hash)",
         "CREATE INDEX turns_model ON turns(model)",
     ]),
+    # grounded grades (podium bench / train live): the final answer's score by the task's check
+    ("0002_run_grades", [
+        "ALTER TABLE runs ADD COLUMN grade_score REAL",
+        "ALTER TABLE runs ADD COLUMN grade_source TEXT",
+        "ALTER TABLE runs ADD COLUMN grade_detail TEXT",
+        "ALTER TABLE runs ADD COLUMN task_id TEXT",
+    ]),
 ]
 
 # --- secrets ---------------------------------------------------------------------------------
@@ -282,6 +289,13 @@ class Store:
             "attempts": scrub(json.dumps(t.attempts, ensure_ascii=False), secrets),
             "usage_estimated": int(t.usage_estimated),
         }
+
+    def grade(self, run_id: str, *, score: float, source: str, task_id: str | None = None, detail: str | None = None) -> bool:
+        """Attach a grounded grade (e.g. ``check:python_tests``) to a stored run; False if the run is not stored."""
+        with self._write() as conn:
+            cur = conn.execute("UPDATE runs SET grade_score = ?, grade_source = ?, grade_detail = ?, task_id = ? WHERE id = ?",
+                               (float(score), source, self._text(detail, _env_secrets()), task_id, run_id))
+        return cur.rowcount > 0
 
     def handler(self, *, source: str | None = None, owner: str | None = None,
                 on_error: Callable[[Exception], None] | None = None) -> Callable[[Any], None]:

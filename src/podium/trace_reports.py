@@ -16,7 +16,6 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from podium.errors import missing_extra
 from podium.store import Store
 
 ROUTER_INSTRUCTION = (
@@ -159,8 +158,28 @@ def write_sft(store: Store, out: Path | None, **filters: Any) -> tuple[int, str]
     return len(lines), text
 
 
-def worker_outcomes(turns: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], float]]:
-    """Each answer a verifier judged: (worker turn, 1.0 if ACCEPTed else 0.0). Unjudged answers are skipped."""
+def split_of(item_id: str) -> str:
+    """The replay-format split: ``crc32(item_id) % 10 < 7`` is train, the rest test."""
+    return "train" if zlib.crc32(item_id.encode()) % 10 < 7 else "test"
+
+
+def run_outcomes(run: dict[str, Any]) -> list[tuple[dict[str, Any], float, str]]:
+    """(worker turn, score, source) for a stored run.
+
+    A graded run (``podium bench``, ``train live``) gives its final answer the grounded grade
+    (source ``graded``); other answers count by their verdict: ``check`` when an executable check
+    judged them, ``verifier`` when a model did.
+    """
+    judged = [(t, score, "check" if v["model"] == "check" else "verifier") for t, score, v in _judged(run["turns"])]
+    if run.get("grade_score") is None:
+        return judged
+    final = next((t for t in reversed(run["turns"]) if t["role"] == "worker" and not t["error"]), None)
+    if final is None:
+        return judged
+    return [o for o in judged if o[0] is not final] + [(final, float(run["grade_score"]), "graded")]
+
+
+def _judged(turns: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], float, dict[str, Any]]]:
     pending: dict[str, Any] | None = None
     for t in turns:
         if t["error"]:
@@ -168,28 +187,25 @@ def worker_outcomes(turns: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any
         if t["role"] == "worker":
             pending = t
         elif t["role"] == "verifier" and pending is not None and t["verdict"]:
-            yield pending, 1.0 if t["verdict"] == "ACCEPT" else 0.0
+            yield pending, 1.0 if t["verdict"] == "ACCEPT" else 0.0, t
             pending = None
 
 
-def split_of(item_id: str) -> str:
-    """The replay-format split: ``crc32(item_id) % 10 < 7`` is train, the rest test."""
-    return "train" if zlib.crc32(item_id.encode()) % 10 < 7 else "test"
-
-
-def replay_tables(store: Store, **filters: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
-    """(items, outcomes, skipped runs) for a replay dataset; items are distinct queries."""
+def replay_tables(store: Store, **filters: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int, dict[str, int]]:
+    """(items, outcomes, skipped runs, outcome count per score source) for a replay dataset; items are distinct queries."""
     items: dict[str, dict[str, Any]] = {}
     acc: dict[tuple[str, str], list[tuple[float, float, int]]] = defaultdict(list)
+    sources: dict[str, int] = defaultdict(int)
     skipped = 0
     for run in store.iter_runs(**filters):
         if run["text_mode"] != "full" or not run["query"]:
             skipped += 1
             continue
         item_id = run["query_hash"].removeprefix("sha256:")[:16]
-        judged = list(worker_outcomes(run["turns"]))
-        for turn, score in judged:
+        judged = run_outcomes(run)
+        for turn, score, source in judged:
             acc[(item_id, turn["model"])].append((score, turn["cost_usd"], len(turn["response"] or "")))
+            sources[source] += 1
         if judged:
             items.setdefault(item_id, {"item_id": item_id, "task": run["pool"] or None, "split": split_of(item_id), "text": run["query"]})
     outcomes = [
@@ -197,24 +213,22 @@ def replay_tables(store: Store, **filters: Any) -> tuple[list[dict[str, Any]], l
          "cost_usd": sum(v[1] for v in vals) / len(vals), "output_chars": round(sum(v[2] for v in vals) / len(vals))}
         for (item, model), vals in sorted(acc.items())
     ]
-    return list(items.values()), outcomes, skipped
+    return list(items.values()), outcomes, skipped, dict(sources)
 
 
-def export_replay(store: Store, out_dir: Path, **filters: Any) -> dict[str, int]:
-    """Write the replay dataset to ``out_dir``; returns counts (items, outcomes, models, skipped)."""
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise missing_extra("pyarrow", "train") from None
-    items, outcomes, skipped = replay_tables(store, **filters)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    item_schema = pa.schema([("item_id", pa.string()), ("task", pa.string()), ("split", pa.string()), ("text", pa.string())])
-    outcome_schema = pa.schema([("item_id", pa.string()), ("model", pa.string()), ("score", pa.float64()),
-                                ("cost_usd", pa.float64()), ("output_chars", pa.int64())])
-    pq.write_table(pa.Table.from_pylist(items, schema=item_schema), out_dir / "items.parquet")
-    pq.write_table(pa.Table.from_pylist(outcomes, schema=outcome_schema), out_dir / "outcomes.parquet")
+def export_replay(store: Store, out_dir: Path, **filters: Any) -> dict[str, Any]:
+    """Write the replay dataset to ``out_dir``; returns counts (items, outcomes, models, skipped, score sources).
+
+    ``meta.json`` says where the scores came from: ``graded`` (a check graded the final answer),
+    ``check`` or ``verifier`` verdicts, and ``score_source`` sums it up (one of those, or ``mixed``).
+    """
+    from podium.replay import write_replay
+
+    items, outcomes, skipped, sources = replay_tables(store, **filters)
+    kinds = sorted(k for k, v in sources.items() if v)
+    meta = {"source": "podium traces export", "score_source": kinds[0] if len(kinds) == 1 else ("mixed" if kinds else "none"),
+            "outcomes_by_source": sources}
+    write_replay(out_dir, items, outcomes, meta=meta)
     models = sorted({o["model"] for o in outcomes})
-    (out_dir / "models.json").write_text("{}\n")
-    return {"items": len(items), "outcomes": len(outcomes), "models": len(models), "skipped_runs": skipped,
+    return {"items": len(items), "outcomes": len(outcomes), "models": len(models), "skipped_runs": skipped, "score_source": meta["score_source"],
             "train": sum(i["split"] == "train" for i in items), "test": sum(i["split"] == "test" for i in items)}

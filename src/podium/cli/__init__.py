@@ -22,6 +22,7 @@ SUBCOMMANDS = {
     "train": "podium.cli.train:train",
     "eval": "podium.cli.train:eval_group",
     "serve": "podium.cli.serve:serve",
+    "bench": "podium.cli.bench:bench",
 }
 
 

@@ -159,9 +159,9 @@ def export_cmd(db_path: str | None, fmt_name: str, out: str | None, since: str |
         raise click.UsageError("--format replay needs an output folder: podium traces export --format replay DIR")
     counts = trace_reports.export_replay(store, Path(out), since=since, until=until)
     click.echo(f"wrote {counts['items']} items ({counts['train']} train, {counts['test']} test), {counts['outcomes']} outcomes "
-               f"over {counts['models']} models to {out}" + (f"; skipped {counts['skipped_runs']} runs stored without texts" if counts["skipped_runs"] else ""))
+               f"over {counts['models']} models to {out} (scores: {counts['score_source']}, see meta.json)" + (f"; skipped {counts['skipped_runs']} runs stored without texts" if counts["skipped_runs"] else ""))
     if counts["items"] == 0:
-        click.echo("warning: no verified answers found; runs need a verifier verdict to give outcomes", err=True)
+        click.echo("warning: no verified answers found; runs need a grade or a verifier verdict to give outcomes", err=True)
 
 
 @traces.command("audit")

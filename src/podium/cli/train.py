@@ -93,3 +93,8 @@ def eval_replay(dataset_dirs: tuple[Path, ...], json_out: Path | None, plot_path
     if plot_path:
         plot(results, plot_path)
         click.echo(f"wrote {plot_path}")
+
+
+from podium.cli.train_live import live  # noqa: E402  (``podium train live``; its heavy imports are lazy)
+
+train.add_command(live)

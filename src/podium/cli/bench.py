@@ -1,0 +1,146 @@
+"""``podium bench run`` and ``podium bench report``: live benchmarks on task sets with executable checks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shlex
+import sqlite3
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from podium.cli.options import pool_option
+from podium.errors import ConfigError, UsageError
+
+SETTINGS = "bench.json"
+# settings that change what a result means: resuming with other values would mix results
+PINNED = ("tasks", "pool", "grounded", "budget", "call_max_tokens", "seed")  # --limit may grow: samples nest
+
+
+@click.group()
+def bench() -> None:
+    """Benchmark coordinators and single models on tasks with executable checks."""
+
+
+def _settings(out: Path, current: dict[str, Any]) -> None:
+    """Write OUT/bench.json, or check that a resumed run uses the same settings."""
+    path = out / SETTINGS
+    if path.is_file():
+        before = json.loads(path.read_text())
+        changed = [k for k in PINNED if before.get(k) != current.get(k)]
+        if changed:
+            raise UsageError(f"{path}: results in {out} were made with other settings ({', '.join(changed)}); "
+                             "use another --out or the same options")
+        current = {**current, "coordinators": list(dict.fromkeys([*before.get("coordinators", []), *current["coordinators"]]))}
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(current, indent=2) + "\n")
+
+
+def _store() -> Any:
+    from podium.store import Store, traces_setting
+
+    if traces_setting() == "off":
+        return None
+    try:
+        return Store.open()
+    except (sqlite3.Error, ConfigError) as exc:
+        click.echo(f"warning: traces not stored ({exc})", err=True)
+        return None
+
+
+def _finish(out: Path, rows: list[dict], names: list[str], meta: dict, with_plot: bool) -> None:
+    from podium.benchmark import build_report, markdown, write_report
+
+    report = build_report(rows, names, meta)
+    try:
+        written = write_report(report, out, with_plot=with_plot)
+    except UsageError as exc:  # matplotlib missing: the table and JSON still count
+        click.echo(f"warning: no plot ({exc})", err=True)
+        written = write_report(report, out, with_plot=False)
+    click.echo(markdown(report))
+    click.echo("wrote " + ", ".join(str(p) for p in written))
+
+
+@bench.command("run")
+@click.argument("tasks_path", metavar="TASKS", type=click.Path(dir_okay=False, path_type=Path))
+@pool_option
+@click.option("--coordinators", default="rules", show_default=True,
+              help="Comma-separated coordinators (rules, prompted, learned:PATH, ...); fixed:MODEL baselines for every pool model are added.")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Results folder (resumable).")
+@click.option("--grounded/--no-grounded", default=True, show_default=True, help="Use the task's check as the runs' verifier.")
+@click.option("--concurrency", type=click.IntRange(1, 256), default=1, show_default=True, help="Runs in flight at once.")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Run a seeded sample of N tasks.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the --limit sample.")
+@click.option("--max-turns", type=click.IntRange(1, 100), default=None, help="Turn limit per run (default: the pool's budget).")
+@click.option("--max-tokens", type=click.IntRange(1), default=None, help="Token budget per run.")
+@click.option("--deadline", type=click.FloatRange(0, min_open=True), default=None, help="Wall-clock budget per run in seconds.")
+@click.option("--call-max-tokens", type=click.IntRange(1), default=None, help="Cap every model's max_tokens per call.")
+@click.option("--no-baselines", is_flag=True, help="Do not add fixed:MODEL for every pool model.")
+@click.option("--record", "record", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Also write the single-model outcomes as a replay dataset (for podium train replay).")
+@click.option("--no-plot", is_flag=True, help="Skip the cost/accuracy PNG.")
+@click.option("--shard", default=None, metavar="K/N", help="Run only the sampled tasks with index mod N == K (split one --out over processes).")
+@click.option("--quiet", is_flag=True, help="No progress line.")
+def run_cmd(tasks_path: Path, pool_ref: str, coordinators: str, out: Path, grounded: bool, concurrency: int, limit: int | None,
+            seed: int, max_turns: int | None, max_tokens: int | None, deadline: float | None, call_max_tokens: int | None,
+            no_baselines: bool, record: Path | None, no_plot: bool, shard: str | None, quiet: bool) -> None:
+    """Run every task of TASKS (JSONL: GSM8K, MBPP, HumanEval or podium records) through every coordinator."""
+    from podium.benchmark import BenchConfig, BenchRunner, load_results
+    from podium.benchmark.runner import stderr_progress
+    from podium.pool import load_pool
+    from podium.tasks import load_tasks
+    from podium.types import Budget
+
+    tasks = load_tasks(tasks_path, limit=limit, seed=seed)
+    pool = load_pool(pool_ref)
+    limits = {"max_turns": max_turns, "max_tokens": max_tokens, "deadline_s": deadline}
+    budget = Budget.model_validate({**pool.config.budget.model_dump(), **{k: v for k, v in limits.items() if v is not None}})
+    config = BenchConfig(coordinators=coordinators.split(","), grounded=grounded, concurrency=concurrency, budget=budget,
+                         call_max_tokens=call_max_tokens, add_baselines=not no_baselines)
+    store = _store()
+    handler = store.handler(source="bench", on_error=lambda e: click.echo(f"warning: trace not stored: {e}", err=True)) if store else None
+    runner = BenchRunner(pool, config, out, on_event=handler, store=store)
+    settings = {"tasks": str(tasks_path), "pool": pool_ref, "grounded": grounded, "budget": budget.model_dump(),
+                "call_max_tokens": call_max_tokens, "limit": limit, "seed": seed, "coordinators": runner.names,
+                "items": len(tasks), "command": "podium bench run " + " ".join(shlex.quote(a) for a in sys.argv[2:])}
+    _settings(out, settings)
+    asyncio.run(runner.run(_shard(tasks, shard), progress=None if quiet else stderr_progress))
+    ids, names = {t.id for t in tasks}, set(runner.names)
+    rows = [r for r in load_results(out) if r["task"] in ids and r["coordinator"] in names]  # other shards' rows too
+    meta = {**settings, "title": f"{tasks_path.name}: {len(tasks)} items, pool {pool.name}"}
+    _finish(out, rows, runner.names, meta, not no_plot)
+    if record:
+        from podium.benchmark.record import write_record
+
+        counts = write_record(record, tasks, rows, runner.pool, source=f"podium bench run {tasks_path.name}")
+        click.echo(f"wrote {record}: {counts['items']} items, {counts['outcomes']} graded outcomes over {counts['models']} models; "
+                   f"train a head with: podium train replay {record} --out head.npz")
+
+
+def _shard(tasks: list, shard: str | None) -> list:
+    """The tasks of shard ``K/N`` (every N-th, from index K); all tasks without one."""
+    if not shard:
+        return tasks
+    k, sep, n = shard.partition("/")
+    if not (sep and k.isdigit() and n.isdigit() and 0 <= int(k) < int(n)):
+        raise UsageError(f"--shard {shard}: expected K/N with 0 <= K < N, e.g. --shard 0/2")
+    return tasks[int(k)::int(n)]
+
+
+@bench.command("report")
+@click.argument("out", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--no-plot", is_flag=True, help="Skip the cost/accuracy PNG.")
+def report_cmd(out: Path, no_plot: bool) -> None:
+    """Rebuild the report of a results folder (also while a benchmark is still running)."""
+    from podium.benchmark import load_results
+
+    path = out / SETTINGS
+    if not path.is_file():
+        raise UsageError(f"{path}: not found; OUT must be a folder written by podium bench run")
+    settings = json.loads(path.read_text())
+    rows = load_results(out)
+    names = settings.get("coordinators") or sorted({r["coordinator"] for r in rows})
+    _finish(out, rows, names, {**settings, "title": f"{Path(settings['tasks']).name}, pool {settings['pool']}"}, not no_plot)
