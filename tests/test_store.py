@@ -46,18 +46,19 @@ def test_wal_mode_and_named_migrations(tmp_path: Path) -> None:
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"runs", "turns", "schema_migrations"} <= tables
-    assert store.migrations() == ["0001_runs_and_turns"]
+    shipped = [name for name, _ in store_mod.MIGRATIONS]
+    assert store.migrations() == shipped and shipped[0] == "0001_runs_and_turns"
     Store.open(store.path)  # reopening applies nothing twice
-    assert store.migrations() == ["0001_runs_and_turns"]
+    assert store.migrations() == shipped
 
 
 def test_appended_migration_applies_once_and_keeps_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = Store.open(tmp_path / "t.db")
     store.record(make_result("kept"))
-    extra = ("0002_test_column", ["ALTER TABLE runs ADD COLUMN note TEXT"])
+    extra = ("9999_test_column", ["ALTER TABLE runs ADD COLUMN note TEXT"])
     monkeypatch.setattr(store_mod, "MIGRATIONS", [*store_mod.MIGRATIONS, extra])
     upgraded = Store.open(store.path)
-    assert upgraded.migrations() == ["0001_runs_and_turns", "0002_test_column"]
+    assert upgraded.migrations() == [*(name for name, _ in store_mod.MIGRATIONS[:-1]), "9999_test_column"]
     Store.open(store.path)  # ALTER TABLE would fail if it ran twice
     runs = upgraded.runs()
     assert [r["query"] for r in runs] == ["kept"] and runs[0]["note"] is None

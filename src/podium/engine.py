@@ -31,6 +31,7 @@ class TurnStarted:
     role: Role
     model: str
     reason: str
+    final: bool = False  # workflow runs: this step's output is the answer (a server may stream it live)
 
 
 @dataclass
@@ -94,7 +95,12 @@ class Engine:
             raise UsageError("the question is empty; pass a question as an argument or on stdin")
         pool = self.pool.restrict(policy) if policy else self.pool
         pool.default_for(Role.WORKER)  # PolicyError now, before any data leaves
-        run = _Run(self, pool, query, budget or pool.config.budget, [*self.handlers, *([on_event] if on_event else [])], stream)
+        handlers = [*self.handlers, *([on_event] if on_event else [])]
+        if getattr(self.coordinator, "plans_workflows", False):  # conductor / topology:NAME / workflow:PATH
+            from podium.workflows.runner import WorkflowRun
+
+            return await WorkflowRun(self, pool, query, budget or pool.config.budget, handlers, stream).execute()
+        run = _Run(self, pool, query, budget or pool.config.budget, handlers, stream)
         return await run.execute()
 
     async def aclose(self) -> None:
