@@ -95,10 +95,11 @@ def _wrong(model: str, value: str) -> str:
     return f"{value}x" if not value.isdigit() else str(int(value) + 1 + sum(map(ord, model)) % 7)
 
 
-def solve_part(model: str, label: str, kind: str, value: str, seen: list[str], salt: str) -> str:
-    """What ``model`` answers for one part, given the values for it in the outputs it was shown."""
+def solve_part(model: str, label: str, kind: str, value: str, seen: list[str], salt: str, task: str = "") -> str:
+    """What ``model`` answers for one part, given the values for it in the outputs it was shown.
+    A specialist's rare mistakes depend on the whole task (``task``), not on the part alone."""
     if SPECIALTY.get(model) == kind:
-        return value if _coin(model, label, value, "own") < ACCURACY else _wrong(model, value)
+        return value if _coin(model, label, value, task, "own") < ACCURACY else _wrong(model, value)
     if seen:
         counts = Counter(seen)
         top = max(counts.values())
@@ -122,7 +123,7 @@ def respond(model: str, text: str, salt: str = "") -> str:
         if label not in parts:
             continue
         seen = [v for blk in ("Output of step" + shown).split("Output of step")[1:] for lbl, v in VALUE.findall(blk) if lbl == label]
-        values[label] = solve_part(model, label, *parts[label], seen, salt)
+        values[label] = solve_part(model, label, *parts[label], seen, salt, "|".join(v for _, v in parts.values()))
     body = "; ".join(f"{k}={v}" for k, v in values.items())
     return f"{body}; FINAL: {'|'.join(values.values())}" if len(wanted) == len(parts) else body
 
