@@ -291,3 +291,21 @@ async def test_conductor_sees_the_outcome_and_writes_a_follow_up_round() -> None
     follow_up = text_of(backends["conductor"].calls[1])
     assert "alpha says 391" in follow_up and "the product is wrong" in follow_up
     assert [p["round"] for p in result.workflow["plans"]] == [1, 2]
+
+
+async def test_hash_mode_stores_no_plan_text(tmp_path) -> None:
+    from podium.store import Store
+
+    secret = plan(step("s1", "alpha", ["query"], instruction="TOP-SECRET instruction"))
+    engine, _ = engine_with(conductor=lambda r: secret)
+    result = await engine.run("SECRET-QUERY")
+    store = Store.open(tmp_path / "t.db", text_mode="hash")
+    store.record(result)
+    run = store.run(result.run_id)
+    assert run["workflow"] is None and run["turns"][0]["step"] == "s1" and run["turns"][0]["inputs"] == ["query"]
+    store.close()
+    raw = b"".join(p.read_bytes() for p in tmp_path.iterdir())
+    assert b"TOP-SECRET" not in raw and b"SECRET-QUERY" not in raw
+    full = Store.open(tmp_path / "full.db")
+    full.record(result)
+    assert full.run(result.run_id)["workflow"]["plans"][0]["workflow"]["steps"][0]["instruction"] == "TOP-SECRET instruction"
