@@ -309,3 +309,20 @@ async def test_hash_mode_stores_no_plan_text(tmp_path) -> None:
     full = Store.open(tmp_path / "full.db")
     full.record(result)
     assert full.run(result.run_id)["workflow"]["plans"][0]["workflow"]["steps"][0]["instruction"] == "TOP-SECRET instruction"
+
+
+def test_a_tier_can_use_a_conductor_with_its_limits(tmp_path) -> None:
+    pytest.importorskip("fastapi", reason="the server extra")
+    from podium.errors import ConfigError
+    from podium.server.tiers import load_tiers
+
+    path = tmp_path / "tiers.yaml"
+    path.write_text("tiers:\n  - {name: podium-ultra, coordinator: conductor, max_turns: 10, max_depth: 3, max_parallel: 2}\n"
+                    "  - {name: podium-moa, coordinator: 'topology:moa'}\n")
+    tiers = load_tiers(path).by_name()
+    planner = tiers["podium-ultra"].coordinator_for()
+    assert planner.name == "conductor" and (planner.max_depth, planner.max_parallel) == (3, 2)
+    assert tiers["podium-moa"].coordinator_for().name == "topology:moa"
+    path.write_text("tiers:\n  - {name: x, coordinator: conductor, max_depth: 9}\n")
+    with pytest.raises(ConfigError, match="max_depth"):
+        load_tiers(path)
