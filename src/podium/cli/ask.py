@@ -35,17 +35,23 @@ def render_table(result: RunResult) -> str:
 def live_printer(enabled: bool):
     """An event handler that prints each turn as it starts and ends (to stderr)."""
     started: dict[int, float] = {}
+    open_line: list[int | None] = [None]  # the turn whose start line awaits its end (workflow steps overlap)
 
     def on_event(event: Event) -> None:
         if not enabled:
             return
         if isinstance(event, TurnStarted):
             started[event.turn] = time.perf_counter()
+            if open_line[0] is not None:
+                click.echo("", err=True)
             click.echo(f"[turn {event.turn}] {event.role.value:<8} {event.model} ... ", err=True, nl=False)
+            open_line[0] = event.turn
         elif isinstance(event, TurnFinished):
             t = event.turn
             note = f"error: {t.error[:60]}" if t.error else (t.verdict.value if t.verdict else "done")
-            click.echo(f"{time.perf_counter() - started.get(t.turn, time.perf_counter()):.1f}s {note}", err=True)
+            prefix = "" if open_line[0] == t.turn else f"[turn {t.turn}] {t.step or t.role.value} "
+            click.echo(f"{prefix}{time.perf_counter() - started.get(t.turn, time.perf_counter()):.1f}s {note}", err=True)
+            open_line[0] = None
         elif isinstance(event, RunFinished):
             click.echo(f"[{event.result.status.value}] {event.result.reason}", err=True)
 
