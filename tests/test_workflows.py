@@ -228,7 +228,7 @@ async def test_garbage_conductor_output_is_repaired_once() -> None:
     engine, backends = engine_with(conductor=lambda r: next(replies))
     result = await engine.run("q")
     assert len(backends["conductor"].calls) == 2
-    assert "no JSON object found" in text_of(backends["conductor"].calls[1])  # the repair shows the error
+    assert "no complete JSON object" in text_of(backends["conductor"].calls[1])  # the repair shows the error
     assert "after one repair" in result.workflow["plans"][0]["origin"]
     assert [t.step for t in result.turns] == ["a"]
 

@@ -132,7 +132,8 @@ def parse_workflow(data: Any, source: str = "workflow") -> Workflow:
     if isinstance(data, str):
         data = extract_json(data)
         if data is None:
-            raise WorkflowError(f"{source}: no JSON object found; reply with one JSON object {{\"steps\": [...]}}")
+            raise WorkflowError(f"{source}: no complete JSON object with \"steps\" found (cut off at max_tokens?); "
+                                "reply with one JSON object {\"steps\": [...]}")
     try:
         return Workflow.model_validate(data)
     except ValidationError as exc:
@@ -148,13 +149,14 @@ def describe_error(exc: ValidationError) -> str:
 
 
 def extract_json(text: str) -> Any:
-    """The first JSON object in ``text`` (tolerates prose and ``` fences around it), else None."""
+    """The first JSON object with ``steps`` in ``text`` (tolerates prose and ``` fences around it), else None
+    (an object cut off at max_tokens leaves only its inner objects, which are not a workflow)."""
     decoder = json.JSONDecoder()
     start = text.find("{")
     while start != -1:
         try:
             value, _ = decoder.raw_decode(text, start)
-            if isinstance(value, dict):
+            if isinstance(value, dict) and "steps" in value:
                 return value
         except ValueError:
             pass
