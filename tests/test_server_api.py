@@ -233,7 +233,7 @@ async def test_metrics_count_requests_tokens_and_errors(open_client) -> None:
 
 async def test_healthz(open_client) -> None:
     body = (await open_client.get("/healthz")).json()
-    assert body["status"] == "ok" and body["tiers"] == ["podium", "podium-ultra"] and body["auth"] is False
+    assert body["status"] == "ok" and body["tiers"] == ["podium", "podium-ultra", "podium-conductor"] and body["auth"] is False
 
 
 # streaming: only the final answer

@@ -46,18 +46,19 @@ def test_wal_mode_and_named_migrations(tmp_path: Path) -> None:
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"runs", "turns", "schema_migrations"} <= tables
-    assert store.migrations() == ["0001_runs_and_turns", "0002_run_grades"]
+    shipped = [name for name, _ in store_mod.MIGRATIONS]
+    assert store.migrations() == shipped and shipped[0] == "0001_runs_and_turns"
     Store.open(store.path)  # reopening applies nothing twice
-    assert store.migrations() == ["0001_runs_and_turns", "0002_run_grades"]
+    assert store.migrations() == shipped
 
 
 def test_appended_migration_applies_once_and_keeps_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = Store.open(tmp_path / "t.db")
     store.record(make_result("kept"))
-    extra = ("0002_test_column", ["ALTER TABLE runs ADD COLUMN note TEXT"])
+    extra = ("9999_test_column", ["ALTER TABLE runs ADD COLUMN note TEXT"])
     monkeypatch.setattr(store_mod, "MIGRATIONS", [*store_mod.MIGRATIONS, extra])
     upgraded = Store.open(store.path)
-    assert upgraded.migrations() == ["0001_runs_and_turns", "0002_run_grades", "0002_test_column"]
+    assert upgraded.migrations() == [*(name for name, _ in store_mod.MIGRATIONS[:-1]), "9999_test_column"]
     Store.open(store.path)  # ALTER TABLE would fail if it ran twice
     runs = upgraded.runs()
     assert [r["query"] for r in runs] == ["kept"] and runs[0]["note"] is None
@@ -69,7 +70,7 @@ def test_grades_migration_upgrades_an_old_store_and_keeps_runs(tmp_path: Path, m
     old.record(make_result("graded later"))
     monkeypatch.undo()
     store = Store.open(old.path)
-    assert store.migrations()[-1] == "0002_run_grades"
+    assert "0002_run_grades" in store.migrations()
     run_id = store.runs()[0]["id"]
     assert store.run(run_id)["grade_score"] is None
     assert store.grade(run_id, score=1.0, source="check:number", task_id="gsm8k/1", detail="ok")

@@ -34,6 +34,7 @@ class TurnStarted:
     role: Role
     model: str
     reason: str
+    final: bool = False  # workflow runs: this step's output is the answer (a server may stream it live)
 
 
 @dataclass
@@ -103,12 +104,21 @@ class Engine:
             raise UsageError("the question is empty; pass a question as an argument or on stdin")
         pool = self.pool.restrict(policy) if policy else self.pool
         pool.default_for(Role.WORKER)  # PolicyError now, before any data leaves
-        run = _Run(self, pool, query, budget or pool.config.budget, [*self.handlers, *([on_event] if on_event else [])], stream)
+        handlers = [*self.handlers, *([on_event] if on_event else [])]
         try:
-            run.check = parse_check(check) if check is not None else None
+            parsed = parse_check(check) if check is not None else None
         except ValidationError as exc:
             first = exc.errors()[0]
             raise UsageError(f"bad check {check!r}: {'.'.join(map(str, first['loc'][1:])) or 'type'}: {first['msg']} (see docs/checks.md)") from None
+        if getattr(self.coordinator, "plans_workflows", False):  # conductor / topology:NAME / workflow:PATH
+            if parsed is not None:
+                raise UsageError(f"--check verifies turn-loop coordinators; '{self.coordinator.name}' writes a workflow "
+                                 "(grade its final answer instead, as `podium bench run` does)")
+            from podium.workflows.runner import WorkflowRun
+
+            return await WorkflowRun(self, pool, query, budget or pool.config.budget, handlers, stream).execute()
+        run = _Run(self, pool, query, budget or pool.config.budget, handlers, stream)
+        run.check = parsed
         return await run.execute()
 
     async def aclose(self) -> None:

@@ -70,6 +70,14 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         "ALTER TABLE runs ADD COLUMN grade_detail TEXT",
         "ALTER TABLE runs ADD COLUMN task_id TEXT",
     ]),
+    ("0003_workflow_steps", [  # workflow runs: each turn's step id, inputs, depth and span; the run's plan(s)
+        "ALTER TABLE turns ADD COLUMN step TEXT",
+        "ALTER TABLE turns ADD COLUMN inputs TEXT",
+        "ALTER TABLE turns ADD COLUMN depth INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE turns ADD COLUMN started_at REAL",
+        "ALTER TABLE turns ADD COLUMN ended_at REAL",
+        "ALTER TABLE runs ADD COLUMN workflow TEXT",
+    ]),
 ]
 
 # --- secrets ---------------------------------------------------------------------------------
@@ -268,6 +276,7 @@ class Store:
             "orchestration_tokens": result.orchestration_prompt_tokens + result.orchestration_completion_tokens,
             "orchestration_cost_usd": result.orchestration_cost_usd, "latency_s": result.latency_s,
             "n_turns": len(result.turns), "source": source, "owner": owner, "text_mode": self.text_mode,
+            "workflow": self._text(json.dumps(result.workflow, ensure_ascii=False), secrets) if result.workflow is not None else None,
         }
         turn_rows = [self._turn_row(result.run_id, t, secrets) for t in result.turns]
         with self._write() as conn:
@@ -287,7 +296,9 @@ class Store:
             "verdict": t.verdict.value if t.verdict else None, "diagnosis": self._text(t.diagnosis, secrets),
             "error": scrub(t.error, secrets), "retries": t.retries, "fallback_from": t.fallback_from,
             "attempts": scrub(json.dumps(t.attempts, ensure_ascii=False), secrets),
-            "usage_estimated": int(t.usage_estimated),
+            "usage_estimated": int(t.usage_estimated), "step": t.step,
+            "inputs": json.dumps(t.inputs) if t.inputs is not None else None, "depth": t.depth,
+            "started_at": t.started_at, "ended_at": t.ended_at,
         }
 
     def grade(self, run_id: str, *, score: float, source: str, task_id: str | None = None, detail: str | None = None) -> bool:
@@ -439,6 +450,8 @@ def _run_filters(status: str | None, model: str | None, since: Any, until: Any, 
 def _run_dict(row: sqlite3.Row) -> dict[str, Any]:
     run = dict(row)
     run["policy"] = json.loads(run["policy"]) if run.get("policy") else {}
+    workflow = run.get("workflow")
+    run["workflow"] = json.loads(workflow) if workflow and not workflow.startswith("sha256:") else None
     models = run.get("models")
     run["models"] = sorted(models.split(",")) if isinstance(models, str) else []
     return run
@@ -448,6 +461,7 @@ def _turn_dict(row: sqlite3.Row) -> dict[str, Any]:
     turn = dict(row)
     turn["attempts"] = json.loads(turn["attempts"]) if turn.get("attempts") else []
     turn["usage_estimated"] = bool(turn["usage_estimated"])
+    turn["inputs"] = json.loads(turn["inputs"]) if turn.get("inputs") else None
     prompt = turn.get("prompt")
     if prompt and not prompt.startswith("sha256:"):
         try:

@@ -58,6 +58,7 @@ class CompletionRequest(BaseModel):
     temperature: float | None = None
     stop: list[str] | None = None
     structured: Literal["verdict"] | None = None  # the reply must follow this protocol; backends that can constrain output do
+    response_format: dict | None = None  # OpenAI-style structured output (json_schema), where a backend supports it
 
 
 class Completion(BaseModel):
@@ -116,6 +117,12 @@ class Turn(BaseModel):
     fallback_from: str | None = None
     attempts: list[str] = Field(default_factory=list)
     usage_estimated: bool = False
+    # workflow runs only (conductor / topologies): which step, what it saw, nesting, wall-clock span
+    step: str | None = None
+    inputs: list[str] | None = None
+    depth: int = 0
+    started_at: float | None = None
+    ended_at: float | None = None
 
     def summary(self) -> dict:
         """The compact per-turn record used by ``--json`` and the API."""
@@ -133,6 +140,8 @@ class Turn(BaseModel):
             "fallback_from": self.fallback_from,
             "attempts": list(self.attempts),
             "usage_estimated": self.usage_estimated,
+            **({"step": self.step, "inputs": self.inputs, "depth": self.depth, "started_at": self.started_at,
+                "ended_at": self.ended_at} if self.step is not None else {}),
         }
 
 
@@ -168,6 +177,7 @@ class RunResult(BaseModel):
     orchestration_prompt_tokens: int = 0
     orchestration_completion_tokens: int = 0
     orchestration_cost_usd: float = 0.0
+    workflow: dict | None = None  # workflow runs: the plan(s) that ran (see podium.workflows)
 
     @property
     def total_tokens(self) -> int:
@@ -192,4 +202,5 @@ class RunResult(BaseModel):
             "orchestration_cost_usd": round(self.orchestration_cost_usd, 8),
             "latency_s": round(self.latency_s, 4),
             "turns": [t.summary() for t in self.turns],
+            **({"workflow": self.workflow} if self.workflow is not None else {}),
         }

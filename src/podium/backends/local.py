@@ -94,7 +94,10 @@ class LocalBackend:
 
     def _kwargs(self, request: CompletionRequest, stream: bool) -> dict[str, Any]:
         temperature = request.temperature if request.temperature is not None else self.spec.temperature
+        schema = (request.response_format or {}).get("json_schema", {}).get("schema")
+        structured = {"response_format": {"type": "json_object", "schema": schema}} if schema else {}  # llama.cpp grammar
         return {
+            **structured,
             "messages": [m.model_dump() for m in request.messages],
             "max_tokens": request.max_tokens,
             "temperature": 0.2 if temperature is None else temperature,

@@ -104,6 +104,8 @@ class OpenAIBackend:
             body["temperature"] = temperature
         if request.stop:
             body["stop"] = request.stop
+        if request.response_format:
+            body["response_format"] = request.response_format
         if stream:
             body["stream_options"] = {"include_usage": True}
         if request.structured == "verdict" and self.spec.structured_output:

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from podium.checks import CheckSpec, parse_check
 from podium.cli.options import pool_option
+from podium.coordinators import get_coordinator
 from podium.engine import Engine, Event, RunFinished, TurnFinished, TurnStarted
 from podium.pool import Policy, load_pool
 from podium.store import recorder
@@ -27,6 +28,8 @@ def render_table(result: RunResult) -> str:
         note = t.error and f"error: {t.error[:40]}" or (t.verdict.value if t.verdict else "")
         if t.fallback_from:
             note = f"{note} (fallback from {t.fallback_from})".strip()
+        if t.step:
+            note = f"step {t.step} {note}".strip()
         rows.append(f"{t.turn:>2}  {t.role.value:<8}  {t.model[:22]:<22}  {t.prompt_tokens:>6}  {t.completion_tokens:>7}  {t.cost_usd:>9.6f}  {t.latency_s:>6.2f}  {note}")
     rows.append(f"status: {result.status.value} ({result.reason}); {len(result.turns)} turns, {result.total_tokens} tokens, ${result.cost_usd:.6f}, {result.latency_s:.1f}s; trace {result.run_id}")
     return "\n".join(rows)
@@ -35,17 +38,23 @@ def render_table(result: RunResult) -> str:
 def live_printer(enabled: bool):
     """An event handler that prints each turn as it starts and ends (to stderr)."""
     started: dict[int, float] = {}
+    open_line: list[int | None] = [None]  # the turn whose start line awaits its end (workflow steps overlap)
 
     def on_event(event: Event) -> None:
         if not enabled:
             return
         if isinstance(event, TurnStarted):
             started[event.turn] = time.perf_counter()
+            if open_line[0] is not None:
+                click.echo("", err=True)
             click.echo(f"[turn {event.turn}] {event.role.value:<8} {event.model} ... ", err=True, nl=False)
+            open_line[0] = event.turn
         elif isinstance(event, TurnFinished):
             t = event.turn
             note = f"error: {t.error[:60]}" if t.error else (t.verdict.value if t.verdict else "done")
-            click.echo(f"{time.perf_counter() - started.get(t.turn, time.perf_counter()):.1f}s {note}", err=True)
+            prefix = "" if open_line[0] == t.turn else f"[turn {t.turn}] {t.step or t.role.value} "
+            click.echo(f"{prefix}{time.perf_counter() - started.get(t.turn, time.perf_counter()):.1f}s {note}", err=True)
+            open_line[0] = None
         elif isinstance(event, RunFinished):
             click.echo(f"[{event.result.status.value}] {event.result.reason}", err=True)
 
@@ -75,12 +84,27 @@ def parse_check_option(ctx: click.Context, param: click.Parameter, value: str | 
         raise click.BadParameter(f"{where + ': ' if where else ''}{first['msg']}; types: exact, regex, number, python_tests (see docs/checks.md)") from None
 
 
+def plan_text(result: RunResult) -> str:
+    """The workflow(s) a workflow run executed (``--show-plan``); empty for turn-loop coordinators."""
+    from podium.workflows.types import Workflow
+
+    blocks = []
+    for p in (result.workflow or {}).get("plans", []):
+        where = f"depth {p['depth']}" + (f", inside step {p['step']}" if p["step"] else "") + (f", round {p['round']}" if p["round"] > 1 else "")
+        blocks.append(f"plan ({where}) from {p['origin']}\n{Workflow.model_validate(p['workflow']).text()}")
+    return "\n".join(blocks)
+
+
 async def run_once(pool_ref: str, coordinator: str, question: str, limits: dict, policy: Policy, live: bool,
-                   check: CheckSpec | None = None) -> RunResult:
+                   workflow_options: dict | None = None, check: CheckSpec | None = None) -> RunResult:
     """One run; ``limits`` (flags left unset are None) override the pool's default budget."""
     pool = load_pool(pool_ref)
     budget = Budget.model_validate({**pool.config.budget.model_dump(), **{k: v for k, v in limits.items() if v is not None}})
-    engine = Engine(pool, coordinator, on_event=live_printer(live))
+    chosen = get_coordinator(coordinator)
+    for key, value in (workflow_options or {}).items():
+        if value is not None and getattr(chosen, "plans_workflows", False):
+            setattr(chosen, key, value)
+    engine = Engine(pool, chosen, on_event=live_printer(live))
     try:
         store = recorder("cli", warn=lambda msg: click.echo(f"warning: {msg}", err=True))  # every run is traced
         return await engine.run(question, budget=budget, policy=policy, on_event=store, check=check)
@@ -91,7 +115,8 @@ async def run_once(pool_ref: str, coordinator: str, question: str, limits: dict,
 @click.command()
 @click.argument("question", nargs=-1)
 @pool_option
-@click.option("--coordinator", default="rules", show_default=True, help="rules | prompted | fixed[:MODEL] | learned:PATH")
+@click.option("--coordinator", default="rules", show_default=True,
+              help="rules | prompted | fixed[:MODEL] | learned:PATH | conductor[:MODEL] | topology:chain|moa|best-of-n|debate | workflow:PATH")
 @click.option("--max-turns", type=click.IntRange(1, 100), default=None, help="Turn limit (default: the pool's budget, else 5).")
 @click.option("--max-tokens", type=click.IntRange(1), default=None, help="Token budget for the whole run.")
 @click.option("--max-cost", type=click.FloatRange(0), default=None, help="Cost budget in USD for the whole run.")
@@ -101,9 +126,12 @@ async def run_once(pool_ref: str, coordinator: str, question: str, limits: dict,
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object: answer, status, turns.")
 @click.option("--check", callback=parse_check_option, default=None, metavar="JSON",
               help='Verify by this check instead of a verifier model, e.g. \'{"type": "number", "answer": 42}\' (docs/checks.md).')
+@click.option("--show-plan", is_flag=True, help="Workflow coordinators: print the workflow(s) that ran.")
+@click.option("--max-depth", type=click.IntRange(0, 5), default=None, help="Workflow coordinators: nesting limit of 'self' steps (default 2).")
+@click.option("--max-parallel", type=click.IntRange(1, 64), default=None, help="Workflow coordinators: concurrent model calls (default 4).")
 def ask(question: tuple[str, ...], pool_ref: str, coordinator: str, max_turns: int | None, max_tokens: int | None,
         max_cost: float | None, deadline: float | None, exclude: tuple[str, ...], regions: tuple[str, ...], as_json: bool,
-        check: CheckSpec | None) -> None:
+        show_plan: bool, max_depth: int | None, max_parallel: int | None, check: CheckSpec | None) -> None:
     """Orchestrate QUESTION (or stdin) over the pool and print the answer and its trace."""
     text = read_question(question).strip()
     if not text:
@@ -111,7 +139,10 @@ def ask(question: tuple[str, ...], pool_ref: str, coordinator: str, max_turns: i
     limits = {"max_turns": max_turns, "max_tokens": max_tokens, "max_cost_usd": max_cost, "deadline_s": deadline}
     policy = Policy(exclude_models=list(exclude), allowed_regions=list(regions) or None)
     live = not as_json and sys.stderr.isatty()
-    result = asyncio.run(run_once(pool_ref, coordinator, text, limits, policy, live, check))
+    options = {"max_depth": max_depth, "max_parallel": max_parallel}
+    result = asyncio.run(run_once(pool_ref, coordinator, text, limits, policy, live, options, check))
+    if show_plan and not as_json:
+        click.echo((plan_text(result) or "(this coordinator writes no workflow)") + "\n")
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
     else:

@@ -75,6 +75,29 @@ def timeline(run: dict[str, Any], width: int = 24) -> list[str]:
     return rows
 
 
+def step_graph(run: dict[str, Any], width: int = 32) -> list[str]:
+    """Workflow runs: each plan's origin, then one swimlane per step (indented by depth) with what it read."""
+    steps = [t for t in run["turns"] if t.get("step") and t.get("started_at") is not None]
+    if not steps:
+        return []
+    t0 = min(t["started_at"] for t in steps)
+    span = max((t["ended_at"] or t["started_at"]) - t0 for t in steps) or 1.0
+    lines = []
+    for p in (run.get("workflow") or {}).get("plans", []):
+        inside = f" in step {p['step']}" if p["step"] else ""
+        lines.append(f"plan{inside} (depth {p['depth']}, round {p['round']}): {p['origin']}")
+    lines.append(f"{'step':<22}  {'role':<8}  {'model':<16}  {'timeline (0 to ' + format(span, '.2f') + 's)':<{width + 2}}  reads")
+    for t in sorted(steps, key=lambda t: (t["started_at"], t["turn"])):
+        a = int(width * (t["started_at"] - t0) / span)
+        b = max(a + 1, int(round(width * ((t["ended_at"] or t["started_at"]) - t0) / span)))
+        bar = (" " * a + ("x" if t["error"] else "█") * (b - a))[:width]
+        label = short("  " * t["depth"] + t["step"], 22)
+        reads = ", ".join(t["inputs"] or []) or "-"
+        note = f"  error: {short(t['error'], 40)}" if t["error"] else (f"  {t['verdict']}" if t["verdict"] else "")
+        lines.append(f"{label:<22}  {t['role']:<8}  {short(t['model'], 16):<16}  |{bar:<{width}}|  {reads}{note}")
+    return lines
+
+
 def turn_texts(t: dict[str, Any]) -> list[str]:
     """A turn's prompt messages and response, in full."""
     lines = [f"--- turn {t['turn']} {t['role']} {t['model']}: {t['reason']}"]
@@ -105,6 +128,9 @@ def show_cmd(db_path: str | None, run_id: str, full: bool, as_json: bool) -> Non
     click.echo(f"{run['n_turns']} turns, {run['total_tokens']} tokens, ${run['cost_usd']:.6f}, {run['latency_s']:.2f}s")
     click.echo(f"question: {short(run['query'], 200) if not full else run['query']}\n")
     click.echo("\n".join(timeline(run)))
+    graph = step_graph(run)
+    if graph:
+        click.echo("\nworkflow graph:\n" + "\n".join(graph))
     click.echo(f"\nanswer: {run['answer'] if run['answer'] is not None else '(none)'}")
     if full:
         for t in run["turns"]:

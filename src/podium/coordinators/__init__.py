@@ -4,6 +4,8 @@
 - ``prompted``: the pool's coordinator model names the next role (validated, with a fallback).
 - ``fixed`` / ``fixed:MODEL``: one model answers once, the single-model baseline.
 - ``learned:PATH``: a trained TRINITY head (``pip install 'podium[train]'`` to train one).
+- ``conductor[:MODEL]``, ``topology:chain|moa|best-of-n|debate``, ``workflow:PATH``: workflow planners
+  (:mod:`podium.workflows`); the engine runs their plans as parallel graphs.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from podium.errors import UsageError
 
 __all__ = ["Coordinator", "RunState", "get_coordinator", "COORDINATORS"]
 
-COORDINATORS = ("rules", "prompted", "fixed[:MODEL]", "learned:PATH")
+COORDINATORS = ("rules", "prompted", "fixed[:MODEL]", "learned:PATH", "conductor[:MODEL]", "topology:chain|moa|best-of-n|debate", "workflow:PATH")
 
 
 def get_coordinator(spec: str) -> Coordinator:
@@ -37,4 +39,10 @@ def get_coordinator(spec: str) -> Coordinator:
         from podium.coordinators.learned import LearnedCoordinator
 
         return LearnedCoordinator.load(arg)
+    if name in ("conductor", "topology", "workflow"):
+        if name == "workflow" and not arg:
+            raise UsageError("the workflow coordinator needs a file: --coordinator workflow:PATH")
+        from podium.workflows import get_planner
+
+        return get_planner(name, arg)
     raise UsageError(f"unknown coordinator '{spec}'; choose one of: {', '.join(COORDINATORS)}")

@@ -274,7 +274,8 @@ def stream_response(plan: Plan, service: Service, store: Traces, metrics: Metric
     async def produce() -> None:
         try:
             if plan.tier:
-                gate = AnswerGate(queue, plan.budget.max_turns)  # type: ignore[union-attr]
+                workflow = getattr(service.engines[plan.tier.name].coordinator, "plans_workflows", False)
+                gate = AnswerGate(queue, plan.budget.max_turns, workflow)  # type: ignore[union-attr]
                 outcome = await service.run_tier(plan, gate.on_event, on_cancel=lambda r: store.record_now(r, plan.key.name))
             else:
                 outcome = await service.run_model(plan, sink=lambda text: queue.put_nowait(("text", text)))

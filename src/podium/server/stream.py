@@ -4,7 +4,8 @@ A tier run streams every turn (plan, answers, verdicts), but only the final answ
 client. :class:`AnswerGate` decides, per worker turn:
 
 - a worker turn that is the run's last possible turn streams **live**: nothing can come after it,
-  so its tokens are the answer as they are produced;
+  so its tokens are the answer as they are produced; in a workflow run (conductor, topologies)
+  the step announced as ``final`` streams live instead;
 - any other worker turn is **held** (its deltas are buffered). When the run ends (a verifier's
   ACCEPT, or a budget), the deltas of the turn that produced the final answer are released, in
   their original pieces. Rejected drafts, plans and verdicts are never sent.
@@ -60,9 +61,10 @@ def pieces(text: str, size: int = PIECE) -> list[str]:
 class AnswerGate:
     """Turns a tier's engine events into answer text (see the module doc), via ``put``."""
 
-    def __init__(self, queue: asyncio.Queue, max_turns: int) -> None:
+    def __init__(self, queue: asyncio.Queue, max_turns: int, workflow: bool = False) -> None:
         self.queue = queue
         self.max_turns = max_turns
+        self.workflow = workflow
         self.live = False
         self.held: dict[int, list[str]] = {}
         self.sent = ""
@@ -71,7 +73,7 @@ class AnswerGate:
         if isinstance(event, TurnStarted):
             self.queue.put_nowait(("comment", f"podium turn {event.turn} {event.role.value} {event.model}"))
             if event.role == Role.WORKER:
-                self.live = event.turn >= self.max_turns
+                self.live = event.final if self.workflow else event.turn >= self.max_turns
                 self.held[event.turn] = []
         elif isinstance(event, TurnDelta) and event.role == Role.WORKER:
             if self.live:

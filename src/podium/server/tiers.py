@@ -37,6 +37,8 @@ class Tier(BaseModel):
     roles: list[RoleName] = Field(default_factory=lambda: ["thinker", "worker", "verifier"])
     max_cost_usd: float | None = Field(default=None, ge=0)
     deadline_s: float | None = Field(default=None, gt=0)
+    max_depth: int = Field(default=2, ge=0, le=5)  # workflow coordinators: nesting of 'self' steps
+    max_parallel: int = Field(default=4, ge=1, le=64)  # workflow coordinators: concurrent model calls
 
     def pool_view(self, pool: Pool) -> Pool:
         """``pool`` with its models ordered (and defaults cleared) per ``prefer``."""
@@ -47,8 +49,14 @@ class Tier(BaseModel):
         return Pool(config, pool.policy, pool.source)
 
     def coordinator_for(self) -> Coordinator:
-        """The tier's coordinator, wrapped to verify last when ``always_verify`` is set."""
+        """The tier's coordinator, wrapped to verify last when ``always_verify`` is set.
+
+        Workflow planners (conductor, topology:NAME) take ``max_depth`` / ``max_parallel``; their
+        plans decide verification themselves, so ``always_verify`` does not wrap them."""
         inner = get_coordinator(self.coordinator)
+        if getattr(inner, "plans_workflows", False):
+            inner.max_depth, inner.max_parallel = self.max_depth, self.max_parallel  # type: ignore[attr-defined]
+            return inner
         return VerifyLast(inner) if self.always_verify else inner
 
 
@@ -110,6 +118,6 @@ def load_tiers(path: str | Path | None = None) -> TierSet:
 
 def _check_coordinator(tier: Tier, source: str) -> None:
     name = tier.coordinator.partition(":")[0]
-    if name not in ("rules", "prompted", "fixed", "learned"):
+    if name not in ("rules", "prompted", "fixed", "learned", "conductor", "topology", "workflow"):
         raise ConfigError(f"{source}: tiers.{tier.name}.coordinator: unknown coordinator '{tier.coordinator}'; "
-                          "use rules, prompted, fixed[:MODEL] or learned:PATH")
+                          "use rules, prompted, fixed[:MODEL], learned:PATH, conductor[:MODEL], topology:NAME or workflow:PATH")

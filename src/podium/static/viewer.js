@@ -1,4 +1,5 @@
 // podium trace viewer: runs list, run timeline, turn texts, per-model stats.
+// Workflow runs (conductor, topologies) draw a swimlane timeline: one lane per step at its wall-clock span.
 // All stored text is inserted with textContent, never as HTML: prompts are untrusted input.
 "use strict";
 
@@ -90,34 +91,55 @@ function renderRun(run) {
   const policy = Object.keys(run.policy || {}).length ? JSON.stringify(run.policy) : "none";
   const timeline = el("div", { class: "timeline", id: "timeline" });
   const turnBox = el("div", { class: "turn-detail", id: "turn-detail" }, el("p", { class: "muted", text: "Click a turn to see its prompt and response." }));
-  const total = run.turns.reduce((sum, t) => sum + t.latency_s, 0) || 1;
-  let start = 0;
-  for (const turn of run.turns) {
-    timeline.append(turnRow(turn, start / total, turn.latency_s / total, turnBox));
-    start += turn.latency_s;
+  const lanes = stepSpans(run.turns);
+  if (lanes) {
+    timeline.classList.add("swimlanes");
+    run.turns.forEach((turn, i) => timeline.append(turnRow(turn, lanes[i][0], lanes[i][1], turnBox)));
+  } else {
+    const total = run.turns.reduce((sum, t) => sum + t.latency_s, 0) || 1;
+    let start = 0;
+    for (const turn of run.turns) {
+      timeline.append(turnRow(turn, start / total, turn.latency_s / total, turnBox));
+      start += turn.latency_s;
+    }
   }
+  const plans = ((run.workflow || {}).plans || []).map((p) =>
+    el("p", { class: "meta plan", text: `plan (depth ${p.depth}${p.step ? ", in step " + p.step : ""}, round ${p.round}): ${p.origin}` }));
   detail.replaceChildren(
     el("h2", { text: run.id }),
     el("p", { class: "meta" }, el("span", { class: "status " + run.status, text: run.status }), " " + (run.reason || "")),
     el("p", { class: "meta", text: `${fmtTime(run.started_at)} UTC · pool ${run.pool} · coordinator ${run.coordinator} · policy ${policy}` }),
     el("p", { class: "meta", text: `${run.n_turns} turns · ${run.total_tokens} tokens · $${fmtCost(run.cost_usd)} · ${fmtSec(run.latency_s)} s` }),
     el("div", { class: "question", text: run.query || "" }),
+    ...plans,
     timeline,
     el("div", { class: "answer" }, el("h3", { text: "answer" }), el("pre", { text: run.answer == null ? "(none)" : run.answer })),
     turnBox);
 }
 
+// [left, width] fractions of the run's wall-clock span per turn, when every turn is a timed workflow step.
+function stepSpans(turns) {
+  if (!turns.length || !turns.every((t) => t.step && t.started_at != null)) return null;
+  const t0 = Math.min(...turns.map((t) => t.started_at));
+  const end = (t) => (t.ended_at == null ? t.started_at : t.ended_at);
+  const span = Math.max(...turns.map((t) => end(t) - t0)) || 1;
+  return turns.map((t) => [(t.started_at - t0) / span, (end(t) - t.started_at) / span]);
+}
+
 function turnRow(turn, left, width, turnBox) {
-  const bar = el("div", { class: `bar ${turn.role}${turn.error ? " error" : ""}` });
+  const bar = el("div", { class: `bar ${turn.role}${turn.error ? " error" : ""}${turn.model === "self" ? " nested" : ""}` });
   bar.style.left = (100 * left).toFixed(2) + "%";
   bar.style.width = (100 * width).toFixed(2) + "%";
   const note = turn.error ? el("span", { class: "err", text: "error" })
     : turn.verdict ? el("span", { class: "verdict-" + turn.verdict, text: turn.verdict }) : null;
+  const reads = turn.step ? ` · reads ${(turn.inputs || []).join(", ") || "-"}` : "";
   const info = el("div", { class: "info" }, note, note ? " " : null,
-    `${fmtSec(turn.latency_s)} s · ${turn.prompt_tokens}+${turn.completion_tokens} tok · $${fmtCost(turn.cost_usd)}`);
+    `${fmtSec(turn.latency_s)} s · ${turn.prompt_tokens}+${turn.completion_tokens} tok · $${fmtCost(turn.cost_usd)}${reads}`);
+  const label = el("div", { class: "label", text: turn.step ? `${turn.turn}. ${turn.step} · ${turn.model}` : `${turn.turn}. ${turn.role} · ${turn.model}` });
+  if (turn.depth) label.style.paddingLeft = 12 * turn.depth + "px";
   const row = el("div", { class: "turn", "data-turn": turn.turn, onclick: () => openTurn(turn, row, turnBox) },
-    el("div", { class: "label", text: `${turn.turn}. ${turn.role} · ${turn.model}` }),
-    el("div", { class: "track" }, bar), info);
+    label, el("div", { class: "track" }, bar), info);
+  if (turn.step) row.dataset.step = turn.step;
   row.title = turn.reason || "";
   return row;
 }
@@ -125,6 +147,7 @@ function turnRow(turn, left, width, turnBox) {
 function openTurn(turn, row, box) {
   for (const other of document.querySelectorAll(".turn")) other.classList.toggle("selected", other === row);
   const parts = [el("h3", { text: `turn ${turn.turn}: ${turn.role} ${turn.model}` + (turn.provider ? ` (${turn.provider}, ${turn.region})` : "") }),
+    ...(turn.step ? [el("p", { class: "meta", text: `step ${turn.step} · depth ${turn.depth} · reads ${(turn.inputs || []).join(", ") || "-"}` })] : []),
     el("p", { class: "meta", text: "why: " + (turn.reason || "-") + (turn.fallback_from ? ` · fallback from ${turn.fallback_from}` : "") + (turn.retries ? ` · ${turn.retries} retries` : "") })];
   if (turn.error) parts.push(el("p", { class: "err", text: "error: " + turn.error }));
   parts.push(el("h3", { text: "prompt" }));

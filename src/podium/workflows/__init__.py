@@ -1,0 +1,25 @@
+"""Conductor workflows: a plan of steps (which model, which role, what instruction, seeing what),
+run as a parallel graph, written by a conductor model or taken from a fixed topology.
+
+See docs/conductor.md. Chosen like any coordinator: ``conductor``, ``topology:NAME``,
+``workflow:PATH`` (``Engine(pool, "conductor")``, ``podium ask --coordinator conductor``).
+"""
+
+from __future__ import annotations
+
+from podium.workflows.types import Step, Workflow, WorkflowError, check_against_pool, parse_workflow
+
+__all__ = ["Step", "Workflow", "WorkflowError", "check_against_pool", "parse_workflow", "get_planner"]
+
+
+def get_planner(name: str, arg: str, **options: int):
+    """The planner for a coordinator name ``conductor``, ``topology`` or ``workflow`` and its argument."""
+    if name == "conductor":
+        from podium.workflows.conductor import ConductorPlanner
+
+        return ConductorPlanner(model=arg or None, **options)
+    from podium.workflows.planners import StaticPlanner, TopologyPlanner
+
+    if name == "topology":
+        return TopologyPlanner(arg or "chain", **options)
+    return StaticPlanner.load(arg, **options)
