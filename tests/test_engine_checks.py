@@ -140,3 +140,14 @@ async def test_the_run_deadline_stops_a_running_check_and_its_processes() -> Non
     assert result.status == RunStatus.BUDGET_EXHAUSTED
     left = [e for e in os.listdir("/proc") if e.isdigit() and UID_BASE <= (_live_uid(e) or 0) < UID_BASE + UID_SPAN]
     assert left == []
+
+
+async def test_a_check_with_a_workflow_coordinator_is_a_usage_error_before_any_call() -> None:
+    import pytest
+
+    from podium.errors import UsageError
+
+    pool = load_pool(SCRIPTED)
+    engine = Engine(pool, "topology:chain", backends=BackendSet(overrides={n: ScriptedBackend(pool.get(n), never) for n in pool.models}))
+    with pytest.raises(UsageError, match="workflow"):
+        await engine.run("What is 17 * 23?", check=NumberCheck(answer=391))
