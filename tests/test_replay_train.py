@@ -91,7 +91,7 @@ def test_cascade_falls_back_after_a_failure(synth) -> None:
 def test_eval_beats_best_single_and_reports_every_baseline(synth) -> None:
     result = evaluate_dataset(synth, FAST, lambdas=(0.0,), progress=None)
     methods = {m["method"]: m for m in result["methods"]}
-    assert {"random", "best_single", "cheapest", "oracle", "knn", "predictor", "learned"} <= set(methods)
+    assert {"random", "best_single", "cheapest", "oracle", "knn", "predictor", "learned", "per_task", "mf"} <= set(methods)
     assert methods["learned"]["score"] > methods["best_single"]["score"] + 0.2
     assert methods["learned"]["gap_closed"] > 0.5
     assert methods["oracle"]["gap_closed"] == 1.0

@@ -70,26 +70,45 @@ def eval_group() -> None:
 @click.option("--turns", type=click.IntRange(1, 20), default=3, show_default=True, help="Cascade: most calls per query.")
 @click.option("--generations", type=click.IntRange(0), default=None, help="sep-CMA-ES generations [default: 60].")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--false-accept", type=click.FloatRange(0, 1), default=None,
+              help="Simulated verifier of the cascades: false-accept rate [default: podium.verifier.REALISTIC].")
+@click.option("--false-reject", type=click.FloatRange(0, 1), default=None, help="Simulated verifier: false-reject rate.")
+@click.option("--folds", type=click.IntRange(2, 20), default=5, show_default=True, help="Cross-validation folds on train.")
 @click.option("--quiet", is_flag=True, help="No progress on stderr.")
 def eval_replay(dataset_dirs: tuple[Path, ...], json_out: Path | None, plot_path: Path | None, turns: int,
-                generations: int | None, seed: int, quiet: bool) -> None:
-    """Train and compare the learned coordinator with the baselines on each dataset (same settings for all)."""
+                generations: int | None, seed: int, false_accept: float | None, false_reject: float | None, folds: int,
+                quiet: bool) -> None:
+    """Train and compare the learned coordinator with the baselines on each dataset (same settings for all).
+
+    Writes the cost–quality plot to --plot and the cascade gain vs verifier accuracy next to it
+    (NAME_verifier.png).
+    """
     _require_train_extra()
     from podium.evaluate import evaluate_dataset, format_table, plot, write_json
     from podium.replay import load_replay
     from podium.train import TrainConfig, stderr_progress
+    from podium.verifier import REALISTIC, Verifier
 
     datasets = [load_replay(p) for p in dataset_dirs]  # fail on a bad folder before any training
     extra = {"generations": generations} if generations is not None else {}
     config = TrainConfig(seed=seed, **extra)
+    fa = REALISTIC.false_accept if false_accept is None else false_accept
+    fr = REALISTIC.false_reject if false_reject is None else false_reject
+    verifier = Verifier(fa, fr, seed)
     results = []
     for ds in datasets:
-        results.append(evaluate_dataset(ds, config, cascade_turns=turns, progress=None if quiet else stderr_progress))
+        results.append(evaluate_dataset(ds, config, cascade_turns=turns, verifier=verifier, folds=folds,
+                                        progress=None if quiet else stderr_progress))
         click.echo(format_table(results[-1]) + "\n")
     if json_out:
-        args = [*map(str, dataset_dirs), "--turns", str(turns), "--seed", str(seed), *(["--generations", str(generations)] if generations is not None else [])]
+        args = [*map(str, dataset_dirs), "--turns", str(turns), "--seed", str(seed), "--false-accept", f"{fa:g}",
+                "--false-reject", f"{fr:g}", "--folds", str(folds), *(["--generations", str(generations)] if generations is not None else [])]
         write_json(results, json_out, "podium eval replay " + " ".join(shlex.quote(a) for a in args))
         click.echo(f"wrote {json_out}")
     if plot_path:
+        from podium.eval_plot import plot_verifier_gain
+
         plot(results, plot_path)
-        click.echo(f"wrote {plot_path}")
+        verifier_path = plot_path.with_name(plot_path.stem + "_verifier" + (plot_path.suffix or ".png"))
+        plot_verifier_gain(results, verifier_path)
+        click.echo(f"wrote {plot_path} and {verifier_path}")
