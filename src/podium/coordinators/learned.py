@@ -75,13 +75,24 @@ class LearnedCoordinator:
                 self._cache.popitem(last=False)
         return vec
 
+    def logits(self, emb: np.ndarray, failed: np.ndarray) -> np.ndarray:
+        """The head's logits, reused from the decision cache for a similar query in the same context."""
+        if self.decisions is None:
+            return self.head.logits(emb, failed)[0]
+        context = failed.tobytes()
+        cached = self.decisions.get(emb, context)
+        if cached is None:
+            cached = self.head.logits(emb, failed)[0]
+            self.decisions.put(emb, cached, context)
+        return cached
+
     def failed_mask(self, state: RunState) -> np.ndarray:
         """1 for each head model that already failed in this run."""
         failed = state.failed_models()
         return np.array([[1.0 if m in failed else 0.0 for m in self.head.models]])
 
     async def decide(self, state: RunState) -> Decision:
-        logits = self.head.logits(self.encode(state.query), self.failed_mask(state))[0]
+        logits = self.logits(self.encode(state.query), self.failed_mask(state))
         role = self.choose_role(state, logits[self.head.n_models :])
         model, reason = self.choose_model(state, role, logits[: self.head.n_models])
         return Decision(role=role, model=model, reason=reason)
