@@ -38,8 +38,8 @@ from podium.verifier import PERFECT, REALISTIC, Verifier
 LAMBDAS = (0.0, 0.3, 1.0, 3.0)  # λ sweep of the plot and the cost knob
 CAP_LAMBDAS = (0.0, 1.0)  # λ of the heads the cost-capped selection shifts
 CAP_SHIFTS = (0.0, 0.03, 0.1, 0.3, 1.0)  # extra λ a capped head may add to its logits (no retraining)
-CASCADE_LAMBDAS = (0.3, 1.0)
-CASCADE_SHIFTS = (0.0, 0.3, 1.0)
+CASCADE_LAMBDAS = (0.3,)  # λ of the cascade heads the capped selection cross-validates (shifted, no retraining)
+CASCADE_SHIFTS = (0.0, 0.3, 1.0, 3.0)
 VERIFIER_ERRORS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5)  # symmetric error rates of the gain-vs-verifier sweep
 
 
@@ -218,8 +218,15 @@ def evaluate_dataset(ds: ReplayDataset, config: TrainConfig | None = None, *, la
            "cost_unit": prep.cost_unit, "cv": {name: head.gate.info["selection"] for name, head in safe.items()},
            "cascade_cv": cascade_plan, "folds": r.n_folds}
     if extras:
+        from podium.cache_eval import measure_cache
+        from podium.routellm import routellm_metrics
+
         out["sweep"] = lambda_sweep(r, test, lambdas, best, oracle)
         out["verifier_sweep"] = verifier_sweep(r, test, cascade_turns, verifier)
+        if progress:
+            progress(f"[{ds.name}] RouteLLM strong/weak slice, decision cache")
+        out["routellm"] = routellm_metrics(ds, prep, config, folds)
+        out["cache"] = measure_cache(safe["learned"], get_encoder(config.encoder), ds, test, n=600, seed=config.seed)
     eval_only = ds.indices("eval_only")
     if len(eval_only):
         out["eval_only"] = [asdict(m) for m in single_turn_table(r, eval_only, config.lam, safe).rows]
@@ -230,6 +237,10 @@ def evaluate_dataset(ds: ReplayDataset, config: TrainConfig | None = None, *, la
 
 def _ci(pair) -> str:
     return f"[{pair[0]:.3f}, {pair[1]:.3f}]" if pair else ""
+
+
+def _pct(value: float | None) -> str:
+    return "never" if value is None else f"{value:.0%}"
 
 
 def format_table(result: dict) -> str:
@@ -244,6 +255,15 @@ def format_table(result: dict) -> str:
                      f"{m['gap_closed'] * 100:>9.1f}% {m['cost']:>10.3g} {m['calls']:>5.2f} {lat:>6}")
     for name, sel in result.get("cv", {}).items():
         lines.append(f"CV ({result['folds']} folds) {name}: {sel['reason']}")
+    if "routellm" in result:
+        rl = result["routellm"]
+        lines.append(f"RouteLLM slice {rl['strong']} (strong, {rl['strong_score']:.3f}) vs {rl['weak']} (weak, {rl['weak_score']:.3f}), "
+                     f"cost ratio {rl['cost_ratio']:.0f}x, {rl['test_items']} test items: " + "; ".join(
+                         f"{name} APGR {c['apgr']:.3f} CPT50 {_pct(c['cpt50'])} CPT80 {_pct(c['cpt80'])}" for name, c in rl["curves"].items()))
+    for c in result.get("cache", []):
+        lines.append(f"decision cache (cos ≥ {c['threshold']}): hit rate {c['hit_rate']:.1%} (repeats {c['hit_rate_by_kind']['repeat']:.0%}, "
+                     f"paraphrases {c['hit_rate_by_kind']['paraphrase']:.0%}), score change {_ci(c['score_change_ci'])}, "
+                     f"p50 ms fresh {c['p50_ms_fresh']:.2f} / hit {c['p50_ms_hit'] or 0:.2f}")
     if "eval_only" in result:
         lines.append("eval_only (out-of-distribution tasks): " + ", ".join(f"{m['method']} {m['score']:.4f}" for m in result["eval_only"]))
     return "\n".join(lines)

@@ -20,7 +20,6 @@ from dataclasses import replace
 
 import numpy as np
 
-from podium.baselines import predict_mf
 from podium.replay import ReplayDataset
 from podium.routers import Routers, ranking, train_means
 from podium.train import Prepared, TrainConfig, prepare
@@ -79,7 +78,7 @@ def routellm_metrics(ds: ReplayDataset, prep: Prepared, config: TrainConfig, fol
     emb, s = sub_prep.emb[test], np.nan_to_num(sub.scores[test])
     head = r.safe_head()
     logits = r.head(0.0).logits(emb)[:, :2]
-    mf = predict_mf(r.mf_params, emb)
+    mf = r.mf_scores(emb)
     from podium.baselines import knn_predict
 
     knn = knn_predict(r.train_emb, sub.scores[sub_prep.train_rows], sub.known[sub_prep.train_rows], emb, r.knn_k)

@@ -19,7 +19,7 @@ from podium.cascades import cascade_candidates, fixed_cascade, shift_logits
 from podium.crossval import ALPHA, FOLDS, MARGINS, FoldHeads, Selection, fold_fallback, fold_heads, select_safe, single_candidates
 from podium.head import Gate, Head, masked_argmax
 from podium.knob import attach_knob
-from podium.train import Prepared, Progress, TrainConfig, train_head
+from podium.train import Prepared, Progress, TrainConfig, fit_projection, train_head
 from podium.verifier import PERFECT, Verifier
 
 KNN_KS = (5, 20, 50, 100)
@@ -77,9 +77,22 @@ class Routers:
         return fit_logistic(self.prep.emb[train], ds.scores[train], ds.known[train], seed=self.config.seed)
 
     @cached_property
+    def mf_basis(self) -> tuple[np.ndarray, np.ndarray]:
+        """A 128-d PCA of the encodings, the MF router's input (RouteLLM projects its embedding too)."""
+        return fit_projection(self.train_emb, 128, seed=self.config.seed, whiten=False)
+
+    def mf_input(self, emb: np.ndarray) -> np.ndarray:
+        mean, basis = self.mf_basis
+        return (emb - mean) @ basis
+
+    @cached_property
     def mf_params(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         ds, train = self.prep.ds, self.prep.train_rows
-        return fit_mf(self.prep.emb[train], ds.scores[train], ds.known[train], seed=self.config.seed)
+        return fit_mf(self.mf_input(self.train_emb), ds.scores[train], ds.known[train], seed=self.config.seed)
+
+    def mf_scores(self, emb: np.ndarray) -> np.ndarray:
+        """Predicted score per model of the MF router."""
+        return predict_mf(self.mf_params, self.mf_input(emb))
 
     @cached_property
     def task_table(self) -> dict[str, np.ndarray]:
@@ -113,7 +126,7 @@ class Routers:
         return masked_argmax(predict_logistic(self.logistic, emb) - lam * self.cost_by_model, known)
 
     def mf(self, emb: np.ndarray, known: np.ndarray, lam: float) -> np.ndarray:
-        return masked_argmax(predict_mf(self.mf_params, emb) - lam * self.cost_by_model, known)
+        return masked_argmax(self.mf_scores(emb) - lam * self.cost_by_model, known)
 
     def per_task(self, tasks: np.ndarray, known: np.ndarray, lam: float) -> np.ndarray:
         pred = predict_per_task(self.task_table, tasks, self.train_score)
