@@ -155,14 +155,15 @@ class Routers:
         return self.folds[key]
 
     def safe_head(self, lambdas: tuple[float, ...] = (0.0,), shifts: tuple[float, ...] = (0.0,),
-                  margins: tuple[float, ...] = MARGINS, cap: bool = False) -> Head:
-        """The CV-selected gated head (see :mod:`podium.crossval`); ``cap``: CV cost ≤ the fallback's."""
+                  margins: tuple[float, ...] = MARGINS, cap: bool = False, objective_lam: float = 0.0) -> Head:
+        """The CV-selected gated head (see :mod:`podium.crossval`); ``cap``: CV cost ≤ the fallback's;
+        candidates are compared on CV score − ``objective_lam`` × cost."""
         fh = self.fold_heads(lambdas)
         fallback = fold_fallback(self.prep, fh)
         candidates = single_candidates(self.prep, fh, lambdas, shifts, margins)
         cost_cap = fallback.costs.mean() * (1 + COST_SLACK) if cap else None
-        sel = select_safe(candidates, fallback, cost_cap=cost_cap, seed=self.config.seed)
-        params = sel.chosen.params if sel.deviates else {"lam": 0.0, "shift": 0.0, "margin": np.inf}
+        sel = select_safe(candidates, fallback, lam=objective_lam, cost_cap=cost_cap, seed=self.config.seed)
+        params = sel.chosen.params if sel.deviates else {"lam": lambdas[0], "shift": 0.0, "margin": np.inf}
         head = shift_logits(self.head(params["lam"]), self.cost_by_model, params["shift"])
         head = replace(head, gate=Gate(self.best_order, params["margin"], {"selection": _jsonable(sel.summary())}),
                        meta={**head.meta, "cv": {"folds": self.n_folds, "alpha": ALPHA, "selection": _jsonable(sel.summary())}})

@@ -38,10 +38,17 @@ def train() -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Save the optimiser state here.")
 @click.option("--resume", is_flag=True, help="Continue from --checkpoint if it exists.")
+@click.option("--folds", type=click.IntRange(0, 20), default=5, show_default=True,
+              help="Single mode: cross-validation folds for the safe gate and the cost-knob table (0: the plain head, no gate).")
 @click.option("--quiet", is_flag=True, help="No progress on stderr.")
 def train_replay(dataset_dir: Path, out: Path, mode: str, lam: float, turns: int, generations: int | None, seed: int,
-                 checkpoint: Path | None, resume: bool, quiet: bool) -> None:
-    """Train a head on the train split of a replay dataset folder and write it to --out."""
+                 checkpoint: Path | None, resume: bool, folds: int, quiet: bool) -> None:
+    """Train a head on the train split of a replay dataset folder and write it to --out.
+
+    Single mode (default): the head is *safe*: it falls back to the best single model unless K-fold
+    cross-validation on train shows a gain that survives a paired bootstrap, and it carries the
+    calibrated cost knob (``learned:PATH@0.3``, or ``podium: {"cost_weight": 0.3}`` in the server).
+    """
     _require_train_extra()
     from podium.replay import load_replay
     from podium.train import TrainConfig, prepare, stderr_progress, train_head
@@ -52,7 +59,17 @@ def train_replay(dataset_dir: Path, out: Path, mode: str, lam: float, turns: int
     progress = None if quiet else stderr_progress
     if progress:
         progress(f"[{ds.name}] {len(ds.texts)} items, {len(ds.models)} models; encoding")
-    head = train_head(prepare(ds, config), config, checkpoint=checkpoint, resume=resume, progress=progress)
+    prep = prepare(ds, config)
+    head = train_head(prep, config, checkpoint=checkpoint, resume=resume, progress=progress)
+    if mode == "single" and folds >= 2:
+        from podium.routers import Routers
+        from podium.verifier import PERFECT
+
+        routers = Routers(prep, config, progress, folds)
+        routers.heads[(lam, "single", PERFECT)] = head  # reuse the head just trained (and checkpointed)
+        head = routers.safe_head((lam,), objective_lam=lam)
+        if progress:
+            progress(f"[{ds.name}] {head.gate.info['selection']['reason']}")
     path = head.save(out)
     click.echo(f"wrote {path}: {len(head.models)} models, {mode}, λ={lam:g}, validation objective "
                f"{head.meta['optimizer']['best_val']:.4f}; use it with --coordinator learned:{path}")
