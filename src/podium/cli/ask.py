@@ -73,7 +73,7 @@ async def run_once(pool_ref: str, coordinator: str, question: str, limits: dict,
 @click.command()
 @click.argument("question", nargs=-1)
 @pool_option
-@click.option("--coordinator", default="rules", show_default=True, help="rules | prompted | fixed[:MODEL] | learned:PATH")
+@click.option("--coordinator", default="rules", show_default=True, help="rules | prompted | fixed[:MODEL] | learned:PATH[@COST_WEIGHT]")
 @click.option("--max-turns", type=click.IntRange(1, 100), default=None, help="Turn limit (default: the pool's budget, else 5).")
 @click.option("--max-tokens", type=click.IntRange(1), default=None, help="Token budget for the whole run.")
 @click.option("--max-cost", type=click.FloatRange(0), default=None, help="Cost budget in USD for the whole run.")
