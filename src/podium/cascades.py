@@ -66,12 +66,12 @@ def head_cascade(head: Head, emb: np.ndarray, items: Items, turns: int, accept: 
     return final[0], spent[0], calls[0]
 
 
-def two_model_orders(best_order: np.ndarray) -> dict[str, np.ndarray]:
-    """Fixed cascades that need no training: each other model first, then the best single model."""
+def two_model_orders(best_order: np.ndarray, models: list[str]) -> dict[str, tuple[np.ndarray, dict]]:
+    """Fixed cascades that need no training: best then second best, and each other model first, then the best."""
     best = best_order[0]
-    out = {"best_then_second": best_order[:2]}
+    out = {"best_then_second": (best_order[:2], {"rank_order": "best_then_second"})}
     for m in best_order[1:]:
-        out[f"m{int(m)}_then_best"] = np.array([m, best])
+        out[f"{models[int(m)]} then best"] = (np.array([m, best]), {"rank_order": "first_then_best", "first": int(m)})
     return out
 
 
@@ -94,9 +94,9 @@ def cascade_candidates(prep: Prepared, fh: FoldHeads, verifier: Verifier, turns:
         items = Items(np.nan_to_num(ds.scores[held]), ds.known[held], ds.costs[held] / prep.cost_unit, held)
         accept, idx = items.accept(verifier), [pos[int(r)] for r in held]
         order = fh.orders[f]
-        for name, sub in {"best_first": order, **two_model_orders(order)}.items():
+        for name, (sub, params) in {"best_first": (order, {"rank_order": "best_first"}), **two_model_orders(order, ds.models)}.items():
             sc, co, _ = cascade_order(sub, items, turns if name == "best_first" else 2, accept)
-            put(f"fixed {name}", idx, sc, co, {"router": "fixed", "rank_order": name})
+            put(f"fixed {name}", idx, sc, co, {"router": "fixed", **params})
         for lam in lambdas:
             for shift in shifts:
                 head = shift_logits(fh.heads[(lam, "cascade")][f], cost_by_model, shift)
@@ -106,14 +106,14 @@ def cascade_candidates(prep: Prepared, fh: FoldHeads, verifier: Verifier, turns:
     return [Candidate(name, s, c, params) for name, (s, c, params) in buckets.items() if filled[name] == len(fh.folds)]
 
 
-def fixed_cascade(name: str, best_order: np.ndarray, turns: int) -> tuple[np.ndarray, int]:
-    """Order and call limit of a fixed cascade named as in :func:`cascade_candidates` (``fixed NAME``),
-    for the full train ranking; ``m{i}_then_best`` keeps its model index ``i``."""
-    if name == "best_first":
+def fixed_cascade(params: dict, best_order: np.ndarray, turns: int) -> tuple[np.ndarray, int]:
+    """Order and call limit of a fixed cascade (``params`` of :func:`cascade_candidates`) for the full
+    train ranking; ``first_then_best`` keeps its first model."""
+    if params["rank_order"] == "best_first":
         return best_order, turns
-    if name == "best_then_second":
+    if params["rank_order"] == "best_then_second":
         return best_order[:2], 2
-    return np.array([int(name[1:].split("_")[0]), best_order[0]]), 2
+    return np.array([params["first"], best_order[0]]), 2
 
 
 def shift_logits(head: Head, cost_by_model: np.ndarray, shift: float) -> Head:

@@ -179,7 +179,7 @@ class Routers:
             return CascadePlan("fallback", sel, self.best_order, 1)
         p = sel.chosen.params
         if p["router"] == "fixed":
-            order, limit = fixed_cascade(p["rank_order"], self.best_order, turns)
+            order, limit = fixed_cascade(p, self.best_order, turns)
             return CascadePlan("fixed", sel, order, limit)
         head = shift_logits(self.head(p["lam"], "cascade", verifier), self.cost_by_model, p["shift"])
         return CascadePlan("learned", sel, turns=turns, head=head)
