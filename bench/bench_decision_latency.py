@@ -30,7 +30,7 @@ from podium.coordinators.base import RunState
 from podium.coordinators.learned import LearnedCoordinator
 from podium.coordinators.rules import RulesCoordinator
 from podium.encoders import get_encoder
-from podium.evaluate import knn_predict
+from podium.baselines import knn_predict
 from podium.pool import ModelSpec, Pool, PoolConfig
 from podium.replay import load_replay
 from podium.train import TrainConfig, prepare, train_head

@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 from test_replay_data import make_dataset
 
-from podium.evaluate import Routers, capped_head, first_available, make_split, shifted, validation_outcome
+from podium.cascades import shift_logits
+from podium.evaluate import make_items
 from podium.head import KnnMemory
 from podium.replay import load_replay
+from podium.routers import Routers
 from podium.train import TrainConfig, prepare, train_head
 
 FAST = TrainConfig(k=16, generations=25, encoder={"name": "hashed", "dim": 512}, knn_ks=(5, 20))
@@ -59,9 +61,9 @@ def test_knn_head_routes_each_task_and_its_weights_are_tied(synth) -> None:
     prep = prepare(synth, FAST)
     head = train_head(prep, FAST, progress=None)
     test = synth.indices("test")
-    split = make_split(synth, test)
-    score = split.outcome(head.choose(prep.emb[test], split.known))[0]
-    assert score > split.scores.mean(axis=0).max() + 0.3
+    items = make_items(synth, test)
+    score = items.pick(head.choose(prep.emb[test], items.known))[0].mean()
+    assert score > items.scores.mean(axis=0).max() + 0.3
     n_z, m = head.k + 1, head.n_models
     for j in range(len(FAST.knn_ks)):  # each model's logit reads only its own kNN rate
         block = head.weights[n_z + j * m : n_z + (j + 1) * m, :m]
@@ -69,16 +71,12 @@ def test_knn_head_routes_each_task_and_its_weights_are_tied(synth) -> None:
     assert tuple(head.meta["config"]["knn_ks"]) == (5, 20)
 
 
-def test_capped_lambda_stays_within_best_single_cost_on_validation(synth) -> None:
+def test_cost_shift_buys_cheaper_models(synth) -> None:
     prep = prepare(synth, FAST)
     r = Routers(prep, FAST, None)
-    val = make_split(synth, prep.val_rows)
-    cap = val.outcome(first_available(r.best_order, val.known))[1]
-    head, lam, shift = capped_head(r, (0.0, 1.0), "single", 3)
-    assert lam in (0.0, 1.0) and shift >= 0
-    assert validation_outcome(r, head, "single", 3)[1] <= cap * (1 + 1e-9)
-    cascade = capped_head(r, (0.0, 1.0), "cascade", 3)[0]
-    assert validation_outcome(r, cascade, "cascade", 3)[1] <= cap * (1 + 1e-9)
-    uncapped = validation_outcome(r, r.head(0.0), "single", 3)
-    cheaper = validation_outcome(r, shifted(r.head(0.0), r.cost_by_model, 3.0), "single", 3)
-    assert cheaper[1] < uncapped[1]  # lowering each logit by its model's cost buys cheaper models
+    val = make_items(synth, prep.val_rows)
+    self_rows = prep.self_rows(prep.val_rows)
+    emb = prep.emb[prep.val_rows]
+    uncapped = val.pick(r.head(0.0).choose(emb, val.known, self_rows=self_rows))[1].mean()
+    cheaper = val.pick(shift_logits(r.head(0.0), r.cost_by_model, 3.0).choose(emb, val.known, self_rows=self_rows))[1].mean()
+    assert cheaper < uncapped  # lowering each logit by its model's cost buys cheaper models

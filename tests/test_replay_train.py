@@ -91,7 +91,7 @@ def test_cascade_falls_back_after_a_failure(synth) -> None:
 def test_eval_beats_best_single_and_reports_every_baseline(synth) -> None:
     result = evaluate_dataset(synth, FAST, lambdas=(0.0,), progress=None)
     methods = {m["method"]: m for m in result["methods"]}
-    assert {"random", "best_single", "cheapest", "oracle", "knn", "predictor", "learned"} <= set(methods)
+    assert {"random", "best_single", "cheapest", "oracle", "knn", "predictor", "learned", "per_task", "mf"} <= set(methods)
     assert methods["learned"]["score"] > methods["best_single"]["score"] + 0.2
     assert methods["learned"]["gap_closed"] > 0.5
     assert methods["oracle"]["gap_closed"] == 1.0
@@ -104,12 +104,20 @@ def test_cli_train_and_eval(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cap
     folder = make_dataset(tmp_path / "cli", per_task=30)
     main(["train", "replay", str(folder), "--out", str(tmp_path / "h.npz"), "--generations", "3", "--quiet"])
     assert (tmp_path / "h.npz").is_file()
+    from podium.head import Head
+
+    head = Head.load(tmp_path / "h.npz")  # safe by default: a CV gate and the cost-knob table
+    assert head.gate is not None and "selection" in head.gate.info and len(head.meta["knob"]["points"]) > 10
     main(["eval", "replay", str(folder), "--generations", "2", "--quiet", "--json-out", str(tmp_path / "r.json"), "--plot", str(tmp_path / "p.png")])
     out = capsys.readouterr().out
     assert "best_single" in out and "learned_cascade@3" in out
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["command"].startswith("podium eval replay") and data["results"][0]["dataset"]["name"] == "cli"
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "p_verifier.png").read_bytes()[:4] == b"\x89PNG"
+    result = data["results"][0]
+    assert {"routellm", "cache", "verifier_sweep", "cv", "cascade_cv"} <= set(result)
+    assert all(m["score_ci"] and m["delta_ci"] for m in result["methods"])
 
 
 def test_cli_bad_dataset_is_one_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -115,6 +115,8 @@ def get_encoder(spec: dict | str) -> Encoder:
     """Build an encoder from a spec dict (``{"name": "hashed", "dim": 2048}``) or a bare name."""
     spec = {"name": spec} if isinstance(spec, str) else dict(spec)
     name = spec.pop("name", None)
+    if name == "minilm" and name not in ENCODERS:
+        import podium.encoders_minilm  # noqa: F401  (optional extra; registers itself)
     if name not in ENCODERS:
         raise UsageError(f"unknown encoder '{name}'; known encoders: {', '.join(sorted(ENCODERS))}")
     try:

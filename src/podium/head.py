@@ -99,6 +99,37 @@ class KnnMemory:
 
 
 @dataclass
+class Gate:
+    """Shrinkage towards the fallback: answer with the first available model of ``order`` (the best
+    single models, by train score) unless the head's best model's logit beats that model's by at
+    least ``margin`` (``inf``: always the fallback). Chosen by cross-validation (:mod:`podium.crossval`)."""
+
+    order: np.ndarray  # model indices, best first
+    margin: float
+    info: dict = field(default_factory=dict)
+
+    def apply(self, logits: np.ndarray, available: np.ndarray | None) -> np.ndarray:
+        """Gated choice per row of (n, M) model logits."""
+        avail = np.ones(logits.shape, dtype=bool) if available is None else np.asarray(available, dtype=bool)
+        fallback = self.order[np.argmax(avail[:, self.order], axis=1)]
+        if not np.isfinite(self.margin):
+            return fallback
+        pick = masked_argmax(logits, avail)
+        rows = np.arange(len(pick))
+        return np.where(logits[rows, pick] - logits[rows, fallback] >= max(self.margin, 1e-12), pick, fallback)
+
+    def to_meta(self, models: list[str]) -> dict:
+        margin = None if not np.isfinite(self.margin) else float(self.margin)
+        return {"fallback_order": [models[i] for i in self.order], "margin": margin, **self.info}
+
+    @classmethod
+    def from_meta(cls, meta: dict, models: list[str]) -> "Gate":
+        margin = meta.get("margin")
+        info = {k: v for k, v in meta.items() if k not in ("fallback_order", "margin")}
+        return cls(np.array([models.index(m) for m in meta["fallback_order"]]), np.inf if margin is None else float(margin), info)
+
+
+@dataclass
 class Head:
     """Parameters and metadata of a learned coordinator."""
 
@@ -109,6 +140,7 @@ class Head:
     weights: np.ndarray  # (k + 1 + F + M, M + 3), F = kNN features (0 without memory)
     meta: dict = field(default_factory=dict)
     memory: KnnMemory | None = None
+    gate: Gate | None = None  # safe heads: fall back to the best single model unless the margin is met
 
     @property
     def k(self) -> int:
@@ -147,9 +179,26 @@ class Head:
         return self.features(emb, failed, self_rows) @ self.weights
 
     def choose(self, emb: np.ndarray, available: np.ndarray | None = None, failed: np.ndarray | None = None,
-               self_rows: np.ndarray | None = None) -> np.ndarray:
-        """Index of the chosen model per row; unavailable models are masked out."""
-        model_logits = self.logits(emb, failed, self_rows)[:, : self.n_models]
+               self_rows: np.ndarray | None = None, cost_weight: float = 0.0) -> np.ndarray:
+        """Index of the chosen model per row; unavailable models are masked out (and the gate applied)."""
+        return self.pick(self.logits(emb, failed, self_rows)[:, : self.n_models], available, cost_weight)
+
+    def pick(self, model_logits: np.ndarray, available: np.ndarray | None = None, cost_weight: float = 0.0,
+             lam: float | None = None) -> np.ndarray:
+        """The decision rule on (n, M) model logits: gate at cost weight 0, else the cost knob
+        (:mod:`podium.knob`; ``lam`` overrides the calibrated λ of ``cost_weight``)."""
+        from podium.knob import knob_logits, lambda_for
+
+        if lam is None:
+            lam = lambda_for(self.meta["knob"], cost_weight) if cost_weight and "knob" in self.meta else 0.0
+            if cost_weight and "knob" not in self.meta:
+                raise HeadFileError("this head has no cost knob table; retrain it with podium train replay")
+        if lam > 0 and self.gate is not None:
+            avail = np.ones(model_logits.shape, dtype=bool) if available is None else np.asarray(available, dtype=bool)
+            costs = np.asarray(self.meta["knob"]["model_cost"], dtype=float)
+            return np.argmax(knob_logits(model_logits, avail, self.gate.order, self.gate.margin, costs, lam), axis=-1)
+        if self.gate is not None:
+            return self.gate.apply(model_logits, available)
         return masked_argmax(model_logits, available)
 
     def save(self, path: str | Path) -> Path:
@@ -161,6 +210,8 @@ class Head:
         meta = {**self.meta, "format": FORMAT, "models": self.models, "encoder": self.encoder,
                 "dims": {"encoding": int(self.proj.shape[0]), "projected": self.k, "models": self.n_models, "roles": len(ROLE_NAMES),
                          "knn_features": self.n_knn}}
+        if self.gate is not None:
+            meta["gate"] = self.gate.to_meta(self.models)
         arrays = {}
         if self.memory is not None:
             meta["knn"] = {"ks": list(self.memory.ks), "smooth": self.memory.smooth, "items": len(self.memory.emb),
@@ -186,6 +237,11 @@ class Head:
         if meta.get("format") != FORMAT:
             raise HeadFileError(f"{path}: unsupported head format {meta.get('format')!r}; expected {FORMAT}")
         head = cls(list(meta["models"]), dict(meta["encoder"]), *arrays, meta=meta, memory=memory)
+        if "gate" in meta:
+            try:
+                head.gate = Gate.from_meta(meta["gate"], head.models)
+            except (KeyError, ValueError, TypeError) as exc:
+                raise HeadFileError(f"{path}: bad gate record ({exc})") from None
         expected = (cls.n_inputs(head.k, head.n_models, head.n_knn), head.n_models + len(ROLE_NAMES))
         if head.weights.shape != expected:
             raise HeadFileError(f"{path}: weights have shape {head.weights.shape}, expected {expected}")

@@ -36,8 +36,7 @@ from podium.encoders import EmbeddingCache, Encoder, get_encoder
 from podium.errors import UsageError, missing_extra
 from podium.head import ROLE_NAMES, Head, KnnMemory
 from podium.replay import ReplayDataset
-
-PASS_SCORE = 0.5
+from podium.verifier import PASS_SCORE, Verifier, accept_matrix
 SHRINK = (0.0, 0.25, 0.5, 0.75, 1.0)  # warm start: share of the ridge fit vs the best-single prior (or kNN)
 KNN_SCALE = 0.25  # CMA-ES step scale of the tied parameters (kNN weights are ~1/n_knn)
 Progress = Callable[[str], None]
@@ -61,6 +60,8 @@ class TrainConfig:
     knn_ks: tuple[int, ...] = (5, 20, 100)  # kNN feature neighbourhoods; () for none
     knn_dim: int = 256  # PCA dimensions of the kNN memory
     knn_smooth: float = 1.0  # pseudo-count towards the model's mean score
+    verifier_fa: float = 0.0  # cascade: simulated verifier's false-accept rate (0 = the recorded score decides)
+    verifier_fr: float = 0.0  # cascade: simulated verifier's false-reject rate
 
     def __post_init__(self) -> None:
         if self.mode not in ("single", "cascade"):
@@ -77,11 +78,15 @@ class Problem:
     scores: np.ndarray  # (n, M), unknown filled with 0 (and masked out by ``available``)
     available: np.ndarray  # (n, M) bool: outcome known
     cost: np.ndarray  # (n, M) cost in mean-call units
+    accept: np.ndarray | None = None  # (n, M) bool: the cascade's verifier accepts; None: score ≥ PASS_SCORE
 
     @classmethod
-    def build(cls, z: np.ndarray, ds: ReplayDataset, rows: np.ndarray, cost_unit: float) -> "Problem":
+    def build(cls, z: np.ndarray, ds: ReplayDataset, rows: np.ndarray, cost_unit: float,
+              verifier: Verifier | None = None) -> "Problem":
         known = ds.known[rows]
-        return cls(z, np.nan_to_num(ds.scores[rows]), known, ds.costs[rows] / cost_unit)
+        scores = np.nan_to_num(ds.scores[rows])
+        accept = None if verifier is None or verifier.perfect else accept_matrix(scores, verifier, rows)
+        return cls(z, scores, known, ds.costs[rows] / cost_unit, accept)
 
 
 @dataclass
@@ -166,7 +171,7 @@ def cascade_rollout(base: np.ndarray, w_fail: np.ndarray, p: Problem, turns: int
         final = np.where(act, score, final)
         spent += np.where(act, cost, 0.0)
         calls += act
-        done |= act & (score >= PASS_SCORE)
+        done |= act & ((score >= PASS_SCORE) if p.accept is None else p.accept[rows, choice])
         failed[pops[act], rows[act], choice[act]] = True
     return final, spent, calls
 
@@ -192,6 +197,7 @@ class Trainer:
         self.n_fail = n_models if config.mode == "cascade" else 0
         self.shape = (ridge.shape[0] + n_knn * n_models + self.n_fail, n_models)
         self.scale = KNN_SCALE if n_knn else (float(np.std(ridge)) or 1.0)
+        self._parts: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.x0 = self.tied_start() if n_knn else self.warm_start(ridge)
 
     def mean_cost(self) -> np.ndarray:
@@ -248,10 +254,35 @@ class Trainer:
         return np.vstack([w, np.zeros((self.shape[0] - w.shape[0], w.shape[1]))])
 
     def rewards(self, thetas: np.ndarray, p: Problem) -> np.ndarray:
+        if self.n_knn:
+            return self.tied_rewards(thetas, p)
         weights = self.expand(thetas)
         if self.config.mode == "single":
             return single_rewards(weights, p, self.config.lam)
         return cascade_rewards(weights, p, self.config.lam, self.config.turns)
+
+    def parts(self, p: Problem) -> tuple[np.ndarray, np.ndarray]:
+        """``ridge(z)`` (n, M) and the kNN rates (n_knn, n, M) of ``p``, computed once per problem."""
+        key = id(p)
+        if key not in self._parts:
+            n_z, n_models = self.ridge.shape
+            knn = p.z[:, n_z : n_z + self.n_knn * n_models].reshape(len(p.z), self.n_knn, n_models).transpose(1, 0, 2)
+            self._parts[key] = (p.z[:, :n_z] @ self.ridge, np.ascontiguousarray(knn))
+        return self._parts[key]
+
+    def tied_rewards(self, thetas: np.ndarray, p: Problem) -> np.ndarray:
+        """Same as expanding the tied parameters into weights, at a fraction of the cost."""
+        ridge_z, knn = self.parts(p)
+        n_models, n_knn = self.ridge.shape[1], self.n_knn
+        base = (thetas[:, 0, None, None] * ridge_z[None] + np.einsum("pj,jnm->pnm", thetas[:, 1 : 1 + n_knn], knn)
+                + thetas[:, None, 1 + n_knn : 1 + n_knn + n_models])
+        if self.config.mode == "single":
+            choice = np.argmax(np.where(p.available[None], base, -np.inf), axis=2)
+            rows = np.arange(len(p.z))[None, :]
+            return (p.scores[rows, choice] - self.config.lam * p.cost[rows, choice]).mean(axis=1)
+        w_fail = thetas[:, 1 + n_knn + n_models :].reshape(len(thetas), n_models, n_models)
+        final, spent, _ = cascade_rollout(base, w_fail, p, self.config.turns)
+        return (final - self.config.lam * spent).mean(axis=1)
 
     def new_state(self) -> TrainState:
         try:
@@ -313,6 +344,7 @@ class Prepared:
     cost_unit: float
     _projections: dict = field(default_factory=dict)
     _memories: dict = field(default_factory=dict)
+    _features: dict = field(default_factory=dict)
 
     def memory(self, config: TrainConfig) -> KnnMemory | None:
         """The kNN memory over all train rows (None when ``config.knn_ks`` is empty)."""
@@ -329,6 +361,14 @@ class Prepared:
             memory.emb = memory.embed(self.emb[rows])
             self._memories[key] = memory
         return self._memories[key]
+
+    def projected(self, head: Head, config: TrainConfig, which: str) -> np.ndarray:
+        """``head.project`` of the fit or val rows (leave-one-out kNN features), cached per settings."""
+        key = (which, config.k, config.knn_ks, config.knn_dim, config.knn_smooth)
+        if key not in self._features:
+            rows = self.fit_rows if which == "fit" else self.val_rows
+            self._features[key] = head.project(self.emb[rows], self.self_rows(rows))
+        return self._features[key]
 
     def self_rows(self, rows: np.ndarray) -> np.ndarray:
         """Position of each train row in the kNN memory (to leave it out of its own neighbours)."""
@@ -363,8 +403,9 @@ def train_head(prep: Prepared, config: TrainConfig, *, checkpoint: Path | None =
     mean, proj = prep.projection(config.k)
     memory = prep.memory(config)
     head = Head(ds.models, get_encoder(config.encoder).spec(), mean, proj, np.zeros((0, 0)), memory=memory)
-    fit = Problem.build(head.project(prep.emb[prep.fit_rows], prep.self_rows(prep.fit_rows)), ds, prep.fit_rows, prep.cost_unit)
-    val = Problem.build(head.project(prep.emb[prep.val_rows], prep.self_rows(prep.val_rows)), ds, prep.val_rows, prep.cost_unit)
+    verifier = Verifier(config.verifier_fa, config.verifier_fr, config.seed)
+    fit = Problem.build(prep.projected(head, config, "fit"), ds, prep.fit_rows, prep.cost_unit, verifier)
+    val = Problem.build(prep.projected(head, config, "val"), ds, prep.val_rows, prep.cost_unit, verifier)
     n_z = proj.shape[1] + 1
     z_only = Problem(fit.z[:, :n_z], fit.scores, fit.available, fit.cost)
     ridge = ridge_warm_start(z_only, config.ridge, 0.0 if memory else config.lam)
@@ -402,7 +443,8 @@ def training_meta(prep: Prepared, config: TrainConfig, state: TrainState, second
         "training_data": {**prep.ds.describe(), "fit_items": len(prep.fit_rows), "val_items": len(prep.val_rows)},
         "objective": {"formula": "mean score - lambda * mean cost (cost in mean-call units)", "lambda": config.lam,
                       "mode": config.mode, "turns": config.turns if config.mode == "cascade" else 1,
-                      "pass_score": PASS_SCORE, "cost_unit": prep.cost_unit},
+                      "pass_score": PASS_SCORE, "cost_unit": prep.cost_unit,
+                      "verifier": {"false_accept": config.verifier_fa, "false_reject": config.verifier_fr}},
         "optimizer": {"name": "sep-CMA-ES", "generations": state.generation, "best_val": state.best_val,
                       "popsize": int(state.es.popsize)},
         "config": asdict(config),

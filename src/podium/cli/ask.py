@@ -116,7 +116,7 @@ async def run_once(pool_ref: str, coordinator: str, question: str, limits: dict,
 @click.argument("question", nargs=-1)
 @pool_option
 @click.option("--coordinator", default="rules", show_default=True,
-              help="rules | prompted | fixed[:MODEL] | learned:PATH | conductor[:MODEL] | topology:chain|moa|best-of-n|debate | workflow:PATH")
+              help="rules | prompted | fixed[:MODEL] | learned:PATH[@COST_WEIGHT] | conductor[:MODEL] | topology:chain|moa|best-of-n|debate | workflow:PATH")
 @click.option("--max-turns", type=click.IntRange(1, 100), default=None, help="Turn limit (default: the pool's budget, else 5).")
 @click.option("--max-tokens", type=click.IntRange(1), default=None, help="Token budget for the whole run.")
 @click.option("--max-cost", type=click.FloatRange(0), default=None, help="Cost budget in USD for the whole run.")

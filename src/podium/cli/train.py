@@ -38,10 +38,17 @@ def train() -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Save the optimiser state here.")
 @click.option("--resume", is_flag=True, help="Continue from --checkpoint if it exists.")
+@click.option("--folds", type=click.IntRange(0, 20), default=5, show_default=True,
+              help="Single mode: cross-validation folds for the safe gate and the cost-knob table (0: the plain head, no gate).")
 @click.option("--quiet", is_flag=True, help="No progress on stderr.")
 def train_replay(dataset_dir: Path, out: Path, mode: str, lam: float, turns: int, generations: int | None, seed: int,
-                 checkpoint: Path | None, resume: bool, quiet: bool) -> None:
-    """Train a head on the train split of a replay dataset folder and write it to --out."""
+                 checkpoint: Path | None, resume: bool, folds: int, quiet: bool) -> None:
+    """Train a head on the train split of a replay dataset folder and write it to --out.
+
+    Single mode (default): the head is *safe*: it falls back to the best single model unless K-fold
+    cross-validation on train shows a gain that survives a paired bootstrap, and it carries the
+    calibrated cost knob (``learned:PATH@0.3``, or ``podium: {"cost_weight": 0.3}`` in the server).
+    """
     _require_train_extra()
     from podium.replay import load_replay
     from podium.train import TrainConfig, prepare, stderr_progress, train_head
@@ -52,7 +59,17 @@ def train_replay(dataset_dir: Path, out: Path, mode: str, lam: float, turns: int
     progress = None if quiet else stderr_progress
     if progress:
         progress(f"[{ds.name}] {len(ds.texts)} items, {len(ds.models)} models; encoding")
-    head = train_head(prepare(ds, config), config, checkpoint=checkpoint, resume=resume, progress=progress)
+    prep = prepare(ds, config)
+    head = train_head(prep, config, checkpoint=checkpoint, resume=resume, progress=progress)
+    if mode == "single" and folds >= 2:
+        from podium.routers import Routers
+        from podium.verifier import PERFECT
+
+        routers = Routers(prep, config, progress, folds)
+        routers.heads[(lam, "single", PERFECT)] = head  # reuse the head just trained (and checkpointed)
+        head = routers.safe_head((lam,), objective_lam=lam)
+        if progress:
+            progress(f"[{ds.name}] {head.gate.info['selection']['reason']}")
     path = head.save(out)
     click.echo(f"wrote {path}: {len(head.models)} models, {mode}, λ={lam:g}, validation objective "
                f"{head.meta['optimizer']['best_val']:.4f}; use it with --coordinator learned:{path}")
@@ -70,29 +87,48 @@ def eval_group() -> None:
 @click.option("--turns", type=click.IntRange(1, 20), default=3, show_default=True, help="Cascade: most calls per query.")
 @click.option("--generations", type=click.IntRange(0), default=None, help="sep-CMA-ES generations [default: 60].")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--false-accept", type=click.FloatRange(0, 1), default=None,
+              help="Simulated verifier of the cascades: false-accept rate [default: podium.verifier.REALISTIC].")
+@click.option("--false-reject", type=click.FloatRange(0, 1), default=None, help="Simulated verifier: false-reject rate.")
+@click.option("--folds", type=click.IntRange(2, 20), default=5, show_default=True, help="Cross-validation folds on train.")
 @click.option("--quiet", is_flag=True, help="No progress on stderr.")
 def eval_replay(dataset_dirs: tuple[Path, ...], json_out: Path | None, plot_path: Path | None, turns: int,
-                generations: int | None, seed: int, quiet: bool) -> None:
-    """Train and compare the learned coordinator with the baselines on each dataset (same settings for all)."""
+                generations: int | None, seed: int, false_accept: float | None, false_reject: float | None, folds: int,
+                quiet: bool) -> None:
+    """Train and compare the learned coordinator with the baselines on each dataset (same settings for all).
+
+    Writes the cost–quality plot to --plot and the cascade gain vs verifier accuracy next to it
+    (NAME_verifier.png).
+    """
     _require_train_extra()
     from podium.evaluate import evaluate_dataset, format_table, plot, write_json
     from podium.replay import load_replay
     from podium.train import TrainConfig, stderr_progress
+    from podium.verifier import REALISTIC, Verifier
 
     datasets = [load_replay(p) for p in dataset_dirs]  # fail on a bad folder before any training
     extra = {"generations": generations} if generations is not None else {}
     config = TrainConfig(seed=seed, **extra)
+    fa = REALISTIC.false_accept if false_accept is None else false_accept
+    fr = REALISTIC.false_reject if false_reject is None else false_reject
+    verifier = Verifier(fa, fr, seed)
     results = []
     for ds in datasets:
-        results.append(evaluate_dataset(ds, config, cascade_turns=turns, progress=None if quiet else stderr_progress))
+        results.append(evaluate_dataset(ds, config, cascade_turns=turns, verifier=verifier, folds=folds,
+                                        progress=None if quiet else stderr_progress))
         click.echo(format_table(results[-1]) + "\n")
     if json_out:
-        args = [*map(str, dataset_dirs), "--turns", str(turns), "--seed", str(seed), *(["--generations", str(generations)] if generations is not None else [])]
+        args = [*map(str, dataset_dirs), "--turns", str(turns), "--seed", str(seed), "--false-accept", f"{fa:g}",
+                "--false-reject", f"{fr:g}", "--folds", str(folds), *(["--generations", str(generations)] if generations is not None else [])]
         write_json(results, json_out, "podium eval replay " + " ".join(shlex.quote(a) for a in args))
         click.echo(f"wrote {json_out}")
     if plot_path:
+        from podium.eval_plot import plot_verifier_gain
+
         plot(results, plot_path)
-        click.echo(f"wrote {plot_path}")
+        verifier_path = plot_path.with_name(plot_path.stem + "_verifier" + (plot_path.suffix or ".png"))
+        plot_verifier_gain(results, verifier_path)
+        click.echo(f"wrote {plot_path} and {verifier_path}")
 
 
 from podium.cli.train_live import live  # noqa: E402  (``podium train live``; its heavy imports are lazy)

@@ -15,11 +15,26 @@ from podium.errors import UsageError
 
 __all__ = ["Coordinator", "RunState", "get_coordinator", "COORDINATORS"]
 
-COORDINATORS = ("rules", "prompted", "fixed[:MODEL]", "learned:PATH", "conductor[:MODEL]", "topology:chain|moa|best-of-n|debate", "workflow:PATH")
+COORDINATORS = ("rules", "prompted", "fixed[:MODEL]", "learned:PATH[@COST_WEIGHT]", "conductor[:MODEL]", "topology:chain|moa|best-of-n|debate", "workflow:PATH")
+
+
+def split_cost_weight(name: str) -> tuple[str, float]:
+    """``"NAME@0.3"`` -> ``("NAME", 0.3)`` (RouteLLM-style threshold in the name); no ``@``: weight 0."""
+    base, sep, tail = name.rpartition("@")
+    if not sep:
+        return name, 0.0
+    try:
+        weight = float(tail)
+    except ValueError:
+        return name, 0.0  # an @ that is part of a path
+    from podium.knob import check_cost_weight
+
+    return base, check_cost_weight(weight)
 
 
 def get_coordinator(spec: str) -> Coordinator:
-    """Build a coordinator from its name (``rules``, ``prompted``, ``fixed:MODEL``, ``learned:PATH``)."""
+    """Build a coordinator from its name (``rules``, ``prompted``, ``fixed:MODEL``, ``learned:PATH[@W]``;
+    ``W``: the cost weight in [0, 1], see :mod:`podium.knob`)."""
     name, _, arg = spec.partition(":")
     if name == "rules":
         from podium.coordinators.rules import RulesCoordinator
@@ -38,7 +53,8 @@ def get_coordinator(spec: str) -> Coordinator:
             raise UsageError("the learned coordinator needs a head file: --coordinator learned:PATH")
         from podium.coordinators.learned import LearnedCoordinator
 
-        return LearnedCoordinator.load(arg)
+        path, weight = split_cost_weight(arg)
+        return LearnedCoordinator.load(path, weight)
     if name in ("conductor", "topology", "workflow"):
         if name == "workflow" and not arg:
             raise UsageError("the workflow coordinator needs a file: --coordinator workflow:PATH")

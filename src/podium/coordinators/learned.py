@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from podium.errors import UsageError, missing_extra
 
@@ -32,22 +33,37 @@ from podium.encoders import get_encoder
 from podium.head import ROLE_NAMES, Head
 from podium.types import Decision, Role, Verdict
 
+if TYPE_CHECKING:
+    from podium.decision_cache import DecisionCache
+
 STATE_PRIOR = 2.0  # added to the role the transcript calls for (checking an answer, re-answering)
 
 
 class LearnedCoordinator:
     """Decides with a trained head; see the module docstring."""
 
-    def __init__(self, head: Head, source: str = "") -> None:
+    def __init__(self, head: Head, source: str = "", cost_weight: float = 0.0, decision_cache: "DecisionCache | None" = None) -> None:
+        from podium.knob import check_cost_weight
+
         self.head = head
         self.encoder = get_encoder(head.encoder)
+        self.cost_weight = check_cost_weight(cost_weight)
+        if self.cost_weight and "knob" not in head.meta:
+            raise UsageError(f"head {source or 'learned'} has no cost knob table; retrain it with podium train replay to use cost_weight")
         self.name = f"learned:{source}" if source else "learned"
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.decisions = decision_cache
 
     @classmethod
-    def load(cls, path: str | Path) -> "LearnedCoordinator":
-        """Load a head file written by ``podium train replay``."""
-        return cls(Head.load(path), str(path))
+    def load(cls, path: str | Path, cost_weight: float = 0.0) -> "LearnedCoordinator":
+        """Load a head file written by ``podium train replay``; ``cost_weight`` in [0, 1] (see :mod:`podium.knob`)."""
+        return cls(Head.load(path), str(path), cost_weight)
+
+    def with_cost_weight(self, cost_weight: float) -> "LearnedCoordinator":
+        """The same head (and caches) at another cost weight: one head file serves every request's knob."""
+        other = LearnedCoordinator(self.head, self.name.partition(":")[2], cost_weight, self.decisions)
+        other._cache = self._cache
+        return other
 
     def encode(self, query: str) -> np.ndarray:
         """The query's encoding (kept for the run's later turns)."""
@@ -59,13 +75,24 @@ class LearnedCoordinator:
                 self._cache.popitem(last=False)
         return vec
 
+    def logits(self, emb: np.ndarray, failed: np.ndarray) -> np.ndarray:
+        """The head's logits, reused from the decision cache for a similar query in the same context."""
+        if self.decisions is None:
+            return self.head.logits(emb, failed)[0]
+        context = failed.tobytes()
+        cached = self.decisions.get(emb, context)
+        if cached is None:
+            cached = self.head.logits(emb, failed)[0]
+            self.decisions.put(emb, cached, context)
+        return cached
+
     def failed_mask(self, state: RunState) -> np.ndarray:
         """1 for each head model that already failed in this run."""
         failed = state.failed_models()
         return np.array([[1.0 if m in failed else 0.0 for m in self.head.models]])
 
     async def decide(self, state: RunState) -> Decision:
-        logits = self.head.logits(self.encode(state.query), self.failed_mask(state))[0]
+        logits = self.logits(self.encode(state.query), self.failed_mask(state))
         role = self.choose_role(state, logits[self.head.n_models :])
         model, reason = self.choose_model(state, role, logits[: self.head.n_models])
         return Decision(role=role, model=model, reason=reason)
@@ -93,11 +120,16 @@ class LearnedCoordinator:
         skip = state.failed_models() if role == Role.WORKER else set()
         if role == Role.VERIFIER and state.last_of(Role.WORKER) is not None:
             skip = {state.last_of(Role.WORKER).model}
-        order = np.argsort(-model_logits, kind="stable")
-        names = [self.head.models[i] for i in order if self.head.models[i] in allowed]
-        preferred = [n for n in names if n not in skip] or names
-        if preferred:
-            logit = model_logits[self.head.models.index(preferred[0])]
-            return preferred[0], f"learned head: {role.value} {preferred[0]} (logit {logit:.3f})"
+        in_pool = np.array([m in allowed for m in self.head.models])
+        open_ = in_pool & np.array([m not in skip for m in self.head.models])
+        mask = open_ if open_.any() else in_pool
+        if mask.any():
+            if role == Role.WORKER:  # the gate and the cost knob pick the worker; other roles: the best logit
+                idx = int(self.head.pick(model_logits[None], mask[None], self.cost_weight)[0])
+            else:
+                idx = int(np.argmax(np.where(mask, model_logits, -np.inf)))
+            name = self.head.models[idx]
+            knob = f", cost_weight {self.cost_weight:g}" if self.cost_weight else ""
+            return name, f"learned head: {role.value} {name} (logit {model_logits[idx]:.3f}{knob})"
         fallback = state.pool.pick(role)
         return fallback, f"learned head has no allowed model for {role.value}; pool default {fallback}"

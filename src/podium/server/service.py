@@ -40,6 +40,7 @@ class Plan:
     query: str = ""
     chain: list[str] = field(default_factory=list)
     trace_id: str = field(default_factory=new_run_id)
+    cost_weight: float | None = None  # learned tiers: the request's cost knob (body or ``TIER@W`` model name)
 
     @property
     def model(self) -> str:
@@ -94,7 +95,17 @@ class Service:
         policy = key.policy.narrow(options.policy())
         plan = Plan(request=request, key=key, policy=policy)
         if request.model in self.tiers:
+            plan.cost_weight = options.cost_weight
             return self._plan_tier(plan, self.tiers[request.model], options)
+        base, sep, weight = request.model.rpartition("@")
+        if sep and base in self.tiers:  # RouteLLM-style: the cost weight in the model name
+            try:
+                plan.cost_weight = float(weight) if options.cost_weight is None else options.cost_weight
+            except ValueError:
+                raise bad_request(f"model '{request.model}': the part after @ must be a cost weight in [0, 1]", param="model") from None
+            if not 0 <= plan.cost_weight <= 1:
+                raise bad_request(f"model '{request.model}': cost weight must be in [0, 1]", param="model")
+            return self._plan_tier(plan, self.tiers[base], options)
         if request.model in {m.name for m in self.pool.config.models}:
             return self._plan_model(plan, options)
         raise ApiError(404, f"model '{request.model}' does not exist; GET /v1/models lists the tiers and models served",
@@ -162,7 +173,7 @@ class Service:
             if on_event:
                 on_event(event)
 
-        engine = self.engines[plan.tier.name]
+        engine = self.engines[plan.tier.name] if plan.cost_weight is None else self.knob_engine(plan.tier, plan.cost_weight)
         try:
             result = await engine.run(plan.query, budget=plan.budget, policy=plan.policy, on_event=handle, stream=on_event is not None)
         except PolicyError as exc:
@@ -170,6 +181,20 @@ class Service:
         except UsageError as exc:
             raise bad_request(str(exc), param="messages") from None
         return Outcome(result, finish_reason(result))
+
+    def knob_engine(self, tier: Tier, cost_weight: float) -> Engine:
+        """The tier's engine with its learned coordinator at ``cost_weight`` (one head serves every weight)."""
+        key = (tier.name, round(cost_weight, 3))
+        knobs = self.__dict__.setdefault("_knob_engines", {})
+        if key not in knobs:
+            coordinator = with_cost_weight(self.engines[tier.name].coordinator, key[1])
+            if coordinator is None:
+                raise bad_request(f"tier '{tier.name}' has no cost knob: podium.cost_weight needs a learned coordinator",
+                                  param="podium", code="no_cost_knob")
+            if len(knobs) >= 256:  # bounded: a client cannot grow it without limit
+                knobs.pop(next(iter(knobs)))
+            knobs[key] = Engine(self.views[tier.name], coordinator, backends=self.backends, breakers=self.breakers)
+        return knobs[key]
 
     def completion_request(self, plan: Plan, spec: ModelSpec) -> CompletionRequest:
         r = plan.request
@@ -209,6 +234,17 @@ class Service:
         return RunResult(run_id=plan.trace_id, query=query or "(no user message)", answer=answer, status=status, reason=reason,
                          pool=self.pool.name, coordinator="passthrough", policy=plan.policy.describe(), turns=turns,
                          started_at=time.time() - (time.perf_counter() - started), latency_s=time.perf_counter() - started)
+
+
+def with_cost_weight(coordinator, cost_weight: float):
+    """``coordinator`` at another cost weight (through a VerifyLast wrapper), or None if it has no knob."""
+    inner = getattr(coordinator, "inner", None)
+    if inner is not None:
+        wrapped = with_cost_weight(inner, cost_weight)
+        return None if wrapped is None else type(coordinator)(wrapped)
+    if hasattr(coordinator, "with_cost_weight"):
+        return coordinator.with_cost_weight(cost_weight)
+    return None
 
 
 def _least(*values: float | None) -> float | None:

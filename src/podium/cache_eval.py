@@ -1,0 +1,89 @@
+"""Measure the routing-decision cache on replay data: repeated and paraphrased queries.
+
+A query stream is built from test items: each item once, plus exact repeats and light paraphrases
+(case, punctuation and whitespace changes, a dropped or swapped word: made without an LLM, so they
+are closer to the original than human paraphrases) of a share of them, in a seeded random order.
+Every query is decided twice, fresh and through the cache, so the quality change is paired.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from podium.decision_cache import DecisionCache
+from podium.stats import paired_interval
+
+THRESHOLDS = (0.9, 0.95, 0.98)
+
+
+def paraphrase(text: str, rng: np.random.Generator) -> str:
+    """A light, seeded rewording of ``text``."""
+    words = text.split()
+    edits = sorted(rng.choice(4, size=2, replace=False))  # the append last, so no edit undoes another
+    for edit in edits:
+        if edit == 0 and len(words) > 6:
+            del words[int(rng.integers(0, len(words)))]
+        elif edit == 1 and len(words) > 3:
+            i = int(rng.integers(0, len(words) - 1))
+            words[i], words[i + 1] = words[i + 1], words[i]
+        elif edit == 2 and words:
+            words[0] = words[0].lower() if words[0][:1].isupper() else words[0].capitalize()
+        else:
+            words.append("please" if rng.random() < 0.5 else "?")
+    return " ".join(words)
+
+
+def query_stream(texts: list[str], rows: np.ndarray, n: int, share: float, seed: int) -> list[tuple[int, str, str]]:
+    """(row, text, kind) with kind original / repeat / paraphrase, shuffled (seeded)."""
+    rng = np.random.default_rng(seed)
+    picked = rng.choice(rows, size=min(n, len(rows)), replace=False)  # in arrival order
+    at = {int(r): float(i) for i, r in enumerate(picked)}
+    stream = [(at[int(r)], int(r), texts[r], "original") for r in picked]
+    for kind in ("repeat", "paraphrase"):  # each comes back at a random later time
+        for r in rng.choice(picked, size=int(share * len(picked)), replace=False):
+            text = texts[r] if kind == "repeat" else paraphrase(texts[r], rng)
+            stream.append((at[int(r)] + rng.uniform(0.5, len(picked) - at[int(r)]), int(r), text, kind))
+    return [(r, text, kind) for _, r, text, kind in sorted(stream, key=lambda e: e[0])]
+
+
+def measure_cache(head, encoder, ds, rows: np.ndarray, n: int = 600, share: float = 0.25, seed: int = 0,
+                  thresholds: tuple[float, ...] = THRESHOLDS) -> list[dict]:
+    """Hit rate, quality change (paired, 95% CI) and p50 latency of cached vs fresh decisions."""
+    stream = query_stream(ds.texts, rows, n, share, seed)
+    scores = np.nan_to_num(ds.scores)
+    fresh_score, fresh_ms = [], []
+    for row, text, _ in stream:
+        t = time.perf_counter()
+        choice = head.pick(head.logits(encoder.encode([text]))[:, : head.n_models], ds.known[row][None])[0]
+        fresh_ms.append((time.perf_counter() - t) * 1e3)
+        fresh_score.append(scores[row, choice])
+    out = []
+    for threshold in thresholds:
+        cache = DecisionCache(threshold=threshold, max_size=4096, ttl_s=3600)
+        cached_score, hit_ms, miss_ms, kinds, hits, wrong_item = [], [], [], [], [], 0
+        for row, text, kind in stream:
+            t = time.perf_counter()
+            emb = encoder.encode([text])
+            value = cache.get(emb)
+            if value is None:
+                logits = head.logits(emb)[0, : head.n_models]
+                cache.put(emb, (row, logits))
+            else:
+                wrong_item += value[0] != row
+                logits = value[1]
+            choice = head.pick(logits[None], ds.known[row][None])[0]
+            (miss_ms if value is None else hit_ms).append((time.perf_counter() - t) * 1e3)
+            cached_score.append(scores[row, choice])
+            kinds.append(kind)
+            hits.append(value is not None)
+        hits_arr, kinds_arr = np.array(hits), np.array(kinds)
+        lo, hi = paired_interval(np.array(cached_score), np.array(fresh_score), seed=seed)
+        out.append({"threshold": threshold, "queries": len(stream), "hit_rate": float(hits_arr.mean()),
+                    "hit_rate_by_kind": {k: float(hits_arr[kinds_arr == k].mean()) for k in ("original", "repeat", "paraphrase")},
+                    "hits_from_another_item": int(wrong_item),
+                    "score_fresh": float(np.mean(fresh_score)), "score_cached": float(np.mean(cached_score)),
+                    "score_change_ci": [lo, hi], "p50_ms_fresh": float(np.median(fresh_ms)),
+                    "p50_ms_hit": float(np.median(hit_ms)) if hit_ms else None, "p50_ms_miss": float(np.median(miss_ms))})
+    return out
