@@ -86,7 +86,7 @@ async def run_approach(engine: Engine, items: list[tuple[str, str]], check, budg
                      "tokens": result.total_tokens + result.orchestration_prompt_tokens + result.orchestration_completion_tokens,
                      "cost_usd": result.cost_usd + result.orchestration_cost_usd, "latency_s": time.perf_counter() - t0,
                      "plan": (result.workflow or {}).get("plans", [{}])[0].get("origin") if result.workflow else None})
-        if len(items) > 10 and (i % max(1, len(items) // 5) == 0 or i == len(items)):
+        if i % max(1, len(items) // 5) == 0 or i == len(items):
             elapsed = time.perf_counter() - started
             print(f"  {label}: {i}/{len(items)}, {elapsed:.0f}s, ETA {elapsed / i * (len(items) - i):.0f}s", file=sys.stderr, flush=True)
     return summarise(rows)
