@@ -8,6 +8,7 @@ request may ask for fewer turns or a lower cost cap than its tier, never more.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
@@ -97,8 +98,7 @@ class Service:
             return self._plan_tier(plan, self.tiers[request.model], options)
         if request.model in {m.name for m in self.pool.config.models}:
             return self._plan_model(plan, options)
-        raise ApiError(404, f"model '{request.model}' does not exist; GET /v1/models lists the tiers and models served",
-                       param="model", code="model_not_found")
+        raise model_not_found(request.model)
 
     def _plan_tier(self, plan: Plan, tier: Tier, options: PodiumOptions) -> Plan:
         self.check_roles(tier, plan.key.policy, status=403, who=f"API key '{plan.key.name}'")
@@ -126,9 +126,8 @@ class Service:
 
     def _plan_model(self, plan: Plan, options: PodiumOptions) -> Plan:
         spec = next(m for m in self.pool.config.models if m.name == plan.model)
-        if not plan.key.policy.allows(spec):
-            raise ApiError(403, f"model '{spec.name}' is outside the policy of API key '{plan.key.name}' "
-                           f"({plan.key.policy.describe()})", type="permission_error", param="model", code="model_not_allowed")
+        if not plan.key.policy.allows(spec):  # 404 like an unknown model: a key must not learn what it may not see
+            raise model_not_found(plan.model)
         if not plan.policy.allows(spec):
             raise bad_request(f"model '{spec.name}' is excluded by the request's podium policy", param="podium", code="model_excluded")
         if options.max_turns is not None or options.max_cost_usd is not None:
@@ -177,25 +176,37 @@ class Service:
         messages = [m.to_chat() for m in r.messages if m.text().strip() or m.role == "assistant"]
         return CompletionRequest(messages=messages, max_tokens=limit, temperature=r.temperature, stop=r.stop)
 
-    async def run_model(self, plan: Plan, sink: TextSink | None = None) -> Outcome:
+    async def run_model(self, plan: Plan, sink: TextSink | None = None,
+                        on_cancel: Callable[[RunResult], None] | None = None) -> Outcome:
         """Pass the chat through to the plan's model, then its allowed fallbacks, with the engine's
         reliability: retries, per-endpoint circuit breakers, total timeouts, and (streaming, via
-        ``sink``) a broken stream spliced onto its retry so the client never sees text twice."""
+        ``sink``) a broken stream spliced onto its retry so the client never sees text twice.
+        Cancelled (the client went away): ``on_cancel`` gets the run so far, status ``interrupted``."""
         started, attempts = time.perf_counter(), Attempts()
-        served = await call_with_fallbacks(
-            [self._spec(name) for name in plan.chain], lambda spec: self.completion_request(plan, spec),
-            self.backends, self.breakers, attempts, sink=(lambda spec, text: sink(text)) if sink else None,
-        )
+        try:
+            served = await call_with_fallbacks(
+                [self._spec(name) for name in plan.chain], lambda spec: self.completion_request(plan, spec),
+                self.backends, self.breakers, attempts, sink=(lambda spec, text: sink(text)) if sink else None,
+            )
+        except asyncio.CancelledError:
+            if on_cancel is not None:
+                note = "interrupted: the client disconnected or the server is stopping"
+                on_cancel(self._result(plan, [self._failed_turn(plan, attempts, note)], None, RunStatus.FAILED, "interrupted", started))
+            raise
         errors = attempts.errors
         if served is not None:
             turn = self._turn(served.spec, served.request, served.completion, plan, errors, attempts.retries, served.index)
             finish = "length" if served.completion.finish_reason == "length" else "stop"
             return Outcome(self._result(plan, [turn], served.completion.text, RunStatus.ANSWERED, f"pass-through to {served.spec.name}", started), finish)
-        splice = attempts.splice
-        failed = Turn(turn=1, role=Role.WORKER, model=plan.chain[0], reason="pass-through", error="; ".join(errors) or "no provider available",
-                      attempts=errors, retries=attempts.retries, output=splice.sent, prompt_tokens=splice.prompt_tokens,
-                      completion_tokens=splice.completion_tokens, cost_usd=splice.cost_usd, usage_estimated=splice.charged)
-        return Outcome(self._result(plan, [failed], None, RunStatus.FAILED, "; ".join(errors) or "no provider available", started))
+        failed = self._failed_turn(plan, attempts)
+        return Outcome(self._result(plan, [failed], None, RunStatus.FAILED, failed.error or "no provider available", started))
+
+    def _failed_turn(self, plan: Plan, attempts: Attempts, note: str | None = None) -> Turn:
+        """The trace record of a pass-through no model completed, with what its broken streams consumed."""
+        errors, splice = [*attempts.errors, *([note] if note else [])], attempts.splice
+        return Turn(turn=1, role=Role.WORKER, model=plan.chain[0], reason="pass-through", error="; ".join(errors) or "no provider available",
+                    attempts=errors, retries=attempts.retries, output=splice.sent, prompt_tokens=splice.prompt_tokens,
+                    completion_tokens=splice.completion_tokens, cost_usd=splice.cost_usd, usage_estimated=splice.charged)
 
     def _turn(self, spec: ModelSpec, request: CompletionRequest, c: Completion, plan: Plan, errors: list[str], retries: int, i: int) -> Turn:
         return Turn(turn=1, role=Role.WORKER, model=spec.name, provider=spec.provider_name, region=spec.region,
@@ -209,6 +220,11 @@ class Service:
         return RunResult(run_id=plan.trace_id, query=query or "(no user message)", answer=answer, status=status, reason=reason,
                          pool=self.pool.name, coordinator="passthrough", policy=plan.policy.describe(), turns=turns,
                          started_at=time.time() - (time.perf_counter() - started), latency_s=time.perf_counter() - started)
+
+
+def model_not_found(name: str) -> ApiError:
+    return ApiError(404, f"model '{name}' does not exist; GET /v1/models lists the tiers and models served",
+                    param="model", code="model_not_found")
 
 
 def _least(*values: float | None) -> float | None:
