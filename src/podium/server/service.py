@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
 from podium.backends import BackendSet
+from podium.backends.base import estimate_prompt_tokens
 from podium.engine import Engine, Event, RunFinished
-from podium.errors import PolicyError, UsageError
+from podium.errors import ContextOverflow, PolicyError, UsageError
 from podium.pool import ModelSpec, Policy, Pool
 from podium.reliability import Attempts, call_with_fallbacks, default_breakers
 from podium.server.auth import ApiKey
@@ -138,6 +139,10 @@ class Service:
                               param="max_tokens", code="max_tokens_too_large")
         if not any(m.text().strip() for m in plan.request.messages):
             raise bad_request("every message is empty", param="messages", code="empty_messages")
+        prompt = estimate_prompt_tokens([m.to_chat() for m in plan.request.messages])
+        if prompt + (limit or 1) > spec.context_window:
+            raise bad_request(f"the messages (about {prompt} tokens) and max_tokens {limit or 1} do not fit model "
+                              f"'{spec.name}' (context window {spec.context_window})", param="messages", code="context_length_exceeded")
         plan.spec = spec
         allowed = [n for n in spec.fallbacks if n != spec.name and plan.policy.allows(self._spec(n))]
         plan.chain = [spec.name, *allowed]
@@ -171,9 +176,13 @@ class Service:
         return Outcome(result, finish_reason(result))
 
     def completion_request(self, plan: Plan, spec: ModelSpec) -> CompletionRequest:
+        """The call to ``spec``: a fallback whose context window cannot take the prompt is skipped."""
         r = plan.request
-        limit = min(r.completion_limit or spec.max_tokens, max(1, spec.context_window - 1))
         messages = [m.to_chat() for m in r.messages if m.text().strip() or m.role == "assistant"]
+        room = spec.context_window - estimate_prompt_tokens(messages)
+        if room < 1:
+            raise ContextOverflow(f"the prompt does not fit the context window of {spec.name} ({spec.context_window} tokens)")
+        limit = min(r.completion_limit or spec.max_tokens, room)
         return CompletionRequest(messages=messages, max_tokens=limit, temperature=r.temperature, stop=r.stop)
 
     async def run_model(self, plan: Plan, sink: TextSink | None = None,
