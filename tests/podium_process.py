@@ -46,6 +46,25 @@ class PodiumServer:
         """Open file descriptors of the server process."""
         return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
 
+    def describe_fds(self) -> dict[str, int]:
+        """Open descriptors by kind: sockets as 'tcp LOCAL->REMOTE-port STATE', others by target."""
+        tcp: dict[str, str] = {}
+        for name in ("tcp", "tcp6"):
+            for line in Path(f"/proc/{self.proc.pid}/net/{name}").read_text().splitlines()[1:]:
+                cols = line.split()
+                local, remote = int(cols[1].rsplit(":", 1)[1], 16), int(cols[2].rsplit(":", 1)[1], 16)
+                role = "listen" if cols[3] == "0A" else ("downstream" if local == self.port else f"to:{remote}")
+                tcp[cols[9]] = f"tcp {role} state={cols[3]}"
+        kinds: dict[str, int] = {}
+        for fd in os.listdir(f"/proc/{self.proc.pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{self.proc.pid}/fd/{fd}")
+            except OSError:
+                continue
+            kind = tcp.get(target[8:-1], "socket") if target.startswith("socket:") else target.split("[")[0]
+            kinds[kind] = kinds.get(kind, 0) + 1
+        return kinds
+
     def rss_kib(self) -> int:
         """Resident memory of the server process."""
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():

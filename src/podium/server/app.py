@@ -24,7 +24,7 @@ from podium.server.errors import ApiError
 from podium.server.metrics import Metrics
 from podium.server.schemas import ChatCompletionRequest, ErrorResponse, ModelCard, ModelList, completion_id
 from podium.server.service import Plan, Service
-from podium.server.stream import AnswerGate, EventStream, completion_body, sse
+from podium.server.stream import AnswerGate, EventStream, completion_body, sse, stop_run
 from podium.server.tiers import TierSet, load_tiers
 from podium.server.traces import Traces
 from podium.types import RunResult
@@ -340,4 +340,19 @@ def stream_response(plan: Plan, service: Service, store: Traces, metrics: Metric
     task.add_done_callback(_producers.discard)
     stream = EventStream(plan, completion_id())
     headers = {"x-podium-trace-id": plan.trace_id, "cache-control": "no-cache"}
-    return StreamingResponse(sse(stream, queue, task), media_type="text/event-stream", headers=headers)
+    return RunStream(sse(stream, queue, task), task, media_type="text/event-stream", headers=headers)
+
+
+class RunStream(StreamingResponse):
+    """A streamed run's response: however the response ends (finished, client gone before the first
+    chunk), the run does not outlive it."""
+
+    def __init__(self, content: Any, task: asyncio.Task, **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self.task = task
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            stop_run(self.task)

@@ -20,6 +20,7 @@ import contextlib
 import json
 import logging
 import time
+import weakref
 from typing import Any, AsyncIterator
 
 from podium.engine import Event, RunFinished, TurnDelta, TurnStarted
@@ -133,6 +134,17 @@ class EventStream:
         return f"data: {json.dumps(scrub_value(body), ensure_ascii=False)}\n\n"
 
 
+_stopped: "weakref.WeakSet[asyncio.Task]" = weakref.WeakSet()
+
+
+def stop_run(task: asyncio.Task) -> None:
+    """Cancel a streaming run's task, once however often asked: a second cancellation could cut its
+    cleanup (storing the trace) short."""
+    if not task.done() and task not in _stopped:
+        _stopped.add(task)
+        task.cancel()
+
+
 async def sse(stream: EventStream, queue: asyncio.Queue, task: asyncio.Task) -> AsyncIterator[str]:
     """Drain ``queue`` (``text`` / ``comment`` / ``done`` items) into SSE; cancel ``task`` if the client goes."""
     try:
@@ -159,6 +171,6 @@ async def sse(stream: EventStream, queue: asyncio.Queue, task: asyncio.Task) -> 
             # Cancel the run once, then wait for its cleanup (closing upstream responses, storing the
             # trace) through a shield: Starlette keeps re-cancelling us after a disconnect, and a
             # cancellation passed on to the run again would interrupt that cleanup midway.
-            task.cancel()
+            stop_run(task)
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.shield(task)
