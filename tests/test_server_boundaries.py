@@ -137,3 +137,22 @@ def test_trace_database_files_are_private(upstream: FaultServer, tmp_path: Path)
     assert {p.name for p in files} >= {"podium.db", "podium.db-wal", "podium.db-shm"}
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in files), [(p.name, oct(p.stat().st_mode)) for p in files]
     assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o700
+
+
+def test_trace_viewer_refuses_foreign_host_names(tmp_path: Path) -> None:
+    import threading
+
+    from podium.store import Store
+    from podium.viewer import make_server
+
+    server = make_server(Store.open(tmp_path / "podium.db"))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/api/runs"
+    try:
+        assert httpx.get(url, headers={"Host": "rebound.example"}, timeout=5).status_code == 421
+        assert httpx.get(url, headers={"Host": "rebound.example:8765"}, timeout=5).status_code == 421
+        for host in ("127.0.0.1", "localhost:8765", "[::1]:8765"):
+            assert httpx.get(url, headers={"Host": host}, timeout=5).status_code == 200
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -32,13 +32,17 @@ async def cancel_repeatedly(tasks: list[asyncio.Task], times: int) -> None:
         await asyncio.sleep(0)
 
 
-async def settled_sockets(port: int, idle: int) -> int:
-    """Open client sockets to ``port`` once they are down to the ``idle`` kept-alive ones (or 2.5 s passed)."""
-    for _ in range(50):
-        if client_sockets(port) <= idle:
-            break
+async def settle(client: httpx.AsyncClient, port: int, timeout: float = 5.0) -> tuple[list, int, int]:
+    """(connections not idle, idle ones, open client sockets to ``port``), polled until only idle
+    (kept-alive, reusable) connections are left or ``timeout`` passed (the box may be loaded)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        pooled = client._transport._pool.connections  # type: ignore[attr-defined]
+        busy = [c for c in pooled if not c.is_idle()]
+        idle, sockets = len(pooled) - len(busy), client_sockets(port)
+        if (not busy and sockets <= idle) or asyncio.get_running_loop().time() > deadline:
+            return busy, idle, sockets
         await asyncio.sleep(0.05)
-    return client_sockets(port)
 
 
 @pytest.mark.parametrize("fault", ["ok", "drip", "slow_first_byte:3"])
@@ -58,11 +62,8 @@ async def test_repeatedly_cancelled_calls_release_their_connections(upstream: Fa
     await cancel_repeatedly(tasks, cancels)
     await asyncio.gather(*tasks, return_exceptions=True)
     try:
-        pooled = client._transport._pool.connections  # type: ignore[attr-defined]
-        idle = sum(c.is_idle() for c in pooled)  # finished calls keep their connection alive for reuse: fine
-        left = await settled_sockets(upstream.port, idle)
-        active = [c for c in pooled if not c.is_idle()]
+        busy, idle, sockets = await settle(client, upstream.port)  # finished calls keep theirs alive for reuse: fine
     finally:
         await client.aclose()
-    assert not active, f"{len(active)} connections stuck (checked out for good) in the pool"
-    assert left <= idle, f"{left - idle} upstream connections left open"
+    assert not busy, f"{len(busy)} connections stuck (checked out for good) in the pool: {busy[:3]}"
+    assert sockets <= idle, f"{sockets - idle} upstream connections left open"

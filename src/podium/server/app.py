@@ -39,7 +39,7 @@ except ImportError:  # pragma: no cover - exercised only without the extra
 
 log = logging.getLogger("podium.server")
 MAX_BODY_BYTES = 4 * 1024 * 1024
-ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 413, 429, 502)}
+ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 413, 421, 429, 502)}
 
 
 class ScrubbedJSON(JSONResponse):
