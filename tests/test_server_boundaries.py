@@ -156,3 +156,23 @@ def test_trace_viewer_refuses_foreign_host_names(tmp_path: Path) -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_rows_corrupted_by_older_versions_still_read(tmp_path: Path) -> None:
+    import sqlite3
+
+    from podium.store import Store
+    from podium.trace_reports import audit_regions
+    from podium.types import RunResult, RunStatus, Turn
+
+    store = Store.open(tmp_path / "podium.db")
+    run_id = store.record(RunResult(query="q", status=RunStatus.ANSWERED, answer="a",
+                                    turns=[Turn(turn=1, role="worker", model="m", region="eu", output="a")]))
+    with sqlite3.connect(store.path) as conn:  # what the old scrubber wrote: a JSON escape with its backslash eaten
+        conn.execute("UPDATE runs SET policy = ? WHERE id = ?", ('{"exclude_models": ["api_key=[REDACTED]"]"]}', run_id))
+        conn.execute("UPDATE turns SET attempts = ? WHERE run_id = ?", ('["m: {"a": "Bearer [REDACTED]"}"]', run_id))
+    run = store.run(run_id)
+    assert run is not None and run["policy"] == {"unparsable": '{"exclude_models": ["api_key=[REDACTED]"]"]}'}
+    assert run["turns"][0]["attempts"] == ['["m: {"a": "Bearer [REDACTED]"}"]']
+    assert store.runs()[0]["id"] == run_id
+    audit_regions(store, ["eu"])  # the residency proof reads it too

@@ -406,7 +406,7 @@ def _run_filters(status: str | None, model: str | None, since: Any, until: Any, 
     return ("WHERE " + " AND ".join(clauses)) if clauses else "", args
 
 
-def _loads(text: str | None, empty: Any) -> Any:
+def loads_column(text: str | None, empty: Any) -> Any:
     """A stored JSON column; a row written by an older podium that scrubbed serialized JSON (and so
     could break it) reads as the raw text in a list instead of failing the whole read."""
     if not text:
@@ -419,7 +419,7 @@ def _loads(text: str | None, empty: Any) -> Any:
 
 def _run_dict(row: sqlite3.Row) -> dict[str, Any]:
     run = dict(row)
-    run["policy"] = _loads(run.get("policy"), {})
+    run["policy"] = loads_column(run.get("policy"), {})
     models = run.get("models")
     run["models"] = sorted(models.split(",")) if isinstance(models, str) else []
     return run
@@ -427,7 +427,7 @@ def _run_dict(row: sqlite3.Row) -> dict[str, Any]:
 
 def _turn_dict(row: sqlite3.Row) -> dict[str, Any]:
     turn = dict(row)
-    turn["attempts"] = _loads(turn.get("attempts"), [])
+    turn["attempts"] = loads_column(turn.get("attempts"), [])
     turn["usage_estimated"] = bool(turn["usage_estimated"])
     prompt = turn.get("prompt")
     if prompt and not prompt.startswith("sha256:"):
