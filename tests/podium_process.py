@@ -114,13 +114,13 @@ async def abandon_stream(port: int, model: str, wait_s: float = 0.3) -> None:
         pass
 
 
-async def abandon_streams(port: int, model: str, count: int, concurrency: int = 50) -> None:
+async def abandon_streams(port: int, model: str, count: int, concurrency: int = 50, wait_s: float = 0.3) -> None:
     """``count`` abandoned streams, ``concurrency`` at a time."""
     gate = asyncio.Semaphore(concurrency)
 
     async def one() -> None:
         async with gate:
-            await abandon_stream(port, model)
+            await abandon_stream(port, model, wait_s)
 
     await asyncio.gather(*(one() for _ in range(count)))
 

@@ -51,6 +51,16 @@ async def test_abandoned_streams_release_upstream_connections_and_are_stored(tmp
     assert statuses.count("answered") == 2
 
 
+async def test_streams_abandoned_at_once_are_stored(tmp_path: Path) -> None:
+    with FaultServer() as upstream, PodiumServer(write_pool(tmp_path, upstream.url), tmp_path) as server:
+        for model_name in ("drip", "podium"):
+            await abandon_streams(server.port, model_name, 60, wait_s=0.0)  # hang up right after sending
+        await asyncio.sleep(1.0)
+        assert (await ok_request(server.url)).status_code == 200
+        runs = server.runs()
+    assert len(runs) == 121, f"{121 - len(runs)} runs lost"
+
+
 def send_slowly(port: int, pieces: list[bytes], gap_s: float, limit_s: float) -> float:
     """Send ``pieces`` ``gap_s`` apart; seconds until the server closed the connection (``limit_s`` if never)."""
     started = time.monotonic()
