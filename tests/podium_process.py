@@ -65,6 +65,10 @@ class PodiumServer:
             kinds[kind] = kinds.get(kind, 0) + 1
         return kinds
 
+    def sockets(self) -> int:
+        """Open sockets of the server process (its listening one included)."""
+        return sum(n for kind, n in self.describe_fds().items() if kind.startswith(("tcp", "socket")))
+
     def rss_kib(self) -> int:
         """Resident memory of the server process."""
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
