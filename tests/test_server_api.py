@@ -43,7 +43,7 @@ def make_client(tmp_path: Path):
 
     def build(**kwargs) -> httpx.AsyncClient:
         app = create_app(POOL, traces=Traces(tmp_path / "podium.db"), **kwargs)
-        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://podium.test")
+        client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1")
         client.app = app  # type: ignore[attr-defined]
         clients.append(client)
         return client
@@ -131,9 +131,10 @@ async def test_missing_and_unknown_keys_are_401(keyed) -> None:
     assert (await chat(keyed, headers=auth("open-key"))).status_code == 200
 
 
-async def test_key_outside_its_policy_gets_403(keyed) -> None:
-    err = assert_error(await chat(keyed, "us-solver", headers=auth("eu-key")), 403, "model_not_allowed")
-    assert "eu-key" in err["message"]
+async def test_model_outside_a_keys_policy_is_404_like_an_unknown_one(keyed) -> None:
+    hidden = assert_error(await chat(keyed, "us-solver", headers=auth("eu-key")), 404, "model_not_found")
+    unknown = assert_error(await chat(keyed, "no-such-model", headers=auth("eu-key")), 404, "model_not_found")
+    assert hidden["message"].replace("us-solver", "X") == unknown["message"].replace("no-such-model", "X")  # nothing tells them apart
 
 
 async def test_tier_with_no_model_for_a_role_names_the_role(keyed) -> None:
@@ -287,7 +288,7 @@ async def test_always_verify_ends_on_a_verifier(tmp_path: Path) -> None:
     (tmp_path / "tiers.yaml").write_text(yaml.safe_dump({"tiers": [{"name": "checked", "always_verify": True, **recipe},
                                                                    {"name": "plain", **recipe}]}))
     app = create_app(str(tmp_path / "pool.yaml"), tiers=tmp_path / "tiers.yaml", traces=Traces(tmp_path / "podium.db"))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://podium.test") as client:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
         checked = (await chat(client, "checked")).json()["podium"]
         plain = (await chat(client, "plain")).json()["podium"]
     assert [t["role"] for t in plain["turns"]] == ["thinker", "worker", "verifier", "worker"]
@@ -300,6 +301,6 @@ async def test_pool_budget_caps_every_tier(tmp_path: Path) -> None:
     pool["budget"] = {"max_cost_usd": 0.001}
     (tmp_path / "pool.yaml").write_text(yaml.safe_dump(pool))
     app = create_app(str(tmp_path / "pool.yaml"), traces=Traces(tmp_path / "podium.db"))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://podium.test") as client:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
         assert_error(await chat(client, "podium", podium={"max_cost_usd": 0.01}), 400, "policy_widening")
         assert (await chat(client, "podium", podium={"max_cost_usd": 0.0005})).status_code == 200

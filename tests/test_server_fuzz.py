@@ -26,7 +26,7 @@ def _app():
     saved = os.environ.get("PODIUM_HOME")
     os.environ["PODIUM_HOME"] = home  # read once, by the app's breaker registry
     try:
-        return create_app(POOL, traces=Traces(Path(home) / "podium.db"))
+        return create_app(POOL, traces=Traces(Path(home) / "podium.db"), hosts=("testserver",))  # schemathesis's Host
     finally:
         if saved is None:
             os.environ.pop("PODIUM_HOME", None)

@@ -33,7 +33,7 @@ def app_for(url: str, tmp_path: Path, main_fault: str):
 
 
 async def post(app, body: dict) -> httpx.Response:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://podium.test") as client:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
         return await client.post("/v1/chat/completions", json=body)
 
 
@@ -47,7 +47,7 @@ async def test_broken_stream_is_spliced_not_repeated(fault_server: FaultServer, 
     r = await post(app, {"model": "main", "stream": True, "messages": [{"role": "user", "content": "six times seven?"}]})
     assert r.status_code == 200
     assert streamed_text(r) == DEFAULT_REPLY
-    trace = (await httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t").get(
+    trace = (await httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1").get(
         f"/v1/traces/{r.headers['x-podium-trace-id']}")).json()
     assert trace["turns"][0]["retries"] >= 1 and trace["turns"][0]["error"] is None
 

@@ -17,7 +17,6 @@ from typing import Any, Awaitable, Callable
 from pydantic import ValidationError
 
 from podium.backends import BackendSet
-from podium.backends.base import estimate_prompt_tokens
 from podium.checks import CheckSpec, parse_check, run_check
 from podium.coordinators import get_coordinator
 from podium.coordinators.base import Coordinator, RunState
@@ -311,21 +310,8 @@ class _Run:
             self.state.turns.append(self.failed_turn(number, decision, messages, attempts, f"interrupted: {reason}"))
 
     def affordable_request(self, spec: ModelSpec, messages: list) -> CompletionRequest:
-        """Size the call to the remaining budget; refuse it if even its worst case does not fit."""
-        b = self.state.budget
-        prompt = estimate_prompt_tokens(messages)
-        max_tokens = spec.max_tokens
-        if b.max_tokens is not None:
-            left = b.max_tokens - self.state.used_tokens - prompt
-            if left < 1:
-                raise BudgetExhausted("max_tokens", f"max_tokens: the next prompt ({prompt} tokens) does not fit the {b.max_tokens}-token budget")
-            max_tokens = min(max_tokens, left)
-        if b.max_cost_usd is not None:
-            left_usd = b.max_cost_usd - self.state.spent_usd
-            worst = spec.cost(prompt, max_tokens)
-            if worst > left_usd:
-                raise BudgetExhausted("max_cost_usd", f"max_cost_usd: a call to {spec.name} may cost ${worst:.6f}, only ${max(left_usd, 0):.6f} left")
-        return CompletionRequest(messages=messages, max_tokens=max_tokens)
+        """Size the call to the model's context window and the remaining budget (RunState.size_call)."""
+        return CompletionRequest(messages=messages, max_tokens=self.state.size_call(spec, messages, spec.max_tokens))
 
     def make_turn(self, number: int, decision: Decision, spec: ModelSpec, messages: list, completion: Completion) -> Turn:
         turn = Turn(

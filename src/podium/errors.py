@@ -10,7 +10,8 @@ Two families, kept apart so callers can tell "you used it wrong" from "the world
     └── RuntimeFailure               something failed while running (CLI exit code 1, HTTP 5xx/502)
         ├── BackendError             a model call failed (HTTP status, timeout, bad payload)
         │   ├── BackendTimeout       connect / first byte / total time ran out
-        │   └── EndpointUnavailable  connection refused, circuit open, endpoint gone
+        │   ├── EndpointUnavailable  connection refused, circuit open, endpoint gone
+        │   └── ContextOverflow      the prompt does not fit the model's context window (call not made)
         └── BudgetExhausted          internal signal: a budget ran out (never escapes a run)
 
 A run never raises a RuntimeFailure to its caller: the engine turns it into a status
@@ -59,7 +60,9 @@ class BackendError(RuntimeFailure):
         retryable: bool = False,
         retry_after: float | None = None,
     ) -> None:
-        super().__init__(message)
+        from podium.scrub import scrub
+
+        super().__init__(scrub(message))  # provider text (error bodies) is scrubbed the moment it enters
         self.status = status
         self.retryable = retryable
         self.retry_after = retry_after
@@ -77,6 +80,13 @@ class EndpointUnavailable(BackendError):
 
     def __init__(self, message: str, *, retryable: bool = True) -> None:
         super().__init__(message, retryable=retryable)
+
+
+class ContextOverflow(BackendError):
+    """The prompt cannot fit the model's ``context_window``: the call is not made (another model may fit)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=False)
 
 
 class BudgetExhausted(RuntimeFailure):

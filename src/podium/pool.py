@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from podium.checks.spec import CheckSpec
 from podium.config import parse_yaml
 from podium.errors import ConfigError, PolicyError
+from podium.scrub import register_env
 from podium.types import Budget, Role
 
 BackendKind = Literal["openai", "local", "scripted", "check"]
@@ -81,6 +82,7 @@ class ModelSpec(BaseModel):
 
     def api_key(self) -> str | None:
         """The API key from the environment variable named by ``api_key_env``."""
+        register_env([self.api_key_env])  # its value is a secret wherever it appears
         return os.environ.get(self.api_key_env) if self.api_key_env else None
 
 
@@ -174,6 +176,7 @@ class Pool:
         self.policy = policy or Policy()
         self.source = source
         self.models: dict[str, ModelSpec] = {m.name: m for m in config.models if self.policy.allows(m)}
+        register_env(m.api_key_env for m in config.models)
 
     @property
     def name(self) -> str:

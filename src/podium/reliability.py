@@ -32,8 +32,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar
 
 from podium.backends.base import estimate_prompt_tokens, estimate_tokens
-from podium.errors import BackendError, BackendTimeout, EndpointUnavailable
+from podium.errors import BackendError, BackendTimeout, ContextOverflow, EndpointUnavailable
 from podium.pool import ModelSpec
+from podium.scrub import scrub, scrub_value
 from podium.types import ChatMessage, Completion, CompletionRequest
 
 if TYPE_CHECKING:
@@ -160,7 +161,7 @@ class CircuitBreaker:
                 self._set(BreakerState.CLOSED)
             return
         self.failures += 1
-        self.last_error = str(error)[:200]
+        self.last_error = scrub(str(error))[:200]  # it is written to the state file and repeated in later errors
         if self.threshold > 0 and (self.state == BreakerState.HALF_OPEN or self.failures >= self.threshold):
             self.opened_at = self.clock()
             self._set(BreakerState.OPEN)
@@ -217,7 +218,7 @@ class BreakerRegistry:
         saved = self.load().get(breaker.key)
         if saved and saved.get("state") in ("open", "half_open") and saved.get("opened_at") is not None:
             breaker.state, breaker.opened_at = BreakerState.OPEN, float(saved["opened_at"])
-            breaker.last_error = saved.get("last_error")
+            breaker.last_error = scrub(str(saved.get("last_error") or "")) or None
 
     def load(self) -> dict[str, dict[str, Any]]:
         """The shared state file's entries (empty when there is none or it is unreadable)."""
@@ -237,7 +238,10 @@ class BreakerRegistry:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(data, indent=1))
+            fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(json.dumps(scrub_value(data), indent=1))
+            os.chmod(tmp, 0o600)  # an existing temp file keeps its mode through O_CREAT
             os.replace(tmp, self.path)
         except OSError:
             pass  # breaker sharing is an optimisation; never fail a call over it
@@ -410,7 +414,11 @@ async def call_with_fallbacks(
     is continued on the next attempt without repeating what ``sink`` already got.
     """
     for index, spec in enumerate(specs):
-        request = make_request(spec)
+        try:
+            request = make_request(spec)
+        except ContextOverflow as exc:  # this model cannot take the prompt: the next one may
+            attempts.errors.append(f"{spec.name}: {exc}")
+            continue
         backend, report = backends.get(spec), CallReport()
         if sink is None:
             once = lambda: backend.complete(request)  # noqa: E731

@@ -8,7 +8,9 @@ named migrations to :data:`MIGRATIONS`; applied names are kept in ``schema_migra
 
 Privacy: ``PODIUM_TRACES=hash`` (or ``Store(text_mode="hash")``) stores SHA-256 digests instead of
 query, prompt, response and answer texts; ``PODIUM_TRACES=off`` stores nothing. Whatever the mode,
-API keys and ``Authorization`` headers are scrubbed from every stored string before it is written.
+API keys and ``Authorization`` headers are scrubbed (:mod:`podium.scrub`) from every stored value
+before it is serialized and written. New database files (and their WAL and shared-memory files)
+are created readable by their owner only (0600).
 
 Typical use::
 
@@ -32,6 +34,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Literal
 
 from podium.errors import ConfigError, UsageError
+from podium.scrub import REDACTED, clean_text, clean_value, scrub, scrub_value  # noqa: F401 (REDACTED, scrub: re-exported)
 from podium.types import RunResult, RunStatus, Turn
 
 TextMode = Literal["full", "hash"]
@@ -80,50 +83,9 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
     ]),
 ]
 
-# --- secrets ---------------------------------------------------------------------------------
-
-_SECRET_ENV_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH", re.IGNORECASE)
-# (lower-case substrings that must occur for the pattern to match, pattern): the cheap test skips most regex work
-_SECRET_PATTERNS = [
-    (("authorization",), re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?)(?:(?:bearer|basic|token)\s+)?[^\s\"',;}]+")),
-    (("bearer",), re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{8,}")),
-    (("key",), re.compile(r"(?i)((?:x-)?api[_-]?key[\"']?\s*[:=]\s*[\"']?)[^\s\"',;&}]+")),
-    (("sk-", "pk-", "rk-"), re.compile(r"()\b(?:sk|pk|rk)-[A-Za-z0-9_-]{16,}")),
-    (("hf_", "hf-", "gh", "glpat", "xox"), re.compile(r"()\b(?:hf|ghp|gho|ghs|glpat|xox[abp])[_-][A-Za-z0-9_-]{16,}")),
-    (("akia",), re.compile(r"()\bAKIA[0-9A-Z]{16}\b")),
-]
-REDACTED = "[REDACTED]"
-_secret_names: dict[str, bool] = {}
-
-
-def _env_secrets() -> list[str]:
-    """Values of environment variables whose names look like credentials (longest first)."""
-    values = set()
-    for name, value in os.environ.items():
-        looks_secret = _secret_names.get(name)
-        if looks_secret is None:
-            looks_secret = _secret_names[name] = bool(_SECRET_ENV_NAME.search(name))
-        if looks_secret and len(value) >= 8:
-            values.add(value)
-    return sorted(values, key=len, reverse=True)
-
-
-def scrub(text: str | None, secrets: list[str] | None = None) -> str | None:
-    """``text`` with API keys, bearer tokens and Authorization values replaced by ``[REDACTED]``."""
-    if not text:
-        return text
-    for value in _env_secrets() if secrets is None else secrets:
-        text = text.replace(value, REDACTED)
-    lower = text.lower()
-    for triggers, pattern in _SECRET_PATTERNS:
-        if any(t in lower for t in triggers):
-            text = pattern.sub(lambda m: m.group(1) + REDACTED, text)
-    return text
-
-
 def digest(text: str) -> str:
     """The stored stand-in for a text in hash mode."""
-    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+    return "sha256:" + hashlib.sha256(clean_text(text).encode()).hexdigest()
 
 
 # --- paths and settings ----------------------------------------------------------------------
@@ -190,7 +152,7 @@ class Store:
 
     def _connect(self) -> sqlite3.Connection:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _private_file(self.path)
             conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
         except (OSError, sqlite3.Error) as exc:
             raise ConfigError(f"cannot open the trace store {self.path}: {exc}; set PODIUM_HOME to a writable directory") from None
@@ -254,31 +216,37 @@ class Store:
 
     # writing
 
-    def _text(self, value: str | None, secrets: list[str]) -> str | None:
+    def _text(self, value: str | None) -> str | None:
         if value is None:
             return None
-        return digest(value) if self.text_mode == "hash" else scrub(value, secrets)
+        return digest(value) if self.text_mode == "hash" else scrub(value)
+
+    def _json(self, value: Any, *, private: bool = False) -> str:
+        """``value`` scrubbed, then serialized (never the other way round: that can break the JSON).
+        ``private`` texts (prompts) are stored as a digest in hash mode."""
+        if private and self.text_mode == "hash":
+            return digest(json.dumps(clean_value(value), ensure_ascii=False))
+        return json.dumps(scrub_value(value), ensure_ascii=False, sort_keys=isinstance(value, dict))
 
     def record(self, result: RunResult, *, source: str | None = None, owner: str | None = None) -> str:
         """Store ``result`` and its turns (replacing any earlier copy of the same run); returns its id."""
-        secrets = _env_secrets()
         status = result.status.value
-        if result.status == RunStatus.FAILED and result.reason == "interrupted":
+        if result.status == RunStatus.FAILED and result.reason.startswith("interrupted"):
             status = "interrupted"
         run_row = {
             "id": result.run_id, "started_at": result.started_at, "finished_at": result.started_at + result.latency_s,
-            "query": self._text(result.query, secrets), "query_hash": digest(result.query), "pool": result.pool,
-            "policy": scrub(json.dumps(result.policy, sort_keys=True), secrets), "coordinator": result.coordinator,
-            "status": status, "reason": scrub(result.reason, secrets), "answer": self._text(result.answer, secrets),
+            "query": self._text(result.query), "query_hash": digest(result.query), "pool": result.pool,
+            "policy": self._json(result.policy), "coordinator": result.coordinator,
+            "status": status, "reason": scrub(result.reason), "answer": self._text(result.answer),
             "prompt_tokens": sum(t.prompt_tokens for t in result.turns),
             "completion_tokens": sum(t.completion_tokens for t in result.turns),
             "total_tokens": result.total_tokens, "cost_usd": result.cost_usd,
             "orchestration_tokens": result.orchestration_prompt_tokens + result.orchestration_completion_tokens,
             "orchestration_cost_usd": result.orchestration_cost_usd, "latency_s": result.latency_s,
             "n_turns": len(result.turns), "source": source, "owner": owner, "text_mode": self.text_mode,
-            "workflow": self._text(json.dumps(result.workflow, ensure_ascii=False), secrets) if result.workflow is not None else None,
+            "workflow": self._json(result.workflow, private=True) if result.workflow is not None else None,
         }
-        turn_rows = [self._turn_row(result.run_id, t, secrets) for t in result.turns]
+        turn_rows = [self._turn_row(result.run_id, t) for t in result.turns]
         with self._write() as conn:
             conn.execute("DELETE FROM turns WHERE run_id = ?", (result.run_id,))
             conn.execute(_insert("runs", run_row, replace=True), run_row)
@@ -286,17 +254,16 @@ class Store:
                 conn.execute(_insert("turns", row), row)
         return result.run_id
 
-    def _turn_row(self, run_id: str, t: Turn, secrets: list[str]) -> dict[str, Any]:
-        prompt = json.dumps([m.model_dump() for m in t.messages], ensure_ascii=False)
+    def _turn_row(self, run_id: str, t: Turn) -> dict[str, Any]:
         return {
             "run_id": run_id, "turn": t.turn, "role": t.role.value, "model": t.model, "provider": t.provider,
-            "region": t.region, "reason": scrub(t.reason, secrets), "prompt": self._text(prompt, secrets),
-            "response": self._text(t.output, secrets), "prompt_tokens": t.prompt_tokens,
+            "region": t.region, "reason": scrub(t.reason),
+            "prompt": self._json([m.model_dump() for m in t.messages], private=True),
+            "response": self._text(t.output), "prompt_tokens": t.prompt_tokens,
             "completion_tokens": t.completion_tokens, "cost_usd": t.cost_usd, "latency_s": t.latency_s,
-            "verdict": t.verdict.value if t.verdict else None, "diagnosis": self._text(t.diagnosis, secrets),
-            "error": scrub(t.error, secrets), "retries": t.retries, "fallback_from": t.fallback_from,
-            "attempts": scrub(json.dumps(t.attempts, ensure_ascii=False), secrets),
-            "usage_estimated": int(t.usage_estimated), "step": t.step,
+            "verdict": t.verdict.value if t.verdict else None, "diagnosis": self._text(t.diagnosis),
+            "error": scrub(t.error), "retries": t.retries, "fallback_from": t.fallback_from,
+            "attempts": self._json(t.attempts), "usage_estimated": int(t.usage_estimated), "step": t.step,
             "inputs": json.dumps(t.inputs) if t.inputs is not None else None, "depth": t.depth,
             "started_at": t.started_at, "ended_at": t.ended_at,
         }
@@ -305,7 +272,7 @@ class Store:
         """Attach a grounded grade (e.g. ``check:python_tests``) to a stored run; False if the run is not stored."""
         with self._write() as conn:
             cur = conn.execute("UPDATE runs SET grade_score = ?, grade_source = ?, grade_detail = ?, task_id = ? WHERE id = ?",
-                               (float(score), source, self._text(detail, _env_secrets()), task_id, run_id))
+                               (float(score), source, self._text(detail), task_id, run_id))
         return cur.rowcount > 0
 
     def handler(self, *, source: str | None = None, owner: str | None = None,
@@ -412,6 +379,23 @@ class Store:
             return [dict(r) for r in conn.execute(sql, args)]
 
 
+def _private_file(path: Path) -> None:
+    """Create ``path`` (and its directory) readable by the owner only; tighten an existing file we own.
+
+    SQLite gives the WAL and shared-memory files the database file's mode, so they are 0600 too.
+    """
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            if file.stat().st_mode & 0o077 and file.stat().st_uid == os.getuid():
+                file.chmod(0o600)
+        except OSError:
+            pass
+
+
 def _insert(table: str, row: dict[str, Any], *, replace: bool = False) -> str:
     cols = ", ".join(row)
     marks = ", ".join(f":{c}" for c in row)
@@ -447,11 +431,22 @@ def _run_filters(status: str | None, model: str | None, since: Any, until: Any, 
     return ("WHERE " + " AND ".join(clauses)) if clauses else "", args
 
 
+def loads_column(text: str | None, empty: Any) -> Any:
+    """A stored JSON column; a row written by an older podium that scrubbed serialized JSON (and so
+    could break it) reads as the raw text in a list instead of failing the whole read."""
+    if not text:
+        return empty
+    try:
+        return json.loads(text)
+    except ValueError:
+        return [text] if isinstance(empty, list) else {"unparsable": text}
+
+
 def _run_dict(row: sqlite3.Row) -> dict[str, Any]:
     run = dict(row)
-    run["policy"] = json.loads(run["policy"]) if run.get("policy") else {}
+    run["policy"] = loads_column(run.get("policy"), {})
     workflow = run.get("workflow")
-    run["workflow"] = json.loads(workflow) if workflow and not workflow.startswith("sha256:") else None
+    run["workflow"] = loads_column(workflow, None) if workflow and not workflow.startswith("sha256:") else None
     models = run.get("models")
     run["models"] = sorted(models.split(",")) if isinstance(models, str) else []
     return run
@@ -459,7 +454,7 @@ def _run_dict(row: sqlite3.Row) -> dict[str, Any]:
 
 def _turn_dict(row: sqlite3.Row) -> dict[str, Any]:
     turn = dict(row)
-    turn["attempts"] = json.loads(turn["attempts"]) if turn.get("attempts") else []
+    turn["attempts"] = loads_column(turn.get("attempts"), [])
     turn["usage_estimated"] = bool(turn["usage_estimated"])
     turn["inputs"] = json.loads(turn["inputs"]) if turn.get("inputs") else None
     prompt = turn.get("prompt")

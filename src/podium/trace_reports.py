@@ -16,7 +16,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from podium.store import Store
+from podium.errors import missing_extra
+from podium.store import Store, loads_column
 
 ROUTER_INSTRUCTION = (
     "You coordinate a pool of language models that act as thinker (plans), worker (answers) or "
@@ -79,7 +80,7 @@ def _round(value: float | None) -> float | None:
 
 def _reached(row: dict[str, Any]) -> list[str]:
     """Models a turn sent data to: every attempted one (failed calls included), then the one that answered."""
-    names = [a.split(": ", 1)[0] for a in json.loads(row["attempts"] or "[]") if not a.startswith("interrupted: ")]
+    names = [a.split(": ", 1)[0] for a in loads_column(row["attempts"], []) if not a.startswith("interrupted: ")]
     if not row["error"]:
         names.append(row["model"])
     return list(dict.fromkeys(names or [row["model"]]))

@@ -27,6 +27,8 @@ from typing import Any, Awaitable, Callable
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from podium.errors import UsageError
+from podium.hosts import host_allowed, host_name
+from podium.scrub import scrub_value
 from podium.store import Store
 
 STATIC = {"viewer.html": "text/html; charset=utf-8", "viewer.js": "text/javascript; charset=utf-8",
@@ -39,7 +41,7 @@ Response = tuple[int, str, bytes]
 
 
 def _json(status: int, body: Any) -> Response:
-    return status, "application/json", json.dumps(body).encode()
+    return status, "application/json", json.dumps(scrub_value(body)).encode()
 
 
 def _static(name: str) -> Response:
@@ -95,13 +97,21 @@ def handle(store: Store, method: str, path: str, params: dict[str, str]) -> Resp
     return _json(404, {"error": f"no route {path!r}"})
 
 
+REQUEST_TIMEOUT_S = 10  # a client that sends its request this slowly is dropped (slow-header attacks)
+
+
 class _Handler(BaseHTTPRequestHandler):
     store: Store
+    hosts: frozenset[str] = frozenset()
     server_version = "podium-viewer"
+    timeout = REQUEST_TIMEOUT_S
 
     def _respond(self, head_only: bool) -> None:
         url = urlsplit(self.path)
-        status, ctype, body = handle(self.store, self.command, url.path, dict(parse_qsl(url.query)))
+        if not host_allowed(self.headers.get("Host"), self.hosts):  # DNS rebinding: see podium.hosts
+            status, ctype, body = _json(421, {"error": "this viewer only answers requests for its own host name"})
+        else:
+            status, ctype, body = handle(self.store, self.command, url.path, dict(parse_qsl(url.query)))
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
@@ -125,8 +135,12 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def make_server(store: Store, host: str = "127.0.0.1", port: int = 0) -> ThreadingHTTPServer:
-    """A threaded stdlib HTTP server for the viewer (port 0 picks a free port); call serve_forever()."""
-    handler = type("ViewerHandler", (_Handler,), {"store": store})
+    """A threaded stdlib HTTP server for the viewer (port 0 picks a free port); call serve_forever().
+
+    It answers only requests whose ``Host`` is a loopback name, an IP address or ``host`` (see
+    :mod:`podium.hosts`).
+    """
+    handler = type("ViewerHandler", (_Handler,), {"store": store, "hosts": frozenset({host_name(host)})})
     server = ThreadingHTTPServer((host, port), handler)
     server.daemon_threads = True
     return server

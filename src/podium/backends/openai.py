@@ -15,8 +15,10 @@ from typing import Any, AsyncIterator
 import httpx
 
 from podium.backends.base import make_completion
+from podium.backends.isolation import close_response, isolated, pump
 from podium.errors import BackendError, BackendTimeout, EndpointUnavailable
 from podium.pool import ModelSpec
+from podium.scrub import scrub
 from podium.types import Completion, CompletionRequest, StreamDelta
 from podium.verdicts import VERDICT_RESPONSE_FORMAT
 
@@ -58,7 +60,7 @@ def _status_error(response: httpx.Response, body: str) -> BackendError:
     status = response.status_code
     retryable = status in RETRYABLE_STATUS or status >= 500
     return BackendError(
-        f"HTTP {status} from {response.request.url}: {body[:300]}",
+        f"HTTP {status} from {response.request.url}: {scrub(body)[:300]}",  # scrubbed before cut: no key half left
         status=status,
         retryable=retryable,
         retry_after=_retry_after(response),
@@ -112,11 +114,23 @@ class OpenAIBackend:
             body.setdefault("response_format", VERDICT_RESPONSE_FORMAT)
         return body
 
+    async def _send(self, request: CompletionRequest, stream: bool) -> httpx.Response:
+        """Send the request; the response's body is still to be read, and must go to :func:`close_response`."""
+        http_request = self.client.build_request("POST", self.url, json=self._body(request, stream), headers=self._headers(),
+                                                 timeout=self._timeout())
+        return await self.client.send(http_request, stream=True)
+
     async def complete(self, request: CompletionRequest) -> Completion:
+        return await isolated(self._complete(request))  # cancelled at most once: see podium.backends.isolation
+
+    async def _complete(self, request: CompletionRequest) -> Completion:
         started = time.perf_counter()
         with _mapped_errors(self.url):
-            async with self.client.stream("POST", self.url, json=self._body(request, False), headers=self._headers(), timeout=self._timeout()) as response:
+            response = await self._send(request, False)
+            try:
                 body = await _read_limited(response, self.url)
+            finally:
+                await close_response(response)
         if response.status_code >= 400:
             raise _status_error(response, body.decode(errors="replace"))
         data = _parse_json(response, body)
@@ -124,19 +138,24 @@ class OpenAIBackend:
             choice = data["choices"][0]
             text = choice["message"].get("content") or ""
         except (KeyError, IndexError, TypeError, AttributeError):
-            raise BackendError(f"unexpected response shape from {self.url}: {str(data)[:200]}", retryable=True) from None
+            raise BackendError(f"unexpected response shape from {self.url}: {scrub(str(data))[:200]}", retryable=True) from None
         usage = data.get("usage") or {}
         return make_completion(self.spec, request, text, started, usage.get("prompt_tokens"), usage.get("completion_tokens"), choice.get("finish_reason"))
 
     async def stream(self, request: CompletionRequest) -> AsyncIterator[StreamDelta]:
+        async for delta in pump(self._stream(request)):  # read in a task cancelled at most once
+            yield delta
+
+    async def _stream(self, request: CompletionRequest) -> AsyncIterator[StreamDelta]:
         started = time.perf_counter()
         parts: list[str] = []
         usage: dict[str, Any] = {}
         finish: str | None = None
         with _mapped_errors(self.url):
-            async with self.client.stream("POST", self.url, json=self._body(request, True), headers=self._headers(), timeout=self._timeout()) as response:
+            response = await self._send(request, True)
+            try:
                 if response.status_code >= 400:
-                    body = (await response.aread()).decode(errors="replace")
+                    body = (await _read_limited(response, self.url)).decode(errors="replace")
                     raise _status_error(response, body)
                 async for event in _sse_events(response):
                     usage = event.get("usage") or usage
@@ -146,6 +165,8 @@ class OpenAIBackend:
                         if piece:
                             parts.append(piece)
                             yield StreamDelta(text=piece)
+            finally:  # every exit: end of stream, error, the consumer closing us, cancellation
+                await close_response(response)
         if finish is None:
             raise BackendError(f"stream from {self.url} ended before it finished", retryable=True)
         completion = make_completion(self.spec, request, "".join(parts), started, usage.get("prompt_tokens"), usage.get("completion_tokens"), finish)
@@ -186,7 +207,7 @@ async def _sse_events(response: httpx.Response) -> AsyncIterator[dict[str, Any]]
         try:
             yield json.loads(payload)
         except ValueError:
-            raise BackendError(f"malformed SSE event from {response.request.url}: {payload[:100]}", retryable=True) from None
+            raise BackendError(f"malformed SSE event from {response.request.url}: {scrub(payload)[:100]}", retryable=True) from None
 
 
 async def _bounded_lines(response: httpx.Response) -> AsyncIterator[str]:

@@ -50,7 +50,10 @@ def cli() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the CLI and turn every podium error into one clear line."""
+    """Entry point: run the CLI and turn every podium error into one clear line (secrets scrubbed)."""
+    from podium.scrub import install_log_scrubbing, scrub
+
+    install_log_scrubbing()
     try:
         cli.main(args=argv, prog_name="podium", standalone_mode=False)
     except click.exceptions.Abort:
@@ -62,10 +65,10 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except UsageError as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {scrub(str(exc))}", err=True)
         sys.exit(2)
     except PodiumError as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {scrub(str(exc))}", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)

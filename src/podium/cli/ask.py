@@ -16,6 +16,7 @@ from podium.cli.options import pool_option
 from podium.coordinators import get_coordinator
 from podium.engine import Engine, Event, RunFinished, TurnFinished, TurnStarted
 from podium.pool import Policy, load_pool
+from podium.scrub import clean_text, scrub, scrub_value
 from podium.store import recorder
 from podium.types import Budget, RunResult, RunStatus
 
@@ -47,26 +48,28 @@ def live_printer(enabled: bool):
             started[event.turn] = time.perf_counter()
             if open_line[0] is not None:
                 click.echo("", err=True)
-            click.echo(f"[turn {event.turn}] {event.role.value:<8} {event.model} ... ", err=True, nl=False)
+            click.echo(scrub(f"[turn {event.turn}] {event.role.value:<8} {event.model} ... "), err=True, nl=False)
             open_line[0] = event.turn
         elif isinstance(event, TurnFinished):
             t = event.turn
             note = f"error: {t.error[:60]}" if t.error else (t.verdict.value if t.verdict else "done")
             prefix = "" if open_line[0] == t.turn else f"[turn {t.turn}] {t.step or t.role.value} "
-            click.echo(f"{prefix}{time.perf_counter() - started.get(t.turn, time.perf_counter()):.1f}s {note}", err=True)
+            click.echo(scrub(f"{prefix}{time.perf_counter() - started.get(t.turn, time.perf_counter()):.1f}s {note}"), err=True)
             open_line[0] = None
         elif isinstance(event, RunFinished):
-            click.echo(f"[{event.result.status.value}] {event.result.reason}", err=True)
+            click.echo(scrub(f"[{event.result.status.value}] {event.result.reason}"), err=True)
 
     return on_event
 
 
 def read_question(words: tuple[str, ...]) -> str:
-    """The question from the arguments, else from stdin when it is piped."""
+    """The question from the arguments, else from stdin when it is piped. Bytes that are not UTF-8
+    (``$'what is \\xff?'``) become U+FFFD here, so the run can be sent, printed and stored."""
     if words:
-        return " ".join(words)
+        return clean_text(" ".join(words))  # argv decodes bad bytes to lone surrogates
     if not sys.stdin.isatty():
-        return sys.stdin.read()
+        raw = getattr(sys.stdin, "buffer", None)
+        return raw.read().decode("utf-8", "replace") if raw is not None else clean_text(sys.stdin.read())
     return ""
 
 
@@ -106,7 +109,7 @@ async def run_once(pool_ref: str, coordinator: str, question: str, limits: dict,
             setattr(chosen, key, value)
     engine = Engine(pool, chosen, on_event=live_printer(live))
     try:
-        store = recorder("cli", warn=lambda msg: click.echo(f"warning: {msg}", err=True))  # every run is traced
+        store = recorder("cli", warn=lambda msg: click.echo(scrub(f"warning: {msg}"), err=True))  # every run is traced
         return await engine.run(question, budget=budget, policy=policy, on_event=store, check=check)
     finally:
         await engine.aclose()
@@ -144,9 +147,9 @@ def ask(question: tuple[str, ...], pool_ref: str, coordinator: str, max_turns: i
     if show_plan and not as_json:
         click.echo((plan_text(result) or "(this coordinator writes no workflow)") + "\n")
     if as_json:
-        click.echo(json.dumps(result.to_json(), indent=2))
+        click.echo(json.dumps(scrub_value(result.to_json()), indent=2))
     else:
-        click.echo(f"{result.answer if result.answer is not None else '(no answer)'}\n")
-        click.echo(render_table(result))
+        click.echo(scrub(f"{result.answer if result.answer is not None else '(no answer)'}\n"))
+        click.echo(scrub(render_table(result)))
     if result.status == RunStatus.FAILED:
         sys.exit(1)

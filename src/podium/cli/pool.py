@@ -111,12 +111,13 @@ def breaker_rows(p: Pool, probes: dict[str, str | None] | None) -> list[dict]:
 def status(pool_ref: str, probe: bool, reset: bool, as_json: bool) -> None:
     """Circuit breakers per endpoint: config, and the state shared by podium processes."""
     from podium.reliability import BreakerRegistry, breaker_file
+    from podium.scrub import scrub_value
 
     p = load_pool(pool_ref)
     path = breaker_file()
     if reset:
         BreakerRegistry(path).reset()
-    rows = breaker_rows(p, asyncio.run(probe_all(p)) if probe else None)
+    rows = scrub_value(breaker_rows(p, asyncio.run(probe_all(p)) if probe else None))  # a state file may predate scrubbing
     if as_json:
         click.echo(json.dumps({"pool": p.name, "state_file": str(path) if path else None, "endpoints": rows}, indent=2))
         return

@@ -28,10 +28,12 @@ def print_new_key(name: str) -> None:
               help="YAML keys file (hashed keys, policy and rate limit per key). Without it: no auth, loopback only.")
 @click.option("--tiers", "tiers_file", type=click.Path(dir_okay=False), default=None, help="YAML tiers file (default: the shipped tiers).")
 @click.option("--max-body", type=click.IntRange(1024), default=4 * 1024 * 1024, show_default=True, help="Largest request body in bytes.")
+@click.option("--header-timeout", type=click.FloatRange(0.1, 3600), default=10.0, show_default=True,
+              help="Seconds a client has to send a whole request head (request line and headers).")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info", show_default=True)
 @click.option("--new-key", metavar="NAME", default=None, help="Print a new API key and its keys-file entry, then exit.")
 def serve(host: str, port: int, pool_ref: str, keys_file: str | None, tiers_file: str | None, max_body: int,
-          log_level: str, new_key: str | None) -> None:
+          header_timeout: float, log_level: str, new_key: str | None) -> None:
     """Serve the pool's tiers and models behind an OpenAI-compatible API."""
     if new_key:
         print_new_key(new_key)
@@ -43,11 +45,12 @@ def serve(host: str, port: int, pool_ref: str, keys_file: str | None, tiers_file
     except ImportError:
         raise missing_extra("uvicorn", "server") from None
     from podium.server.app import create_app
+    from podium.server.http import uvicorn_options
 
-    app = create_app(pool_ref, tiers=tiers_file, keys=keys_file, max_body_bytes=max_body)
+    app = create_app(pool_ref, tiers=tiers_file, keys=keys_file, max_body_bytes=max_body, hosts=(host,))
     if keys_file is None:
         click.echo(f"podium serve: no --keys file, so no authentication: binding {host} only (local use).", err=True)
     tiers = ", ".join(app.state.service.tiers)
     click.echo(f"podium serve: pool '{app.state.service.pool.name}', tiers {tiers}; traces: {app.state.traces.location}", err=True)
     click.echo(f"podium serve: OpenAI base_url http://{host}:{port}/v1", err=True)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=log_level == "debug")
+    uvicorn.run(app, host=host, port=port, **uvicorn_options(log_level, header_timeout))

@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from podium.pool import Pool
-from podium.types import Budget, Completion, Decision, Role, Turn, Verdict
+from podium.backends.base import estimate_prompt_tokens
+from podium.errors import BudgetExhausted, ContextOverflow
+from podium.pool import ModelSpec, Pool
+from podium.types import Budget, ChatMessage, Completion, Decision, Role, Turn, Verdict
 
 if TYPE_CHECKING:
     from podium.backends import BackendSet
@@ -37,13 +39,42 @@ class RunState:
 
     @property
     def used_tokens(self) -> int:
-        """Prompt plus completion tokens of the turns so far (what the token budget counts)."""
-        return sum(t.prompt_tokens + t.completion_tokens for t in self.turns)
+        """Prompt plus completion tokens of every call so far, the coordinator's included (what the token budget counts)."""
+        return sum(t.prompt_tokens + t.completion_tokens for t in self.turns) + sum(
+            c.prompt_tokens + c.completion_tokens for c in self.orchestration)
 
     @property
     def spent_usd(self) -> float:
-        """Cost of the turns so far (what the cost budget counts)."""
-        return sum(t.cost_usd for t in self.turns)
+        """Cost of every call so far, the coordinator's included (what the cost budget counts)."""
+        return sum(t.cost_usd for t in self.turns) + sum(c.cost_usd for c in self.orchestration)
+
+    def size_call(self, spec: ModelSpec, messages: list[ChatMessage], max_tokens: int) -> int:
+        """The completion limit for a call to ``spec`` (at most ``max_tokens``), checked before it is made.
+
+        The rule: the prompt (estimated at 4 characters a token) plus at least one completion token
+        must fit the model's ``context_window``, else ContextOverflow (this model is skipped; a
+        fallback may fit). The completion limit is cut to what is left of the window and of the token
+        budget; if even that call's worst case (prompt plus full completion, at the model's prices)
+        would overrun the token or cost budget, BudgetExhausted: the call is not made.
+        """
+        prompt = estimate_prompt_tokens(messages)
+        room = spec.context_window - prompt
+        if room < 1:
+            raise ContextOverflow(f"the prompt (about {prompt} tokens) does not fit the context window of {spec.name} "
+                                  f"({spec.context_window} tokens)")
+        max_tokens = min(max_tokens, room)
+        b = self.budget
+        if b.max_tokens is not None:
+            left = b.max_tokens - self.used_tokens - prompt
+            if left < 1:
+                raise BudgetExhausted("max_tokens", f"max_tokens: the next prompt ({prompt} tokens) does not fit the {b.max_tokens}-token budget")
+            max_tokens = min(max_tokens, left)
+        if b.max_cost_usd is not None:
+            left_usd = b.max_cost_usd - self.spent_usd
+            worst = spec.cost(prompt, max_tokens)
+            if worst > left_usd:
+                raise BudgetExhausted("max_cost_usd", f"max_cost_usd: a call to {spec.name} may cost ${worst:.6f}, only ${max(left_usd, 0):.6f} left")
+        return max_tokens
 
     @property
     def last(self) -> Turn | None:

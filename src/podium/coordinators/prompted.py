@@ -14,7 +14,7 @@ import re
 from podium.backends import BackendSet
 from podium.coordinators.base import RunState
 from podium.coordinators.rules import next_role
-from podium.errors import BackendError, PolicyError
+from podium.errors import BackendError, BudgetExhausted, PolicyError
 from podium.types import ChatMessage, CompletionRequest, Decision, Role
 
 PROMPT = (
@@ -22,6 +22,7 @@ PROMPT = (
     "the answer, VERIFIER checks the latest answer (ACCEPT or REVISE).\n\nTask: {query}\n\n"
     "Turns so far:\n{summary}\n\nWhich role should act next? Reply with one word: THINKER, WORKER or VERIFIER."
 )
+REPLY_TOKENS = 8
 _ROLE_WORD = re.compile(r"\b(thinker|worker|verifier)\b", re.I)
 
 
@@ -55,7 +56,9 @@ class PromptedCoordinator:
         spec = state.pool.get(self.model or state.pool.default_for("coordinator"))
         backends = state.backends or BackendSet()
         content = PROMPT.format(query=state.query, summary=summarize(state))
-        request = CompletionRequest(messages=[ChatMessage(role="user", content=content)], max_tokens=8, temperature=0.0)
+        messages = [ChatMessage(role="user", content=content)]
+        # the coordinator's call counts against the run's budgets and must fit its window, like any other
+        request = CompletionRequest(messages=messages, max_tokens=state.size_call(spec, messages, REPLY_TOKENS), temperature=0.0)
         completion = await backends.get(spec).complete(request)
         state.record_orchestration(completion)
         return completion.text
@@ -64,7 +67,7 @@ class PromptedCoordinator:
         fallback_role, fallback_reason = next_role(state)
         try:
             reply = await self.ask_model(state)
-        except (BackendError, PolicyError) as exc:
+        except (BackendError, PolicyError, BudgetExhausted) as exc:
             return self._decision(state, fallback_role, f"coordinator call failed ({exc}); rules fallback: {fallback_reason}")
         role = parse_role(reply)
         if role is None:

@@ -16,31 +16,59 @@ from pathlib import Path
 from typing import Any
 
 from podium.errors import PodiumError, UsageError, missing_extra
+from podium.hosts import host_allowed, host_name
 from podium.pool import Pool, load_pool
+from podium.scrub import install_log_scrubbing, scrub_value
 from podium.server.auth import ApiKey, KeyRing
 from podium.server.errors import ApiError
 from podium.server.metrics import Metrics
 from podium.server.schemas import ChatCompletionRequest, ErrorResponse, ModelCard, ModelList, completion_id
 from podium.server.service import Plan, Service
-from podium.server.stream import AnswerGate, EventStream, completion_body, sse
+from podium.server.stream import AnswerGate, EventStream, completion_body, sse, stop_run
 from podium.server.tiers import TierSet, load_tiers
 from podium.server.traces import Traces
+from podium.types import RunResult
 
 try:
     from fastapi import Depends, FastAPI, Request
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse, Response, StreamingResponse
+    from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
     from starlette.exceptions import HTTPException as StarletteHTTPException
 except ImportError:  # pragma: no cover - exercised only without the extra
     raise missing_extra("fastapi", "server") from None
 
 log = logging.getLogger("podium.server")
 MAX_BODY_BYTES = 4 * 1024 * 1024
-ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 413, 429, 502)}
+ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 413, 421, 429, 502)}
+
+
+class ScrubbedJSON(JSONResponse):
+    """Every JSON body the server sends: secrets scrubbed from its values before it is serialized."""
+
+    def render(self, content: Any) -> bytes:
+        return super().render(scrub_value(content))
 
 
 def error_response(err: ApiError) -> JSONResponse:
-    return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
+    return ScrubbedJSON(err.body(), status_code=err.status, headers=err.headers)
+
+
+class HostCheck:
+    """ASGI middleware of a keyless server: 421 unless ``Host`` passes :func:`podium.hosts.host_allowed`."""
+
+    def __init__(self, app: Any, names: frozenset[str]) -> None:
+        self.app = app
+        self.names = names
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        host = next((v for k, v in scope.get("headers") or [] if k == b"host"), b"").decode("latin-1")
+        if host_allowed(host, self.names):
+            return await self.app(scope, receive, send)
+        err = ApiError(421, "a server without API keys answers only requests addressed to a loopback name or an IP "
+                       "address (DNS rebinding protection); use http://127.0.0.1:PORT", code="misdirected_request")
+        await error_response(err)(scope, receive, send)
 
 
 class BodyLimit:
@@ -97,9 +125,11 @@ def validation_message(exc: RequestValidationError) -> ApiError:
 
 
 def create_app(pool: Pool | str = "embedded", *, tiers: TierSet | str | Path | None = None, keys: KeyRing | str | Path | None = None,
-               traces: Traces | None = None, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+               traces: Traces | None = None, max_body_bytes: int = MAX_BODY_BYTES, hosts: tuple[str, ...] = ()) -> FastAPI:
     """Build the server app. ``pool``: a Pool, shipped pool name or YAML path; ``tiers``: a TierSet or
-    file (default: the shipped tiers); ``keys``: a KeyRing or keys file (None: no auth, local use)."""
+    file (default: the shipped tiers); ``keys``: a KeyRing or keys file (None: no auth, local use);
+    ``hosts``: more ``Host`` names a keyless server answers (see :mod:`podium.hosts`)."""
+    install_log_scrubbing()
     pool = load_pool(pool) if isinstance(pool, str) else pool
     tier_set = tiers if isinstance(tiers, TierSet) else load_tiers(tiers)
     ring = keys if isinstance(keys, KeyRing) else KeyRing.load(keys)
@@ -112,11 +142,13 @@ def create_app(pool: Pool | str = "embedded", *, tiers: TierSet | str | Path | N
         yield
         await service.aclose()
 
-    app = FastAPI(title="podium", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="podium", version="0.1.0", lifespan=lifespan, default_response_class=ScrubbedJSON,
                   description="OpenAI-compatible multi-agent orchestration: tiers are virtual models.")
     app.state.service, app.state.keys, app.state.traces, app.state.metrics = service, ring, store, metrics
     install_error_handlers(app, metrics)
     app.add_middleware(BodyLimit, limit=max_body_bytes)
+    if ring.open:  # with keys, a request must carry a key, which a rebinding page does not have
+        app.add_middleware(HostCheck, names=frozenset(host_name(h) for h in hosts))
 
     authenticate, limited = auth_dependencies(ring, metrics)
     add_api_routes(app, limited)
@@ -216,7 +248,10 @@ def add_ops_routes(app: FastAPI, authenticate: Any) -> None:
         return {"status": "ok", "pool": pool.name, "tiers": list(service.tiers), "models": len(pool.config.models),
                 "auth": not ring.open, "traces": store.enabled}
 
-    @app.get("/metrics", summary="Prometheus metrics", responses=ERRORS)
+    metrics_responses = {**ERRORS, 200: {"description": "Prometheus text exposition format",
+                                        "content": {"text/plain": {"schema": {"type": "string"}}}}}
+
+    @app.get("/metrics", summary="Prometheus metrics", responses=metrics_responses, response_class=PlainTextResponse)
     async def get_metrics(key: ApiKey = Depends(authenticate)) -> Response:
         data, ctype = metrics.render()
         return Response(data, media_type=ctype)
@@ -238,7 +273,8 @@ def install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-        return error_response(ApiError(exc.status_code, str(exc.detail), type=kind, code=str(exc.status_code)))
+        return error_response(ApiError(exc.status_code, str(exc.detail), type=kind, code=str(exc.status_code),
+                                       headers=dict(exc.headers or {})))  # e.g. Allow on a 405
 
     @app.exception_handler(UsageError)
     async def on_usage(request: Request, exc: UsageError) -> JSONResponse:
@@ -264,21 +300,29 @@ async def complete(plan: Plan, service: Service, store: Traces, metrics: Metrics
         err = ApiError(502, f"the run produced no answer: {result.reason}", type="upstream_error", code="run_failed", headers=headers)
         return error_response(err)
     metrics.request(plan.model, plan.kind, 200, time.perf_counter() - started)
-    return JSONResponse(completion_body(plan, outcome, completion_id()), headers=headers)
+    return ScrubbedJSON(completion_body(plan, outcome, completion_id()), headers=headers)
+
+
+_producers: set[asyncio.Task] = set()  # the loop holds tasks weakly; a producer must outlive its client
 
 
 def stream_response(plan: Plan, service: Service, store: Traces, metrics: Metrics, started: float) -> StreamingResponse:
-    """Start the run in a task and stream its answer as SSE chunks."""
+    """Start the run in a task and stream its answer as SSE chunks. A client that disconnects cancels
+    the run; what it did so far is stored with status ``interrupted``."""
     queue: asyncio.Queue = asyncio.Queue()
+
+    def on_cancel(result: RunResult) -> None:
+        store.record_now(result, plan.key.name)
+        metrics.request(plan.model, plan.kind, 499, time.perf_counter() - started)
 
     async def produce() -> None:
         try:
             if plan.tier:
                 workflow = getattr(service.engines[plan.tier.name].coordinator, "plans_workflows", False)
                 gate = AnswerGate(queue, plan.budget.max_turns, workflow)  # type: ignore[union-attr]
-                outcome = await service.run_tier(plan, gate.on_event, on_cancel=lambda r: store.record_now(r, plan.key.name))
+                outcome = await service.run_tier(plan, gate.on_event, on_cancel=on_cancel)
             else:
-                outcome = await service.run_model(plan, sink=lambda text: queue.put_nowait(("text", text)))
+                outcome = await service.run_model(plan, sink=lambda text: queue.put_nowait(("text", text)), on_cancel=on_cancel)
         except ApiError as err:
             queue.put_nowait(("error", err.message))
             return
@@ -293,6 +337,23 @@ def stream_response(plan: Plan, service: Service, store: Traces, metrics: Metric
         queue.put_nowait(("done", outcome))
 
     task = asyncio.get_running_loop().create_task(produce())
+    _producers.add(task)
+    task.add_done_callback(_producers.discard)
     stream = EventStream(plan, completion_id())
     headers = {"x-podium-trace-id": plan.trace_id, "cache-control": "no-cache"}
-    return StreamingResponse(sse(stream, queue, task), media_type="text/event-stream", headers=headers)
+    return RunStream(sse(stream, queue, task), task, media_type="text/event-stream", headers=headers)
+
+
+class RunStream(StreamingResponse):
+    """A streamed run's response: however the response ends (finished, client gone before the first
+    chunk), the run does not outlive it."""
+
+    def __init__(self, content: Any, task: asyncio.Task, **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self.task = task
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            stop_run(self.task)

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from podium.pool import Policy
+from podium.scrub import clean_value
 from podium.types import ChatMessage
 
 MAX_TOKENS_LIMIT = 1_000_000
+MAX_STOP_SEQUENCES = 4  # as OpenAI's API: a string or a list of at most 4
 
 
 class TextPart(BaseModel):
@@ -57,7 +59,7 @@ class PodiumOptions(Policy):
 
     model_config = ConfigDict(extra="forbid")
     max_turns: int | None = Field(default=None, ge=1, le=100)
-    max_cost_usd: float | None = Field(default=None, ge=0)
+    max_cost_usd: float | None = Field(default=None, gt=0)  # 0 would refuse every call: a client error, not a 502
     max_tokens: int | None = Field(default=None, ge=1, le=100_000_000)
     deadline_s: float | None = Field(default=None, gt=0, le=3600)
     cost_weight: float | None = Field(default=None, ge=0, le=1)  # learned tiers: 0 = quality … 1 = cost (podium.knob)
@@ -80,20 +82,27 @@ class ChatCompletionRequest(BaseModel):
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
     n: int | None = Field(default=None, ge=1, le=1)
-    stop: str | list[str] | None = None
+    stop: str | Annotated[list[str], Field(max_length=MAX_STOP_SEQUENCES)] | None = None
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
     seed: int | None = None
     user: str | None = Field(default=None, max_length=256)
     podium: PodiumOptions | None = None
 
-    @field_validator("stop")
+    @model_validator(mode="before")
     @classmethod
-    def _stop_list(cls, value: str | list[str] | None) -> list[str] | None:
+    def _clean_text(cls, data: Any) -> Any:
+        """Lone surrogates (valid JSON escapes, invalid text) become U+FFFD at the boundary, so the
+        run can be sent upstream, answered and stored like any other."""
+        return clean_value(data)
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _stop_list(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [value]
-        if value is not None and len(value) > 4:
-            raise ValueError("at most 4 stop sequences")
+        if isinstance(value, list) and len(value) > MAX_STOP_SEQUENCES:
+            raise ValueError(f"at most {MAX_STOP_SEQUENCES} stop sequences")
         return value
 
     @property

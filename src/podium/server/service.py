@@ -8,13 +8,15 @@ request may ask for fewer turns or a lower cost cap than its tier, never more.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
 from podium.backends import BackendSet
+from podium.backends.base import estimate_prompt_tokens
 from podium.engine import Engine, Event, RunFinished
-from podium.errors import PolicyError, UsageError
+from podium.errors import ContextOverflow, PolicyError, UsageError
 from podium.pool import ModelSpec, Policy, Pool
 from podium.reliability import Attempts, call_with_fallbacks, default_breakers
 from podium.server.auth import ApiKey
@@ -108,8 +110,7 @@ class Service:
             return self._plan_tier(plan, self.tiers[base], options)
         if request.model in {m.name for m in self.pool.config.models}:
             return self._plan_model(plan, options)
-        raise ApiError(404, f"model '{request.model}' does not exist; GET /v1/models lists the tiers and models served",
-                       param="model", code="model_not_found")
+        raise model_not_found(request.model)
 
     def _plan_tier(self, plan: Plan, tier: Tier, options: PodiumOptions) -> Plan:
         self.check_roles(tier, plan.key.policy, status=403, who=f"API key '{plan.key.name}'")
@@ -137,9 +138,8 @@ class Service:
 
     def _plan_model(self, plan: Plan, options: PodiumOptions) -> Plan:
         spec = next(m for m in self.pool.config.models if m.name == plan.model)
-        if not plan.key.policy.allows(spec):
-            raise ApiError(403, f"model '{spec.name}' is outside the policy of API key '{plan.key.name}' "
-                           f"({plan.key.policy.describe()})", type="permission_error", param="model", code="model_not_allowed")
+        if not plan.key.policy.allows(spec):  # 404 like an unknown model: a key must not learn what it may not see
+            raise model_not_found(plan.model)
         if not plan.policy.allows(spec):
             raise bad_request(f"model '{spec.name}' is excluded by the request's podium policy", param="podium", code="model_excluded")
         if options.max_turns is not None or options.max_cost_usd is not None:
@@ -150,6 +150,10 @@ class Service:
                               param="max_tokens", code="max_tokens_too_large")
         if not any(m.text().strip() for m in plan.request.messages):
             raise bad_request("every message is empty", param="messages", code="empty_messages")
+        prompt = estimate_prompt_tokens([m.to_chat() for m in plan.request.messages])
+        if prompt + (limit or 1) > spec.context_window:
+            raise bad_request(f"the messages (about {prompt} tokens) and max_tokens {limit or 1} do not fit model "
+                              f"'{spec.name}' (context window {spec.context_window})", param="messages", code="context_length_exceeded")
         plan.spec = spec
         allowed = [n for n in spec.fallbacks if n != spec.name and plan.policy.allows(self._spec(n))]
         plan.chain = [spec.name, *allowed]
@@ -197,30 +201,46 @@ class Service:
         return knobs[key]
 
     def completion_request(self, plan: Plan, spec: ModelSpec) -> CompletionRequest:
+        """The call to ``spec``: a fallback whose context window cannot take the prompt is skipped."""
         r = plan.request
-        limit = min(r.completion_limit or spec.max_tokens, max(1, spec.context_window - 1))
         messages = [m.to_chat() for m in r.messages if m.text().strip() or m.role == "assistant"]
+        room = spec.context_window - estimate_prompt_tokens(messages)
+        if room < 1:
+            raise ContextOverflow(f"the prompt does not fit the context window of {spec.name} ({spec.context_window} tokens)")
+        limit = min(r.completion_limit or spec.max_tokens, room)
         return CompletionRequest(messages=messages, max_tokens=limit, temperature=r.temperature, stop=r.stop)
 
-    async def run_model(self, plan: Plan, sink: TextSink | None = None) -> Outcome:
+    async def run_model(self, plan: Plan, sink: TextSink | None = None,
+                        on_cancel: Callable[[RunResult], None] | None = None) -> Outcome:
         """Pass the chat through to the plan's model, then its allowed fallbacks, with the engine's
         reliability: retries, per-endpoint circuit breakers, total timeouts, and (streaming, via
-        ``sink``) a broken stream spliced onto its retry so the client never sees text twice."""
+        ``sink``) a broken stream spliced onto its retry so the client never sees text twice.
+        Cancelled (the client went away): ``on_cancel`` gets the run so far, status ``interrupted``."""
         started, attempts = time.perf_counter(), Attempts()
-        served = await call_with_fallbacks(
-            [self._spec(name) for name in plan.chain], lambda spec: self.completion_request(plan, spec),
-            self.backends, self.breakers, attempts, sink=(lambda spec, text: sink(text)) if sink else None,
-        )
+        try:
+            served = await call_with_fallbacks(
+                [self._spec(name) for name in plan.chain], lambda spec: self.completion_request(plan, spec),
+                self.backends, self.breakers, attempts, sink=(lambda spec, text: sink(text)) if sink else None,
+            )
+        except asyncio.CancelledError:
+            if on_cancel is not None:
+                note = "interrupted: the client disconnected or the server is stopping"
+                on_cancel(self._result(plan, [self._failed_turn(plan, attempts, note)], None, RunStatus.FAILED, "interrupted", started))
+            raise
         errors = attempts.errors
         if served is not None:
             turn = self._turn(served.spec, served.request, served.completion, plan, errors, attempts.retries, served.index)
             finish = "length" if served.completion.finish_reason == "length" else "stop"
             return Outcome(self._result(plan, [turn], served.completion.text, RunStatus.ANSWERED, f"pass-through to {served.spec.name}", started), finish)
-        splice = attempts.splice
-        failed = Turn(turn=1, role=Role.WORKER, model=plan.chain[0], reason="pass-through", error="; ".join(errors) or "no provider available",
-                      attempts=errors, retries=attempts.retries, output=splice.sent, prompt_tokens=splice.prompt_tokens,
-                      completion_tokens=splice.completion_tokens, cost_usd=splice.cost_usd, usage_estimated=splice.charged)
-        return Outcome(self._result(plan, [failed], None, RunStatus.FAILED, "; ".join(errors) or "no provider available", started))
+        failed = self._failed_turn(plan, attempts)
+        return Outcome(self._result(plan, [failed], None, RunStatus.FAILED, failed.error or "no provider available", started))
+
+    def _failed_turn(self, plan: Plan, attempts: Attempts, note: str | None = None) -> Turn:
+        """The trace record of a pass-through no model completed, with what its broken streams consumed."""
+        errors, splice = [*attempts.errors, *([note] if note else [])], attempts.splice
+        return Turn(turn=1, role=Role.WORKER, model=plan.chain[0], reason="pass-through", error="; ".join(errors) or "no provider available",
+                    attempts=errors, retries=attempts.retries, output=splice.sent, prompt_tokens=splice.prompt_tokens,
+                    completion_tokens=splice.completion_tokens, cost_usd=splice.cost_usd, usage_estimated=splice.charged)
 
     def _turn(self, spec: ModelSpec, request: CompletionRequest, c: Completion, plan: Plan, errors: list[str], retries: int, i: int) -> Turn:
         return Turn(turn=1, role=Role.WORKER, model=spec.name, provider=spec.provider_name, region=spec.region,
@@ -245,6 +265,11 @@ def with_cost_weight(coordinator, cost_weight: float):
     if hasattr(coordinator, "with_cost_weight"):
         return coordinator.with_cost_weight(cost_weight)
     return None
+
+
+def model_not_found(name: str) -> ApiError:
+    return ApiError(404, f"model '{name}' does not exist; GET /v1/models lists the tiers and models served",
+                    param="model", code="model_not_found")
 
 
 def _least(*values: float | None) -> float | None:

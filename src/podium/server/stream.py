@@ -17,12 +17,15 @@ clients ignore, so proxies see a live connection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
+import weakref
 from typing import Any, AsyncIterator
 
 from podium.engine import Event, RunFinished, TurnDelta, TurnStarted
+from podium.scrub import scrub_value
 from podium.server.schemas import ChatCompletion, ChatCompletionChunk, Choice, ChunkChoice, Delta, ResponseMessage, Usage
 from podium.server.service import Outcome, Plan
 from podium.types import Role, RunResult, RunStatus
@@ -111,7 +114,7 @@ class EventStream:
     def chunk(self, delta: Delta, finish: str | None = None, **extra: Any) -> str:
         choices = [ChunkChoice(delta=delta, finish_reason=finish)] if extra.get("usage") is None else []  # type: ignore[arg-type]
         body = ChatCompletionChunk(id=self.id, created=self.created, model=self.plan.model, choices=choices, **extra)
-        return f"data: {body.model_dump_json(exclude_none=True)}\n\n"
+        return f"data: {json.dumps(scrub_value(body.model_dump(mode='json', exclude_none=True)), ensure_ascii=False)}\n\n"
 
     def head(self) -> str:
         return self.chunk(Delta(role="assistant", content=""))
@@ -130,7 +133,18 @@ class EventStream:
     @staticmethod
     def error(message: str, code: str, trace_id: str) -> str:
         body = {"error": {"message": message, "type": "upstream_error", "param": None, "code": code}, "trace_id": trace_id}
-        return f"data: {json.dumps(body)}\n\n"
+        return f"data: {json.dumps(scrub_value(body), ensure_ascii=False)}\n\n"
+
+
+_stopped: "weakref.WeakSet[asyncio.Task]" = weakref.WeakSet()
+
+
+def stop_run(task: asyncio.Task) -> None:
+    """Cancel a streaming run's task, once however often asked: a second cancellation could cut its
+    cleanup (storing the trace) short."""
+    if not task.done() and task not in _stopped:
+        _stopped.add(task)
+        task.cancel()
 
 
 async def sse(stream: EventStream, queue: asyncio.Queue, task: asyncio.Task) -> AsyncIterator[str]:
@@ -156,5 +170,9 @@ async def sse(stream: EventStream, queue: asyncio.Queue, task: asyncio.Task) -> 
             yield line
     finally:
         if not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            # Cancel the run once, then wait for its cleanup (closing upstream responses, storing the
+            # trace) through a shield: Starlette keeps re-cancelling us after a disconnect, and a
+            # cancellation passed on to the run again would interrupt that cleanup midway.
+            stop_run(task)
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(task)

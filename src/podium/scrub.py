@@ -1,0 +1,218 @@
+"""The one scrubber: secrets out of, and well-formed text into, everything that leaves the process.
+
+Every exit applies :func:`scrub_value` (or :func:`scrub` for a lone string) to *values*, before
+they are serialized: HTTP responses and errors, SSE events, CLI output, the trace store, the
+breaker state file and log records. Scrubbing a value and then serializing it can never break
+the serialization (scrubbing serialized JSON can: it may eat the backslash of an escape).
+
+What is a secret, by value and whatever the name of the variable that holds it:
+
+* the value of every environment variable a pool names in ``api_key_env`` (:func:`register_env`
+  is called for each pool loaded and each key read);
+* the value of any environment variable whose *name* looks like a credential (KEY, TOKEN, ...);
+* the value of any environment variable that has a known provider *shape* (below);
+* any substring with a known provider shape: ``sk-…``/``sk-ant-…`` (OpenAI, Anthropic, also
+  podium's own ``pk-…``), ``AIza…`` (Google), ``gsk_…`` (Groq), ``hf_…`` (Hugging Face), GitHub,
+  GitLab, Slack, AWS access key ids, ``xai-…``, ``r8_…``, ``pplx-…``, ``nvapi-…``, 64 hex digits
+  (Together, Fireworks-style hex keys), ``Bearer …`` tokens, ``Authorization:`` values and
+  ``api_key=…`` / ``api-key: …`` assignments.
+
+Lone UTF-16 surrogates (which cannot be encoded, stored or sent) are replaced by U+FFFD on the
+way in (:func:`clean_value` at the request boundary) and again on the way out.
+
+The secret values are cached and rebuilt only when the environment changes (detected by a cheap
+fingerprint of its raw items) or a pool registers new names; :func:`refresh` forces a rebuild.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from typing import Any, Iterable
+
+REDACTED = "[REDACTED]"
+MIN_SECRET_LEN = 8  # shorter values would redact ordinary words
+
+_SECRET_ENV_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH", re.IGNORECASE)
+_TOKEN = r"[A-Za-z0-9_-]"
+# (lower-case substrings of which one must occur for the pattern to match, or () for always; pattern).
+# Group 1 is kept (a label such as "Bearer "); the rest of the match is replaced.
+PATTERNS: list[tuple[tuple[str, ...], re.Pattern[str]]] = [
+    (("authorization",), re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?)(?:(?:bearer|basic|token)\s+)?[^\s\"',;}]+")),
+    (("bearer",), re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{8,}")),
+    (("key",), re.compile(r"(?i)((?:x-)?api[_-]?key[\"']?\s*[:=]\s*[\"']?)[^\s\"',;&}]+")),
+    (("sk-", "pk-", "rk-"), re.compile(rf"()\b(?:sk|pk|rk)-{_TOKEN}{{16,}}")),
+    (("hf_", "hf-", "gh", "glpat", "xox", "github_pat"),
+     re.compile(rf"()\b(?:hf|ghp|gho|ghs|ghu|ghr|glpat|xox[abposr]|github_pat)[_-]{_TOKEN}{{16,}}")),
+    (("aiza",), re.compile(rf"()\bAIza{_TOKEN}{{30,}}")),
+    (("gsk_",), re.compile(r"()\bgsk_[A-Za-z0-9]{20,}")),
+    (("xai-", "r8_", "pplx-", "nvapi-"), re.compile(rf"()\b(?:xai-|r8_|pplx-|nvapi-){_TOKEN}{{20,}}")),
+    (("akia",), re.compile(r"()\bAKIA[0-9A-Z]{16}\b")),
+    ((), re.compile(r"()(?<![0-9A-Za-z])[0-9a-fA-F]{64}(?![0-9A-Za-z])")),
+]
+
+
+def _has_shape(value: str) -> bool:
+    """Whether ``value`` contains a known key shape."""
+    lower = value.lower()
+    return any((not t or any(x in lower for x in t)) and p.search(value) for t, p in PATTERNS[3:])
+
+
+class _Secrets:
+    """The secret values of the environment, cached."""
+
+    def __init__(self) -> None:
+        self.names: set[str] = set()
+        self._stamp: int | None = None
+        self._values: list[str] = []
+        self._regex: re.Pattern[str] | None = None
+        self._name_looks: dict[str, bool] = {}
+        self._lock = threading.Lock()
+
+    def register(self, names: Iterable[str | None]) -> None:
+        new = {n for n in names if n} - self.names
+        if new:
+            with self._lock:
+                self.names |= new
+                self._stamp = None
+
+    def _current_stamp(self) -> int:
+        """A fingerprint of the environment: hashing its raw (bytes) items is cheap, since bytes cache
+        their hash; decoding and testing every variable is what the cache saves."""
+        raw = getattr(os.environ, "_data", None)
+        if isinstance(raw, dict):
+            return hash((len(self.names), tuple(raw.items())))
+        return hash((len(self.names), tuple(os.environ.items())))
+
+    def regex(self) -> re.Pattern[str] | None:
+        """One alternation of every secret value (longest first), or None when there is none."""
+        stamp = self._current_stamp()
+        if stamp != self._stamp:
+            with self._lock:
+                self._values = self._collect()
+                self._regex = re.compile("|".join(map(re.escape, self._values))) if self._values else None
+                self._stamp = stamp
+        return self._regex
+
+    def _collect(self) -> list[str]:
+        values = set()
+        for name, value in os.environ.items():
+            looks = self._name_looks.get(name)
+            if looks is None:
+                looks = self._name_looks[name] = bool(_SECRET_ENV_NAME.search(name))
+            if len(value) >= MIN_SECRET_LEN and (looks or name in self.names or _has_shape(value)):
+                values.add(value)
+        return sorted(values, key=len, reverse=True)
+
+    def refresh(self) -> None:
+        self._stamp = None
+
+
+_SECRETS = _Secrets()
+
+
+def register_env(names: Iterable[str | None]) -> None:
+    """Treat the values of these environment variables as secrets (a pool's ``api_key_env`` names)."""
+    _SECRETS.register(names)
+
+
+def refresh() -> None:
+    """Forget the cached secret values (after changing a variable in place)."""
+    _SECRETS.refresh()
+
+
+def clean_text(text: str) -> str:
+    """``text`` with lone surrogates replaced by U+FFFD (valid pairs are joined), so it can be encoded."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def clean_value(value: Any) -> Any:
+    """:func:`clean_text` applied to every string in a JSON-like value (dict keys included)."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, dict):
+        return {clean_value(k): clean_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean_value(v) for v in value]
+    return value
+
+
+def scrub(text: str | None, secrets: list[str] | None = None) -> str | None:
+    """``text`` cleaned (:func:`clean_text`) with secrets replaced by ``[REDACTED]``.
+
+    ``secrets``: literal values to remove instead of the environment's (tests).
+    """
+    if not text:
+        return text
+    text = clean_text(text)
+    if secrets is None:
+        regex = _SECRETS.regex()
+        if regex is not None:
+            text = regex.sub(REDACTED, text)
+    else:
+        for value in sorted(secrets, key=len, reverse=True):
+            text = text.replace(value, REDACTED)
+    lower = text.lower()
+    for triggers, pattern in PATTERNS:
+        if not triggers or any(t in lower for t in triggers):
+            text = pattern.sub(lambda m: m.group(1) + REDACTED, text)
+    return text
+
+
+def scrub_value(value: Any) -> Any:
+    """:func:`scrub` applied to every string of a JSON-like value (dicts, lists, tuples; keys too).
+
+    Pydantic models are dumped to JSON-like values first. Other values pass unchanged.
+    """
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, dict):
+        return {scrub_value(k): scrub_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [scrub_value(v) for v in value]
+    dump = getattr(value, "model_dump", None)
+    if callable(dump) and not isinstance(value, type):
+        return scrub_value(dump(mode="json"))
+    return value
+
+
+# --- logs --------------------------------------------------------------------------------------
+
+_installed = False
+
+
+def install_log_scrubbing() -> None:
+    """Scrub every log record of this process (message, arguments and traceback) when it is made.
+
+    Done with a record factory, so records of every logger (uvicorn's included) are covered,
+    whatever handler writes them. Idempotent.
+    """
+    global _installed
+    if _installed:
+        return
+    previous = logging.getLogRecordFactory()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string: leave it to logging's own error path
+            return record
+        record.msg, record.args = scrub(message), None
+        if record.exc_info and record.exc_info[0] is not None:
+            record.exc_text = scrub(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        if record.stack_info:
+            record.stack_info = scrub(record.stack_info)
+        return record
+
+    logging.setLogRecordFactory(factory)
+    _installed = True

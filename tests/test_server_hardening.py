@@ -1,0 +1,136 @@
+"""`podium serve` (real uvicorn process) against hostile clients: abandoned streams must not leak upstream
+connections or file descriptors (and are stored as interrupted), request heads are bounded in size
+and in time. Upstream: the real misbehaving server of tests/faults on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+pytest.importorskip("uvicorn", reason="uvicorn is in the 'server' extra")
+
+from faults.helpers import model  # noqa: E402
+from faults.server import FaultServer  # noqa: E402
+from podium_process import PodiumServer, abandon_streams, settle  # noqa: E402
+
+SLOW = dict(timeout_s=120, first_byte_timeout_s=60, max_retries=0)
+
+
+def write_pool(folder: Path, url: str) -> Path:
+    pool = {"name": "hardening", "models": [model("drip", url, "drip", **SLOW), model("ok", url, "ok", **SLOW)],
+            "defaults": {"worker": "ok", "thinker": "ok", "verifier": "ok", "coordinator": "ok"}}
+    path = folder / "pool.yaml"
+    path.write_text(yaml.safe_dump(pool))
+    return path
+
+
+async def ok_request(url: str) -> httpx.Response:
+    async with httpx.AsyncClient(timeout=30) as client:
+        return await client.post(f"{url}/v1/chat/completions", json={"model": "ok", "messages": [{"role": "user", "content": "hi"}]})
+
+
+async def test_abandoned_streams_release_upstream_connections_and_are_stored(tmp_path: Path) -> None:
+    abandoned = 200
+    with FaultServer() as upstream, PodiumServer(write_pool(tmp_path, upstream.url), tmp_path) as server:
+        assert (await ok_request(server.url)).status_code == 200
+        base_upstream, base_sockets = upstream.open_connections, server.sockets()
+        await abandon_streams(server.port, "drip", abandoned)
+        upstream_after = await settle(lambda: upstream.open_connections, base_upstream)
+        # sockets, not all descriptors: SQLite keeps a connection per worker thread (bounded, not a leak)
+        sockets_after = await settle(server.sockets, base_sockets)
+        assert upstream_after <= base_upstream, f"{upstream_after - base_upstream} upstream connections left open"
+        assert sockets_after <= base_sockets, f"server sockets {base_sockets} -> {sockets_after}: {server.describe_fds()}"
+        assert (await ok_request(server.url)).status_code == 200  # the pool still serves
+        statuses = [status for _, status in server.runs()]
+    assert statuses.count("interrupted") == abandoned, statuses[:5]  # every disconnected stream is stored
+    assert statuses.count("answered") == 2
+
+
+async def test_streams_abandoned_at_once_are_stored(tmp_path: Path) -> None:
+    with FaultServer() as upstream, PodiumServer(write_pool(tmp_path, upstream.url), tmp_path) as server:
+        for model_name in ("drip", "podium"):
+            await abandon_streams(server.port, model_name, 60, wait_s=0.0)  # hang up right after sending
+        await asyncio.sleep(1.0)
+        assert (await ok_request(server.url)).status_code == 200
+        runs = server.runs()
+    assert len(runs) == 121, f"{121 - len(runs)} runs lost"
+
+
+def send_slowly(port: int, pieces: list[bytes], gap_s: float, limit_s: float) -> float:
+    """Send ``pieces`` ``gap_s`` apart; seconds until the server closed the connection (``limit_s`` if never)."""
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.settimeout(gap_s)
+        for piece in pieces:
+            try:
+                sock.sendall(piece)
+                data = sock.recv(4096)
+                if not data or b" 408 " in data:
+                    return time.monotonic() - started
+            except socket.timeout:
+                pass
+            except OSError:
+                return time.monotonic() - started
+            if time.monotonic() - started > limit_s:
+                break
+    return limit_s
+
+
+@pytest.fixture
+def guarded_server(tmp_path: Path):
+    with FaultServer() as upstream, PodiumServer(write_pool(tmp_path, upstream.url), tmp_path, args=["--header-timeout", "2"]) as server:
+        yield server
+
+
+def test_slow_request_head_is_cut_off(guarded_server: PodiumServer) -> None:
+    head = [b"GET /healthz HTTP/1.1\r\n", b"Host: 127.0.0.1\r\n", *[b"X-Slow: %d\r\n" % i for i in range(30)]]
+    took = send_slowly(guarded_server.port, head, gap_s=0.5, limit_s=8.0)
+    assert took < 5.0, f"a slow-header client held its connection for {took:.1f}s"
+    took = send_slowly(guarded_server.port, [b""] * 20, gap_s=0.5, limit_s=8.0)  # connect and say nothing
+    assert took < 5.0
+
+
+def test_huge_request_head_is_refused_without_memory_growth(guarded_server: PodiumServer) -> None:
+    before = guarded_server.rss_kib()
+    status = b""
+    with socket.create_connection(("127.0.0.1", guarded_server.port)) as sock:
+        sock.settimeout(10)
+        try:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * (16 * 1024 * 1024) + b"\r\n\r\n")
+        except OSError:
+            pass  # the server hung up mid-header: refused
+        try:
+            status = sock.recv(64)
+        except OSError:
+            pass
+    assert not status.startswith(b"HTTP/1.1 200"), status
+    growth_mib = (guarded_server.rss_kib() - before) / 1024
+    assert growth_mib < 8, f"server memory grew {growth_mib:.0f} MiB for one request head"
+    assert httpx.get(f"{guarded_server.url}/healthz", timeout=5).status_code == 200
+
+
+async def test_keyless_server_refuses_foreign_host_names(guarded_server: PodiumServer) -> None:
+    async with httpx.AsyncClient(timeout=10) as client:
+        rebinding = await client.get(f"{guarded_server.url}/v1/models", headers={"Host": f"evil.example:{guarded_server.port}"})
+        assert rebinding.status_code == 421 and rebinding.json()["error"]["code"] == "misdirected_request"
+        for host in (f"127.0.0.1:{guarded_server.port}", "localhost", f"[::1]:{guarded_server.port}"):
+            assert (await client.get(f"{guarded_server.url}/v1/models", headers={"Host": host})).status_code == 200
+
+
+def test_slow_clients_do_not_block_others(guarded_server: PodiumServer) -> None:
+    async def run() -> None:
+        slow = [asyncio.open_connection("127.0.0.1", guarded_server.port) for _ in range(50)]
+        conns = await asyncio.gather(*slow)
+        for _, writer in conns:
+            writer.write(b"GET /healthz HTTP/1.1\r\n")
+        assert (await ok_request(guarded_server.url)).status_code == 200
+        for _, writer in conns:
+            writer.close()
+
+    asyncio.run(run())
