@@ -19,6 +19,7 @@ from podium.backends.base import estimate_prompt_tokens
 from podium.coordinators import get_coordinator
 from podium.coordinators.base import Coordinator, RunState
 from podium.errors import BudgetExhausted, UsageError
+from podium.preflight import check_coordinator
 from podium.pool import ModelSpec, Policy, Pool, load_pool
 from podium.reliability import Attempts, BreakerRegistry, RetryPolicy, call_with_fallbacks, default_breakers
 from podium.roles import build_messages, parse_verdict
@@ -94,6 +95,7 @@ class Engine:
             raise UsageError("the question is empty; pass a question as an argument or on stdin")
         pool = self.pool.restrict(policy) if policy else self.pool
         pool.default_for(Role.WORKER)  # PolicyError now, before any data leaves
+        check_coordinator(pool, self.coordinator)  # ConfigError: fixed:MODEL or a head naming no pool model
         run = _Run(self, pool, query, budget or pool.config.budget, [*self.handlers, *([on_event] if on_event else [])], stream)
         return await run.execute()
 
@@ -136,6 +138,9 @@ class _Run:
             self.record_interrupted(reason)
         except asyncio.CancelledError:
             await self.finish(RunStatus.FAILED, "interrupted")
+            raise
+        except UsageError as exc:  # a config problem found mid-run (e.g. a missing GGUF): the caller's to fix
+            await self.finish(RunStatus.FAILED, f"config error: {exc}")
             raise
         except Exception as exc:  # a bug or unexpected failure still ends with the trace kept
             status, reason = RunStatus.FAILED, f"{type(exc).__name__}: {exc}"

@@ -10,6 +10,7 @@ import sys
 
 import click
 
+from podium.cli.options import SuggestingGroup
 from podium.errors import PodiumError, UsageError
 
 # command name -> "module:attribute"; loaded only when used, so `podium ask` never imports FastAPI.
@@ -25,7 +26,7 @@ SUBCOMMANDS = {
 }
 
 
-class LazyGroup(click.Group):
+class LazyGroup(SuggestingGroup):
     """A click group whose subcommands are imported on first use."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -55,6 +56,10 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
+    except click.UsageError as exc:  # one line, with where to read more
+        path = exc.ctx.command_path if exc.ctx else "podium"
+        click.echo(f"error: {' '.join(exc.format_message().split())} (see '{path} --help')", err=True)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)

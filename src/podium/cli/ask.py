@@ -12,6 +12,7 @@ import click
 from podium.cli.options import pool_option
 from podium.engine import Engine, Event, RunFinished, TurnFinished, TurnStarted
 from podium.pool import Policy, load_pool
+from podium.preflight import check_pool
 from podium.store import recorder
 from podium.types import Budget, RunResult, RunStatus
 
@@ -61,6 +62,7 @@ def read_question(words: tuple[str, ...]) -> str:
 async def run_once(pool_ref: str, coordinator: str, question: str, limits: dict, policy: Policy, live: bool) -> RunResult:
     """One run; ``limits`` (flags left unset are None) override the pool's default budget."""
     pool = load_pool(pool_ref)
+    check_pool(pool.restrict(policy))  # missing keys, GGUF or extra: one line, exit 2, before anything is sent
     budget = Budget.model_validate({**pool.config.budget.model_dump(), **{k: v for k, v in limits.items() if v is not None}})
     engine = Engine(pool, coordinator, on_event=live_printer(live))
     try:

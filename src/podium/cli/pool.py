@@ -11,7 +11,7 @@ import time
 import click
 import httpx
 
-from podium.cli.options import pool_option
+from podium.cli.options import SuggestingGroup, pool_option
 from podium.errors import PodiumError
 from podium.pool import ModelSpec, Pool, load_pool
 
@@ -62,7 +62,7 @@ async def probe_all(pool: Pool) -> dict[str, str | None]:
     return {m.name: r for m, r in zip(pool.config.models, results)}
 
 
-@click.group()
+@click.group(cls=SuggestingGroup)
 def pool() -> None:
     """Inspect and check pools."""
 

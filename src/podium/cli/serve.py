@@ -42,8 +42,11 @@ def serve(host: str, port: int, pool_ref: str, keys_file: str | None, tiers_file
         import uvicorn
     except ImportError:
         raise missing_extra("uvicorn", "server") from None
+    from podium.pool import load_pool
+    from podium.preflight import check_pool
     from podium.server.app import create_app
 
+    check_pool(load_pool(pool_ref))  # refuse to start rather than answer 502 to every request
     app = create_app(pool_ref, tiers=tiers_file, keys=keys_file, max_body_bytes=max_body)
     if keys_file is None:
         click.echo(f"podium serve: no --keys file, so no authentication: binding {host} only (local use).", err=True)

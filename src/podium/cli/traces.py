@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from podium.cli.options import SuggestingGroup
 from podium.errors import UsageError
 from podium.store import Store
 
@@ -32,7 +33,7 @@ def short(text: str | None, width: int) -> str:
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
-@click.group()
+@click.group(cls=SuggestingGroup)
 def traces() -> None:
     """Inspect, export, audit and purge the stored traces of past runs."""
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from podium.cli.options import SuggestingGroup
 from podium.errors import missing_extra
 
 
@@ -22,7 +23,7 @@ def _require_train_extra() -> None:
             raise missing_extra(module, "train") from None
 
 
-@click.group()
+@click.group(cls=SuggestingGroup)
 def train() -> None:
     """Train learned coordinator heads."""
 
@@ -58,7 +59,7 @@ def train_replay(dataset_dir: Path, out: Path, mode: str, lam: float, turns: int
                f"{head.meta['optimizer']['best_val']:.4f}; use it with --coordinator learned:{path}")
 
 
-@click.group("eval")
+@click.group("eval", cls=SuggestingGroup)
 def eval_group() -> None:
     """Benchmark coordinators offline."""
 

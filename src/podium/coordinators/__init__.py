@@ -37,4 +37,7 @@ def get_coordinator(spec: str) -> Coordinator:
         from podium.coordinators.learned import LearnedCoordinator
 
         return LearnedCoordinator.load(arg)
-    raise UsageError(f"unknown coordinator '{spec}'; choose one of: {', '.join(COORDINATORS)}")
+    from podium.suggest import did_you_mean
+
+    hint = did_you_mean(name, ("rules", "prompted", "fixed", "learned"))
+    raise UsageError(f"unknown coordinator '{spec}'{hint}; choose one of: {', '.join(COORDINATORS)}")
