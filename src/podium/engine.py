@@ -254,7 +254,9 @@ class _Run:
     def failed_turn(self, number: int, decision: Decision, messages: list, attempts: Attempts, note: str | None = None) -> Turn:
         """The trace record of a turn no model completed, with the tokens its broken streams consumed."""
         errors, splice = [*attempts.errors, *([note] if note else [])], attempts.splice
+        spec = self.pool.config_model(decision.model)  # its region lets the audit place a failed call
         return Turn(turn=number, role=decision.role, model=decision.model, reason=decision.reason, messages=messages,
+                    provider=spec.provider_name if spec else None, region=spec.region if spec else None,
                     error="; ".join(errors) or "no provider available", retries=attempts.retries, attempts=errors, output=splice.sent,
                     prompt_tokens=splice.prompt_tokens, completion_tokens=splice.completion_tokens, cost_usd=splice.cost_usd,
                     usage_estimated=splice.charged)

@@ -181,6 +181,10 @@ class Pool:
             raise PolicyError(f"model '{name}' is not in pool '{self.name}' or not allowed by its policy")
         return self.models[name]
 
+    def config_model(self, name: str) -> ModelSpec | None:
+        """The pool file's model called ``name``, allowed or not (None if there is none)."""
+        return next((m for m in self.config.models if m.name == name), None)
+
     def candidates(self, role: Role | str) -> list[str]:
         """Allowed models that may take ``role``, in pool order."""
         role_name = role.value if isinstance(role, Role) else role

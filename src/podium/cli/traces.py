@@ -168,25 +168,44 @@ def export_cmd(db_path: str | None, fmt_name: str, out: str | None, since: str |
 @traces.command("audit")
 @db_option
 @click.option("--allowed-regions", "regions", required=True, multiple=True,
-              help="Regions data may reach (comma-separated or repeated), e.g. eu or eu,local.")
+              help="Regions data may reach (comma-separated or repeated), e.g. eu or eu,us.")
+@click.option("--local-inside/--local-outside", default=True, show_default=True,
+              help="Count region 'local' (in-process models, servers on this machine) as inside every allowed region.")
 @since_option
 @until_option
 @click.option("--json", "as_json", is_flag=True)
-def audit_cmd(db_path: str | None, regions: tuple[str, ...], since: str | None, until: str | None, as_json: bool) -> None:
-    """List runs in which data reached a model outside the allowed regions (exit 1 if any)."""
+def audit_cmd(db_path: str | None, regions: tuple[str, ...], local_inside: bool, since: str | None, until: str | None,
+              as_json: bool) -> None:
+    """List runs in which data reached a model outside the allowed regions (exit 1 if any).
+
+    \b
+    Only calls that reached a model count: an attempt that failed before sending (connection
+    refused, DNS or TLS failure, connect timeout, open circuit breaker) sent nothing. Any other
+    failure (HTTP error, read timeout, broken stream) counts, since the server may have read it.
+    For each run it prints every offending turn: number, role, model and region.
+
+    \b
+    Examples:
+      podium traces audit --allowed-regions eu
+      podium traces audit --allowed-regions eu,us --since 7d --json
+      podium traces audit --allowed-regions eu --local-outside   # embedded models count as leaving
+    """
     from podium.trace_reports import audit_regions
 
     allowed = [r.strip() for group in regions for r in group.split(",") if r.strip()]
     store = open_store(db_path)
-    found = audit_regions(store, allowed, since=since, until=until)
+    found = audit_regions(store, allowed, since=since, until=until, local_inside=local_inside)
     if as_json:
         click.echo(json.dumps(found, indent=2))
     else:
         checked = store.count(since=since, until=until)
         for run in found:
-            where = ", ".join(sorted({f"{v['model']}@{v['region']}" for v in run["violations"]}))
-            click.echo(f"{run['run_id']}  {when(run['started_at'])}  {run['status']:<16}  {where}")
-        click.echo(f"{len(found)} of {checked} runs sent data outside {', '.join(allowed)}", err=True)
+            click.echo(f"{run['run_id']}  {when(run['started_at'])}  {run['status']:<16}  pool {run['pool']}")
+            for v in run["violations"]:
+                note = "  (call failed after sending)" if v["call_failed"] else ""
+                click.echo(f"    turn {v['turn']:>2} {v['role']:<8} {v['model']} @ {v['region']}{note}")
+        inside = ", ".join(allowed) + (" (and local)" if local_inside and "local" not in allowed else "")
+        click.echo(f"{len(found)} of {checked} runs sent data outside {inside}", err=True)
     if found:
         sys.exit(1)
 
