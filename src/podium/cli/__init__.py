@@ -10,6 +10,7 @@ import sys
 
 import click
 
+from podium.cli.helptext import ENVIRONMENT
 from podium.cli.options import SuggestingGroup
 from podium.errors import PodiumError, UsageError
 
@@ -23,6 +24,7 @@ SUBCOMMANDS = {
     "train": "podium.cli.train:train",
     "eval": "podium.cli.train:eval_group",
     "serve": "podium.cli.serve:serve",
+    "doctor": "podium.cli.doctor:doctor",
 }
 
 
@@ -43,10 +45,20 @@ class LazyGroup(SuggestingGroup):
             raise UsageError(f"'podium {name}' is not available in this install ({exc})") from None
 
 
-@click.group(cls=LazyGroup)
+@click.group(cls=LazyGroup, epilog=ENVIRONMENT)
 @click.version_option(package_name="podium")
 def cli() -> None:
-    """podium: multi-agent orchestration over a pool of LLMs."""
+    """podium: multi-agent orchestration over a pool of LLMs.
+
+    \b
+    Start here:
+      podium doctor                          check the install, extras, keys and endpoints
+      podium ask "What is 17 * 23?"          orchestrate on the embedded offline pool
+      podium ask --pool openrouter "..."     the same on a remote pool (needs its API key)
+      podium models --pool eu                what a pool holds
+      podium traces ls                       past runs; `podium traces show ID` for one
+    Every command has examples in its --help.
+    """
 
 
 def main(argv: list[str] | None = None) -> None:

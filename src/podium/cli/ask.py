@@ -9,6 +9,7 @@ import time
 
 import click
 
+from podium.cli.helptext import ENVIRONMENT
 from podium.cli.options import pool_option
 from podium.engine import Engine, Event, RunFinished, TurnFinished, TurnStarted
 from podium.pool import Policy, load_pool
@@ -26,7 +27,7 @@ def render_table(result: RunResult) -> str:
         if t.fallback_from:
             note = f"{note} (fallback from {t.fallback_from})".strip()
         rows.append(f"{t.turn:>2}  {t.role.value:<8}  {t.model[:22]:<22}  {t.prompt_tokens:>6}  {t.completion_tokens:>7}  {t.cost_usd:>9.6f}  {t.latency_s:>6.2f}  {note}")
-    rows.append(f"status: {result.status.value} ({result.reason}); {len(result.turns)} turns, {result.total_tokens} tokens, ${result.cost_usd:.6f}, {result.latency_s:.1f}s; trace {result.run_id}")
+    rows.append(f"status: {result.status.value} ({result.reason}); {len(result.turns)} turns, {result.total_tokens} tokens, ${result.cost_usd:.6f}, {result.latency_s:.1f}s; trace {result.run_id} (podium traces show {result.run_id[-8:]})")
     return "\n".join(rows)
 
 
@@ -72,7 +73,7 @@ async def run_once(pool_ref: str, coordinator: str, question: str, limits: dict,
         await engine.aclose()
 
 
-@click.command()
+@click.command(epilog=ENVIRONMENT)
 @click.argument("question", nargs=-1)
 @pool_option
 @click.option("--coordinator", default="rules", show_default=True, help="rules | prompted | fixed[:MODEL] | learned:PATH")
@@ -85,7 +86,32 @@ async def run_once(pool_ref: str, coordinator: str, question: str, limits: dict,
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object: answer, status, turns.")
 def ask(question: tuple[str, ...], pool_ref: str, coordinator: str, max_turns: int | None, max_tokens: int | None,
         max_cost: float | None, deadline: float | None, exclude: tuple[str, ...], regions: tuple[str, ...], as_json: bool) -> None:
-    """Orchestrate QUESTION (or stdin) over the pool and print the answer and its trace."""
+    """Orchestrate QUESTION (or stdin) over the pool and print the answer and its trace.
+
+    \b
+    Examples:
+      podium ask "What is 17 * 23?"                 # embedded offline pool, rules coordinator
+      podium ask --json "..." | jq .answer
+      echo "question" | podium ask --pool openrouter --coordinator prompted --max-turns 6
+      podium ask --pool my-pool.yaml --max-cost 0.01 --deadline 30 --region eu "..."
+      podium ask --coordinator fixed:MODEL "..."    # one model, one call: the baseline
+      podium ask --coordinator learned:head.npz "..."
+
+    \b
+    Status (the run's outcome, in the table and in --json):
+      accepted          a verifier accepted the answer
+      answered          the coordinator stopped without verification (fixed)
+      max_turns         the turn limit ran out; the best answer so far is shown
+      budget_exhausted  tokens, cost or deadline ran out ('reason' says which)
+      failed            no answer: every call failed
+
+    \b
+    Exit codes:
+      0  a finished run (any status but failed)
+      1  failed: no model produced an answer (the trace is kept)
+      2  misuse: bad flag, bad pool file, missing API key or GGUF, unknown
+         model or coordinator (one line on stderr, nothing was sent)
+    """
     text = read_question(question).strip()
     if not text:
         raise click.UsageError("the question is empty: pass it as an argument or on stdin")

@@ -35,7 +35,19 @@ def short(text: str | None, width: int) -> str:
 
 @click.group(cls=SuggestingGroup)
 def traces() -> None:
-    """Inspect, export, audit and purge the stored traces of past runs."""
+    """Inspect, export, audit and purge the stored traces of past runs.
+
+    Runs are stored in $PODIUM_HOME/podium.db (PODIUM_TRACES=hash keeps digests instead of
+    texts, PODIUM_TRACES=off stores nothing). A run id can be shortened to any unique prefix
+    or suffix, e.g. its last 4 characters.
+
+    \b
+    Examples:
+      podium traces ls --status failed --since 7d
+      podium traces show 3f2a --full
+      podium traces audit --allowed-regions eu
+      podium traces export --format replay my-runs/ && podium train replay my-runs/ --out head.npz
+    """
 
 
 @traces.command("ls")
@@ -48,7 +60,14 @@ def traces() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 def ls_cmd(db_path: str | None, status: str | None, model: str | None, since: str | None, until: str | None,
            limit: int, as_json: bool) -> None:
-    """List stored runs, newest first."""
+    """List stored runs, newest first.
+
+    \b
+    Examples:
+      podium traces ls
+      podium traces ls --status accepted --model smollm2-worker --limit 5
+      podium traces ls --since 2025-01-01 --until 7d --json
+    """
     runs = open_store(db_path).runs(status=status, model=model, since=since, until=until, limit=limit)
     if as_json:
         click.echo(json.dumps(runs, indent=2))
@@ -93,7 +112,14 @@ def turn_texts(t: dict[str, Any]) -> list[str]:
 @click.option("--full", is_flag=True, help="Also print every turn's prompt and response.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run and its turns as JSON.")
 def show_cmd(db_path: str | None, run_id: str, full: bool, as_json: bool) -> None:
-    """Show the turn timeline of run RUN_ID (a unique prefix is enough)."""
+    """Show the turn timeline of run RUN_ID (a unique prefix or suffix is enough).
+
+    \b
+    Examples:
+      podium traces show run_18c2f0a1b2c_3f2a9b1c
+      podium traces show 3f2a9b1c --full          # the id's last characters
+      podium traces show run_18c2f --json
+    """
     store = open_store(db_path)
     run = store.run(store.resolve(run_id))
     assert run is not None
@@ -122,7 +148,13 @@ def fmt(value: float | None, spec: str) -> str:
 @until_option
 @click.option("--json", "as_json", is_flag=True)
 def stats_cmd(db_path: str | None, since: str | None, until: str | None, as_json: bool) -> None:
-    """Per model: calls, tokens, cost, latency p50/p95, accept rate and failure rate."""
+    """Per model: calls, tokens, cost, latency p50/p95, accept rate and failure rate.
+
+    \b
+    Examples:
+      podium traces stats
+      podium traces stats --since 7d --json
+    """
     from podium.trace_reports import model_stats
 
     rows = model_stats(open_store(db_path), since=since, until=until)
@@ -146,7 +178,17 @@ def stats_cmd(db_path: str | None, since: str | None, until: str | None, as_json
 @since_option
 @until_option
 def export_cmd(db_path: str | None, fmt_name: str, out: str | None, since: str | None, until: str | None) -> None:
-    """Export stored runs as training data to OUT (sft: a file, default stdout; replay: a folder)."""
+    """Export stored runs as training data to OUT (sft: a file, default stdout; replay: a folder).
+
+    A replay item is a distinct question whose answer a verifier judged. About 70% of items go
+    to the train split (by a hash of the question), and `podium train replay` needs at least 10
+    train items: run about 15 distinct questions with a verifier (the rules coordinator) first.
+
+    \b
+    Examples:
+      podium traces export --format replay my-runs/
+      podium traces export --format sft runs.jsonl --since 30d
+    """
     from podium import trace_reports
 
     store = open_store(db_path)
@@ -163,6 +205,9 @@ def export_cmd(db_path: str | None, fmt_name: str, out: str | None, since: str |
                f"over {counts['models']} models to {out}" + (f"; skipped {counts['skipped_runs']} runs stored without texts" if counts["skipped_runs"] else ""))
     if counts["items"] == 0:
         click.echo("warning: no verified answers found; runs need a verifier verdict to give outcomes", err=True)
+    elif counts["train"] < 10:
+        click.echo(f"note: podium train replay needs at least 10 train items, this export has {counts['train']}; "
+                   "run more distinct questions with a verifier (about 15 in all), then export again", err=True)
 
 
 @traces.command("audit")
@@ -215,7 +260,13 @@ def audit_cmd(db_path: str | None, regions: tuple[str, ...], local_inside: bool,
 @click.option("--before", required=True, help="Delete runs started before this (YYYY-MM-DD, ISO time, or 30d).")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def purge_cmd(db_path: str | None, before: str, yes: bool) -> None:
-    """Delete stored runs started before a date; their texts are overwritten, not just unlinked."""
+    """Delete stored runs started before a date; their texts are overwritten, not just unlinked.
+
+    \b
+    Examples:
+      podium traces purge --before 30d
+      podium traces purge --before 2025-01-01 --yes
+    """
     store = open_store(db_path)
     count = store.count(until=before)
     if count and not yes:
@@ -230,7 +281,13 @@ def purge_cmd(db_path: str | None, before: str, yes: bool) -> None:
 @click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True)
 @click.option("--open/--no-open", "open_browser", default=False, help="Open the page in a browser.")
 def ui(db_path: str | None, host: str, port: int, open_browser: bool) -> None:
-    """Serve the web trace viewer (runs, timelines, per-model stats)."""
+    """Serve the web trace viewer (runs, timelines, per-model stats).
+
+    \b
+    Examples:
+      podium ui --open
+      podium ui --port 9000 --db /path/to/podium.db
+    """
     from podium.viewer import make_server
 
     try:
