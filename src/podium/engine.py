@@ -16,6 +16,7 @@ from typing import Any, Awaitable, Callable
 
 from podium.backends import BackendSet
 from podium.backends.base import estimate_prompt_tokens
+from podium.checks import CheckSpec, parse_check, run_check
 from podium.coordinators import get_coordinator
 from podium.coordinators.base import Coordinator, RunState
 from podium.errors import BudgetExhausted, UsageError
@@ -55,6 +56,7 @@ class RunFinished:
 Event = TurnStarted | TurnDelta | TurnFinished | RunFinished
 EventHandler = Callable[[Event], Awaitable[None] | None]
 MAX_FALLBACKS = 2
+CHECK_MODEL = "check"  # the model name recorded on verifier turns performed by a run's check
 
 
 class Engine:
@@ -89,14 +91,20 @@ class Engine:
         policy: Policy | None = None,
         on_event: EventHandler | None = None,
         stream: bool = False,
+        check: CheckSpec | dict | None = None,
     ) -> RunResult:
-        """Orchestrate ``query`` to an answer. Raises only UsageError (bad query, impossible policy)."""
+        """Orchestrate ``query`` to an answer. Raises only UsageError (bad query, impossible policy).
+
+        With ``check`` (a :data:`podium.checks.CheckSpec`) every verifier turn runs the check
+        instead of a model: ACCEPT when it passes, else REVISE with the failing test as diagnosis.
+        """
         if not query or not query.strip():
             raise UsageError("the question is empty; pass a question as an argument or on stdin")
         pool = self.pool.restrict(policy) if policy else self.pool
         pool.default_for(Role.WORKER)  # PolicyError now, before any data leaves
         check_coordinator(pool, self.coordinator)  # ConfigError: fixed:MODEL or a head naming no pool model
         run = _Run(self, pool, query, budget or pool.config.budget, [*self.handlers, *([on_event] if on_event else [])], stream)
+        run.check = parse_check(check) if check is not None else None
         return await run.execute()
 
     async def aclose(self) -> None:
@@ -117,6 +125,7 @@ class _Run:
         self.deadline: float | None = None
         self.current: tuple | None = None  # the turn in flight (for the trace if the deadline cuts it)
         self.templates = {**pool.config.prompts}
+        self.check: CheckSpec | None = None  # grounded verification: verifier turns run this check
         self.result = RunResult(query=query, status=RunStatus.FAILED, pool=pool.name, coordinator=engine.coordinator.name, policy=pool.policy.describe())
 
     async def emit(self, event: Event) -> None:
@@ -174,7 +183,7 @@ class _Run:
             if exhausted:
                 return RunStatus.BUDGET_EXHAUSTED, exhausted
             decision = self.sanitize(await self.engine.coordinator.decide(self.state))
-            if not self.pool.candidates(decision.role):  # only a verifier can be missing here
+            if not self.pool.candidates(decision.role) and not (self.check and decision.role == Role.VERIFIER):  # only a verifier can be missing here
                 return RunStatus.ANSWERED, f"no model may take role {decision.role.value} under this policy; answer unverified"
             try:
                 turn = await self.execute_turn(decision)
@@ -206,7 +215,7 @@ class _Run:
             role, reason = Role.WORKER, f"{reason} [engine: no model may plan under this policy, worker instead]"
         if role == Role.VERIFIER and not self.state.has_answer:
             role, reason = Role.WORKER, f"{reason} [engine: nothing to verify yet, worker instead]"
-        elif role == Role.VERIFIER and self.state.turns_left > 1 and self.already_judged(model):
+        elif role == Role.VERIFIER and self.state.turns_left > 1 and self.already_judged(CHECK_MODEL if self.check else model):
             # with a turn to spare a new answer is worth more; on the last turn a re-check stands
             role, reason = Role.WORKER, f"{reason} [engine: {model} already judged this answer, worker instead]"
         if model not in self.pool.candidates(role) and self.pool.candidates(role):
@@ -234,13 +243,17 @@ class _Run:
 
     async def execute_turn(self, decision: Decision) -> Turn:
         number = self.state.next_turn
+        check, name = self.check_for(decision)
+        if check is not None:
+            await self.emit(TurnStarted(number, decision.role, name, decision.reason))
+            return await self.check_turn(number, decision, check, name)
         await self.emit(TurnStarted(number, decision.role, decision.model, decision.reason))
         messages = build_messages(decision.role, self.state.query, self.state.turns, self.templates, decision.instruction)
         attempts = Attempts()  # failures, retries, and what the caller already received, across models
         self.current = (number, decision, messages, attempts)
         sink = (lambda spec, text: self.emit(TurnDelta(number, decision.role, spec.name, text))) if self.stream else None
         served = await call_with_fallbacks(
-            [self.pool.get(name) for name in self.chain(decision)], lambda spec: self.affordable_request(spec, messages),
+            [self.pool.get(name) for name in self.chain(decision)], lambda spec: _structured(self.affordable_request(spec, messages), decision.role),
             self.engine.backends, self.engine.breakers, attempts, retry=self.engine.retry, deadline=self.deadline, sink=sink,
         )
         self.current = None
@@ -250,6 +263,26 @@ class _Run:
         turn.retries, turn.attempts = attempts.retries, attempts.errors
         turn.fallback_from = decision.model if served.index > 0 else None
         return turn
+
+    def check_for(self, decision: Decision) -> tuple[CheckSpec | None, str]:
+        """The check that performs this turn, if any: the run's, else a ``backend: check`` verifier's."""
+        if decision.role != Role.VERIFIER:
+            return None, ""
+        if self.check is not None:
+            return self.check, CHECK_MODEL
+        spec = self.pool.models.get(decision.model)
+        return (spec.check, spec.name) if spec is not None and spec.backend == "check" else (None, "")
+
+    async def check_turn(self, number: int, decision: Decision, check: CheckSpec, name: str) -> Turn:
+        """A verifier turn performed by a check: no model call, no cost."""
+        started = time.perf_counter()
+        result = await run_check(check, self.best_answer() or "")
+        verdict = Verdict.ACCEPT if result.passed else Verdict.REVISE
+        summary = f"check {check.type}: {'passed' if result.passed else 'failed'} (score {result.score:.2f})"
+        contained = f" [sandbox stopped: {result.contained}]" if result.contained else ""
+        return Turn(turn=number, role=Role.VERIFIER, model=name, provider="check", reason=decision.reason,
+                    output=f"{summary}{contained}" + (f"\n{result.detail}" if result.detail else ""), verdict=verdict,
+                    diagnosis=result.detail or summary if not result.passed else summary, latency_s=time.perf_counter() - started)
 
     def failed_turn(self, number: int, decision: Decision, messages: list, attempts: Attempts, note: str | None = None) -> Turn:
         """The trace record of a turn no model completed, with the tokens its broken streams consumed."""
@@ -297,15 +330,23 @@ class _Run:
         return turn
 
 
-async def aask(query: str, pool: str | Pool = "embedded", coordinator: str | Coordinator = "rules", **budget: Any) -> RunResult:
-    """Run one query on a pool (a shipped name, a path, or a Pool) and close everything after."""
+def _structured(request: CompletionRequest, role: Role) -> CompletionRequest:
+    """Verifier calls ask for the verdict protocol (a grammar where the backend supports one)."""
+    return request.model_copy(update={"structured": "verdict"}) if role == Role.VERIFIER else request
+
+
+async def aask(query: str, pool: str | Pool = "embedded", coordinator: str | Coordinator = "rules", *,
+               check: CheckSpec | dict | None = None, **budget: Any) -> RunResult:
+    """Run one query on a pool (a shipped name, a path, or a Pool) and close everything after.
+    ``check`` grades the answer instead of a verifier model (see :meth:`Engine.run`)."""
     engine = Engine(load_pool(pool) if isinstance(pool, str) else pool, coordinator)
     try:
-        return await engine.run(query, budget=Budget(**budget))
+        return await engine.run(query, budget=Budget(**budget), check=check)
     finally:
         await engine.aclose()
 
 
-def ask(query: str, pool: str | Pool = "embedded", coordinator: str | Coordinator = "rules", **budget: Any) -> RunResult:
+def ask(query: str, pool: str | Pool = "embedded", coordinator: str | Coordinator = "rules", *,
+        check: CheckSpec | dict | None = None, **budget: Any) -> RunResult:
     """Synchronous :func:`aask`."""
-    return asyncio.run(aask(query, pool, coordinator, **budget))
+    return asyncio.run(aask(query, pool, coordinator, check=check, **budget))

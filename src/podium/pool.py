@@ -15,12 +15,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from podium.checks.spec import CheckSpec
 from podium.config import parse_yaml, read_text_file
 from podium.errors import ConfigError, PolicyError
 from podium.suggest import did_you_mean
 from podium.types import Budget, Role
 
-BackendKind = Literal["openai", "local", "scripted"]
+BackendKind = Literal["openai", "local", "scripted", "check"]
 RoleName = Literal["thinker", "worker", "verifier", "coordinator"]
 ALL_ROLES: list[RoleName] = ["thinker", "worker", "verifier", "coordinator"]
 
@@ -53,9 +54,16 @@ class ModelSpec(BaseModel):
     replies: list[str] | None = None  # scripted: replies used in order (cycled)
     function: str | None = None  # scripted: "module:callable" (request) -> str
     extra_body: dict = Field(default_factory=dict)
+    check: CheckSpec | None = None  # backend 'check': the static check this verifier runs (e.g. a regex)
 
     @model_validator(mode="after")
     def _check_backend_fields(self) -> "ModelSpec":
+        if (self.backend == "check") != (self.check is not None):
+            raise ValueError(f"model '{self.name}': backend 'check' needs a check: field, and only it may have one")
+        if self.backend == "check":
+            if "roles" in self.model_fields_set and self.roles != ["verifier"]:
+                raise ValueError(f"model '{self.name}': a check can only take the verifier role; set roles: [verifier]")
+            self.roles = ["verifier"]
         if self.backend == "openai" and not self.base_url:
             raise ValueError(f"model '{self.name}': backend 'openai' needs base_url")
         if self.backend == "local" and not self.model:

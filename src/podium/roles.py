@@ -6,9 +6,10 @@ Templates use ``str.format`` fields: ``{query}``, ``{plan}``, ``{answer}``, ``{f
 
 from __future__ import annotations
 
-import re
-
 from podium.types import ChatMessage, Role, Turn, Verdict
+from podium.verdicts import parse_verdict
+
+__all__ = ["DEFAULT_PROMPTS", "build_messages", "parse_verdict"]
 
 DEFAULT_PROMPTS: dict[str, str] = {
     "thinker": (
@@ -20,37 +21,12 @@ DEFAULT_PROMPTS: dict[str, str] = {
         "{plan}{feedback}{instruction}"
     ),
     "verifier": (
-        "You check another model's answer. Reply with ACCEPT if the answer is correct and complete, "
-        "otherwise REVISE followed by one sentence saying what is wrong. Start your reply with ACCEPT or REVISE."
+        "You check another model's answer. Write one sentence saying what is right or wrong in it, then a "
+        "final line that is exactly VERDICT: ACCEPT if the answer is correct and complete, or exactly "
+        "VERDICT: REVISE if anything is wrong or missing."
         "\n\nTask: {query}\n\nAnswer to check:\n{answer}"
     ),
 }
-
-_ACCEPT = re.compile(r"\b(accept(?:ed|able)?|approved?|lgtm|looks good|is correct|correct\b(?! it))", re.I)
-_REVISE = re.compile(r"\b(revise|reject(?:ed)?|incorrect|wrong|not correct|error|fix|mistake|needs? (?:work|changes))", re.I)
-_LEAD = re.compile(r"^\W*(?:verdict\s*[:=]\s*)?(accept|revise|reject)", re.I)
-
-
-def parse_verdict(text: str) -> tuple[Verdict, str]:
-    """Read ACCEPT or REVISE plus a diagnosis from free text.
-
-    A leading keyword (``ACCEPT``, ``Verdict: REVISE``, ``**REJECT**``) decides. Otherwise the
-    earliest explicit word in the text decides (``revise``/``reject``/``incorrect`` ... against
-    ``accept``/``correct`` ...). With no signal at all the answer is sent back (REVISE): an
-    unverifiable answer is never accepted by default.
-    """
-    stripped = text.strip()
-    lead = _LEAD.match(stripped)
-    if lead:
-        verdict = Verdict.ACCEPT if lead.group(1).lower() == "accept" else Verdict.REVISE
-        return verdict, stripped[lead.end():].strip(" :.-*\n") or stripped
-    rev, acc = _REVISE.search(stripped), _ACCEPT.search(stripped)
-    if rev and (not acc or rev.start() <= acc.start()):
-        return Verdict.REVISE, stripped
-    if acc:
-        return Verdict.ACCEPT, stripped
-    return Verdict.REVISE, stripped or "verifier gave no verdict"
-
 
 def _section(title: str, body: str | None) -> str:
     return f"\n\n{title}:\n{body}" if body else ""

@@ -57,6 +57,7 @@ class CompletionRequest(BaseModel):
     max_tokens: int = 512
     temperature: float | None = None
     stop: list[str] | None = None
+    structured: Literal["verdict"] | None = None  # the reply must follow this protocol; backends that can constrain output do
 
 
 class Completion(BaseModel):

@@ -25,6 +25,10 @@ def build_backend(spec: ModelSpec, client: httpx.AsyncClient | None = None) -> B
         from podium.backends.local import LocalBackend
 
         return LocalBackend(spec)
+    if spec.backend == "check":
+        from podium.backends.check import CheckBackend
+
+        return CheckBackend(spec)
     from podium.backends.scripted import ScriptedBackend
 
     return ScriptedBackend(spec)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import functools
 import importlib.util
 import threading
 import time
@@ -67,6 +68,23 @@ def close_models() -> None:
         _MODELS.clear()
 
 
+# One sentence (at most 300 characters), then the protocol line: the reply always parses.
+VERDICT_GBNF = r'''root ::= reason "\nVERDICT: " verdict
+reason ::= [^\n]{1,300}
+verdict ::= "ACCEPT" | "REVISE"
+'''
+
+
+@functools.cache
+def verdict_grammar() -> Any:
+    """The llama.cpp grammar for verifier replies; None if this llama-cpp-python has no grammars."""
+    try:
+        from llama_cpp import LlamaGrammar
+    except ImportError:
+        return None
+    return LlamaGrammar.from_string(VERDICT_GBNF, verbose=False)
+
+
 class LocalBackend:
     """Runs a GGUF model embedded in this process."""
 
@@ -83,6 +101,7 @@ class LocalBackend:
             "stop": request.stop,
             "stream": stream,
             **self.spec.extra_body,  # llama.cpp sampling options, e.g. repeat_penalty
+            **({"grammar": verdict_grammar()} if request.structured == "verdict" and verdict_grammar() is not None else {}),
         }
 
     def _llama(self) -> tuple[Any, threading.Lock]:

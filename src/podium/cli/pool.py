@@ -42,7 +42,7 @@ def models(pool_ref: str, as_json: bool) -> None:
 
 async def probe(spec: ModelSpec, client: httpx.AsyncClient) -> str | None:
     """None if the model looks usable, else what is wrong."""
-    if spec.backend == "scripted":
+    if spec.backend in ("scripted", "check"):
         return None
     if spec.backend == "local":
         from podium.backends.local import resolve_gguf
