@@ -13,7 +13,6 @@ CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=O
 export CMAKE_ARGS
 BUILD_NOTE := note: the first setup compiles llama.cpp (llama-cpp-python): about 6 minutes on an idle 2-core machine, longer under load (measured: bench/results/setup.md). Progress below every 15 s; full log in
 PIP_INSTALL = $(PY) -m pip install -v --progress-bar off
-QUESTION ?= What is 17 * 23? Answer with the number.
 
 .PHONY: demo test setup setup-local browser bench
 
@@ -33,8 +32,14 @@ $(VENV)/.all-installed: pyproject.toml | $(VENV)/bin/python
 setup-local: $(VENV)/.local-installed
 setup: $(VENV)/.all-installed
 
+# `make demo`: single call vs the podium loop on small checked tasks (embedded pool, offline, ~2 min).
+# `make demo QUESTION="..."`: orchestrate your own question instead.
 demo: setup-local
+ifeq ($(origin QUESTION),command line)
 	$(VENV)/bin/podium ask --pool embedded "$(QUESTION)"
+else
+	$(VENV)/bin/podium demo
+endif
 
 # The browser test drives Debian's Chromium; install it when missing (needs root, as on CI).
 browser:

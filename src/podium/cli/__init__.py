@@ -25,6 +25,7 @@ SUBCOMMANDS = {
     "eval": "podium.cli.train:eval_group",
     "serve": "podium.cli.serve:serve",
     "doctor": "podium.cli.doctor:doctor",
+    "demo": "podium.cli.demo:demo",
 }
 
 
