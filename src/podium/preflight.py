@@ -61,8 +61,10 @@ def check_pool(pool: Pool, *, keys: bool = True) -> None:
 
 def check_coordinator(pool: Pool, coordinator: Any) -> None:
     """Raise ConfigError when ``coordinator`` names models that ``pool`` does not have."""
-    model = getattr(coordinator, "model", None)
-    if coordinator.__class__.__name__ == "FixedCoordinator" and model:
+    from podium.coordinators.fixed import FixedCoordinator
+
+    model = coordinator.model if isinstance(coordinator, FixedCoordinator) else None
+    if model:
         names = [m.name for m in pool.config.models]
         if model not in names:
             raise ConfigError(f"--coordinator fixed:{model}: no model '{model}' in pool '{pool.name}'"

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import click
 
 from podium.cli.options import pool_option
 
 STAND_IN = ("The embedded pool is SmolLM2-135M, a tiny model running offline as a stand-in for real "
-            "pools: absolute scores are low and vary from run to run; what carries over is the mechanism "
+            "pools: absolute scores are low and change with the tasks and the seed; what carries over is the mechanism "
             "(an answer is only accepted when its tests pass, and a failing test goes back to the worker).")
 
 
@@ -19,6 +20,7 @@ async def run_demo(pool_ref: str, tasks_file: str | None, max_turns: int, plan: 
     from podium.pool import load_pool
     from podium.preflight import check_pool
     from podium.store import recorder
+    from podium.types import Budget
 
     tasks = load_tasks(tasks_file)[:limit]
     check_pool(load_pool(pool_ref))
@@ -33,6 +35,9 @@ async def run_demo(pool_ref: str, tasks_file: str | None, max_turns: int, plan: 
                "checking and retrying with the failing test add.")
     if pool.name == "embedded":
         click.echo(STAND_IN)
+    started = time.perf_counter()
+    await single.run("Say OK.", budget=Budget(max_turns=1))  # load the models now, not inside the first row's timing
+    click.echo(f"(models loaded and warmed up in {time.perf_counter() - started:.1f}s)")
     click.echo(f"\n{'task':<10} {'question':<44}  {'single call':<20}  podium loop")
     results = []
     try:
