@@ -48,6 +48,8 @@ async def run_demo(pool_ref: str, tasks_file: str | None, max_turns: int, plan: 
     finally:
         await single.aclose()
     click.echo("\n".join(["-" * 98, *summary(results)]))
+    click.echo("Seconds favour the loop: its first call repeats the single call's prompt, which llama.cpp has "
+               "already evaluated; compare model calls.")
     click.echo("\nEvery run is stored: `podium traces ls` lists them, `podium traces show ID --full` shows each turn.")
 
 
