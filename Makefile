@@ -2,7 +2,17 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-QUESTION ?= What is 17 * 23? Answer with the number.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+
+# llama-cpp-python compiles llama.cpp from source. Podium only calls libllama, so skip what it never
+# uses: the multimodal (llava/mtmd) library, and tests/tools/examples/server (already off when
+# llama.cpp is built as a subproject; stated so a newer release that flips a default cannot add them).
+# llama-cpp-python forces LLAMA_BUILD_COMMON on and LLAMA_CURL off itself. Override with CMAKE_ARGS=...
+CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_OPENSSL=OFF
+export CMAKE_ARGS
+BUILD_NOTE := note: the first setup compiles llama.cpp (llama-cpp-python): about 6 minutes on an idle 2-core machine, longer under load (measured: bench/results/setup.md). Progress below every 15 s; full log in
+PIP_INSTALL = $(PY) -m pip install -v --progress-bar off
 
 .PHONY: demo test setup setup-local browser bench
 
@@ -10,18 +20,26 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.local-installed: pyproject.toml | $(VENV)/bin/python
-	$(PY) -m pip install -q -e '.[local]'
+	@echo "$(BUILD_NOTE) $(VENV)/setup-local.log"
+	$(PIP_INSTALL) -e '.[local]' 2>&1 | $(PYTHON) scripts/pip_progress.py $(VENV)/setup-local.log
 	touch $@
 
 $(VENV)/.all-installed: pyproject.toml | $(VENV)/bin/python
-	$(PY) -m pip install -q -e '.[all,test]'
+	@test -f $(VENV)/.local-installed || echo "$(BUILD_NOTE) $(VENV)/setup-all.log"
+	$(PIP_INSTALL) -e '.[all,test]' 2>&1 | $(PYTHON) scripts/pip_progress.py $(VENV)/setup-all.log
 	touch $@ $(VENV)/.local-installed
 
 setup-local: $(VENV)/.local-installed
 setup: $(VENV)/.all-installed
 
+# `make demo`: single call vs the podium loop on small checked tasks (embedded pool, offline, ~2 min).
+# `make demo QUESTION="..."`: orchestrate your own question instead.
 demo: setup-local
+ifeq ($(origin QUESTION),command line)
 	$(VENV)/bin/podium ask --pool embedded "$(QUESTION)"
+else
+	$(VENV)/bin/podium demo
+endif
 
 # The browser test drives Debian's Chromium; install it when missing (needs root, as on CI).
 browser:

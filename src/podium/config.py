@@ -2,24 +2,43 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
 from podium.errors import ConfigError
+from podium.suggest import did_you_mean
 
 M = TypeVar("M", bound=BaseModel)
 
 
-def format_validation(err: ValidationError) -> str:
-    """One indented line per problem: the dotted key, then what is wrong with it."""
+def field_names(model: type[BaseModel], seen: set | None = None) -> set[str]:
+    """Every field name of ``model`` and of the models nested in it (for "did you mean")."""
+    seen = seen if seen is not None else set()
+    if model in seen:
+        return set()
+    seen.add(model)
+    names = set(model.model_fields)
+    for field in model.model_fields.values():
+        for arg in (field.annotation, *getattr(field.annotation, "__args__", ())):
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                names |= field_names(arg, seen)
+    return names
+
+
+def format_validation(err: ValidationError, model: type[BaseModel] | None = None) -> str:
+    """Every problem as ``key: what is wrong``, joined by "; " so the error stays one line."""
     lines = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        msg = "unknown key; remove it or check its spelling" if e["type"] == "extra_forbidden" else e["msg"]
-        lines.append(f"  {key}: {msg}")
-    return "\n".join(lines)
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            hint = did_you_mean(str(e["loc"][-1]), field_names(model)) if model else ""
+            msg = f"unknown key{hint}; remove it or check its spelling"
+        lines.append(f"{key}: {msg}")
+    return "; ".join(lines)
 
 
 def parse_yaml(text: str, source: str, model: type[M], what: str) -> M:
@@ -27,10 +46,26 @@ def parse_yaml(text: str, source: str, model: type[M], what: str) -> M:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{source}: not valid YAML: {' '.join(str(exc).split())}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: a {what} file must be a YAML mapping")
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{source}: invalid {what}:\n{format_validation(exc)}") from None
+        raise ConfigError(f"{source}: invalid {what}: {format_validation(exc, model)}") from None
+
+
+def read_text_file(path: Path, what: str) -> str:
+    """The UTF-8 text of a config file; ConfigError (one line) for a binary or non-UTF-8 file."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the {what} file: {exc.strerror or exc}") from None
+    if b"\x00" in data[:8192]:
+        hint = " (a head .npz is used with --coordinator learned:PATH, not as a pool)" if path.suffix == ".npz" else ""
+        raise ConfigError(f"{path}: binary file, not a YAML {what} file{hint}")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: not UTF-8 text (bad byte at line {line}); save the {what} file as UTF-8") from None

@@ -21,6 +21,7 @@ from podium.checks import CheckSpec, parse_check, run_check
 from podium.coordinators import get_coordinator
 from podium.coordinators.base import Coordinator, RunState
 from podium.errors import BudgetExhausted, UsageError
+from podium.preflight import check_coordinator
 from podium.pool import ModelSpec, Policy, Pool, load_pool
 from podium.reliability import Attempts, BreakerRegistry, RetryPolicy, call_with_fallbacks, default_breakers
 from podium.roles import build_messages, parse_verdict
@@ -103,6 +104,7 @@ class Engine:
             raise UsageError("the question is empty; pass a question as an argument or on stdin")
         pool = self.pool.restrict(policy) if policy else self.pool
         pool.default_for(Role.WORKER)  # PolicyError now, before any data leaves
+        check_coordinator(pool, self.coordinator)  # ConfigError: fixed:MODEL or a head naming no pool model
         handlers = [*self.handlers, *([on_event] if on_event else [])]
         try:
             parsed = parse_check(check) if check is not None else None
@@ -160,6 +162,9 @@ class _Run:
             self.record_interrupted(reason)
         except asyncio.CancelledError:
             await self.finish(RunStatus.FAILED, "interrupted")
+            raise
+        except UsageError as exc:  # a config problem found mid-run (e.g. a missing GGUF): the caller's to fix
+            await self.finish(RunStatus.FAILED, f"config error: {exc}")
             raise
         except Exception as exc:  # a bug or unexpected failure still ends with the trace kept
             status, reason = RunStatus.FAILED, f"{type(exc).__name__}: {exc}"
@@ -297,7 +302,9 @@ class _Run:
     def failed_turn(self, number: int, decision: Decision, messages: list, attempts: Attempts, note: str | None = None) -> Turn:
         """The trace record of a turn no model completed, with the tokens its broken streams consumed."""
         errors, splice = [*attempts.errors, *([note] if note else [])], attempts.splice
+        spec = self.pool.config_model(decision.model)  # its region lets the audit place a failed call
         return Turn(turn=number, role=decision.role, model=decision.model, reason=decision.reason, messages=messages,
+                    provider=spec.provider_name if spec else None, region=spec.region if spec else None,
                     error="; ".join(errors) or "no provider available", retries=attempts.retries, attempts=errors, output=splice.sent,
                     prompt_tokens=splice.prompt_tokens, completion_tokens=splice.completion_tokens, cost_usd=splice.cost_usd,
                     usage_estimated=splice.charged)

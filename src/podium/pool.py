@@ -16,9 +16,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from podium.checks.spec import CheckSpec
-from podium.config import parse_yaml
+from podium.config import parse_yaml, read_text_file
 from podium.errors import ConfigError, PolicyError
 from podium.scrub import register_env
+from podium.suggest import did_you_mean
 from podium.types import Budget, Role
 
 BackendKind = Literal["openai", "local", "scripted", "check"]
@@ -192,6 +193,10 @@ class Pool:
             raise PolicyError(f"model '{name}' is not in pool '{self.name}' or not allowed by its policy")
         return self.models[name]
 
+    def config_model(self, name: str) -> ModelSpec | None:
+        """The pool file's model called ``name``, allowed or not (None if there is none)."""
+        return next((m for m in self.config.models if m.name == name), None)
+
     def candidates(self, role: Role | str) -> list[str]:
         """Allowed models that may take ``role``, in pool order."""
         role_name = role.value if isinstance(role, Role) else role
@@ -234,8 +239,8 @@ def load_pool(name_or_path: str | os.PathLike[str] = "embedded") -> Pool:
     if path.suffix in (".yaml", ".yml") or os.sep in ref or path.exists():
         if not path.is_file():
             raise ConfigError(f"{ref}: pool file not found; pass a shipped pool name ({', '.join(shipped_pools())}) or an existing YAML file")
-        return parse_pool(path.read_text(), str(path))
+        return parse_pool(read_text_file(path, "pool"), str(path))
     if ref not in shipped_pools():
-        raise ConfigError(f"unknown pool '{ref}'; shipped pools: {', '.join(shipped_pools())}; or pass a path to a YAML file")
+        raise ConfigError(f"unknown pool '{ref}'{did_you_mean(ref, shipped_pools())}; shipped pools: {', '.join(shipped_pools())}; or pass a path to a YAML file")
     text = (resources.files("podium") / "pools" / f"{ref}.yaml").read_text()
     return parse_pool(text, f"pool '{ref}'")

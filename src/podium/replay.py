@@ -95,11 +95,33 @@ def _read_prices(path: Path) -> dict:
     return data
 
 
-def load_replay(path: str | Path) -> ReplayDataset:
-    """Load a replay dataset folder (see module docstring for the format)."""
+def shipped_datasets() -> list[str]:
+    """Names of the replay datasets that ship inside podium (``podium/data/NAME``)."""
+    from importlib import resources
+
+    folder = resources.files("podium") / "data"
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and (p / "items.parquet").is_file()) if folder.is_dir() else []
+
+
+def dataset_folder(path: str | Path) -> Path:
+    """The folder of a replay dataset given as a path or as a shipped dataset's name."""
     folder = Path(path).expanduser()
-    if not folder.is_dir():
-        raise ReplayDataError(f"{folder}: not a directory; pass a replay dataset folder")
+    if folder.is_dir():
+        return folder
+    shipped = shipped_datasets()
+    if str(path) in shipped:
+        from importlib import resources
+
+        return Path(str(resources.files("podium") / "data" / str(path)))
+    from podium.suggest import did_you_mean
+
+    raise ReplayDataError(f"{folder}: not a directory{did_you_mean(str(path), shipped)}; pass a replay dataset folder "
+                          f"or a shipped dataset ({', '.join(shipped) or 'none installed'})")
+
+
+def load_replay(path: str | Path) -> ReplayDataset:
+    """Load a replay dataset folder, or a shipped one by name (see module docstring for the format)."""
+    folder = dataset_folder(path)
     items = _read_table(folder / "items.parquet", ["item_id", "task", "split", "text"])
     outcomes = _read_table(folder / "outcomes.parquet", ["item_id", "model", "score"])
     extra = _optional_columns(folder / "outcomes.parquet", ["cost_usd", "output_chars"], len(outcomes["item_id"]))

@@ -332,17 +332,20 @@ class Store:
             return conn.execute(f"SELECT count(*) FROM runs r {where}", args).fetchone()[0]
 
     def resolve(self, run_id: str) -> str:
-        """The full id of the run whose id is, or starts with, ``run_id``; UsageError if none or several."""
+        """The full id of the run whose id is ``run_id``, or starts or ends with it (a unique prefix or
+        suffix, e.g. the last 4+ characters ``podium ask`` prints); UsageError if none or several."""
+        pattern = _like_prefix(run_id)
         with self._read() as conn:
-            rows = conn.execute("SELECT id FROM runs WHERE id = ? UNION SELECT id FROM runs WHERE id LIKE ? ESCAPE '\\' LIMIT 3",
-                                (run_id, _like_prefix(run_id))).fetchall()
+            rows = conn.execute("SELECT id FROM runs WHERE id = ? UNION SELECT id FROM runs WHERE id LIKE ? ESCAPE '\\' "
+                                "UNION SELECT id FROM runs WHERE id LIKE ? ESCAPE '\\' LIMIT 4",
+                                (run_id, pattern, "%" + pattern[:-1])).fetchall()
         ids = sorted({r[0] for r in rows})
         if run_id in ids:
             return run_id
         if not ids:
-            raise UsageError(f"no stored run with id {run_id!r}; list runs with: podium traces ls")
+            raise UsageError(f"no stored run with id {run_id!r} (nor one starting or ending with it); list runs with: podium traces ls")
         if len(ids) > 1:
-            raise UsageError(f"run id prefix {run_id!r} is ambiguous ({', '.join(ids[:2])}, ...); give more characters")
+            raise UsageError(f"run id {run_id!r} is ambiguous: it matches several runs ({', '.join(ids[:3])}, ...); give more characters")
         return ids[0]
 
     def run(self, run_id: str, *, owner: str | None = None) -> dict[str, Any] | None:

@@ -77,29 +77,54 @@ def _round(value: float | None) -> float | None:
 
 
 # --- audit -------------------------------------------------------------------------------------
+#
+# The rule, exactly: a model counts as having received a turn's data when an attempt on it got past
+# opening the connection. Attempts that failed before any byte of the request was sent do not count:
+# a connection never made (httpx ConnectError: refused, DNS, TLS handshake; ConnectTimeout;
+# PoolTimeout) and a call an open circuit breaker skipped. Every other failure (an HTTP status, a
+# read/write error or timeout, a malformed reply, the total timeout, a call a budget interrupted)
+# counts as data that left: the server may have read the request. A turn with no attempt recorded
+# and no answer sent nothing; the model that answered a turn always counts.
+
+NOT_SENT_MARKERS = (": ConnectError:", ": ConnectTimeout", ": PoolTimeout", "circuit open for ")
+LOCAL_REGION = "local"
+
+
+def attempt_sent(error: str) -> bool:
+    """Whether a failed attempt (``"model: message"``) may have sent the request (see the rule above)."""
+    return not any(marker in error for marker in NOT_SENT_MARKERS)
+
 
 def _reached(row: dict[str, Any]) -> list[str]:
-    """Models a turn sent data to: every attempted one (failed calls included), then the one that answered."""
-    names = [a.split(": ", 1)[0] for a in loads_column(row["attempts"], []) if not a.startswith("interrupted: ")]
+    """Models this turn's data reached: attempts that got past connecting, then the model that answered."""
+    names = []
+    for attempt in loads_column(row["attempts"], []):
+        if attempt.startswith("interrupted: "):  # a call cut short in flight: assume the request went out
+            names.append(row["model"])
+        elif attempt_sent(attempt):
+            names.append(attempt.split(": ", 1)[0])
     if not row["error"]:
         names.append(row["model"])
-    return list(dict.fromkeys(names or [row["model"]]))
+    return list(dict.fromkeys(names))
 
 
 def audit_regions(store: Store, allowed_regions: Iterable[str], *, since: Any = None,
-                  until: Any = None) -> list[dict[str, Any]]:
-    """Runs in which data reached a model outside ``allowed_regions``.
+                  until: Any = None, local_inside: bool = True) -> list[dict[str, Any]]:
+    """Runs in which data reached a model outside ``allowed_regions``, with each offending turn.
 
-    A model whose region was never recorded (its every call failed) counts as region ``unknown``,
-    which is outside any allowed set: the audit errs on the side of reporting.
+    Which calls count is the rule above. ``local_inside`` treats region ``local`` (in-process
+    models, servers on this machine) as inside every allowed set. A model whose region was never
+    recorded (its every call failed) counts as region ``unknown``, outside any allowed set: the audit
+    errs on the side of reporting. Each violation names the turn, role, model, region, and whether
+    the call failed (data left, no answer came back).
     """
-    allowed = set(allowed_regions)
+    allowed = set(allowed_regions) | ({LOCAL_REGION} if local_inside else set())
     rows = store.turn_rows(since=since, until=until)
     region_of = {r["model"]: r["region"] for r in rows if r["region"]}
     findings: dict[str, dict[str, Any]] = {}
     for row in rows:
         for model in _reached(row):
-            region = (row["region"] if model == row["model"] and not row["error"] else None) or region_of.get(model) or "unknown"
+            region = (row["region"] if model == row["model"] else None) or region_of.get(model) or "unknown"
             if region in allowed:
                 continue
             run = findings.setdefault(row["run_id"], {"run_id": row["run_id"], "started_at": row["started_at"],

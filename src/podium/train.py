@@ -385,7 +385,8 @@ def prepare(ds: ReplayDataset, config: TrainConfig, emb: np.ndarray | None = Non
     """Encode ``ds`` and split its train rows into fit / validation (seeded)."""
     train_rows = ds.indices("train")
     if len(train_rows) < 10:
-        raise UsageError(f"dataset {ds.name}: only {len(train_rows)} train items; at least 10 are needed")
+        raise UsageError(f"dataset {ds.name}: only {len(train_rows)} train items; at least 10 are needed (from your own "
+                         "runs: about 15 distinct questions answered and verified, since ~70% of items go to train)")
     if emb is None:
         emb = embed(ds, get_encoder(config.encoder), cache_root)
     perm = np.random.default_rng(config.seed).permutation(train_rows)

@@ -10,6 +10,8 @@ import sys
 
 import click
 
+from podium.cli.helptext import ENVIRONMENT
+from podium.cli.options import SuggestingGroup
 from podium.errors import PodiumError, UsageError
 
 # command name -> "module:attribute"; loaded only when used, so `podium ask` never imports FastAPI.
@@ -23,10 +25,12 @@ SUBCOMMANDS = {
     "eval": "podium.cli.train:eval_group",
     "serve": "podium.cli.serve:serve",
     "bench": "podium.cli.bench:bench",
+    "doctor": "podium.cli.doctor:doctor",
+    "demo": "podium.cli.demo:demo",
 }
 
 
-class LazyGroup(click.Group):
+class LazyGroup(SuggestingGroup):
     """A click group whose subcommands are imported on first use."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -43,10 +47,20 @@ class LazyGroup(click.Group):
             raise UsageError(f"'podium {name}' is not available in this install ({exc})") from None
 
 
-@click.group(cls=LazyGroup)
+@click.group(cls=LazyGroup, epilog=ENVIRONMENT)
 @click.version_option(package_name="podium")
 def cli() -> None:
-    """podium: multi-agent orchestration over a pool of LLMs."""
+    """podium: multi-agent orchestration over a pool of LLMs.
+
+    \b
+    Start here:
+      podium doctor                          check the install, extras, keys and endpoints
+      podium ask "What is 17 * 23?"          orchestrate on the embedded offline pool
+      podium ask --pool openrouter "..."     the same on a remote pool (needs its API key)
+      podium models --pool eu                what a pool holds
+      podium traces ls                       past runs; `podium traces show ID` for one
+    Every command has examples in its --help.
+    """
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -59,6 +73,10 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
+    except click.UsageError as exc:  # one line, with where to read more
+        path = exc.ctx.command_path if exc.ctx else "podium"
+        click.echo(f"error: {' '.join(exc.format_message().split())} (see '{path} --help')", err=True)
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)

@@ -12,11 +12,13 @@ import click
 from pydantic import ValidationError
 
 from podium.checks import CheckSpec, parse_check
+from podium.cli.helptext import ENVIRONMENT
 from podium.cli.options import pool_option
 from podium.coordinators import get_coordinator
 from podium.engine import Engine, Event, RunFinished, TurnFinished, TurnStarted
 from podium.pool import Policy, load_pool
 from podium.scrub import clean_text, scrub, scrub_value
+from podium.preflight import check_pool
 from podium.store import recorder
 from podium.types import Budget, RunResult, RunStatus
 
@@ -32,7 +34,7 @@ def render_table(result: RunResult) -> str:
         if t.step:
             note = f"step {t.step} {note}".strip()
         rows.append(f"{t.turn:>2}  {t.role.value:<8}  {t.model[:22]:<22}  {t.prompt_tokens:>6}  {t.completion_tokens:>7}  {t.cost_usd:>9.6f}  {t.latency_s:>6.2f}  {note}")
-    rows.append(f"status: {result.status.value} ({result.reason}); {len(result.turns)} turns, {result.total_tokens} tokens, ${result.cost_usd:.6f}, {result.latency_s:.1f}s; trace {result.run_id}")
+    rows.append(f"status: {result.status.value} ({result.reason}); {len(result.turns)} turns, {result.total_tokens} tokens, ${result.cost_usd:.6f}, {result.latency_s:.1f}s; trace {result.run_id} (podium traces show {result.run_id[-8:]})")
     return "\n".join(rows)
 
 
@@ -102,6 +104,7 @@ async def run_once(pool_ref: str, coordinator: str, question: str, limits: dict,
                    workflow_options: dict | None = None, check: CheckSpec | None = None) -> RunResult:
     """One run; ``limits`` (flags left unset are None) override the pool's default budget."""
     pool = load_pool(pool_ref)
+    check_pool(pool.restrict(policy))  # missing keys, GGUF or extra: one line, exit 2, before anything is sent
     budget = Budget.model_validate({**pool.config.budget.model_dump(), **{k: v for k, v in limits.items() if v is not None}})
     chosen = get_coordinator(coordinator)
     for key, value in (workflow_options or {}).items():
@@ -115,7 +118,7 @@ async def run_once(pool_ref: str, coordinator: str, question: str, limits: dict,
         await engine.aclose()
 
 
-@click.command()
+@click.command(epilog=ENVIRONMENT)
 @click.argument("question", nargs=-1)
 @pool_option
 @click.option("--coordinator", default="rules", show_default=True,
@@ -135,7 +138,34 @@ async def run_once(pool_ref: str, coordinator: str, question: str, limits: dict,
 def ask(question: tuple[str, ...], pool_ref: str, coordinator: str, max_turns: int | None, max_tokens: int | None,
         max_cost: float | None, deadline: float | None, exclude: tuple[str, ...], regions: tuple[str, ...], as_json: bool,
         show_plan: bool, max_depth: int | None, max_parallel: int | None, check: CheckSpec | None) -> None:
-    """Orchestrate QUESTION (or stdin) over the pool and print the answer and its trace."""
+    """Orchestrate QUESTION (or stdin) over the pool and print the answer and its trace.
+
+    \b
+    Examples:
+      podium ask "What is 17 * 23?"                 # embedded offline pool, rules coordinator
+      podium ask --json "..." | jq .answer
+      echo "question" | podium ask --pool openrouter --coordinator prompted --max-turns 6
+      podium ask --pool my-pool.yaml --max-cost 0.01 --deadline 30 --region eu "..."
+      podium ask --coordinator fixed:MODEL "..."    # one model, one call: the baseline
+      podium ask --coordinator learned:head.npz "..."
+      podium ask --check '{"type": "number", "answer": 391}' "What is 17 * 23?"
+      podium ask --coordinator conductor --show-plan "..."   # a model writes the workflow
+
+    \b
+    Status (the run's outcome, in the table and in --json):
+      accepted          a verifier accepted the answer
+      answered          the coordinator stopped without verification (fixed)
+      max_turns         the turn limit ran out; the best answer so far is shown
+      budget_exhausted  tokens, cost or deadline ran out ('reason' says which)
+      failed            no answer: every call failed
+
+    \b
+    Exit codes:
+      0  a finished run (any status but failed)
+      1  failed: no model produced an answer (the trace is kept)
+      2  misuse: bad flag, bad pool file, missing API key or GGUF, unknown
+         model or coordinator (one line on stderr, nothing was sent)
+    """
     text = read_question(question).strip()
     if not text:
         raise click.UsageError("the question is empty: pass it as an argument or on stdin")

@@ -11,7 +11,7 @@ import time
 import click
 import httpx
 
-from podium.cli.options import pool_option
+from podium.cli.options import SuggestingGroup, pool_option
 from podium.errors import PodiumError
 from podium.pool import ModelSpec, Pool, load_pool
 
@@ -20,7 +20,14 @@ from podium.pool import ModelSpec, Pool, load_pool
 @pool_option
 @click.option("--json", "as_json", is_flag=True)
 def models(pool_ref: str, as_json: bool) -> None:
-    """List the pool's models with prices, regions and roles."""
+    """List the pool's models with prices, regions and roles.
+
+    \b
+    Examples:
+      podium models                        # the embedded offline pool
+      podium models --pool openrouter      # a shipped pool: embedded, ollama, openrouter, eu
+      podium models --pool my-pool.yaml --json
+    """
     pool = load_pool(pool_ref)
     if as_json:
         click.echo(json.dumps([m.model_dump(exclude_none=True) for m in pool.config.models], indent=2))
@@ -62,15 +69,28 @@ async def probe_all(pool: Pool) -> dict[str, str | None]:
     return {m.name: r for m, r in zip(pool.config.models, results)}
 
 
-@click.group()
+@click.group(cls=SuggestingGroup)
 def pool() -> None:
-    """Inspect and check pools."""
+    """Inspect and check pools (podium doctor checks the whole install).
+
+    \b
+    Examples:
+      podium pool check --pool my-pool.yaml
+      podium pool status --pool openrouter --probe
+    """
 
 
 @pool.command()
 @pool_option
 def check(pool_ref: str) -> None:
-    """Validate the pool file and probe each model's endpoint."""
+    """Validate the pool file and probe each model's endpoint (exit 1 if any fails).
+
+    \b
+    Examples:
+      podium pool check                          # the embedded pool: is the GGUF there?
+      podium pool check --pool my-pool.yaml      # file valid, keys set, endpoints answer
+      PODIUM_POOL=eu podium pool check
+    """
     p = load_pool(pool_ref)
     click.echo(f"{p.source}: valid ({len(p.config.models)} models)")
     problems = asyncio.run(probe_all(p))
@@ -109,7 +129,14 @@ def breaker_rows(p: Pool, probes: dict[str, str | None] | None) -> list[dict]:
 @click.option("--reset", is_flag=True, help="Forget all shared breaker state first.")
 @click.option("--json", "as_json", is_flag=True)
 def status(pool_ref: str, probe: bool, reset: bool, as_json: bool) -> None:
-    """Circuit breakers per endpoint: config, and the state shared by podium processes."""
+    """Circuit breakers per endpoint: config, and the state shared by podium processes.
+
+    \b
+    Examples:
+      podium pool status --pool openrouter
+      podium pool status --pool my-pool.yaml --probe --json
+      podium pool status --reset                 # forget all shared breaker state
+    """
     from podium.reliability import BreakerRegistry, breaker_file
     from podium.scrub import scrub_value
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from podium.cli.helptext import ENVIRONMENT
 from podium.cli.options import pool_option
 from podium.errors import UsageError, missing_extra
 
@@ -20,7 +21,7 @@ def print_new_key(name: str) -> None:
     click.echo(f"  - name: {name}\n    sha256: {hash_key(key)}\n    policy: {{}}\n    rate_limit: {{requests_per_minute: 600}}")
 
 
-@click.command()
+@click.command(epilog=ENVIRONMENT)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (anything but loopback needs --keys).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
 @pool_option
@@ -34,7 +35,26 @@ def print_new_key(name: str) -> None:
 @click.option("--new-key", metavar="NAME", default=None, help="Print a new API key and its keys-file entry, then exit.")
 def serve(host: str, port: int, pool_ref: str, keys_file: str | None, tiers_file: str | None, max_body: int,
           header_timeout: float, log_level: str, new_key: str | None) -> None:
-    """Serve the pool's tiers and models behind an OpenAI-compatible API."""
+    """Serve the pool's tiers and models behind an OpenAI-compatible API.
+
+    Needs the server extra: pip install 'podium[server]'. The pool's API keys must be set
+    (it refuses to start otherwise). Models served at /v1/chat/completions:
+
+    \b
+      podium        fast: up to 3 turns, prompted coordinator, cheapest capable models
+      podium-ultra  thorough: up to 8 turns, strongest models, every answer verified
+      podium-conductor  a model writes the workflow (docs/conductor.md)
+      MODEL         every model of the pool, directly (`podium models --pool P` lists them)
+    Tiers are defined in a YAML file: --tiers FILE replaces the shipped one.
+
+    \b
+    Examples:
+      podium serve                                    # embedded pool on 127.0.0.1:8000
+      podium serve --pool eu --port 8080              # needs MISTRAL_API_KEY, SCW_SECRET_KEY
+      podium serve --new-key alice >> keys.txt        # prints a key and its keys-file entry
+      podium serve --pool eu --host 0.0.0.0 --keys keys.yaml
+    Then point any OpenAI client at http://127.0.0.1:8000/v1 with model "podium".
+    """
     if new_key:
         print_new_key(new_key)
         return
@@ -44,9 +64,12 @@ def serve(host: str, port: int, pool_ref: str, keys_file: str | None, tiers_file
         import uvicorn
     except ImportError:
         raise missing_extra("uvicorn", "server") from None
+    from podium.pool import load_pool
+    from podium.preflight import check_pool
     from podium.server.app import create_app
     from podium.server.http import uvicorn_options
 
+    check_pool(load_pool(pool_ref))  # refuse to start rather than answer 502 to every request
     app = create_app(pool_ref, tiers=tiers_file, keys=keys_file, max_body_bytes=max_body, hosts=(host,))
     if keys_file is None:
         click.echo(f"podium serve: no --keys file, so no authentication: binding {host} only (local use).", err=True)

@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from podium.cli.options import SuggestingGroup
 from podium.errors import UsageError
 from podium.store import Store
 
@@ -32,9 +33,21 @@ def short(text: str | None, width: int) -> str:
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
-@click.group()
+@click.group(cls=SuggestingGroup)
 def traces() -> None:
-    """Inspect, export, audit and purge the stored traces of past runs."""
+    """Inspect, export, audit and purge the stored traces of past runs.
+
+    Runs are stored in $PODIUM_HOME/podium.db (PODIUM_TRACES=hash keeps digests instead of
+    texts, PODIUM_TRACES=off stores nothing). A run id can be shortened to any unique prefix
+    or suffix, e.g. its last 4 characters.
+
+    \b
+    Examples:
+      podium traces ls --status failed --since 7d
+      podium traces show 3f2a --full
+      podium traces audit --allowed-regions eu
+      podium traces export --format replay my-runs/ && podium train replay my-runs/ --out head.npz
+    """
 
 
 @traces.command("ls")
@@ -47,7 +60,14 @@ def traces() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
 def ls_cmd(db_path: str | None, status: str | None, model: str | None, since: str | None, until: str | None,
            limit: int, as_json: bool) -> None:
-    """List stored runs, newest first."""
+    """List stored runs, newest first.
+
+    \b
+    Examples:
+      podium traces ls
+      podium traces ls --status accepted --model smollm2-worker --limit 5
+      podium traces ls --since 2025-01-01 --until 7d --json
+    """
     runs = open_store(db_path).runs(status=status, model=model, since=since, until=until, limit=limit)
     if as_json:
         click.echo(json.dumps(runs, indent=2))
@@ -115,7 +135,14 @@ def turn_texts(t: dict[str, Any]) -> list[str]:
 @click.option("--full", is_flag=True, help="Also print every turn's prompt and response.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run and its turns as JSON.")
 def show_cmd(db_path: str | None, run_id: str, full: bool, as_json: bool) -> None:
-    """Show the turn timeline of run RUN_ID (a unique prefix is enough)."""
+    """Show the turn timeline of run RUN_ID (a unique prefix or suffix is enough).
+
+    \b
+    Examples:
+      podium traces show run_18c2f0a1b2c_3f2a9b1c
+      podium traces show 3f2a9b1c --full          # the id's last characters
+      podium traces show run_18c2f --json
+    """
     store = open_store(db_path)
     run = store.run(store.resolve(run_id))
     assert run is not None
@@ -147,7 +174,13 @@ def fmt(value: float | None, spec: str) -> str:
 @until_option
 @click.option("--json", "as_json", is_flag=True)
 def stats_cmd(db_path: str | None, since: str | None, until: str | None, as_json: bool) -> None:
-    """Per model: calls, tokens, cost, latency p50/p95, accept rate and failure rate."""
+    """Per model: calls, tokens, cost, latency p50/p95, accept rate and failure rate.
+
+    \b
+    Examples:
+      podium traces stats
+      podium traces stats --since 7d --json
+    """
     from podium.trace_reports import model_stats
 
     rows = model_stats(open_store(db_path), since=since, until=until)
@@ -171,7 +204,17 @@ def stats_cmd(db_path: str | None, since: str | None, until: str | None, as_json
 @since_option
 @until_option
 def export_cmd(db_path: str | None, fmt_name: str, out: str | None, since: str | None, until: str | None) -> None:
-    """Export stored runs as training data to OUT (sft: a file, default stdout; replay: a folder)."""
+    """Export stored runs as training data to OUT (sft: a file, default stdout; replay: a folder).
+
+    A replay item is a distinct question whose answer a verifier judged. About 70% of items go
+    to the train split (by a hash of the question), and `podium train replay` needs at least 10
+    train items: run about 15 distinct questions with a verifier (the rules coordinator) first.
+
+    \b
+    Examples:
+      podium traces export --format replay my-runs/
+      podium traces export --format sft runs.jsonl --since 30d
+    """
     from podium import trace_reports
 
     store = open_store(db_path)
@@ -188,30 +231,52 @@ def export_cmd(db_path: str | None, fmt_name: str, out: str | None, since: str |
                f"over {counts['models']} models to {out} (scores: {counts['score_source']}, see meta.json)" + (f"; skipped {counts['skipped_runs']} runs stored without texts" if counts["skipped_runs"] else ""))
     if counts["items"] == 0:
         click.echo("warning: no verified answers found; runs need a grade or a verifier verdict to give outcomes", err=True)
+    elif counts["train"] < 10:
+        click.echo(f"note: podium train replay needs at least 10 train items, this export has {counts['train']}; "
+                   "run more distinct questions with a verifier (about 15 in all), then export again", err=True)
 
 
 @traces.command("audit")
 @db_option
 @click.option("--allowed-regions", "regions", required=True, multiple=True,
-              help="Regions data may reach (comma-separated or repeated), e.g. eu or eu,local.")
+              help="Regions data may reach (comma-separated or repeated), e.g. eu or eu,us.")
+@click.option("--local-inside/--local-outside", default=True, show_default=True,
+              help="Count region 'local' (in-process models, servers on this machine) as inside every allowed region.")
 @since_option
 @until_option
 @click.option("--json", "as_json", is_flag=True)
-def audit_cmd(db_path: str | None, regions: tuple[str, ...], since: str | None, until: str | None, as_json: bool) -> None:
-    """List runs in which data reached a model outside the allowed regions (exit 1 if any)."""
+def audit_cmd(db_path: str | None, regions: tuple[str, ...], local_inside: bool, since: str | None, until: str | None,
+              as_json: bool) -> None:
+    """List runs in which data reached a model outside the allowed regions (exit 1 if any).
+
+    \b
+    Only calls that reached a model count: an attempt that failed before sending (connection
+    refused, DNS or TLS failure, connect timeout, open circuit breaker) sent nothing. Any other
+    failure (HTTP error, read timeout, broken stream) counts, since the server may have read it.
+    For each run it prints every offending turn: number, role, model and region.
+
+    \b
+    Examples:
+      podium traces audit --allowed-regions eu
+      podium traces audit --allowed-regions eu,us --since 7d --json
+      podium traces audit --allowed-regions eu --local-outside   # embedded models count as leaving
+    """
     from podium.trace_reports import audit_regions
 
     allowed = [r.strip() for group in regions for r in group.split(",") if r.strip()]
     store = open_store(db_path)
-    found = audit_regions(store, allowed, since=since, until=until)
+    found = audit_regions(store, allowed, since=since, until=until, local_inside=local_inside)
     if as_json:
         click.echo(json.dumps(found, indent=2))
     else:
         checked = store.count(since=since, until=until)
         for run in found:
-            where = ", ".join(sorted({f"{v['model']}@{v['region']}" for v in run["violations"]}))
-            click.echo(f"{run['run_id']}  {when(run['started_at'])}  {run['status']:<16}  {where}")
-        click.echo(f"{len(found)} of {checked} runs sent data outside {', '.join(allowed)}", err=True)
+            click.echo(f"{run['run_id']}  {when(run['started_at'])}  {run['status']:<16}  pool {run['pool']}")
+            for v in run["violations"]:
+                note = "  (call failed after sending)" if v["call_failed"] else ""
+                click.echo(f"    turn {v['turn']:>2} {v['role']:<8} {v['model']} @ {v['region']}{note}")
+        inside = ", ".join(allowed) + (" (and local)" if local_inside and "local" not in allowed else "")
+        click.echo(f"{len(found)} of {checked} runs sent data outside {inside}", err=True)
     if found:
         sys.exit(1)
 
@@ -221,7 +286,13 @@ def audit_cmd(db_path: str | None, regions: tuple[str, ...], since: str | None, 
 @click.option("--before", required=True, help="Delete runs started before this (YYYY-MM-DD, ISO time, or 30d).")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def purge_cmd(db_path: str | None, before: str, yes: bool) -> None:
-    """Delete stored runs started before a date; their texts are overwritten, not just unlinked."""
+    """Delete stored runs started before a date; their texts are overwritten, not just unlinked.
+
+    \b
+    Examples:
+      podium traces purge --before 30d
+      podium traces purge --before 2025-01-01 --yes
+    """
     store = open_store(db_path)
     count = store.count(until=before)
     if count and not yes:
@@ -236,7 +307,13 @@ def purge_cmd(db_path: str | None, before: str, yes: bool) -> None:
 @click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True)
 @click.option("--open/--no-open", "open_browser", default=False, help="Open the page in a browser.")
 def ui(db_path: str | None, host: str, port: int, open_browser: bool) -> None:
-    """Serve the web trace viewer (runs, timelines, per-model stats)."""
+    """Serve the web trace viewer (runs, timelines, per-model stats).
+
+    \b
+    Examples:
+      podium ui --open
+      podium ui --port 9000 --db /path/to/podium.db
+    """
     from podium.viewer import make_server
 
     try:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from podium.cli.options import SuggestingGroup
 from podium.errors import missing_extra
 
 
@@ -22,13 +23,19 @@ def _require_train_extra() -> None:
             raise missing_extra(module, "train") from None
 
 
-@click.group()
+@click.group(cls=SuggestingGroup)
 def train() -> None:
-    """Train learned coordinator heads."""
+    """Train learned coordinator heads (needs: pip install 'podium[train]').
+
+    \b
+    Examples:
+      podium train replay example --out head.npz      # the dataset shipped with podium
+      podium ask --pool replay-example --coordinator learned:head.npz "What is 12 * 7?"
+    """
 
 
 @train.command("replay")
-@click.argument("dataset_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("dataset_dir")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Head file to write (.npz).")
 @click.option("--mode", type=click.Choice(["single", "cascade"]), default="single", show_default=True,
               help="single: one model per query; cascade: up to --turns calls, the recorded score as verifier.")
@@ -41,19 +48,42 @@ def train() -> None:
 @click.option("--folds", type=click.IntRange(0, 20), default=5, show_default=True,
               help="Single mode: cross-validation folds for the safe gate and the cost-knob table (0: the plain head, no gate).")
 @click.option("--quiet", is_flag=True, help="No progress on stderr.")
-def train_replay(dataset_dir: Path, out: Path, mode: str, lam: float, turns: int, generations: int | None, seed: int,
+def train_replay(dataset_dir: str, out: Path, mode: str, lam: float, turns: int, generations: int | None, seed: int,
                  checkpoint: Path | None, resume: bool, folds: int, quiet: bool) -> None:
-    """Train a head on the train split of a replay dataset folder and write it to --out.
+    """Train a head on the train split of a replay dataset and write it to --out.
 
     Single mode (default): the head is *safe*: it falls back to the best single model unless K-fold
     cross-validation on train shows a gain that survives a paired bootstrap, and it carries the
     calibrated cost knob (``learned:PATH@0.3``, or ``podium: {"cost_weight": 0.3}`` in the server).
+
+    DATASET_DIR is a replay dataset folder, or `example` for the small synthetic one shipped with
+    podium (300 questions in 5 tasks, outcomes of 4 models named as in the `replay-example` pool).
+
+    \b
+    Dataset format (a folder):
+      items.parquet     one row per question: item_id (str, unique), task (str or null),
+                        split (train | test | eval_only), text (the question)
+      outcomes.parquet  one row per (item, model): item_id, model (a pool model name),
+                        score (float in [0, 1], 1 = correct), optional cost_usd (float)
+                        and output_chars (int); a missing pair is unknown, not 0
+      models.json       optional prices per model: {"m": {"input_usd_per_mtok": 0.1,
+                        "output_usd_per_mtok": 0.4}}, or {}
+    `podium traces export --format replay DIR` writes one from your own runs. Training fits on
+    the train split (at least 10 items) and validates on part of it.
+
+    \b
+    Examples:
+      podium train replay example --out head.npz
+      podium train replay my-runs/ --out head.npz --mode cascade --lam 0.5
+      podium train replay data/ --out head.npz --checkpoint ckpt.npz --resume
+    The head's model names must be pool model names to drive a pool:
+      podium ask --pool replay-example --coordinator learned:head.npz "What is 12 * 7?"
     """
     _require_train_extra()
     from podium.replay import load_replay
     from podium.train import TrainConfig, prepare, stderr_progress, train_head
 
-    ds = load_replay(dataset_dir)
+    ds = load_replay(dataset_dir)  # a folder or the name of a shipped dataset
     extra = {"generations": generations} if generations is not None else {}
     config = TrainConfig(mode=mode, lam=lam, turns=turns, seed=seed, **extra)
     progress = None if quiet else stderr_progress
@@ -75,13 +105,18 @@ def train_replay(dataset_dir: Path, out: Path, mode: str, lam: float, turns: int
                f"{head.meta['optimizer']['best_val']:.4f}; use it with --coordinator learned:{path}")
 
 
-@click.group("eval")
+@click.group("eval", cls=SuggestingGroup)
 def eval_group() -> None:
-    """Benchmark coordinators offline."""
+    """Benchmark coordinators offline (needs: pip install 'podium[train]').
+
+    \b
+    Examples:
+      podium eval replay example --json-out results.json --plot curve.png
+    """
 
 
 @eval_group.command("replay")
-@click.argument("dataset_dirs", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.argument("dataset_dirs", nargs=-1, required=True)
 @click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write all results as JSON.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the cost–quality plot (PNG).")
 @click.option("--turns", type=click.IntRange(1, 20), default=3, show_default=True, help="Cascade: most calls per query.")
@@ -92,13 +127,18 @@ def eval_group() -> None:
 @click.option("--false-reject", type=click.FloatRange(0, 1), default=None, help="Simulated verifier: false-reject rate.")
 @click.option("--folds", type=click.IntRange(2, 20), default=5, show_default=True, help="Cross-validation folds on train.")
 @click.option("--quiet", is_flag=True, help="No progress on stderr.")
-def eval_replay(dataset_dirs: tuple[Path, ...], json_out: Path | None, plot_path: Path | None, turns: int,
+def eval_replay(dataset_dirs: tuple[str, ...], json_out: Path | None, plot_path: Path | None, turns: int,
                 generations: int | None, seed: int, false_accept: float | None, false_reject: float | None, folds: int,
                 quiet: bool) -> None:
     """Train and compare the learned coordinator with the baselines on each dataset (same settings for all).
 
     Writes the cost–quality plot to --plot and the cascade gain vs verifier accuracy next to it
-    (NAME_verifier.png).
+    (NAME_verifier.png). Each DATASET_DIR is a replay dataset folder (format: podium train replay --help) or `example`.
+
+    \b
+    Examples:
+      podium eval replay example
+      podium eval replay data/a data/b --turns 3 --json-out results.json --plot curve.png
     """
     _require_train_extra()
     from podium.evaluate import evaluate_dataset, format_table, plot, write_json

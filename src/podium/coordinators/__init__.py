@@ -61,4 +61,7 @@ def get_coordinator(spec: str) -> Coordinator:
         from podium.workflows import get_planner
 
         return get_planner(name, arg)
-    raise UsageError(f"unknown coordinator '{spec}'; choose one of: {', '.join(COORDINATORS)}")
+    from podium.suggest import did_you_mean
+
+    hint = did_you_mean(name, ("rules", "prompted", "fixed", "learned", "conductor", "topology", "workflow"))
+    raise UsageError(f"unknown coordinator '{spec}'{hint}; choose one of: {', '.join(COORDINATORS)}")

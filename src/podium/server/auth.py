@@ -23,7 +23,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from podium.config import parse_yaml
+from podium.config import parse_yaml, read_text_file
 from podium.errors import ConfigError
 from podium.pool import Policy
 
@@ -110,7 +110,7 @@ class KeyRing:
         file = Path(path).expanduser()
         if not file.is_file():
             raise ConfigError(f"{path}: keys file not found; create one (podium serve --new-key NAME prints an entry)")
-        parsed = parse_yaml(file.read_text(), str(file), KeysFile, "keys file")
+        parsed = parse_yaml(read_text_file(file, "keys"), str(file), KeysFile, "keys file")
         names = [k.name for k in parsed.keys]
         if len(set(names)) != len(names) or len({k.sha256 for k in parsed.keys}) != len(names):
             raise ConfigError(f"{file}: key names and hashes must be unique")

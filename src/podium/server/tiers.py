@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from podium.coordinators import get_coordinator
 from podium.coordinators.base import Coordinator, RunState
-from podium.config import parse_yaml
+from podium.config import parse_yaml, read_text_file
 from podium.errors import ConfigError
 from podium.pool import ModelSpec, Pool, RoleDefaults, RoleName
 from podium.types import Decision, Role
@@ -109,7 +109,7 @@ def load_tiers(path: str | Path | None = None) -> TierSet:
         file = Path(path).expanduser()
         if not file.is_file():
             raise ConfigError(f"{path}: tiers file not found; pass an existing YAML file to --tiers")
-        source, text = str(file), file.read_text()
+        source, text = str(file), read_text_file(file, "tiers")
     tiers = parse_yaml(text, source, TierSet, "tiers config")
     for tier in tiers.tiers:
         _check_coordinator(tier, source)

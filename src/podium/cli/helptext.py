@@ -1,0 +1,16 @@
+"""Help text shared by several commands: the environment variables podium reads."""
+
+from __future__ import annotations
+
+ENVIRONMENT = """\b
+Environment variables:
+  PODIUM_POOL          default for --pool (a shipped pool name or a YAML path)
+  PODIUM_HOME          where traces (podium.db), breaker state and caches live
+                       (default: the platform's user data dir)
+  PODIUM_TRACES        full (default) | hash (digests instead of texts) | off
+  PODIUM_DB            default for --db of `podium traces` and `podium ui`
+  PODIUM_KEYS          default for --keys of `podium serve`
+  PODIUM_BREAKER_FILE  where circuit-breaker state is shared ('' = nowhere)
+  API keys             named per model by `api_key_env` in the pool file, e.g.
+                       OPENROUTER_API_KEY (openrouter), MISTRAL_API_KEY and
+                       SCW_SECRET_KEY (eu); `podium doctor` lists what is missing"""
