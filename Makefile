@@ -11,7 +11,7 @@ SHELL := /bin/bash
 # llama-cpp-python forces LLAMA_BUILD_COMMON on and LLAMA_CURL off itself. Override with CMAKE_ARGS=...
 CMAKE_ARGS ?= -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_OPENSSL=OFF
 export CMAKE_ARGS
-BUILD_NOTE := note: the first setup compiles llama.cpp (llama-cpp-python): about 6 minutes on an idle 2-core machine, longer under load (measured: bench/results/setup.md). Progress below every 15 s; full log in
+BUILD_NOTE := note: the first setup compiles llama.cpp (llama-cpp-python): about 1000 CPU-seconds: some 9 minutes on an idle 2-core machine, much longer on a busy one (bench/results/setup.md). Progress below every 15 s; full log in
 PIP_INSTALL = $(PY) -m pip install -v --progress-bar off
 
 .PHONY: demo test setup setup-local browser bench

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fresh-clone setup timing: `make demo` (setup + run) and `make test`'s setup, with no pip cache,
-# plus the llama-cpp-python wheel built with podium's CMAKE_ARGS vs llama-cpp-python's defaults.
+# plus what podium's CMAKE_ARGS save: the objects llama-cpp-python's default options add, compiled alone.
 # Usage: bench/bench_setup.sh [REPO] [BRANCH]   (writes bench/results/setup.md of the current tree)
 # Slow (tens of minutes on a loaded 2-core machine): run it niced in the background.
 set -uo pipefail
@@ -42,13 +42,25 @@ row "make setup-local (demo's setup: venv + llama-cpp-python build)" make setup-
 row "make demo (the run itself, setup done)" make demo
 row "make setup (the rest of make test's setup)" make setup
 VERSION=$(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("llama-cpp-python"))')
+PODIUM_CMAKE=$(sed -n 's/^CMAKE_ARGS ?= //p' Makefile)
 cd "$WORK"
-python3 -m venv wheelenv && wheelenv/bin/pip install -q build >/dev/null 2>&1
-row "llama-cpp-python $VERSION wheel, podium CMAKE_ARGS" env CMAKE_ARGS="$(sed -n 's/^CMAKE_ARGS ?= //p' podium/Makefile)" wheelenv/bin/pip wheel --no-deps -w wheels-podium "llama-cpp-python==$VERSION"
-row "llama-cpp-python $VERSION wheel, default CMake options" wheelenv/bin/pip wheel --no-deps -w wheels-default "llama-cpp-python==$VERSION"
+# What the CMake arguments save: configure llama-cpp-python's sdist both ways, count the build steps,
+# and compile only the objects the default build has and podium's does not (a full second build
+# would take as long again).
+python3 -m pip download -q --no-deps --no-binary :all: -d sdist "llama-cpp-python==$VERSION" >/dev/null 2>&1
+tar xzf sdist/*.tar.gz -C sdist && SRC=$(ls -d sdist/llama_cpp_python-*/)
+cmake -G Ninja -S "$SRC" -B cfg-default -DCMAKE_BUILD_TYPE=Release > cfg-default.log 2>&1
+cmake -G Ninja -S "$SRC" -B cfg-podium -DCMAKE_BUILD_TYPE=Release $PODIUM_CMAKE > cfg-podium.log 2>&1
+objects() { ninja -C "$1" -t targets all | grep -o '^[^:]*\.o' | sort; }
+comm -23 <(objects cfg-default) <(objects cfg-podium) > dropped.txt
+row "compile only the $(wc -l < dropped.txt) objects the default options add" ninja -C cfg-default -j"$(nproc)" $(cat dropped.txt)
 {
   echo
-  echo "Wheel sizes: podium flags $(du -k wheels-podium/*.whl 2>/dev/null | cut -f1) KiB, defaults $(du -k wheels-default/*.whl 2>/dev/null | cut -f1) KiB."
+  echo "Build steps: default options $(ninja -C cfg-default -n | tail -1 | cut -d' ' -f1), podium's CMAKE_ARGS $(ninja -C cfg-podium -n | tail -1 | cut -d' ' -f1);"
+  echo "objects: $(objects cfg-default | wc -l) vs $(objects cfg-podium | wc -l); the dropped ones: $(sed 's|/CMakeFiles.*||' dropped.txt | sort | uniq -c | xargs)."
+} >> "$OUT"
+{
+  echo
   echo "\`uptime\` at end: $(uptime)"
   echo
   echo "Demo output (the run above):"
