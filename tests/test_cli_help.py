@@ -17,7 +17,7 @@ from conftest import POOLS, REPO
 SCRIPTED = str(POOLS / "scripted.yaml")
 COMMANDS = [["ask"], ["models"], ["pool"], ["pool", "check"], ["pool", "status"], ["traces"], ["traces", "ls"],
             ["traces", "show"], ["traces", "stats"], ["traces", "export"], ["traces", "audit"], ["traces", "purge"],
-            ["ui"], ["train"], ["train", "replay"], ["eval"], ["eval", "replay"], ["serve"], ["doctor"], ["demo"]]
+            ["ui"], ["train"], ["train", "replay"], ["eval"], ["eval", "replay"], ["serve"], ["doctor"], ["demo"], ["bench"], ["bench", "run"], ["train", "live"]]
 
 
 def podium(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

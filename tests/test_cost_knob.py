@@ -97,7 +97,7 @@ async def test_server_takes_the_cost_weight_from_the_body_and_the_model_name(pri
     (tmp_path / "tiers.yaml").write_text(yaml.safe_dump(tiers))
     app = create_app(str(tmp_path / "pool.yaml"), tiers=tmp_path / "tiers.yaml", traces=Traces(tmp_path / "t.db"))
     fruit = [{"role": "user", "content": "apple banana cherry grape mango peach plum kiwi which one?"}]
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://podium.test") as client:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
         async def answer(model: str, **extra) -> str:
             response = await client.post("/v1/chat/completions", json={"model": model, "messages": fruit, **extra})
             assert response.status_code == 200, response.text

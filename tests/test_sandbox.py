@@ -54,7 +54,8 @@ async def test_fork_bomb_is_capped_and_cleaned_up() -> None:
         done.set()
         watcher.join()
     assert not result.passed and result.contained in ("process_limit", "timeout")
-    assert 1 <= peak[0] <= FAST.max_processes
+    # + 1: podium's own cleanup process switches to the sandbox uid to kill(-1) them all, and is counted too
+    assert 1 <= peak[0] <= FAST.max_processes + 1
     assert _sandbox_procs() == 0  # nothing left running
 
 

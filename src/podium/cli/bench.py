@@ -22,7 +22,13 @@ PINNED = ("tasks", "pool", "grounded", "budget", "call_max_tokens", "seed")  # -
 
 @click.group()
 def bench() -> None:
-    """Benchmark coordinators and single models on tasks with executable checks."""
+    """Benchmark coordinators and single models on tasks with executable checks.
+
+    \b
+    Examples:
+      podium bench run tasks.jsonl --pool embedded --coordinators rules,fixed --out results/ --limit 20
+      podium bench report results/
+    """
 
 
 def _settings(out: Path, current: dict[str, Any]) -> None:
@@ -87,7 +93,17 @@ def _finish(out: Path, rows: list[dict], names: list[str], meta: dict, with_plot
 def run_cmd(tasks_path: Path, pool_ref: str, coordinators: str, out: Path, grounded: bool, concurrency: int, limit: int | None,
             seed: int, max_turns: int | None, max_tokens: int | None, deadline: float | None, call_max_tokens: int | None,
             no_baselines: bool, record: Path | None, no_plot: bool, shard: str | None, quiet: bool) -> None:
-    """Run every task of TASKS (JSONL: GSM8K, MBPP, HumanEval or podium records) through every coordinator."""
+    """Run every task of TASKS (JSONL: GSM8K, MBPP, HumanEval or podium records) through every coordinator.
+
+    Every single model of the pool is added as a `fixed:MODEL` baseline; graded items are not re-run
+    when OUT already holds them (resume). See docs/bench.md.
+
+    \b
+    Examples:
+      podium bench run mbpp.jsonl --pool embedded --coordinators rules --out mbpp/ --limit 200 --seed 0
+      podium bench run gsm8k.jsonl.gz --pool my-pool.yaml --coordinators rules,conductor --concurrency 4 --out g/
+      podium bench run my-tasks.jsonl --pool my-pool.yaml --out r/ --record replay/   # then: podium train replay replay/
+    """
     from podium.benchmark import BenchConfig, BenchRunner, load_results
     from podium.benchmark.runner import stderr_progress
     from podium.pool import load_pool
@@ -134,7 +150,12 @@ def _shard(tasks: list, shard: str | None) -> list:
 @click.argument("out", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option("--no-plot", is_flag=True, help="Skip the cost/accuracy PNG.")
 def report_cmd(out: Path, no_plot: bool) -> None:
-    """Rebuild the report of a results folder (also while a benchmark is still running)."""
+    """Rebuild the report of a results folder (also while a benchmark is still running).
+
+    \b
+    Examples:
+      podium bench report results/ --no-plot
+    """
     from podium.benchmark import load_results
 
     path = out / SETTINGS

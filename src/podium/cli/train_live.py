@@ -33,7 +33,16 @@ from podium.cli.options import pool_option
 def live(tasks_path: Path, pool_ref: str, out: Path, generations: int, popsize: int, limit: int | None, batch: int | None,
          lam: float, max_turns: int, grounded: bool, max_calls: int | None, max_cost: float | None, concurrency: int, seed: int,
          checkpoint: Path | None, resume: bool, quiet: bool) -> None:
-    """Train a head on TASKS by running the engine with candidate heads and grading the answers."""
+    """Train a head on TASKS by running the engine with candidate heads and grading the answers.
+
+    sep-CMA-ES over the head's model and role logits (TRINITY), each candidate scored by live runs
+    with grounded rewards; responses are cached, and --max-calls / --max-cost cap the whole training.
+
+    \b
+    Examples:
+      podium train live tasks.jsonl --pool my-pool.yaml --out head.npz --limit 40 --max-calls 2000
+      podium train live tasks.jsonl --pool my-pool.yaml --out head.npz --checkpoint ckpt.pkl --resume
+    """
     from podium.cli.train import _require_train_extra
 
     _require_train_extra()
