@@ -47,6 +47,19 @@ def old_parse_verdict(text: str) -> tuple[Verdict, str]:
 # ----------------------------------------------------------------------------------------------------
 
 
+HELD_OUT_NOTE = (
+    "The 40 held-out rows were written after the reader was frozen and scored once before any change: "
+    "35/40 right, 4 false accepts (\"ACCEPT!!! (no, really, it's broken)\", \"It's hard to say whether it's correct.\", "
+    "\"The answer is not incorrect, but it misses the second part...\", \"No mistakes found, but ... I cannot confirm.\") "
+    "and 1 false reject (\"Nothing to change.\"). The reader was then fixed, so the table above shows them after the fix; "
+    "expect a comparable error rate on phrasings nobody has looked at yet. Likewise the 98 embedded replies were "
+    "labelled before the reader saw them: first pass 95/98 right, 2 false accepts (\"...to solve it correctly...\" "
+    "in a reply stating no verdict, and a code comment \"# ... is the correct output\") and 1 false reject; an added "
+    "adversarial row (\"Please confirm the date before I accept it.\") was a false accept too. Fixed since: purpose and "
+    "temporal clauses are not verdicts, code blocks are ignored in free text."
+)
+
+
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     """Wilson score 95% interval for k successes out of n."""
     if n == 0:
@@ -86,7 +99,8 @@ def table(report: dict) -> str:
 def main() -> None:
     rows = [json.loads(line) for line in CORPUS.read_text().splitlines() if line.strip()]
     started = time.perf_counter()
-    subsets = {"all": rows, **{s: [r for r in rows if r["source"] == s] for s in sorted({r["source"] for r in rows})}}
+    subsets = {"all": rows, **{s: [r for r in rows if r["source"] == s] for s in sorted({r["source"] for r in rows})},
+               "held-out rows": [r for r in rows if r.get("split") == "heldout"]}
     report = {
         "corpus": str(CORPUS.relative_to(ROOT)), "load": os.getloadavg(),
         "subsets": {name: {"new": score(sub, parse_verdict), "old": score(sub, old_parse_verdict)} for name, sub in subsets.items()},
@@ -96,6 +110,7 @@ def main() -> None:
     report["seconds"] = time.perf_counter() - started
     md = (f"# Verdict reader on {len(rows)} labelled verifier replies\n\n{table(report)}\n\n"
           f"Errors new / old: **{report['error_ratio_new_over_old']:.3f}**; false accepts new {new['false_accepts']} vs old {old['false_accepts']}.\n"
+          f"{HELD_OUT_NOTE}\n"
           f"Machine load (1/5/15 min): {report['load'][0]:.2f} / {report['load'][1]:.2f} / {report['load'][2]:.2f}.\n")
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "verdicts.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -95,7 +95,7 @@ async def main() -> None:
     (RESULTS / "verdict_grammar.json").write_text(json.dumps(report, indent=2) + "\n")
     lines = ["| setting | replies | with a final VERDICT line | s per reply |", "|---|---:|---:|---:|"]
     lines += [f"| {k} | {v['n']} | {v['protocol_line']} ({v['protocol_line'] / max(v['n'], 1):.0%}) | {v['seconds'] / max(v['n'], 1):.2f} |" for k, v in stats.items()]
-    md = f"# Verifier replies of the embedded model: protocol compliance\n\n" + "\n".join(lines) + f"\n\nMachine load: {report['load'][0]:.2f}\n"
+    md = "# Verifier replies of the embedded model: protocol compliance\n\n" + "\n".join(lines) + f"\n\nMachine load: {report['load'][0]:.2f}\n"
     (RESULTS / "verdict_grammar.md").write_text(md)
     print(md)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from podium.checks import CheckResult, NumberCheck, PythonTestsCheck, SandboxLimits, parse_check, run_check
+from podium.checks import CheckResult, NumberCheck, PythonTestsCheck, parse_check, run_check
 from podium.checks.answers import extract_code, final_number
 
 

@@ -139,3 +139,17 @@ def test_pool_budget_is_the_default_and_flags_override(tmp_path: Path) -> None:
     assert [t["role"] for t in data["turns"]] == ["worker", "verifier"]  # two turns: no room to plan
     data = json.loads(podium("ask", "--pool", path, "--json", "--max-turns", "3", "q").stdout)
     assert [t["role"] for t in data["turns"]] == ["thinker", "worker", "verifier"]
+
+
+def test_ask_with_a_check_verifies_by_the_check() -> None:
+    proc = podium("ask", "--pool", SCRIPTED, "--json", "--check", '{"type": "number", "answer": 391}', "What is 17 * 23?")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["status"] == "accepted" and out["turns"][-1]["model"] == "check" and out["turns"][-1]["cost_usd"] == 0
+
+
+@pytest.mark.parametrize("bad", ['{"type": "number"}', "not json", '{"type": "sql"}'])
+def test_ask_rejects_a_bad_check_in_one_line(bad: str) -> None:
+    proc = podium("ask", "--pool", SCRIPTED, "--check", bad, "q")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "--check" in proc.stderr

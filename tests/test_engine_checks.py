@@ -115,3 +115,28 @@ def test_check_model_config_errors_name_the_fix(tmp_path) -> None:
         with pytest.raises(ConfigError) as err:
             load_pool(path)
         assert "models.0" in str(err.value), label
+
+
+async def test_a_bad_check_is_a_usage_error() -> None:
+    import pytest
+
+    from podium.errors import UsageError
+
+    with pytest.raises(UsageError, match="answer"):
+        await Engine(load_pool(SCRIPTED), "rules").run("q", check={"type": "number"})
+
+
+async def test_the_run_deadline_stops_a_running_check_and_its_processes() -> None:
+    import os
+    import time
+
+    from podium import Budget
+    from podium.checks.sandbox import UID_BASE, UID_SPAN, _live_uid
+
+    engine = engine_with(solver=lambda r: "def f():\n    while True:\n        pass", checker=never)
+    started = time.monotonic()
+    result = await engine.run("Write f.", budget=Budget(deadline_s=2), check={"type": "python_tests", "tests": ["f()"]})
+    assert time.monotonic() - started < 5
+    assert result.status == RunStatus.BUDGET_EXHAUSTED
+    left = [e for e in os.listdir("/proc") if e.isdigit() and UID_BASE <= (_live_uid(e) or 0) < UID_BASE + UID_SPAN]
+    assert left == []

@@ -99,3 +99,22 @@ async def test_truncated_stream_is_an_error() -> None:
     b = backend(lambda r: httpx.Response(200, content=body, headers={"content-type": "text/event-stream"}))
     with pytest.raises(BackendError, match="ended before"):
         [d async for d in b.stream(REQUEST)]
+
+
+async def test_verifier_calls_use_json_schema_only_when_the_model_supports_it() -> None:
+    from podium.roles import parse_verdict
+
+    bodies: list[dict] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        bodies.append(json.loads(request.content))
+        return httpx.Response(200, json=ok_body('{"diagnosis": "17*23 is 391, not 381", "verdict": "REVISE"}'))
+
+    verdict_request = REQUEST.model_copy(update={"structured": "verdict"})
+    structured = SPEC.model_copy(update={"structured_output": True})
+    completion = await OpenAIBackend(structured, httpx.AsyncClient(transport=httpx.MockTransport(handler))).complete(verdict_request)
+    assert bodies[-1]["response_format"]["json_schema"]["schema"]["properties"]["verdict"]["enum"] == ["ACCEPT", "REVISE"]
+    assert parse_verdict(completion.text) == (parse_verdict("VERDICT: REVISE")[0], "17*23 is 391, not 381")
+    await backend(handler).complete(verdict_request)  # the default: no response_format (many servers reject it)
+    await OpenAIBackend(structured, httpx.AsyncClient(transport=httpx.MockTransport(handler))).complete(REQUEST)  # a worker call
+    assert "response_format" not in bodies[-2] and "response_format" not in bodies[-1]

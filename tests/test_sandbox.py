@@ -139,3 +139,29 @@ async def test_isolation_as_root_uses_a_throwaway_uid_and_no_network() -> None:
         assert UID_BASE <= uid < UID_BASE + UID_SPAN
     else:
         assert "same-uid" in run.isolation
+
+
+def test_audit_hook_fallback_blocks_sockets_and_programs_without_namespaces() -> None:
+    """The last line of defence when no network namespace is available: the harness's audit hook."""
+    import ast
+    import marshal
+    import subprocess
+    import sys
+
+    from podium.checks.sandbox import _harness_source
+
+    read_fd, write_fd = os.pipe()
+    code = "import socket, subprocess\n"
+    tests = ["socket.create_connection(('127.0.0.1', 9), timeout=1)", "subprocess.run(['true'])",
+             "socket.getaddrinfo('localhost', 80)", "assert 1 + 1 == 2"]
+    payload = marshal.dumps({"nonce": "n", "fd": write_fd, "code": code, "tests": tests, "setup": "", "block_exec": True})
+    proc = subprocess.run([sys.executable, "-I", "-S", "-c", _harness_source()], input=payload, pass_fds=(write_fd,),
+                          capture_output=True, timeout=30, env={})
+    os.close(write_fd)
+    with os.fdopen(read_fd) as fh:
+        records = [ast.literal_eval(line) for line in fh.read().splitlines()]
+    assert proc.returncode == 0, proc.stderr
+    by_index = {r["index"]: r for r in records if r["stage"] == "test"}
+    for i in range(3):
+        assert not by_index[i]["ok"] and "network_blocked" in by_index[i]["error"], by_index[i]
+    assert by_index[3]["ok"]

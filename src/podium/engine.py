@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
+from pydantic import ValidationError
+
 from podium.backends import BackendSet
 from podium.backends.base import estimate_prompt_tokens
 from podium.checks import CheckSpec, parse_check, run_check
@@ -102,7 +104,11 @@ class Engine:
         pool = self.pool.restrict(policy) if policy else self.pool
         pool.default_for(Role.WORKER)  # PolicyError now, before any data leaves
         run = _Run(self, pool, query, budget or pool.config.budget, [*self.handlers, *([on_event] if on_event else [])], stream)
-        run.check = parse_check(check) if check is not None else None
+        try:
+            run.check = parse_check(check) if check is not None else None
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise UsageError(f"bad check {check!r}: {'.'.join(map(str, first['loc'][1:])) or 'type'}: {first['msg']} (see docs/checks.md)") from None
         return await run.execute()
 
     async def aclose(self) -> None:

@@ -54,6 +54,7 @@ class ModelSpec(BaseModel):
     function: str | None = None  # scripted: "module:callable" (request) -> str
     extra_body: dict = Field(default_factory=dict)
     check: CheckSpec | None = None  # backend 'check': the static check this verifier runs (e.g. a regex)
+    structured_output: bool = False  # openai: the endpoint supports response_format json_schema (verifier calls use it)
 
     @model_validator(mode="after")
     def _check_backend_fields(self) -> "ModelSpec":

@@ -16,6 +16,20 @@ import re
 from podium.types import Verdict
 
 PROTOCOL_ACCEPT, PROTOCOL_REVISE = "VERDICT: ACCEPT", "VERDICT: REVISE"
+# OpenAI-style structured output for verifier calls (sent only to models with structured_output: true)
+VERDICT_RESPONSE_FORMAT = {
+    "type": "json_schema",
+    "json_schema": {
+        "name": "verdict",
+        "strict": True,
+        "schema": {
+            "type": "object",
+            "properties": {"diagnosis": {"type": "string"}, "verdict": {"type": "string", "enum": ["ACCEPT", "REVISE"]}},
+            "required": ["diagnosis", "verdict"],
+            "additionalProperties": False,
+        },
+    },
+}
 
 _PROTOCOL = re.compile(r"\bverdict\b\W{0,6}(accept(?:ed)?|revised?|reject(?:ed)?)\b", re.I)
 _AMBIGUOUS = re.compile(r"\s*(?:\?|/|\||\bor\b)", re.I)
@@ -26,7 +40,8 @@ _POSITIVE = [
     r"accept(?:s|ed|able)?", r"approved?", r"approves", r"lgtm", r"looks? (?:good|correct|right|fine|great)",
     r"correct(?:ly|ness)?", r"(?:is|are|was|looks|seems|'s) (?:all |exactly |entirely |completely )?(?:right|accurate|valid|sound)",
     r"pass(?:es|ed)?(?: all)? (?:the )?(?:verification|check|checks|tests?|review)", r"passes", r"verified",
-    r"well done", r"spot on", r"all good", r"checks out", r"holds up",
+    r"well done", r"spot on", r"all good", r"checks out", r"holds up", r"confirmed",
+    r"nothing to (?:change|fix|correct|add|improve)", r"no changes? (?:needed|required)",
 ]
 _NEGATIVE = [
     r"(?:mostly|partially|partly|almost|nearly|largely|somewhat|half) (?:correct|right|accurate)",
@@ -38,6 +53,8 @@ _NEGATIVE = [
     r"should (?:be|have|return|use)", r"correct(?:ed|ion|ions)\b", r"correct (?:it|this|that|the|them|these|those|your|its)",
     r"(?:isn't|is not|not) (?:quite |entirely |exactly )?(?:right|accurate|valid|true)", r"false",
     r"wrongly", r"nonsense", r"does(?:n't| not) (?:work|compile|run|answer|handle|match)",
+    r"broken", r"crash(?:es|ed)?", r"misses", r"overlooks?", r"ignores?", r"unrelated", r"contradicts?",
+    r"infinite loop", r"hard to (?:say|tell)", r"(?:cannot|can't|could not|couldn't|unable to) (?:confirm|verify|check|tell)", r"not sure", r"unsure", r"unclear",
 ]
 _SIGNAL = re.compile(
     r"\b(?:(?P<neg>" + "|".join(_NEGATIVE) + r")|(?P<pos>" + "|".join(_POSITIVE) + r"))\b", re.I)
@@ -45,9 +62,10 @@ _NEGATORS = re.compile(
     r"\b(?:not|no|never|cannot|can't|cant|won't|wont|don't|dont|doesn't|didn't|isn't|aren't|wasn't|"
     r"shouldn't|wouldn't|couldn't|nothing|without|neither|nor|unable|refuse|fails to|failed to|hardly|zero|free of)\b", re.I)
 _CLAUSE_END = re.compile(r"[.,;!?\n]|\band\b|\bso\b|\bbecause\b|\bbut\b|\bhowever\b|\balthough\b|\bthough\b", re.I)
-_CONDITIONAL_BEFORE = re.compile(r"\b(?:would be|would have been|could|might|may|should|if)\s+(?:\w+\s+)?$", re.I)
+_CONDITIONAL_BEFORE = re.compile(r"\b(?:would be|would have been|could|might|may|should|if|whether|to|before|until|once)\s+(?:[\w']+\s+){0,2}$", re.I)
 _CONDITIONAL_AFTER = re.compile(r"\b(?:if|unless|provided|once|when)\b", re.I)
 _LABEL_ANSWER = re.compile(r"\s*[:=]\s*\**\s*(?:(?P<no>no|false|fail(?:ed)?|none|bad)|(?P<yes>yes|true|pass(?:ed)?|ok))\b", re.I)
+_CODE = re.compile(r"```.*?(?:```|\Z)", re.S)  # code (and its comments) is not the verifier speaking
 _ANSWER_NO = re.compile(r"\s*(?:no|nope|not really|definitely not)\b", re.I)
 _ANSWER_YES = re.compile(r"\s*(?:yes|yep|yeah|indeed)\b", re.I)
 WINDOW_WORDS = 5
@@ -62,7 +80,7 @@ def parse_verdict(text: str) -> tuple[Verdict, str]:
     protocol = _from_protocol(stripped)
     if protocol is not None:
         return protocol
-    verdict = Verdict.ACCEPT if _free_text_accepts(stripped) else Verdict.REVISE
+    verdict = Verdict.ACCEPT if _free_text_accepts(_CODE.sub(" ", stripped)) else Verdict.REVISE
     lead = _LEAD.match(stripped)
     diagnosis = stripped[lead.end():].strip() if lead else stripped
     return verdict, diagnosis or stripped or "verifier gave no verdict"

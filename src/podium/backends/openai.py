@@ -18,6 +18,7 @@ from podium.backends.base import make_completion
 from podium.errors import BackendError, BackendTimeout, EndpointUnavailable
 from podium.pool import ModelSpec
 from podium.types import Completion, CompletionRequest, StreamDelta
+from podium.verdicts import VERDICT_RESPONSE_FORMAT
 
 RETRYABLE_STATUS = {408, 409, 429}
 MAX_RESPONSE_BYTES = 8 * 1024 * 1024
@@ -105,6 +106,8 @@ class OpenAIBackend:
             body["stop"] = request.stop
         if stream:
             body["stream_options"] = {"include_usage": True}
+        if request.structured == "verdict" and self.spec.structured_output:
+            body.setdefault("response_format", VERDICT_RESPONSE_FORMAT)
         return body
 
     async def complete(self, request: CompletionRequest) -> Completion:

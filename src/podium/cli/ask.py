@@ -9,6 +9,9 @@ import time
 
 import click
 
+from pydantic import ValidationError
+
+from podium.checks import CheckSpec, parse_check
 from podium.cli.options import pool_option
 from podium.engine import Engine, Event, RunFinished, TurnFinished, TurnStarted
 from podium.pool import Policy, load_pool
@@ -58,14 +61,29 @@ def read_question(words: tuple[str, ...]) -> str:
     return ""
 
 
-async def run_once(pool_ref: str, coordinator: str, question: str, limits: dict, policy: Policy, live: bool) -> RunResult:
+def parse_check_option(ctx: click.Context, param: click.Parameter, value: str | None) -> CheckSpec | None:
+    """``--check '{"type": "number", "answer": 42}'`` as a CheckSpec; a bad one is a usage error (exit 2)."""
+    if value is None:
+        return None
+    try:
+        return parse_check(json.loads(value))
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON ({exc.msg}); e.g. --check '{{\"type\": \"number\", \"answer\": 42}}'") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"][1:])  # loc[0] is the union tag
+        raise click.BadParameter(f"{where + ': ' if where else ''}{first['msg']}; types: exact, regex, number, python_tests (see docs/checks.md)") from None
+
+
+async def run_once(pool_ref: str, coordinator: str, question: str, limits: dict, policy: Policy, live: bool,
+                   check: CheckSpec | None = None) -> RunResult:
     """One run; ``limits`` (flags left unset are None) override the pool's default budget."""
     pool = load_pool(pool_ref)
     budget = Budget.model_validate({**pool.config.budget.model_dump(), **{k: v for k, v in limits.items() if v is not None}})
     engine = Engine(pool, coordinator, on_event=live_printer(live))
     try:
         store = recorder("cli", warn=lambda msg: click.echo(f"warning: {msg}", err=True))  # every run is traced
-        return await engine.run(question, budget=budget, policy=policy, on_event=store)
+        return await engine.run(question, budget=budget, policy=policy, on_event=store, check=check)
     finally:
         await engine.aclose()
 
@@ -81,8 +99,11 @@ async def run_once(pool_ref: str, coordinator: str, question: str, limits: dict,
 @click.option("--exclude", multiple=True, help="Leave this model out of the run (repeatable).")
 @click.option("--region", "regions", multiple=True, help="Only send data to models in this region (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object: answer, status, turns.")
+@click.option("--check", callback=parse_check_option, default=None, metavar="JSON",
+              help='Verify by this check instead of a verifier model, e.g. \'{"type": "number", "answer": 42}\' (docs/checks.md).')
 def ask(question: tuple[str, ...], pool_ref: str, coordinator: str, max_turns: int | None, max_tokens: int | None,
-        max_cost: float | None, deadline: float | None, exclude: tuple[str, ...], regions: tuple[str, ...], as_json: bool) -> None:
+        max_cost: float | None, deadline: float | None, exclude: tuple[str, ...], regions: tuple[str, ...], as_json: bool,
+        check: CheckSpec | None) -> None:
     """Orchestrate QUESTION (or stdin) over the pool and print the answer and its trace."""
     text = read_question(question).strip()
     if not text:
@@ -90,7 +111,7 @@ def ask(question: tuple[str, ...], pool_ref: str, coordinator: str, max_turns: i
     limits = {"max_turns": max_turns, "max_tokens": max_tokens, "max_cost_usd": max_cost, "deadline_s": deadline}
     policy = Policy(exclude_models=list(exclude), allowed_regions=list(regions) or None)
     live = not as_json and sys.stderr.isatty()
-    result = asyncio.run(run_once(pool_ref, coordinator, text, limits, policy, live))
+    result = asyncio.run(run_once(pool_ref, coordinator, text, limits, policy, live, check))
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
     else:
