@@ -39,6 +39,27 @@ def section(title: str, folder: Path) -> list[str]:
             f"Wall time of the finished runs: {hours:.2f} h (sum of run latencies).", "", markdown(report)]
 
 
+NOTES = """## How it was run, and what it shows
+
+- Pool `embedded`: SmolLM2-135M-Instruct (Q4_1 GGUF) via llama-cpp-python, one thread per process,
+  on a 2-core machine shared with other jobs (load above); all runs niced. Prices are 0, so cost is
+  reported as tokens. `bench/run_embedded.sh` started MBPP and GSM8K as two processes; after 26
+  MBPP items the MBPP process was stopped and resumed as two `--shard K/2` processes on the same
+  folder (resume skipped the graded pairs; `bench.json` records the last shard's command line).
+- `rules` with `--max-turns 3` and the grounded check: the rules coordinator skips the plan when
+  fewer than 3 turns are left, so a run is worker -> check -> (on REVISE) worker again with the
+  previous answer and the failing test output, graded on its final answer. `fixed` is one worker
+  answer. Temperature 0.3, so the two are independent samples.
+- Result: no significant difference. The 135M model almost never writes code that passes MBPP's
+  asserts (or GSM8K's final number), with or without a second try that sees the failing test;
+  the discordant pairs are too few (3 on MBPP, 2 on GSM8K) for any paired test to separate them.
+  The issue's target (orchestration with grounded verification significantly better than the
+  single model, p < 0.05) is NOT met on this pool; the retry costs 2.0 calls and ~2.6x the tokens
+  per item. A pool with a model that solves a share of the tasks is needed for the loop to have
+  anything to recover (the harness, checks and paired test are the same).
+"""
+
+
 def main() -> None:
     lines = ["# Embedded pool (SmolLM2-135M, llama.cpp, CPU): single model vs rules loop with the executable check", ""]
     for name in ("embedded_load_start.txt", "embedded_load_end.txt"):
@@ -49,6 +70,7 @@ def main() -> None:
     for title, folder in FOLDERS:
         if (RESULTS / folder / "bench.json").is_file():
             lines += section(title, RESULTS / folder)
+    lines.append(NOTES)
     (RESULTS / "bench_mbpp_embedded.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

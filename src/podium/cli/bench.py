@@ -45,6 +45,13 @@ def _settings(out: Path, current: dict[str, Any]) -> None:
     path.write_text(json.dumps(current, indent=2) + "\n")
 
 
+def _command_line() -> str:
+    """This invocation as a shell line (for the record in bench.json)."""
+    args = sys.argv[1:]
+    args = args[2:] if args[:2] == ["bench", "run"] else args
+    return "podium bench run " + " ".join(shlex.quote(a) for a in args)
+
+
 def _store() -> Any:
     from podium.store import Store, traces_setting
 
@@ -121,7 +128,7 @@ def run_cmd(tasks_path: Path, pool_ref: str, coordinators: str, out: Path, groun
     runner = BenchRunner(pool, config, out, on_event=handler, store=store)
     settings = {"tasks": str(tasks_path), "pool": pool_ref, "grounded": grounded, "budget": budget.model_dump(),
                 "call_max_tokens": call_max_tokens, "limit": limit, "seed": seed, "coordinators": runner.names,
-                "items": len(tasks), "command": "podium bench run " + " ".join(shlex.quote(a) for a in sys.argv[2:])}
+                "items": len(tasks), "command": _command_line()}
     _settings(out, settings)
     asyncio.run(runner.run(_shard(tasks, shard), progress=None if quiet else stderr_progress))
     ids, names = {t.id for t in tasks}, set(runner.names)
