@@ -5,8 +5,6 @@ the final step's output reaches the client. An EU-only key never reaches a US mo
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -19,8 +17,7 @@ pytest.importorskip("uvicorn", reason="uvicorn is in the 'server' extra")
 from podium.server.auth import hash_key  # noqa: E402
 from podium.store import Store  # noqa: E402
 
-from conftest import free_port  # noqa: E402
-from test_server_openai import wait_healthy  # noqa: E402
+from podium_process import PodiumServer  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 POOLS = REPO / "tests" / "pools"
@@ -34,22 +31,10 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     home = tmp_path_factory.mktemp("conductor_home")
     keys = home / "keys.yaml"
     keys.write_text(yaml.safe_dump({"keys": [{"name": n, "sha256": hash_key(f"sk-{n}"), "policy": p} for n, p in KEYS.items()]}))
-    port = free_port()
-    path = os.pathsep.join(p for p in (str(POOLS), os.environ.get("PYTHONPATH", "")) if p)
-    env = {**os.environ, "PODIUM_HOME": str(home), "PODIUM_TRACES": "full", "PYTHONPATH": path}
-    proc = subprocess.Popen([sys.executable, "-m", "podium", "serve", "--pool", str(POOLS / "conductor_server.yaml"), "--host", "127.0.0.1",
-                             "--port", str(port), "--keys", str(keys), "--log-level", "warning"],
-                            env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(proc, url)
-        yield {"url": url, "home": home}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    path = os.pathsep.join(p for p in (str(POOLS), os.environ.get("PYTHONPATH", ""), str(REPO / "src")) if p)
+    with PodiumServer(POOLS / "conductor_server.yaml", home, env={"PYTHONPATH": path},
+                      args=["--host", "127.0.0.1", "--keys", str(keys)]) as proc:
+        yield {"url": proc.url, "home": home}
 
 
 def client(server, key: str = "open-key") -> "openai.OpenAI":

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -19,7 +18,7 @@ pytest.importorskip("uvicorn", reason="uvicorn is in the 'server' extra")
 from podium.server.auth import hash_key  # noqa: E402
 from podium.store import Store  # noqa: E402
 
-from conftest import free_port  # noqa: E402
+from podium_process import PodiumServer  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 POOL = REPO / "tests" / "pools" / "server.yaml"
@@ -29,42 +28,13 @@ US_ANSWER = "US answer: 17 x 23 = 391."
 KEYS = {"eu-key": {"allowed_regions": ["eu"]}, "open-key": {}}
 
 
-def start(args: list[str], env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "podium", "serve", *args], env=env, cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def wait_healthy(proc: subprocess.Popen, url: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited early:\n{proc.stdout.read()}")  # type: ignore[union-attr]
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise RuntimeError("server did not become healthy")
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
     home = tmp_path_factory.mktemp("serve_home")
     keys = home / "keys.yaml"
     keys.write_text(yaml.safe_dump({"keys": [{"name": n, "sha256": hash_key(f"sk-{n}"), "policy": p} for n, p in KEYS.items()]}))
-    port = free_port()
-    env = {**os.environ, "PODIUM_HOME": str(home), "PODIUM_TRACES": "full"}
-    proc = start(["--pool", str(POOL), "--host", "127.0.0.1", "--port", str(port), "--keys", str(keys), "--log-level", "warning"], env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(proc, url)
-        yield {"url": url, "home": home}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with PodiumServer(POOL, home, args=["--host", "127.0.0.1", "--keys", str(keys), "--log-level", "warning"]) as proc:
+        yield {"url": proc.url, "home": home}
 
 
 def client(server, key: str = "open-key") -> "openai.OpenAI":
@@ -161,18 +131,12 @@ def test_new_key_prints_a_hash_entry(tmp_path: Path) -> None:
 
 
 def test_without_keys_it_binds_loopback_and_says_so(tmp_path: Path) -> None:
-    port = free_port()
-    proc = start(["--pool", str(POOL), "--port", str(port), "--log-level", "warning"], {**os.environ, "PODIUM_HOME": str(tmp_path)})
-    try:
-        wait_healthy(proc, f"http://127.0.0.1:{port}")
-        reply = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="anything", max_retries=0).chat.completions.create(
+    with PodiumServer(POOL, tmp_path, args=["--log-level", "warning"]) as proc:
+        reply = openai.OpenAI(base_url=f"{proc.url}/v1", api_key="anything", max_retries=0).chat.completions.create(
             model="podium", messages=ASK)
         assert reply.choices[0].message.content == EU_ANSWER
         # keyless mode also serves the trace viewer, whose API lists the run just made
-        runs = httpx.get(f"http://127.0.0.1:{port}/ui/api/runs", timeout=10).json()
+        runs = httpx.get(f"{proc.url}/ui/api/runs", timeout=10).json()
         assert any(r["answer"] == EU_ANSWER for r in (runs["runs"] if isinstance(runs, dict) else runs))
-        assert "<html" in httpx.get(f"http://127.0.0.1:{port}/ui/", timeout=10).text.lower()
-    finally:
-        proc.terminate()
-        out, _ = proc.communicate(timeout=10)
-    assert "no --keys file, so no authentication: binding 127.0.0.1 only" in out
+        assert "<html" in httpx.get(f"{proc.url}/ui/", timeout=10).text.lower()
+    assert "no --keys file, so no authentication: binding 127.0.0.1 only" in proc.log_path.read_text()
