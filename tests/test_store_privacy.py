@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Iterator
 
@@ -15,6 +12,7 @@ from podium.engine import Engine
 from podium.pool import parse_pool
 from podium.store import Store, digest, scrub
 from podium.types import Budget, RunStatus
+from echo_upstream import echo_upstream
 from store_seed import questions, seed
 
 KEY_IN_SECRET_ENV = "k3y-planted-7f1d9a0c44e2b6aa"  # no recognisable shape: caught because its env name says KEY
@@ -27,32 +25,11 @@ def database_bytes(store: Store) -> bytes:
     return b"".join(p.read_bytes() for p in files if p.exists())
 
 
-class EchoAuth(BaseHTTPRequestHandler):
-    """An OpenAI-style endpoint that rejects every key and echoes the Authorization header back."""
-
-    def do_POST(self) -> None:  # noqa: N802
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        auth = self.headers.get("Authorization", "")
-        token = auth.split()[-1] if auth else ""
-        body = json.dumps({"error": {"message": f"invalid key; Authorization: {auth}; token={token}"}}).encode()
-        self.send_response(401)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
 def echo_server() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), EchoAuth)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
-    server.server_close()
+    """An OpenAI-style endpoint that rejects every key (401) and echoes the Authorization header back."""
+    with echo_upstream() as url:
+        yield url.replace("/v1", "/401/v1")
 
 
 def leaky_pool(base_url: str) -> str:
