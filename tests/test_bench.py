@@ -14,23 +14,6 @@ from podium.benchmark.stats import mcnemar_exact, percentile, wilson
 from podium.store import Store
 
 
-@pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str]):
-    from podium.cli import main
-
-    def run(*args: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        out = capsys.readouterr()
-        return code, out.out, out.err
-
-    return run
-
-
 def test_wilson_mcnemar_percentile_known_values() -> None:
     lo, hi = wilson(5, 10)
     assert lo == pytest.approx(0.2366, abs=1e-4) and hi == pytest.approx(0.7634, abs=1e-4)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import POOLS, REPO
+from conftest import POOLS, REPO, Ran
 from podium.store import Store
 from podium.trace_reports import winning_path
 from podium.types import Role, RunResult, RunStatus, Turn
@@ -33,32 +33,7 @@ def podium(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]
     return subprocess.run([sys.executable, "-m", "podium", *args], capture_output=True, text=True, timeout=timeout, env=env())
 
 
-class Ran:
-    """What an in-process ``podium`` invocation printed, and its exit code."""
-
-    def __init__(self, returncode: int, stdout: str, stderr: str) -> None:
-        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
-
-
-@pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str]):
-    """Run ``podium ARGS`` in this process through the real entry point (faster than a subprocess)."""
-    from podium.cli import main
-
-    def run(*args: str) -> Ran:
-        capsys.readouterr()
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        out = capsys.readouterr()
-        return Ran(code, out.out, out.err)
-
-    return run
-
-
-def ok(proc: subprocess.CompletedProcess[str] | Ran) -> str:
+def ok(proc: "subprocess.CompletedProcess[str] | Ran") -> str:
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     return proc.stdout
