@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from podium.head import Head, masked_argmax
+from podium.head import masked_argmax
 from podium.stats import lower_bound
 from podium.train import Prepared, Progress, TrainConfig, train_head
 

@@ -17,7 +17,6 @@ Ask/tell state, the best head so far and the response cache are checkpointed and
 from __future__ import annotations
 
 import asyncio
-import pickle
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,7 +35,7 @@ from podium.errors import UsageError, missing_extra
 from podium.head import ROLE_NAMES, Head
 from podium.pool import Pool
 from podium.tasks import Task
-from podium.train import fit_projection, save_checkpoint
+from podium.train import fit_projection, load_checkpoint, save_checkpoint
 from podium.types import Budget
 
 CHECK_MODEL = "check"
@@ -190,13 +189,7 @@ class LiveTrainer:
 
 def load_live_checkpoint(path: Path, config: LiveConfig) -> LiveState:
     """A checkpoint written by :func:`train_live` with the same configuration."""
-    try:
-        state = pickle.loads(path.read_bytes())
-    except (OSError, pickle.UnpicklingError, EOFError, AttributeError) as exc:
-        raise UsageError(f"{path}: cannot read checkpoint ({exc}); delete it to start over") from None
-    if not isinstance(state, LiveState) or state.config != config:
-        raise UsageError(f"{path}: checkpoint was made with other settings; delete it or use the same options")
-    return state
+    return load_checkpoint(path, config, LiveState)
 
 
 async def train_live(pool: Pool, tasks: list[Task], config: LiveConfig, *, checkpoint: Path | None = None,

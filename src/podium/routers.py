@@ -57,7 +57,7 @@ class Routers:
 
     def __init__(self, prep: Prepared, config: TrainConfig, progress: Progress | None, folds: int = FOLDS) -> None:
         self.prep, self.config, self.progress, self.n_folds = prep, config, progress, folds
-        ds, train = prep.ds, prep.train_rows
+        train = prep.train_rows
         self.train_score, self.train_cost = train_means(prep)
         self.best_order = ranking(self.train_score, -self.train_cost)
         self.cheap_order = ranking(-self.train_cost, self.train_score)

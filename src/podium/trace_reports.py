@@ -16,7 +16,6 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from podium.errors import missing_extra
 from podium.store import Store, loads_column
 
 ROUTER_INSTRUCTION = (

@@ -28,7 +28,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -321,13 +321,14 @@ def save_checkpoint(state: TrainState, path: Path) -> None:
     tmp.replace(path)
 
 
-def load_checkpoint(path: Path, config: TrainConfig) -> TrainState:
-    """A checkpoint written by :func:`save_checkpoint` for the same configuration."""
+def load_checkpoint(path: Path, config: Any, kind: type = TrainState) -> Any:
+    """A checkpoint written by :func:`save_checkpoint` for the same configuration (a ``kind``: TrainState,
+    or another state with a ``config``, e.g. live training's)."""
     try:
         state = pickle.loads(path.read_bytes())
     except (OSError, pickle.UnpicklingError, EOFError, AttributeError) as exc:
         raise UsageError(f"{path}: cannot read checkpoint ({exc}); delete it to start over") from None
-    if not isinstance(state, TrainState) or state.config != config:
+    if not isinstance(state, kind) or state.config != config:
         raise UsageError(f"{path}: checkpoint was made with other settings; delete it or use the same options")
     return state
 
