@@ -115,3 +115,14 @@ def test_shards_split_one_out_folder_between_processes(cli, tmp_path: Path) -> N
     assert sorted(json.loads(line)["task"] for line in (out / "results.jsonl").read_text().splitlines()) == [f"code/{i}" for i in range(5)]
     code, _, err = cli(*base, "--shard", "2/2")
     assert code == 2 and "--shard 2/2: expected K/N" in err
+
+
+def test_workflow_coordinators_are_benched_on_their_final_answer(cli, tmp_path: Path) -> None:
+    """A check verifies turn-loop runs only; a workflow coordinator in a grounded bench is graded, not refused."""
+    pool, tasks, out = write_code_pool(tmp_path), write_tasks(tmp_path, 2), tmp_path / "out"
+    code, _, stderr = cli("bench", "run", str(tasks), "--pool", pool, "--coordinators", "topology:chain", "--out", str(out),
+                          "--no-baselines", "--no-plot")
+    assert code == 0, stderr
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["coordinator"] for r in rows] == ["topology:chain", "topology:chain"]
+    assert all(r["status"] != "failed" and "error" not in r for r in rows), rows
