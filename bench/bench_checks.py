@@ -29,8 +29,15 @@ TESTS = ["assert add(1, 2) == 3", "assert add(-1, 1) == 0", "assert add(10, 5) =
 
 
 async def plain_subprocess() -> None:
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-I", "-S", "-c", CODE + "\n".join(TESTS),
-                                                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-I",
+        "-S",
+        "-c",
+        CODE + "\n".join(TESTS),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
     assert await proc.wait() == 0
 
 
@@ -52,7 +59,12 @@ async def timed(fn, n: int) -> list[float]:
 
 def summary(xs: list[float]) -> dict:
     xs = sorted(xs)
-    return {"n": len(xs), "median_ms": 1000 * statistics.median(xs), "p95_ms": 1000 * xs[int(0.95 * (len(xs) - 1))], "mean_ms": 1000 * statistics.fmean(xs)}
+    return {
+        "n": len(xs),
+        "median_ms": 1000 * statistics.median(xs),
+        "p95_ms": 1000 * xs[int(0.95 * (len(xs) - 1))],
+        "mean_ms": 1000 * statistics.fmean(xs),
+    }
 
 
 async def main() -> None:
@@ -60,24 +72,44 @@ async def main() -> None:
     parser.add_argument("--n", type=int, default=40)
     n = parser.parse_args().n
     isolation = (await run_python(CODE, TESTS)).isolation
-    rows = {"plain subprocess (peer)": summary(await timed(plain_subprocess, n)), "python_tests sandbox": summary(await timed(sandboxed, n))}
+    rows = {
+        "plain subprocess (peer)": summary(await timed(plain_subprocess, n)),
+        "python_tests sandbox": summary(await timed(sandboxed, n)),
+    }
     answer_only = []
-    for spec in ({"type": "exact", "answer": "Paris"}, {"type": "regex", "pattern": "391"}, {"type": "number", "answer": 18}):
+    for spec in (
+        {"type": "exact", "answer": "Paris"},
+        {"type": "regex", "pattern": "391"},
+        {"type": "number", "answer": 18},
+    ):
         check = parse_check(spec)
         t = time.perf_counter()
         for _ in range(1000):
             await run_check(check, "Janet makes 9 * 2 = $18 a day.\n#### 18")
         answer_only.append((spec["type"], (time.perf_counter() - t) / 1000 * 1e6))
     ratio = rows["python_tests sandbox"]["median_ms"] / rows["plain subprocess (peer)"]["median_ms"]
-    report = {"isolation": isolation, "load": os.getloadavg(), "cpus": os.cpu_count(), "rows": rows,
-              "answer_only_us": dict(answer_only), "sandbox_over_plain_median": ratio}
+    report = {
+        "isolation": isolation,
+        "load": os.getloadavg(),
+        "cpus": os.cpu_count(),
+        "rows": rows,
+        "answer_only_us": dict(answer_only),
+        "sandbox_over_plain_median": ratio,
+    }
     lines = ["| grader | n | median ms | p95 ms | mean ms |", "|---|---:|---:|---:|---:|"]
-    lines += [f"| {k} | {v['n']} | {v['median_ms']:.1f} | {v['p95_ms']:.1f} | {v['mean_ms']:.1f} |" for k, v in rows.items()]
-    md = (f"# Grading cost per answer\n\nSandbox isolation: `{isolation}`.\n\n" + "\n".join(lines)
-          + f"\n\nSandbox / plain subprocess (medians): **{ratio:.2f}x**.\n\n"
-          + "Answer-only checks (in-process): " + ", ".join(f"{k} {us:.1f} µs" for k, us in answer_only)
-          + f".\n\nMachine: {os.cpu_count()} CPUs shared with other jobs; load (1/5/15 min) "
-          + " / ".join(f"{x:.2f}" for x in report["load"]) + ".\n")
+    lines += [
+        f"| {k} | {v['n']} | {v['median_ms']:.1f} | {v['p95_ms']:.1f} | {v['mean_ms']:.1f} |" for k, v in rows.items()
+    ]
+    md = (
+        f"# Grading cost per answer\n\nSandbox isolation: `{isolation}`.\n\n"
+        + "\n".join(lines)
+        + f"\n\nSandbox / plain subprocess (medians): **{ratio:.2f}x**.\n\n"
+        + "Answer-only checks (in-process): "
+        + ", ".join(f"{k} {us:.1f} µs" for k, us in answer_only)
+        + f".\n\nMachine: {os.cpu_count()} CPUs shared with other jobs; load (1/5/15 min) "
+        + " / ".join(f"{x:.2f}" for x in report["load"])
+        + ".\n"
+    )
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "checks.json").write_text(json.dumps(report, indent=2) + "\n")
     (RESULTS / "checks.md").write_text(md)

@@ -35,18 +35,27 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import specialists  # noqa: E402
+import specialists
 
-from podium import Budget, Engine, load_pool  # noqa: E402
-from podium.backends import BackendSet  # noqa: E402
-from podium.backends.scripted import ScriptedBackend  # noqa: E402
-from podium.coordinators import get_coordinator  # noqa: E402
-from podium.pool import parse_pool  # noqa: E402
+from podium import Budget, Engine, load_pool
+from podium.backends import BackendSet
+from podium.backends.scripted import ScriptedBackend
+from podium.coordinators import get_coordinator
+from podium.pool import parse_pool
 
 RESULTS = HERE / "results"
 GSM8K = HERE.parent.parent / "shared" / "data" / "tasks" / "gsm8k" / "test.jsonl.gz"
-SCRIPTED_APPROACHES = ["fixed:calc", "fixed:lexi", "fixed:tally", "fixed:generalist",
-                       "topology:chain", "topology:moa", "topology:best-of-n", "topology:debate", "conductor"]
+SCRIPTED_APPROACHES = [
+    "fixed:calc",
+    "fixed:lexi",
+    "fixed:tally",
+    "fixed:generalist",
+    "topology:chain",
+    "topology:moa",
+    "topology:best-of-n",
+    "topology:debate",
+    "conductor",
+]
 EMBEDDED_APPROACHES = ["fixed:smollm2-worker", "topology:chain", "conductor"]
 
 
@@ -70,9 +79,21 @@ def paired_bootstrap(a: list[bool], b: list[bool], reps: int = 10_000, seed: int
 def scripted_engine(approach: str) -> Engine:
     pool = parse_pool(specialists.POOL_YAML, "bench/specialists.py")
     counter = itertools.count()  # samples of one model differ (best-of-n)
-    backends = {name: ScriptedBackend(spec, (lambda r, name=name: specialists.respond(name, "\n".join(m.content for m in r.messages), str(next(counter)))))
-                for name, spec in pool.models.items() if name != "conductor"}
-    backends["conductor"] = ScriptedBackend(pool.get("conductor"), lambda r: specialists.conductor("\n".join(m.content for m in r.messages)))
+    backends = {
+        name: ScriptedBackend(
+            spec,
+            (
+                lambda r, name=name: specialists.respond(
+                    name, "\n".join(m.content for m in r.messages), str(next(counter))
+                )
+            ),
+        )
+        for name, spec in pool.models.items()
+        if name != "conductor"
+    }
+    backends["conductor"] = ScriptedBackend(
+        pool.get("conductor"), lambda r: specialists.conductor("\n".join(m.content for m in r.messages))
+    )
     return Engine(pool, approach, backends=BackendSet(overrides=backends))
 
 
@@ -82,24 +103,45 @@ async def run_approach(engine: Engine, items: list[tuple[str, str]], check, budg
     for i, (question, expected) in enumerate(items, 1):
         t0 = time.perf_counter()
         result = await engine.run(question, budget=budget)
-        rows.append({"ok": bool(check(result.answer, expected)), "status": result.status.value, "steps": len(result.turns),
-                     "tokens": result.total_tokens + result.orchestration_prompt_tokens + result.orchestration_completion_tokens,
-                     "cost_usd": result.cost_usd + result.orchestration_cost_usd, "latency_s": time.perf_counter() - t0,
-                     "plan": (result.workflow or {}).get("plans", [{}])[0].get("origin") if result.workflow else None})
+        rows.append(
+            {
+                "ok": bool(check(result.answer, expected)),
+                "status": result.status.value,
+                "steps": len(result.turns),
+                "tokens": result.total_tokens
+                + result.orchestration_prompt_tokens
+                + result.orchestration_completion_tokens,
+                "cost_usd": result.cost_usd + result.orchestration_cost_usd,
+                "latency_s": time.perf_counter() - t0,
+                "plan": (result.workflow or {}).get("plans", [{}])[0].get("origin") if result.workflow else None,
+            }
+        )
         if i % max(1, len(items) // 5) == 0 or i == len(items):
             elapsed = time.perf_counter() - started
-            print(f"  {label}: {i}/{len(items)}, {elapsed:.0f}s, ETA {elapsed / i * (len(items) - i):.0f}s", file=sys.stderr, flush=True)
+            print(
+                f"  {label}: {i}/{len(items)}, {elapsed:.0f}s, ETA {elapsed / i * (len(items) - i):.0f}s",
+                file=sys.stderr,
+                flush=True,
+            )
     return summarise(rows)
 
 
 def summarise(rows: list[dict]) -> dict:
     k, n = sum(r["ok"] for r in rows), len(rows)
     lo, hi = wilson(k, n)
-    return {"correct": k, "n": n, "accuracy": k / n if n else 0.0, "ci95": [lo, hi], "ok": [r["ok"] for r in rows],
-            "mean_steps": sum(r["steps"] for r in rows) / n, "mean_tokens": sum(r["tokens"] for r in rows) / n,
-            "cost_usd": sum(r["cost_usd"] for r in rows), "mean_latency_s": sum(r["latency_s"] for r in rows) / n,
-            "statuses": {s: sum(r["status"] == s for r in rows) for s in {r["status"] for r in rows}},
-            "plan_origins": sorted({r["plan"] for r in rows if r["plan"]})[:5]}
+    return {
+        "correct": k,
+        "n": n,
+        "accuracy": k / n if n else 0.0,
+        "ci95": [lo, hi],
+        "ok": [r["ok"] for r in rows],
+        "mean_steps": sum(r["steps"] for r in rows) / n,
+        "mean_tokens": sum(r["tokens"] for r in rows) / n,
+        "cost_usd": sum(r["cost_usd"] for r in rows),
+        "mean_latency_s": sum(r["latency_s"] for r in rows) / n,
+        "statuses": {s: sum(r["status"] == s for r in rows) for s in {r["status"] for r in rows}},
+        "plan_origins": sorted({r["plan"] for r in rows if r["plan"]})[:5],
+    }
 
 
 async def scripted_part(n: int) -> dict:
@@ -114,7 +156,11 @@ async def scripted_part(n: int) -> dict:
     for approach, row in out.items():
         if approach != "conductor":
             row["conductor_minus_this_ci95"] = list(paired_bootstrap(best, row["ok"]))
-    return {"tasks": n, "parts_histogram": {k: sum(len(t.kinds) == k for t in tasks) for k in (1, 2, 3)}, "approaches": out}
+    return {
+        "tasks": n,
+        "parts_histogram": {k: sum(len(t.kinds) == k for t in tasks) for k in (1, 2, 3)},
+        "approaches": out,
+    }
 
 
 def last_number(text: str | None) -> str | None:
@@ -146,18 +192,29 @@ async def embedded_part(n: int) -> dict:
     for approach, row in out.items():
         if approach != "conductor":
             row["conductor_minus_this_ci95"] = list(paired_bootstrap(out["conductor"]["ok"], row["ok"]))
-    return {"items": n, "source": "first N of ../shared/data/tasks/gsm8k/test.jsonl.gz", "check": "last number equals the reference",
-            "rounds": 1, "approaches": out}
+    return {
+        "items": n,
+        "source": "first N of ../shared/data/tasks/gsm8k/test.jsonl.gz",
+        "check": "last number equals the reference",
+        "rounds": 1,
+        "approaches": out,
+    }
 
 
 def table(part: dict, title: str) -> list[str]:
-    lines = [f"### {title}", "", "| approach | correct | accuracy (95% CI) | conductor − this (95% CI) | mean steps | mean tokens | total cost $ | mean time s |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"### {title}",
+        "",
+        "| approach | correct | accuracy (95% CI) | conductor − this (95% CI) | mean steps | mean tokens | total cost $ | mean time s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name, r in part["approaches"].items():
         diff = r.get("conductor_minus_this_ci95")
         diff_text = f"[{diff[0]:+.2f}, {diff[1]:+.2f}]" if diff else "—"
-        lines.append(f"| {name} | {r['correct']}/{r['n']} | {r['accuracy']:.2f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}] | {diff_text} | "
-                     f"{r['mean_steps']:.1f} | {r['mean_tokens']:.0f} | {r['cost_usd']:.6f} | {r['mean_latency_s']:.3f} |")
+        lines.append(
+            f"| {name} | {r['correct']}/{r['n']} | {r['accuracy']:.2f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}] | {diff_text} | "
+            f"{r['mean_steps']:.1f} | {r['mean_tokens']:.0f} | {r['cost_usd']:.6f} | {r['mean_latency_s']:.3f} |"
+        )
     return lines
 
 
@@ -184,20 +241,41 @@ def main() -> None:
     parser.add_argument("--out", default=str(RESULTS / "conductor"))
     args = parser.parse_args()
     started = time.time()
-    report = {"machine": {"python": platform.python_version(), "cpu": platform.processor() or platform.machine(),
-                          "load_at_start": os.getloadavg()}, "scripted": asyncio.run(scripted_part(args.n))}
+    report = {
+        "machine": {
+            "python": platform.python_version(),
+            "cpu": platform.processor() or platform.machine(),
+            "load_at_start": os.getloadavg(),
+        },
+        "scripted": asyncio.run(scripted_part(args.n)),
+    }
     if args.embedded:
         report["embedded"] = asyncio.run(embedded_part(args.embedded))
     report["machine"]["load_at_end"] = os.getloadavg()
     report["wall_s"] = time.time() - started
-    lines = table(report["scripted"], f"Scripted specialists ({args.n} tasks; parts per task {report['scripted']['parts_histogram']})")
+    lines = table(
+        report["scripted"],
+        f"Scripted specialists ({args.n} tasks; parts per task {report['scripted']['parts_histogram']})",
+    )
     if "embedded" in report:
         lines += [""] + table(report["embedded"], f"Embedded pool, SmolLM2-135M, {args.embedded} GSM8K items")
     print("\n".join(lines))
-    load = f"load average (1/5/15 min) {tuple(round(x, 1) for x in report['machine']['load_at_start'])} at start, " \
-           f"{tuple(round(x, 1) for x in report['machine']['load_at_end'])} at end; wall {report['wall_s']:.0f}s"
+    load = (
+        f"load average (1/5/15 min) {tuple(round(x, 1) for x in report['machine']['load_at_start'])} at start, "
+        f"{tuple(round(x, 1) for x in report['machine']['load_at_end'])} at end; wall {report['wall_s']:.0f}s"
+    )
     Path(args.out + ".json").write_text(json.dumps(report, indent=1))
-    Path(args.out + ".md").write_text("\n".join([HEADER, f"Machine: {report['machine']['cpu']}, Python {report['machine']['python']}; {load}.", "", *lines, ""]))
+    Path(args.out + ".md").write_text(
+        "\n".join(
+            [
+                HEADER,
+                f"Machine: {report['machine']['cpu']}, Python {report['machine']['python']}; {load}.",
+                "",
+                *lines,
+                "",
+            ]
+        )
+    )
     print(f"\nwrote {args.out}.json and {args.out}.md; {load}")
 
 

@@ -27,21 +27,37 @@ from pathlib import Path
 
 import numpy as np
 
+from podium.baselines import knn_predict
 from podium.coordinators.base import RunState
 from podium.coordinators.learned import LearnedCoordinator
 from podium.coordinators.rules import RulesCoordinator
 from podium.encoders import get_encoder
-from podium.baselines import knn_predict
-from podium.pool import ModelSpec, Pool, PoolConfig
-from podium.replay import load_replay
 from podium.head import Gate
 from podium.knob import attach_knob
+from podium.pool import ModelSpec, Pool, PoolConfig
+from podium.replay import load_replay
 from podium.train import TrainConfig, prepare, train_head
 from podium.types import Budget, Role, Turn, Verdict
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
-WORDS = "the of a model answer proof integral matrix law market protein energy velocity theorem court".split()
+WORDS = [
+    "the",
+    "of",
+    "a",
+    "model",
+    "answer",
+    "proof",
+    "integral",
+    "matrix",
+    "law",
+    "market",
+    "protein",
+    "energy",
+    "velocity",
+    "theorem",
+    "court",
+]
 
 
 def transcript_text(rng: np.random.Generator, tokens: int = 256) -> str:
@@ -60,8 +76,10 @@ def pool_for(models: list[str]) -> Pool:
 
 
 def state_for(pool: Pool, query: str, models: list[str]) -> RunState:
-    turns = [Turn(turn=1, role=Role.WORKER, model=models[0], output="42"),
-             Turn(turn=2, role=Role.VERIFIER, model=models[1], output="REVISE: wrong", verdict=Verdict.REVISE)]
+    turns = [
+        Turn(turn=1, role=Role.WORKER, model=models[0], output="42"),
+        Turn(turn=2, role=Role.VERIFIER, model=models[1], output="REVISE: wrong", verdict=Verdict.REVISE),
+    ]
     return RunState(query=query, pool=pool, budget=Budget(max_turns=6), turns=turns)
 
 
@@ -114,8 +132,15 @@ def main() -> None:
     result = {
         "command": "python bench/bench_decision_latency.py " + " ".join(sys.argv[1:]),
         "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
-        "dataset": ds.name, "models": len(head.models), "encoder": head.encoder, "decisions": args.n,
-        "transcript_tokens": 256, "learned": learned, "learned_cost_weight_0.5": knob, "rules_peer": rules, "knn_peer": knn,
+        "dataset": ds.name,
+        "models": len(head.models),
+        "encoder": head.encoder,
+        "decisions": args.n,
+        "transcript_tokens": 256,
+        "learned": learned,
+        "learned_cost_weight_0.5": knob,
+        "rules_peer": rules,
+        "knn_peer": knn,
         "ratio_learned_over_knn_p50": learned["p50_ms"] / knn["p50_ms"],
         "target_p50_ms": 20.0,
         "load": {"uptime": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()},

@@ -56,7 +56,11 @@ def main() -> None:
     parser.add_argument("--out", default="bench/results/encoders.json")
     args = parser.parse_args()
     specs = {"hashed": {"name": "hashed"}, "minilm": {"name": "minilm", "max_tokens": args.max_tokens}}
-    out = {"command": " ".join(sys.argv), "uptime": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(), "results": []}
+    out = {
+        "command": " ".join(sys.argv),
+        "uptime": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
+        "results": [],
+    }
     for path in args.datasets:
         ds = load_replay(path)
         for name, spec in specs.items():
@@ -64,13 +68,24 @@ def main() -> None:
             res = evaluate_dataset(ds, TrainConfig(encoder=spec), progress=None, extras=False, folds=args.folds)
             methods = {m["method"]: m for m in res["methods"]}
             test = ds.indices("test")[:50]
-            row = {"dataset": ds.name, "encoder": spec, "encode_seconds": round(seconds, 1),
-                   "latency": decision_latency(spec, res["_routers"].safe_head(), [ds.texts[i] for i in test]),
-                   "methods": {k: {f: methods[k][f] for f in ("score", "score_ci", "delta_ci", "gap_closed", "gap_ci")} for k in ROWS},
-                   "cv": res["cv"]}
+            row = {
+                "dataset": ds.name,
+                "encoder": spec,
+                "encode_seconds": round(seconds, 1),
+                "latency": decision_latency(spec, res["_routers"].safe_head(), [ds.texts[i] for i in test]),
+                "methods": {
+                    k: {f: methods[k][f] for f in ("score", "score_ci", "delta_ci", "gap_closed", "gap_ci")}
+                    for k in ROWS
+                },
+                "cv": res["cv"],
+            }
             out["results"].append(row)
-            print(f"{ds.name:<20} {name:<7} " + " ".join(f"{k} {methods[k]['score']:.4f} ({methods[k]['gap_closed'] * 100:+.1f}%)" for k in ROWS)
-                  + f" | decision p50 {row['latency']['p50_ms']:.1f} ms", flush=True)
+            print(
+                f"{ds.name:<20} {name:<7} "
+                + " ".join(f"{k} {methods[k]['score']:.4f} ({methods[k]['gap_closed'] * 100:+.1f}%)" for k in ROWS)
+                + f" | decision p50 {row['latency']['p50_ms']:.1f} ms",
+                flush=True,
+            )
     Path(args.out).write_text(json.dumps(out, indent=1))
 
 

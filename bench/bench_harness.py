@@ -38,14 +38,18 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def pool() -> Pool:
-    models = [ModelSpec(name="planner", backend="scripted", replies=["1. Add."], roles=["thinker"]),
-              ModelSpec(name="solver", backend="scripted", replies=["The answer is 42."], roles=["worker"])]
+    models = [
+        ModelSpec(name="planner", backend="scripted", replies=["1. Add."], roles=["thinker"]),
+        ModelSpec(name="solver", backend="scripted", replies=["The answer is 42."], roles=["worker"]),
+    ]
     return Pool(PoolConfig(name="instant", models=models, defaults={"thinker": "planner", "worker": "solver"}))
 
 
 def tasks(n: int) -> list[Task]:
-    return [Task(id=f"t{i}", prompt=f"Question {i}: what is 40 + 2?", check=parse_check({"type": "number", "answer": 42}))
-            for i in range(n)]
+    return [
+        Task(id=f"t{i}", prompt=f"Question {i}: what is 40 + 2?", check=parse_check({"type": "number", "answer": 42}))
+        for i in range(n)
+    ]
 
 
 async def bare(items: list[Task], p: Pool) -> float:
@@ -61,8 +65,13 @@ async def bare(items: list[Task], p: Pool) -> float:
 
 async def harness(items: list[Task], p: Pool, folder: Path, with_store: bool) -> float:
     store = Store.open(folder / "podium.db") if with_store else None
-    runner = BenchRunner(p, BenchConfig(coordinators=["rules"], budget=Budget(max_turns=5)), folder / "out",
-                         on_event=store.handler(source="bench") if store else None, store=store)
+    runner = BenchRunner(
+        p,
+        BenchConfig(coordinators=["rules"], budget=Budget(max_turns=5)),
+        folder / "out",
+        on_event=store.handler(source="bench") if store else None,
+        store=store,
+    )
     started = time.perf_counter()
     rows = await runner.run(items, progress=lambda _msg: None)
     elapsed = time.perf_counter() - started
@@ -96,22 +105,31 @@ def main() -> None:
     best = {k: min(v) for k, v in rows.items()}  # min over repeats: least disturbed by the shared machine
     per_item = {k: v / args.items * 1000 for k, v in best.items()}
     out = {
-        "items": args.items, "runs_per_item": 2, "repeats": args.repeats, "seconds": rows,
+        "items": args.items,
+        "runs_per_item": 2,
+        "repeats": args.repeats,
+        "seconds": rows,
         "ms_per_item": per_item,
         "harness_overhead_ms_per_item": per_item["harness"] - per_item["bare"],
         "harness_store_overhead_ms_per_item": per_item["harness+store"] - per_item["bare"],
         "ratio_harness_vs_bare": best["harness"] / best["bare"],
         "ratio_harness_store_vs_bare": best["harness+store"] / best["bare"],
         "sandbox_python_tests_check_ms": asyncio.run(sandbox_check_s()) * 1000,
-        "machine": {"python": sys.version.split()[0], "platform": platform.platform(), "cpus": os.cpu_count(),
-                    "load": os.getloadavg()},
+        "machine": {
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "load": os.getloadavg(),
+        },
     }
     print(f"{'variant':<16} {'ms/item':>9} {'vs bare':>8}")
     for k in rows:
         print(f"{k:<16} {per_item[k]:>9.2f} {best[k] / best['bare']:>7.2f}x")
-    print(f"harness overhead: {out['harness_overhead_ms_per_item']:.2f} ms/item "
-          f"({out['harness_store_overhead_ms_per_item']:.2f} with the trace store); "
-          f"one sandboxed python_tests check: {out['sandbox_python_tests_check_ms']:.0f} ms; load {os.getloadavg()}")
+    print(
+        f"harness overhead: {out['harness_overhead_ms_per_item']:.2f} ms/item "
+        f"({out['harness_store_overhead_ms_per_item']:.2f} with the trace store); "
+        f"one sandboxed python_tests check: {out['sandbox_python_tests_check_ms']:.0f} ms; load {os.getloadavg()}"
+    )
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "bench_harness.json").write_text(json.dumps(out, indent=2) + "\n")
 

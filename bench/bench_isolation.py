@@ -27,9 +27,9 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
-from podium.backends.openai import OpenAIBackend  # noqa: E402
-from podium.pool import ModelSpec  # noqa: E402
-from podium.types import ChatMessage, CompletionRequest  # noqa: E402
+from podium.backends.openai import OpenAIBackend
+from podium.pool import ModelSpec
+from podium.types import ChatMessage, CompletionRequest
 
 RESULTS = ROOT / "bench" / "results"
 REQUEST = CompletionRequest(messages=[ChatMessage(role="user", content="What is six times seven?")], max_tokens=64)
@@ -57,7 +57,10 @@ async def measure(url: str, calls: int) -> dict:
 
     variants = {
         "complete": {"isolated": lambda: backend.complete(REQUEST), "direct": lambda: backend._complete(REQUEST)},
-        "stream": {"isolated": lambda: drain(backend.stream(REQUEST)), "direct": lambda: drain(backend._stream(REQUEST))},
+        "stream": {
+            "isolated": lambda: drain(backend.stream(REQUEST)),
+            "direct": lambda: drain(backend._stream(REQUEST)),
+        },
     }
     out: dict = {}
     for kind, pair in variants.items():
@@ -73,9 +76,13 @@ async def measure(url: str, calls: int) -> dict:
                 print(f"  {kind}: {i + 1}/{calls} calls", file=sys.stderr)
         diffs = [a - b for a, b in zip(times["isolated"], times["direct"])]
         low, high = bootstrap_ci(diffs)
-        out[kind] = {"calls": calls, "isolated_median_ms": statistics.median(times["isolated"]),
-                     "direct_median_ms": statistics.median(times["direct"]), "diff_median_ms": statistics.median(diffs),
-                     "diff_ci95_ms": [low, high]}
+        out[kind] = {
+            "calls": calls,
+            "isolated_median_ms": statistics.median(times["isolated"]),
+            "direct_median_ms": statistics.median(times["direct"]),
+            "diff_median_ms": statistics.median(diffs),
+            "diff_ci95_ms": [low, high],
+        }
     await backend.client.aclose()
     return out
 
@@ -84,23 +91,32 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=300)
     args = parser.parse_args()
-    stub = subprocess.Popen([sys.executable, str(ROOT / "tests" / "faults" / "server.py")], stdout=subprocess.PIPE, text=True)
+    stub = subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "faults" / "server.py")], stdout=subprocess.PIPE, text=True
+    )
     try:
         port = int(stub.stdout.readline())  # type: ignore[union-attr]
         load = os.getloadavg()
         results = asyncio.run(measure(f"http://127.0.0.1:{port}/v1", args.calls))
     finally:
         stub.terminate()
-    rows = ["| call | calls | isolated median ms | direct median ms | paired difference, median ms (95% CI) |", "|---|---:|---:|---:|---|"]
+    rows = [
+        "| call | calls | isolated median ms | direct median ms | paired difference, median ms (95% CI) |",
+        "|---|---:|---:|---:|---|",
+    ]
     for kind, r in results.items():
         low, high = r["diff_ci95_ms"]
-        rows.append(f"| {kind} | {r['calls']} | {r['isolated_median_ms']:.3f} | {r['direct_median_ms']:.3f} | "
-                    f"{r['diff_median_ms']:+.3f} ({low:+.3f} .. {high:+.3f}) |")
+        rows.append(
+            f"| {kind} | {r['calls']} | {r['isolated_median_ms']:.3f} | {r['direct_median_ms']:.3f} | "
+            f"{r['diff_median_ms']:+.3f} ({low:+.3f} .. {high:+.3f}) |"
+        )
     note = f"load average at start {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on {os.cpu_count()} CPUs"
     table = "\n".join(rows) + f"\n\n{note}\n"
     print(table)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "isolation.json").write_text(json.dumps({"results": results, "loadavg": load, "cpus": os.cpu_count()}, indent=2))
+    (RESULTS / "isolation.json").write_text(
+        json.dumps({"results": results, "loadavg": load, "cpus": os.cpu_count()}, indent=2)
+    )
     (RESULTS / "isolation.md").write_text(table)
 
 

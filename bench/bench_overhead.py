@@ -24,8 +24,8 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Awaitable, Callable
 
 import httpx
 import yaml
@@ -38,7 +38,9 @@ Call = Callable[[], Awaitable[str]]
 
 def start_stub() -> tuple[subprocess.Popen, int]:
     """The fault server in its own process, so its CPU time is not charged to the clients."""
-    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "faults" / "server.py")], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "faults" / "server.py")], stdout=subprocess.PIPE, text=True
+    )
     port = int(proc.stdout.readline())  # type: ignore[union-attr]
     return proc, port
 
@@ -66,8 +68,15 @@ async def podium_client(url: str, stream: bool) -> tuple[Call, Callable[[], Awai
     from podium.engine import Engine
     from podium.pool import parse_pool
 
-    spec = {"name": "ok", "backend": "openai", "base_url": url, "model": "ok", "max_tokens": 64,
-            "input_usd_per_mtok": 1.0, "output_usd_per_mtok": 2.0}
+    spec = {
+        "name": "ok",
+        "backend": "openai",
+        "base_url": url,
+        "model": "ok",
+        "max_tokens": 64,
+        "input_usd_per_mtok": 1.0,
+        "output_usd_per_mtok": 2.0,
+    }
     engine = Engine(parse_pool(yaml.safe_dump({"name": "bench", "models": [spec]}), "bench"), "fixed")
 
     async def call() -> str:
@@ -85,8 +94,11 @@ async def litellm_client(url: str, stream: bool) -> tuple[Call, Callable[[], Awa
 
     litellm.suppress_debug_info = True
     litellm.telemetry = False
-    router = Router(model_list=[{"model_name": "ok", "litellm_params": {"model": "openai/ok", "api_base": url, "api_key": "x"}}],
-                    num_retries=2, timeout=120)
+    router = Router(
+        model_list=[{"model_name": "ok", "litellm_params": {"model": "openai/ok", "api_base": url, "api_key": "x"}}],
+        num_retries=2,
+        timeout=120,
+    )
 
     async def call() -> str:
         if not stream:
@@ -111,8 +123,11 @@ async def timed(call: Call, n: int) -> list[float]:
 
 
 async def measure(url: str, calls: int, rounds: int, stream: bool) -> dict[str, list[float]]:
-    clients = {"raw httpx": await raw_client(url, stream), "podium": await podium_client(url, stream),
-               "litellm Router": await litellm_client(url, stream)}
+    clients = {
+        "raw httpx": await raw_client(url, stream),
+        "podium": await podium_client(url, stream),
+        "litellm Router": await litellm_client(url, stream),
+    }
     samples: dict[str, list[float]] = {name: [] for name in clients}
     for name, (call, _) in clients.items():
         await timed(call, 20)  # warm up connections, imports, caches
@@ -130,18 +145,27 @@ def summarize(samples: dict[str, list[float]]) -> dict[str, dict[str, float]]:
     rows = {}
     for name, xs in samples.items():
         med, mean = statistics.median(xs), statistics.fmean(xs)
-        rows[name] = {"calls": len(xs), "median_ms": med * 1e3, "mean_ms": mean * 1e3,
-                      "p90_ms": statistics.quantiles(xs, n=10)[-1] * 1e3,
-                      "overhead_median_ms": (med - base_med) * 1e3, "overhead_mean_ms": (mean - base_mean) * 1e3}
+        rows[name] = {
+            "calls": len(xs),
+            "median_ms": med * 1e3,
+            "mean_ms": mean * 1e3,
+            "p90_ms": statistics.quantiles(xs, n=10)[-1] * 1e3,
+            "overhead_median_ms": (med - base_med) * 1e3,
+            "overhead_mean_ms": (mean - base_mean) * 1e3,
+        }
     return rows
 
 
 def table(mode: str, rows: dict[str, dict[str, float]]) -> list[str]:
-    lines = [f"| {mode} | calls | median ms | mean ms | p90 ms | overhead (median) ms | overhead (mean) ms |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"| {mode} | calls | median ms | mean ms | p90 ms | overhead (median) ms | overhead (mean) ms |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for name, r in rows.items():
-        lines.append(f"| {name} | {r['calls']} | {r['median_ms']:.2f} | {r['mean_ms']:.2f} | {r['p90_ms']:.2f} | "
-                     f"{r['overhead_median_ms']:.2f} | {r['overhead_mean_ms']:.2f} |")
+        lines.append(
+            f"| {name} | {r['calls']} | {r['median_ms']:.2f} | {r['mean_ms']:.2f} | {r['p90_ms']:.2f} | "
+            f"{r['overhead_median_ms']:.2f} | {r['overhead_mean_ms']:.2f} |"
+        )
     return lines
 
 
@@ -152,22 +176,33 @@ def main() -> None:
     args = parser.parse_args()
     proc, port = start_stub()
     url = f"http://127.0.0.1:{port}/v1"
-    report: dict = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "load_avg": os.getloadavg()},
-                    "calls_per_round": args.calls, "rounds": args.rounds, "modes": {}}
+    report: dict = {
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "load_avg": os.getloadavg()},
+        "calls_per_round": args.calls,
+        "rounds": args.rounds,
+        "modes": {},
+    }
     lines = []
     try:
         for mode, stream in (("non-streaming", False), ("streaming", True)):
             rows = summarize(asyncio.run(measure(url, args.calls, args.rounds, stream)))
             ratio = rows["podium"]["overhead_median_ms"] / rows["litellm Router"]["overhead_median_ms"]
             report["modes"][mode] = {"rows": rows, "podium_over_litellm_overhead_ratio": ratio}
-            lines += table(mode, rows) + ["", f"{mode}: podium overhead / LiteLLM overhead (medians) = **{ratio:.3f}** "
-                                             f"(target <= 0.5: {'met' if ratio <= 0.5 else 'NOT met'})", ""]
+            lines += table(mode, rows) + [
+                "",
+                f"{mode}: podium overhead / LiteLLM overhead (medians) = **{ratio:.3f}** "
+                f"(target <= 0.5: {'met' if ratio <= 0.5 else 'NOT met'})",
+                "",
+            ]
     finally:
         proc.terminate()
         proc.wait(5)
     import litellm
 
-    report["versions"] = {"litellm": getattr(litellm, "__version__", None) or _version("litellm"), "httpx": httpx.__version__}
+    report["versions"] = {
+        "litellm": getattr(litellm, "__version__", None) or _version("litellm"),
+        "httpx": httpx.__version__,
+    }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "overhead.json").write_text(json.dumps(report, indent=2))
     (RESULTS / "overhead.md").write_text("\n".join(lines) + "\n")

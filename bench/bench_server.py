@@ -46,6 +46,7 @@ LITELLM_KEY = "sk-bench-0123456789abcdef0123456789abcdef"
 
 # --- the stub model server -------------------------------------------------------------------
 
+
 def stub_app(delay_s: float):
     """A minimal OpenAI-compatible chat endpoint: a fixed reply, usage included, SSE if asked."""
 
@@ -66,16 +67,36 @@ def stub_app(delay_s: float):
         data = json.loads(body or b"{}")
         usage = {"prompt_tokens": 20, "completion_tokens": 8, "total_tokens": 28}
         if data.get("stream"):
-            chunks = [{"choices": [{"index": 0, "delta": {"content": REPLY}, "finish_reason": None}]},
-                      {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": usage}]
-            payload = "".join(f"data: {json.dumps({'id': 'x', 'object': 'chat.completion.chunk', 'created': 0, 'model': MODEL, **c})}\n\n" for c in chunks)
+            chunks = [
+                {"choices": [{"index": 0, "delta": {"content": REPLY}, "finish_reason": None}]},
+                {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": usage},
+            ]
+            payload = "".join(
+                f"data: {json.dumps({'id': 'x', 'object': 'chat.completion.chunk', 'created': 0, 'model': MODEL, **c})}\n\n"
+                for c in chunks
+            )
             out, ctype = (payload + "data: [DONE]\n\n").encode(), b"text/event-stream"
         else:
-            out = json.dumps({"id": "chatcmpl-stub", "object": "chat.completion", "created": 0, "model": MODEL,
-                              "choices": [{"index": 0, "message": {"role": "assistant", "content": REPLY}, "finish_reason": "stop"}],
-                              "usage": usage}).encode()
+            out = json.dumps(
+                {
+                    "id": "chatcmpl-stub",
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": MODEL,
+                    "choices": [
+                        {"index": 0, "message": {"role": "assistant", "content": REPLY}, "finish_reason": "stop"}
+                    ],
+                    "usage": usage,
+                }
+            ).encode()
             ctype = b"application/json"
-        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", ctype), (b"content-length", str(len(out)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", ctype), (b"content-length", str(len(out)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": out})
 
     return app
@@ -88,6 +109,7 @@ def run_stub(port: int, delay_s: float) -> None:
 
 
 # --- processes -------------------------------------------------------------------------------
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -127,11 +149,31 @@ def write_configs(work: Path, stub_url: str) -> dict[str, Path]:
     sys.path.insert(0, str(REPO / "src"))
     from podium.server.auth import hash_key
 
-    pool = {"name": "bench", "models": [{"name": MODEL, "backend": "openai", "base_url": stub_url, "model": MODEL,
-                                         "max_tokens": 64, "max_retries": 0}]}
-    keys = {"keys": [{"name": "bench", "sha256": hash_key(PODIUM_KEY), "rate_limit": {"requests_per_minute": 10_000_000}}]}
-    litellm = {"model_list": [{"model_name": MODEL, "litellm_params": {"model": f"openai/{MODEL}", "api_base": stub_url, "api_key": "sk-none"}}],
-               "litellm_settings": {"telemetry": False, "drop_params": True}}
+    pool = {
+        "name": "bench",
+        "models": [
+            {
+                "name": MODEL,
+                "backend": "openai",
+                "base_url": stub_url,
+                "model": MODEL,
+                "max_tokens": 64,
+                "max_retries": 0,
+            }
+        ],
+    }
+    keys = {
+        "keys": [{"name": "bench", "sha256": hash_key(PODIUM_KEY), "rate_limit": {"requests_per_minute": 10_000_000}}]
+    }
+    litellm = {
+        "model_list": [
+            {
+                "model_name": MODEL,
+                "litellm_params": {"model": f"openai/{MODEL}", "api_base": stub_url, "api_key": "sk-none"},
+            }
+        ],
+        "litellm_settings": {"telemetry": False, "drop_params": True},
+    }
     paths = {"pool": work / "pool.yaml", "keys": work / "keys.yaml", "litellm": work / "litellm.yaml"}
     for name, data in (("pool", pool), ("keys", keys), ("litellm", litellm)):
         paths[name].write_text(yaml.safe_dump(data))
@@ -147,6 +189,7 @@ def find_litellm(given: str | None) -> str | None:
 
 # --- load generation -------------------------------------------------------------------------
 
+
 class Conn:
     """One keep-alive HTTP/1.1 connection: a lean client, so the load generator is not the bottleneck."""
 
@@ -159,8 +202,11 @@ class Conn:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-        self.writer.write(f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json\r\n"
-                          f"Content-Length: {len(body)}\r\n{head}\r\n".encode() + body)
+        self.writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n{head}\r\n".encode()
+            + body
+        )
         status_line = await self.reader.readline()  # type: ignore[union-attr]
         if not status_line:
             raise ConnectionError("connection closed")
@@ -194,7 +240,9 @@ class Conn:
 async def load(url: str, model: str, key: str, concurrency: int, total: int) -> dict:
     """``total`` requests from ``concurrency`` concurrent keep-alive clients; each latency, wall time."""
     target = httpx.URL(url)
-    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "What is 17 * 23?"}], "max_tokens": 32}).encode()
+    body = json.dumps(
+        {"model": model, "messages": [{"role": "user", "content": "What is 17 * 23?"}], "max_tokens": 32}
+    ).encode()
     headers = {"Authorization": f"Bearer {key}"}
     latencies: list[float] = []
     errors: dict[str, int] = {}
@@ -223,9 +271,17 @@ async def load(url: str, model: str, key: str, concurrency: int, total: int) -> 
     wall = time.perf_counter() - started
     latencies.sort()
     pct = lambda q: round(1000 * latencies[min(len(latencies) - 1, int(q * len(latencies)))], 2) if latencies else None  # noqa: E731
-    return {"concurrency": concurrency, "requests": total, "ok": len(latencies), "errors": errors, "wall_s": round(wall, 3),
-            "rps": round(len(latencies) / wall, 1) if wall else 0.0, "p50_ms": pct(0.50), "p99_ms": pct(0.99),
-            "mean_ms": round(1000 * statistics.fmean(latencies), 2) if latencies else None}
+    return {
+        "concurrency": concurrency,
+        "requests": total,
+        "ok": len(latencies),
+        "errors": errors,
+        "wall_s": round(wall, 3),
+        "rps": round(len(latencies) / wall, 1) if wall else 0.0,
+        "p50_ms": pct(0.50),
+        "p99_ms": pct(0.99),
+        "mean_ms": round(1000 * statistics.fmean(latencies), 2) if latencies else None,
+    }
 
 
 def cpu_seconds(pid: int) -> float:
@@ -246,19 +302,35 @@ def measure(name: str, url: str, model: str, key: str, concurrencies: list[int],
         cpu = cpu_seconds(pid)
         row = {"target": name, "model": model, **asyncio.run(load(url, model, key, c, total))}
         row["server_cpu_ms_per_request"] = round(1000 * (cpu_seconds(pid) - cpu) / max(1, row["ok"]), 3)
-        print(f"  {name:<34} c={c:<4} {row['rps']:>8.1f} req/s  p50 {row['p50_ms']} ms  p99 {row['p99_ms']} ms  "
-              f"cpu {row['server_cpu_ms_per_request']} ms/req  errors {row['errors'] or 0}", flush=True)
+        print(
+            f"  {name:<34} c={c:<4} {row['rps']:>8.1f} req/s  p50 {row['p50_ms']} ms  p99 {row['p99_ms']} ms  "
+            f"cpu {row['server_cpu_ms_per_request']} ms/req  errors {row['errors'] or 0}",
+            flush=True,
+        )
         rows.append(row)
     return rows
 
 
 # --- the run ---------------------------------------------------------------------------------
 
+
 def start_podium(paths: dict[str, Path], work: Path, traces: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {**os.environ, "PODIUM_HOME": str(work / f"home-{traces}"), "PODIUM_TRACES": traces}
-    cmd = [sys.executable, "-m", "podium", "serve", "--pool", str(paths["pool"]), "--keys", str(paths["keys"]),
-           "--port", str(port), "--log-level", "warning"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "podium",
+        "serve",
+        "--pool",
+        str(paths["pool"]),
+        "--keys",
+        str(paths["keys"]),
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
     proc = spawn(cmd, env, work / f"podium-{traces}.log")
     wait_up(f"http://127.0.0.1:{port}/healthz", proc, 60)
     return proc, f"http://127.0.0.1:{port}/v1/chat/completions"
@@ -266,8 +338,15 @@ def start_podium(paths: dict[str, Path], work: Path, traces: str) -> tuple[subpr
 
 def start_litellm(exe: str, paths: dict[str, Path], work: Path) -> tuple[subprocess.Popen, str, float]:
     port = free_port()
-    env = {**os.environ, "LITELLM_MASTER_KEY": LITELLM_KEY, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR"}
-    proc = spawn([exe, "--config", str(paths["litellm"]), "--host", "127.0.0.1", "--port", str(port)], env, work / "litellm.log")
+    env = {
+        **os.environ,
+        "LITELLM_MASTER_KEY": LITELLM_KEY,
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "LITELLM_LOG": "ERROR",
+    }
+    proc = spawn(
+        [exe, "--config", str(paths["litellm"]), "--host", "127.0.0.1", "--port", str(port)], env, work / "litellm.log"
+    )
     startup = wait_up(f"http://127.0.0.1:{port}/health/liveliness", proc, 180)
     return proc, f"http://127.0.0.1:{port}/v1/chat/completions", startup
 
@@ -276,7 +355,13 @@ def run(args: argparse.Namespace) -> dict:
     """Start every server, then measure each target in ``--rounds`` interleaved rounds (best kept)."""
     work = Path(tempfile.mkdtemp(prefix="podium-bench-"))
     stub_port = free_port()
-    procs = [spawn([sys.executable, __file__, "--stub", str(stub_port), "--stub-delay", str(args.stub_delay)], dict(os.environ), work / "stub.log")]
+    procs = [
+        spawn(
+            [sys.executable, __file__, "--stub", str(stub_port), "--stub-delay", str(args.stub_delay)],
+            dict(os.environ),
+            work / "stub.log",
+        )
+    ]
     stub_url = f"http://127.0.0.1:{stub_port}/v1"
     notes: list[str] = []
     exe = find_litellm(args.litellm)
@@ -291,19 +376,32 @@ def run(args: argparse.Namespace) -> dict:
             if traces == "full":
                 targets.append(("podium tier 'podium'", url, "podium", PODIUM_KEY, 4, proc.pid))
         targets += start_peer(exe, paths, work, procs, notes)
-        rounds = [[row for name, url, model, key, div, pid in targets
-                   for row in measure(name, url, model, key, args.concurrency, max(50, args.requests // div), pid)]
-                  for _ in range(args.rounds)]
+        rounds = [
+            [
+                row
+                for name, url, model, key, div, pid in targets
+                for row in measure(name, url, model, key, args.concurrency, max(50, args.requests // div), pid)
+            ]
+            for _ in range(args.rounds)
+        ]
     finally:
         for proc in procs:
             stop(proc)
-    return {"rows": best_of(rounds), "rounds": rounds, "ratios": ratios(best_of(rounds)), "notes": notes, "config": config(args, exe)}
+    return {
+        "rows": best_of(rounds),
+        "rounds": rounds,
+        "ratios": ratios(best_of(rounds)),
+        "notes": notes,
+        "config": config(args, exe),
+    }
 
 
 def start_peer(exe: str | None, paths: dict[str, Path], work: Path, procs: list, notes: list[str]) -> list[tuple]:
     """The LiteLLM proxy target, or a note saying why there is none."""
     if exe is None:
-        notes.append("LiteLLM proxy not found (pass --litellm PATH); podium is reported alone with the direct baseline.")
+        notes.append(
+            "LiteLLM proxy not found (pass --litellm PATH); podium is reported alone with the direct baseline."
+        )
         return []
     try:
         proc, url, startup = start_litellm(exe, paths, work)
@@ -311,7 +409,9 @@ def start_peer(exe: str | None, paths: dict[str, Path], work: Path, procs: list,
         notes.append(f"LiteLLM proxy could not start: {exc}; see {work / 'litellm.log'}")
         return []
     procs.append(proc)
-    notes.append(f"LiteLLM proxy started in {startup:.1f}s, offline (LITELLM_LOCAL_MODEL_COST_MAP=True), master key set, 1 worker.")
+    notes.append(
+        f"LiteLLM proxy started in {startup:.1f}s, offline (LITELLM_LOCAL_MODEL_COST_MAP=True), master key set, 1 worker."
+    )
     return [("litellm proxy", url, MODEL, LITELLM_KEY, 1, proc.pid)]
 
 
@@ -332,13 +432,22 @@ def ratios(rows: list[dict]) -> list[dict]:
     for row in rows:
         if not row["target"].startswith("podium pass-through"):
             continue
-        peer = next((r for r in rows if r["target"] == "litellm proxy" and r["concurrency"] == row["concurrency"]), None)
+        peer = next(
+            (r for r in rows if r["target"] == "litellm proxy" and r["concurrency"] == row["concurrency"]), None
+        )
         if peer and peer["rps"] and row["p50_ms"] and peer["p50_ms"]:
-            out.append({"target": row["target"], "concurrency": row["concurrency"],
-                        "throughput_x": round(row["rps"] / peer["rps"], 2),
-                        "p50_latency_x": round(row["p50_ms"] / peer["p50_ms"], 2),
-                        "p99_latency_x": round(row["p99_ms"] / peer["p99_ms"], 2),
-                        "server_cpu_per_request_x": round(row["server_cpu_ms_per_request"] / peer["server_cpu_ms_per_request"], 2)})
+            out.append(
+                {
+                    "target": row["target"],
+                    "concurrency": row["concurrency"],
+                    "throughput_x": round(row["rps"] / peer["rps"], 2),
+                    "p50_latency_x": round(row["p50_ms"] / peer["p50_ms"], 2),
+                    "p99_latency_x": round(row["p99_ms"] / peer["p99_ms"], 2),
+                    "server_cpu_per_request_x": round(
+                        row["server_cpu_ms_per_request"] / peer["server_cpu_ms_per_request"], 2
+                    ),
+                }
+            )
     return out
 
 
@@ -346,30 +455,52 @@ def config(args: argparse.Namespace, exe: str | None) -> dict:
     version = None
     if exe:
         try:
-            out = subprocess.run([str(Path(exe).parent / "python"), "-c", "import importlib.metadata as m; print(m.version('litellm'))"],
-                                 capture_output=True, text=True, timeout=30)
+            out = subprocess.run(
+                [str(Path(exe).parent / "python"), "-c", "import importlib.metadata as m; print(m.version('litellm'))"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
             version = out.stdout.strip() or None
         except (OSError, subprocess.SubprocessError):
             pass
-    return {"requests_per_case": args.requests, "concurrency": args.concurrency, "stub_delay_s": args.stub_delay,
-            "cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
-            "litellm": version, "rounds": args.rounds, "loadavg_at_end": [round(x, 2) for x in os.getloadavg()], "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "load_generator": "one asyncio process, one raw keep-alive HTTP/1.1 connection per client, non-streaming requests",
-            "same_machine": "stub, proxy and load generator share the machine's CPUs"}
+    return {
+        "requests_per_case": args.requests,
+        "concurrency": args.concurrency,
+        "stub_delay_s": args.stub_delay,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "litellm": version,
+        "rounds": args.rounds,
+        "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "load_generator": "one asyncio process, one raw keep-alive HTTP/1.1 connection per client, non-streaming requests",
+        "same_machine": "stub, proxy and load generator share the machine's CPUs",
+    }
 
 
 def table(report: dict) -> str:
-    lines = ["| target | clients | requests ok | req/s | p50 ms | p99 ms | server CPU ms/req | errors |",
-             "|---|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [
+        "| target | clients | requests ok | req/s | p50 ms | p99 ms | server CPU ms/req | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for r in report["rows"]:
-        lines.append(f"| {r['target']} | {r['concurrency']} | {r['ok']}/{r['requests']} | {r['rps']} | {r['p50_ms']} | {r['p99_ms']} "
-                     f"| {r['server_cpu_ms_per_request']} | {r['errors'] or ''} |")
+        lines.append(
+            f"| {r['target']} | {r['concurrency']} | {r['ok']}/{r['requests']} | {r['rps']} | {r['p50_ms']} | {r['p99_ms']} "
+            f"| {r['server_cpu_ms_per_request']} | {r['errors'] or ''} |"
+        )
     if report["ratios"]:
-        lines += ["", "| podium vs LiteLLM | clients | throughput × | p50 latency × | p99 latency × | server CPU/req × |",
-                  "|---|---:|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            "| podium vs LiteLLM | clients | throughput × | p50 latency × | p99 latency × | server CPU/req × |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
         for r in report["ratios"]:
-            lines.append(f"| {r['target']} | {r['concurrency']} | {r['throughput_x']} | {r['p50_latency_x']} | {r['p99_latency_x']} "
-                         f"| {r['server_cpu_per_request_x']} |")
+            lines.append(
+                f"| {r['target']} | {r['concurrency']} | {r['throughput_x']} | {r['p50_latency_x']} | {r['p99_latency_x']} "
+                f"| {r['server_cpu_per_request_x']} |"
+            )
     return "\n".join(lines + [""] + [f"- {n}" for n in report["notes"]])
 
 

@@ -31,11 +31,47 @@ def sample_run(i: int) -> RunResult:
     question = f"Question {i}: " + "explain the trade-offs of this design in detail. " * 8
     msgs = [ChatMessage(role="user", content=question + " context " * 40)]
     turns = [
-        Turn(turn=1, role=Role.THINKER, model=f"m{i % 5}", region="eu", messages=msgs, output="1. plan " * 20, prompt_tokens=300, completion_tokens=60, cost_usd=1e-4, latency_s=0.4),
-        Turn(turn=2, role=Role.WORKER, model=f"m{(i + 1) % 5}", region="us", messages=msgs, output="answer " * 60, prompt_tokens=360, completion_tokens=120, cost_usd=3e-4, latency_s=1.1),
-        Turn(turn=3, role=Role.VERIFIER, model=f"m{(i + 2) % 5}", region="eu", messages=msgs, output="ACCEPT: fine", verdict=Verdict.ACCEPT, prompt_tokens=500, completion_tokens=4, cost_usd=5e-5, latency_s=0.2),
+        Turn(
+            turn=1,
+            role=Role.THINKER,
+            model=f"m{i % 5}",
+            region="eu",
+            messages=msgs,
+            output="1. plan " * 20,
+            prompt_tokens=300,
+            completion_tokens=60,
+            cost_usd=1e-4,
+            latency_s=0.4,
+        ),
+        Turn(
+            turn=2,
+            role=Role.WORKER,
+            model=f"m{(i + 1) % 5}",
+            region="us",
+            messages=msgs,
+            output="answer " * 60,
+            prompt_tokens=360,
+            completion_tokens=120,
+            cost_usd=3e-4,
+            latency_s=1.1,
+        ),
+        Turn(
+            turn=3,
+            role=Role.VERIFIER,
+            model=f"m{(i + 2) % 5}",
+            region="eu",
+            messages=msgs,
+            output="ACCEPT: fine",
+            verdict=Verdict.ACCEPT,
+            prompt_tokens=500,
+            completion_tokens=4,
+            cost_usd=5e-5,
+            latency_s=0.2,
+        ),
     ]
-    return RunResult(query=question, answer="answer " * 60, status=RunStatus.ACCEPTED, pool="bench", coordinator="rules", turns=turns)
+    return RunResult(
+        query=question, answer="answer " * 60, status=RunStatus.ACCEPTED, pool="bench", coordinator="rules", turns=turns
+    )
 
 
 def time_each(fn, items) -> list[float]:
@@ -51,6 +87,7 @@ def jsonl_writer(path: Path):
     def write(result: RunResult) -> None:
         with path.open("a") as f:
             f.write(json.dumps(result.model_dump(mode="json")) + "\n")
+
     return write
 
 
@@ -92,7 +129,8 @@ def main() -> None:
         jsonl_lat = time_each(jsonl_writer(Path(tmp) / "bench.jsonl"), runs)
         reads = {
             "ls_50_ms": 1000 * statistics.median(time_each(lambda _: store.runs(limit=50), range(20))),
-            "ls_model_filter_ms": 1000 * statistics.median(time_each(lambda _: store.runs(model="m3", limit=50), range(20))),
+            "ls_model_filter_ms": 1000
+            * statistics.median(time_each(lambda _: store.runs(model="m3", limit=50), range(20))),
             "show_run_ms": 1000 * statistics.median(time_each(lambda r: store.run(r.run_id), runs[:50])),
             "stats_all_ms": 1000 * statistics.median(time_each(lambda _: model_stats(store), range(3))),
         }
@@ -102,11 +140,17 @@ def main() -> None:
         db_bytes = sum(p.stat().st_size for p in Path(tmp).glob("bench.db*"))
         jsonl_bytes = (Path(tmp) / "bench.jsonl").stat().st_size
     result = {
-        "runs": args.runs, "turns_per_run": 3, "procs": args.procs,
-        "record_ms_p50": 1000 * statistics.median(store_lat), "record_ms_p99": 1000 * pct(store_lat, 99),
-        "jsonl_ms_p50": 1000 * statistics.median(jsonl_lat), "jsonl_ms_p99": 1000 * pct(jsonl_lat, 99),
-        "concurrent_runs_per_s": store_conc, "jsonl_concurrent_runs_per_s": jsonl_conc,
-        "bytes_per_run": db_bytes / args.runs, "jsonl_bytes_per_run": jsonl_bytes / args.runs,
+        "runs": args.runs,
+        "turns_per_run": 3,
+        "procs": args.procs,
+        "record_ms_p50": 1000 * statistics.median(store_lat),
+        "record_ms_p99": 1000 * pct(store_lat, 99),
+        "jsonl_ms_p50": 1000 * statistics.median(jsonl_lat),
+        "jsonl_ms_p99": 1000 * pct(jsonl_lat, 99),
+        "concurrent_runs_per_s": store_conc,
+        "jsonl_concurrent_runs_per_s": jsonl_conc,
+        "bytes_per_run": db_bytes / args.runs,
+        "jsonl_bytes_per_run": jsonl_bytes / args.runs,
         **reads,
     }
     rows = [
@@ -118,7 +162,11 @@ def main() -> None:
     print(f"{'metric':<32} {'sqlite store':>13} {'jsonl peer':>11} {'ratio':>7}")
     for name, mine, peer in rows:
         print(f"{name:<32} {mine:>13.2f} {peer:>11.2f} {mine / peer:>7.2f}")
-    print(f"reads on {args.runs} runs: " + ", ".join(f"{k} {v:.2f}" for k, v in reads.items()) + " (jsonl has no index: a read scans the file)")
+    print(
+        f"reads on {args.runs} runs: "
+        + ", ".join(f"{k} {v:.2f}" for k, v in reads.items())
+        + " (jsonl has no index: a read scans the file)"
+    )
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "store.json").write_text(json.dumps(result, indent=2) + "\n")
 

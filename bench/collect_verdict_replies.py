@@ -69,8 +69,11 @@ async def main() -> None:
     rng = random.Random(11)
     items = gsm8k_items(args.gsm8k, rng) + mbpp_items(args.mbpp, rng)
     backend = LocalBackend(load_pool("embedded").get("smollm2-precise"))
-    settings = {"old-prompt": (OLD_PROMPT, None), "protocol-prompt": (DEFAULT_PROMPTS["verifier"], None),
-                "protocol+grammar": (DEFAULT_PROMPTS["verifier"], "verdict")}
+    settings = {
+        "old-prompt": (OLD_PROMPT, None),
+        "protocol-prompt": (DEFAULT_PROMPTS["verifier"], None),
+        "protocol+grammar": (DEFAULT_PROMPTS["verifier"], "verdict"),
+    }
     replies, stats = [], {name: {"n": 0, "protocol_line": 0, "seconds": 0.0} for name in settings}
     total, done, started = len(items) * 2 * len(settings), 0, time.perf_counter()
     for query, right, wrong in items:
@@ -78,7 +81,11 @@ async def main() -> None:
             for name, (template, structured) in settings.items():
                 prompt = template.format(query=query, answer=answer)
                 t = time.perf_counter()
-                completion = await backend.complete(CompletionRequest(messages=[ChatMessage(role="user", content=prompt)], max_tokens=160, structured=structured))
+                completion = await backend.complete(
+                    CompletionRequest(
+                        messages=[ChatMessage(role="user", content=prompt)], max_tokens=160, structured=structured
+                    )
+                )
                 stats[name]["seconds"] += time.perf_counter() - t
                 stats[name]["n"] += 1
                 stats[name]["protocol_line"] += bool(PROTOCOL.search(completion.text.strip()))
@@ -91,11 +98,23 @@ async def main() -> None:
     with open(RESULTS / "verdict_replies_embedded.jsonl", "w") as fh:
         for r in replies:
             fh.write(json.dumps(r) + "\n")
-    report = {"model": "SmolLM2-135M-Instruct (embedded pool, smollm2-precise)", "items": len(items), "load": os.getloadavg(), "settings": stats}
+    report = {
+        "model": "SmolLM2-135M-Instruct (embedded pool, smollm2-precise)",
+        "items": len(items),
+        "load": os.getloadavg(),
+        "settings": stats,
+    }
     (RESULTS / "verdict_grammar.json").write_text(json.dumps(report, indent=2) + "\n")
     lines = ["| setting | replies | with a final VERDICT line | s per reply |", "|---|---:|---:|---:|"]
-    lines += [f"| {k} | {v['n']} | {v['protocol_line']} ({v['protocol_line'] / max(v['n'], 1):.0%}) | {v['seconds'] / max(v['n'], 1):.2f} |" for k, v in stats.items()]
-    md = "# Verifier replies of the embedded model: protocol compliance\n\n" + "\n".join(lines) + f"\n\nMachine load: {report['load'][0]:.2f}\n"
+    lines += [
+        f"| {k} | {v['n']} | {v['protocol_line']} ({v['protocol_line'] / max(v['n'], 1):.0%}) | {v['seconds'] / max(v['n'], 1):.2f} |"
+        for k, v in stats.items()
+    ]
+    md = (
+        "# Verifier replies of the embedded model: protocol compliance\n\n"
+        + "\n".join(lines)
+        + f"\n\nMachine load: {report['load'][0]:.2f}\n"
+    )
     (RESULTS / "verdict_grammar.md").write_text(md)
     print(md)
 

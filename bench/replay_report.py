@@ -19,41 +19,62 @@ def pct(value) -> str:
 
 
 def methods_table(res: dict) -> list[str]:
-    lines = ["| method | test score | 95% CI | Δ vs best single, 95% CI (paired) | gap closed (95% CI) | cost / item | calls | latency ms | note |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    lines = [
+        "| method | test score | 95% CI | Δ vs best single, 95% CI (paired) | gap closed (95% CI) | cost / item | calls | latency ms | note |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for m in res["methods"]:
         lat = f"{m['latency_ms']:.2f}" if m["latency_ms"] is not None else ""
-        gap = f"{m['gap_closed'] * 100:.1f}% ({m['gap_ci'][0] * 100:.0f}…{m['gap_ci'][1] * 100:.0f}%)" if m["gap_ci"] else ""
-        name = f"**{m['method']}**" if m["method"] in ("learned", "learned@cap", "learned_cascade@3 cap") else m["method"]
-        lines.append(f"| {name} | {m['score']:.4f} | {ci(m['score_ci'])} | {ci(m['delta_ci'])} | {gap} | {m['cost']:.3g} | "
-                     f"{m['calls']:.2f} | {lat} | {m.get('note', '')} |")
+        gap = (
+            f"{m['gap_closed'] * 100:.1f}% ({m['gap_ci'][0] * 100:.0f}…{m['gap_ci'][1] * 100:.0f}%)"
+            if m["gap_ci"]
+            else ""
+        )
+        name = (
+            f"**{m['method']}**" if m["method"] in ("learned", "learned@cap", "learned_cascade@3 cap") else m["method"]
+        )
+        lines.append(
+            f"| {name} | {m['score']:.4f} | {ci(m['score_ci'])} | {ci(m['delta_ci'])} | {gap} | {m['cost']:.3g} | "
+            f"{m['calls']:.2f} | {lat} | {m.get('note', '')} |"
+        )
     return lines
 
 
 def cv_lines(res: dict) -> list[str]:
-    out = [f"- CV ({res['folds']} folds on train), `{name}`: {sel['reason']} ({sel['candidates']} candidates, Bonferroni)"
-           for name, sel in res["cv"].items()]
+    out = [
+        f"- CV ({res['folds']} folds on train), `{name}`: {sel['reason']} ({sel['candidates']} candidates, Bonferroni)"
+        for name, sel in res["cv"].items()
+    ]
     c = res["cascade_cv"]
-    out.append(f"- CV, `learned_cascade@3 cap` (cost ≤ best single's on CV): {c['reason']} ({c['candidates']} candidates)")
+    out.append(
+        f"- CV, `learned_cascade@3 cap` (cost ≤ best single's on CV): {c['reason']} ({c['candidates']} candidates)"
+    )
     return out
 
 
 def routellm_lines(results: list[dict]) -> list[str]:
-    lines = ["| dataset | strong (score) | weak (score) | cost ratio | test items | router | APGR | CPT(50%) | CPT(80%) |",
-             "|---|---|---|---:|---:|---|---:|---:|---:|"]
+    lines = [
+        "| dataset | strong (score) | weak (score) | cost ratio | test items | router | APGR | CPT(50%) | CPT(80%) |",
+        "|---|---|---|---:|---:|---|---:|---:|---:|",
+    ]
     for res in results:
         rl = res.get("routellm")
         if not rl:
             continue
         for name, c in rl["curves"].items():
-            lines.append(f"| {res['dataset']['name']} | {rl['strong']} ({rl['strong_score']:.3f}) | {rl['weak']} ({rl['weak_score']:.3f}) | "
-                         f"{rl['cost_ratio']:.0f}× | {rl['test_items']} | {name} | {c['apgr']:.3f} | {pct(c['cpt50'])} | {pct(c['cpt80'])} |")
+            lines.append(
+                f"| {res['dataset']['name']} | {rl['strong']} ({rl['strong_score']:.3f}) | {rl['weak']} ({rl['weak_score']:.3f}) | "
+                f"{rl['cost_ratio']:.0f}× | {rl['test_items']} | {name} | {c['apgr']:.3f} | {pct(c['cpt50'])} | {pct(c['cpt80'])} |"
+            )
     return lines
 
 
 def knob_lines(results: list[dict]) -> list[str]:
     weights = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)
-    lines = ["| dataset (strong/weak slice) | " + " | ".join(f"w={w:g}" for w in weights) + " |", "|---|" + "---:|" * len(weights)]
+    lines = [
+        "| dataset (strong/weak slice) | " + " | ".join(f"w={w:g}" for w in weights) + " |",
+        "|---|" + "---:|" * len(weights),
+    ]
     for res in results:
         rl = res.get("routellm")
         if not rl:
@@ -65,25 +86,35 @@ def knob_lines(results: list[dict]) -> list[str]:
 
 
 def cache_lines(results: list[dict]) -> list[str]:
-    lines = ["| dataset | threshold | queries | hit rate | repeats hit | paraphrases hit | hits from another item | score fresh → cached | change 95% CI | p50 ms fresh | p50 ms hit |",
-             "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|"]
+    lines = [
+        "| dataset | threshold | queries | hit rate | repeats hit | paraphrases hit | hits from another item | score fresh → cached | change 95% CI | p50 ms fresh | p50 ms hit |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|",
+    ]
     for res in results:
         for c in res.get("cache", []):
             hit = f"{c['p50_ms_hit']:.2f}" if c["p50_ms_hit"] is not None else ""
-            lines.append(f"| {res['dataset']['name']} | {c['threshold']} | {c['queries']} | {c['hit_rate']:.1%} | {c['hit_rate_by_kind']['repeat']:.0%} | "
-                         f"{c['hit_rate_by_kind']['paraphrase']:.0%} | {c['hits_from_another_item']} | {c['score_fresh']:.4f} → {c['score_cached']:.4f} | "
-                         f"{ci(c['score_change_ci'])} | {c['p50_ms_fresh']:.2f} | {hit} |")
+            lines.append(
+                f"| {res['dataset']['name']} | {c['threshold']} | {c['queries']} | {c['hit_rate']:.1%} | {c['hit_rate_by_kind']['repeat']:.0%} | "
+                f"{c['hit_rate_by_kind']['paraphrase']:.0%} | {c['hits_from_another_item']} | {c['score_fresh']:.4f} → {c['score_cached']:.4f} | "
+                f"{ci(c['score_change_ci'])} | {c['p50_ms_fresh']:.2f} | {hit} |"
+            )
     return lines
 
 
 def verifier_lines(results: list[dict]) -> list[str]:
-    lines = ["| dataset | cascade | " + " | ".join(f"acc {1 - e:.2f}" for e in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)) + " |",
-             "|---|---|" + "---:|" * 6]
+    lines = [
+        "| dataset | cascade | " + " | ".join(f"acc {1 - e:.2f}" for e in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)) + " |",
+        "|---|---|" + "---:|" * 6,
+    ]
     for res in results:
         pts = res.get("verifier_sweep", [])
         for name in dict.fromkeys(p["method"] for p in pts):
             by_e = {round(p["error_rate"], 2): p for p in pts if p["method"] == name}
-            cells = [f"{by_e[e]['gain']:+.3f}" + ("*" if by_e[e]["gain_ci"][0] > 0 else "") for e in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5) if e in by_e]
+            cells = [
+                f"{by_e[e]['gain']:+.3f}" + ("*" if by_e[e]["gain_ci"][0] > 0 else "")
+                for e in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
+                if e in by_e
+            ]
             lines.append(f"| {res['dataset']['name']} | {name} | " + " | ".join(cells) + " |")
     return lines
 
@@ -97,17 +128,36 @@ def main() -> None:
     out = [f"Command: `{data['command']}`", ""]
     for res in results:
         d = res["dataset"]
-        out += [f"### {d['name']}", "", f"{res['test_items']} test items, {d['models']} models, cost: {d['cost_source']}, best single: "
-                f"{res['best_single_model']}; cascades: {res['verifier']['label']}; {res['seconds']} s.", ""]
+        out += [
+            f"### {d['name']}",
+            "",
+            f"{res['test_items']} test items, {d['models']} models, cost: {d['cost_source']}, best single: "
+            f"{res['best_single_model']}; cascades: {res['verifier']['label']}; {res['seconds']} s.",
+            "",
+        ]
         out += methods_table(res) + [""] + cv_lines(res) + [""]
         if "eval_only" in res:
             eo = {m["method"]: m for m in res["eval_only"]}
-            out += ["eval_only (out-of-distribution tasks): " + ", ".join(
-                f"{n} {eo[n]['score']:.4f} {ci(eo[n]['delta_ci'])}" for n in ("best_single", "per_task", "mf", "knn", "learned_ungated", "learned") if n in eo), ""]
-    out += ["### Cascade gain over the best single model vs verifier accuracy (symmetric error rates; * = paired 95% CI above 0)", ""]
+            out += [
+                "eval_only (out-of-distribution tasks): "
+                + ", ".join(
+                    f"{n} {eo[n]['score']:.4f} {ci(eo[n]['delta_ci'])}"
+                    for n in ("best_single", "per_task", "mf", "knn", "learned_ungated", "learned")
+                    if n in eo
+                ),
+                "",
+            ]
+    out += [
+        "### Cascade gain over the best single model vs verifier accuracy (symmetric error rates; * = paired 95% CI above 0)",
+        "",
+    ]
     out += verifier_lines(results) + [""]
     out += ["### RouteLLM metrics on the strong/weak slices", ""] + routellm_lines(results) + [""]
-    out += ["### Cost knob on the same slices: share of strong calls / test score at cost_weight w", ""] + knob_lines(results) + [""]
+    out += (
+        ["### Cost knob on the same slices: share of strong calls / test score at cost_weight w", ""]
+        + knob_lines(results)
+        + [""]
+    )
     out += ["### Routing-decision cache (repeated and paraphrased test queries)", ""] + cache_lines(results) + [""]
     print("\n".join(out))
 

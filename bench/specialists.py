@@ -122,7 +122,12 @@ def respond(model: str, text: str, salt: str = "") -> str:
     for label in wanted:
         if label not in parts:
             continue
-        seen = [v for blk in ("Output of step" + shown).split("Output of step")[1:] for lbl, v in VALUE.findall(blk) if lbl == label]
+        seen = [
+            v
+            for blk in ("Output of step" + shown).split("Output of step")[1:]
+            for lbl, v in VALUE.findall(blk)
+            if lbl == label
+        ]
         values[label] = solve_part(model, label, *parts[label], seen, salt, "|".join(v for _, v in parts.values()))
     body = "; ".join(f"{k}={v}" for k, v in values.items())
     return f"{body}; FINAL: {'|'.join(values.values())}" if len(wanted) == len(parts) else body
@@ -149,12 +154,32 @@ def conductor(text: str) -> str:
     steps = []
     for label, (kind, _) in sorted(parts.items()):
         model = next((name for name, tags in cards.items() if TAGS[kind] in tags), fallback)
-        steps.append({"id": f"part{label}", "model": model, "role": "worker", "access": ["query"],
-                      "instruction": f"Solve only part {label}. Reply as {label}=VALUE."})
+        steps.append(
+            {
+                "id": f"part{label}",
+                "model": model,
+                "role": "worker",
+                "access": ["query"],
+                "instruction": f"Solve only part {label}. Reply as {label}=VALUE.",
+            }
+        )
     merger = "generalist" if "generalist" in cards else fallback
-    steps.append({"id": "merge", "model": merger, "role": "worker", "access": ["query", *[s["id"] for s in steps]],
-                  "instruction": "Combine the part answers below into the final answer, in order."})
-    return json.dumps({"reason": "each part to the specialist whose strengths match it, then a merge", "steps": steps, "final": "merge"})
+    steps.append(
+        {
+            "id": "merge",
+            "model": merger,
+            "role": "worker",
+            "access": ["query", *[s["id"] for s in steps]],
+            "instruction": "Combine the part answers below into the final answer, in order.",
+        }
+    )
+    return json.dumps(
+        {
+            "reason": "each part to the specialist whose strengths match it, then a merge",
+            "steps": steps,
+            "final": "merge",
+        }
+    )
 
 
 def check(reply: str | None, expected: str) -> bool:

@@ -34,9 +34,14 @@ def section(title: str, folder: Path) -> list[str]:
     report = build_report(rows, names, {**settings, "title": f"{title}: {n} items, embedded pool"})
     write_report(report, folder)
     hours = sum(r["latency_s"] for r in rows) / 3600
-    return [f"## {title}: {n} of {settings.get('limit')} sampled items finished (seed {settings['seed']})", "",
-            f"Command: `{settings['command']}`; budget {settings['budget']}, per-call cap {settings['call_max_tokens']} tokens.",
-            f"Wall time of the finished runs: {hours:.2f} h (sum of run latencies).", "", markdown(report)]
+    return [
+        f"## {title}: {n} of {settings.get('limit')} sampled items finished (seed {settings['seed']})",
+        "",
+        f"Command: `{settings['command']}`; budget {settings['budget']}, per-call cap {settings['call_max_tokens']} tokens.",
+        f"Wall time of the finished runs: {hours:.2f} h (sum of run latencies).",
+        "",
+        markdown(report),
+    ]
 
 
 NOTES = """## How it was run, and what it shows

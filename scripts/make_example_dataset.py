@@ -23,34 +23,114 @@ MODELS = {  # name -> (task it is good at or None for all, price in/out USD per 
     "polyglot": ("translation", (0.10, 0.40)),
     "generalist": (None, (0.40, 1.60)),
 }
-WORDS = ["house", "river", "bread", "friend", "morning", "window", "garden", "letter", "mountain", "train", "apple",
-         "school", "doctor", "summer", "bridge", "kitchen", "forest", "island"]
+WORDS = [
+    "house",
+    "river",
+    "bread",
+    "friend",
+    "morning",
+    "window",
+    "garden",
+    "letter",
+    "mountain",
+    "train",
+    "apple",
+    "school",
+    "doctor",
+    "summer",
+    "bridge",
+    "kitchen",
+    "forest",
+    "island",
+]
 LANGS = ["French", "German", "Spanish", "Italian", "Portuguese", "Dutch"]
-COUNTRIES = ["France", "Japan", "Kenya", "Peru", "Canada", "Norway", "Egypt", "India", "Chile", "Poland", "Brazil",
-             "Vietnam", "Ghana", "Mexico", "Sweden", "Turkey", "Nepal", "Morocco", "Greece", "Argentina"]
-CODE = ["reverses a list", "counts the vowels in a string", "returns the n-th Fibonacci number", "checks whether a number is prime",
-        "merges two sorted lists", "removes duplicates from a list keeping order", "computes a factorial", "flattens a nested list",
-        "parses a CSV line into fields", "checks whether a string is a palindrome", "sums the digits of an integer",
-        "finds the largest element of a list", "converts Celsius to Fahrenheit", "counts word frequencies in a text",
-        "validates an email address", "sorts a dictionary by value"]
-TOPICS = ["photosynthesis", "the water cycle", "compound interest", "plate tectonics", "the French revolution", "vaccines",
-          "inflation", "black holes", "the immune system", "supply and demand", "climate change", "electricity",
-          "the printing press", "natural selection", "tides", "the internet"]
+COUNTRIES = [
+    "France",
+    "Japan",
+    "Kenya",
+    "Peru",
+    "Canada",
+    "Norway",
+    "Egypt",
+    "India",
+    "Chile",
+    "Poland",
+    "Brazil",
+    "Vietnam",
+    "Ghana",
+    "Mexico",
+    "Sweden",
+    "Turkey",
+    "Nepal",
+    "Morocco",
+    "Greece",
+    "Argentina",
+]
+CODE = [
+    "reverses a list",
+    "counts the vowels in a string",
+    "returns the n-th Fibonacci number",
+    "checks whether a number is prime",
+    "merges two sorted lists",
+    "removes duplicates from a list keeping order",
+    "computes a factorial",
+    "flattens a nested list",
+    "parses a CSV line into fields",
+    "checks whether a string is a palindrome",
+    "sums the digits of an integer",
+    "finds the largest element of a list",
+    "converts Celsius to Fahrenheit",
+    "counts word frequencies in a text",
+    "validates an email address",
+    "sorts a dictionary by value",
+]
+TOPICS = [
+    "photosynthesis",
+    "the water cycle",
+    "compound interest",
+    "plate tectonics",
+    "the French revolution",
+    "vaccines",
+    "inflation",
+    "black holes",
+    "the immune system",
+    "supply and demand",
+    "climate change",
+    "electricity",
+    "the printing press",
+    "natural selection",
+    "tides",
+    "the internet",
+]
 
 
 def question(task: str, rng: random.Random) -> str:
     """One templated question of a task family."""
     if task == "arithmetic":
         a, b, op = rng.randint(11, 99), rng.randint(3, 49), rng.choice(["*", "+", "-"])
-        return rng.choice([f"What is {a} {op} {b}?", f"Compute {a} {op} {b} and give the number.", f"Calculate {a} {op} {b}."])
+        return rng.choice(
+            [f"What is {a} {op} {b}?", f"Compute {a} {op} {b} and give the number.", f"Calculate {a} {op} {b}."]
+        )
     if task == "code":
-        return rng.choice(["Write a Python function that {}.", "Implement in Python a function that {}.", "Python: write code that {}.",
-                           "Write a function in Python which {}.", "Give Python code for a function that {}."]).format(rng.choice(CODE))
+        return rng.choice(
+            [
+                "Write a Python function that {}.",
+                "Implement in Python a function that {}.",
+                "Python: write code that {}.",
+                "Write a function in Python which {}.",
+                "Give Python code for a function that {}.",
+            ]
+        ).format(rng.choice(CODE))
     if task == "translation":
         return f"Translate the word '{rng.choice(WORDS)}' into {rng.choice(LANGS)}."
     if task == "geography":
-        return rng.choice([f"What is the capital of {rng.choice(COUNTRIES)}?", f"Which continent is {rng.choice(COUNTRIES)} in?",
-                           f"Name the longest river in {rng.choice(COUNTRIES)}."])
+        return rng.choice(
+            [
+                f"What is the capital of {rng.choice(COUNTRIES)}?",
+                f"Which continent is {rng.choice(COUNTRIES)} in?",
+                f"Name the longest river in {rng.choice(COUNTRIES)}.",
+            ]
+        )
     topic, n = rng.choice(TOPICS), rng.choice(["two", "three", "four"])
     return rng.choice([f"Explain {topic} in {n} sentences.", f"Give a {n}-sentence explanation of {topic}."])
 
@@ -73,8 +153,15 @@ def rows(per_task: int = 60, seed: int = 0) -> tuple[list[dict], list[dict]]:
                 p = 0.6 if skill is None else (0.85 if skill == task else 0.25)
                 chars = rng.randint(40, 400)
                 cost = (len(text) / 4 * p_in + chars / 4 * p_out) / 1e6
-                outcomes.append({"item_id": item_id, "model": model, "score": float(rng.random() < p),
-                                 "cost_usd": round(cost, 10), "output_chars": chars})
+                outcomes.append(
+                    {
+                        "item_id": item_id,
+                        "model": model,
+                        "score": float(rng.random() < p),
+                        "cost_usd": round(cost, 10),
+                        "output_chars": chars,
+                    }
+                )
     return items, outcomes
 
 
@@ -82,7 +169,11 @@ def main() -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    out = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).resolve().parents[1] / "src" / "podium" / "data" / "example")
+    out = Path(
+        sys.argv[1]
+        if len(sys.argv) > 1
+        else Path(__file__).resolve().parents[1] / "src" / "podium" / "data" / "example"
+    )
     out.mkdir(parents=True, exist_ok=True)
     items, outcomes = rows()
     pq.write_table(pa.Table.from_pylist(items), out / "items.parquet")

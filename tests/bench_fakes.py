@@ -67,7 +67,7 @@ def v_noisy(request: CompletionRequest) -> str:
     text = _text(request)
     match = TASK.search(text)
     a, op, b, right = _task(text)
-    given = re.search(r"-?\d+", text[match.end():])
+    given = re.search(r"-?\d+", text[match.end() :])
     if given and int(given.group()) == right:
         return "The answer is right.\nVERDICT: ACCEPT"
     if (a + b) % 2 == 0:
@@ -76,23 +76,44 @@ def v_noisy(request: CompletionRequest) -> str:
 
 
 def _model(name: str, fn: str, roles: list[str], price: float = 1.0) -> dict:
-    return {"name": name, "backend": "scripted", "function": f"bench_fakes:{fn}", "roles": roles,
-            "input_usd_per_mtok": price, "output_usd_per_mtok": price}
+    return {
+        "name": name,
+        "backend": "scripted",
+        "function": f"bench_fakes:{fn}",
+        "roles": roles,
+        "input_usd_per_mtok": price,
+        "output_usd_per_mtok": price,
+    }
 
 
 def write_code_pool(folder) -> str:
-    pool = {"name": "code-fakes", "models": [_model("planner", "planner", ["thinker", "verifier"]),
-                                             _model("coder", "coder", ["worker"]), _model("lazy", "lazy", ["worker"], 0.5)],
-            "defaults": {"thinker": "planner", "worker": "coder", "verifier": "planner"}, "budget": {"max_turns": 5}}
+    pool = {
+        "name": "code-fakes",
+        "models": [
+            _model("planner", "planner", ["thinker", "verifier"]),
+            _model("coder", "coder", ["worker"]),
+            _model("lazy", "lazy", ["worker"], 0.5),
+        ],
+        "defaults": {"thinker": "planner", "worker": "coder", "verifier": "planner"},
+        "budget": {"max_turns": 5},
+    }
     path = folder / "code-pool.yaml"
     path.write_text(yaml.safe_dump(pool))
     return str(path)
 
 
 def write_arith_pool(folder) -> str:
-    pool = {"name": "arith", "models": [_model("planner", "planner", ["thinker"]), _model("w_gen", "w_gen", ["worker"]),
-                                        _model("w_add", "w_add", ["worker"]), _model("v_noisy", "v_noisy", ["verifier"])],
-            "defaults": {"thinker": "planner", "worker": "w_gen", "verifier": "v_noisy"}, "budget": {"max_turns": 5}}
+    pool = {
+        "name": "arith",
+        "models": [
+            _model("planner", "planner", ["thinker"]),
+            _model("w_gen", "w_gen", ["worker"]),
+            _model("w_add", "w_add", ["worker"]),
+            _model("v_noisy", "v_noisy", ["verifier"]),
+        ],
+        "defaults": {"thinker": "planner", "worker": "w_gen", "verifier": "v_noisy"},
+        "budget": {"max_turns": 5},
+    }
     path = folder / "arith-pool.yaml"
     path.write_text(yaml.safe_dump(pool))
     return str(path)
@@ -103,10 +124,22 @@ def arith_tasks(n_per_family: int) -> list[dict]:
     out = []
     for i in range(n_per_family):
         a, b = 3 + i, 7 + 2 * i
-        out.append({"id": f"add/{i}", "family": "add", "prompt": f"Addition task. What is {a} plus {b}? Add the numbers.",
-                    "check": {"type": "number", "answer": a + b}})
-        out.append({"id": f"mul/{i}", "family": "mul", "prompt": f"Product task. What is {a} times {b}? Multiply them.",
-                    "check": {"type": "number", "answer": a * b}})
+        out.append(
+            {
+                "id": f"add/{i}",
+                "family": "add",
+                "prompt": f"Addition task. What is {a} plus {b}? Add the numbers.",
+                "check": {"type": "number", "answer": a + b},
+            }
+        )
+        out.append(
+            {
+                "id": f"mul/{i}",
+                "family": "mul",
+                "prompt": f"Product task. What is {a} times {b}? Multiply them.",
+                "check": {"type": "number", "answer": a * b},
+            }
+        )
     return out
 
 
@@ -117,6 +150,12 @@ def code_tasks(n: int) -> list[dict]:
         op, word = ops[i % 2]
         name = f"{word}_{i}"
         tests = [f"assert {name}({i + 1}, 3) == {i + 1} {op} 3", f"assert {name}(2, {i + 2}) == 2 {op} {i + 2}"]
-        out.append({"id": f"code/{i}", "family": word, "prompt": f"Write a Python function `{name}(a, b)` returning a {op} b.",
-                    "check": {"type": "python_tests", "tests": tests}})
+        out.append(
+            {
+                "id": f"code/{i}",
+                "family": word,
+                "prompt": f"Write a Python function `{name}(a, b)` returning a {op} b.",
+                "check": {"type": "python_tests", "tests": tests},
+            }
+        )
     return out

@@ -6,8 +6,14 @@ from __future__ import annotations
 
 from podium.types import CompletionRequest
 
-RIGHT = {"add": "```python\ndef add(a, b):\n    return a + b\n```", "double": "```python\ndef double(x):\n    return 2 * x\n```"}
-WRONG = {"add": "```python\ndef add(a, b):\n    return a - b\n```", "double": "```python\ndef double(x):\n    return x\n```"}
+RIGHT = {
+    "add": "```python\ndef add(a, b):\n    return a + b\n```",
+    "double": "```python\ndef double(x):\n    return 2 * x\n```",
+}
+WRONG = {
+    "add": "```python\ndef add(a, b):\n    return a - b\n```",
+    "double": "```python\ndef double(x):\n    return x\n```",
+}
 
 
 def answer(request: CompletionRequest) -> str:

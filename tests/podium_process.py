@@ -19,15 +19,39 @@ from conftest import REPO, free_port
 class PodiumServer:
     """``podium serve --pool POOL`` with ``PODIUM_HOME=home``; stdout and stderr go to ``home/serve.log``."""
 
-    def __init__(self, pool: Path, home: Path, *, env: dict[str, str] | None = None, args: list[str] | None = None) -> None:
+    def __init__(
+        self, pool: Path, home: Path, *, env: dict[str, str] | None = None, args: list[str] | None = None
+    ) -> None:
         self.home, self.port = home, free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = home / "serve.log"
-        full_env = {**os.environ, "PODIUM_HOME": str(home), "PODIUM_TRACES": "full", "PYTHONPATH": os.environ.get("PYTHONPATH") or str(REPO / "src"), **(env or {})}
+        full_env = {
+            **os.environ,
+            "PODIUM_HOME": str(home),
+            "PODIUM_TRACES": "full",
+            "PYTHONPATH": os.environ.get("PYTHONPATH") or str(REPO / "src"),
+            **(env or {}),
+        }
         self._log = self.log_path.open("w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "podium", "serve", "--pool", str(pool), "--port", str(self.port),
-                                      "--log-level", "info", *(args or [])], env=full_env, cwd=home,
-                                     stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "podium",
+                "serve",
+                "--pool",
+                str(pool),
+                "--port",
+                str(self.port),
+                "--log-level",
+                "info",
+                *(args or []),
+            ],
+            env=full_env,
+            cwd=home,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
         self._wait_healthy()
 
     def _wait_healthy(self, timeout: float = 30.0) -> None:
@@ -90,7 +114,7 @@ class PodiumServer:
             self.proc.wait(5)
         self._log.close()
 
-    def __enter__(self) -> "PodiumServer":
+    def __enter__(self) -> PodiumServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -100,8 +124,10 @@ class PodiumServer:
 def chat_request(port: int, model: str, *, stream: bool = True, extra_headers: str = "") -> bytes:
     """A raw HTTP/1.1 chat-completions request."""
     body = f'{{"model": "{model}", "stream": {str(stream).lower()}, "messages": [{{"role": "user", "content": "hi"}}]}}'.encode()
-    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n{extra_headers}\r\n")
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n{extra_headers}\r\n"
+    )
     return head.encode() + body
 
 

@@ -99,8 +99,9 @@ def questions(n: int) -> list[str]:
     return [f"[{'math' if i % 2 == 0 else 'code'}] question number {i}: what is the result?" for i in range(n)]
 
 
-async def run_all(store: Store, queries: list[str], *, workers=WORKERS, slow: bool = False,
-                  max_turns: int = 3) -> list[RunResult]:
+async def run_all(
+    store: Store, queries: list[str], *, workers=WORKERS, slow: bool = False, max_turns: int = 3
+) -> list[RunResult]:
     """Run every query once per worker (the other worker excluded), storing each run."""
     engine = Engine(seed_pool(slow), "rules", on_event=store.handler(source="test"))
     results = []
@@ -108,7 +109,9 @@ async def run_all(store: Store, queries: list[str], *, workers=WORKERS, slow: bo
         for query in queries:
             for worker in workers:
                 others = [w for w in WORKERS if w != worker]
-                results.append(await engine.run(query, budget=Budget(max_turns=max_turns), policy=Policy(exclude_models=others)))
+                results.append(
+                    await engine.run(query, budget=Budget(max_turns=max_turns), policy=Policy(exclude_models=others))
+                )
     finally:
         await engine.aclose()
     return results

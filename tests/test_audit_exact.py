@@ -11,9 +11,9 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -21,8 +21,14 @@ from conftest import free_port
 
 
 def podium(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "podium", *args], capture_output=True, text=True, timeout=60,
-                          env=dict(os.environ), stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "podium", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ),
+        stdin=subprocess.DEVNULL,
+    )
 
 
 class Failing(BaseHTTPRequestHandler):
@@ -30,7 +36,7 @@ class Failing(BaseHTTPRequestHandler):
 
     received: list[bytes] = []
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         Failing.received.append(self.rfile.read(int(self.headers.get("content-length", 0))))
         body = b'{"error": {"message": "bad request"}}'
         self.send_response(400)
@@ -82,7 +88,9 @@ def audit(*args: str) -> tuple[int, list[dict]]:
 
 def test_call_that_never_connected_is_not_data_leaving(tmp_path: Path) -> None:
     dead = pool_file(tmp_path, f"http://127.0.0.1:{free_port()}/v1", "us")
-    run = json.loads(podium("ask", "--pool", dead, "--exclude", "here", "--coordinator", "fixed", "--json", "hi").stdout)
+    run = json.loads(
+        podium("ask", "--pool", dead, "--exclude", "here", "--coordinator", "fixed", "--json", "hi").stdout
+    )
     assert run["status"] == "failed" and "ConnectError" in run["turns"][0]["error"]
     assert audit("--allowed-regions", "eu") == (0, [])
 
@@ -90,11 +98,27 @@ def test_call_that_never_connected_is_not_data_leaving(tmp_path: Path) -> None:
 def test_call_the_server_received_counts_even_when_it_failed(tmp_path: Path, failing_server: str) -> None:
     Failing.received.clear()
     pool = pool_file(tmp_path, failing_server, "us")
-    run = json.loads(podium("ask", "--pool", pool, "--exclude", "here", "--coordinator", "fixed", "--max-turns", "1", "--json", "secret question").stdout)
+    run = json.loads(
+        podium(
+            "ask",
+            "--pool",
+            pool,
+            "--exclude",
+            "here",
+            "--coordinator",
+            "fixed",
+            "--max-turns",
+            "1",
+            "--json",
+            "secret question",
+        ).stdout
+    )
     assert run["status"] == "failed" and Failing.received and b"secret question" in Failing.received[0]
     code, found = audit("--allowed-regions", "eu")
     assert code == 1 and [f["run_id"] for f in found] == [run["trace_id"]]
-    assert found[0]["violations"] == [{"turn": 1, "role": "worker", "model": "far-us", "region": "us", "call_failed": True}]
+    assert found[0]["violations"] == [
+        {"turn": 1, "role": "worker", "model": "far-us", "region": "us", "call_failed": True}
+    ]
     text = podium("traces", "audit", "--allowed-regions", "eu")
     assert "turn  1 worker   far-us @ us  (call failed after sending)" in text.stdout
     assert audit("--allowed-regions", "eu,us") == (0, [])

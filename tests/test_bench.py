@@ -26,11 +26,27 @@ def test_wilson_mcnemar_percentile_known_values() -> None:
 
 def test_report_pairs_only_items_both_graded() -> None:
     def row(task: str, coord: str, passed: bool) -> dict:
-        return {"task": task, "coordinator": coord, "passed": passed, "score": float(passed), "cost_usd": 0.1,
-                "tokens": 10, "latency_s": 1.0, "calls": 1, "status": "answered", "family": None}
+        return {
+            "task": task,
+            "coordinator": coord,
+            "passed": passed,
+            "score": float(passed),
+            "cost_usd": 0.1,
+            "tokens": 10,
+            "latency_s": 1.0,
+            "calls": 1,
+            "status": "answered",
+            "family": None,
+        }
 
-    rows = [row("a", "fixed:m", False), row("b", "fixed:m", True), row("a", "rules", True), row("b", "rules", True),
-            row("c", "rules", True), row("a", "rules", False)]  # the later row for (a, rules) wins
+    rows = [
+        row("a", "fixed:m", False),
+        row("b", "fixed:m", True),
+        row("a", "rules", True),
+        row("b", "rules", True),
+        row("c", "rules", True),
+        row("a", "rules", False),
+    ]  # the later row for (a, rules) wins
     report = build_report(rows, ["rules", "fixed:m"])
     rules = report["coordinators"][0]
     assert report["best_single"] == "fixed:m"
@@ -46,15 +62,32 @@ def write_tasks(folder: Path, n: int) -> Path:
 
 def test_bench_run_grounded_report_resume_record_and_grades(cli, tmp_path: Path) -> None:
     pool, tasks, out, rec = write_code_pool(tmp_path), write_tasks(tmp_path, 6), tmp_path / "out", tmp_path / "rec"
-    code, stdout, stderr = cli("bench", "run", str(tasks), "--pool", pool, "--coordinators", "rules", "--out", str(out),
-                               "--concurrency", "3", "--record", str(rec))
+    code, stdout, stderr = cli(
+        "bench",
+        "run",
+        str(tasks),
+        "--pool",
+        pool,
+        "--coordinators",
+        "rules",
+        "--out",
+        str(out),
+        "--concurrency",
+        "3",
+        "--record",
+        str(rec),
+    )
     assert code == 0, stderr
     assert "[bench] 6 tasks x 3 coordinators: 18 runs to do" in stderr and "ETA" in stderr
     report = json.loads((out / "report.json").read_text())
     acc = {s["coordinator"]: s for s in report["coordinators"]}
     assert list(acc) == ["rules", "fixed:coder", "fixed:lazy"]
     # the coder fixes its code only when the check's failing assert comes back as the diagnosis
-    assert acc["rules"]["accuracy"] == 1.0 and acc["fixed:coder"]["accuracy"] == 0.0 and acc["fixed:lazy"]["accuracy"] == 0.0
+    assert (
+        acc["rules"]["accuracy"] == 1.0
+        and acc["fixed:coder"]["accuracy"] == 0.0
+        and acc["fixed:lazy"]["accuracy"] == 0.0
+    )
     assert acc["rules"]["calls_per_item"] == 3.0 and acc["fixed:coder"]["calls_per_item"] == 1.0  # plan, answer, fix
     assert acc["rules"]["vs_best_single"] == {"items": 6, "wins": 6, "losses": 0, "p_value": pytest.approx(2 / 64)}
     assert acc["rules"]["cost_usd_per_item"] > acc["fixed:coder"]["cost_usd_per_item"] > 0
@@ -71,7 +104,10 @@ def test_bench_run_grounded_report_resume_record_and_grades(cli, tmp_path: Path)
     runs = list(store.iter_runs())
     assert len(runs) == 18 and "0002_run_grades" in store.migrations()
     graded = {(r["coordinator"], r["task_id"]): r for r in runs}
-    assert graded[("rules", "code/0")]["grade_score"] == 1.0 and graded[("rules", "code/0")]["grade_source"] == "check:python_tests"
+    assert (
+        graded[("rules", "code/0")]["grade_score"] == 1.0
+        and graded[("rules", "code/0")]["grade_source"] == "check:python_tests"
+    )
     assert graded[("fixed:lazy", "code/0")]["grade_score"] == 0.0
 
     # --record: each pool model's graded single answer, in the replay format
@@ -80,7 +116,10 @@ def test_bench_run_grounded_report_resume_record_and_grades(cli, tmp_path: Path)
     ds = load_replay(rec)
     assert ds.models == ["coder", "lazy"] and len(ds.item_ids) == 6 and (ds.scores == 0).all()
     assert json.loads((rec / "meta.json").read_text())["score_source"] == "graded"
-    assert json.loads((rec / "models.json").read_text())["lazy"] == {"input_usd_per_mtok": 0.5, "output_usd_per_mtok": 0.5}
+    assert json.loads((rec / "models.json").read_text())["lazy"] == {
+        "input_usd_per_mtok": 0.5,
+        "output_usd_per_mtok": 0.5,
+    }
 
     # traces export uses the grades, and says so
     code, stdout, _ = cli("traces", "export", "--format", "replay", str(tmp_path / "exp"))
@@ -91,10 +130,17 @@ def test_bench_run_grounded_report_resume_record_and_grades(cli, tmp_path: Path)
 
 def test_bench_settings_are_pinned_and_errors_are_one_line(cli, tmp_path: Path) -> None:
     pool, tasks, out = write_code_pool(tmp_path), write_tasks(tmp_path, 2), tmp_path / "out"
-    assert cli("bench", "run", str(tasks), "--pool", pool, "--coordinators", "fixed", "--out", str(out), "--no-plot")[0] == 0
-    code, _, err = cli("bench", "run", str(tasks), "--pool", pool, "--coordinators", "fixed", "--out", str(out), "--max-turns", "2")
+    assert (
+        cli("bench", "run", str(tasks), "--pool", pool, "--coordinators", "fixed", "--out", str(out), "--no-plot")[0]
+        == 0
+    )
+    code, _, err = cli(
+        "bench", "run", str(tasks), "--pool", pool, "--coordinators", "fixed", "--out", str(out), "--max-turns", "2"
+    )
     assert code == 2 and "other settings (budget)" in err and "Traceback" not in err
-    code, _, err = cli("bench", "run", str(tasks), "--pool", pool, "--coordinators", "nonsense", "--out", str(tmp_path / "o2"))
+    code, _, err = cli(
+        "bench", "run", str(tasks), "--pool", pool, "--coordinators", "nonsense", "--out", str(tmp_path / "o2")
+    )
     assert code == 2 and "unknown coordinator 'nonsense'" in err
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "x"}\n')
@@ -106,13 +152,27 @@ def test_bench_settings_are_pinned_and_errors_are_one_line(cli, tmp_path: Path) 
 
 def test_shards_split_one_out_folder_between_processes(cli, tmp_path: Path) -> None:
     pool, tasks, out = write_code_pool(tmp_path), write_tasks(tmp_path, 5), tmp_path / "out"
-    base = ("bench", "run", str(tasks), "--pool", pool, "--coordinators", "fixed:coder", "--no-baselines", "--out", str(out), "--no-plot")
+    base = (
+        "bench",
+        "run",
+        str(tasks),
+        "--pool",
+        pool,
+        "--coordinators",
+        "fixed:coder",
+        "--no-baselines",
+        "--out",
+        str(out),
+        "--no-plot",
+    )
     code, _, err = cli(*base, "--shard", "1/2")
     assert code == 0 and "2 tasks x 1 coordinators" in err
     code, stdout, err = cli(*base, "--shard", "0/2")
     assert code == 0 and "3 tasks x 1 coordinators" in err
     assert "| `fixed:coder` | 5 |" in stdout  # the report covers both shards
-    assert sorted(json.loads(line)["task"] for line in (out / "results.jsonl").read_text().splitlines()) == [f"code/{i}" for i in range(5)]
+    assert sorted(json.loads(line)["task"] for line in (out / "results.jsonl").read_text().splitlines()) == [
+        f"code/{i}" for i in range(5)
+    ]
     code, _, err = cli(*base, "--shard", "2/2")
     assert code == 2 and "--shard 2/2: expected K/N" in err
 
@@ -120,8 +180,19 @@ def test_shards_split_one_out_folder_between_processes(cli, tmp_path: Path) -> N
 def test_workflow_coordinators_are_benched_on_their_final_answer(cli, tmp_path: Path) -> None:
     """A check verifies turn-loop runs only; a workflow coordinator in a grounded bench is graded, not refused."""
     pool, tasks, out = write_code_pool(tmp_path), write_tasks(tmp_path, 2), tmp_path / "out"
-    code, _, stderr = cli("bench", "run", str(tasks), "--pool", pool, "--coordinators", "topology:chain", "--out", str(out),
-                          "--no-baselines", "--no-plot")
+    code, _, stderr = cli(
+        "bench",
+        "run",
+        str(tasks),
+        "--pool",
+        pool,
+        "--coordinators",
+        "topology:chain",
+        "--out",
+        str(out),
+        "--no-baselines",
+        "--no-plot",
+    )
     assert code == 0, stderr
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert [r["coordinator"] for r in rows] == ["topology:chain", "topology:chain"]

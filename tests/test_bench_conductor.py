@@ -8,8 +8,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
-import bench_conductor  # noqa: E402
-import specialists  # noqa: E402
+import bench_conductor
+import specialists
 
 
 def test_specialist_checks_and_answers() -> None:

@@ -33,10 +33,16 @@ def upstream():
 
 def pool_config(url: str, price: dict, **extra: object) -> dict:
     big = dict(context_window=32768, max_tokens=64, **price, **extra)
-    models = [model("coord", url, "ok", roles=["coordinator"], extra_body={"reply": "WORKER"}, **big),
-              model("work", url, "ok", roles=["worker", "thinker"], **big),
-              model("judge", url, "ok", roles=["verifier"], extra_body={"reply": "REVISE: again"}, **big)]
-    return {"name": "orch", "models": models, "defaults": {"coordinator": "coord", "worker": "work", "thinker": "work", "verifier": "judge"}}
+    models = [
+        model("coord", url, "ok", roles=["coordinator"], extra_body={"reply": "WORKER"}, **big),
+        model("work", url, "ok", roles=["worker", "thinker"], **big),
+        model("judge", url, "ok", roles=["verifier"], extra_body={"reply": "REVISE: again"}, **big),
+    ]
+    return {
+        "name": "orch",
+        "models": models,
+        "defaults": {"coordinator": "coord", "worker": "work", "thinker": "work", "verifier": "judge"},
+    }
 
 
 def spent(result_json: dict) -> float:
@@ -47,8 +53,27 @@ def test_cli_max_cost_holds_with_the_prompted_coordinator(upstream: FaultServer,
     pool = tmp_path / "pool.yaml"
     pool.write_text(yaml.safe_dump(pool_config(upstream.url, PRICE)))
     env = {**os.environ, "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.run([sys.executable, "-m", "podium", "ask", "--pool", str(pool), "--coordinator", "prompted",
-                           "--max-cost", "0.001", "--max-turns", "4", "--json", QUESTION], capture_output=True, text=True, env=env)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "podium",
+            "ask",
+            "--pool",
+            str(pool),
+            "--coordinator",
+            "prompted",
+            "--max-cost",
+            "0.001",
+            "--max-turns",
+            "4",
+            "--json",
+            QUESTION,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     out = json.loads(proc.stdout)
     assert spent(out) <= 0.001, out
     assert out["status"] == "budget_exhausted" and "max_cost_usd" in out["reason"]
@@ -57,7 +82,9 @@ def test_cli_max_cost_holds_with_the_prompted_coordinator(upstream: FaultServer,
 @pytest.mark.parametrize("limit", [{"max_cost_usd": 0.001}, {"max_tokens": 900}])
 async def test_engine_budget_counts_the_coordinator(upstream: FaultServer, limit: dict) -> None:
     cheap = dict(input_usd_per_mtok=1.0, output_usd_per_mtok=1.0)  # a ~60-token call costs ~$0.00006: several fit
-    engine = Engine(parse_pool(yaml.safe_dump(pool_config(upstream.url, cheap)), "orch"), "prompted", breakers=BreakerRegistry())
+    engine = Engine(
+        parse_pool(yaml.safe_dump(pool_config(upstream.url, cheap)), "orch"), "prompted", breakers=BreakerRegistry()
+    )
     try:
         result = await engine.run("What is six times seven? " * 8, budget=Budget(max_turns=30, **limit))
     finally:
@@ -71,15 +98,21 @@ async def test_engine_budget_counts_the_coordinator(upstream: FaultServer, limit
         assert used <= limit["max_tokens"]
 
 
-async def test_server_tier_respects_the_pool_cost_cap_with_coordinator_spend(upstream: FaultServer, tmp_path: Path) -> None:
+async def test_server_tier_respects_the_pool_cost_cap_with_coordinator_spend(
+    upstream: FaultServer, tmp_path: Path
+) -> None:
     pytest.importorskip("fastapi", reason="fastapi is in the 'server' extra")
     from podium.server.app import create_app
     from podium.server.traces import Traces
 
     config = {**pool_config(upstream.url, PRICE), "budget": {"max_turns": 5, "max_cost_usd": 0.002}}
     app = create_app(parse_pool(yaml.safe_dump(config), "orch"), traces=Traces(tmp_path / "podium.db"))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1", timeout=60) as client:
-        r = await client.post("/v1/chat/completions", json={"model": "podium", "messages": [{"role": "user", "content": QUESTION}]})
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1", timeout=60
+    ) as client:
+        r = await client.post(
+            "/v1/chat/completions", json={"model": "podium", "messages": [{"role": "user", "content": QUESTION}]}
+        )
         trace = (await client.get(f"/v1/traces/{r.headers['x-podium-trace-id']}")).json()
     assert trace["cost_usd"] + trace["orchestration_cost_usd"] <= 0.002, trace
     assert trace["status"] == "budget_exhausted"
@@ -92,9 +125,16 @@ async def test_prompt_too_long_for_a_model_skips_it_for_a_fallback(upstream: Fau
     engine = Engine(pool, "fixed", breakers=BreakerRegistry())
     try:
         result = await engine.run(QUESTION, budget=Budget(max_turns=1))
-        alone = await Engine(parse_pool(yaml.safe_dump({"name": "ctx1", "models": [small | {"fallbacks": []}],
-                                                        "defaults": {"worker": "small"}}), "c"), "fixed",
-                             breakers=BreakerRegistry()).run(QUESTION, budget=Budget(max_turns=1))
+        alone = await Engine(
+            parse_pool(
+                yaml.safe_dump(
+                    {"name": "ctx1", "models": [small | {"fallbacks": []}], "defaults": {"worker": "small"}}
+                ),
+                "c",
+            ),
+            "fixed",
+            breakers=BreakerRegistry(),
+        ).run(QUESTION, budget=Budget(max_turns=1))
     finally:
         await engine.aclose()
     assert result.answer and result.turns[0].model == "large" and result.turns[0].fallback_from == "small"
@@ -111,5 +151,7 @@ async def test_passthrough_prompt_too_long_is_400(upstream: FaultServer, tmp_pat
     config = {"name": "ctx", "models": [model("small", upstream.url, "ok", context_window=256)], "defaults": {}}
     app = create_app(parse_pool(yaml.safe_dump(config), "ctx"), traces=Traces(tmp_path / "podium.db"))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
-        r = await client.post("/v1/chat/completions", json={"model": "small", "messages": [{"role": "user", "content": QUESTION}]})
+        r = await client.post(
+            "/v1/chat/completions", json={"model": "small", "messages": [{"role": "user", "content": QUESTION}]}
+        )
     assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded"

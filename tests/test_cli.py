@@ -15,7 +15,9 @@ SCRIPTED = str(POOLS / "scripted.yaml")
 
 
 def podium(*args: str, stdin: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "podium", *args], input=stdin, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "podium", *args], input=stdin, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def assert_clean_error(proc: subprocess.CompletedProcess[str], code: int, *needles: str) -> None:
@@ -64,7 +66,9 @@ def test_empty_question() -> None:
 
 
 def test_missing_pool_file() -> None:
-    assert_clean_error(podium("ask", "--pool", "/nonexistent/pool.yaml", "hi"), 2, "/nonexistent/pool.yaml", "not found")
+    assert_clean_error(
+        podium("ask", "--pool", "/nonexistent/pool.yaml", "hi"), 2, "/nonexistent/pool.yaml", "not found"
+    )
 
 
 def test_unknown_pool_name() -> None:
@@ -94,7 +98,9 @@ def test_invalid_yaml(tmp_path: Path) -> None:
 
 def dead_pool(tmp_path: Path) -> str:
     port = free_port()  # nothing listens there
-    return write(tmp_path, f"""name: dead
+    return write(
+        tmp_path,
+        f"""name: dead
 models:
   - name: gone
     backend: openai
@@ -102,7 +108,8 @@ models:
     model: x
     max_retries: 0
     connect_timeout_s: 1
-""")
+""",
+    )
 
 
 def test_unreachable_endpoint_ask_fails_cleanly(tmp_path: Path) -> None:
@@ -142,7 +149,9 @@ def test_pool_budget_is_the_default_and_flags_override(tmp_path: Path) -> None:
 
 
 def test_ask_with_a_check_verifies_by_the_check() -> None:
-    proc = podium("ask", "--pool", SCRIPTED, "--json", "--check", '{"type": "number", "answer": 391}', "What is 17 * 23?")
+    proc = podium(
+        "ask", "--pool", SCRIPTED, "--json", "--check", '{"type": "number", "answer": 391}', "What is 17 * 23?"
+    )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["status"] == "accepted" and out["turns"][-1]["model"] == "check" and out["turns"][-1]["cost_usd"] == 0

@@ -21,8 +21,14 @@ KEY_VARS = ("OPENROUTER_API_KEY", "MISTRAL_API_KEY", "SCW_SECRET_KEY", "PODIUM_T
 
 def podium(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if k not in KEY_VARS}
-    return subprocess.run([sys.executable, "-m", "podium", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**base, **(env or {})}, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "podium", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**base, **(env or {})},
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def one_line_error(proc: subprocess.CompletedProcess[str], *needles: str, code: int = 2) -> str:
@@ -53,8 +59,16 @@ def test_non_utf8_pool_file_is_rejected_cleanly(tmp_path: Path) -> None:
 
 
 def test_validation_errors_are_one_line_with_a_suggestion(tmp_path: Path) -> None:
-    path = write(tmp_path, "name: p\nmodels:\n  - name: a\n    backend: scripted\n    fallback: [a]\n    max_tokens: -1\n")
-    line = one_line_error(podium("ask", "--pool", path, "hi"), path, "models.0.fallback", "did you mean 'fallbacks'", "models.0.max_tokens")
+    path = write(
+        tmp_path, "name: p\nmodels:\n  - name: a\n    backend: scripted\n    fallback: [a]\n    max_tokens: -1\n"
+    )
+    line = one_line_error(
+        podium("ask", "--pool", path, "hi"),
+        path,
+        "models.0.fallback",
+        "did you mean 'fallbacks'",
+        "models.0.max_tokens",
+    )
     assert line.count(";") >= 1
 
 
@@ -65,8 +79,11 @@ def test_missing_gguf_found_at_run_start_is_a_config_error(tmp_path: Path) -> No
 
 def test_missing_api_key_is_caught_before_any_request(tmp_path: Path) -> None:
     port = free_port()  # nothing listens: had a request been sent, the run would fail with exit 1
-    path = write(tmp_path, f"name: keyed\nmodels:\n  - name: remote\n    backend: openai\n    base_url: http://127.0.0.1:{port}/v1\n"
-                           "    model: m\n    api_key_env: PODIUM_TEST_KEY\n")
+    path = write(
+        tmp_path,
+        f"name: keyed\nmodels:\n  - name: remote\n    backend: openai\n    base_url: http://127.0.0.1:{port}/v1\n"
+        "    model: m\n    api_key_env: PODIUM_TEST_KEY\n",
+    )
     one_line_error(podium("ask", "--pool", path, "hi"), "PODIUM_TEST_KEY", "remote", "export PODIUM_TEST_KEY")
 
 
@@ -75,8 +92,11 @@ def test_missing_key_of_a_shipped_pool_names_the_variable() -> None:
 
 
 def test_excluding_the_keyless_models_lets_the_run_go_ahead(tmp_path: Path) -> None:
-    path = write(tmp_path, "name: mixed\nmodels:\n  - name: ok\n    backend: scripted\n    replies: ['42']\n"
-                           "  - name: remote\n    backend: openai\n    base_url: http://127.0.0.1:9/v1\n    api_key_env: PODIUM_TEST_KEY\n")
+    path = write(
+        tmp_path,
+        "name: mixed\nmodels:\n  - name: ok\n    backend: scripted\n    replies: ['42']\n"
+        "  - name: remote\n    backend: openai\n    base_url: http://127.0.0.1:9/v1\n    api_key_env: PODIUM_TEST_KEY\n",
+    )
     one_line_error(podium("ask", "--pool", path, "hi"), "--exclude remote")
     proc = podium("ask", "--pool", path, "--exclude", "remote", "--coordinator", "fixed", "hi")
     assert proc.returncode == 0 and proc.stdout.startswith("42"), proc.stderr
@@ -88,20 +108,25 @@ def test_serve_refuses_to_start_without_the_pool_keys() -> None:
 
 
 def test_fixed_coordinator_with_an_unknown_model_is_an_error() -> None:
-    one_line_error(podium("ask", "--pool", SCRIPTED, "--coordinator", "fixed:gpt-4", "hi"), "gpt-4", "planner, solver, checker")
+    one_line_error(
+        podium("ask", "--pool", SCRIPTED, "--coordinator", "fixed:gpt-4", "hi"), "gpt-4", "planner, solver, checker"
+    )
     one_line_error(podium("ask", "--pool", SCRIPTED, "--coordinator", "fixed:solvr", "hi"), "did you mean 'solver'")
     ok = podium("ask", "--pool", SCRIPTED, "--coordinator", "fixed:solver", "hi")
     assert ok.returncode == 0 and ok.stdout.startswith("391")
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["asq", "hi"], "did you mean 'ask'"),
-    (["traces", "lss"], "did you mean 'ls'"),
-    (["pool", "chek"], "did you mean 'check'"),
-    (["ask", "--pool", "embeded", "hi"], "did you mean 'embedded'"),
-    (["ask", "--pool", SCRIPTED, "--coordinator", "rulez", "hi"], "did you mean 'rules'"),
-    (["ask", "--pool", SCRIPTED, "--coordinator", "learnd:x.npz", "hi"], "did you mean 'learned'"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["asq", "hi"], "did you mean 'ask'"),
+        (["traces", "lss"], "did you mean 'ls'"),
+        (["pool", "chek"], "did you mean 'check'"),
+        (["ask", "--pool", "embeded", "hi"], "did you mean 'embedded'"),
+        (["ask", "--pool", SCRIPTED, "--coordinator", "rulez", "hi"], "did you mean 'rules'"),
+        (["ask", "--pool", SCRIPTED, "--coordinator", "learnd:x.npz", "hi"], "did you mean 'learned'"),
+    ],
+)
 def test_did_you_mean(args: list[str], needle: str) -> None:
     one_line_error(podium(*args), needle)
 

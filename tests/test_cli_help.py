@@ -8,21 +8,48 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from conftest import POOLS, REPO
 
 SCRIPTED = str(POOLS / "scripted.yaml")
-COMMANDS = [["ask"], ["models"], ["pool"], ["pool", "check"], ["pool", "status"], ["traces"], ["traces", "ls"],
-            ["traces", "show"], ["traces", "stats"], ["traces", "export"], ["traces", "audit"], ["traces", "purge"],
-            ["ui"], ["train"], ["train", "replay"], ["eval"], ["eval", "replay"], ["serve"], ["doctor"], ["demo"], ["bench"], ["bench", "run"], ["train", "live"]]
+COMMANDS = [
+    ["ask"],
+    ["models"],
+    ["pool"],
+    ["pool", "check"],
+    ["pool", "status"],
+    ["traces"],
+    ["traces", "ls"],
+    ["traces", "show"],
+    ["traces", "stats"],
+    ["traces", "export"],
+    ["traces", "audit"],
+    ["traces", "purge"],
+    ["ui"],
+    ["train"],
+    ["train", "replay"],
+    ["eval"],
+    ["eval", "replay"],
+    ["serve"],
+    ["doctor"],
+    ["demo"],
+    ["bench"],
+    ["bench", "run"],
+    ["train", "live"],
+]
 
 
 def podium(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "podium", *args], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "podium", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def help_of(*command: str) -> str:
@@ -53,7 +80,16 @@ def test_root_help_lists_every_environment_variable_the_code_reads() -> None:
 
 def test_ask_help_states_statuses_and_exit_codes() -> None:
     text = help_of("ask")
-    for word in ("accepted", "answered", "max_turns", "budget_exhausted", "failed", "Exit codes", "0  a finished run", "2  misuse"):
+    for word in (
+        "accepted",
+        "answered",
+        "max_turns",
+        "budget_exhausted",
+        "failed",
+        "Exit codes",
+        "0  a finished run",
+        "2  misuse",
+    ):
         assert word in text
 
 
@@ -75,8 +111,14 @@ def test_short_run_ids_prefix_and_suffix() -> None:
         assert shown.returncode == 0 and shown.stdout.startswith(run_id), shown.stderr
     ambiguous = podium("traces", "show", "run_")
     assert ambiguous.returncode == 2 and "several runs" in ambiguous.stderr
-    printed = re.search(r"trace (run_\S+) \(podium traces show (\w+)\)", podium("ask", "--pool", SCRIPTED, "three?").stdout)
-    assert printed and printed[1].endswith(printed[2]) and podium("traces", "show", printed[2]).stdout.startswith(printed[1])
+    printed = re.search(
+        r"trace (run_\S+) \(podium traces show (\w+)\)", podium("ask", "--pool", SCRIPTED, "three?").stdout
+    )
+    assert (
+        printed
+        and printed[1].endswith(printed[2])
+        and podium("traces", "show", printed[2]).stdout.startswith(printed[1])
+    )
 
 
 def test_doctor_reports_what_to_fix() -> None:

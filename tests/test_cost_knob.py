@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_replay_data import make_dataset
 
 from podium.coordinators import get_coordinator, split_cost_weight
 from podium.errors import UsageError
@@ -16,6 +15,7 @@ from podium.replay import load_replay
 from podium.routellm import pair_dataset, pgr_curve, pick_pair, routellm_metrics
 from podium.routers import Routers
 from podium.train import TrainConfig, prepare
+from test_replay_data import make_dataset
 
 FAST = TrainConfig(k=16, generations=15, encoder={"name": "hashed", "dim": 512}, knn_ks=(5, 20))
 
@@ -24,8 +24,13 @@ FAST = TrainConfig(k=16, generations=15, encoder={"name": "hashed", "dim": 512},
 def priced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("PODIUM_HOME", str(tmp_path / "home"))
     prices = {"alpha": 100.0, "beta": 50.0, "gamma": 1.0}  # strong (alpha) ~100x the weak one (gamma)
-    return load_replay(make_dataset(tmp_path / "p", per_task=60, prices={m: {"input_usd_per_mtok": u, "output_usd_per_mtok": u}
-                                                                         for m, u in prices.items()}))
+    return load_replay(
+        make_dataset(
+            tmp_path / "p",
+            per_task=60,
+            prices={m: {"input_usd_per_mtok": u, "output_usd_per_mtok": u} for m, u in prices.items()},
+        )
+    )
 
 
 def test_knob_moves_the_strong_share_gradually_on_a_100x_pair(priced, tmp_path: Path) -> None:
@@ -39,7 +44,10 @@ def test_knob_moves_the_strong_share_gradually_on_a_100x_pair(priced, tmp_path: 
     head = Head.load(path)  # the whole sweep lives in the one file
     assert len(head.meta["knob"]["points"]) == len(LAMBDA_GRID)
     test = sub.indices("test")
-    shares = [float((head.choose(sub_prep.emb[test], sub.known[test], cost_weight=w) == 0).mean()) for w in np.linspace(0, 1, 21)]
+    shares = [
+        float((head.choose(sub_prep.emb[test], sub.known[test], cost_weight=w) == 0).mean())
+        for w in np.linspace(0, 1, 21)
+    ]
     assert all(b <= a + 1e-9 for a, b in zip(shares, shares[1:]))  # dearer calls never come back as w grows
     assert shares[0] > 0.5 and shares[-1] < 0.05
     assert any(0.15 < s < shares[0] - 0.15 for s in shares)  # an operating point between all-strong and all-weak
@@ -65,7 +73,9 @@ def test_pgr_apgr_and_cpt_on_a_known_example() -> None:
     strong = np.array([1.0, 1.0, 1.0, 0.0])
     weak = np.array([0.0, 0.0, 1.0, 0.0])
     perfect = pgr_curve(np.array([3.0, 2.0, 1.0, 0.0]), strong, weak)
-    assert perfect["cpt50"] == pytest.approx(0.14) and perfect["cpt80"] == pytest.approx(0.38)  # 1 and 2 of 4 items (rounded)
+    assert perfect["cpt50"] == pytest.approx(0.14) and perfect["cpt80"] == pytest.approx(
+        0.38
+    )  # 1 and 2 of 4 items (rounded)
     worst = pgr_curve(np.array([0.0, 1.0, 2.0, 3.0]), strong, weak)
     assert perfect["apgr"] > 0.7 > 0.3 > worst["apgr"]
     assert perfect["pgr"][0] == 0.0 and perfect["pgr"][-1] == pytest.approx(1.0)
@@ -89,15 +99,25 @@ async def test_server_takes_the_cost_weight_from_the_body_and_the_model_name(pri
 
     head = Routers(prepare(priced, FAST), FAST, None).safe_head().save(tmp_path / "router.npz")
     models = ["alpha", "beta", "gamma"]
-    pool = {"name": "knob-pool", "models": [{"name": m, "backend": "scripted", "replies": [f"answer from {m}"], "roles": ["worker"]}
-                                           for m in models], "defaults": {"worker": "alpha"}}
-    tiers = {"tiers": [{"name": "router", "coordinator": f"learned:{head}", "max_turns": 1, "roles": ["worker"]},
-                       {"name": "plain", "coordinator": "rules", "max_turns": 1, "roles": ["worker"]}]}
+    pool = {
+        "name": "knob-pool",
+        "models": [
+            {"name": m, "backend": "scripted", "replies": [f"answer from {m}"], "roles": ["worker"]} for m in models
+        ],
+        "defaults": {"worker": "alpha"},
+    }
+    tiers = {
+        "tiers": [
+            {"name": "router", "coordinator": f"learned:{head}", "max_turns": 1, "roles": ["worker"]},
+            {"name": "plain", "coordinator": "rules", "max_turns": 1, "roles": ["worker"]},
+        ]
+    }
     (tmp_path / "pool.yaml").write_text(yaml.safe_dump(pool))
     (tmp_path / "tiers.yaml").write_text(yaml.safe_dump(tiers))
     app = create_app(str(tmp_path / "pool.yaml"), tiers=tmp_path / "tiers.yaml", traces=Traces(tmp_path / "t.db"))
     fruit = [{"role": "user", "content": "apple banana cherry grape mango peach plum kiwi which one?"}]
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
+
         async def answer(model: str, **extra) -> str:
             response = await client.post("/v1/chat/completions", json={"model": model, "messages": fruit, **extra})
             assert response.status_code == 200, response.text
@@ -109,5 +129,7 @@ async def test_server_takes_the_cost_weight_from_the_body_and_the_model_name(pri
         assert await answer("router@1", podium={"cost_weight": 0.0}) == "answer from alpha"  # the body wins
         bad = await client.post("/v1/chat/completions", json={"model": "plain@0.5", "messages": fruit})
         assert bad.status_code == 400 and "no cost knob" in bad.text
-        bad = await client.post("/v1/chat/completions", json={"model": "router", "messages": fruit, "podium": {"cost_weight": 3}})
+        bad = await client.post(
+            "/v1/chat/completions", json={"model": "router", "messages": fruit, "podium": {"cost_weight": 3}}
+        )
         assert bad.status_code == 400

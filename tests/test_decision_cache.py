@@ -70,13 +70,12 @@ def test_query_stream_has_repeats_and_paraphrases() -> None:
 
 
 def test_coordinator_reuses_cached_logits_and_replay_measure(tmp_path, monkeypatch) -> None:
-    from test_replay_data import make_dataset
-
     from podium.cache_eval import measure_cache
     from podium.coordinators.learned import LearnedCoordinator
     from podium.encoders import get_encoder
     from podium.replay import load_replay
     from podium.train import TrainConfig, prepare, train_head
+    from test_replay_data import make_dataset
 
     monkeypatch.setenv("PODIUM_HOME", str(tmp_path / "home"))
     config = TrainConfig(k=16, generations=5, encoder={"name": "hashed", "dim": 512}, knn_ks=(5, 20))
@@ -93,4 +92,6 @@ def test_coordinator_reuses_cached_logits_and_replay_measure(tmp_path, monkeypat
     rows = ds.indices("test")
     out = measure_cache(head, get_encoder(head.encoder), ds, rows, n=len(rows), thresholds=(0.98,))[0]
     assert out["hit_rate_by_kind"]["repeat"] == 1.0 and out["queries"] > len(rows)
-    assert out["p50_ms_fresh"] > 0 and out["score_change_ci"][0] <= 0 <= out["score_change_ci"][1] or out["hits_from_another_item"] > 0
+    assert (out["p50_ms_fresh"] > 0 and out["score_change_ci"][0] <= 0 <= out["score_change_ci"][1]) or out[
+        "hits_from_another_item"
+    ] > 0

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 from conftest import REPO
-
 from podium.demo import demo_pool, load_tasks
 from podium.pool import load_pool
 
@@ -31,10 +30,28 @@ def test_demo_shows_single_call_and_loop_side_by_side(tmp_path: Path) -> None:
     (tmp_path / "pool.yaml").write_text(POOL)
     (tmp_path / "tasks.yaml").write_text(TASKS)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO / "tests")])}
-    proc = subprocess.run([sys.executable, "-m", "podium", "demo", "--pool", str(tmp_path / "pool.yaml"), "--tasks",
-                           str(tmp_path / "tasks.yaml"), "--max-turns", "4"], capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "podium",
+            "demo",
+            "--pool",
+            str(tmp_path / "pool.yaml"),
+            "--tasks",
+            str(tmp_path / "tasks.yaml"),
+            "--max-turns",
+            "4",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
-    rows = {line.split()[0]: line for line in proc.stdout.splitlines() if re.match(r"^(easy|retry|double|hopeless) ", line)}
+    rows = {
+        line.split()[0]: line for line in proc.stdout.splitlines() if re.match(r"^(easy|retry|double|hopeless) ", line)
+    }
     assert re.search(r"PASS\s+1 call .*PASS\s+1 call", rows["easy"])
     assert re.search(r"fail\s+1 call .*PASS\s+2 calls", rows["retry"])  # the failing test went back to the worker
     assert re.search(r"fail\s+1 call .*PASS\s+2 calls", rows["double"])

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from conftest import POOLS, REPO
-
 from podium.engine import Engine
 from podium.pool import load_pool
 from podium.store import recorder
@@ -23,8 +22,14 @@ EXAMPLE_POOL = str(REPO / "examples" / "pool.yaml")
 
 
 def podium(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "podium", *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "podium", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def test_example_pool_file_is_valid_and_checked() -> None:
@@ -56,7 +61,9 @@ def test_learned_coordinator_quickstart_end_to_end(tmp_path: Path) -> None:
     assert run["status"] == "accepted" and run["turns"][-1]["model"] == "judge"
     assert run["turns"][0]["model"] in {"math-solver", "code-writer", "polyglot", "generalist"}
     other = podium("ask", "--pool", str(POOLS / "scripted.yaml"), "--coordinator", f"learned:{head}", "hi")
-    assert other.returncode == 2 and "trained for models" in other.stderr and len(other.stderr.strip().splitlines()) == 1
+    assert (
+        other.returncode == 2 and "trained for models" in other.stderr and len(other.stderr.strip().splitlines()) == 1
+    )
 
 
 async def record_runs(questions: list[str]) -> None:
@@ -77,6 +84,10 @@ def test_export_then_train_needs_about_fifteen_runs(tmp_path: Path) -> None:
     assert refused.returncode == 2 and "about 15 distinct questions" in refused.stderr
     asyncio.run(record_runs([f"question number {i}?" for i in range(3, 18)]))
     enough = podium("traces", "export", "--format", "replay", str(tmp_path / "enough"))
-    assert enough.returncode == 0 and "wrote 18 items" in enough.stdout and "needs at least" not in enough.stderr, enough.stderr
-    trained = podium("train", "replay", str(tmp_path / "enough"), "--out", str(tmp_path / "h.npz"), "--generations", "3", "--quiet")
+    assert enough.returncode == 0 and "wrote 18 items" in enough.stdout and "needs at least" not in enough.stderr, (
+        enough.stderr
+    )
+    trained = podium(
+        "train", "replay", str(tmp_path / "enough"), "--out", str(tmp_path / "h.npz"), "--generations", "3", "--quiet"
+    )
     assert trained.returncode == 0, trained.stderr

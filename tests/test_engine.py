@@ -6,13 +6,12 @@ import asyncio
 
 import pytest
 
+from conftest import POOLS
 from podium import Budget, Engine, Policy, Role, RunStatus, Verdict, load_pool
 from podium.backends import BackendSet
 from podium.backends.scripted import ScriptedBackend
 from podium.errors import PolicyError, UsageError
 from podium.types import CompletionRequest
-
-from conftest import POOLS
 
 SCRIPTED = POOLS / "scripted.yaml"
 
@@ -69,7 +68,9 @@ async def test_worker_sees_the_plan() -> None:
 
 async def test_prompted_follows_valid_choice() -> None:
     replies = iter(["WORKER", "verifier please", "THINKER"])
-    engine = engine_with("prompted", checker=lambda r: next(replies) if "coordinate" in r.messages[0].content else "ACCEPT")
+    engine = engine_with(
+        "prompted", checker=lambda r: next(replies) if "coordinate" in r.messages[0].content else "ACCEPT"
+    )
     result = await engine.run("q")
     assert [t.role.value for t in result.turns] == ["worker", "verifier"]
     assert result.status == RunStatus.ACCEPTED
@@ -84,7 +85,9 @@ async def test_prompted_falls_back_to_rules_on_nonsense() -> None:
 
 
 async def test_prompted_verifier_before_answer_is_rejected() -> None:
-    engine = engine_with("prompted", checker=lambda r: "VERIFIER" if "coordinate" in r.messages[0].content else "ACCEPT")
+    engine = engine_with(
+        "prompted", checker=lambda r: "VERIFIER" if "coordinate" in r.messages[0].content else "ACCEPT"
+    )
     result = await engine.run("q")
     assert result.turns[0].role == Role.THINKER
     assert "before any answer" in result.turns[0].reason
@@ -173,7 +176,9 @@ async def test_async_function_backend() -> None:
 
 async def test_same_verifier_is_not_asked_twice_about_one_answer() -> None:
     replies = iter(["WORKER", "VERIFIER", "VERIFIER", "VERIFIER"])
-    engine = engine_with("prompted", checker=lambda r: next(replies) if "coordinate" in r.messages[0].content else "REVISE: wrong")
+    engine = engine_with(
+        "prompted", checker=lambda r: next(replies) if "coordinate" in r.messages[0].content else "REVISE: wrong"
+    )
     result = await engine.run("q", budget=Budget(max_turns=4))
     assert [t.role.value for t in result.turns] == ["worker", "verifier", "worker", "verifier"]
     assert "already judged" in result.turns[2].reason

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+from conftest import POOLS
 from podium import Engine, Policy, Role, RunStatus, Verdict, aask, load_pool
 from podium.backends import BackendSet
 from podium.backends.scripted import ScriptedBackend
 from podium.checks import NumberCheck
-
-from conftest import POOLS
 
 SCRIPTED = POOLS / "scripted.yaml"
 
@@ -50,7 +49,9 @@ async def test_python_check_feeds_the_failing_test_to_the_worker() -> None:
 
 async def test_check_verifies_even_when_no_verifier_model_is_allowed() -> None:
     engine = engine_with(checker=never)
-    result = await engine.run("What is 17 * 23?", policy=Policy(exclude_models=["checker"]), check={"type": "regex", "pattern": "391"})
+    result = await engine.run(
+        "What is 17 * 23?", policy=Policy(exclude_models=["checker"]), check={"type": "regex", "pattern": "391"}
+    )
     assert result.status == RunStatus.ACCEPTED
     assert result.turns[-1].model == "check"
 
@@ -61,14 +62,19 @@ async def test_without_a_check_the_verifier_model_still_decides() -> None:
 
 
 async def test_aask_takes_a_check() -> None:
-    result = await aask("What is 17 * 23?", pool=load_pool(SCRIPTED), check={"type": "number", "answer": 1}, max_turns=3)
+    result = await aask(
+        "What is 17 * 23?", pool=load_pool(SCRIPTED), check={"type": "number", "answer": 1}, max_turns=3
+    )
     assert result.status == RunStatus.MAX_TURNS
     assert result.turns[-1].model == "check" and result.turns[-1].verdict == Verdict.REVISE
 
 
 async def test_verifier_calls_ask_for_the_verdict_protocol() -> None:
     requests: dict[str, list] = {"solver": [], "checker": []}
-    engine = engine_with(solver=lambda r: requests["solver"].append(r) or "391", checker=lambda r: requests["checker"].append(r) or "VERDICT: ACCEPT")
+    engine = engine_with(
+        solver=lambda r: requests["solver"].append(r) or "391",
+        checker=lambda r: requests["checker"].append(r) or "VERDICT: ACCEPT",
+    )
     result = await engine.run("What is 17 * 23?")
     assert result.status == RunStatus.ACCEPTED
     assert [r.structured for r in requests["checker"]] == ["verdict"]
@@ -103,12 +109,16 @@ async def test_a_check_model_in_the_pool_verifies(tmp_path) -> None:
 
 
 def test_check_model_config_errors_name_the_fix(tmp_path) -> None:
-    from podium.errors import ConfigError
     import pytest
 
-    bad = {"no check": "  - name: c\n    backend: check\n", "other role": "  - name: c\n    backend: check\n    roles: [worker]\n    check: {type: exact, answer: x}\n",
-           "check on a model": "  - name: c\n    backend: scripted\n    check: {type: exact, answer: x}\n",
-           "bad check": "  - name: c\n    backend: check\n    check: {type: exact, answr: x}\n"}
+    from podium.errors import ConfigError
+
+    bad = {
+        "no check": "  - name: c\n    backend: check\n",
+        "other role": "  - name: c\n    backend: check\n    roles: [worker]\n    check: {type: exact, answer: x}\n",
+        "check on a model": "  - name: c\n    backend: scripted\n    check: {type: exact, answer: x}\n",
+        "bad check": "  - name: c\n    backend: check\n    check: {type: exact, answr: x}\n",
+    }
     for label, model in bad.items():
         path = tmp_path / "pool.yaml"
         path.write_text("name: p\nmodels:\n" + model)
@@ -148,6 +158,10 @@ async def test_a_check_with_a_workflow_coordinator_is_a_usage_error_before_any_c
     from podium.errors import UsageError
 
     pool = load_pool(SCRIPTED)
-    engine = Engine(pool, "topology:chain", backends=BackendSet(overrides={n: ScriptedBackend(pool.get(n), never) for n in pool.models}))
+    engine = Engine(
+        pool,
+        "topology:chain",
+        backends=BackendSet(overrides={n: ScriptedBackend(pool.get(n), never) for n in pool.models}),
+    )
     with pytest.raises(UsageError, match="workflow"):
         await engine.run("What is 17 * 23?", check=NumberCheck(answer=391))

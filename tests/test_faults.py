@@ -48,8 +48,15 @@ def server():
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 @pytest.mark.parametrize("fault,retries,fallback,bounds,mentions", MATRIX, ids=[m[0] for m in MATRIX])
-async def test_fault_matrix(server: FaultServer, fault: str, retries: int, fallback: bool, bounds: tuple[float, float],
-                            mentions: str | None, stream: bool) -> None:
+async def test_fault_matrix(
+    server: FaultServer,
+    fault: str,
+    retries: int,
+    fallback: bool,
+    bounds: tuple[float, float],
+    mentions: str | None,
+    stream: bool,
+) -> None:
     spec = f"{fault}/{stream}"  # unique per case: '*N' faults count requests per spec
     out = await run_pool(fault_pool(server.url, spec), stream=stream)
     result = out.result
@@ -93,7 +100,9 @@ async def test_stream_break_continues_on_fallback_without_duplication(server: Fa
     # usage = estimated partial stream on main + reported continuation on backup, each at its price
     partial_p, partial_c = estimate_prompt_tokens(turn.messages), estimate_tokens("The answer ")
     continuation = [m.model_dump() for m in turn.messages] + [
-        {"role": "assistant", "content": "The answer "}, {"role": "user", "content": CONTINUE_PROMPT}]
+        {"role": "assistant", "content": "The answer "},
+        {"role": "user", "content": CONTINUE_PROMPT},
+    ]
     reported = _usage({"messages": continuation}, "is 42.")
     assert turn.prompt_tokens == partial_p + reported["prompt_tokens"]
     assert turn.completion_tokens == partial_c + reported["completion_tokens"]
@@ -120,8 +129,11 @@ async def test_every_model_failing_ends_failed_with_reason(server: FaultServer) 
 
 
 async def test_without_configured_fallback_another_allowed_model_is_used(server: FaultServer) -> None:
-    config = {"name": "nofb", "models": [model("main", server.url, "http:500/nofb"), model("other", server.url, "ok")],
-              "defaults": {"worker": "main"}}
+    config = {
+        "name": "nofb",
+        "models": [model("main", server.url, "http:500/nofb"), model("other", server.url, "ok")],
+        "defaults": {"worker": "main"},
+    }
     out = await run_pool(parse_pool(yaml.safe_dump(config), "nofb"))
     turn = out.result.turns[0]
     assert out.result.status == RunStatus.ANSWERED
@@ -131,7 +143,9 @@ async def test_without_configured_fallback_another_allowed_model_is_used(server:
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 async def test_healthy_calls_reuse_one_connection(stream: bool) -> None:
     with FaultServer() as fresh:
-        engine = Engine(fault_pool(fresh.url, "ok"), "fixed", retry=RetryPolicy(**FAST_RETRY), breakers=BreakerRegistry())
+        engine = Engine(
+            fault_pool(fresh.url, "ok"), "fixed", retry=RetryPolicy(**FAST_RETRY), breakers=BreakerRegistry()
+        )
         try:
             for _ in range(10):
                 assert (await engine.run("q", stream=stream)).answer == DEFAULT_REPLY

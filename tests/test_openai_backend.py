@@ -12,8 +12,15 @@ from podium.errors import BackendError, EndpointUnavailable
 from podium.pool import ModelSpec
 from podium.types import ChatMessage, CompletionRequest
 
-SPEC = ModelSpec(name="m", backend="openai", base_url="http://test/v1", model="prov/m", api_key_env="PODIUM_TEST_KEY",
-                 input_usd_per_mtok=1.0, output_usd_per_mtok=3.0)
+SPEC = ModelSpec(
+    name="m",
+    backend="openai",
+    base_url="http://test/v1",
+    model="prov/m",
+    api_key_env="PODIUM_TEST_KEY",
+    input_usd_per_mtok=1.0,
+    output_usd_per_mtok=3.0,
+)
 REQUEST = CompletionRequest(messages=[ChatMessage(role="user", content="hi")], max_tokens=7)
 
 
@@ -33,7 +40,11 @@ async def test_request_shape_usage_and_cost(monkeypatch: pytest.MonkeyPatch) -> 
     seen = {}
 
     def handler(request: httpx.Request) -> httpx.Response:
-        seen["url"], seen["auth"], seen["body"] = str(request.url), request.headers.get("authorization"), json.loads(request.content)
+        seen["url"], seen["auth"], seen["body"] = (
+            str(request.url),
+            request.headers.get("authorization"),
+            json.loads(request.content),
+        )
         return httpx.Response(200, json=ok_body())
 
     completion = await backend(handler).complete(REQUEST)
@@ -45,11 +56,15 @@ async def test_request_shape_usage_and_cost(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 async def test_missing_usage_is_estimated() -> None:
-    completion = await backend(lambda r: httpx.Response(200, json=ok_body("four words of text", usage=False))).complete(REQUEST)
+    completion = await backend(lambda r: httpx.Response(200, json=ok_body("four words of text", usage=False))).complete(
+        REQUEST
+    )
     assert completion.usage_estimated and completion.completion_tokens > 0 and completion.cost_usd > 0
 
 
-@pytest.mark.parametrize("status, retryable", [(400, False), (401, False), (404, False), (408, True), (429, True), (500, True), (503, True)])
+@pytest.mark.parametrize(
+    "status, retryable", [(400, False), (401, False), (404, False), (408, True), (429, True), (500, True), (503, True)]
+)
 async def test_status_mapping(status: int, retryable: bool) -> None:
     headers = {"retry-after": "2"} if status == 429 else {}
     with pytest.raises(BackendError) as info:
@@ -112,9 +127,16 @@ async def test_verifier_calls_use_json_schema_only_when_the_model_supports_it() 
 
     verdict_request = REQUEST.model_copy(update={"structured": "verdict"})
     structured = SPEC.model_copy(update={"structured_output": True})
-    completion = await OpenAIBackend(structured, httpx.AsyncClient(transport=httpx.MockTransport(handler))).complete(verdict_request)
-    assert bodies[-1]["response_format"]["json_schema"]["schema"]["properties"]["verdict"]["enum"] == ["ACCEPT", "REVISE"]
+    completion = await OpenAIBackend(structured, httpx.AsyncClient(transport=httpx.MockTransport(handler))).complete(
+        verdict_request
+    )
+    assert bodies[-1]["response_format"]["json_schema"]["schema"]["properties"]["verdict"]["enum"] == [
+        "ACCEPT",
+        "REVISE",
+    ]
     assert parse_verdict(completion.text) == (parse_verdict("VERDICT: REVISE")[0], "17*23 is 391, not 381")
     await backend(handler).complete(verdict_request)  # the default: no response_format (many servers reject it)
-    await OpenAIBackend(structured, httpx.AsyncClient(transport=httpx.MockTransport(handler))).complete(REQUEST)  # a worker call
+    await OpenAIBackend(structured, httpx.AsyncClient(transport=httpx.MockTransport(handler))).complete(
+        REQUEST
+    )  # a worker call
     assert "response_format" not in bodies[-2] and "response_format" not in bodies[-1]

@@ -73,7 +73,11 @@ def substitute(argv: list[str], cwd: Path) -> list[str]:
     """The README command with only what must change changed (see the module docstring)."""
     argv = [QUESTION if a in ("…", "...") else a for a in argv]
     words = [a for a in argv if not a.startswith("-")]
-    sends = tuple(words[:1]) in SENDING or tuple(words[:2]) in SENDING or (words[:2] == ["pool", "status"] and "--probe" in argv)
+    sends = (
+        tuple(words[:1]) in SENDING
+        or tuple(words[:2]) in SENDING
+        or (words[:2] == ["pool", "status"] and "--probe" in argv)
+    )
     if not sends:
         return argv
     if "--pool" in argv:
@@ -110,8 +114,16 @@ def run_line(line: str, cwd: Path, env: dict[str, str]) -> None:
     command = [sys.executable, "-m", "podium", *substitute(args, cwd)]
     if args and args[0] in ("serve", "ui"):
         return run_server(command, cwd, env, line)
-    proc = subprocess.run(command, cwd=cwd, env=env, input=stdin, capture_output=True, text=True, timeout=300,
-                          stdin=None if stdin is not None else subprocess.DEVNULL)
+    proc = subprocess.run(
+        command,
+        cwd=cwd,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=None if stdin is not None else subprocess.DEVNULL,
+    )
     allowed = {0, 1} if args[:2] == ["traces", "audit"] else {0}
     assert proc.returncode in allowed, f"`{line}` (ran {command[3:]}) exited {proc.returncode}: {proc.stderr[-2000:]}"
     assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr
@@ -169,4 +181,6 @@ def test_readme_pool_reference_names_only_real_keys() -> None:
         assert set(model) <= set(ModelSpec.model_fields), set(model) - set(ModelSpec.model_fields)
     assert set(data["defaults"]) <= set(RoleDefaults.model_fields)
     listed = {key for model in data["models"] for key in model}
-    assert set(ModelSpec.model_fields) <= listed, f"missing from the README pool reference: {set(ModelSpec.model_fields) - listed}"
+    assert set(ModelSpec.model_fields) <= listed, (
+        f"missing from the README pool reference: {set(ModelSpec.model_fields) - listed}"
+    )

@@ -38,11 +38,15 @@ def server():
 def test_opens_after_threshold_consecutive_failures_then_probes_once() -> None:
     clock = Clock()
     b = CircuitBreaker("ep", threshold=2, open_s=5, clock=clock)
-    b.check(); b.record(RETRYABLE)
-    b.check(); b.record(None)  # a success resets the count
-    b.check(); b.record(RETRYABLE)
+    b.check()
+    b.record(RETRYABLE)
+    b.check()
+    b.record(None)  # a success resets the count
+    b.check()
+    b.record(RETRYABLE)
     assert b.state == BreakerState.CLOSED
-    b.check(); b.record(RETRYABLE)
+    b.check()
+    b.record(RETRYABLE)
     assert b.state == BreakerState.OPEN
     with pytest.raises(CircuitOpen, match="circuit open for ep"):
         b.check()
@@ -54,7 +58,8 @@ def test_opens_after_threshold_consecutive_failures_then_probes_once() -> None:
     b.record(RETRYABLE)  # probe failed: open again for another open_s
     assert b.state == BreakerState.OPEN and b.seconds_left() == 5
     clock.now += 5
-    b.check(); b.record(None)
+    b.check()
+    b.record(None)
     assert b.state == BreakerState.CLOSED and b.failures == 0
 
 
@@ -64,7 +69,8 @@ def test_client_errors_do_not_trip_and_zero_threshold_disables() -> None:
     assert b.state == BreakerState.CLOSED
     off = CircuitBreaker("ep", threshold=0)
     for _ in range(10):
-        off.check(); off.record(RETRYABLE)
+        off.check()
+        off.record(RETRYABLE)
     assert off.state == BreakerState.CLOSED
 
 

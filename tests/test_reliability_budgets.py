@@ -53,10 +53,17 @@ async def test_max_tokens_budget_refuses_a_prompt_that_cannot_fit(server: FaultS
 
 
 async def test_cost_budget_mid_run_keeps_the_best_answer(server: FaultServer) -> None:
-    models = [model("plan", server.url, "ok/plan", **MAIN_PRICE), model("work", server.url, "ok/work", **MAIN_PRICE),
-              model("judge", server.url, "ok/judge", extra_body={"reply": "ACCEPT: fine"}, **MAIN_PRICE)]
-    pool = parse_pool(yaml.safe_dump({"name": "b", "models": models,
-                                      "defaults": {"thinker": "plan", "worker": "work", "verifier": "judge"}}), "b")
+    models = [
+        model("plan", server.url, "ok/plan", **MAIN_PRICE),
+        model("work", server.url, "ok/work", **MAIN_PRICE),
+        model("judge", server.url, "ok/judge", extra_body={"reply": "ACCEPT: fine"}, **MAIN_PRICE),
+    ]
+    pool = parse_pool(
+        yaml.safe_dump(
+            {"name": "b", "models": models, "defaults": {"thinker": "plan", "worker": "work", "verifier": "judge"}}
+        ),
+        "b",
+    )
     full = await run_pool(pool, coordinator="rules")
     assert full.result.status == RunStatus.ACCEPTED and len(full.result.turns) == 3
     plan, work = full.result.turns[:2]

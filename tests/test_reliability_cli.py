@@ -28,7 +28,8 @@ def write_pool(path: Path, server: FaultServer, main_url: str) -> Path:
     config = {
         "name": "cli-faults",
         "models": [
-            model("planner", server.url, "ok/plan", roles=["thinker"]), dead,
+            model("planner", server.url, "ok/plan", roles=["thinker"]),
+            dead,
             model("backup", server.url, "ok/backup", **MAIN_PRICE),
             model("judge", server.url, "ok/judge", extra_body={"reply": "ACCEPT: correct"}, roles=["verifier"]),
         ],
@@ -59,8 +60,18 @@ def test_dead_first_model_falls_back_and_trace_shows_it(tmp_path: Path, server: 
 
 def test_max_cost_below_one_call_is_budget_exhausted_with_exit_0(tmp_path: Path, server: FaultServer) -> None:
     pool = write_pool(tmp_path / "pool.yaml", server, server.url)
-    out = podium("ask", "--pool", str(pool), "--json", "--coordinator", "fixed:main", "--max-cost", "0.0000001",
-                 "What is six times seven?", home=tmp_path)
+    out = podium(
+        "ask",
+        "--pool",
+        str(pool),
+        "--json",
+        "--coordinator",
+        "fixed:main",
+        "--max-cost",
+        "0.0000001",
+        "What is six times seven?",
+        home=tmp_path,
+    )
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
     assert data["status"] == "budget_exhausted" and data["reason"].startswith("max_cost_usd")

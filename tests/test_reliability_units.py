@@ -44,13 +44,20 @@ async def test_retries_stop_at_client_errors_and_before_the_deadline() -> None:
     deadline = asyncio.get_running_loop().time() + 0.3
     started = time.perf_counter()
     with pytest.raises(BackendError):
-        await with_retries(lambda: fail(BackendError("503", retryable=True, retry_after=0.2)), RetryPolicy(max_retries=5), report, deadline)
+        await with_retries(
+            lambda: fail(BackendError("503", retryable=True, retry_after=0.2)),
+            RetryPolicy(max_retries=5),
+            report,
+            deadline,
+        )
     assert calls == 2 and report.retries == 1 and time.perf_counter() - started < 0.3
 
 
 async def test_retry_after_http_date_is_parsed() -> None:
     when = formatdate(time.time() + 3, usegmt=True)
-    transport = httpx.MockTransport(lambda r: httpx.Response(429, headers={"Retry-After": when}, json={"error": "slow down"}))
+    transport = httpx.MockTransport(
+        lambda r: httpx.Response(429, headers={"Retry-After": when}, json={"error": "slow down"})
+    )
     spec = ModelSpec(name="m", backend="openai", base_url="http://127.0.0.1:1/v1")
     async with httpx.AsyncClient(transport=transport) as client:
         with pytest.raises(BackendError) as info:

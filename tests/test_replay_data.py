@@ -37,14 +37,28 @@ def make_dataset(folder: Path, per_task: int = 80, seed: int = 0, prices: dict |
             items.append({"item_id": item_id, "task": task, "split": "test" if i % 5 == 0 else "train", "text": text})
             for m, model in enumerate(MODELS):
                 p = 0.9 if m == t else 0.3 - 0.1 * m
-                outcomes.append({"item_id": item_id, "model": model, "score": float(rng.random() < p),
-                                 "cost_usd": None, "output_chars": None})
+                outcomes.append(
+                    {
+                        "item_id": item_id,
+                        "model": model,
+                        "score": float(rng.random() < p),
+                        "cost_usd": None,
+                        "output_chars": None,
+                    }
+                )
     if drop:
         outcomes = outcomes[drop:]
     folder.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(items), folder / "items.parquet")
-    schema = pa.schema([("item_id", pa.string()), ("model", pa.string()), ("score", pa.float64()),
-                        ("cost_usd", pa.float64()), ("output_chars", pa.int64())])
+    schema = pa.schema(
+        [
+            ("item_id", pa.string()),
+            ("model", pa.string()),
+            ("score", pa.float64()),
+            ("cost_usd", pa.float64()),
+            ("output_chars", pa.int64()),
+        ]
+    )
     pq.write_table(pa.Table.from_pylist(outcomes, schema=schema), folder / "outcomes.parquet")
     (folder / "models.json").write_text(json.dumps(prices or {m: {} for m in MODELS}))
     return folder
@@ -62,8 +76,11 @@ def test_load_dense_arrays_and_missing_outcomes_are_unknown(tmp_path: Path) -> N
 
 
 def test_costs_from_price_table_scale_with_price(tmp_path: Path) -> None:
-    prices = {"alpha": {"input_usd_per_mtok": 1.0, "output_usd_per_mtok": 1.0},
-              "beta": {"input_usd_per_mtok": 10.0, "output_usd_per_mtok": 10.0}, "gamma": {}}
+    prices = {
+        "alpha": {"input_usd_per_mtok": 1.0, "output_usd_per_mtok": 1.0},
+        "beta": {"input_usd_per_mtok": 10.0, "output_usd_per_mtok": 10.0},
+        "gamma": {},
+    }
     ds = load_replay(make_dataset(tmp_path / "p", per_task=5, prices=prices))
     assert "price_table" in ds.cost_source
     assert np.allclose(ds.costs[:, 1], 10 * ds.costs[:, 0])
@@ -74,7 +91,7 @@ def test_bad_folders_give_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ReplayDataError, match="not a directory"):
         load_replay(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ReplayDataError, match="items.parquet"):
+    with pytest.raises(ReplayDataError, match=r"items\.parquet"):
         load_replay(tmp_path / "empty")
 
 

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_replay_data import make_dataset
 
 from podium.cascades import shift_logits
 from podium.evaluate import make_items
@@ -14,6 +13,7 @@ from podium.head import KnnMemory
 from podium.replay import load_replay
 from podium.routers import Routers
 from podium.train import TrainConfig, prepare, train_head
+from test_replay_data import make_dataset
 
 FAST = TrainConfig(k=16, generations=25, encoder={"name": "hashed", "dim": 512}, knn_ks=(5, 20))
 
@@ -24,8 +24,16 @@ def random_label_memory(n: int = 600, dim: int = 32, seed: int = 0) -> tuple[Knn
     emb = rng.standard_normal((n, dim)).astype(np.float32)
     winner = rng.integers(0, 2, n)
     scores = np.eye(2, dtype=np.float32)[winner]
-    memory = KnnMemory(np.zeros(dim, np.float32), np.eye(dim, dtype=np.float32), np.zeros((0, 0), np.float32),
-                       scores, np.ones_like(scores, dtype=bool), scores.mean(axis=0), ks=(1, 5), smooth=0.1)
+    memory = KnnMemory(
+        np.zeros(dim, np.float32),
+        np.eye(dim, dtype=np.float32),
+        np.zeros((0, 0), np.float32),
+        scores,
+        np.ones_like(scores, dtype=bool),
+        scores.mean(axis=0),
+        ks=(1, 5),
+        smooth=0.1,
+    )
     memory.emb = memory.embed(emb)
     return memory, emb, winner
 
@@ -36,7 +44,9 @@ def test_leave_one_out_features_carry_no_label_on_random_labels() -> None:
     leaky = memory.features(emb)  # the item is its own nearest neighbour
     for feats in (loo, leaky):
         assert feats.shape == (len(emb), 2 * 2) and np.isfinite(feats).all()
-    accuracy = {name: float((np.argmax(f[:, :2], axis=1) == winner).mean()) for name, f in (("loo", loo), ("leaky", leaky))}
+    accuracy = {
+        name: float((np.argmax(f[:, :2], axis=1) == winner).mean()) for name, f in (("loo", loo), ("leaky", leaky))
+    }
     assert accuracy["leaky"] > 0.95  # without leaving the item out, k=1 reads its own label
     assert 0.4 < accuracy["loo"] < 0.6  # left out: chance
 
@@ -53,8 +63,12 @@ def test_neighbours_leave_out_exactly_the_item_itself() -> None:
 def synth(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("PODIUM_HOME", str(tmp_path / "home"))
     prices = {"alpha": 20, "beta": 5, "gamma": 1}  # the best single model (alpha) is the dearest
-    return load_replay(make_dataset(tmp_path / "synth", prices={m: {"input_usd_per_mtok": usd, "output_usd_per_mtok": usd}
-                                                                 for m, usd in prices.items()}))
+    return load_replay(
+        make_dataset(
+            tmp_path / "synth",
+            prices={m: {"input_usd_per_mtok": usd, "output_usd_per_mtok": usd} for m, usd in prices.items()},
+        )
+    )
 
 
 def test_knn_head_routes_each_task_and_its_weights_are_tied(synth) -> None:
@@ -78,5 +92,7 @@ def test_cost_shift_buys_cheaper_models(synth) -> None:
     self_rows = prep.self_rows(prep.val_rows)
     emb = prep.emb[prep.val_rows]
     uncapped = val.pick(r.head(0.0).choose(emb, val.known, self_rows=self_rows))[1].mean()
-    cheaper = val.pick(shift_logits(r.head(0.0), r.cost_by_model, 3.0).choose(emb, val.known, self_rows=self_rows))[1].mean()
+    cheaper = val.pick(shift_logits(r.head(0.0), r.cost_by_model, 3.0).choose(emb, val.known, self_rows=self_rows))[
+        1
+    ].mean()
     assert cheaper < uncapped  # lowering each logit by its model's cost buys cheaper models

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_replay_data import MODELS, make_dataset
 
 from podium.cascades import Items, cascade_order
 from podium.crossval import Candidate, first_available, kfold, select_safe
@@ -17,6 +16,7 @@ from podium.routers import Routers
 from podium.stats import interval, lower_bound, paired_interval
 from podium.train import TrainConfig, prepare
 from podium.verifier import PERFECT, Verifier, accept_matrix
+from test_replay_data import MODELS, make_dataset
 
 FAST = TrainConfig(k=16, generations=15, encoder={"name": "hashed", "dim": 512}, knn_ks=(5, 20))
 
@@ -48,7 +48,9 @@ def test_random_labels_fall_back_to_the_best_single_model(synth) -> None:
     methods = {m["method"]: m for m in result["methods"]}
     assert methods["learned"]["score"] == methods["best_single"]["score"]
     assert methods["learned@cap"]["score"] == methods["best_single"]["score"]
-    assert methods["learned_cascade@3 cap"]["score"] == methods["best_single"]["score"]  # uniform cost: no cascade fits the cap
+    assert (
+        methods["learned_cascade@3 cap"]["score"] == methods["best_single"]["score"]
+    )  # uniform cost: no cascade fits the cap
     assert r.best_order[0] == 0
 
 
@@ -71,7 +73,10 @@ def test_select_safe_needs_a_gain_that_survives_bonferroni() -> None:
     rng = np.random.default_rng(0)
     n = 400
     fallback = Candidate("fallback", (rng.random(n) < 0.6).astype(float), np.ones(n))
-    noise = [Candidate(f"c{i}", np.where(rng.random(n) < 0.9, fallback.scores, 1 - fallback.scores), np.ones(n)) for i in range(100)]
+    noise = [
+        Candidate(f"c{i}", np.where(rng.random(n) < 0.9, fallback.scores, 1 - fallback.scores), np.ones(n))
+        for i in range(100)
+    ]
     sel = select_safe(noise, fallback)
     assert not sel.deviates and sel.chosen is fallback and sel.n_candidates == 100
     better = Candidate("better", np.maximum(fallback.scores, (rng.random(n) < 0.5).astype(float)), np.ones(n))
@@ -128,8 +133,13 @@ def test_cascade_stops_on_the_verifier_not_on_the_score() -> None:
 
 
 def test_gate_falls_back_and_survives_save_and_load(tmp_path: Path) -> None:
-    head = Head(MODELS, {"name": "hashed", "dim": 16}, np.zeros(16, np.float32), np.eye(16, 2, dtype=np.float32),
-                np.zeros((2 + 1 + 3, 6)))
+    head = Head(
+        MODELS,
+        {"name": "hashed", "dim": 16},
+        np.zeros(16, np.float32),
+        np.eye(16, 2, dtype=np.float32),
+        np.zeros((2 + 1 + 3, 6)),
+    )
     logits = np.array([[0.2, 0.5, 0.1], [0.2, 0.21, 0.1]])
     gate = Gate(np.array([0, 1, 2]), 0.05)
     assert list(gate.apply(logits, None)) == [1, 0]  # 0.3 beats the margin, 0.01 does not
@@ -146,8 +156,13 @@ def test_gate_falls_back_and_survives_save_and_load(tmp_path: Path) -> None:
 def test_capped_selection_keeps_cv_cost_within_the_fallback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PODIUM_HOME", str(tmp_path / "home"))
     prices = {"alpha": 20, "beta": 5, "gamma": 1}  # the best single model (alpha) is the dearest
-    ds = load_replay(make_dataset(tmp_path / "p", per_task=60, prices={m: {"input_usd_per_mtok": u, "output_usd_per_mtok": u}
-                                                                      for m, u in prices.items()}))
+    ds = load_replay(
+        make_dataset(
+            tmp_path / "p",
+            per_task=60,
+            prices={m: {"input_usd_per_mtok": u, "output_usd_per_mtok": u} for m, u in prices.items()},
+        )
+    )
     r = Routers(prepare(ds, FAST), FAST, None)
     head = r.safe_head((0.0, 1.0), (0.0, 0.3), cap=True)
     sel = head.gate.info["selection"]

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_replay_data import MODELS, TASK_WORDS, make_dataset
 
 from podium.cli import main
 from podium.evaluate import evaluate_dataset, format_table
 from podium.replay import load_replay
 from podium.train import TrainConfig, load_checkpoint, prepare, train_head
+from test_replay_data import MODELS, TASK_WORDS, make_dataset
 
 FAST = TrainConfig(k=16, generations=25, encoder={"name": "hashed", "dim": 512})
 
@@ -91,7 +91,9 @@ def test_cascade_falls_back_after_a_failure(synth) -> None:
 def test_eval_beats_best_single_and_reports_every_baseline(synth) -> None:
     result = evaluate_dataset(synth, FAST, lambdas=(0.0,), progress=None)
     methods = {m["method"]: m for m in result["methods"]}
-    assert {"random", "best_single", "cheapest", "oracle", "knn", "predictor", "learned", "per_task", "mf"} <= set(methods)
+    assert {"random", "best_single", "cheapest", "oracle", "knn", "predictor", "learned", "per_task", "mf"} <= set(
+        methods
+    )
     assert methods["learned"]["score"] > methods["best_single"]["score"] + 0.2
     assert methods["learned"]["gap_closed"] > 0.5
     assert methods["oracle"]["gap_closed"] == 1.0
@@ -108,7 +110,20 @@ def test_cli_train_and_eval(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cap
 
     head = Head.load(tmp_path / "h.npz")  # safe by default: a CV gate and the cost-knob table
     assert head.gate is not None and "selection" in head.gate.info and len(head.meta["knob"]["points"]) > 10
-    main(["eval", "replay", str(folder), "--generations", "2", "--quiet", "--json-out", str(tmp_path / "r.json"), "--plot", str(tmp_path / "p.png")])
+    main(
+        [
+            "eval",
+            "replay",
+            str(folder),
+            "--generations",
+            "2",
+            "--quiet",
+            "--json-out",
+            str(tmp_path / "r.json"),
+            "--plot",
+            str(tmp_path / "p.png"),
+        ]
+    )
     out = capsys.readouterr().out
     assert "best_single" in out and "learned_cascade@3" in out
     data = json.loads((tmp_path / "r.json").read_text())

@@ -22,7 +22,9 @@ def _sandbox_procs() -> int:
 
 async def test_infinite_loop_times_out_and_is_killed() -> None:
     started = time.monotonic()
-    result = await run_check(PythonTestsCheck(tests=["assert spin() == 1"]), "def spin():\n    while True:\n        pass", limits=FAST)
+    result = await run_check(
+        PythonTestsCheck(tests=["assert spin() == 1"]), "def spin():\n    while True:\n        pass", limits=FAST
+    )
     assert not result.passed and result.contained == "timeout"
     assert "did not finish" in result.detail
     assert time.monotonic() - started < FAST.wall_s + 5
@@ -72,8 +74,10 @@ async def test_secret_env_var_is_not_visible(monkeypatch: pytest.MonkeyPatch) ->
     assert not result.passed
     assert "s3cr3t-value-123" not in result.detail.replace("assert leak() == 's3cr3t-value-123'", "")
     # nor through the parent's /proc entry
-    code = "def leak():\n    return open('/proc/%d/environ' % PARENT, 'rb').read()" 
-    result = await run_check(PythonTestsCheck(setup=f"PARENT = {os.getpid()}", tests=["assert b's3cr3t' in leak()"]), code, limits=FAST)
+    code = "def leak():\n    return open('/proc/%d/environ' % PARENT, 'rb').read()"
+    result = await run_check(
+        PythonTestsCheck(setup=f"PARENT = {os.getpid()}", tests=["assert b's3cr3t' in leak()"]), code, limits=FAST
+    )
     assert not result.passed and "s3cr3t-value-123" not in result.detail
 
 
@@ -122,9 +126,11 @@ async def test_files_outside_the_temp_dir_are_not_writable(tmp_path) -> None:
 
 async def test_writes_to_shared_tmp_dirs_stay_private_and_capped() -> None:
     marker = f"podium-escape-{os.getpid()}-{time.monotonic_ns()}"
-    code = (f"def spill():\n    open('/tmp/{marker}', 'w').write('x')\n"
-            "    n = 0\n    try:\n        while n < 10000:\n            open(f'/dev/shm/f{n}', 'wb').write(b'x' * 1024 * 1024)\n            n += 1\n"
-            "    except OSError:\n        pass\n    return n")
+    code = (
+        f"def spill():\n    open('/tmp/{marker}', 'w').write('x')\n"
+        "    n = 0\n    try:\n        while n < 10000:\n            open(f'/dev/shm/f{n}', 'wb').write(b'x' * 1024 * 1024)\n            n += 1\n"
+        "    except OSError:\n        pass\n    return n"
+    )
     run = await run_python(code, ["print('files', spill())"], limits=FAST)
     assert not os.path.exists(f"/tmp/{marker}")
     if "private-tmp" in run.isolation:
@@ -153,11 +159,23 @@ def test_audit_hook_fallback_blocks_sockets_and_programs_without_namespaces() ->
 
     read_fd, write_fd = os.pipe()
     code = "import socket, subprocess\n"
-    tests = ["socket.create_connection(('127.0.0.1', 9), timeout=1)", "subprocess.run(['true'])",
-             "socket.getaddrinfo('localhost', 80)", "assert 1 + 1 == 2"]
-    payload = marshal.dumps({"nonce": "n", "fd": write_fd, "code": code, "tests": tests, "setup": "", "block_exec": True})
-    proc = subprocess.run([sys.executable, "-I", "-S", "-c", _harness_source()], input=payload, pass_fds=(write_fd,),
-                          capture_output=True, timeout=30, env={})
+    tests = [
+        "socket.create_connection(('127.0.0.1', 9), timeout=1)",
+        "subprocess.run(['true'])",
+        "socket.getaddrinfo('localhost', 80)",
+        "assert 1 + 1 == 2",
+    ]
+    payload = marshal.dumps(
+        {"nonce": "n", "fd": write_fd, "code": code, "tests": tests, "setup": "", "block_exec": True}
+    )
+    proc = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", _harness_source()],
+        input=payload,
+        pass_fds=(write_fd,),
+        capture_output=True,
+        timeout=30,
+        env={},
+    )
     os.close(write_fd)
     with os.fdopen(read_fd) as fh:
         records = [ast.literal_eval(line) for line in fh.read().splitlines()]

@@ -42,7 +42,10 @@ def test_values_of_pool_key_variables_are_secrets_whatever_their_shape(monkeypat
     value = "plain-looking-value-0042"  # no provider shape, and the variable's name says nothing
     monkeypatch.setenv("UPSTREAM_SETTING_Q", value)
     assert scrub(f"echo {value}") == f"echo {value}"
-    parse_pool("name: p\nmodels:\n  - {name: m, backend: openai, base_url: 'http://127.0.0.1:9/v1', api_key_env: UPSTREAM_SETTING_Q}\n", "p")
+    parse_pool(
+        "name: p\nmodels:\n  - {name: m, backend: openai, base_url: 'http://127.0.0.1:9/v1', api_key_env: UPSTREAM_SETTING_Q}\n",
+        "p",
+    )
     assert scrub(f"echo {value}") == f"echo {REDACTED}"
 
 
@@ -60,7 +63,9 @@ def test_cache_follows_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert scrub("second-token-value-2") == REDACTED
 
 
-@pytest.mark.parametrize("text", ['api_key=x\\"', 'Authorization: Bearer abcdefgh12345678\\"}', 'say "hi" \\\\ api-key: "k\\"'])
+@pytest.mark.parametrize(
+    "text", ['api_key=x\\"', 'Authorization: Bearer abcdefgh12345678\\"}', 'say "hi" \\\\ api-key: "k\\"']
+)
 def test_scrubbing_values_never_breaks_json(text: str) -> None:
     value = {"exclude_models": [text], "nested": [{"error": text}]}
     encoded = json.dumps(scrub_value(value))
@@ -69,7 +74,7 @@ def test_scrubbing_values_never_breaks_json(text: str) -> None:
 
 def test_lone_surrogates_become_replacement_characters() -> None:
     assert clean_text("what is \ud800?") == "what is \ufffd?"
-    assert clean_text("\ud83d\ude00") == "\U0001F600"  # a valid pair is joined, not replaced
+    assert clean_text("\ud83d\ude00") == "\U0001f600"  # a valid pair is joined, not replaced
     assert scrub_value({"q": "x\udcff"}) == {"q": "x\ufffd"}
     json.dumps(scrub_value(["\udfff"]), ensure_ascii=False).encode("utf-8")  # encodable now
 

@@ -12,12 +12,12 @@ import yaml
 
 pytest.importorskip("fastapi", reason="fastapi is in the 'server' extra")
 
-from podium.errors import ConfigError  # noqa: E402
-from podium.pool import load_pool  # noqa: E402
-from podium.server.app import create_app  # noqa: E402
-from podium.server.auth import KeyRing, hash_key  # noqa: E402
-from podium.server.tiers import load_tiers  # noqa: E402
-from podium.server.traces import Traces  # noqa: E402
+from podium.errors import ConfigError
+from podium.pool import load_pool
+from podium.server.app import create_app
+from podium.server.auth import KeyRing, hash_key
+from podium.server.tiers import load_tiers
+from podium.server.traces import Traces
 
 POOL = str(Path(__file__).parent / "pools" / "server.yaml")
 ASK = [{"role": "user", "content": "What is 17 * 23?"}]
@@ -25,9 +25,15 @@ KEYS = {"eu-key": {"allowed_regions": ["eu"]}, "open-key": {}, "solver-only": {"
 
 
 def write_keys(folder: Path, rpm: float = 6000, burst: int | None = None) -> Path:
-    entries = [{"name": name, "sha256": hash_key(f"sk-{name}"), "policy": policy,
-                "rate_limit": {"requests_per_minute": rpm, **({"burst": burst} if burst else {})}}
-               for name, policy in KEYS.items()]
+    entries = [
+        {
+            "name": name,
+            "sha256": hash_key(f"sk-{name}"),
+            "policy": policy,
+            "rate_limit": {"requests_per_minute": rpm, **({"burst": burst} if burst else {})},
+        }
+        for name, policy in KEYS.items()
+    ]
     path = folder / "keys.yaml"
     path.write_text(yaml.safe_dump({"keys": entries}))
     return path
@@ -71,35 +77,46 @@ def assert_error(response: httpx.Response, status: int, code: str | None = None)
 
 
 async def chat(client: httpx.AsyncClient, model: str = "podium", headers: dict | None = None, **body) -> httpx.Response:
-    return await client.post("/v1/chat/completions", json={"model": model, "messages": ASK, **body}, headers=headers or {})
+    return await client.post(
+        "/v1/chat/completions", json={"model": model, "messages": ASK, **body}, headers=headers or {}
+    )
 
 
 # bad input
 
 
 async def test_malformed_json_is_400(open_client) -> None:
-    r = await open_client.post("/v1/chat/completions", content=b'{"model": "podium", "messages": [', headers={"content-type": "application/json"})
+    r = await open_client.post(
+        "/v1/chat/completions",
+        content=b'{"model": "podium", "messages": [',
+        headers={"content-type": "application/json"},
+    )
     assert_error(r, 400, "invalid_json")
 
 
-@pytest.mark.parametrize("body, param", [
-    ({"model": "podium", "messages": []}, "messages"),
-    ({"model": "podium", "messages": "hello"}, "messages"),
-    ({"model": 7, "messages": ASK}, "model"),
-    ({"model": "podium", "messages": ASK, "temperature": "hot"}, "temperature"),
-    ({"model": "podium", "messages": ASK, "max_tokens": 10**9}, "max_tokens"),
-    ({"model": "podium", "messages": ASK, "max_tokens": 0}, "max_tokens"),
-    ({"model": "podium", "messages": ASK, "surprise": 1}, "surprise"),
-    ({"model": "podium", "messages": [{"role": "tool", "content": "x"}]}, "messages.0.role"),
-    ({"messages": ASK}, "model"),
-])
+@pytest.mark.parametrize(
+    "body, param",
+    [
+        ({"model": "podium", "messages": []}, "messages"),
+        ({"model": "podium", "messages": "hello"}, "messages"),
+        ({"model": 7, "messages": ASK}, "model"),
+        ({"model": "podium", "messages": ASK, "temperature": "hot"}, "temperature"),
+        ({"model": "podium", "messages": ASK, "max_tokens": 10**9}, "max_tokens"),
+        ({"model": "podium", "messages": ASK, "max_tokens": 0}, "max_tokens"),
+        ({"model": "podium", "messages": ASK, "surprise": 1}, "surprise"),
+        ({"model": "podium", "messages": [{"role": "tool", "content": "x"}]}, "messages.0.role"),
+        ({"messages": ASK}, "model"),
+    ],
+)
 async def test_invalid_fields_are_400_naming_the_field(open_client, body, param) -> None:
     r = await open_client.post("/v1/chat/completions", json=body)
     assert assert_error(r, 400)["param"] == param
 
 
 async def test_empty_user_message_is_400(open_client) -> None:
-    r = await open_client.post("/v1/chat/completions", json={"model": "podium", "messages": [{"role": "user", "content": "  "}]})
+    r = await open_client.post(
+        "/v1/chat/completions", json={"model": "podium", "messages": [{"role": "user", "content": "  "}]}
+    )
     assert_error(r, 400, "empty_messages")
 
 
@@ -134,7 +151,9 @@ async def test_missing_and_unknown_keys_are_401(keyed) -> None:
 async def test_model_outside_a_keys_policy_is_404_like_an_unknown_one(keyed) -> None:
     hidden = assert_error(await chat(keyed, "us-solver", headers=auth("eu-key")), 404, "model_not_found")
     unknown = assert_error(await chat(keyed, "no-such-model", headers=auth("eu-key")), 404, "model_not_found")
-    assert hidden["message"].replace("us-solver", "X") == unknown["message"].replace("no-such-model", "X")  # nothing tells them apart
+    assert hidden["message"].replace("us-solver", "X") == unknown["message"].replace(
+        "no-such-model", "X"
+    )  # nothing tells them apart
 
 
 async def test_tier_with_no_model_for_a_role_names_the_role(keyed) -> None:
@@ -234,7 +253,11 @@ async def test_metrics_count_requests_tokens_and_errors(open_client) -> None:
 
 async def test_healthz(open_client) -> None:
     body = (await open_client.get("/healthz")).json()
-    assert body["status"] == "ok" and body["tiers"] == ["podium", "podium-ultra", "podium-conductor"] and body["auth"] is False
+    assert (
+        body["status"] == "ok"
+        and body["tiers"] == ["podium", "podium-ultra", "podium-conductor"]
+        and body["auth"] is False
+    )
 
 
 # streaming: only the final answer
@@ -258,7 +281,11 @@ async def test_streamed_tier_sends_only_the_final_answer(open_client) -> None:
 
 async def test_last_turn_worker_streams_live(open_client) -> None:
     r = await chat(open_client, "podium", stream=True, podium={"max_turns": 1})
-    pieces = [c["choices"][0]["delta"]["content"] for c in sse_events(r.text) if c["choices"] and c["choices"][0]["delta"].get("content")]
+    pieces = [
+        c["choices"][0]["delta"]["content"]
+        for c in sse_events(r.text)
+        if c["choices"] and c["choices"][0]["delta"].get("content")
+    ]
     assert "".join(pieces) == "The answer is 391, since 17 x 23 = 391."
     assert len(pieces) > 1  # the worker's own deltas, not one block
 
@@ -268,7 +295,9 @@ async def test_last_turn_worker_streams_live(open_client) -> None:
 
 def test_tiers_are_data(tmp_path: Path) -> None:
     tiers = load_tiers().by_name()
-    assert tiers["podium"].max_turns == 3 and tiers["podium-ultra"].max_turns == 8 and tiers["podium-ultra"].always_verify
+    assert (
+        tiers["podium"].max_turns == 3 and tiers["podium-ultra"].max_turns == 8 and tiers["podium-ultra"].always_verify
+    )
     pool = load_pool(POOL)
     assert tiers["podium-ultra"].pool_view(pool).default_for("worker") == "us-solver"
     assert tiers["podium"].pool_view(pool).default_for("worker") == "eu-solver"
@@ -285,8 +314,9 @@ async def test_always_verify_ends_on_a_verifier(tmp_path: Path) -> None:
             m["replies"] = ["REVISE: show the multiplication."]
     (tmp_path / "pool.yaml").write_text(yaml.safe_dump(pool))
     recipe = {"coordinator": "rules", "max_turns": 4, "roles": ["thinker", "worker", "verifier"]}
-    (tmp_path / "tiers.yaml").write_text(yaml.safe_dump({"tiers": [{"name": "checked", "always_verify": True, **recipe},
-                                                                   {"name": "plain", **recipe}]}))
+    (tmp_path / "tiers.yaml").write_text(
+        yaml.safe_dump({"tiers": [{"name": "checked", "always_verify": True, **recipe}, {"name": "plain", **recipe}]})
+    )
     app = create_app(str(tmp_path / "pool.yaml"), tiers=tmp_path / "tiers.yaml", traces=Traces(tmp_path / "podium.db"))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
         checked = (await chat(client, "checked")).json()["podium"]

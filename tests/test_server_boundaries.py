@@ -17,12 +17,12 @@ import yaml
 
 pytest.importorskip("fastapi", reason="fastapi is in the 'server' extra")
 
-from echo_upstream import echo_upstream  # noqa: E402
-from faults.helpers import model  # noqa: E402
-from faults.server import FaultServer  # noqa: E402
-from podium.pool import parse_pool  # noqa: E402
-from podium.server.app import create_app  # noqa: E402
-from podium.server.traces import Traces  # noqa: E402
+from echo_upstream import echo_upstream
+from faults.helpers import model
+from faults.server import FaultServer
+from podium.pool import parse_pool
+from podium.server.app import create_app
+from podium.server.traces import Traces
 
 KEY = "gsk_8fK2mN4pQ6rS8tU0vW2xY4zA6bC8dE0fG2hJ4"  # a Groq-shaped key in an innocently named variable
 ASK = [{"role": "user", "content": "six times seven?"}]
@@ -37,13 +37,22 @@ def client(app) -> httpx.AsyncClient:
 
 
 def echo_pool(url: str) -> dict:
-    entry = {"name": "leaky", "backend": "openai", "base_url": url, "model": "m", "api_key_env": "UPSTREAM_SETTING",
-             "max_retries": 0, "breaker_threshold": 1, "breaker_open_s": 60}
+    entry = {
+        "name": "leaky",
+        "backend": "openai",
+        "base_url": url,
+        "model": "m",
+        "api_key_env": "UPSTREAM_SETTING",
+        "max_retries": 0,
+        "breaker_threshold": 1,
+        "breaker_open_s": 60,
+    }
     return {"name": "echo", "models": [entry], "defaults": {}}
 
 
-async def test_upstream_echoing_the_key_reaches_no_client_and_no_state_file(tmp_path: Path, podium_home: Path,
-                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_upstream_echoing_the_key_reaches_no_client_and_no_state_file(
+    tmp_path: Path, podium_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("UPSTREAM_SETTING", KEY)
     with echo_upstream() as url:
         app = app_for(echo_pool(url), tmp_path / "podium.db")
@@ -55,15 +64,23 @@ async def test_upstream_echoing_the_key_reaches_no_client_and_no_state_file(tmp_
     assert first.status_code == 502 and "[REDACTED]" in first.text  # the upstream did echo it
     assert "circuit open" in again.text and "error: " in streamed.text
     breakers = podium_home / "breakers.json"
-    for what, text in [("502", first.text), ("circuit open", again.text), ("sse", streamed.text), ("trace", trace.text),
-                       ("breakers.json", breakers.read_text())]:
+    for what, text in [
+        ("502", first.text),
+        ("circuit open", again.text),
+        ("sse", streamed.text),
+        ("trace", trace.text),
+        ("breakers.json", breakers.read_text()),
+    ]:
         assert KEY not in text and KEY[4:20] not in text, f"the key leaked into {what}"
     assert stat.S_IMODE(breakers.stat().st_mode) == 0o600
 
 
 def ok_pool(url: str) -> dict:
-    return {"name": "ok", "models": [model("m", url, "ok"), model("n", url, "ok")],
-            "defaults": {"worker": "m", "thinker": "m", "verifier": "m", "coordinator": "m"}}
+    return {
+        "name": "ok",
+        "models": [model("m", url, "ok"), model("n", url, "ok")],
+        "defaults": {"worker": "m", "thinker": "m", "verifier": "m", "coordinator": "m"},
+    }
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +92,11 @@ def upstream():
 async def test_escape_in_a_client_string_cannot_corrupt_the_store(upstream: FaultServer, tmp_path: Path) -> None:
     db = tmp_path / "podium.db"
     app = app_for(ok_pool(upstream.url), db)
-    hostile = {"model": "m", "messages": ASK, "podium": {"exclude_models": ['api_key=x\\"', "Bearer abcdefghijkl\\\\\\\""]}}
+    hostile = {
+        "model": "m",
+        "messages": ASK,
+        "podium": {"exclude_models": ['api_key=x\\"', 'Bearer abcdefghijkl\\\\\\"']},
+    }
     async with client(app) as c:
         r = await c.post("/v1/chat/completions", json=hostile)
         assert r.status_code == 200
@@ -83,7 +104,9 @@ async def test_escape_in_a_client_string_cannot_corrupt_the_store(upstream: Faul
     assert trace.status_code == 200 and 'api_key=[REDACTED]"' in trace.json()["policy"]["exclude_models"]
     env = {**os.environ, "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
     for args in (["ls"], ["show", r.headers["x-podium-trace-id"], "--json"], ["audit", "--allowed-regions", "local"]):
-        proc = subprocess.run([sys.executable, "-m", "podium", "traces", *args, "--db", str(db)], capture_output=True, text=True, env=env)
+        proc = subprocess.run(
+            [sys.executable, "-m", "podium", "traces", *args, "--db", str(db)], capture_output=True, text=True, env=env
+        )
         assert proc.returncode == 0 and "Traceback" not in proc.stderr, (args, proc.stderr)
 
 
@@ -92,30 +115,45 @@ async def test_lone_surrogates_are_replaced_and_the_run_is_stored(upstream: Faul
     body = '{"model": "%s", "messages": [{"role": "user", "content": "what is \\ud800 and \\udfff?"}]%s}'
     async with client(app) as c:
         for target, extra in (("m", ""), ("m", ', "stream": true'), ("podium", "")):
-            r = await c.post("/v1/chat/completions", content=(body % (target, extra)).encode(), headers={"content-type": "application/json"})
+            r = await c.post(
+                "/v1/chat/completions",
+                content=(body % (target, extra)).encode(),
+                headers={"content-type": "application/json"},
+            )
             assert r.status_code == 200, r.text
             trace = await c.get(f"/v1/traces/{r.headers['x-podium-trace-id']}")
             assert trace.status_code == 200 and trace.json()["query"] == "what is \ufffd and \ufffd?"
 
 
-def test_cli_question_with_invalid_utf8_is_answered_and_stored(upstream: FaultServer, tmp_path: Path, podium_home: Path) -> None:
+def test_cli_question_with_invalid_utf8_is_answered_and_stored(
+    upstream: FaultServer, tmp_path: Path, podium_home: Path
+) -> None:
     pool = tmp_path / "pool.yaml"
     pool.write_text(yaml.safe_dump(ok_pool(upstream.url)))
     env = {**os.environ, "PYTHONPATH": os.environ.get("PYTHONPATH", ""), "PODIUM_HOME": str(podium_home)}
-    proc = subprocess.run([sys.executable, "-m", "podium", "ask", "--pool", str(pool), "--json", b"what is \xff?"],
-                          capture_output=True, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "podium", "ask", "--pool", str(pool), "--json", b"what is \xff?"],
+        capture_output=True,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr.decode()
     trace_id = json.loads(proc.stdout)["trace_id"]
-    shown = subprocess.run([sys.executable, "-m", "podium", "traces", "show", trace_id, "--json"], capture_output=True, env=env)
+    shown = subprocess.run(
+        [sys.executable, "-m", "podium", "traces", "show", trace_id, "--json"], capture_output=True, env=env
+    )
     assert json.loads(shown.stdout)["query"] == "what is \ufffd?"
 
 
 async def test_schema_edges(upstream: FaultServer, tmp_path: Path) -> None:
     app = app_for(ok_pool(upstream.url), tmp_path / "podium.db")
     async with client(app) as c:
-        zero = await c.post("/v1/chat/completions", json={"model": "podium", "messages": ASK, "podium": {"max_cost_usd": 0}})
+        zero = await c.post(
+            "/v1/chat/completions", json={"model": "podium", "messages": ASK, "podium": {"max_cost_usd": 0}}
+        )
         assert zero.status_code == 400 and zero.json()["error"]["param"] == "podium.max_cost_usd"
-        stops = await c.post("/v1/chat/completions", json={"model": "m", "messages": ASK, "stop": ["a", "b", "c", "d", "e"]})
+        stops = await c.post(
+            "/v1/chat/completions", json={"model": "m", "messages": ASK, "stop": ["a", "b", "c", "d", "e"]}
+        )
         assert stops.status_code == 400 and stops.json()["error"]["param"] == "stop"
         wrong_method = await c.put("/v1/chat/completions", json={})
         assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "POST"
@@ -166,10 +204,18 @@ def test_rows_corrupted_by_older_versions_still_read(tmp_path: Path) -> None:
     from podium.types import RunResult, RunStatus, Turn
 
     store = Store.open(tmp_path / "podium.db")
-    run_id = store.record(RunResult(query="q", status=RunStatus.ANSWERED, answer="a",
-                                    turns=[Turn(turn=1, role="worker", model="m", region="eu", output="a")]))
+    run_id = store.record(
+        RunResult(
+            query="q",
+            status=RunStatus.ANSWERED,
+            answer="a",
+            turns=[Turn(turn=1, role="worker", model="m", region="eu", output="a")],
+        )
+    )
     with sqlite3.connect(store.path) as conn:  # what the old scrubber wrote: a JSON escape with its backslash eaten
-        conn.execute("UPDATE runs SET policy = ? WHERE id = ?", ('{"exclude_models": ["api_key=[REDACTED]"]"]}', run_id))
+        conn.execute(
+            "UPDATE runs SET policy = ? WHERE id = ?", ('{"exclude_models": ["api_key=[REDACTED]"]"]}', run_id)
+        )
         conn.execute("UPDATE turns SET attempts = ? WHERE run_id = ?", ('["m: {"a": "Bearer [REDACTED]"}"]', run_id))
     run = store.run(run_id)
     assert run is not None and run["policy"] == {"unparsable": '{"exclude_models": ["api_key=[REDACTED]"]"]}'}

@@ -15,16 +15,19 @@ import yaml
 
 pytest.importorskip("uvicorn", reason="uvicorn is in the 'server' extra")
 
-from faults.helpers import model  # noqa: E402
-from faults.server import FaultServer  # noqa: E402
-from podium_process import PodiumServer, abandon_streams, settle  # noqa: E402
+from faults.helpers import model
+from faults.server import FaultServer
+from podium_process import PodiumServer, abandon_streams, settle
 
 SLOW = dict(timeout_s=120, first_byte_timeout_s=60, max_retries=0)
 
 
 def write_pool(folder: Path, url: str) -> Path:
-    pool = {"name": "hardening", "models": [model("drip", url, "drip", **SLOW), model("ok", url, "ok", **SLOW)],
-            "defaults": {"worker": "ok", "thinker": "ok", "verifier": "ok", "coordinator": "ok"}}
+    pool = {
+        "name": "hardening",
+        "models": [model("drip", url, "drip", **SLOW), model("ok", url, "ok", **SLOW)],
+        "defaults": {"worker": "ok", "thinker": "ok", "verifier": "ok", "coordinator": "ok"},
+    }
     path = folder / "pool.yaml"
     path.write_text(yaml.safe_dump(pool))
     return path
@@ -32,7 +35,9 @@ def write_pool(folder: Path, url: str) -> Path:
 
 async def ok_request(url: str) -> httpx.Response:
     async with httpx.AsyncClient(timeout=30) as client:
-        return await client.post(f"{url}/v1/chat/completions", json={"model": "ok", "messages": [{"role": "user", "content": "hi"}]})
+        return await client.post(
+            f"{url}/v1/chat/completions", json={"model": "ok", "messages": [{"role": "user", "content": "hi"}]}
+        )
 
 
 async def test_abandoned_streams_release_upstream_connections_and_are_stored(tmp_path: Path) -> None:
@@ -45,7 +50,9 @@ async def test_abandoned_streams_release_upstream_connections_and_are_stored(tmp
         # sockets, not all descriptors: SQLite keeps a connection per worker thread (bounded, not a leak)
         sockets_after = await settle(server.sockets, base_sockets)
         assert upstream_after <= base_upstream, f"{upstream_after - base_upstream} upstream connections left open"
-        assert sockets_after <= base_sockets, f"server sockets {base_sockets} -> {sockets_after}: {server.describe_fds()}"
+        assert sockets_after <= base_sockets, (
+            f"server sockets {base_sockets} -> {sockets_after}: {server.describe_fds()}"
+        )
         assert (await ok_request(server.url)).status_code == 200  # the pool still serves
         statuses = [status for _, status in server.runs()]
     assert statuses.count("interrupted") == abandoned, statuses[:5]  # every disconnected stream is stored
@@ -73,7 +80,7 @@ def send_slowly(port: int, pieces: list[bytes], gap_s: float, limit_s: float) ->
                 data = sock.recv(4096)
                 if not data or b" 408 " in data:
                     return time.monotonic() - started
-            except socket.timeout:
+            except TimeoutError:
                 pass
             except OSError:
                 return time.monotonic() - started
@@ -84,7 +91,10 @@ def send_slowly(port: int, pieces: list[bytes], gap_s: float, limit_s: float) ->
 
 @pytest.fixture
 def guarded_server(tmp_path: Path):
-    with FaultServer() as upstream, PodiumServer(write_pool(tmp_path, upstream.url), tmp_path, args=["--header-timeout", "2"]) as server:
+    with (
+        FaultServer() as upstream,
+        PodiumServer(write_pool(tmp_path, upstream.url), tmp_path, args=["--header-timeout", "2"]) as server,
+    ):
         yield server
 
 
@@ -102,7 +112,9 @@ def test_huge_request_head_is_refused_without_memory_growth(guarded_server: Podi
     with socket.create_connection(("127.0.0.1", guarded_server.port)) as sock:
         sock.settimeout(10)
         try:
-            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * (16 * 1024 * 1024) + b"\r\n\r\n")
+            sock.sendall(
+                b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * (16 * 1024 * 1024) + b"\r\n\r\n"
+            )
         except OSError:
             pass  # the server hung up mid-header: refused
         try:
@@ -117,7 +129,9 @@ def test_huge_request_head_is_refused_without_memory_growth(guarded_server: Podi
 
 async def test_keyless_server_refuses_foreign_host_names(guarded_server: PodiumServer) -> None:
     async with httpx.AsyncClient(timeout=10) as client:
-        rebinding = await client.get(f"{guarded_server.url}/v1/models", headers={"Host": f"evil.example:{guarded_server.port}"})
+        rebinding = await client.get(
+            f"{guarded_server.url}/v1/models", headers={"Host": f"evil.example:{guarded_server.port}"}
+        )
         assert rebinding.status_code == 421 and rebinding.json()["error"]["code"] == "misdirected_request"
         for host in (f"127.0.0.1:{guarded_server.port}", "localhost", f"[::1]:{guarded_server.port}"):
             assert (await client.get(f"{guarded_server.url}/v1/models", headers={"Host": host})).status_code == 200

@@ -17,7 +17,6 @@ pytest.importorskip("uvicorn", reason="uvicorn is in the 'server' extra")
 
 from podium.server.auth import hash_key  # noqa: E402
 from podium.store import Store  # noqa: E402
-
 from podium_process import PodiumServer  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -32,16 +31,18 @@ KEYS = {"eu-key": {"allowed_regions": ["eu"]}, "open-key": {}}
 def server(tmp_path_factory: pytest.TempPathFactory):
     home = tmp_path_factory.mktemp("serve_home")
     keys = home / "keys.yaml"
-    keys.write_text(yaml.safe_dump({"keys": [{"name": n, "sha256": hash_key(f"sk-{n}"), "policy": p} for n, p in KEYS.items()]}))
+    keys.write_text(
+        yaml.safe_dump({"keys": [{"name": n, "sha256": hash_key(f"sk-{n}"), "policy": p} for n, p in KEYS.items()]})
+    )
     with PodiumServer(POOL, home, args=["--host", "127.0.0.1", "--keys", str(keys), "--log-level", "warning"]) as proc:
         yield {"url": proc.url, "home": home}
 
 
-def client(server, key: str = "open-key") -> "openai.OpenAI":
+def client(server, key: str = "open-key") -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{server['url']}/v1", api_key=f"sk-{key}", max_retries=0)
 
 
-def aclient(server, key: str = "open-key") -> "openai.AsyncOpenAI":
+def aclient(server, key: str = "open-key") -> openai.AsyncOpenAI:
     return openai.AsyncOpenAI(base_url=f"{server['url']}/v1", api_key=f"sk-{key}", max_retries=0)
 
 
@@ -60,7 +61,9 @@ def test_sync_client_gets_answers(server, tier: str, answer: str) -> None:
 
 @pytest.mark.parametrize("tier, answer", [("podium", EU_ANSWER), ("podium-ultra", US_ANSWER)])
 def test_sync_client_streams_only_the_answer(server, tier: str, answer: str) -> None:
-    stream = client(server).chat.completions.create(model=tier, messages=ASK, stream=True, stream_options={"include_usage": True})
+    stream = client(server).chat.completions.create(
+        model=tier, messages=ASK, stream=True, stream_options={"include_usage": True}
+    )
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == answer
@@ -87,7 +90,9 @@ def test_passthrough_model_streams(server) -> None:
 
 def test_client_errors_map_to_openai_exceptions(server) -> None:
     with pytest.raises(openai.AuthenticationError):
-        openai.OpenAI(base_url=f"{server['url']}/v1", api_key="sk-wrong", max_retries=0).chat.completions.create(model="podium", messages=ASK)
+        openai.OpenAI(base_url=f"{server['url']}/v1", api_key="sk-wrong", max_retries=0).chat.completions.create(
+            model="podium", messages=ASK
+        )
     with pytest.raises(openai.NotFoundError, match="does not exist"):  # a key is not told what exists beyond its policy
         client(server, "eu-key").chat.completions.create(model="us-solver", messages=ASK)
     with pytest.raises(openai.NotFoundError):
@@ -101,13 +106,24 @@ async def test_eu_key_never_reaches_a_non_eu_model(server) -> None:
     # ultra prefers the strongest (priciest) allowed worker: for this key, the EU backup
     for tier, answer in (("podium", EU_ANSWER), ("podium-ultra", "391 (from the EU backup).")):
         assert eu.chat.completions.create(model=tier, messages=ASK).choices[0].message.content == answer
-        assert "".join(c.choices[0].delta.content or "" for c in eu.chat.completions.create(model=tier, messages=ASK, stream=True) if c.choices) == answer
+        assert (
+            "".join(
+                c.choices[0].delta.content or ""
+                for c in eu.chat.completions.create(model=tier, messages=ASK, stream=True)
+                if c.choices
+            )
+            == answer
+        )
     eu.chat.completions.create(model="eu-solver", messages=ASK)
     with pytest.raises(openai.BadRequestError, match="role"):  # asking to widen to the US leaves no model
-        eu.chat.completions.create(model="podium-ultra", messages=ASK, extra_body={"podium": {"allowed_regions": ["us"]}})
+        eu.chat.completions.create(
+            model="podium-ultra", messages=ASK, extra_body={"podium": {"allowed_regions": ["us"]}}
+        )
     with pytest.raises(openai.NotFoundError):
         eu.chat.completions.create(model="us-checker", messages=ASK)
-    client(server, "open-key").chat.completions.create(model="podium-ultra", messages=ASK)  # the open key does go to the US
+    client(server, "open-key").chat.completions.create(
+        model="podium-ultra", messages=ASK
+    )  # the open key does go to the US
     store = Store.open(server["home"] / "podium.db")
     eu_runs = [store.run(r["id"]) for r in store.runs(owner="eu-key", limit=None)]
     assert len(eu_runs) >= 5
@@ -118,22 +134,39 @@ async def test_eu_key_never_reaches_a_non_eu_model(server) -> None:
 
 
 def test_serve_refuses_a_public_bind_without_keys(tmp_path: Path) -> None:
-    out = subprocess.run([sys.executable, "-m", "podium", "serve", "--host", "0.0.0.0", "--pool", str(POOL)],
-                         capture_output=True, text=True, cwd=REPO, env={**os.environ, "PODIUM_HOME": str(tmp_path)}, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "podium", "serve", "--host", "0.0.0.0", "--pool", str(POOL)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PODIUM_HOME": str(tmp_path)},
+        timeout=60,
+    )
     assert out.returncode == 2 and "without a keys file" in out.stderr
 
 
 def test_new_key_prints_a_hash_entry(tmp_path: Path) -> None:
-    out = subprocess.run([sys.executable, "-m", "podium", "serve", "--new-key", "team-a"], capture_output=True, text=True, cwd=REPO, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "podium", "serve", "--new-key", "team-a"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
     assert out.returncode == 0
     key = out.stdout.split("\n")[1].strip()
-    assert key.startswith("pk-") and f"sha256: {hash_key(key)}" in out.stdout and key not in out.stdout.split("Add this")[1]
+    assert (
+        key.startswith("pk-")
+        and f"sha256: {hash_key(key)}" in out.stdout
+        and key not in out.stdout.split("Add this")[1]
+    )
 
 
 def test_without_keys_it_binds_loopback_and_says_so(tmp_path: Path) -> None:
     with PodiumServer(POOL, tmp_path, args=["--log-level", "warning"]) as proc:
         reply = openai.OpenAI(base_url=f"{proc.url}/v1", api_key="anything", max_retries=0).chat.completions.create(
-            model="podium", messages=ASK)
+            model="podium", messages=ASK
+        )
         assert reply.choices[0].message.content == EU_ANSWER
         # keyless mode also serves the trace viewer, whose API lists the run just made
         runs = httpx.get(f"{proc.url}/ui/api/runs", timeout=10).json()

@@ -13,11 +13,11 @@ import yaml
 
 pytest.importorskip("fastapi", reason="fastapi is in the 'server' extra")
 
-from faults.helpers import model  # noqa: E402
-from faults.server import DEFAULT_REPLY, FaultServer  # noqa: E402
-from podium.pool import parse_pool  # noqa: E402
-from podium.server.app import create_app  # noqa: E402
-from podium.server.traces import Traces  # noqa: E402
+from faults.helpers import model
+from faults.server import DEFAULT_REPLY, FaultServer
+from podium.pool import parse_pool
+from podium.server.app import create_app
+from podium.server.traces import Traces
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +27,11 @@ def fault_server():
 
 
 def app_for(url: str, tmp_path: Path, main_fault: str):
-    pool = {"name": "faulty", "models": [model("main", url, main_fault, fallbacks=["backup"]), model("backup", url, "ok")],
-            "defaults": {"worker": "main", "thinker": "main", "verifier": "main", "coordinator": "main"}}
+    pool = {
+        "name": "faulty",
+        "models": [model("main", url, main_fault, fallbacks=["backup"]), model("backup", url, "ok")],
+        "defaults": {"worker": "main", "thinker": "main", "verifier": "main", "coordinator": "main"},
+    }
     return create_app(parse_pool(yaml.safe_dump(pool), "faulty pool"), traces=Traces(tmp_path / "podium.db"))
 
 
@@ -44,11 +47,16 @@ def streamed_text(response: httpx.Response) -> str:
 
 async def test_broken_stream_is_spliced_not_repeated(fault_server: FaultServer, tmp_path: Path) -> None:
     app = app_for(fault_server.url, tmp_path, "reset_mid*1/server-splice")
-    r = await post(app, {"model": "main", "stream": True, "messages": [{"role": "user", "content": "six times seven?"}]})
+    r = await post(
+        app, {"model": "main", "stream": True, "messages": [{"role": "user", "content": "six times seven?"}]}
+    )
     assert r.status_code == 200
     assert streamed_text(r) == DEFAULT_REPLY
-    trace = (await httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1").get(
-        f"/v1/traces/{r.headers['x-podium-trace-id']}")).json()
+    trace = (
+        await httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1").get(
+            f"/v1/traces/{r.headers['x-podium-trace-id']}"
+        )
+    ).json()
     assert trace["turns"][0]["retries"] >= 1 and trace["turns"][0]["error"] is None
 
 

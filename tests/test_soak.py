@@ -23,13 +23,18 @@ import pytest
 import yaml
 
 from faults.helpers import client_sockets, model
-from podium_process import PodiumServer, abandon_stream, chat_request, settle
 from podium.engine import Engine, TurnDelta
 from podium.pool import parse_pool
 from podium.reliability import BreakerRegistry, RetryPolicy
 from podium.types import Budget, RunStatus
+from podium_process import PodiumServer, abandon_stream, chat_request, settle
 
-RUNS, CONCURRENCY, FAULT_RATE, DEADLINE_S = 200, 20, 0.3, 8.0  # 2 s slack on the deadline: event-loop lag on a loaded box
+RUNS, CONCURRENCY, FAULT_RATE, DEADLINE_S = (
+    200,
+    20,
+    0.3,
+    8.0,
+)  # 2 s slack on the deadline: event-loop lag on a loaded box
 
 
 class ServerProcess:
@@ -37,8 +42,9 @@ class ServerProcess:
 
     def __init__(self) -> None:
         script = Path(__file__).parent / "faults" / "server.py"
-        self.proc = subprocess.Popen([sys.executable, str(script), "--seed", "7", "--rate", str(FAULT_RATE)],
-                                     stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(script), "--seed", "7", "--rate", str(FAULT_RATE)], stdout=subprocess.PIPE, text=True
+        )
         self.port = int(self.proc.stdout.readline())  # type: ignore[union-attr]
         self.url = f"http://127.0.0.1:{self.port}/v1"
 
@@ -60,7 +66,15 @@ def soak_pool(url: str):
     models = [
         model("a", url, "random/a", fallbacks=["b"], **fast),
         model("b", url, "random/b", fallbacks=["a"], **fast),
-        model("judge", url, "random/judge", fallbacks=["judge2"], roles=["verifier"], extra_body={"reply": "ACCEPT: ok"}, **fast),
+        model(
+            "judge",
+            url,
+            "random/judge",
+            fallbacks=["judge2"],
+            roles=["verifier"],
+            extra_body={"reply": "ACCEPT: ok"},
+            **fast,
+        ),
         model("judge2", url, "random/judge2", roles=["verifier"], extra_body={"reply": "ACCEPT: ok"}, **fast),
     ]
     config = {"name": "soak", "models": models, "defaults": {"thinker": "a", "worker": "b", "verifier": "judge"}}
@@ -69,8 +83,14 @@ def soak_pool(url: str):
 
 async def test_soak_random_faults(server: ServerProcess) -> None:
     assert client_sockets(server.port) == 0
-    engine = Engine(soak_pool(server.url), "rules", retry=RetryPolicy(max_retries=1, base_delay_s=0.01, max_delay_s=0.05,
-                    retry_after_cap_s=0.1, rng=random.Random(1)), breakers=BreakerRegistry())
+    engine = Engine(
+        soak_pool(server.url),
+        "rules",
+        retry=RetryPolicy(
+            max_retries=1, base_delay_s=0.01, max_delay_s=0.05, retry_after_cap_s=0.1, rng=random.Random(1)
+        ),
+        breakers=BreakerRegistry(),
+    )
     gate = asyncio.Semaphore(CONCURRENCY)
     peak = 0
 
@@ -80,8 +100,9 @@ async def test_soak_random_faults(server: ServerProcess) -> None:
             received: list[str] = []
             handler = lambda e: received.append(e.text) if isinstance(e, TurnDelta) else None  # noqa: E731
             started = time.perf_counter()
-            result = await engine.run(f"question {i}", budget=Budget(max_turns=5, deadline_s=DEADLINE_S),
-                                      stream=i % 2 == 0, on_event=handler)
+            result = await engine.run(
+                f"question {i}", budget=Budget(max_turns=5, deadline_s=DEADLINE_S), stream=i % 2 == 0, on_event=handler
+            )
             peak = max(peak, client_sockets(server.port))
             return result, received, time.perf_counter() - started
 
@@ -95,7 +116,12 @@ async def test_soak_random_faults(server: ServerProcess) -> None:
     statuses = {}
     for result, received, took in outcomes:
         statuses[result.status] = statuses.get(result.status, 0) + 1
-        assert took < DEADLINE_S + 2.0, (took, result.status, result.reason, [(t.model, t.error, t.latency_s, t.attempts) for t in result.turns])
+        assert took < DEADLINE_S + 2.0, (
+            took,
+            result.status,
+            result.reason,
+            [(t.model, t.error, t.latency_s, t.attempts) for t in result.turns],
+        )
         assert result.reason, result
         if result.status in (RunStatus.ACCEPTED, RunStatus.ANSWERED):
             assert result.answer
@@ -108,7 +134,11 @@ async def test_soak_random_faults(server: ServerProcess) -> None:
             assert "".join(received) == "".join(t.output for t in result.turns)
     stats = server.stats()
     assert 0.2 < stats["injected"] / stats["requests"] < 0.4, stats
-    failures = [(r.reason, r.turns[-1].attempts[:3] if r.turns else None) for r, _, _ in outcomes if r.status != RunStatus.ACCEPTED][:3]
+    failures = [
+        (r.reason, r.turns[-1].attempts[:3] if r.turns else None)
+        for r, _, _ in outcomes
+        if r.status != RunStatus.ACCEPTED
+    ][:3]
     assert statuses.get(RunStatus.ACCEPTED, 0) >= RUNS * 0.6, (statuses, failures)  # ~95% expected when unloaded
     assert 0 < peak <= 256
     assert elapsed < 60
@@ -128,11 +158,19 @@ IDLE_KEPT_ALIVE = 4  # upstream connections podium's pool may still keep idle fo
 
 
 def server_pool(url: str, folder: Path) -> Path:
-    slow = dict(timeout_s=60, first_byte_timeout_s=30, connect_timeout_s=10, max_retries=0)  # bursts of connects on 2 cores
-    models = [model("drip", url, "drip", input_usd_per_mtok=1.0, **slow), model("ok", url, "ok", **slow),  # tiers take the cheapest
-              model("judge", url, "ok/judge", roles=["verifier"], extra_body={"reply": "ACCEPT: ok"}, **slow)]
-    config = {"name": "soak-server", "models": models,
-              "defaults": {"thinker": "ok", "worker": "ok", "verifier": "judge", "coordinator": "ok"}}
+    slow = dict(
+        timeout_s=60, first_byte_timeout_s=30, connect_timeout_s=10, max_retries=0
+    )  # bursts of connects on 2 cores
+    models = [
+        model("drip", url, "drip", input_usd_per_mtok=1.0, **slow),
+        model("ok", url, "ok", **slow),  # tiers take the cheapest
+        model("judge", url, "ok/judge", roles=["verifier"], extra_body={"reply": "ACCEPT: ok"}, **slow),
+    ]
+    config = {
+        "name": "soak-server",
+        "models": models,
+        "defaults": {"thinker": "ok", "worker": "ok", "verifier": "judge", "coordinator": "ok"},
+    }
     path = folder / "pool.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -156,7 +194,7 @@ async def slow_head(port: int) -> None:
 async def _closed_within(reader: asyncio.StreamReader, seconds: float) -> bool:
     try:
         data = await asyncio.wait_for(reader.read(4096), seconds)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return False
     return not data or b" 408 " in data
 
@@ -173,7 +211,11 @@ async def slow_reader(port: int, model: str) -> None:
 
 
 async def normal(client: httpx.AsyncClient, i: int) -> int:
-    body = {"model": ["ok", "podium"][i % 2], "stream": i % 3 == 0, "messages": [{"role": "user", "content": f"question {i}"}]}
+    body = {
+        "model": ["ok", "podium"][i % 2],
+        "stream": i % 3 == 0,
+        "messages": [{"role": "user", "content": f"question {i}"}],
+    }
     return (await client.post("/v1/chat/completions", json=body)).status_code
 
 
@@ -205,11 +247,15 @@ async def test_soak_server_abandoned_streams_and_slow_clients(server: ServerProc
         # SQLite keeps one connection per worker thread (2 fds each, bounded by the thread pool): not a
         # leak, so descriptors are compared as sockets; a leak of the drip streams alone would be ~95
         sockets = await settle(podium.sockets, base_sockets + IDLE_KEPT_ALIVE)
-        downstream = await settle(lambda: sum(n for k, n in podium.describe_fds().items() if k.startswith("tcp downstream")), 0)
+        downstream = await settle(
+            lambda: sum(n for k, n in podium.describe_fds().items() if k.startswith("tcp downstream")), 0
+        )
         kinds = podium.describe_fds()
         upstream = await settle(lambda: server.stats()["open_connections"], base_upstream + IDLE_KEPT_ALIVE)
         runs = podium.runs()
-    assert sockets <= base_sockets + IDLE_KEPT_ALIVE, f"server sockets {base_sockets} -> {sockets}: {base_kinds} -> {kinds}"
+    assert sockets <= base_sockets + IDLE_KEPT_ALIVE, (
+        f"server sockets {base_sockets} -> {sockets}: {base_kinds} -> {kinds}"
+    )
     assert downstream == 0, kinds  # every client connection closed
     assert upstream <= base_upstream + IDLE_KEPT_ALIVE, f"upstream connections {base_upstream} -> {upstream}"
     expected = 1 + ABANDONED + SLOW_READERS + NORMAL + 1  # every chat request that reached the server

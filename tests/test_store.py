@@ -22,15 +22,42 @@ from store_seed import questions, seed
 REPO = Path(__file__).resolve().parent.parent
 
 
-def make_result(query: str = "q", *, started_at: float | None = None, status: RunStatus = RunStatus.ACCEPTED,
-                turns: list[Turn] | None = None) -> RunResult:
+def make_result(
+    query: str = "q",
+    *,
+    started_at: float | None = None,
+    status: RunStatus = RunStatus.ACCEPTED,
+    turns: list[Turn] | None = None,
+) -> RunResult:
     result = RunResult(query=query, status=status, reason="test", pool="p", coordinator="rules", answer="a")
     if started_at is not None:
         result.started_at = started_at
-    result.turns = turns if turns is not None else [
-        Turn(turn=1, role=Role.WORKER, model="m1", region="eu", output="a", prompt_tokens=10, completion_tokens=2, cost_usd=0.001, latency_s=0.5),
-        Turn(turn=2, role=Role.VERIFIER, model="m2", region="us", output="ACCEPT", verdict=Verdict.ACCEPT, latency_s=0.25),
-    ]
+    result.turns = (
+        turns
+        if turns is not None
+        else [
+            Turn(
+                turn=1,
+                role=Role.WORKER,
+                model="m1",
+                region="eu",
+                output="a",
+                prompt_tokens=10,
+                completion_tokens=2,
+                cost_usd=0.001,
+                latency_s=0.5,
+            ),
+            Turn(
+                turn=2,
+                role=Role.VERIFIER,
+                model="m2",
+                region="us",
+                output="ACCEPT",
+                verdict=Verdict.ACCEPT,
+                latency_s=0.25,
+            ),
+        ]
+    )
     return result
 
 
@@ -65,7 +92,9 @@ def test_appended_migration_applies_once_and_keeps_data(tmp_path: Path, monkeypa
 
 
 def test_grades_migration_upgrades_an_old_store_and_keeps_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    old_migrations = [m for m in store_mod.MIGRATIONS if m[0] != "0002_run_grades"]  # a store made before grades existed
+    old_migrations = [
+        m for m in store_mod.MIGRATIONS if m[0] != "0002_run_grades"
+    ]  # a store made before grades existed
     monkeypatch.setattr(store_mod, "MIGRATIONS", old_migrations)
     old = Store.open(tmp_path / "t.db")
     old.record(make_result("graded later"))
@@ -76,7 +105,12 @@ def test_grades_migration_upgrades_an_old_store_and_keeps_runs(tmp_path: Path, m
     assert store.run(run_id)["grade_score"] is None
     assert store.grade(run_id, score=1.0, source="check:number", task_id="gsm8k/1", detail="ok")
     run = store.run(run_id)
-    assert (run["query"], run["grade_score"], run["grade_source"], run["task_id"]) == ("graded later", 1.0, "check:number", "gsm8k/1")
+    assert (run["query"], run["grade_score"], run["grade_source"], run["task_id"]) == (
+        "graded later",
+        1.0,
+        "check:number",
+        "gsm8k/1",
+    )
     assert not store.grade("run_missing", score=0.0, source="check:number")
 
 
@@ -86,10 +120,18 @@ def test_record_round_trip(tmp_path: Path) -> None:
     assert store.record(result, source="test", owner="key1") == result.run_id
     run = store.run(result.run_id)
     assert run is not None
-    assert (run["query"], run["status"], run["answer"], run["source"], run["owner"]) == ("What is 2+2?", "accepted", "a", "test", "key1")
+    assert (run["query"], run["status"], run["answer"], run["source"], run["owner"]) == (
+        "What is 2+2?",
+        "accepted",
+        "a",
+        "test",
+        "key1",
+    )
     assert run["total_tokens"] == 12 and run["cost_usd"] == pytest.approx(0.001) and run["n_turns"] == 2
     assert [(t["turn"], t["role"], t["model"], t["region"], t["verdict"]) for t in run["turns"]] == [
-        (1, "worker", "m1", "eu", None), (2, "verifier", "m2", "us", "ACCEPT")]
+        (1, "worker", "m1", "eu", None),
+        (2, "verifier", "m2", "us", "ACCEPT"),
+    ]
     assert run["models"] == ["m1", "m2"]
     assert store.run(result.run_id, owner="someone-else") is None
     store.record(result)  # re-recording replaces, never duplicates
@@ -99,7 +141,9 @@ def test_record_round_trip(tmp_path: Path) -> None:
 def test_filters_and_prefix_resolution(tmp_path: Path) -> None:
     store = Store.open(tmp_path / "t.db")
     old = make_result("old one", started_at=parse_time("2024-01-02"))
-    new = make_result("new one", status=RunStatus.FAILED, turns=[Turn(turn=1, role=Role.WORKER, model="m9", error="boom")])
+    new = make_result(
+        "new one", status=RunStatus.FAILED, turns=[Turn(turn=1, role=Role.WORKER, model="m9", error="boom")]
+    )
     store.record(old)
     store.record(new)
     assert [r["id"] for r in store.runs()] == [new.run_id, old.run_id]
@@ -120,9 +164,11 @@ def test_filters_and_prefix_resolution(tmp_path: Path) -> None:
 def test_concurrent_writers_threads_and_processes(tmp_path: Path) -> None:
     path = tmp_path / "t.db"
     Store.open(path)
-    script = ("import sys; from podium.store import Store; from podium.types import RunResult, RunStatus\n"
-              "s = Store.open(sys.argv[1])\n"
-              "for i in range(25): s.record(RunResult(query=f'proc {i}', status=RunStatus.ACCEPTED))\n")
+    script = (
+        "import sys; from podium.store import Store; from podium.types import RunResult, RunStatus\n"
+        "s = Store.open(sys.argv[1])\n"
+        "for i in range(25): s.record(RunResult(query=f'proc {i}', status=RunStatus.ACCEPTED))\n"
+    )
     procs = [subprocess.Popen([sys.executable, "-c", script, str(path)]) for _ in range(3)]
     errors: list[BaseException] = []
 
@@ -131,7 +177,7 @@ def test_concurrent_writers_threads_and_processes(tmp_path: Path) -> None:
             s = Store.open(path)
             for i in range(25):
                 s.record(make_result(f"thread {n} run {i}"))
-        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=writer, args=(n,)) for n in range(6)]
@@ -183,7 +229,9 @@ async def test_interrupted_run_is_stored(tmp_path: Path) -> None:
         await task
     await engine.aclose()
     runs = store.runs()
-    assert [(r["status"], r["reason"], r["query"]) for r in runs] == [("interrupted", "interrupted", "a question that will be cut")]
+    assert [(r["status"], r["reason"], r["query"]) for r in runs] == [
+        ("interrupted", "interrupted", "a question that will be cut")
+    ]
 
 
 def test_recorder_off_and_unwritable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

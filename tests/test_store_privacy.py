@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
+from echo_upstream import echo_upstream
 from podium.engine import Engine
 from podium.pool import parse_pool
 from podium.store import Store, digest, scrub
 from podium.types import Budget, RunStatus
-from echo_upstream import echo_upstream
 from store_seed import questions, seed
 
 KEY_IN_SECRET_ENV = "k3y-planted-7f1d9a0c44e2b6aa"  # no recognisable shape: caught because its env name says KEY
@@ -53,12 +53,16 @@ models:
 """
 
 
-async def test_planted_api_keys_never_reach_the_database(tmp_path: Path, echo_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_planted_api_keys_never_reach_the_database(
+    tmp_path: Path, echo_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("PODIUM_TEST_API_KEY", KEY_IN_SECRET_ENV)
     monkeypatch.setenv("PROVIDER_ACCESS", KEY_WITH_SHAPE)
     store = Store.open(tmp_path / "t.db")
     engine = Engine(parse_pool(leaky_pool(echo_server), "leaky"), "rules", on_event=store.handler())
-    result = await engine.run(f"my key is {KEY_IN_SECRET_ENV} and also {KEY_WITH_SHAPE}; use them", budget=Budget(max_turns=2))
+    result = await engine.run(
+        f"my key is {KEY_IN_SECRET_ENV} and also {KEY_WITH_SHAPE}; use them", budget=Budget(max_turns=2)
+    )
     await engine.aclose()
     assert result.status == RunStatus.FAILED
     echoed = " ".join(t.error or "" for t in result.turns)
@@ -73,17 +77,27 @@ async def test_planted_api_keys_never_reach_the_database(tmp_path: Path, echo_se
     assert b"Bearer sk-" not in data
 
 
-@pytest.mark.parametrize("text", [
-    "Authorization: Bearer abcdefghijklmnop123",
-    '{"authorization": "Basic dXNlcjpwYXNzd29yZA=="}',
-    "headers={'api-key': 'x9y8z7w6v5u4'}",
-    "https://host/v1?api_key=Zz0123456789&x=1",
-    "token hf_ABCDEFGHIJKLMNOPQRSTUVWX and ghp_abcdefghijklmnopqrstuvwx12",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Authorization: Bearer abcdefghijklmnop123",
+        '{"authorization": "Basic dXNlcjpwYXNzd29yZA=="}',
+        "headers={'api-key': 'x9y8z7w6v5u4'}",
+        "https://host/v1?api_key=Zz0123456789&x=1",
+        "token hf_ABCDEFGHIJKLMNOPQRSTUVWX and ghp_abcdefghijklmnopqrstuvwx12",
+    ],
+)
 def test_scrub_patterns(text: str) -> None:
     out = scrub(text, secrets=[])
     assert "[REDACTED]" in out
-    for secret in ("abcdefghijklmnop123", "dXNlcjpwYXNzd29yZA==", "x9y8z7w6v5u4", "Zz0123456789", "ABCDEFGHIJKLMNOPQRSTUVWX", "abcdefghijklmnopqrstuvwx12"):
+    for secret in (
+        "abcdefghijklmnop123",
+        "dXNlcjpwYXNzd29yZA==",
+        "x9y8z7w6v5u4",
+        "Zz0123456789",
+        "ABCDEFGHIJKLMNOPQRSTUVWX",
+        "abcdefghijklmnopqrstuvwx12",
+    ):
         assert secret not in out
 
 

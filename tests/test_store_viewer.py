@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
@@ -66,9 +66,16 @@ def test_json_api(base_url: str, seeded: Store) -> None:
     assert json.loads(get(base_url + "/api/models")[2])["models"] == ["judge", "math-eu", "planner"]
 
 
-@pytest.mark.parametrize("path, code", [("/api/runs/run_missing", 404), ("/api/runs?limit=abc", 400),
-                                        ("/api/runs?limit=100000", 400), ("/api/runs?since=someday", 400),
-                                        ("/nowhere", 404)])
+@pytest.mark.parametrize(
+    "path, code",
+    [
+        ("/api/runs/run_missing", 404),
+        ("/api/runs?limit=abc", 400),
+        ("/api/runs?limit=100000", 400),
+        ("/api/runs?since=someday", 400),
+        ("/nowhere", 404),
+    ],
+)
 def test_bad_requests_get_json_errors(base_url: str, path: str, code: int) -> None:
     status, headers, body = get(base_url + path)
     assert status == code and headers["Content-Type"] == "application/json" and json.loads(body)["error"]
@@ -112,8 +119,13 @@ def test_podium_ui_command(podium_home: Path) -> None:
 
     seed(Store.open(), questions(1), workers=("math-eu",))
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "podium", "ui", "--port", str(port)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "podium", "ui", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ},
+    )
     try:
         deadline, body = time.monotonic() + 30, None
         while body is None and time.monotonic() < deadline and proc.poll() is None:
@@ -122,7 +134,9 @@ def test_podium_ui_command(podium_home: Path) -> None:
             except (urllib.error.URLError, ConnectionError):
                 time.sleep(0.1)
         assert body is not None and body["total"] == 1, proc.stderr.read() if proc.poll() is not None else ""
-        busy = subprocess.run([sys.executable, "-m", "podium", "ui", "--port", str(port)], capture_output=True, text=True, timeout=30)
+        busy = subprocess.run(
+            [sys.executable, "-m", "podium", "ui", "--port", str(port)], capture_output=True, text=True, timeout=30
+        )
         assert busy.returncode == 2 and "pick another --port" in busy.stderr and "Traceback" not in busy.stderr
     finally:
         proc.send_signal(signal.SIGINT)

@@ -35,15 +35,26 @@ def test_gsm8k_final_number_and_seeded_sample() -> None:
     sample = load_tasks(GSM8K, limit=20, seed=3)
     assert len(sample) == 20 and sample == load_tasks(GSM8K, limit=20, seed=3)
     assert [t.id for t in sample] != [t.id for t in load_tasks(GSM8K, limit=20, seed=4)]
-    assert {t.id for t in sample} < {t.id for t in load_tasks(GSM8K, limit=200, seed=3)}  # samples nest: a benchmark can grow
+    assert {t.id for t in sample} < {
+        t.id for t in load_tasks(GSM8K, limit=200, seed=3)
+    }  # samples nest: a benchmark can grow
     assert run_check_sync(tasks[0].check, "She makes 9 * 2 = 18 dollars.\n#### 18").passed
 
 
 def test_humaneval_and_own_records(tmp_path: Path) -> None:
     path = tmp_path / "mixed.jsonl.gz"
-    humaneval = {"task_id": "HumanEval/0", "prompt": "import math\ndef add(a, b):\n    \"\"\"Add.\"\"\"\n",
-                 "test": "def check(candidate):\n    assert candidate(1, 2) == 3\n", "entry_point": "add"}
-    own = {"id": "q1", "prompt": "Capital of France?", "check": {"type": "regex", "pattern": "(?i)paris"}, "family": "geo"}
+    humaneval = {
+        "task_id": "HumanEval/0",
+        "prompt": 'import math\ndef add(a, b):\n    """Add."""\n',
+        "test": "def check(candidate):\n    assert candidate(1, 2) == 3\n",
+        "entry_point": "add",
+    }
+    own = {
+        "id": "q1",
+        "prompt": "Capital of France?",
+        "check": {"type": "regex", "pattern": "(?i)paris"},
+        "family": "geo",
+    }
     with gzip.open(path, "wt") as fh:
         fh.write(json.dumps(humaneval) + "\n\n" + json.dumps(own) + "\n")
     he, mine = load_tasks(path)
@@ -53,13 +64,16 @@ def test_humaneval_and_own_records(tmp_path: Path) -> None:
     assert mine.id == "q1" and mine.family == "geo" and mine.check.type == "regex"
 
 
-@pytest.mark.parametrize("line, message", [
-    ("{not json", "not valid JSON"),
-    ('{"foo": 1}', "unknown record format"),
-    ('{"id": "a", "prompt": "p", "check": {"type": "sql"}}', "bad podium record"),
-    ('{"question": "q", "answer": "no final line"}', "bad gsm8k record"),
-    ('{"id": "a", "prompt": "p", "check": {"type": "exact", "answer": "x"}, "extra": 1}', "bad podium record"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("{not json", "not valid JSON"),
+        ('{"foo": 1}', "unknown record format"),
+        ('{"id": "a", "prompt": "p", "check": {"type": "sql"}}', "bad podium record"),
+        ('{"question": "q", "answer": "no final line"}', "bad gsm8k record"),
+        ('{"id": "a", "prompt": "p", "check": {"type": "exact", "answer": "x"}, "extra": 1}', "bad podium record"),
+    ],
+)
 def test_bad_records_name_file_and_line(tmp_path: Path, line: str, message: str) -> None:
     path = tmp_path / "bad.jsonl"
     good = '{"id": "ok", "prompt": "p", "check": {"type": "exact", "answer": "x"}}'

@@ -30,10 +30,12 @@ def env() -> dict[str, str]:
 
 
 def podium(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "podium", *args], capture_output=True, text=True, timeout=timeout, env=env())
+    return subprocess.run(
+        [sys.executable, "-m", "podium", *args], capture_output=True, text=True, timeout=timeout, env=env()
+    )
 
 
-def ok(proc: "subprocess.CompletedProcess[str] | Ran") -> str:
+def ok(proc: subprocess.CompletedProcess[str] | Ran) -> str:
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     return proc.stdout
@@ -48,8 +50,9 @@ def test_ask_then_ls_show_the_run(cli, podium_home: Path) -> None:
     assert runs[0]["total_tokens"] == answer["total_tokens"] and runs[0]["models"] == ["checker", "planner", "solver"]
     shown = ok(cli("traces", "show", trace_id[:-2]))
     assert trace_id in shown and "answer: 391" in shown
-    assert [line.split()[1:3] for line in shown.splitlines() if line.split()[1:2] in (["thinker"], ["worker"], ["verifier"])] == [
-        ["thinker", "planner"], ["worker", "solver"], ["verifier", "checker"]]
+    assert [
+        line.split()[1:3] for line in shown.splitlines() if line.split()[1:2] in (["thinker"], ["worker"], ["verifier"])
+    ] == [["thinker", "planner"], ["worker", "solver"], ["verifier", "checker"]]
     full = ok(cli("traces", "show", trace_id, "--full"))
     assert "Answer to check:" in full and "[response] ACCEPT: correct" in full
     detail = json.loads(ok(cli("traces", "show", trace_id, "--json")))
@@ -65,11 +68,18 @@ def test_traces_off_stores_nothing(podium_home: Path, monkeypatch: pytest.Monkey
 
 def test_interrupted_cli_run_is_stored(cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pool = tmp_path / "hang.yaml"
-    pool.write_text("name: hang\nmodels:\n  - name: hang\n    backend: scripted\n    function: store_seed:marker_then_sleep\n")
+    pool.write_text(
+        "name: hang\nmodels:\n  - name: hang\n    backend: scripted\n    function: store_seed:marker_then_sleep\n"
+    )
     marker = tmp_path / "started"
     monkeypatch.setenv("SEED_MARKER", str(marker))
-    proc = subprocess.Popen([sys.executable, "-m", "podium", "ask", "--pool", str(pool), "--json", "a question to interrupt"],
-                            env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "podium", "ask", "--pool", str(pool), "--json", "a question to interrupt"],
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 60
     while not marker.exists() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
@@ -78,7 +88,9 @@ def test_interrupted_cli_run_is_stored(cli, tmp_path: Path, monkeypatch: pytest.
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
     runs = json.loads(ok(cli("traces", "ls", "--json", "--status", "interrupted")))
-    assert [(r["query"], r["status"], r["reason"]) for r in runs] == [("a question to interrupt", "interrupted", "interrupted")]
+    assert [(r["query"], r["status"], r["reason"]) for r in runs] == [
+        ("a question to interrupt", "interrupted", "interrupted")
+    ]
 
 
 def test_stats_audit_and_filters(cli, podium_home: Path) -> None:
@@ -105,9 +117,18 @@ def test_stats_audit_and_filters(cli, podium_home: Path) -> None:
 
 def test_audit_counts_failed_attempts_and_unknown_regions(cli, podium_home: Path) -> None:
     result = RunResult(query="q", status=RunStatus.ACCEPTED, pool="p")
-    result.turns = [Turn(turn=1, role=Role.WORKER, model="eu-backup", region="eu", fallback_from="us-main", output="x",
-                         attempts=["us-main: HTTP 503", "ghost: refused"]),
-                    Turn(turn=2, role=Role.VERIFIER, model="us-main", region="us", error="timeout", attempts=["us-main: timeout"])]
+    result.turns = [
+        Turn(
+            turn=1,
+            role=Role.WORKER,
+            model="eu-backup",
+            region="eu",
+            fallback_from="us-main",
+            output="x",
+            attempts=["us-main: HTTP 503", "ghost: refused"],
+        ),
+        Turn(turn=2, role=Role.VERIFIER, model="us-main", region="us", error="timeout", attempts=["us-main: timeout"]),
+    ]
     Store.open().record(result)
     other = RunResult(query="q2", status=RunStatus.ACCEPTED, pool="p")
     other.turns = [Turn(turn=1, role=Role.WORKER, model="eu-backup", region="eu", output="y")]
@@ -119,10 +140,12 @@ def test_audit_counts_failed_attempts_and_unknown_regions(cli, podium_home: Path
 
 
 def test_bad_input_is_one_clean_error(cli, podium_home: Path) -> None:
-    for args, needle in [(("traces", "ls", "--since", "last tuesday"), "not a date"),
-                         (("traces", "show", "run_nope"), "no stored run"),
-                         (("traces", "purge", "--before", "soon", "--yes"), "not a date"),
-                         (("traces", "export", "--format", "replay"), "needs an output folder")]:
+    for args, needle in [
+        (("traces", "ls", "--since", "last tuesday"), "not a date"),
+        (("traces", "show", "run_nope"), "no stored run"),
+        (("traces", "purge", "--before", "soon", "--yes"), "not a date"),
+        (("traces", "export", "--format", "replay"), "needs an output folder"),
+    ]:
         proc = podium(*args) if args[1] == "ls" else cli(*args)
         assert proc.returncode == 2, (args, proc.stderr)
         assert "Traceback" not in proc.stderr and needle in proc.stderr
@@ -143,9 +166,19 @@ def test_winning_path_skips_rejected_answers_and_errors() -> None:
     def t(role: str, model: str, verdict: str | None = None, error: str | None = None) -> dict:
         return {"role": role, "model": model, "verdict": verdict, "error": error}
 
-    turns = [t("thinker", "p"), t("worker", "bad"), t("verifier", "v", "REVISE"), t("worker", "x", error="boom"),
-             t("worker", "good"), t("verifier", "v", "ACCEPT")]
-    assert [(s["role"], s["model"]) for s in winning_path(turns)] == [("thinker", "p"), ("worker", "good"), ("verifier", "v")]
+    turns = [
+        t("thinker", "p"),
+        t("worker", "bad"),
+        t("verifier", "v", "REVISE"),
+        t("worker", "x", error="boom"),
+        t("worker", "good"),
+        t("verifier", "v", "ACCEPT"),
+    ]
+    assert [(s["role"], s["model"]) for s in winning_path(turns)] == [
+        ("thinker", "p"),
+        ("worker", "good"),
+        ("verifier", "v"),
+    ]
 
 
 def test_export_sft(cli, podium_home: Path, tmp_path: Path) -> None:
@@ -155,8 +188,14 @@ def test_export_sft(cli, podium_home: Path, tmp_path: Path) -> None:
     assert "wrote 6 sft records" in ok(proc) + proc.stderr
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert all(set(r) == {"instruction", "input", "output"} for r in records)
-    assert [r["output"] for r in records] == ["thinker planner", "worker math-eu", "verifier judge",
-                                              "thinker planner", "worker code-us", "verifier judge"]
+    assert [r["output"] for r in records] == [
+        "thinker planner",
+        "worker math-eu",
+        "verifier judge",
+        "thinker planner",
+        "worker code-us",
+        "verifier judge",
+    ]
     assert "[math] question number 0" in records[1]["input"] and "1. thinker planner" in records[1]["input"]
     assert "Turns so far:\n(none)" in records[0]["input"]
     assert ok(cli("traces", "export", "--format", "sft")).count("\n") == 6  # stdout by default

@@ -45,9 +45,23 @@ def test_train_live_finds_the_optimum_and_learns_roles(tmp_path: Path, run_cli) 
     tasks_path = tmp_path / "arith.jsonl"
     tasks_path.write_text("".join(json.dumps(r) + "\n" for r in arith_tasks(6)))
     head = tmp_path / "head.npz"
-    out = run_cli(__import__("podium.cli", fromlist=["main"]).main,
-                  ["train", "live", str(tasks_path), "--pool", pool_path, "--out", str(head), "--generations", "20",
-                   "--lam", str(LAM), "--quiet"])
+    out = run_cli(
+        __import__("podium.cli", fromlist=["main"]).main,
+        [
+            "train",
+            "live",
+            str(tasks_path),
+            "--pool",
+            pool_path,
+            "--out",
+            str(head),
+            "--generations",
+            "20",
+            "--lam",
+            str(LAM),
+            "--quiet",
+        ],
+    )
     report = json.loads(out)
     rules, trained = report["rules"], report["trained"]
     assert rules["accuracy"] == 0.5  # products only
@@ -58,7 +72,11 @@ def test_train_live_finds_the_optimum_and_learns_roles(tmp_path: Path, run_cli) 
 
     # the saved head drives the real engine: a thinker on products only, the right worker per family
     product = ask(run_cli, pool_path, head, "Product task. What is 11 times 13? Multiply them.")
-    assert [(t["role"], t["model"]) for t in product["turns"]] == [("thinker", "planner"), ("worker", "w_gen"), ("verifier", "v_noisy")]
+    assert [(t["role"], t["model"]) for t in product["turns"]] == [
+        ("thinker", "planner"),
+        ("worker", "w_gen"),
+        ("verifier", "v_noisy"),
+    ]
     total = ask(run_cli, pool_path, head, "Addition task. What is 11 plus 13? Add the numbers.")
     assert [(t["role"], t["model"]) for t in total["turns"]] == [("worker", "w_add"), ("verifier", "v_noisy")]
     assert product["answer"] == "143" and total["answer"] == "24"

@@ -47,8 +47,12 @@ async def settle(client: httpx.AsyncClient, port: int, timeout: float = 5.0) -> 
 
 @pytest.mark.parametrize("fault", ["ok", "drip", "slow_first_byte:3"])
 @pytest.mark.parametrize("cancels", [2, 200])
-async def test_repeatedly_cancelled_calls_release_their_connections(upstream: FaultServer, fault: str, cancels: int) -> None:
-    spec = ModelSpec(name="m", backend="openai", base_url=upstream.url, model=fault, timeout_s=60, extra_body={"reply": "w " * 200})
+async def test_repeatedly_cancelled_calls_release_their_connections(
+    upstream: FaultServer, fault: str, cancels: int
+) -> None:
+    spec = ModelSpec(
+        name="m", backend="openai", base_url=upstream.url, model=fault, timeout_s=60, extra_body={"reply": "w " * 200}
+    )
     client = httpx.AsyncClient(limits=httpx.Limits(max_connections=256, max_keepalive_connections=64))
     backend = OpenAIBackend(spec, client)
 
@@ -57,7 +61,9 @@ async def test_repeatedly_cancelled_calls_release_their_connections(upstream: Fa
             pass
 
     tasks = [asyncio.ensure_future(consume()) for _ in range(CALLS)]
-    tasks += [asyncio.ensure_future(backend.complete(REQUEST.model_copy(update={"max_tokens": 9}))) for _ in range(CALLS)]
+    tasks += [
+        asyncio.ensure_future(backend.complete(REQUEST.model_copy(update={"max_tokens": 9}))) for _ in range(CALLS)
+    ]
     await asyncio.sleep(0.3)  # mid-stream (or, slow_first_byte, still waiting for the head)
     await cancel_repeatedly(tasks, cancels)
     await asyncio.gather(*tasks, return_exceptions=True)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -85,9 +85,19 @@ def browser(tmp_path: Path):
 
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--window-size=1440,900", f"--user-data-dir={tmp_path / 'profile'}"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1440,900",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(executable_path=chromedriver), options=options)
     driver.set_page_load_timeout(30)
@@ -112,7 +122,11 @@ def test_viewer_in_headless_chromium(browser, viewer_url: str, store: Store, tmp
     target = next(r for r in store.runs(status="accepted", model="code-us"))
     browser.find_element(By.CSS_SELECTOR, f"tr.run-row[data-id='{target['id']}']").click()
     turns = wait.until(lambda d: (t := d.find_elements(By.CSS_SELECTOR, "#timeline .turn")) and len(t) == 3 and t)
-    assert [t.find_element(By.CSS_SELECTOR, ".label").text for t in turns] == ["1. thinker · planner", "2. worker · code-us", "3. verifier · judge"]
+    assert [t.find_element(By.CSS_SELECTOR, ".label").text for t in turns] == [
+        "1. thinker · planner",
+        "2. worker · code-us",
+        "3. verifier · judge",
+    ]
     bars = [t.find_element(By.CSS_SELECTOR, ".bar") for t in turns]
     assert [b.get_attribute("class") for b in bars] == ["bar thinker", "bar worker", "bar verifier"]
     widths = [b.size["width"] for b in bars]
@@ -126,7 +140,11 @@ def test_viewer_in_headless_chromium(browser, viewer_url: str, store: Store, tmp
     assert prompts and target["query"] in prompts[-1].text
     shot = Path(os.environ.get("PODIUM_VIEWER_SCREENSHOT") or tmp_path / "trace-viewer.png")
     shot.parent.mkdir(parents=True, exist_ok=True)
-    assert browser.save_screenshot(str(shot)) and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+    assert (
+        browser.save_screenshot(str(shot))
+        and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        and shot.stat().st_size > 20_000
+    )
 
     Select(browser.find_element(By.NAME, "status")).select_by_visible_text("failed")
     browser.find_element(By.CSS_SELECTOR, "#filters button[type=submit]").click()

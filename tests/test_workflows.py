@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from conftest import POOLS
 from podium import Budget, Engine, Policy, RunStatus, load_pool
 from podium.backends import BackendSet
 from podium.backends.scripted import ScriptedBackend
@@ -17,12 +18,12 @@ from podium.errors import UsageError
 from podium.types import CompletionRequest, Verdict
 from podium.workflows import Workflow, WorkflowError, check_against_pool, parse_workflow
 
-from conftest import POOLS
-
 POOL = POOLS / "conductor.yaml"
 
 
-def engine_with(coordinator: str = "conductor", options: dict | None = None, **functions) -> tuple[Engine, dict[str, ScriptedBackend]]:
+def engine_with(
+    coordinator: str = "conductor", options: dict | None = None, **functions
+) -> tuple[Engine, dict[str, ScriptedBackend]]:
     """An engine on the conductor test pool whose models reply with the given functions."""
     pool = load_pool(POOL)
     backends = {name: ScriptedBackend(spec) for name, spec in pool.models.items()}
@@ -54,16 +55,20 @@ def text_of(request: CompletionRequest) -> str:
 
 # --- validation before any call --------------------------------------------------------------
 
-@pytest.mark.parametrize("steps, final, message", [
-    ([step("a", "alpha", ["query", "b"]), step("b", "beta", ["a"])], None, "cycle a -> b -> a"),
-    ([step("a", "alpha", ["a"])], None, "cycle a -> a"),
-    ([step("a", "alpha", ["query", "zzz"])], None, "unknown step(s) ['zzz']"),
-    ([step("a", "alpha", ["b"]), step("b", "beta", ["query"])], None, "listed after it"),
-    ([step("a", "alpha", ["query"]), step("a", "beta", ["query"])], None, "duplicate step ids ['a']"),
-    ([], None, "steps: List should have at least 1 item"),
-    ([step(f"s{i}", "alpha", ["query"]) for i in range(17)], None, "at most 16 items"),
-    ([step("a", "alpha", ["query"])], "nope", "final 'nope' is not a step"),
-])
+
+@pytest.mark.parametrize(
+    "steps, final, message",
+    [
+        ([step("a", "alpha", ["query", "b"]), step("b", "beta", ["a"])], None, "cycle a -> b -> a"),
+        ([step("a", "alpha", ["a"])], None, "cycle a -> a"),
+        ([step("a", "alpha", ["query", "zzz"])], None, "unknown step(s) ['zzz']"),
+        ([step("a", "alpha", ["b"]), step("b", "beta", ["query"])], None, "listed after it"),
+        ([step("a", "alpha", ["query"]), step("a", "beta", ["query"])], None, "duplicate step ids ['a']"),
+        ([], None, "steps: List should have at least 1 item"),
+        ([step(f"s{i}", "alpha", ["query"]) for i in range(17)], None, "at most 16 items"),
+        ([step("a", "alpha", ["query"])], "nope", "final 'nope' is not a step"),
+    ],
+)
 def test_structural_errors_are_one_precise_line(steps, final, message) -> None:
     with pytest.raises(WorkflowError) as err:
         parse_workflow({"steps": steps, **({"final": final} if final else {})}, "wf.json")
@@ -73,15 +78,21 @@ def test_structural_errors_are_one_precise_line(steps, final, message) -> None:
 
 def test_pool_checks_models_roles_policy_and_size() -> None:
     pool = load_pool(POOL)
+
     def check(wf: dict, p=pool, **kw) -> str:
         with pytest.raises(WorkflowError) as err:
             check_against_pool(parse_workflow(wf), p, allow_self=kw.pop("allow_self", False), **kw)
         return str(err.value)
+
     assert "unknown model 'gpt-9'" in check({"steps": [step("a", "gpt-9", ["query"])]})
     assert "may not take role 'verifier'" in check({"steps": [step("a", "beta", ["query"], role="verifier")]})
-    assert "not allowed by the policy" in check({"steps": [step("a", "beta", ["query"])]}, pool.restrict(Policy(allowed_regions=["eu"])))
+    assert "not allowed by the policy" in check(
+        {"steps": [step("a", "beta", ["query"])]}, pool.restrict(Policy(allowed_regions=["eu"]))
+    )
     assert "'self' is not allowed at depth 2" in check({"steps": [step("a", "self", ["query"])]}, depth=2, max_depth=2)
-    assert "only 1 fit the step budget" in check({"steps": [step("a", "alpha", ["query"]), step("b", "beta", ["a"])]}, max_steps=1)
+    assert "only 1 fit the step budget" in check(
+        {"steps": [step("a", "alpha", ["query"]), step("b", "beta", ["a"])]}, max_steps=1
+    )
 
 
 async def test_invalid_workflow_file_is_rejected_before_any_call(tmp_path) -> None:
@@ -94,7 +105,9 @@ async def test_invalid_workflow_file_is_rejected_before_any_call(tmp_path) -> No
 
 
 async def test_policy_violation_in_a_workflow_is_rejected_before_any_call(tmp_path) -> None:
-    engine, backends = engine_with(write(tmp_path, {"steps": [step("a", "alpha", ["query"]), step("b", "beta", ["query", "a"])]}))
+    engine, backends = engine_with(
+        write(tmp_path, {"steps": [step("a", "alpha", ["query"]), step("b", "beta", ["query", "a"])]})
+    )
     with pytest.raises(UsageError, match="'beta' is not allowed by the policy"):
         await engine.run("q", policy=Policy(allowed_regions=["eu"]))
     assert all(not b.calls for b in backends.values())
@@ -102,15 +115,16 @@ async def test_policy_violation_in_a_workflow_is_rejected_before_any_call(tmp_pa
 
 # --- execution as a graph --------------------------------------------------------------------
 
+
 async def test_independent_steps_overlap_in_time_and_dependents_wait() -> None:
-    slow = lambda name: (lambda r: f"!sleep 0.3\n{name} answer")  # noqa: E731
+    slow = lambda name: lambda r: f"!sleep 0.3\n{name} answer"  # noqa: E731
     engine, _ = engine_with("topology:moa", alpha=slow("alpha"), beta=slow("beta"), gamma=slow("gamma"))
     result = await engine.run("What is 17 * 23?")
     assert result.status == RunStatus.ANSWERED
     spans = {t.step: (t.started_at, t.ended_at) for t in result.turns}
     proposers = [spans[s] for s in ("p1", "p2", "p3")]
     for i, (s1, e1) in enumerate(proposers):
-        for s2, e2 in proposers[i + 1:]:
+        for s2, e2 in proposers[i + 1 :]:
             assert s1 < e2 and s2 < e1  # each pair of independent steps overlaps (recorded spans)
     assert spans["aggregate"][0] >= max(e for _, e in proposers)  # the aggregator waited for all inputs
 
@@ -124,10 +138,22 @@ async def test_max_parallel_one_serialises_the_calls() -> None:
 
 
 async def test_a_step_sees_exactly_the_outputs_in_its_access(tmp_path) -> None:
-    wf = {"steps": [step("s1", "alpha", ["query"]), step("s2", "beta", ["query"]), step("s3", "gamma", ["s1"]),
-                    step("s4", "alpha", ["s2", "s3"]), step("s5", "judge", ["query", "s1", "s4"])]}
-    engine, _ = engine_with(write(tmp_path, wf), alpha=lambda r: "OUT-" + text_of(r).split("do ")[1].split()[0],
-                            beta=lambda r: "OUT-s2", gamma=lambda r: "OUT-s3", judge=lambda r: "OUT-s5")
+    wf = {
+        "steps": [
+            step("s1", "alpha", ["query"]),
+            step("s2", "beta", ["query"]),
+            step("s3", "gamma", ["s1"]),
+            step("s4", "alpha", ["s2", "s3"]),
+            step("s5", "judge", ["query", "s1", "s4"]),
+        ]
+    }
+    engine, _ = engine_with(
+        write(tmp_path, wf),
+        alpha=lambda r: "OUT-" + text_of(r).split("do ")[1].split()[0],
+        beta=lambda r: "OUT-s2",
+        gamma=lambda r: "OUT-s3",
+        judge=lambda r: "OUT-s5",
+    )
     result = await engine.run("SECRET-QUERY")
     assert result.status == RunStatus.ANSWERED and result.answer == "OUT-s5"
     by_step = {t.step: t for t in result.turns}
@@ -142,8 +168,11 @@ async def test_a_step_sees_exactly_the_outputs_in_its_access(tmp_path) -> None:
 async def test_final_verifier_revise_runs_a_follow_up_round() -> None:
     verdicts = iter(["REVISE: the product is wrong", "ACCEPT"])
     answers = iter(["381", "391"])
-    engine, _ = engine_with("topology:chain", alpha=lambda r: "1. multiply" if "numbered plan" in text_of(r) else next(answers),
-                            judge=lambda r: next(verdicts))
+    engine, _ = engine_with(
+        "topology:chain",
+        alpha=lambda r: "1. multiply" if "numbered plan" in text_of(r) else next(answers),
+        judge=lambda r: next(verdicts),
+    )
     result = await engine.run("What is 17 * 23?")
     assert result.status == RunStatus.ACCEPTED and result.answer == "391"
     assert [t.step for t in result.turns] == ["plan", "work", "verify", "r2.plan", "r2.work", "r2.verify"]
@@ -159,6 +188,7 @@ async def test_final_step_is_announced_for_live_streaming() -> None:
 
 
 # --- failures, budgets, policy ---------------------------------------------------------------
+
 
 async def test_a_failing_step_falls_back_to_another_provider() -> None:
     engine, backends = engine_with("topology:chain", alpha=lambda r: "!error provider down")
@@ -207,10 +237,13 @@ async def test_policy_restricted_run_never_reaches_another_region() -> None:
 
 # --- the conductor -----------------------------------------------------------------------------
 
+
 async def test_conductor_plan_runs_with_focused_instructions() -> None:
-    good = plan(step("math", "alpha", ["query"], instruction="Compute the product only."),
-                step("prose", "beta", ["query"], instruction="Explain in one sentence."),
-                step("merge", "judge", ["query", "math", "prose"], instruction="Merge both."))
+    good = plan(
+        step("math", "alpha", ["query"], instruction="Compute the product only."),
+        step("prose", "beta", ["query"], instruction="Explain in one sentence."),
+        step("merge", "judge", ["query", "math", "prose"], instruction="Merge both."),
+    )
     engine, backends = engine_with(conductor=lambda r: good)
     result = await engine.run("What is 17 * 23? Explain.")
     assert [t.step for t in result.turns][-1] == "merge" and result.status == RunStatus.ANSWERED
@@ -253,8 +286,12 @@ async def test_conductor_call_failure_falls_back() -> None:
 async def test_recursion_stops_at_max_depth() -> None:
     def always_recurse(r: CompletionRequest) -> str:  # a recursion bomb: nests whenever 'self' is offered
         if "- self:" in text_of(r):
-            return plan(step("deeper", "self", ["query"], instruction="solve the sub-task"), step("use", "alpha", ["query", "deeper"]))
+            return plan(
+                step("deeper", "self", ["query"], instruction="solve the sub-task"),
+                step("use", "alpha", ["query", "deeper"]),
+            )
         return plan(step("leaf", "alpha", ["query"]))
+
     engine, backends = engine_with(conductor=always_recurse, options={"max_depth": 2})
     result = await engine.run("q")
     assert result.status == RunStatus.ANSWERED
@@ -267,6 +304,7 @@ async def test_recursion_stops_at_max_depth() -> None:
 async def test_recursion_shares_the_parents_step_budget() -> None:
     def always_recurse(r: CompletionRequest) -> str:
         return plan(step("deeper", "self", ["query"]), step("use", "alpha", ["query", "deeper"]))
+
     engine, backends = engine_with(conductor=always_recurse, options={"max_depth": 5})
     result = await engine.run("q", budget=Budget(max_turns=3))
     assert result.status == RunStatus.BUDGET_EXHAUSTED
@@ -274,17 +312,24 @@ async def test_recursion_shares_the_parents_step_budget() -> None:
 
 
 def test_workflow_round_trips_and_prints() -> None:
-    wf = Workflow.model_validate({"steps": [step("a", "alpha", ["query"]), step("b", "judge", ["query", "a"], role="verifier")]})
+    wf = Workflow.model_validate(
+        {"steps": [step("a", "alpha", ["query"]), step("b", "judge", ["query", "a"], role="verifier")]}
+    )
     assert wf.final_step.id == "b"
     assert "b          verifier judge" in wf.text() and "sees [query, a]" in wf.text()
 
 
 async def test_conductor_sees_the_outcome_and_writes_a_follow_up_round() -> None:
     first = plan(step("w", "alpha", ["query"]), step("check", "judge", ["query", "w"], role="verifier"))
-    second = plan(step("fix", "gamma", ["query"], instruction="Fix the previous answer."), step("check", "judge", ["query", "fix"], role="verifier"))
+    second = plan(
+        step("fix", "gamma", ["query"], instruction="Fix the previous answer."),
+        step("check", "judge", ["query", "fix"], role="verifier"),
+    )
     verdicts = iter(["REVISE: the product is wrong", "ACCEPT"])
-    engine, backends = engine_with(conductor=lambda r: second if "A previous attempt answered" in text_of(r) else first,
-                                   judge=lambda r: next(verdicts))
+    engine, backends = engine_with(
+        conductor=lambda r: second if "A previous attempt answered" in text_of(r) else first,
+        judge=lambda r: next(verdicts),
+    )
     result = await engine.run("What is 17 * 23?")
     assert result.status == RunStatus.ACCEPTED and result.answer == "gamma says 391"
     assert [t.step for t in result.turns] == ["w", "check", "r2.fix", "r2.check"]
@@ -308,7 +353,10 @@ async def test_hash_mode_stores_no_plan_text(tmp_path) -> None:
     assert b"TOP-SECRET" not in raw and b"SECRET-QUERY" not in raw
     full = Store.open(tmp_path / "full.db")
     full.record(result)
-    assert full.run(result.run_id)["workflow"]["plans"][0]["workflow"]["steps"][0]["instruction"] == "TOP-SECRET instruction"
+    assert (
+        full.run(result.run_id)["workflow"]["plans"][0]["workflow"]["steps"][0]["instruction"]
+        == "TOP-SECRET instruction"
+    )
 
 
 def test_a_tier_can_use_a_conductor_with_its_limits(tmp_path) -> None:
@@ -317,8 +365,10 @@ def test_a_tier_can_use_a_conductor_with_its_limits(tmp_path) -> None:
     from podium.server.tiers import load_tiers
 
     path = tmp_path / "tiers.yaml"
-    path.write_text("tiers:\n  - {name: podium-ultra, coordinator: conductor, max_turns: 10, max_depth: 3, max_parallel: 2}\n"
-                    "  - {name: podium-moa, coordinator: 'topology:moa'}\n")
+    path.write_text(
+        "tiers:\n  - {name: podium-ultra, coordinator: conductor, max_turns: 10, max_depth: 3, max_parallel: 2}\n"
+        "  - {name: podium-moa, coordinator: 'topology:moa'}\n"
+    )
     tiers = load_tiers(path).by_name()
     planner = tiers["podium-ultra"].coordinator_for()
     assert planner.name == "conductor" and (planner.max_depth, planner.max_parallel) == (3, 2)

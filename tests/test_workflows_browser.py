@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
+from conftest import POOLS
 from podium import Engine, load_pool
 from podium.backends import BackendSet
 from podium.backends.scripted import ScriptedBackend
@@ -24,17 +25,27 @@ from podium.store import Store
 from store_seed import serving_viewer
 from test_viewer_browser import browser, require_browser  # noqa: F401  (the headless Chromium fixture)
 
-from conftest import POOLS
-
 
 def plan_reply(request) -> str:
     text = "\n".join(m.content for m in request.messages)
-    steps = [{"id": "facts", "model": "alpha", "role": "worker", "instruction": "List the facts.", "access": ["query"]},
-             {"id": "style", "model": "beta", "role": "worker", "instruction": "Draft the wording.", "access": ["query"]}]
+    steps = [
+        {"id": "facts", "model": "alpha", "role": "worker", "instruction": "List the facts.", "access": ["query"]},
+        {"id": "style", "model": "beta", "role": "worker", "instruction": "Draft the wording.", "access": ["query"]},
+    ]
     if "- self:" in text:
-        steps.append({"id": "sub", "model": "self", "role": "worker", "instruction": "Solve the hard part.", "access": ["query", "facts"]})
+        steps.append(
+            {
+                "id": "sub",
+                "model": "self",
+                "role": "worker",
+                "instruction": "Solve the hard part.",
+                "access": ["query", "facts"],
+            }
+        )
     last = ["facts", "style", *(["sub"] if "- self:" in text else [])]
-    steps.append({"id": "merge", "model": "judge", "role": "worker", "instruction": "Merge.", "access": ["query", *last]})
+    steps.append(
+        {"id": "merge", "model": "judge", "role": "worker", "instruction": "Merge.", "access": ["query", *last]}
+    )
     return json.dumps({"reason": "split facts and style", "steps": steps})
 
 
@@ -88,7 +99,9 @@ def test_swimlanes_in_headless_chromium(browser, viewer_url: str, store: Store, 
     proposers = [spans[p] for p in ("p1", "p2", "p3")]
     assert max(a for a, _ in proposers) < min(b for _, b in proposers)  # the parallel lanes overlap on screen
     assert spans["aggregate"][0] >= max(b for _, b in proposers) - 2  # the aggregator starts when the last input ends
-    assert "reads query, p1, p2, p3" in browser.find_element(By.CSS_SELECTOR, "#timeline .turn[data-step=aggregate]").text
+    assert (
+        "reads query, p1, p2, p3" in browser.find_element(By.CSS_SELECTOR, "#timeline .turn[data-step=aggregate]").text
+    )
     assert "plan (depth 0, round 1): topology moa" in browser.find_element(By.ID, "detail").text
 
     conductor = next(r for r in store.runs() if r["coordinator"] == "conductor")
@@ -96,7 +109,9 @@ def test_swimlanes_in_headless_chromium(browser, viewer_url: str, store: Store, 
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#timeline .turn[data-step='sub/merge']"))
     spans = lanes(browser)
     assert {"facts", "style", "sub", "sub/facts", "sub/style", "sub/merge", "merge"} == set(spans)
-    assert spans["sub"][0] <= spans["sub/facts"][0] and spans["sub/merge"][1] <= spans["sub"][1] + 2  # nested inside its step
+    assert (
+        spans["sub"][0] <= spans["sub/facts"][0] and spans["sub/merge"][1] <= spans["sub"][1] + 2
+    )  # nested inside its step
     nested = browser.find_element(By.CSS_SELECTOR, "#timeline .turn[data-step='sub/facts'] .label")
     assert nested.value_of_css_property("padding-left") == "12px"
     browser.find_element(By.CSS_SELECTOR, "#timeline .turn[data-step=merge]").click()

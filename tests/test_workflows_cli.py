@@ -40,11 +40,15 @@ def test_conductor_garbage_falls_back_and_trace_shows_the_graph() -> None:
     proc = podium("ask", "--pool", POOL, "--coordinator", "conductor", "--json", "q")  # its conductor replies "{}"
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
-    assert data["workflow"]["plans"][0]["origin"].startswith("default topology chain: conductor output invalid after one repair")
+    assert data["workflow"]["plans"][0]["origin"].startswith(
+        "default topology chain: conductor output invalid after one repair"
+    )
     shown = podium("traces", "show", data["trace_id"])
     assert shown.returncode == 0, shown.stderr
     assert "workflow graph:" in shown.stdout and "default topology chain" in shown.stdout
-    lines = [line for line in shown.stdout.splitlines() if "|" in line and line.split()[0] in ("plan", "work", "verify")]
+    lines = [
+        line for line in shown.stdout.splitlines() if "|" in line and line.split()[0] in ("plan", "work", "verify")
+    ]
     assert len(lines) == 3 and "query, work" in lines[2] and "ACCEPT" in lines[2]
 
 
@@ -52,7 +56,9 @@ def test_bad_coordinator_and_workflow_file_exit_2_in_one_line(tmp_path) -> None:
     proc = podium("ask", "--pool", POOL, "--coordinator", "topology:star", "q")
     assert proc.returncode == 2 and "unknown topology 'star'" in proc.stderr and "Traceback" not in proc.stderr
     bad = tmp_path / "wf.yaml"
-    bad.write_text("steps:\n  - {id: a, model: alpha, instruction: go, access: [query, b]}\n  - {id: b, model: beta, instruction: go, access: [a]}\n")
+    bad.write_text(
+        "steps:\n  - {id: a, model: alpha, instruction: go, access: [query, b]}\n  - {id: b, model: beta, instruction: go, access: [a]}\n"
+    )
     proc = podium("ask", "--pool", POOL, "--coordinator", f"workflow:{bad}", "q")
     assert proc.returncode == 2 and "cycle a -> b -> a" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     good = tmp_path / "ok.yaml"

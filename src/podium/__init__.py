@@ -1,8 +1,8 @@
 """podium: a small coordinator routes thinker / worker / verifier turns over a pool of LLMs.
 
-    >>> import podium
-    >>> result = podium.ask("What is 17 * 23?", pool="embedded")   # doctest: +SKIP
-    >>> result.answer, result.status, [t.role for t in result.turns]  # doctest: +SKIP
+>>> import podium
+>>> result = podium.ask("What is 17 * 23?", pool="embedded")   # doctest: +SKIP
+>>> result.answer, result.status, [t.role for t in result.turns]  # doctest: +SKIP
 """
 
 from podium.engine import Engine, aask, ask
@@ -10,7 +10,21 @@ from podium.pool import ModelSpec, Policy, Pool, load_pool
 from podium.types import Budget, Completion, CompletionRequest, Decision, Role, RunResult, RunStatus, Turn, Verdict
 
 __all__ = [
-    "Budget", "Completion", "CompletionRequest", "Decision", "Engine", "ModelSpec", "Policy", "Pool",
-    "Role", "RunResult", "RunStatus", "Turn", "Verdict", "aask", "ask", "load_pool",
+    "Budget",
+    "Completion",
+    "CompletionRequest",
+    "Decision",
+    "Engine",
+    "ModelSpec",
+    "Policy",
+    "Pool",
+    "Role",
+    "RunResult",
+    "RunStatus",
+    "Turn",
+    "Verdict",
+    "aask",
+    "ask",
+    "load_pool",
 ]
 __version__ = "0.1.0"

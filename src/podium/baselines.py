@@ -22,7 +22,9 @@ def knn_neighbours(train_emb: np.ndarray, query: np.ndarray, k: int) -> np.ndarr
     return out
 
 
-def knn_from_neighbours(neighbours: np.ndarray, train_scores: np.ndarray, train_known: np.ndarray, k: int) -> np.ndarray:
+def knn_from_neighbours(
+    neighbours: np.ndarray, train_scores: np.ndarray, train_known: np.ndarray, k: int
+) -> np.ndarray:
     """Mean score of each model over the first ``k`` neighbours (known outcomes only)."""
     top = neighbours[:, :k]
     filled, weight = np.nan_to_num(train_scores) * train_known, train_known.astype(float)
@@ -30,12 +32,16 @@ def knn_from_neighbours(neighbours: np.ndarray, train_scores: np.ndarray, train_
     return np.where(den > 0, num / np.maximum(den, 1e-9), 0.0)
 
 
-def knn_predict(train_emb: np.ndarray, train_scores: np.ndarray, train_known: np.ndarray, query: np.ndarray, k: int) -> np.ndarray:
+def knn_predict(
+    train_emb: np.ndarray, train_scores: np.ndarray, train_known: np.ndarray, query: np.ndarray, k: int
+) -> np.ndarray:
     """Mean score of each model over the ``k`` most similar train items (cosine; known outcomes only)."""
     return knn_from_neighbours(knn_neighbours(train_emb, query, k), train_scores, train_known, k)
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, known: np.ndarray, steps: int = 200, l2: float = 1e-4, lr: float = 0.05, seed: int = 0) -> np.ndarray:
+def fit_logistic(
+    x: np.ndarray, y: np.ndarray, known: np.ndarray, steps: int = 200, l2: float = 1e-4, lr: float = 0.05, seed: int = 0
+) -> np.ndarray:
     """Per-model logistic regression (soft labels, masked unknowns) by full-batch Adam; returns (D+1, M)."""
     xb = np.hstack([x, np.ones((len(x), 1), x.dtype)]).astype(np.float32)
     target = np.nan_to_num(y).astype(np.float32)
@@ -56,8 +62,16 @@ def predict_logistic(w: np.ndarray, x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-(np.hstack([x, np.ones((len(x), 1), x.dtype)]) @ w)))
 
 
-def fit_mf(x: np.ndarray, y: np.ndarray, known: np.ndarray, dim: int = 16, steps: int = 300, l2: float = 1e-4,
-           lr: float = 0.02, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def fit_mf(
+    x: np.ndarray,
+    y: np.ndarray,
+    known: np.ndarray,
+    dim: int = 16,
+    steps: int = 300,
+    l2: float = 1e-4,
+    lr: float = 0.02,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """RouteLLM-style matrix factorisation: ``score(m, q) = σ(v_m · (P q) + b_m)``.
 
     RouteLLM's MF router scores a (model, query) pair by a bilinear form of a learned model
@@ -68,8 +82,11 @@ def fit_mf(x: np.ndarray, y: np.ndarray, known: np.ndarray, dim: int = 16, steps
     rng = np.random.default_rng(seed)
     x = x.astype(np.float32)
     target, mask = np.nan_to_num(y).astype(np.float32), known.astype(np.float32)
-    params = [rng.normal(0, 0.1 / np.sqrt(x.shape[1]), (dim, x.shape[1])).astype(np.float32),
-              rng.normal(0, 0.1, (y.shape[1], dim)).astype(np.float32), np.zeros(y.shape[1], np.float32)]
+    params = [
+        rng.normal(0, 0.1 / np.sqrt(x.shape[1]), (dim, x.shape[1])).astype(np.float32),
+        rng.normal(0, 0.1, (y.shape[1], dim)).astype(np.float32),
+        np.zeros(y.shape[1], np.float32),
+    ]
     moments = [(np.zeros_like(p), np.zeros_like(p)) for p in params]
     count = np.maximum(mask.sum(axis=0), 1)
     for t in range(1, steps + 1):

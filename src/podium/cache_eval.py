@@ -48,8 +48,16 @@ def query_stream(texts: list[str], rows: np.ndarray, n: int, share: float, seed:
     return [(r, text, kind) for _, r, text, kind in sorted(stream, key=lambda e: e[0])]
 
 
-def measure_cache(head, encoder, ds, rows: np.ndarray, n: int = 600, share: float = 0.25, seed: int = 0,
-                  thresholds: tuple[float, ...] = THRESHOLDS) -> list[dict]:
+def measure_cache(
+    head,
+    encoder,
+    ds,
+    rows: np.ndarray,
+    n: int = 600,
+    share: float = 0.25,
+    seed: int = 0,
+    thresholds: tuple[float, ...] = THRESHOLDS,
+) -> list[dict]:
     """Hit rate, quality change (paired, 95% CI) and p50 latency of cached vs fresh decisions."""
     stream = query_stream(ds.texts, rows, n, share, seed)
     scores = np.nan_to_num(ds.scores)
@@ -80,10 +88,21 @@ def measure_cache(head, encoder, ds, rows: np.ndarray, n: int = 600, share: floa
             hits.append(value is not None)
         hits_arr, kinds_arr = np.array(hits), np.array(kinds)
         lo, hi = paired_interval(np.array(cached_score), np.array(fresh_score), seed=seed)
-        out.append({"threshold": threshold, "queries": len(stream), "hit_rate": float(hits_arr.mean()),
-                    "hit_rate_by_kind": {k: float(hits_arr[kinds_arr == k].mean()) for k in ("original", "repeat", "paraphrase")},
-                    "hits_from_another_item": int(wrong_item),
-                    "score_fresh": float(np.mean(fresh_score)), "score_cached": float(np.mean(cached_score)),
-                    "score_change_ci": [lo, hi], "p50_ms_fresh": float(np.median(fresh_ms)),
-                    "p50_ms_hit": float(np.median(hit_ms)) if hit_ms else None, "p50_ms_miss": float(np.median(miss_ms))})
+        out.append(
+            {
+                "threshold": threshold,
+                "queries": len(stream),
+                "hit_rate": float(hits_arr.mean()),
+                "hit_rate_by_kind": {
+                    k: float(hits_arr[kinds_arr == k].mean()) for k in ("original", "repeat", "paraphrase")
+                },
+                "hits_from_another_item": int(wrong_item),
+                "score_fresh": float(np.mean(fresh_score)),
+                "score_cached": float(np.mean(cached_score)),
+                "score_change_ci": [lo, hi],
+                "p50_ms_fresh": float(np.median(fresh_ms)),
+                "p50_ms_hit": float(np.median(hit_ms)) if hit_ms else None,
+                "p50_ms_miss": float(np.median(miss_ms)),
+            }
+        )
     return out

@@ -36,7 +36,9 @@ class Items:
         return self.scores[idx, choice], self.costs[idx, choice]
 
 
-def cascade_order(order: np.ndarray, items: Items, turns: int, accept: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def cascade_order(
+    order: np.ndarray, items: Items, turns: int, accept: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-item final score, summed cost and calls of trying models in a fixed ``order``."""
     n = len(items.scores)
     accept = items.scores >= 0.5 if accept is None else accept
@@ -55,8 +57,14 @@ def cascade_order(order: np.ndarray, items: Items, turns: int, accept: np.ndarra
     return final, spent, calls
 
 
-def head_cascade(head: Head, emb: np.ndarray, items: Items, turns: int, accept: np.ndarray | None = None,
-                 self_rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def head_cascade(
+    head: Head,
+    emb: np.ndarray,
+    items: Items,
+    turns: int,
+    accept: np.ndarray | None = None,
+    self_rows: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-item final score, summed cost and calls of a cascade head."""
     z = head.project(emb, self_rows)
     p = Problem(z, items.scores, items.known, items.costs, accept)
@@ -75,8 +83,15 @@ def two_model_orders(best_order: np.ndarray, models: list[str]) -> dict[str, tup
     return out
 
 
-def cascade_candidates(prep: Prepared, fh: FoldHeads, verifier: Verifier, turns: int, lambdas: tuple[float, ...],
-                       shifts: tuple[float, ...], cost_by_model: np.ndarray) -> list[Candidate]:
+def cascade_candidates(
+    prep: Prepared,
+    fh: FoldHeads,
+    verifier: Verifier,
+    turns: int,
+    lambdas: tuple[float, ...],
+    shifts: tuple[float, ...],
+    cost_by_model: np.ndarray,
+) -> list[Candidate]:
     """Out-of-fold outcomes on train of fixed two-model cascades and fold-trained cascade heads."""
     ds, train = prep.ds, prep.train_rows
     pos = {int(r): i for i, r in enumerate(train)}
@@ -94,14 +109,23 @@ def cascade_candidates(prep: Prepared, fh: FoldHeads, verifier: Verifier, turns:
         items = Items(np.nan_to_num(ds.scores[held]), ds.known[held], ds.costs[held] / prep.cost_unit, held)
         accept, idx = items.accept(verifier), [pos[int(r)] for r in held]
         order = fh.orders[f]
-        for name, (sub, params) in {"best_first": (order, {"rank_order": "best_first"}), **two_model_orders(order, ds.models)}.items():
+        for name, (sub, params) in {
+            "best_first": (order, {"rank_order": "best_first"}),
+            **two_model_orders(order, ds.models),
+        }.items():
             sc, co, _ = cascade_order(sub, items, turns if name == "best_first" else 2, accept)
             put(f"fixed {name}", idx, sc, co, {"router": "fixed", **params})
         for lam in lambdas:
             for shift in shifts:
                 head = shift_logits(fh.heads[(lam, "cascade")][f], cost_by_model, shift)
                 sc, co, _ = head_cascade(head, prep.emb[held], items, turns, accept)
-                put(f"learned cascade λ={lam:g} shift={shift:g}", idx, sc, co, {"router": "learned", "lam": lam, "shift": shift})
+                put(
+                    f"learned cascade λ={lam:g} shift={shift:g}",
+                    idx,
+                    sc,
+                    co,
+                    {"router": "learned", "lam": lam, "shift": shift},
+                )
     # a fixed cascade named by a model index exists in every fold only if no fold's best model is that one
     return [Candidate(name, s, c, params) for name, (s, c, params) in buckets.items() if filled[name] == len(fh.folds)]
 

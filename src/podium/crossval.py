@@ -52,12 +52,26 @@ class Selection:
     reason: str
 
     def summary(self) -> dict:
-        return {"chosen": self.chosen.name, "params": self.chosen.params, "deviates": self.deviates,
-                "cv_gain": self.gain, "cv_gain_lower": self.lower, "candidates": self.n_candidates, "reason": self.reason}
+        return {
+            "chosen": self.chosen.name,
+            "params": self.chosen.params,
+            "deviates": self.deviates,
+            "cv_gain": self.gain,
+            "cv_gain_lower": self.lower,
+            "candidates": self.n_candidates,
+            "reason": self.reason,
+        }
 
 
-def select_safe(candidates: list[Candidate], fallback: Candidate, *, lam: float = 0.0, cost_cap: float | None = None,
-                alpha: float = ALPHA, seed: int = 0) -> Selection:
+def select_safe(
+    candidates: list[Candidate],
+    fallback: Candidate,
+    *,
+    lam: float = 0.0,
+    cost_cap: float | None = None,
+    alpha: float = ALPHA,
+    seed: int = 0,
+) -> Selection:
     """The best candidate by CV objective (within ``cost_cap`` mean cost, if given), if its gain over
     ``fallback`` survives a Bonferroni-corrected one-sided paired bootstrap; else ``fallback``."""
     pool = [c for c in candidates if cost_cap is None or c.costs.mean() <= cost_cap]
@@ -69,9 +83,17 @@ def select_safe(candidates: list[Candidate], fallback: Candidate, *, lam: float 
     gain = float(diff.mean())
     lower = lower_bound(diff, alpha / max(len(candidates), 1), seed=seed)
     if lower > 0:
-        return Selection(best, True, gain, lower, len(candidates), f"CV gain {gain:+.4f} (lower bound {lower:+.4f}) > 0")
-    return Selection(fallback, False, gain, lower, len(candidates),
-                     f"best candidate {best.name}: CV gain {gain:+.4f}, lower bound {lower:+.4f} ≤ 0: fallback kept")
+        return Selection(
+            best, True, gain, lower, len(candidates), f"CV gain {gain:+.4f} (lower bound {lower:+.4f}) > 0"
+        )
+    return Selection(
+        fallback,
+        False,
+        gain,
+        lower,
+        len(candidates),
+        f"best candidate {best.name}: CV gain {gain:+.4f}, lower bound {lower:+.4f} ≤ 0: fallback kept",
+    )
 
 
 def kfold(rows: np.ndarray, k: int = FOLDS, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -125,13 +147,23 @@ class FoldHeads:
     heads: dict = field(default_factory=dict)  # (λ, mode) -> [Head per fold]
 
 
-def fold_heads(prep: Prepared, config: TrainConfig, lambdas: tuple[float, ...], mode: str = "single",
-               k: int = FOLDS, progress: Progress | None = None, into: FoldHeads | None = None) -> FoldHeads:
+def fold_heads(
+    prep: Prepared,
+    config: TrainConfig,
+    lambdas: tuple[float, ...],
+    mode: str = "single",
+    k: int = FOLDS,
+    progress: Progress | None = None,
+    into: FoldHeads | None = None,
+) -> FoldHeads:
     """Train one head per (fold, λ) on the fold's in-rows; keep single-mode logits of the held-out rows."""
     if into is None:
         folds = kfold(prep.train_rows, k, config.seed)
-        into = FoldHeads(folds, [fallback_order(prep, rows_in) for rows_in, _ in folds],
-                         [sub_prepared(prep, rows_in, config) for rows_in, _ in folds])
+        into = FoldHeads(
+            folds,
+            [fallback_order(prep, rows_in) for rows_in, _ in folds],
+            [sub_prepared(prep, rows_in, config) for rows_in, _ in folds],
+        )
     fh = into
     pos = {int(r): i for i, r in enumerate(prep.train_rows)}
     for lam in lambdas:
@@ -165,8 +197,13 @@ def fold_fallback(prep: Prepared, fh: FoldHeads) -> Candidate:
     return Candidate("fallback", scores, costs, {"router": "best_single"})
 
 
-def single_candidates(prep: Prepared, fh: FoldHeads, lambdas: tuple[float, ...], shifts: tuple[float, ...],
-                      margins: tuple[float, ...] = MARGINS) -> list[Candidate]:
+def single_candidates(
+    prep: Prepared,
+    fh: FoldHeads,
+    lambdas: tuple[float, ...],
+    shifts: tuple[float, ...],
+    margins: tuple[float, ...] = MARGINS,
+) -> list[Candidate]:
     """Every (λ, cost shift, gate margin) of the single-mode fold heads, scored out of fold."""
     ds = prep.ds
     train = prep.train_rows
@@ -188,6 +225,12 @@ def single_candidates(prep: Prepared, fh: FoldHeads, lambdas: tuple[float, ...],
                 for f, order in enumerate(fh.orders):
                     sel = fold_of == f
                     choice[sel] = gated_choice(logits[sel], known[sel], order, margin)
-                out.append(Candidate(f"learned λ={lam:g} shift={shift:g} margin={margin:g}", scores[rows, choice],
-                                     costs[rows, choice], {"lam": lam, "shift": shift, "margin": margin}))
+                out.append(
+                    Candidate(
+                        f"learned λ={lam:g} shift={shift:g} margin={margin:g}",
+                        scores[rows, choice],
+                        costs[rows, choice],
+                        {"lam": lam, "shift": shift, "margin": margin},
+                    )
+                )
     return out

@@ -11,7 +11,7 @@ they were stored, and the least recently used entry makes room when ``max_size``
 from __future__ import annotations
 
 import time
-from typing import Callable, Hashable
+from collections.abc import Callable, Hashable
 
 import numpy as np
 
@@ -19,8 +19,13 @@ import numpy as np
 class DecisionCache:
     """Vectors (unit-normalised on the way in) → cached values; see the module docstring."""
 
-    def __init__(self, threshold: float = 0.97, max_size: int = 4096, ttl_s: float = 600.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        threshold: float = 0.97,
+        max_size: int = 4096,
+        ttl_s: float = 600.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if not 0.0 < threshold <= 1.0 or max_size < 1 or ttl_s <= 0:
             raise ValueError("decision cache: threshold in (0, 1], max_size ≥ 1 and ttl_s > 0")
         self.threshold, self.max_size, self.ttl_s, self.clock = threshold, max_size, ttl_s, clock
@@ -44,7 +49,9 @@ class DecisionCache:
         now = self.clock()
         if self._vecs is not None and len(self._values):
             sims = self._vecs[: len(self._values)] @ self._unit(vec)
-            live = (now - self._stored[: len(self._values)] < self.ttl_s) & np.array([c == context for c in self._context])
+            live = (now - self._stored[: len(self._values)] < self.ttl_s) & np.array(
+                [c == context for c in self._context]
+            )
             sims = np.where(live, sims, -np.inf)
             best = int(np.argmax(sims))
             if sims[best] >= self.threshold:

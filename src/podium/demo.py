@@ -85,7 +85,9 @@ async def graded(task: DemoTask, result: RunResult, started: float) -> Outcome:
     return Outcome(verdict.passed, calls, time.perf_counter() - started, result.run_id, verdict.detail or "")
 
 
-async def run_task(task: DemoTask, single: Engine, loop: Engine, max_turns: int, on_event=None) -> tuple[Outcome, Outcome]:
+async def run_task(
+    task: DemoTask, single: Engine, loop: Engine, max_turns: int, on_event=None
+) -> tuple[Outcome, Outcome]:
     """The task as a single call and as the loop with its check as verifier."""
     started = time.perf_counter()
     one = await single.run(task.question, budget=Budget(max_turns=1), on_event=on_event)
@@ -107,5 +109,7 @@ def summary(results: list[tuple[DemoTask, Outcome, Outcome]]) -> list[str]:
     s_pass, l_pass = sum(s.passed for _, s, _ in results), sum(l.passed for _, _, l in results)
     s_calls, l_calls = sum(s.calls for _, s, _ in results), sum(l.calls for _, _, l in results)
     s_time, l_time = sum(s.seconds for _, s, _ in results), sum(l.seconds for _, _, l in results)
-    return [f"{'passed':<56}  {f'{s_pass}/{n}':<20}  {l_pass}/{n}",
-            f"{'model calls, time':<56}  {f'{s_calls}, {s_time:.0f}s':<20}  {l_calls}, {l_time:.0f}s"]
+    return [
+        f"{'passed':<56}  {f'{s_pass}/{n}':<20}  {l_pass}/{n}",
+        f"{'model calls, time':<56}  {f'{s_calls}, {s_time:.0f}s':<20}  {l_calls}, {l_time:.0f}s",
+    ]

@@ -17,8 +17,9 @@ import json
 import os
 import re
 import zlib
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -78,7 +79,9 @@ class HashedNgramEncoder:
                 parts.append((windows * mult).sum(axis=1) * np.uint64(n * 7919 + 1))
         words = _WORD.findall(self._clip(text).lower())
         if words:
-            parts.append(np.array([zlib.crc32(w.encode("utf-8")) for w in words], dtype=np.uint64) * np.uint64(2654435761))
+            parts.append(
+                np.array([zlib.crc32(w.encode("utf-8")) for w in words], dtype=np.uint64) * np.uint64(2654435761)
+            )
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint64)
 
     def encode_one(self, text: str) -> np.ndarray:

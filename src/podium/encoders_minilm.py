@@ -35,7 +35,9 @@ def read_safetensors(path: Path) -> dict[str, np.ndarray]:
         start, end = info["data_offsets"]
         raw = np.frombuffer(data, dtype="<f4", count=(end - start) // 4, offset=8 + n + start).reshape(info["shape"])
         # copied: the header length leaves the data unaligned, and BLAS skips unaligned arrays
-        out[name] = np.ascontiguousarray(raw.T if name.endswith("dense.weight") or "self." in name and name.endswith(".weight") else raw)
+        out[name] = np.ascontiguousarray(
+            raw.T if name.endswith("dense.weight") or ("self." in name and name.endswith(".weight")) else raw
+        )
     return out
 
 
@@ -74,7 +76,11 @@ class MiniLMEncoder:
     def _forward(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         w, (n, t) = self.w, ids.shape
         x = w["embeddings.word_embeddings.weight"][ids] + w["embeddings.position_embeddings.weight"][:t][None]
-        x = _layer_norm(x + w["embeddings.token_type_embeddings.weight"][0], w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"])
+        x = _layer_norm(
+            x + w["embeddings.token_type_embeddings.weight"][0],
+            w["embeddings.LayerNorm.weight"],
+            w["embeddings.LayerNorm.bias"],
+        )
         bias = np.where(mask[:, None, None, :], 0.0, -1e9).astype(np.float32)
         hd = self.dim // HEADS
         for i in range(LAYERS):
@@ -83,13 +89,24 @@ class MiniLMEncoder:
             def dense(h: np.ndarray, name: str) -> np.ndarray:
                 return h @ w[p + name + ".weight"] + w[p + name + ".bias"]  # stored transposed (in, out)
 
-            q, k, v = (dense(x, f"attention.self.{m}").reshape(n, t, HEADS, hd).transpose(0, 2, 1, 3) for m in ("query", "key", "value"))
+            q, k, v = (
+                dense(x, f"attention.self.{m}").reshape(n, t, HEADS, hd).transpose(0, 2, 1, 3)
+                for m in ("query", "key", "value")
+            )
             att = q @ k.transpose(0, 1, 3, 2) / np.sqrt(hd) + bias
             att = np.exp(att - att.max(-1, keepdims=True))
             att /= att.sum(-1, keepdims=True)
             ctx = (att @ v).transpose(0, 2, 1, 3).reshape(n, t, self.dim)
-            x = _layer_norm(x + dense(ctx, "attention.output.dense"), w[p + "attention.output.LayerNorm.weight"], w[p + "attention.output.LayerNorm.bias"])
-            x = _layer_norm(x + dense(_gelu(dense(x, "intermediate.dense")), "output.dense"), w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"])
+            x = _layer_norm(
+                x + dense(ctx, "attention.output.dense"),
+                w[p + "attention.output.LayerNorm.weight"],
+                w[p + "attention.output.LayerNorm.bias"],
+            )
+            x = _layer_norm(
+                x + dense(_gelu(dense(x, "intermediate.dense")), "output.dense"),
+                w[p + "output.LayerNorm.weight"],
+                w[p + "output.LayerNorm.bias"],
+            )
         pooled = (x * mask[..., None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1)
         return pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
 

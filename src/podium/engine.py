@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -21,8 +22,8 @@ from podium.checks import CheckSpec, parse_check, run_check
 from podium.coordinators import get_coordinator
 from podium.coordinators.base import Coordinator, RunState
 from podium.errors import BudgetExhausted, UsageError
-from podium.preflight import check_coordinator
 from podium.pool import ModelSpec, Policy, Pool, load_pool
+from podium.preflight import check_coordinator
 from podium.reliability import Attempts, BreakerRegistry, RetryPolicy, call_with_fallbacks, default_breakers
 from podium.roles import build_messages, parse_verdict
 from podium.types import Budget, Completion, CompletionRequest, Decision, Role, RunResult, RunStatus, Turn, Verdict
@@ -110,11 +111,15 @@ class Engine:
             parsed = parse_check(check) if check is not None else None
         except ValidationError as exc:
             first = exc.errors()[0]
-            raise UsageError(f"bad check {check!r}: {'.'.join(map(str, first['loc'][1:])) or 'type'}: {first['msg']} (see docs/checks.md)") from None
+            raise UsageError(
+                f"bad check {check!r}: {'.'.join(map(str, first['loc'][1:])) or 'type'}: {first['msg']} (see docs/checks.md)"
+            ) from None
         if getattr(self.coordinator, "plans_workflows", False):  # conductor / topology:NAME / workflow:PATH
             if parsed is not None:
-                raise UsageError(f"--check verifies turn-loop coordinators; '{self.coordinator.name}' writes a workflow "
-                                 "(grade its final answer instead, as `podium bench run` does)")
+                raise UsageError(
+                    f"--check verifies turn-loop coordinators; '{self.coordinator.name}' writes a workflow "
+                    "(grade its final answer instead, as `podium bench run` does)"
+                )
             from podium.workflows.runner import WorkflowRun
 
             return await WorkflowRun(self, pool, query, budget or pool.config.budget, handlers, stream).execute()
@@ -130,7 +135,9 @@ class Engine:
 class _Run:
     """One run's mutable state; kept apart from Engine so concurrent runs share nothing mutable."""
 
-    def __init__(self, engine: Engine, pool: Pool, query: str, budget: Budget, handlers: list[EventHandler], stream: bool) -> None:
+    def __init__(
+        self, engine: Engine, pool: Pool, query: str, budget: Budget, handlers: list[EventHandler], stream: bool
+    ) -> None:
         self.engine = engine
         self.pool = pool
         self.state = RunState(query=query, pool=pool, budget=budget, backends=engine.backends)
@@ -141,7 +148,13 @@ class _Run:
         self.current: tuple | None = None  # the turn in flight (for the trace if the deadline cuts it)
         self.templates = {**pool.config.prompts}
         self.check: CheckSpec | None = None  # grounded verification: verifier turns run this check
-        self.result = RunResult(query=query, status=RunStatus.FAILED, pool=pool.name, coordinator=engine.coordinator.name, policy=pool.policy.describe())
+        self.result = RunResult(
+            query=query,
+            status=RunStatus.FAILED,
+            pool=pool.name,
+            coordinator=engine.coordinator.name,
+            policy=pool.policy.describe(),
+        )
 
     async def emit(self, event: Event) -> None:
         for handler in self.handlers:
@@ -198,8 +211,13 @@ class _Run:
             if exhausted:
                 return RunStatus.BUDGET_EXHAUSTED, exhausted
             decision = self.sanitize(await self.engine.coordinator.decide(self.state))
-            if not self.pool.candidates(decision.role) and not (self.check and decision.role == Role.VERIFIER):  # only a verifier can be missing here
-                return RunStatus.ANSWERED, f"no model may take role {decision.role.value} under this policy; answer unverified"
+            if not self.pool.candidates(decision.role) and not (
+                self.check and decision.role == Role.VERIFIER
+            ):  # only a verifier can be missing here
+                return (
+                    RunStatus.ANSWERED,
+                    f"no model may take role {decision.role.value} under this policy; answer unverified",
+                )
             try:
                 turn = await self.execute_turn(decision)
             except BudgetExhausted as exc:
@@ -230,7 +248,11 @@ class _Run:
             role, reason = Role.WORKER, f"{reason} [engine: no model may plan under this policy, worker instead]"
         if role == Role.VERIFIER and not self.state.has_answer:
             role, reason = Role.WORKER, f"{reason} [engine: nothing to verify yet, worker instead]"
-        elif role == Role.VERIFIER and self.state.turns_left > 1 and self.already_judged(CHECK_MODEL if self.check else model):
+        elif (
+            role == Role.VERIFIER
+            and self.state.turns_left > 1
+            and self.already_judged(CHECK_MODEL if self.check else model)
+        ):
             # with a turn to spare a new answer is worth more; on the last turn a re-check stands
             role, reason = Role.WORKER, f"{reason} [engine: {model} already judged this answer, worker instead]"
         if model not in self.pool.candidates(role) and self.pool.candidates(role):
@@ -263,13 +285,23 @@ class _Run:
             await self.emit(TurnStarted(number, decision.role, name, decision.reason))
             return await self.check_turn(number, decision, check, name)
         await self.emit(TurnStarted(number, decision.role, decision.model, decision.reason))
-        messages = build_messages(decision.role, self.state.query, self.state.turns, self.templates, decision.instruction)
+        messages = build_messages(
+            decision.role, self.state.query, self.state.turns, self.templates, decision.instruction
+        )
         attempts = Attempts()  # failures, retries, and what the caller already received, across models
         self.current = (number, decision, messages, attempts)
-        sink = (lambda spec, text: self.emit(TurnDelta(number, decision.role, spec.name, text))) if self.stream else None
+        sink = (
+            (lambda spec, text: self.emit(TurnDelta(number, decision.role, spec.name, text))) if self.stream else None
+        )
         served = await call_with_fallbacks(
-            [self.pool.get(name) for name in self.chain(decision)], lambda spec: _structured(self.affordable_request(spec, messages), decision.role),
-            self.engine.backends, self.engine.breakers, attempts, retry=self.engine.retry, deadline=self.deadline, sink=sink,
+            [self.pool.get(name) for name in self.chain(decision)],
+            lambda spec: _structured(self.affordable_request(spec, messages), decision.role),
+            self.engine.backends,
+            self.engine.breakers,
+            attempts,
+            retry=self.engine.retry,
+            deadline=self.deadline,
+            sink=sink,
         )
         self.current = None
         if served is None:
@@ -295,19 +327,41 @@ class _Run:
         verdict = Verdict.ACCEPT if result.passed else Verdict.REVISE
         summary = f"check {check.type}: {'passed' if result.passed else 'failed'} (score {result.score:.2f})"
         contained = f" [sandbox stopped: {result.contained}]" if result.contained else ""
-        return Turn(turn=number, role=Role.VERIFIER, model=name, provider="check", reason=decision.reason,
-                    output=f"{summary}{contained}" + (f"\n{result.detail}" if result.detail else ""), verdict=verdict,
-                    diagnosis=result.detail or summary if not result.passed else summary, latency_s=time.perf_counter() - started)
+        return Turn(
+            turn=number,
+            role=Role.VERIFIER,
+            model=name,
+            provider="check",
+            reason=decision.reason,
+            output=f"{summary}{contained}" + (f"\n{result.detail}" if result.detail else ""),
+            verdict=verdict,
+            diagnosis=result.detail or summary if not result.passed else summary,
+            latency_s=time.perf_counter() - started,
+        )
 
-    def failed_turn(self, number: int, decision: Decision, messages: list, attempts: Attempts, note: str | None = None) -> Turn:
+    def failed_turn(
+        self, number: int, decision: Decision, messages: list, attempts: Attempts, note: str | None = None
+    ) -> Turn:
         """The trace record of a turn no model completed, with the tokens its broken streams consumed."""
         errors, splice = [*attempts.errors, *([note] if note else [])], attempts.splice
         spec = self.pool.config_model(decision.model)  # its region lets the audit place a failed call
-        return Turn(turn=number, role=decision.role, model=decision.model, reason=decision.reason, messages=messages,
-                    provider=spec.provider_name if spec else None, region=spec.region if spec else None,
-                    error="; ".join(errors) or "no provider available", retries=attempts.retries, attempts=errors, output=splice.sent,
-                    prompt_tokens=splice.prompt_tokens, completion_tokens=splice.completion_tokens, cost_usd=splice.cost_usd,
-                    usage_estimated=splice.charged)
+        return Turn(
+            turn=number,
+            role=decision.role,
+            model=decision.model,
+            reason=decision.reason,
+            messages=messages,
+            provider=spec.provider_name if spec else None,
+            region=spec.region if spec else None,
+            error="; ".join(errors) or "no provider available",
+            retries=attempts.retries,
+            attempts=errors,
+            output=splice.sent,
+            prompt_tokens=splice.prompt_tokens,
+            completion_tokens=splice.completion_tokens,
+            cost_usd=splice.cost_usd,
+            usage_estimated=splice.charged,
+        )
 
     def record_interrupted(self, reason: str, always: bool = True) -> None:
         """A budget cut a turn short: keep it in the trace (if a call was made), with what it consumed."""
@@ -320,11 +374,22 @@ class _Run:
         """Size the call to the model's context window and the remaining budget (RunState.size_call)."""
         return CompletionRequest(messages=messages, max_tokens=self.state.size_call(spec, messages, spec.max_tokens))
 
-    def make_turn(self, number: int, decision: Decision, spec: ModelSpec, messages: list, completion: Completion) -> Turn:
+    def make_turn(
+        self, number: int, decision: Decision, spec: ModelSpec, messages: list, completion: Completion
+    ) -> Turn:
         turn = Turn(
-            turn=number, role=decision.role, model=spec.name, provider=spec.provider_name, region=spec.region,
-            reason=decision.reason, messages=messages, output=completion.text, prompt_tokens=completion.prompt_tokens,
-            completion_tokens=completion.completion_tokens, cost_usd=completion.cost_usd, latency_s=completion.latency_s,
+            turn=number,
+            role=decision.role,
+            model=spec.name,
+            provider=spec.provider_name,
+            region=spec.region,
+            reason=decision.reason,
+            messages=messages,
+            output=completion.text,
+            prompt_tokens=completion.prompt_tokens,
+            completion_tokens=completion.completion_tokens,
+            cost_usd=completion.cost_usd,
+            latency_s=completion.latency_s,
             usage_estimated=completion.usage_estimated,
         )
         if decision.role == Role.VERIFIER:
@@ -337,8 +402,14 @@ def _structured(request: CompletionRequest, role: Role) -> CompletionRequest:
     return request.model_copy(update={"structured": "verdict"}) if role == Role.VERIFIER else request
 
 
-async def aask(query: str, pool: str | Pool = "embedded", coordinator: str | Coordinator = "rules", *,
-               check: CheckSpec | dict | None = None, **budget: Any) -> RunResult:
+async def aask(
+    query: str,
+    pool: str | Pool = "embedded",
+    coordinator: str | Coordinator = "rules",
+    *,
+    check: CheckSpec | dict | None = None,
+    **budget: Any,
+) -> RunResult:
     """Run one query on a pool (a shipped name, a path, or a Pool) and close everything after.
     ``check`` grades the answer instead of a verifier model (see :meth:`Engine.run`)."""
     engine = Engine(load_pool(pool) if isinstance(pool, str) else pool, coordinator)
@@ -348,7 +419,13 @@ async def aask(query: str, pool: str | Pool = "embedded", coordinator: str | Coo
         await engine.aclose()
 
 
-def ask(query: str, pool: str | Pool = "embedded", coordinator: str | Coordinator = "rules", *,
-        check: CheckSpec | dict | None = None, **budget: Any) -> RunResult:
+def ask(
+    query: str,
+    pool: str | Pool = "embedded",
+    coordinator: str | Coordinator = "rules",
+    *,
+    check: CheckSpec | dict | None = None,
+    **budget: Any,
+) -> RunResult:
     """Synchronous :func:`aask`."""
     return asyncio.run(aask(query, pool, coordinator, check=check, **budget))

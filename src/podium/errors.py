@@ -99,6 +99,4 @@ class BudgetExhausted(RuntimeFailure):
 
 def missing_extra(package: str, extra: str) -> MissingDependencyError:
     """Build the error for an optional dependency that is not installed."""
-    return MissingDependencyError(
-        f"{package} is not installed; install it with: pip install 'podium[{extra}]'"
-    )
+    return MissingDependencyError(f"{package} is not installed; install it with: pip install 'podium[{extra}]'")

@@ -29,11 +29,22 @@ def plot_cost_quality(results: list[dict], path: Path) -> None:
             pts = sorted((p for p in res.get("sweep", []) if p["method"] == name), key=lambda p: p["lambda"])
             ax.plot([p["cost"] for p in pts], [p["score"] for p in pts], style, label=f"{name} (λ sweep)", ms=4)
         for m in res["methods"]:
-            if m["method"] in ("oracle", "best_single", "learned", "learned@cap", "per_task") or "cascade" in m["method"]:
+            if (
+                m["method"] in ("oracle", "best_single", "learned", "learned@cap", "per_task")
+                or "cascade" in m["method"]
+            ):
                 marker = "*" if m["method"] == "oracle" else "D" if m["method"] == "best_single" else "P"
                 lo, hi = m["score_ci"]
-                ax.errorbar([m["cost"]], [m["score"]], yerr=[[m["score"] - lo], [hi - m["score"]]], fmt=marker, ms=6,
-                            label=m["method"], zorder=3, capsize=2)
+                ax.errorbar(
+                    [m["cost"]],
+                    [m["score"]],
+                    yerr=[[m["score"] - lo], [hi - m["score"]]],
+                    fmt=marker,
+                    ms=6,
+                    label=m["method"],
+                    zorder=3,
+                    capsize=2,
+                )
         ax.set_title(res["dataset"]["name"])
         ax.set_xlabel(f"mean cost per item ({res['dataset']['cost_source']})")
         ax.set_ylabel("test score (95% CI)")

@@ -76,13 +76,24 @@ class Table:
     def __init__(self, best: np.ndarray, oracle: float, seed: int) -> None:
         self.best, self.oracle, self.seed, self.rows = best, oracle, seed, []
 
-    def add(self, method: str, scores: np.ndarray, costs: np.ndarray, calls: float | np.ndarray = 1.0, **extra) -> MethodResult:
+    def add(
+        self, method: str, scores: np.ndarray, costs: np.ndarray, calls: float | np.ndarray = 1.0, **extra
+    ) -> MethodResult:
         best_mean = float(self.best.mean())
         delta = paired_interval(scores, self.best, seed=self.seed)
         span = self.oracle - best_mean
         gap_ci = (delta[0] / span, delta[1] / span) if span > 0 else (0.0, 0.0)
-        row = MethodResult(method, float(np.mean(scores)), float(np.mean(costs)), gap_closed(float(np.mean(scores)), best_mean, self.oracle),
-                           float(np.mean(calls)), score_ci=interval(scores, seed=self.seed), delta_ci=delta, gap_ci=gap_ci, **extra)
+        row = MethodResult(
+            method,
+            float(np.mean(scores)),
+            float(np.mean(costs)),
+            gap_closed(float(np.mean(scores)), best_mean, self.oracle),
+            float(np.mean(calls)),
+            score_ci=interval(scores, seed=self.seed),
+            delta_ci=delta,
+            gap_ci=gap_ci,
+            **extra,
+        )
         self.rows.append(row)
         return row
 
@@ -107,8 +118,13 @@ def single_turn_table(r: Routers, rows: np.ndarray, lam: float, safe: dict) -> T
     table.add("learned_ungated", *items.pick(r.head(lam).choose(emb, known)), lam=lam)
     for name, head in safe.items():
         sel = head.gate.info["selection"]
-        table.add(name, *items.pick(head.choose(emb, known)), lam=sel["params"].get("lam"), shift=sel["params"].get("shift"),
-                  note=("deviates, margin %s" % sel["params"].get("margin")) if sel["deviates"] else "fallback kept")
+        table.add(
+            name,
+            *items.pick(head.choose(emb, known)),
+            lam=sel["params"].get("lam"),
+            shift=sel["params"].get("shift"),
+            note=f"deviates, margin {sel['params'].get('margin')}" if sel["deviates"] else "fallback kept",
+        )
     return table
 
 
@@ -142,11 +158,21 @@ def verifier_sweep(r: Routers, rows: np.ndarray, turns: int, verifier: Verifier)
     out = []
     for err in VERIFIER_ERRORS:
         accept = items.accept(Verifier(err, err, verifier.seed))
-        for name, (sc, _, _) in (("cascade_best_then_second@2", cascade_order(r.best_order[:2], items, 2, accept)),
-                                 (f"cascade_best_first@{turns}", cascade_order(r.best_order, items, turns, accept)),
-                                 (f"learned_cascade@{turns}", head_cascade(head, emb, items, turns, accept))):
+        for name, (sc, _, _) in (
+            ("cascade_best_then_second@2", cascade_order(r.best_order[:2], items, 2, accept)),
+            (f"cascade_best_first@{turns}", cascade_order(r.best_order, items, turns, accept)),
+            (f"learned_cascade@{turns}", head_cascade(head, emb, items, turns, accept)),
+        ):
             lo, hi = paired_interval(sc, best, seed=r.config.seed)
-            out.append({"method": name, "error_rate": err, "accuracy": 1 - err, "gain": float(sc.mean() - best.mean()), "gain_ci": [lo, hi]})
+            out.append(
+                {
+                    "method": name,
+                    "error_rate": err,
+                    "accuracy": 1 - err,
+                    "gain": float(sc.mean() - best.mean()),
+                    "gain_ci": [lo, hi],
+                }
+            )
     return out
 
 
@@ -178,16 +204,37 @@ def lambda_sweep(r: Routers, rows: np.ndarray, lambdas: tuple[float, ...], best:
     items, emb = make_items(r.prep.ds, rows), r.prep.emb[rows]
     points = []
     for lam in lambdas:
-        for name, choice in (("learned", r.head(lam).choose(emb, items.known)), ("knn", r.knn(emb, items.known, lam)),
-                             ("predictor", r.predictor(emb, items.known, lam)), ("mf", r.mf(emb, items.known, lam))):
+        for name, choice in (
+            ("learned", r.head(lam).choose(emb, items.known)),
+            ("knn", r.knn(emb, items.known, lam)),
+            ("predictor", r.predictor(emb, items.known, lam)),
+            ("mf", r.mf(emb, items.known, lam)),
+        ):
             score, cost = (float(a.mean()) for a in items.pick(choice))
-            points.append({"method": name, "lambda": lam, "score": score, "cost": cost, "gap_closed": gap_closed(score, best, oracle)})
+            points.append(
+                {
+                    "method": name,
+                    "lambda": lam,
+                    "score": score,
+                    "cost": cost,
+                    "gap_closed": gap_closed(score, best, oracle),
+                }
+            )
     return points
 
 
-def evaluate_dataset(ds: ReplayDataset, config: TrainConfig | None = None, *, lambdas: tuple[float, ...] = LAMBDAS,
-                     cascade_turns: int = 3, verifier: Verifier = REALISTIC, progress: Progress | None = stderr_progress,
-                     cache_root: Path | None = None, extras: bool = True, folds: int = FOLDS) -> dict:
+def evaluate_dataset(
+    ds: ReplayDataset,
+    config: TrainConfig | None = None,
+    *,
+    lambdas: tuple[float, ...] = LAMBDAS,
+    cascade_turns: int = 3,
+    verifier: Verifier = REALISTIC,
+    progress: Progress | None = stderr_progress,
+    cache_root: Path | None = None,
+    extras: bool = True,
+    folds: int = FOLDS,
+) -> dict:
     """Every method on one dataset's test split (and its ``eval_only`` split, single-turn, if any)."""
     config = config or TrainConfig()
     started = time.perf_counter()
@@ -209,14 +256,32 @@ def evaluate_dataset(ds: ReplayDataset, config: TrainConfig | None = None, *, la
     for m in table.rows:
         m.latency_ms = latency.get(m.method.split("@")[0])
     items = make_items(ds, test)
-    singles = [{"model": name, "score": float(items.scores[items.known[:, j], j].mean()) if items.known[:, j].any() else None,
-                "cost": float(items.costs[items.known[:, j], j].mean()) if items.known[:, j].any() else None}
-               for j, name in enumerate(ds.models)]
-    out = {"dataset": ds.describe(), "test_items": len(test), "knn_k": r.knn_k, "headline_lambda": config.lam,
-           "verifier": {"false_accept": verifier.false_accept, "false_reject": verifier.false_reject, "label": verifier.label},
-           "methods": [asdict(m) for m in table.rows], "singles": singles, "best_single_model": ds.models[r.best_order[0]],
-           "cost_unit": prep.cost_unit, "cv": {name: head.gate.info["selection"] for name, head in safe.items()},
-           "cascade_cv": cascade_plan, "folds": r.n_folds}
+    singles = [
+        {
+            "model": name,
+            "score": float(items.scores[items.known[:, j], j].mean()) if items.known[:, j].any() else None,
+            "cost": float(items.costs[items.known[:, j], j].mean()) if items.known[:, j].any() else None,
+        }
+        for j, name in enumerate(ds.models)
+    ]
+    out = {
+        "dataset": ds.describe(),
+        "test_items": len(test),
+        "knn_k": r.knn_k,
+        "headline_lambda": config.lam,
+        "verifier": {
+            "false_accept": verifier.false_accept,
+            "false_reject": verifier.false_reject,
+            "label": verifier.label,
+        },
+        "methods": [asdict(m) for m in table.rows],
+        "singles": singles,
+        "best_single_model": ds.models[r.best_order[0]],
+        "cost_unit": prep.cost_unit,
+        "cv": {name: head.gate.info["selection"] for name, head in safe.items()},
+        "cascade_cv": cascade_plan,
+        "folds": r.n_folds,
+    }
     if extras:
         from podium.cache_eval import measure_cache
         from podium.routellm import routellm_metrics
@@ -247,25 +312,41 @@ def format_table(result: dict) -> str:
     """The per-dataset table printed by ``podium eval replay``."""
     d = result["dataset"]
     head = f"{'method':<34} {'score':>7} {'95% CI':>16} {'Δ vs best 95% CI':>18} {'gap closed':>10} {'cost/item':>10} {'calls':>5} {'ms':>6}"
-    lines = [f"== {d['name']}: {result['test_items']} test items, {d['models']} models, cost: {d['cost_source']}, "
-             f"best single: {result['best_single_model']}; cascades: {result['verifier']['label']} ==", head, "-" * len(head)]
+    lines = [
+        f"== {d['name']}: {result['test_items']} test items, {d['models']} models, cost: {d['cost_source']}, "
+        f"best single: {result['best_single_model']}; cascades: {result['verifier']['label']} ==",
+        head,
+        "-" * len(head),
+    ]
     for m in result["methods"]:
         lat = f"{m['latency_ms']:.2f}" if m["latency_ms"] is not None else "-"
-        lines.append(f"{m['method']:<34} {m['score']:>7.4f} {_ci(m['score_ci']):>16} {_ci(m['delta_ci']):>18} "
-                     f"{m['gap_closed'] * 100:>9.1f}% {m['cost']:>10.3g} {m['calls']:>5.2f} {lat:>6}")
+        lines.append(
+            f"{m['method']:<34} {m['score']:>7.4f} {_ci(m['score_ci']):>16} {_ci(m['delta_ci']):>18} "
+            f"{m['gap_closed'] * 100:>9.1f}% {m['cost']:>10.3g} {m['calls']:>5.2f} {lat:>6}"
+        )
     for name, sel in result.get("cv", {}).items():
         lines.append(f"CV ({result['folds']} folds) {name}: {sel['reason']}")
     if "routellm" in result:
         rl = result["routellm"]
-        lines.append(f"RouteLLM slice {rl['strong']} (strong, {rl['strong_score']:.3f}) vs {rl['weak']} (weak, {rl['weak_score']:.3f}), "
-                     f"cost ratio {rl['cost_ratio']:.0f}x, {rl['test_items']} test items: " + "; ".join(
-                         f"{name} APGR {c['apgr']:.3f} CPT50 {_pct(c['cpt50'])} CPT80 {_pct(c['cpt80'])}" for name, c in rl["curves"].items()))
+        lines.append(
+            f"RouteLLM slice {rl['strong']} (strong, {rl['strong_score']:.3f}) vs {rl['weak']} (weak, {rl['weak_score']:.3f}), "
+            f"cost ratio {rl['cost_ratio']:.0f}x, {rl['test_items']} test items: "
+            + "; ".join(
+                f"{name} APGR {c['apgr']:.3f} CPT50 {_pct(c['cpt50'])} CPT80 {_pct(c['cpt80'])}"
+                for name, c in rl["curves"].items()
+            )
+        )
     for c in result.get("cache", []):
-        lines.append(f"decision cache (cos ≥ {c['threshold']}): hit rate {c['hit_rate']:.1%} (repeats {c['hit_rate_by_kind']['repeat']:.0%}, "
-                     f"paraphrases {c['hit_rate_by_kind']['paraphrase']:.0%}), score change {_ci(c['score_change_ci'])}, "
-                     f"p50 ms fresh {c['p50_ms_fresh']:.2f} / hit {c['p50_ms_hit'] or 0:.2f}")
+        lines.append(
+            f"decision cache (cos ≥ {c['threshold']}): hit rate {c['hit_rate']:.1%} (repeats {c['hit_rate_by_kind']['repeat']:.0%}, "
+            f"paraphrases {c['hit_rate_by_kind']['paraphrase']:.0%}), score change {_ci(c['score_change_ci'])}, "
+            f"p50 ms fresh {c['p50_ms_fresh']:.2f} / hit {c['p50_ms_hit'] or 0:.2f}"
+        )
     if "eval_only" in result:
-        lines.append("eval_only (out-of-distribution tasks): " + ", ".join(f"{m['method']} {m['score']:.4f}" for m in result["eval_only"]))
+        lines.append(
+            "eval_only (out-of-distribution tasks): "
+            + ", ".join(f"{m['method']} {m['score']:.4f}" for m in result["eval_only"])
+        )
     return "\n".join(lines)
 
 

@@ -84,18 +84,31 @@ class KnnMemory:
             nb = self.neighbours(x[start : start + 1024], rows)
             num = np.cumsum(self.scores[nb], axis=1)
             den = np.cumsum(self.known[nb], axis=1, dtype=np.float32)
-            feats = [(num[:, min(k, nb.shape[1]) - 1] + self.smooth * self.prior) / (den[:, min(k, nb.shape[1]) - 1] + self.smooth) for k in self.ks]
+            feats = [
+                (num[:, min(k, nb.shape[1]) - 1] + self.smooth * self.prior)
+                / (den[:, min(k, nb.shape[1]) - 1] + self.smooth)
+                for k in self.ks
+            ]
             out.append(np.hstack(feats))
         return np.vstack(out).astype(np.float32)
 
     def arrays(self) -> dict[str, np.ndarray]:
-        values = (self.mean, self.basis, self.emb.astype(np.float16), self.scores.astype(np.float16), self.known, self.prior)
+        values = (
+            self.mean,
+            self.basis,
+            self.emb.astype(np.float16),
+            self.scores.astype(np.float16),
+            self.known,
+            self.prior,
+        )
         return dict(zip(MEMORY_ARRAYS, values))
 
     @classmethod
-    def from_arrays(cls, arrays: dict, ks: list[int], smooth: float) -> "KnnMemory":
+    def from_arrays(cls, arrays: dict, ks: list[int], smooth: float) -> KnnMemory:
         mean, basis, emb, scores, known, prior = (arrays[n] for n in MEMORY_ARRAYS)
-        return cls(mean, basis, emb.astype(np.float32), scores.astype(np.float32), known.astype(bool), prior, tuple(ks), smooth)
+        return cls(
+            mean, basis, emb.astype(np.float32), scores.astype(np.float32), known.astype(bool), prior, tuple(ks), smooth
+        )
 
 
 @dataclass
@@ -123,10 +136,14 @@ class Gate:
         return {"fallback_order": [models[i] for i in self.order], "margin": margin, **self.info}
 
     @classmethod
-    def from_meta(cls, meta: dict, models: list[str]) -> "Gate":
+    def from_meta(cls, meta: dict, models: list[str]) -> Gate:
         margin = meta.get("margin")
         info = {k: v for k, v in meta.items() if k not in ("fallback_order", "margin")}
-        return cls(np.array([models.index(m) for m in meta["fallback_order"]]), np.inf if margin is None else float(margin), info)
+        return cls(
+            np.array([models.index(m) for m in meta["fallback_order"]]),
+            np.inf if margin is None else float(margin),
+            info,
+        )
 
 
 @dataclass
@@ -167,24 +184,39 @@ class Head:
             parts.append(self.memory.features(emb, self_rows).astype(z.dtype))
         return np.hstack(parts)
 
-    def features(self, emb: np.ndarray, failed: np.ndarray | None = None, self_rows: np.ndarray | None = None) -> np.ndarray:
+    def features(
+        self, emb: np.ndarray, failed: np.ndarray | None = None, self_rows: np.ndarray | None = None
+    ) -> np.ndarray:
         """``[z, 1, knn, failed]``; ``failed`` is an (n, M) 0/1 array (none failed when omitted)."""
         base = self.project(emb, self_rows)
         if failed is None:
             failed = np.zeros((len(base), self.n_models), dtype=base.dtype)
         return np.hstack([base, np.atleast_2d(failed).astype(base.dtype)])
 
-    def logits(self, emb: np.ndarray, failed: np.ndarray | None = None, self_rows: np.ndarray | None = None) -> np.ndarray:
+    def logits(
+        self, emb: np.ndarray, failed: np.ndarray | None = None, self_rows: np.ndarray | None = None
+    ) -> np.ndarray:
         """(n, M + 3) logits: models first, then the roles in :data:`ROLE_NAMES` order."""
         return self.features(emb, failed, self_rows) @ self.weights
 
-    def choose(self, emb: np.ndarray, available: np.ndarray | None = None, failed: np.ndarray | None = None,
-               self_rows: np.ndarray | None = None, cost_weight: float = 0.0) -> np.ndarray:
+    def choose(
+        self,
+        emb: np.ndarray,
+        available: np.ndarray | None = None,
+        failed: np.ndarray | None = None,
+        self_rows: np.ndarray | None = None,
+        cost_weight: float = 0.0,
+    ) -> np.ndarray:
         """Index of the chosen model per row; unavailable models are masked out (and the gate applied)."""
         return self.pick(self.logits(emb, failed, self_rows)[:, : self.n_models], available, cost_weight)
 
-    def pick(self, model_logits: np.ndarray, available: np.ndarray | None = None, cost_weight: float = 0.0,
-             lam: float | None = None) -> np.ndarray:
+    def pick(
+        self,
+        model_logits: np.ndarray,
+        available: np.ndarray | None = None,
+        cost_weight: float = 0.0,
+        lam: float | None = None,
+    ) -> np.ndarray:
         """The decision rule on (n, M) model logits: gate at cost weight 0, else the cost knob
         (:mod:`podium.knob`; ``lam`` overrides the calibrated λ of ``cost_weight``)."""
         from podium.knob import knob_logits, lambda_for
@@ -207,31 +239,51 @@ class Head:
         if path.suffix != ".npz":
             path = path.with_name(path.name + ".npz")
         path.parent.mkdir(parents=True, exist_ok=True)
-        meta = {**self.meta, "format": FORMAT, "models": self.models, "encoder": self.encoder,
-                "dims": {"encoding": int(self.proj.shape[0]), "projected": self.k, "models": self.n_models, "roles": len(ROLE_NAMES),
-                         "knn_features": self.n_knn}}
+        meta = {
+            **self.meta,
+            "format": FORMAT,
+            "models": self.models,
+            "encoder": self.encoder,
+            "dims": {
+                "encoding": int(self.proj.shape[0]),
+                "projected": self.k,
+                "models": self.n_models,
+                "roles": len(ROLE_NAMES),
+                "knn_features": self.n_knn,
+            },
+        }
         if self.gate is not None:
             meta["gate"] = self.gate.to_meta(self.models)
         arrays = {}
         if self.memory is not None:
-            meta["knn"] = {"ks": list(self.memory.ks), "smooth": self.memory.smooth, "items": len(self.memory.emb),
-                           "dim": int(self.memory.basis.shape[1])}
+            meta["knn"] = {
+                "ks": list(self.memory.ks),
+                "smooth": self.memory.smooth,
+                "items": len(self.memory.emb),
+                "dim": int(self.memory.basis.shape[1]),
+            }
             arrays = self.memory.arrays()
         with open(path, "wb") as fh:
-            np.savez_compressed(fh, mean=self.mean, proj=self.proj, weights=self.weights, meta=np.array(json.dumps(meta)), **arrays)
+            np.savez_compressed(
+                fh, mean=self.mean, proj=self.proj, weights=self.weights, meta=np.array(json.dumps(meta)), **arrays
+            )
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "Head":
+    def load(cls, path: str | Path) -> Head:
         """Read a head file written by :meth:`save`."""
         path = Path(path).expanduser()
         if not path.is_file():
-            raise HeadFileError(f"{path}: head file not found; train one with: podium train replay DATASET_DIR --out {path}")
+            raise HeadFileError(
+                f"{path}: head file not found; train one with: podium train replay DATASET_DIR --out {path}"
+            )
         try:
             with np.load(path, allow_pickle=False) as data:
                 meta = json.loads(str(data["meta"]))
                 arrays = data["mean"], data["proj"], data["weights"]
-                memory = KnnMemory.from_arrays(data, meta["knn"]["ks"], meta["knn"]["smooth"]) if "knn" in meta else None
+                memory = (
+                    KnnMemory.from_arrays(data, meta["knn"]["ks"], meta["knn"]["smooth"]) if "knn" in meta else None
+                )
         except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
             raise HeadFileError(f"{path}: not a podium head file ({exc})") from None
         if meta.get("format") != FORMAT:

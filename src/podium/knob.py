@@ -36,7 +36,9 @@ def check_cost_weight(value: float) -> float:
     return w
 
 
-def knob_logits(logits: np.ndarray, available: np.ndarray, order: np.ndarray, margin: float, costs: np.ndarray, lam: float) -> np.ndarray:
+def knob_logits(
+    logits: np.ndarray, available: np.ndarray, order: np.ndarray, margin: float, costs: np.ndarray, lam: float
+) -> np.ndarray:
     """Adjusted (n, M) logits at cost weight λ > 0 (see the module docstring); ``order``: fallback ranking."""
     avail = np.asarray(available, dtype=bool)
     fallback = order[np.argmax(avail[:, order], axis=1)]
@@ -57,7 +59,13 @@ def calibrate(choose_at, val_costs: np.ndarray, val_scores: np.ndarray) -> dict:
     points = []
     for lam in LAMBDA_GRID:
         choice = choose_at(lam)
-        points.append({"lambda": lam, "cost": float(val_costs[rows, choice].mean()), "score": float(val_scores[rows, choice].mean())})
+        points.append(
+            {
+                "lambda": lam,
+                "cost": float(val_costs[rows, choice].mean()),
+                "score": float(val_scores[rows, choice].mean()),
+            }
+        )
     return {"points": points, "bonus": BONUS}
 
 
@@ -89,6 +97,8 @@ def attach_knob(head, prep, cost_by_model: np.ndarray):
     head.meta = {**head.meta, "knob": {"model_cost": [float(c) for c in costs]}}
     logits = head.logits(prep.emb[val], None, prep.self_rows(val))[:, : head.n_models]
     known = ds.known[val]
-    table = calibrate(lambda lam: head.pick(logits, known, lam=lam), ds.costs[val] / prep.cost_unit, np.nan_to_num(ds.scores[val]))
+    table = calibrate(
+        lambda lam: head.pick(logits, known, lam=lam), ds.costs[val] / prep.cost_unit, np.nan_to_num(ds.scores[val])
+    )
     head.meta["knob"].update(table)
     return head

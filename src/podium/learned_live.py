@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -93,7 +93,11 @@ class Rollouts:
 
     def summary(self) -> dict:
         n = max(len(self.rewards), 1)
-        return {"reward": sum(self.rewards) / n, "accuracy": sum(self.passed) / n, "calls_per_item": sum(self.calls) / n}
+        return {
+            "reward": sum(self.rewards) / n,
+            "accuracy": sum(self.passed) / n,
+            "calls_per_item": sum(self.calls) / n,
+        }
 
 
 class LiveTrainer:
@@ -136,7 +140,12 @@ class LiveTrainer:
                 result = await engine.run(task.prompt, budget=budget, **extra)
             grade = await run_check(task.check, result.answer or "")
             calls = sum(t.model != CHECK_MODEL for t in result.turns)
-            return grade.score - self.config.lam * calls, bool(grade.passed), calls, [t.role.value for t in result.turns]
+            return (
+                grade.score - self.config.lam * calls,
+                bool(grade.passed),
+                calls,
+                [t.role.value for t in result.turns],
+            )
 
         out = await asyncio.gather(*(one(t) for t in tasks))
         return Rollouts(*[list(col) for col in zip(*out)]) if out else Rollouts([], [], [], [])
@@ -159,12 +168,31 @@ class LiveTrainer:
         self.fit()
         c = self.config
         x0 = np.zeros(self.n_params)
-        es = cma.CMAEvolutionStrategy(x0, c.sigma0, {"CMA_diagonal": True, "seed": c.seed + 1, "verbose": -9,
-                                                     "popsize": c.popsize, "maxiter": max(c.generations, 1)})
+        es = cma.CMAEvolutionStrategy(
+            x0,
+            c.sigma0,
+            {
+                "CMA_diagonal": True,
+                "seed": c.seed + 1,
+                "verbose": -9,
+                "popsize": c.popsize,
+                "maxiter": max(c.generations, 1),
+            },
+        )
         rules = (await self.rollouts(get_coordinator("rules"), self.tasks)).summary()
         start = await self.score(x0, self.tasks)
-        return LiveState(c, self.models, self.mean, self.proj, es, 0, x0, start, [{"generation": 0, "val": start}],
-                         baselines={"rules": rules})
+        return LiveState(
+            c,
+            self.models,
+            self.mean,
+            self.proj,
+            es,
+            0,
+            x0,
+            start,
+            [{"generation": 0, "val": start}],
+            baselines={"rules": rules},
+        )
 
     async def step(self, state: LiveState) -> dict | None:
         """One generation (ask, roll out, tell, score the mean on all tasks); None when the budget ran out."""
@@ -181,8 +209,14 @@ class LiveTrainer:
         best_f, best_th = max(candidates, key=lambda p: p[0])
         if best_f > state.best_val:
             state.best_val, state.best_theta = float(best_f), np.array(best_th, dtype=float)
-        record = {"generation": state.generation, "fit_best": float(max(fitness)), "fit_mean": float(np.mean(fitness)),
-                  "val": float(val), "paid_calls": self.backends.misses, "cache_hits": self.backends.hits}
+        record = {
+            "generation": state.generation,
+            "fit_best": float(max(fitness)),
+            "fit_mean": float(np.mean(fitness)),
+            "val": float(val),
+            "paid_calls": self.backends.misses,
+            "cache_hits": self.backends.hits,
+        }
         state.history.append(record)
         return record
 
@@ -192,8 +226,15 @@ def load_live_checkpoint(path: Path, config: LiveConfig) -> LiveState:
     return load_checkpoint(path, config, LiveState)
 
 
-async def train_live(pool: Pool, tasks: list[Task], config: LiveConfig, *, checkpoint: Path | None = None,
-                     resume: bool = False, progress: Progress | None = None) -> tuple[Head, dict]:
+async def train_live(
+    pool: Pool,
+    tasks: list[Task],
+    config: LiveConfig,
+    *,
+    checkpoint: Path | None = None,
+    resume: bool = False,
+    progress: Progress | None = None,
+) -> tuple[Head, dict]:
     """Train a head by live rollouts; returns it with a report (baselines, best reward, spend)."""
     started = time.perf_counter()
     state = load_live_checkpoint(checkpoint, config) if resume and checkpoint and checkpoint.is_file() else None
@@ -201,8 +242,10 @@ async def train_live(pool: Pool, tasks: list[Task], config: LiveConfig, *, check
     if state is None:
         state = await trainer.new_state()
         if progress:
-            progress(f"[live] {len(tasks)} tasks, {len(trainer.models)} models, {trainer.n_params} parameters; "
-                     f"rules reward {state.baselines['rules']['reward']:.3f}, start {state.best_val:.3f}")
+            progress(
+                f"[live] {len(tasks)} tasks, {len(trainer.models)} models, {trainer.n_params} parameters; "
+                f"rules reward {state.baselines['rules']['reward']:.3f}, start {state.best_val:.3f}"
+            )
     else:
         trainer.mean, trainer.proj, trainer.models = state.mean, state.proj, state.models
     stopped = None
@@ -212,16 +255,28 @@ async def train_live(pool: Pool, tasks: list[Task], config: LiveConfig, *, check
             stopped = trainer.backends.exhausted
             break
         if progress:
-            progress(f"[live] gen {record['generation']}/{config.generations}: best {record['fit_best']:.3f}, "
-                     f"mean head {record['val']:.3f}, paid calls {record['paid_calls']}, cache hits {record['cache_hits']}")
+            progress(
+                f"[live] gen {record['generation']}/{config.generations}: best {record['fit_best']:.3f}, "
+                f"mean head {record['val']:.3f}, paid calls {record['paid_calls']}, cache hits {record['cache_hits']}"
+            )
         if checkpoint:
             state.cache = trainer.backends.store
             save_checkpoint(state, checkpoint)
     final = (await trainer.rollouts(LearnedCoordinator(trainer.head(state.best_theta)), tasks)).summary()
-    report = {"kind": "live", "config": asdict(config), "tasks": len(tasks), "generations": state.generation,
-              "baselines": state.baselines, "trained": final, "best_val": state.best_val, "stopped": stopped,
-              "paid_calls": trainer.backends.misses, "cache_hits": trainer.backends.hits,
-              "spent_usd": trainer.backends.spent_usd, "seconds": time.perf_counter() - started}
+    report = {
+        "kind": "live",
+        "config": asdict(config),
+        "tasks": len(tasks),
+        "generations": state.generation,
+        "baselines": state.baselines,
+        "trained": final,
+        "best_val": state.best_val,
+        "stopped": stopped,
+        "paid_calls": trainer.backends.misses,
+        "cache_hits": trainer.backends.hits,
+        "spent_usd": trainer.backends.spent_usd,
+        "seconds": time.perf_counter() - started,
+    }
     await trainer.backends.aclose()
     head = trainer.head(state.best_theta, {"training": report})
     return head, report

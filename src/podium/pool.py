@@ -59,7 +59,7 @@ class ModelSpec(BaseModel):
     structured_output: bool = False  # openai: the endpoint supports response_format json_schema (verifier calls use it)
 
     @model_validator(mode="after")
-    def _check_backend_fields(self) -> "ModelSpec":
+    def _check_backend_fields(self) -> ModelSpec:
         if (self.backend == "check") != (self.check is not None):
             raise ValueError(f"model '{self.name}': backend 'check' needs a check: field, and only it may have one")
         if self.backend == "check":
@@ -109,7 +109,7 @@ class PoolConfig(BaseModel):
     budget: Budget = Field(default_factory=Budget)  # default run budget; CLI flags and the API override it
 
     @model_validator(mode="after")
-    def _check_references(self) -> "PoolConfig":
+    def _check_references(self) -> PoolConfig:
         names = [m.name for m in self.models]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -123,7 +123,9 @@ class PoolConfig(BaseModel):
             try:
                 template.format(**fields)
             except (KeyError, IndexError, ValueError) as exc:
-                raise ValueError(f"prompts.{role}: bad template field {exc}; allowed fields: {sorted(fields)} (write {{{{ }}}} for literal braces)") from None
+                raise ValueError(
+                    f"prompts.{role}: bad template field {exc}; allowed fields: {sorted(fields)} (write {{{{ }}}} for literal braces)"
+                ) from None
         for m in self.models:
             for fb in m.fallbacks:
                 if fb not in names:
@@ -150,8 +152,9 @@ class Policy(BaseModel):
             return False
         return self.allowed_regions is None or spec.region in self.allowed_regions
 
-    def narrow(self, other: "Policy") -> "Policy":
+    def narrow(self, other: Policy) -> Policy:
         """The intersection of two policies: ``other`` can only restrict ``self`` further."""
+
         def meet(a: list[str] | None, b: list[str] | None) -> list[str] | None:
             if a is None:
                 return b
@@ -183,7 +186,7 @@ class Pool:
     def name(self) -> str:
         return self.config.name
 
-    def restrict(self, policy: Policy) -> "Pool":
+    def restrict(self, policy: Policy) -> Pool:
         """A view of this pool under ``policy`` (narrowing any policy already applied)."""
         return Pool(self.config, self.policy.narrow(policy), self.source)
 
@@ -238,9 +241,13 @@ def load_pool(name_or_path: str | os.PathLike[str] = "embedded") -> Pool:
     path = Path(ref).expanduser()
     if path.suffix in (".yaml", ".yml") or os.sep in ref or path.exists():
         if not path.is_file():
-            raise ConfigError(f"{ref}: pool file not found; pass a shipped pool name ({', '.join(shipped_pools())}) or an existing YAML file")
+            raise ConfigError(
+                f"{ref}: pool file not found; pass a shipped pool name ({', '.join(shipped_pools())}) or an existing YAML file"
+            )
         return parse_pool(read_text_file(path, "pool"), str(path))
     if ref not in shipped_pools():
-        raise ConfigError(f"unknown pool '{ref}'{did_you_mean(ref, shipped_pools())}; shipped pools: {', '.join(shipped_pools())}; or pass a path to a YAML file")
+        raise ConfigError(
+            f"unknown pool '{ref}'{did_you_mean(ref, shipped_pools())}; shipped pools: {', '.join(shipped_pools())}; or pass a path to a YAML file"
+        )
     text = (resources.files("podium") / "pools" / f"{ref}.yaml").read_text()
     return parse_pool(text, f"pool '{ref}'")

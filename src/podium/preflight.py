@@ -30,8 +30,10 @@ def key_error(pool: Pool, missing: dict[str, list[str]]) -> ConfigError:
     """The one-line error for unset key variables, with both ways out."""
     parts = [f"{var} (needed by {', '.join(models)})" for var, models in missing.items()]
     excludes = " ".join(f"--exclude {m}" for models in missing.values() for m in models)
-    return ConfigError(f"pool '{pool.name}': API key variable not set: {'; '.join(parts)}; "
-                       f"export it (e.g. export {next(iter(missing))}=...) or leave those models out ({excludes})")
+    return ConfigError(
+        f"pool '{pool.name}': API key variable not set: {'; '.join(parts)}; "
+        f"export it (e.g. export {next(iter(missing))}=...) or leave those models out ({excludes})"
+    )
 
 
 def check_local(pool: Pool) -> None:
@@ -67,10 +69,14 @@ def check_coordinator(pool: Pool, coordinator: Any) -> None:
     if model:
         names = [m.name for m in pool.config.models]
         if model not in names:
-            raise ConfigError(f"--coordinator fixed:{model}: no model '{model}' in pool '{pool.name}'"
-                              f"{did_you_mean(model, names)}; models: {', '.join(names)}")
+            raise ConfigError(
+                f"--coordinator fixed:{model}: no model '{model}' in pool '{pool.name}'"
+                f"{did_you_mean(model, names)}; models: {', '.join(names)}"
+            )
     head = getattr(coordinator, "head", None)
     if head is not None and not set(head.models) & {m.name for m in pool.config.models}:
-        raise ConfigError(f"{coordinator.name}: the head was trained for models {', '.join(head.models)}, none of "
-                          f"which is in pool '{pool.name}' ({', '.join(m.name for m in pool.config.models)}); "
-                          "use a pool with those model names or train a head on this pool's runs")
+        raise ConfigError(
+            f"{coordinator.name}: the head was trained for models {', '.join(head.models)}, none of "
+            f"which is in pool '{pool.name}' ({', '.join(m.name for m in pool.config.models)}); "
+            "use a pool with those model names or train a head on this pool's runs"
+        )

@@ -25,11 +25,12 @@ import json
 import os
 import random
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from podium.backends.base import estimate_prompt_tokens, estimate_tokens
 from podium.errors import BackendError, BackendTimeout, ContextOverflow, EndpointUnavailable
@@ -43,8 +44,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 BREAKER_FILE_ENV = "PODIUM_BREAKER_FILE"
 CONTINUE_PROMPT = (
-    "Your previous reply was cut off. Continue it exactly where it stops, "
-    "without repeating anything already written."
+    "Your previous reply was cut off. Continue it exactly where it stops, without repeating anything already written."
 )
 
 
@@ -132,7 +132,7 @@ class CircuitBreaker:
     opened_at: float | None = None
     last_error: str | None = None
     probing: bool = False
-    on_change: Callable[["CircuitBreaker"], None] | None = None
+    on_change: Callable[[CircuitBreaker], None] | None = None
 
     def seconds_left(self) -> float:
         """How long an open breaker stays open."""
@@ -149,7 +149,11 @@ class CircuitBreaker:
         if self.state == BreakerState.HALF_OPEN and not self.probing:
             self.probing = True
             return
-        what = "a half-open probe is in flight" if self.state == BreakerState.HALF_OPEN else f"{self.seconds_left():.1f}s left"
+        what = (
+            "a half-open probe is in flight"
+            if self.state == BreakerState.HALF_OPEN
+            else f"{self.seconds_left():.1f}s left"
+        )
         raise CircuitOpen(f"circuit open for {self.key} ({what}; last error: {self.last_error})")
 
     def record(self, error: BackendError | None) -> None:
@@ -179,9 +183,14 @@ class CircuitBreaker:
     def describe(self) -> dict[str, Any]:
         """The breaker as JSON (what ``podium pool status`` shows)."""
         return {
-            "state": self.state.value, "failures": self.failures, "threshold": self.threshold,
-            "open_s": self.open_s, "opened_at": self.opened_at, "seconds_left": round(self.seconds_left(), 3),
-            "last_error": self.last_error, "updated_at": self.clock(),
+            "state": self.state.value,
+            "failures": self.failures,
+            "threshold": self.threshold,
+            "open_s": self.open_s,
+            "opened_at": self.opened_at,
+            "seconds_left": round(self.seconds_left(), 3),
+            "last_error": self.last_error,
+            "updated_at": self.clock(),
         }
 
 
@@ -349,7 +358,7 @@ class StreamSplice:
         if self.base.startswith(self.raw):
             return ""  # so far a word-for-word restart: hold it back
         self.decided = True
-        new = self.raw[len(self.base):] if self.raw.startswith(self.base) else self.raw
+        new = self.raw[len(self.base) :] if self.raw.startswith(self.base) else self.raw
         self.sent += new
         return new
 
@@ -366,13 +375,15 @@ class StreamSplice:
         """The final completion: the text the caller received, usage including broken attempts."""
         if not self.charged and completion.text == self.sent:
             return completion
-        return completion.model_copy(update={
-            "text": self.sent,
-            "prompt_tokens": completion.prompt_tokens + self.prompt_tokens,
-            "completion_tokens": completion.completion_tokens + self.completion_tokens,
-            "cost_usd": completion.cost_usd + self.cost_usd,
-            "usage_estimated": completion.usage_estimated or self.charged,
-        })
+        return completion.model_copy(
+            update={
+                "text": self.sent,
+                "prompt_tokens": completion.prompt_tokens + self.prompt_tokens,
+                "completion_tokens": completion.completion_tokens + self.completion_tokens,
+                "cost_usd": completion.cost_usd + self.cost_usd,
+                "usage_estimated": completion.usage_estimated or self.charged,
+            }
+        )
 
 
 TextSink = Callable[[ModelSpec, str], Awaitable[None] | None]
@@ -400,8 +411,8 @@ class Served:
 async def call_with_fallbacks(
     specs: list[ModelSpec],
     make_request: Callable[[ModelSpec], CompletionRequest],
-    backends: "BackendSet",
-    breakers: "BreakerRegistry",
+    backends: BackendSet,
+    breakers: BreakerRegistry,
     attempts: Attempts,
     *,
     retry: RetryPolicy | None = None,
@@ -425,7 +436,12 @@ async def call_with_fallbacks(
         else:
             once = lambda: stream_once(backend, request, sink, attempts.splice)  # noqa: E731
         try:
-            completion = await with_retries(lambda: protected(breakers.get(spec), spec.timeout_s, once), retry or RetryPolicy(max_retries=spec.max_retries), report, deadline)
+            completion = await with_retries(
+                lambda: protected(breakers.get(spec), spec.timeout_s, once),
+                retry or RetryPolicy(max_retries=spec.max_retries),
+                report,
+                deadline,
+            )
         except BackendError:
             continue
         finally:
@@ -435,7 +451,7 @@ async def call_with_fallbacks(
     return None
 
 
-async def stream_once(backend: "Backend", request: CompletionRequest, sink: TextSink, splice: StreamSplice) -> Completion:
+async def stream_once(backend: Backend, request: CompletionRequest, sink: TextSink, splice: StreamSplice) -> Completion:
     """One streaming attempt; after a broken one, the model is asked to continue the text already sent."""
     request = splice.request_for(request)
     try:

@@ -65,8 +65,14 @@ class ReplayDataset:
     def describe(self) -> dict:
         """Size and provenance, for head metadata and reports."""
         counts = {s: int((self.splits == s).sum()) for s in SPLITS}
-        return {"name": self.name, "path": self.path, "items": len(self.item_ids), "models": len(self.models),
-                "splits": counts, "cost_source": self.cost_source}
+        return {
+            "name": self.name,
+            "path": self.path,
+            "items": len(self.item_ids),
+            "models": len(self.models),
+            "splits": counts,
+            "cost_source": self.cost_source,
+        }
 
 
 def _read_table(path: Path, columns: list[str]) -> dict:
@@ -75,7 +81,9 @@ def _read_table(path: Path, columns: list[str]) -> dict:
     except ImportError:
         raise missing_extra("pyarrow", "train") from None
     if not path.is_file():
-        raise ReplayDataError(f"{path}: file not found; a replay dataset folder needs items.parquet, outcomes.parquet and models.json")
+        raise ReplayDataError(
+            f"{path}: file not found; a replay dataset folder needs items.parquet, outcomes.parquet and models.json"
+        )
     table = pq.read_table(path)
     missing = [c for c in columns if c not in table.column_names]
     if missing:
@@ -100,7 +108,11 @@ def shipped_datasets() -> list[str]:
     from importlib import resources
 
     folder = resources.files("podium") / "data"
-    return sorted(p.name for p in folder.iterdir() if p.is_dir() and (p / "items.parquet").is_file()) if folder.is_dir() else []
+    return (
+        sorted(p.name for p in folder.iterdir() if p.is_dir() and (p / "items.parquet").is_file())
+        if folder.is_dir()
+        else []
+    )
 
 
 def dataset_folder(path: str | Path) -> Path:
@@ -115,8 +127,10 @@ def dataset_folder(path: str | Path) -> Path:
         return Path(str(resources.files("podium") / "data" / str(path)))
     from podium.suggest import did_you_mean
 
-    raise ReplayDataError(f"{folder}: not a directory{did_you_mean(str(path), shipped)}; pass a replay dataset folder "
-                          f"or a shipped dataset ({', '.join(shipped) or 'none installed'})")
+    raise ReplayDataError(
+        f"{folder}: not a directory{did_you_mean(str(path), shipped)}; pass a replay dataset folder "
+        f"or a shipped dataset ({', '.join(shipped) or 'none installed'})"
+    )
 
 
 def load_replay(path: str | Path) -> ReplayDataset:
@@ -136,7 +150,9 @@ def load_replay(path: str | Path) -> ReplayDataset:
     scores = np.full((n, k), np.nan)
     recorded = np.full((n, k), np.nan)
     chars = np.full((n, k), np.nan)
-    for item, model, score, usd, out in zip(outcomes["item_id"], outcomes["model"], outcomes["score"], extra["cost_usd"], extra["output_chars"]):
+    for item, model, score, usd, out in zip(
+        outcomes["item_id"], outcomes["model"], outcomes["score"], extra["cost_usd"], extra["output_chars"]
+    ):
         i = row.get(item)
         if i is None:
             continue  # an outcome for an item not listed: ignored
@@ -150,8 +166,19 @@ def load_replay(path: str | Path) -> ReplayDataset:
     unknown = sorted(set(splits) - set(SPLITS))
     if unknown:
         raise ReplayDataError(f"{folder / 'items.parquet'}: unknown split value(s) {unknown}; use {', '.join(SPLITS)}")
-    return ReplayDataset(folder.name, str(folder), np.array(ids), np.array([t or "" for t in items["task"]]), splits,
-                         texts, models, scores, costs, source, prices)
+    return ReplayDataset(
+        folder.name,
+        str(folder),
+        np.array(ids),
+        np.array([t or "" for t in items["task"]]),
+        splits,
+        texts,
+        models,
+        scores,
+        costs,
+        source,
+        prices,
+    )
 
 
 def _optional_columns(path: Path, columns: list[str], n: int) -> dict:
@@ -163,7 +190,9 @@ def _optional_columns(path: Path, columns: list[str], n: int) -> dict:
     return {c: data.get(c, [None] * n) for c in columns}
 
 
-def resolve_costs(texts: list[str], models: list[str], prices: dict, recorded: np.ndarray, chars: np.ndarray) -> tuple[np.ndarray, str]:
+def resolve_costs(
+    texts: list[str], models: list[str], prices: dict, recorded: np.ndarray, chars: np.ndarray
+) -> tuple[np.ndarray, str]:
     """Per-call cost matrix and a word on where it came from (see module docstring)."""
     in_tok = np.array([len(t) / CHARS_PER_TOKEN for t in texts])[:, None]
     out_tok = np.where(np.isnan(chars), DEFAULT_OUTPUT_TOKENS, chars / CHARS_PER_TOKEN)
@@ -173,12 +202,22 @@ def resolve_costs(texts: list[str], models: list[str], prices: dict, recorded: n
     by_length = np.where(np.isnan(chars), np.nan, chars / CHARS_PER_TOKEN / 1e6)
     costs = np.where(~np.isnan(recorded), recorded, np.where(~np.isnan(table), table, by_length))
     costs = np.where(np.isnan(costs), UNIFORM_CALL_COST, costs)
-    sources = [name for name, arr in (("recorded_usd", recorded), ("price_table", table), ("output_length", by_length)) if (~np.isnan(arr)).any()]
+    sources = [
+        name
+        for name, arr in (("recorded_usd", recorded), ("price_table", table), ("output_length", by_length))
+        if (~np.isnan(arr)).any()
+    ]
     return costs, "+".join(sources) or "uniform_per_call"
 
 
-def write_replay(out_dir: str | Path, items: list[dict], outcomes: list[dict], *, prices: dict | None = None,
-                 meta: dict | None = None) -> Path:
+def write_replay(
+    out_dir: str | Path,
+    items: list[dict],
+    outcomes: list[dict],
+    *,
+    prices: dict | None = None,
+    meta: dict | None = None,
+) -> Path:
     """Write a replay dataset folder: items.parquet, outcomes.parquet, models.json (and meta.json if given).
 
     ``meta`` (e.g. where the scores came from) goes to ``meta.json``, which :func:`load_replay` ignores.
@@ -190,9 +229,18 @@ def write_replay(out_dir: str | Path, items: list[dict], outcomes: list[dict], *
         raise missing_extra("pyarrow", "train") from None
     folder = Path(out_dir).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
-    item_schema = pa.schema([("item_id", pa.string()), ("task", pa.string()), ("split", pa.string()), ("text", pa.string())])
-    outcome_schema = pa.schema([("item_id", pa.string()), ("model", pa.string()), ("score", pa.float64()),
-                                ("cost_usd", pa.float64()), ("output_chars", pa.int64())])
+    item_schema = pa.schema(
+        [("item_id", pa.string()), ("task", pa.string()), ("split", pa.string()), ("text", pa.string())]
+    )
+    outcome_schema = pa.schema(
+        [
+            ("item_id", pa.string()),
+            ("model", pa.string()),
+            ("score", pa.float64()),
+            ("cost_usd", pa.float64()),
+            ("output_chars", pa.int64()),
+        ]
+    )
     pq.write_table(pa.Table.from_pylist(items, schema=item_schema), folder / "items.parquet")
     pq.write_table(pa.Table.from_pylist(outcomes, schema=outcome_schema), folder / "outcomes.parquet")
     (folder / "models.json").write_text(json.dumps(prices or {}, indent=2, sort_keys=True) + "\n")

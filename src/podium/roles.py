@@ -28,18 +28,23 @@ DEFAULT_PROMPTS: dict[str, str] = {
     ),
 }
 
+
 def _section(title: str, body: str | None) -> str:
     return f"\n\n{title}:\n{body}" if body else ""
 
 
-def build_messages(role: Role, query: str, turns: list[Turn], templates: dict[str, str], instruction: str | None = None) -> list[ChatMessage]:
+def build_messages(
+    role: Role, query: str, turns: list[Turn], templates: dict[str, str], instruction: str | None = None
+) -> list[ChatMessage]:
     """The chat a model sees in ``role``: its template filled from the transcript so far."""
     plan = next((t.output for t in reversed(turns) if t.role == Role.THINKER and not t.error), None)
     answer = next((t.output for t in reversed(turns) if t.role == Role.WORKER and not t.error), None)
     last_verdict = next((t for t in reversed(turns) if t.role == Role.VERIFIER and not t.error), None)
     feedback = None
     if last_verdict and last_verdict.verdict == Verdict.REVISE and answer:
-        feedback = f"Previous answer:\n{answer}\n\nReviewer feedback: {last_verdict.diagnosis}\nWrite an improved answer."
+        feedback = (
+            f"Previous answer:\n{answer}\n\nReviewer feedback: {last_verdict.diagnosis}\nWrite an improved answer."
+        )
     fields = {
         "query": query,
         "plan": _section("Plan", plan),

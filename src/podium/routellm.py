@@ -40,9 +40,17 @@ def pair_dataset(ds: ReplayDataset, strong: int, weak: int) -> tuple[ReplayDatas
     """The two-model slice (rows where both outcomes are known) and its row numbers in ``ds``."""
     rows = np.flatnonzero(ds.known[:, strong] & ds.known[:, weak])
     cols = [strong, weak]
-    sub = replace(ds, name=f"{ds.name}[{ds.models[strong]} vs {ds.models[weak]}]", item_ids=ds.item_ids[rows], tasks=ds.tasks[rows],
-                  splits=ds.splits[rows], texts=[ds.texts[i] for i in rows], models=[ds.models[c] for c in cols],
-                  scores=ds.scores[np.ix_(rows, cols)], costs=ds.costs[np.ix_(rows, cols)])
+    sub = replace(
+        ds,
+        name=f"{ds.name}[{ds.models[strong]} vs {ds.models[weak]}]",
+        item_ids=ds.item_ids[rows],
+        tasks=ds.tasks[rows],
+        splits=ds.splits[rows],
+        texts=[ds.texts[i] for i in rows],
+        models=[ds.models[c] for c in cols],
+        scores=ds.scores[np.ix_(rows, cols)],
+        costs=ds.costs[np.ix_(rows, cols)],
+    )
     return sub, rows
 
 
@@ -54,8 +62,14 @@ def pgr_curve(advantage: np.ndarray, strong: np.ndarray, weak: np.ndarray) -> di
     scores = np.array([(weak.sum() + gain[int(round(q * n))]) / n for q in SHARES])
     gap = strong.mean() - weak.mean()
     pgr = (scores - weak.mean()) / gap if gap > 0 else np.zeros_like(scores)
-    return {"share": SHARES.tolist(), "score": scores.tolist(), "pgr": pgr.tolist(), "apgr": float(_trapezoid(pgr, SHARES)),
-            "cpt50": cpt(pgr, 0.5), "cpt80": cpt(pgr, 0.8)}
+    return {
+        "share": SHARES.tolist(),
+        "score": scores.tolist(),
+        "pgr": pgr.tolist(),
+        "apgr": float(_trapezoid(pgr, SHARES)),
+        "cpt50": cpt(pgr, 0.5),
+        "cpt80": cpt(pgr, 0.8),
+    }
 
 
 def _trapezoid(y: np.ndarray, x: np.ndarray) -> float:
@@ -83,15 +97,34 @@ def routellm_metrics(ds: ReplayDataset, prep: Prepared, config: TrainConfig, fol
 
     knn = knn_predict(r.train_emb, sub.scores[sub_prep.train_rows], sub.known[sub_prep.train_rows], emb, r.knn_k)
     rng = np.random.default_rng(config.seed)
-    curves = {name: pgr_curve(adv, s[:, 0], s[:, 1]) for name, adv in
-              (("learned", logits[:, 0] - logits[:, 1]), ("mf", mf[:, 0] - mf[:, 1]), ("knn", knn[:, 0] - knn[:, 1]),
-               ("random", rng.random(len(test))))}
+    curves = {
+        name: pgr_curve(adv, s[:, 0], s[:, 1])
+        for name, adv in (
+            ("learned", logits[:, 0] - logits[:, 1]),
+            ("mf", mf[:, 0] - mf[:, 1]),
+            ("knn", knn[:, 0] - knn[:, 1]),
+            ("random", rng.random(len(test))),
+        )
+    }
     knob = []
     for w in KNOB:
         choice = head.choose(emb, sub.known[test], cost_weight=w)
-        knob.append({"cost_weight": w, "strong_share": float((choice == 0).mean()), "score": float(s[np.arange(len(test)), choice].mean()),
-                     "cost": float(sub.costs[test][np.arange(len(test)), choice].mean())})
-    return {"strong": ds.models[strong], "weak": ds.models[weak], "test_items": len(test),
-            "strong_score": float(s[:, 0].mean()), "weak_score": float(s[:, 1].mean()),
-            "cost_ratio": float(sub.costs[test][:, 0].mean() / max(sub.costs[test][:, 1].mean(), 1e-12)),
-            "curves": curves, "knob": knob, "cv": head.gate.info["selection"]}
+        knob.append(
+            {
+                "cost_weight": w,
+                "strong_share": float((choice == 0).mean()),
+                "score": float(s[np.arange(len(test)), choice].mean()),
+                "cost": float(sub.costs[test][np.arange(len(test)), choice].mean()),
+            }
+        )
+    return {
+        "strong": ds.models[strong],
+        "weak": ds.models[weak],
+        "test_items": len(test),
+        "strong_score": float(s[:, 0].mean()),
+        "weak_score": float(s[:, 1].mean()),
+        "cost_ratio": float(sub.costs[test][:, 0].mean() / max(sub.costs[test][:, 1].mean(), 1e-12)),
+        "curves": curves,
+        "knob": knob,
+        "cv": head.gate.info["selection"],
+    }

@@ -14,9 +14,29 @@ from functools import cached_property
 
 import numpy as np
 
-from podium.baselines import fit_logistic, fit_mf, knn_from_neighbours, knn_neighbours, knn_predict, per_task_table, predict_logistic, predict_mf, predict_per_task
+from podium.baselines import (
+    fit_logistic,
+    fit_mf,
+    knn_from_neighbours,
+    knn_neighbours,
+    knn_predict,
+    per_task_table,
+    predict_logistic,
+    predict_mf,
+    predict_per_task,
+)
 from podium.cascades import cascade_candidates, fixed_cascade, shift_logits
-from podium.crossval import ALPHA, FOLDS, MARGINS, FoldHeads, Selection, fold_fallback, fold_heads, select_safe, single_candidates
+from podium.crossval import (
+    ALPHA,
+    FOLDS,
+    MARGINS,
+    FoldHeads,
+    Selection,
+    fold_fallback,
+    fold_heads,
+    select_safe,
+    single_candidates,
+)
 from podium.head import Gate, Head, masked_argmax
 from podium.knob import attach_knob
 from podium.train import Prepared, Progress, TrainConfig, fit_projection, train_head
@@ -133,13 +153,17 @@ class Routers:
         return masked_argmax(pred - lam * self.cost_by_model, known)
 
     def cascade_config(self, lam: float, verifier: Verifier) -> TrainConfig:
-        return replace(self.config, lam=lam, mode="cascade", verifier_fa=verifier.false_accept, verifier_fr=verifier.false_reject)
+        return replace(
+            self.config, lam=lam, mode="cascade", verifier_fa=verifier.false_accept, verifier_fr=verifier.false_reject
+        )
 
     def head(self, lam: float, mode: str = "single", verifier: Verifier = PERFECT) -> Head:
         """A head trained on all train rows (cascade heads with ``verifier`` in the loop)."""
         key = (lam, mode, verifier)
         if key not in self.heads:
-            config = replace(self.config, lam=lam, mode=mode) if mode == "single" else self.cascade_config(lam, verifier)
+            config = (
+                replace(self.config, lam=lam, mode=mode) if mode == "single" else self.cascade_config(lam, verifier)
+            )
             self.heads[key] = train_head(self.prep, config, progress=self.progress, every=40)
         return self.heads[key]
 
@@ -154,8 +178,14 @@ class Routers:
         self.folds[key] = fold_heads(self.prep, config, lambdas, mode, self.n_folds, self.progress, into)
         return self.folds[key]
 
-    def safe_head(self, lambdas: tuple[float, ...] = (0.0,), shifts: tuple[float, ...] = (0.0,),
-                  margins: tuple[float, ...] = MARGINS, cap: bool = False, objective_lam: float = 0.0) -> Head:
+    def safe_head(
+        self,
+        lambdas: tuple[float, ...] = (0.0,),
+        shifts: tuple[float, ...] = (0.0,),
+        margins: tuple[float, ...] = MARGINS,
+        cap: bool = False,
+        objective_lam: float = 0.0,
+    ) -> Head:
         """The CV-selected gated head (see :mod:`podium.crossval`); ``cap``: CV cost ≤ the fallback's;
         candidates are compared on CV score − ``objective_lam`` × cost."""
         fh = self.fold_heads(lambdas)
@@ -165,16 +195,23 @@ class Routers:
         sel = select_safe(candidates, fallback, lam=objective_lam, cost_cap=cost_cap, seed=self.config.seed)
         params = sel.chosen.params if sel.deviates else {"lam": lambdas[0], "shift": 0.0, "margin": np.inf}
         head = shift_logits(self.head(params["lam"]), self.cost_by_model, params["shift"])
-        head = replace(head, gate=Gate(self.best_order, params["margin"], {"selection": _jsonable(sel.summary())}),
-                       meta={**head.meta, "cv": {"folds": self.n_folds, "alpha": ALPHA, "selection": _jsonable(sel.summary())}})
+        head = replace(
+            head,
+            gate=Gate(self.best_order, params["margin"], {"selection": _jsonable(sel.summary())}),
+            meta={**head.meta, "cv": {"folds": self.n_folds, "alpha": ALPHA, "selection": _jsonable(sel.summary())}},
+        )
         return attach_knob(head, self.prep, self.cost_by_model)
 
-    def safe_cascade(self, verifier: Verifier, turns: int, lambdas: tuple[float, ...], shifts: tuple[float, ...]) -> CascadePlan:
+    def safe_cascade(
+        self, verifier: Verifier, turns: int, lambdas: tuple[float, ...], shifts: tuple[float, ...]
+    ) -> CascadePlan:
         """The CV-selected cascade whose CV cost is at most the best single model's, if it gains; else the fallback."""
         fh = self.fold_heads(lambdas, "cascade", verifier)
         fallback = fold_fallback(self.prep, fh)
         candidates = cascade_candidates(self.prep, fh, verifier, turns, lambdas, shifts, self.cost_by_model)
-        sel = select_safe(candidates, fallback, cost_cap=fallback.costs.mean() * (1 + COST_SLACK), seed=self.config.seed)
+        sel = select_safe(
+            candidates, fallback, cost_cap=fallback.costs.mean() * (1 + COST_SLACK), seed=self.config.seed
+        )
         if not sel.deviates:
             return CascadePlan("fallback", sel, self.best_order, 1)
         p = sel.chosen.params

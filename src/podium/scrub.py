@@ -30,7 +30,8 @@ import logging
 import os
 import re
 import threading
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 REDACTED = "[REDACTED]"
 MIN_SECRET_LEN = 8  # shorter values would redact ordinary words
@@ -40,12 +41,17 @@ _TOKEN = r"[A-Za-z0-9_-]"
 # (lower-case substrings of which one must occur for the pattern to match, or () for always; pattern).
 # Group 1 is kept (a label such as "Bearer "); the rest of the match is replaced.
 PATTERNS: list[tuple[tuple[str, ...], re.Pattern[str]]] = [
-    (("authorization",), re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?)(?:(?:bearer|basic|token)\s+)?[^\s\"',;}]+")),
+    (
+        ("authorization",),
+        re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?)(?:(?:bearer|basic|token)\s+)?[^\s\"',;}]+"),
+    ),
     (("bearer",), re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{8,}")),
     (("key",), re.compile(r"(?i)((?:x-)?api[_-]?key[\"']?\s*[:=]\s*[\"']?)[^\s\"',;&}]+")),
     (("sk-", "pk-", "rk-"), re.compile(rf"()\b(?:sk|pk|rk)-{_TOKEN}{{16,}}")),
-    (("hf_", "hf-", "gh", "glpat", "xox", "github_pat"),
-     re.compile(rf"()\b(?:hf|ghp|gho|ghs|ghu|ghr|glpat|xox[abposr]|github_pat)[_-]{_TOKEN}{{16,}}")),
+    (
+        ("hf_", "hf-", "gh", "glpat", "xox", "github_pat"),
+        re.compile(rf"()\b(?:hf|ghp|gho|ghs|ghu|ghr|glpat|xox[abposr]|github_pat)[_-]{_TOKEN}{{16,}}"),
+    ),
     (("aiza",), re.compile(rf"()\bAIza{_TOKEN}{{30,}}")),
     (("gsk_",), re.compile(r"()\bgsk_[A-Za-z0-9]{20,}")),
     (("xai-", "r8_", "pplx-", "nvapi-"), re.compile(rf"()\b(?:xai-|r8_|pplx-|nvapi-){_TOKEN}{{20,}}")),

@@ -41,7 +41,9 @@ def interval(values: np.ndarray, level: float = LEVEL, n_boot: int = N_BOOT, see
     return float(np.quantile(boots, tail)), float(np.quantile(boots, 1 - tail))
 
 
-def paired_interval(a: np.ndarray, b: np.ndarray, level: float = LEVEL, n_boot: int = N_BOOT, seed: int = 0) -> tuple[float, float]:
+def paired_interval(
+    a: np.ndarray, b: np.ndarray, level: float = LEVEL, n_boot: int = N_BOOT, seed: int = 0
+) -> tuple[float, float]:
     """Interval of mean(a) − mean(b) for per-item values of two methods on the same items."""
     return interval(np.asarray(a, float) - np.asarray(b, float), level, n_boot, seed)
 

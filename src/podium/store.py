@@ -29,9 +29,11 @@ import re
 import sqlite3
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Literal
 
 from podium.errors import ConfigError, UsageError
 from podium.scrub import REDACTED, clean_text, clean_value, scrub, scrub_value  # noqa: F401 (REDACTED, scrub: re-exported)
@@ -43,8 +45,10 @@ BUSY_TIMEOUT_MS = 30_000
 
 # Append only: never edit or reorder an applied migration; add a new named one instead.
 MIGRATIONS: list[tuple[str, list[str]]] = [
-    ("0001_runs_and_turns", [
-        """CREATE TABLE runs (
+    (
+        "0001_runs_and_turns",
+        [
+            """CREATE TABLE runs (
             id TEXT PRIMARY KEY, started_at REAL NOT NULL, finished_at REAL NOT NULL,
             query TEXT, query_hash TEXT NOT NULL, pool TEXT, policy TEXT, coordinator TEXT,
             status TEXT NOT NULL, reason TEXT, answer TEXT,
@@ -53,7 +57,7 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             orchestration_tokens INTEGER NOT NULL DEFAULT 0, orchestration_cost_usd REAL NOT NULL DEFAULT 0,
             latency_s REAL NOT NULL DEFAULT 0, n_turns INTEGER NOT NULL DEFAULT 0,
             source TEXT, owner TEXT, text_mode TEXT NOT NULL DEFAULT 'full')""",
-        """CREATE TABLE turns (
+            """CREATE TABLE turns (
             run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE, turn INTEGER NOT NULL,
             role TEXT NOT NULL, model TEXT NOT NULL, provider TEXT, region TEXT, reason TEXT,
             prompt TEXT, response TEXT, prompt_tokens INTEGER NOT NULL DEFAULT 0,
@@ -61,27 +65,35 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             latency_s REAL NOT NULL DEFAULT 0, verdict TEXT, diagnosis TEXT, error TEXT,
             retries INTEGER NOT NULL DEFAULT 0, fallback_from TEXT, attempts TEXT,
             usage_estimated INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (run_id, turn))""",
-        "CREATE INDEX runs_started ON runs(started_at)",
-        "CREATE INDEX runs_status ON runs(status)",
-        "CREATE INDEX runs_query_hash ON runs(query_hash)",
-        "CREATE INDEX turns_model ON turns(model)",
-    ]),
+            "CREATE INDEX runs_started ON runs(started_at)",
+            "CREATE INDEX runs_status ON runs(status)",
+            "CREATE INDEX runs_query_hash ON runs(query_hash)",
+            "CREATE INDEX turns_model ON turns(model)",
+        ],
+    ),
     # grounded grades (podium bench / train live): the final answer's score by the task's check
-    ("0002_run_grades", [
-        "ALTER TABLE runs ADD COLUMN grade_score REAL",
-        "ALTER TABLE runs ADD COLUMN grade_source TEXT",
-        "ALTER TABLE runs ADD COLUMN grade_detail TEXT",
-        "ALTER TABLE runs ADD COLUMN task_id TEXT",
-    ]),
-    ("0003_workflow_steps", [  # workflow runs: each turn's step id, inputs, depth and span; the run's plan(s)
-        "ALTER TABLE turns ADD COLUMN step TEXT",
-        "ALTER TABLE turns ADD COLUMN inputs TEXT",
-        "ALTER TABLE turns ADD COLUMN depth INTEGER NOT NULL DEFAULT 0",
-        "ALTER TABLE turns ADD COLUMN started_at REAL",
-        "ALTER TABLE turns ADD COLUMN ended_at REAL",
-        "ALTER TABLE runs ADD COLUMN workflow TEXT",
-    ]),
+    (
+        "0002_run_grades",
+        [
+            "ALTER TABLE runs ADD COLUMN grade_score REAL",
+            "ALTER TABLE runs ADD COLUMN grade_source TEXT",
+            "ALTER TABLE runs ADD COLUMN grade_detail TEXT",
+            "ALTER TABLE runs ADD COLUMN task_id TEXT",
+        ],
+    ),
+    (
+        "0003_workflow_steps",
+        [  # workflow runs: each turn's step id, inputs, depth and span; the run's plan(s)
+            "ALTER TABLE turns ADD COLUMN step TEXT",
+            "ALTER TABLE turns ADD COLUMN inputs TEXT",
+            "ALTER TABLE turns ADD COLUMN depth INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE turns ADD COLUMN started_at REAL",
+            "ALTER TABLE turns ADD COLUMN ended_at REAL",
+            "ALTER TABLE runs ADD COLUMN workflow TEXT",
+        ],
+    ),
 ]
+
 
 def digest(text: str) -> str:
     """The stored stand-in for a text in hash mode."""
@@ -89,6 +101,7 @@ def digest(text: str) -> str:
 
 
 # --- paths and settings ----------------------------------------------------------------------
+
 
 def default_path() -> Path:
     """``$PODIUM_HOME/podium.db``, else ``podium.db`` in the platform's user data directory."""
@@ -118,18 +131,21 @@ def parse_time(value: str | float | None, *, name: str = "date") -> float | None
     if m:
         unit = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
         return time.time() - float(m.group(1)) * unit
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise UsageError(f"{name} {value!r} is not a date; use YYYY-MM-DD, an ISO datetime, or a duration like 7d") from None
+        raise UsageError(
+            f"{name} {value!r} is not a date; use YYYY-MM-DD, an ISO datetime, or a duration like 7d"
+        ) from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
 
 
 # --- the store -------------------------------------------------------------------------------
+
 
 class Store:
     """A SQLite trace store. Cheap to create; every method opens and closes its own connection."""
@@ -144,7 +160,7 @@ class Store:
         self._migrate()
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str] | None = None, *, text_mode: TextMode | None = None) -> "Store":
+    def open(cls, path: str | os.PathLike[str] | None = None, *, text_mode: TextMode | None = None) -> Store:
         """Open (creating and migrating if needed) the store at ``path`` or the default location."""
         return cls(path, text_mode=text_mode)
 
@@ -153,9 +169,13 @@ class Store:
     def _connect(self) -> sqlite3.Connection:
         try:
             _private_file(self.path)
-            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False)
+            conn = sqlite3.connect(
+                self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+            )
         except (OSError, sqlite3.Error) as exc:
-            raise ConfigError(f"cannot open the trace store {self.path}: {exc}; set PODIUM_HOME to a writable directory") from None
+            raise ConfigError(
+                f"cannot open the trace store {self.path}: {exc}; set PODIUM_HOME to a writable directory"
+            ) from None
         conn.row_factory = sqlite3.Row
         conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA foreign_keys=ON")
@@ -200,7 +220,9 @@ class Store:
         if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             conn.execute("PRAGMA journal_mode=WAL")
         with self._write() as conn:
-            conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)"
+            )
             done = {r[0] for r in conn.execute("SELECT name FROM schema_migrations")}
             for name, statements in MIGRATIONS:
                 if name in done:
@@ -234,16 +256,28 @@ class Store:
         if result.status == RunStatus.FAILED and result.reason.startswith("interrupted"):
             status = "interrupted"
         run_row = {
-            "id": result.run_id, "started_at": result.started_at, "finished_at": result.started_at + result.latency_s,
-            "query": self._text(result.query), "query_hash": digest(result.query), "pool": result.pool,
-            "policy": self._json(result.policy), "coordinator": result.coordinator,
-            "status": status, "reason": scrub(result.reason), "answer": self._text(result.answer),
+            "id": result.run_id,
+            "started_at": result.started_at,
+            "finished_at": result.started_at + result.latency_s,
+            "query": self._text(result.query),
+            "query_hash": digest(result.query),
+            "pool": result.pool,
+            "policy": self._json(result.policy),
+            "coordinator": result.coordinator,
+            "status": status,
+            "reason": scrub(result.reason),
+            "answer": self._text(result.answer),
             "prompt_tokens": sum(t.prompt_tokens for t in result.turns),
             "completion_tokens": sum(t.completion_tokens for t in result.turns),
-            "total_tokens": result.total_tokens, "cost_usd": result.cost_usd,
+            "total_tokens": result.total_tokens,
+            "cost_usd": result.cost_usd,
             "orchestration_tokens": result.orchestration_prompt_tokens + result.orchestration_completion_tokens,
-            "orchestration_cost_usd": result.orchestration_cost_usd, "latency_s": result.latency_s,
-            "n_turns": len(result.turns), "source": source, "owner": owner, "text_mode": self.text_mode,
+            "orchestration_cost_usd": result.orchestration_cost_usd,
+            "latency_s": result.latency_s,
+            "n_turns": len(result.turns),
+            "source": source,
+            "owner": owner,
+            "text_mode": self.text_mode,
             "workflow": self._json(result.workflow, private=True) if result.workflow is not None else None,
         }
         turn_rows = [self._turn_row(result.run_id, t) for t in result.turns]
@@ -256,27 +290,51 @@ class Store:
 
     def _turn_row(self, run_id: str, t: Turn) -> dict[str, Any]:
         return {
-            "run_id": run_id, "turn": t.turn, "role": t.role.value, "model": t.model, "provider": t.provider,
-            "region": t.region, "reason": scrub(t.reason),
+            "run_id": run_id,
+            "turn": t.turn,
+            "role": t.role.value,
+            "model": t.model,
+            "provider": t.provider,
+            "region": t.region,
+            "reason": scrub(t.reason),
             "prompt": self._json([m.model_dump() for m in t.messages], private=True),
-            "response": self._text(t.output), "prompt_tokens": t.prompt_tokens,
-            "completion_tokens": t.completion_tokens, "cost_usd": t.cost_usd, "latency_s": t.latency_s,
-            "verdict": t.verdict.value if t.verdict else None, "diagnosis": self._text(t.diagnosis),
-            "error": scrub(t.error), "retries": t.retries, "fallback_from": t.fallback_from,
-            "attempts": self._json(t.attempts), "usage_estimated": int(t.usage_estimated), "step": t.step,
-            "inputs": json.dumps(t.inputs) if t.inputs is not None else None, "depth": t.depth,
-            "started_at": t.started_at, "ended_at": t.ended_at,
+            "response": self._text(t.output),
+            "prompt_tokens": t.prompt_tokens,
+            "completion_tokens": t.completion_tokens,
+            "cost_usd": t.cost_usd,
+            "latency_s": t.latency_s,
+            "verdict": t.verdict.value if t.verdict else None,
+            "diagnosis": self._text(t.diagnosis),
+            "error": scrub(t.error),
+            "retries": t.retries,
+            "fallback_from": t.fallback_from,
+            "attempts": self._json(t.attempts),
+            "usage_estimated": int(t.usage_estimated),
+            "step": t.step,
+            "inputs": json.dumps(t.inputs) if t.inputs is not None else None,
+            "depth": t.depth,
+            "started_at": t.started_at,
+            "ended_at": t.ended_at,
         }
 
-    def grade(self, run_id: str, *, score: float, source: str, task_id: str | None = None, detail: str | None = None) -> bool:
+    def grade(
+        self, run_id: str, *, score: float, source: str, task_id: str | None = None, detail: str | None = None
+    ) -> bool:
         """Attach a grounded grade (e.g. ``check:python_tests``) to a stored run; False if the run is not stored."""
         with self._write() as conn:
-            cur = conn.execute("UPDATE runs SET grade_score = ?, grade_source = ?, grade_detail = ?, task_id = ? WHERE id = ?",
-                               (float(score), source, self._text(detail), task_id, run_id))
+            cur = conn.execute(
+                "UPDATE runs SET grade_score = ?, grade_source = ?, grade_detail = ?, task_id = ? WHERE id = ?",
+                (float(score), source, self._text(detail), task_id, run_id),
+            )
         return cur.rowcount > 0
 
-    def handler(self, *, source: str | None = None, owner: str | None = None,
-                on_error: Callable[[Exception], None] | None = None) -> Callable[[Any], None]:
+    def handler(
+        self,
+        *,
+        source: str | None = None,
+        owner: str | None = None,
+        on_error: Callable[[Exception], None] | None = None,
+    ) -> Callable[[Any], None]:
         """An engine event handler that stores each run when its ``RunFinished`` event arrives.
 
         Synchronous on purpose: it also runs while a cancelled run unwinds. A storage failure is
@@ -311,13 +369,24 @@ class Store:
 
     # reading
 
-    def runs(self, *, status: str | None = None, model: str | None = None, since: float | str | None = None,
-             until: float | str | None = None, owner: str | None = None, query: str | None = None,
-             limit: int | None = 100, offset: int = 0) -> list[dict[str, Any]]:
+    def runs(
+        self,
+        *,
+        status: str | None = None,
+        model: str | None = None,
+        since: float | str | None = None,
+        until: float | str | None = None,
+        owner: str | None = None,
+        query: str | None = None,
+        limit: int | None = 100,
+        offset: int = 0,
+    ) -> list[dict[str, Any]]:
         """Runs, newest first, filtered by status, model (any turn), start time, owner or query text."""
         where, args = _run_filters(status, model, since, until, owner, query)
-        sql = (f"SELECT r.*, (SELECT group_concat(DISTINCT t.model) FROM turns t WHERE t.run_id = r.id) AS models "
-               f"FROM runs r {where} ORDER BY r.started_at DESC, r.id DESC")
+        sql = (
+            f"SELECT r.*, (SELECT group_concat(DISTINCT t.model) FROM turns t WHERE t.run_id = r.id) AS models "
+            f"FROM runs r {where} ORDER BY r.started_at DESC, r.id DESC"
+        )
         if limit is not None:
             sql += " LIMIT ? OFFSET ?"
             args += [int(limit), int(offset)]
@@ -326,8 +395,14 @@ class Store:
 
     def count(self, **filters: Any) -> int:
         """How many runs match the same filters as :meth:`runs`."""
-        where, args = _run_filters(filters.get("status"), filters.get("model"), filters.get("since"),
-                                   filters.get("until"), filters.get("owner"), filters.get("query"))
+        where, args = _run_filters(
+            filters.get("status"),
+            filters.get("model"),
+            filters.get("since"),
+            filters.get("until"),
+            filters.get("owner"),
+            filters.get("query"),
+        )
         with self._read() as conn:
             return conn.execute(f"SELECT count(*) FROM runs r {where}", args).fetchone()[0]
 
@@ -336,16 +411,22 @@ class Store:
         suffix, e.g. the last 4+ characters ``podium ask`` prints); UsageError if none or several."""
         pattern = _like_prefix(run_id)
         with self._read() as conn:
-            rows = conn.execute("SELECT id FROM runs WHERE id = ? UNION SELECT id FROM runs WHERE id LIKE ? ESCAPE '\\' "
-                                "UNION SELECT id FROM runs WHERE id LIKE ? ESCAPE '\\' LIMIT 4",
-                                (run_id, pattern, "%" + pattern[:-1])).fetchall()
+            rows = conn.execute(
+                "SELECT id FROM runs WHERE id = ? UNION SELECT id FROM runs WHERE id LIKE ? ESCAPE '\\' "
+                "UNION SELECT id FROM runs WHERE id LIKE ? ESCAPE '\\' LIMIT 4",
+                (run_id, pattern, "%" + pattern[:-1]),
+            ).fetchall()
         ids = sorted({r[0] for r in rows})
         if run_id in ids:
             return run_id
         if not ids:
-            raise UsageError(f"no stored run with id {run_id!r} (nor one starting or ending with it); list runs with: podium traces ls")
+            raise UsageError(
+                f"no stored run with id {run_id!r} (nor one starting or ending with it); list runs with: podium traces ls"
+            )
         if len(ids) > 1:
-            raise UsageError(f"run id {run_id!r} is ambiguous: it matches several runs ({', '.join(ids[:3])}, ...); give more characters")
+            raise UsageError(
+                f"run id {run_id!r} is ambiguous: it matches several runs ({', '.join(ids[:3])}, ...); give more characters"
+            )
         return ids[0]
 
     def run(self, run_id: str, *, owner: str | None = None) -> dict[str, Any] | None:
@@ -360,8 +441,9 @@ class Store:
         run["models"] = sorted({t["model"] for t in run["turns"]})
         return run
 
-    def iter_runs(self, *, since: float | str | None = None, until: float | str | None = None,
-                  status: str | None = None) -> Iterator[dict[str, Any]]:
+    def iter_runs(
+        self, *, since: float | str | None = None, until: float | str | None = None, status: str | None = None
+    ) -> Iterator[dict[str, Any]]:
         """Every matching run with its turns, oldest first (for exports)."""
         where, args = _run_filters(status, None, since, until, None, None)
         with self._read() as conn:
@@ -374,10 +456,12 @@ class Store:
     def turn_rows(self, *, since: float | str | None = None, until: float | str | None = None) -> list[dict[str, Any]]:
         """Per-turn accounting joined with its run's status (no texts), for stats and audits."""
         where, args = _run_filters(None, None, since, until, None, None)
-        sql = (f"SELECT t.run_id, t.turn, t.role, t.model, t.provider, t.region, t.prompt_tokens, t.completion_tokens, "
-               f"t.cost_usd, t.latency_s, t.verdict, t.error, t.retries, t.fallback_from, t.attempts, "
-               f"r.status AS run_status, r.started_at, r.pool FROM turns t JOIN runs r ON r.id = t.run_id {where} "
-               f"ORDER BY r.started_at, t.run_id, t.turn")
+        sql = (
+            f"SELECT t.run_id, t.turn, t.role, t.model, t.provider, t.region, t.prompt_tokens, t.completion_tokens, "
+            f"t.cost_usd, t.latency_s, t.verdict, t.error, t.retries, t.fallback_from, t.attempts, "
+            f"r.status AS run_status, r.started_at, r.pool FROM turns t JOIN runs r ON r.id = t.run_id {where} "
+            f"ORDER BY r.started_at, t.run_id, t.turn"
+        )
         with self._read() as conn:
             return [dict(r) for r in conn.execute(sql, args)]
 
@@ -409,8 +493,9 @@ def _like_prefix(text: str) -> str:
     return re.sub(r"([\\%_])", r"\\\1", text) + "%"
 
 
-def _run_filters(status: str | None, model: str | None, since: Any, until: Any, owner: str | None,
-                 query: str | None) -> tuple[str, list[Any]]:
+def _run_filters(
+    status: str | None, model: str | None, since: Any, until: Any, owner: str | None, query: str | None
+) -> tuple[str, list[Any]]:
     clauses: list[str] = []
     args: list[Any] = []
     if status:
@@ -471,13 +556,19 @@ def _turn_dict(row: sqlite3.Row) -> dict[str, Any]:
     return turn
 
 
-def recorder(source: str, *, owner: str | None = None, path: str | os.PathLike[str] | None = None,
-             warn: Callable[[str], None] | None = None) -> Callable[[Any], None] | None:
+def recorder(
+    source: str,
+    *,
+    owner: str | None = None,
+    path: str | os.PathLike[str] | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> Callable[[Any], None] | None:
     """The event handler that stores runs as ``PODIUM_TRACES`` says (None when it is ``off``).
 
     Used by the CLI, server and evaluation. A store that cannot be opened or written is reported
     through ``warn`` (default: raise) and never fails the run itself.
     """
+
     def report(exc: Exception) -> None:
         if warn is None:
             raise exc

@@ -1,9 +1,9 @@
-""""Did you mean ...?" hints for names the user typed (commands, pools, coordinators, models)."""
+""" "Did you mean ...?" hints for names the user typed (commands, pools, coordinators, models)."""
 
 from __future__ import annotations
 
 import difflib
-from typing import Iterable
+from collections.abc import Iterable
 
 
 def closest(word: str, options: Iterable[str]) -> str | None:

@@ -13,8 +13,9 @@ from __future__ import annotations
 import json
 import zlib
 from collections import defaultdict
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from podium.store import Store, loads_column
 
@@ -57,7 +58,11 @@ def _one_model(model: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
         "model": model,
         "calls": len(rows),
         "runs": len(runs),
-        "roles": {role: sum(r["role"] == role for r in rows) for role in ("thinker", "worker", "verifier") if any(r["role"] == role for r in rows)},
+        "roles": {
+            role: sum(r["role"] == role for r in rows)
+            for role in ("thinker", "worker", "verifier")
+            if any(r["role"] == role for r in rows)
+        },
         "prompt_tokens": sum(r["prompt_tokens"] for r in rows),
         "completion_tokens": sum(r["completion_tokens"] for r in rows),
         "tokens": sum(r["prompt_tokens"] + r["completion_tokens"] for r in rows),
@@ -107,8 +112,9 @@ def _reached(row: dict[str, Any]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def audit_regions(store: Store, allowed_regions: Iterable[str], *, since: Any = None,
-                  until: Any = None, local_inside: bool = True) -> list[dict[str, Any]]:
+def audit_regions(
+    store: Store, allowed_regions: Iterable[str], *, since: Any = None, until: Any = None, local_inside: bool = True
+) -> list[dict[str, Any]]:
     """Runs in which data reached a model outside ``allowed_regions``, with each offending turn.
 
     Which calls count is the rule above. ``local_inside`` treats region ``local`` (in-process
@@ -126,14 +132,30 @@ def audit_regions(store: Store, allowed_regions: Iterable[str], *, since: Any = 
             region = (row["region"] if model == row["model"] else None) or region_of.get(model) or "unknown"
             if region in allowed:
                 continue
-            run = findings.setdefault(row["run_id"], {"run_id": row["run_id"], "started_at": row["started_at"],
-                                                      "pool": row["pool"], "status": row["run_status"], "violations": []})
-            run["violations"].append({"turn": row["turn"], "role": row["role"], "model": model, "region": region,
-                                      "call_failed": model != row["model"] or bool(row["error"])})
+            run = findings.setdefault(
+                row["run_id"],
+                {
+                    "run_id": row["run_id"],
+                    "started_at": row["started_at"],
+                    "pool": row["pool"],
+                    "status": row["run_status"],
+                    "violations": [],
+                },
+            )
+            run["violations"].append(
+                {
+                    "turn": row["turn"],
+                    "role": row["role"],
+                    "model": model,
+                    "region": region,
+                    "call_failed": model != row["model"] or bool(row["error"]),
+                }
+            )
     return list(findings.values())
 
 
 # --- exports -----------------------------------------------------------------------------------
+
 
 def winning_path(turns: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The turns of an accepted run that led to acceptance: no failed calls, no rejected answers."""
@@ -216,7 +238,9 @@ def _judged(turns: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], float
             pending = None
 
 
-def replay_tables(store: Store, **filters: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int, dict[str, int]]:
+def replay_tables(
+    store: Store, **filters: Any
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int, dict[str, int]]:
     """(items, outcomes, skipped runs, outcome count per score source) for a replay dataset; items are distinct queries."""
     items: dict[str, dict[str, Any]] = {}
     acc: dict[tuple[str, str], list[tuple[float, float, int]]] = defaultdict(list)
@@ -232,10 +256,18 @@ def replay_tables(store: Store, **filters: Any) -> tuple[list[dict[str, Any]], l
             acc[(item_id, turn["model"])].append((score, turn["cost_usd"], len(turn["response"] or "")))
             sources[source] += 1
         if judged:
-            items.setdefault(item_id, {"item_id": item_id, "task": run["pool"] or None, "split": split_of(item_id), "text": run["query"]})
+            items.setdefault(
+                item_id,
+                {"item_id": item_id, "task": run["pool"] or None, "split": split_of(item_id), "text": run["query"]},
+            )
     outcomes = [
-        {"item_id": item, "model": model, "score": sum(v[0] for v in vals) / len(vals),
-         "cost_usd": sum(v[1] for v in vals) / len(vals), "output_chars": round(sum(v[2] for v in vals) / len(vals))}
+        {
+            "item_id": item,
+            "model": model,
+            "score": sum(v[0] for v in vals) / len(vals),
+            "cost_usd": sum(v[1] for v in vals) / len(vals),
+            "output_chars": round(sum(v[2] for v in vals) / len(vals)),
+        }
         for (item, model), vals in sorted(acc.items())
     ]
     return list(items.values()), outcomes, skipped, dict(sources)
@@ -251,9 +283,19 @@ def export_replay(store: Store, out_dir: Path, **filters: Any) -> dict[str, Any]
 
     items, outcomes, skipped, sources = replay_tables(store, **filters)
     kinds = sorted(k for k, v in sources.items() if v)
-    meta = {"source": "podium traces export", "score_source": kinds[0] if len(kinds) == 1 else ("mixed" if kinds else "none"),
-            "outcomes_by_source": sources}
+    meta = {
+        "source": "podium traces export",
+        "score_source": kinds[0] if len(kinds) == 1 else ("mixed" if kinds else "none"),
+        "outcomes_by_source": sources,
+    }
     write_replay(out_dir, items, outcomes, meta=meta)
     models = sorted({o["model"] for o in outcomes})
-    return {"items": len(items), "outcomes": len(outcomes), "models": len(models), "skipped_runs": skipped, "score_source": meta["score_source"],
-            "train": sum(i["split"] == "train" for i in items), "test": sum(i["split"] == "test" for i in items)}
+    return {
+        "items": len(items),
+        "outcomes": len(outcomes),
+        "models": len(models),
+        "skipped_runs": skipped,
+        "score_source": meta["score_source"],
+        "train": sum(i["split"] == "train" for i in items),
+        "test": sum(i["split"] == "test" for i in items),
+    }

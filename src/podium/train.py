@@ -26,9 +26,10 @@ from __future__ import annotations
 import pickle
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -37,6 +38,7 @@ from podium.errors import UsageError, missing_extra
 from podium.head import ROLE_NAMES, Head, KnnMemory
 from podium.replay import ReplayDataset
 from podium.verifier import PASS_SCORE, Verifier, accept_matrix
+
 SHRINK = (0.0, 0.25, 0.5, 0.75, 1.0)  # warm start: share of the ridge fit vs the best-single prior (or kNN)
 KNN_SCALE = 0.25  # CMA-ES step scale of the tied parameters (kNN weights are ~1/n_knn)
 Progress = Callable[[str], None]
@@ -81,8 +83,9 @@ class Problem:
     accept: np.ndarray | None = None  # (n, M) bool: the cascade's verifier accepts; None: score ≥ PASS_SCORE
 
     @classmethod
-    def build(cls, z: np.ndarray, ds: ReplayDataset, rows: np.ndarray, cost_unit: float,
-              verifier: Verifier | None = None) -> "Problem":
+    def build(
+        cls, z: np.ndarray, ds: ReplayDataset, rows: np.ndarray, cost_unit: float, verifier: Verifier | None = None
+    ) -> Problem:
         known = ds.known[rows]
         scores = np.nan_to_num(ds.scores[rows])
         accept = None if verifier is None or verifier.perfect else accept_matrix(scores, verifier, rows)
@@ -154,7 +157,9 @@ def single_rewards(weights: np.ndarray, p: Problem, lam: float) -> np.ndarray:
     return reward.mean(axis=1)
 
 
-def cascade_rollout(base: np.ndarray, w_fail: np.ndarray, p: Problem, turns: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def cascade_rollout(
+    base: np.ndarray, w_fail: np.ndarray, p: Problem, turns: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Run the cascade for P heads: returns final score (P, n), summed cost (P, n), calls (P, n)."""
     n_pop, n, n_models = base.shape
     rows = np.arange(n)[None, :].repeat(n_pop, 0)
@@ -274,8 +279,11 @@ class Trainer:
         """Same as expanding the tied parameters into weights, at a fraction of the cost."""
         ridge_z, knn = self.parts(p)
         n_models, n_knn = self.ridge.shape[1], self.n_knn
-        base = (thetas[:, 0, None, None] * ridge_z[None] + np.einsum("pj,jnm->pnm", thetas[:, 1 : 1 + n_knn], knn)
-                + thetas[:, None, 1 + n_knn : 1 + n_knn + n_models])
+        base = (
+            thetas[:, 0, None, None] * ridge_z[None]
+            + np.einsum("pj,jnm->pnm", thetas[:, 1 : 1 + n_knn], knn)
+            + thetas[:, None, 1 + n_knn : 1 + n_knn + n_models]
+        )
         if self.config.mode == "single":
             choice = np.argmax(np.where(p.available[None], base, -np.inf), axis=2)
             rows = np.arange(len(p.z))[None, :]
@@ -308,7 +316,12 @@ class Trainer:
         state.generation += 1
         if val > state.best_val:
             state.best_val, state.best_theta = val, mean.copy()
-        record = {"generation": state.generation, "fit_best": float(fit_rewards.max()), "fit_mean": float(fit_rewards.mean()), "val": val}
+        record = {
+            "generation": state.generation,
+            "fit_best": float(fit_rewards.max()),
+            "fit_mean": float(fit_rewards.mean()),
+            "val": val,
+        }
         state.history.append(record)
         return record
 
@@ -357,8 +370,16 @@ class Prepared:
             mean, basis = fit_projection(self.emb[rows], config.knn_dim, whiten=False)
             scores, known = np.nan_to_num(self.ds.scores[rows]).astype(np.float32), self.ds.known[rows]
             prior = (scores * known).sum(axis=0) / known.sum(axis=0).clip(min=1)
-            memory = KnnMemory(mean, basis, np.zeros((0, 0), np.float32), scores, known, prior.astype(np.float32),
-                               tuple(config.knn_ks), config.knn_smooth)
+            memory = KnnMemory(
+                mean,
+                basis,
+                np.zeros((0, 0), np.float32),
+                scores,
+                known,
+                prior.astype(np.float32),
+                tuple(config.knn_ks),
+                config.knn_smooth,
+            )
             memory.emb = memory.embed(self.emb[rows])
             self._memories[key] = memory
         return self._memories[key]
@@ -382,12 +403,16 @@ class Prepared:
         return self._projections[k]
 
 
-def prepare(ds: ReplayDataset, config: TrainConfig, emb: np.ndarray | None = None, cache_root: Path | None = None) -> Prepared:
+def prepare(
+    ds: ReplayDataset, config: TrainConfig, emb: np.ndarray | None = None, cache_root: Path | None = None
+) -> Prepared:
     """Encode ``ds`` and split its train rows into fit / validation (seeded)."""
     train_rows = ds.indices("train")
     if len(train_rows) < 10:
-        raise UsageError(f"dataset {ds.name}: only {len(train_rows)} train items; at least 10 are needed (from your own "
-                         "runs: about 15 distinct questions answered and verified, since ~70% of items go to train)")
+        raise UsageError(
+            f"dataset {ds.name}: only {len(train_rows)} train items; at least 10 are needed (from your own "
+            "runs: about 15 distinct questions answered and verified, since ~70% of items go to train)"
+        )
     if emb is None:
         emb = embed(ds, get_encoder(config.encoder), cache_root)
     perm = np.random.default_rng(config.seed).permutation(train_rows)
@@ -397,8 +422,15 @@ def prepare(ds: ReplayDataset, config: TrainConfig, emb: np.ndarray | None = Non
     return Prepared(ds, emb, train_rows, np.sort(perm[n_val:]), np.sort(perm[:n_val]), cost_unit)
 
 
-def train_head(prep: Prepared, config: TrainConfig, *, checkpoint: Path | None = None, resume: bool = False,
-               progress: Progress | None = stderr_progress, every: int = 10) -> Head:
+def train_head(
+    prep: Prepared,
+    config: TrainConfig,
+    *,
+    checkpoint: Path | None = None,
+    resume: bool = False,
+    progress: Progress | None = stderr_progress,
+    every: int = 10,
+) -> Head:
     """Train a head on ``prep`` (see module docstring); checkpoint every ``every`` generations."""
     started = time.perf_counter()
     ds = prep.ds
@@ -412,15 +444,21 @@ def train_head(prep: Prepared, config: TrainConfig, *, checkpoint: Path | None =
     z_only = Problem(fit.z[:, :n_z], fit.scores, fit.available, fit.cost)
     ridge = ridge_warm_start(z_only, config.ridge, 0.0 if memory else config.lam)
     trainer = Trainer(config, fit, val, ridge, len(config.knn_ks) if memory else 0)
-    state = load_checkpoint(checkpoint, config) if resume and checkpoint and checkpoint.exists() else trainer.new_state()
+    state = (
+        load_checkpoint(checkpoint, config) if resume and checkpoint and checkpoint.exists() else trainer.new_state()
+    )
     while state.generation < config.generations:
         record = trainer.step(state)
         if checkpoint and (state.generation % every == 0 or state.generation == config.generations):
             save_checkpoint(state, checkpoint)
         if progress and (state.generation % every == 0 or state.generation == config.generations):
-            progress(f"[{ds.name} {config.mode} λ={config.lam:g}] gen {state.generation}/{config.generations} "
-                     f"fit best {record['fit_best']:.4f} val {record['val']:.4f} (best val {state.best_val:.4f})")
-    head.weights = assemble_weights(trainer.expand(state.best_theta[None])[0], len(ds.models), proj.shape[1], head.n_knn)
+            progress(
+                f"[{ds.name} {config.mode} λ={config.lam:g}] gen {state.generation}/{config.generations} "
+                f"fit best {record['fit_best']:.4f} val {record['val']:.4f} (best val {state.best_val:.4f})"
+            )
+    head.weights = assemble_weights(
+        trainer.expand(state.best_theta[None])[0], len(ds.models), proj.shape[1], head.n_knn
+    )
     head.meta = training_meta(prep, config, state, time.perf_counter() - started)
     return head
 
@@ -443,12 +481,21 @@ def training_meta(prep: Prepared, config: TrainConfig, state: TrainState, second
     """What a head file records about how it was trained."""
     return {
         "training_data": {**prep.ds.describe(), "fit_items": len(prep.fit_rows), "val_items": len(prep.val_rows)},
-        "objective": {"formula": "mean score - lambda * mean cost (cost in mean-call units)", "lambda": config.lam,
-                      "mode": config.mode, "turns": config.turns if config.mode == "cascade" else 1,
-                      "pass_score": PASS_SCORE, "cost_unit": prep.cost_unit,
-                      "verifier": {"false_accept": config.verifier_fa, "false_reject": config.verifier_fr}},
-        "optimizer": {"name": "sep-CMA-ES", "generations": state.generation, "best_val": state.best_val,
-                      "popsize": int(state.es.popsize)},
+        "objective": {
+            "formula": "mean score - lambda * mean cost (cost in mean-call units)",
+            "lambda": config.lam,
+            "mode": config.mode,
+            "turns": config.turns if config.mode == "cascade" else 1,
+            "pass_score": PASS_SCORE,
+            "cost_unit": prep.cost_unit,
+            "verifier": {"false_accept": config.verifier_fa, "false_reject": config.verifier_fr},
+        },
+        "optimizer": {
+            "name": "sep-CMA-ES",
+            "generations": state.generation,
+            "best_val": state.best_val,
+            "popsize": int(state.es.popsize),
+        },
         "config": asdict(config),
         "seed": config.seed,
         "train_seconds": round(seconds, 2),

@@ -18,7 +18,6 @@ class Role(str, Enum):
     VERIFIER = "verifier"
 
 
-
 class Verdict(str, Enum):
     """A verifier's decision."""
 
@@ -57,7 +56,9 @@ class CompletionRequest(BaseModel):
     max_tokens: int = 512
     temperature: float | None = None
     stop: list[str] | None = None
-    structured: Literal["verdict"] | None = None  # the reply must follow this protocol; backends that can constrain output do
+    structured: Literal["verdict"] | None = (
+        None  # the reply must follow this protocol; backends that can constrain output do
+    )
     response_format: dict | None = None  # OpenAI-style structured output (json_schema), where a backend supports it
 
 
@@ -140,8 +141,17 @@ class Turn(BaseModel):
             "fallback_from": self.fallback_from,
             "attempts": list(self.attempts),
             "usage_estimated": self.usage_estimated,
-            **({"step": self.step, "inputs": self.inputs, "depth": self.depth, "started_at": self.started_at,
-                "ended_at": self.ended_at} if self.step is not None else {}),
+            **(
+                {
+                    "step": self.step,
+                    "inputs": self.inputs,
+                    "depth": self.depth,
+                    "started_at": self.started_at,
+                    "ended_at": self.ended_at,
+                }
+                if self.step is not None
+                else {}
+            ),
         }
 
 

@@ -24,7 +24,10 @@ VERDICT_RESPONSE_FORMAT = {
         "strict": True,
         "schema": {
             "type": "object",
-            "properties": {"diagnosis": {"type": "string"}, "verdict": {"type": "string", "enum": ["ACCEPT", "REVISE"]}},
+            "properties": {
+                "diagnosis": {"type": "string"},
+                "verdict": {"type": "string", "enum": ["ACCEPT", "REVISE"]},
+            },
             "required": ["diagnosis", "verdict"],
             "additionalProperties": False,
         },
@@ -37,34 +40,86 @@ _JSON = re.compile(r"\{[^{}]*\"verdict\"[^{}]*\}", re.I | re.S)
 _LEAD = re.compile(r"^\W*(?:verdict\s*[:=]\s*)?(accept|revise|reject)\b\W*", re.I)
 
 _POSITIVE = [
-    r"accept(?:s|ed|able)?", r"approved?", r"approves", r"lgtm", r"looks? (?:good|correct|right|fine|great)",
-    r"correct(?:ly|ness)?", r"(?:is|are|was|looks|seems|'s) (?:all |exactly |entirely |completely )?(?:right|accurate|valid|sound)",
-    r"pass(?:es|ed)?(?: all)? (?:the )?(?:verification|check|checks|tests?|review)", r"passes", r"verified",
-    r"well done", r"spot on", r"all good", r"checks out", r"holds up", r"confirmed",
-    r"nothing to (?:change|fix|correct|add|improve)", r"no changes? (?:needed|required)",
+    r"accept(?:s|ed|able)?",
+    r"approved?",
+    r"approves",
+    r"lgtm",
+    r"looks? (?:good|correct|right|fine|great)",
+    r"correct(?:ly|ness)?",
+    r"(?:is|are|was|looks|seems|'s) (?:all |exactly |entirely |completely )?(?:right|accurate|valid|sound)",
+    r"pass(?:es|ed)?(?: all)? (?:the )?(?:verification|check|checks|tests?|review)",
+    r"passes",
+    r"verified",
+    r"well done",
+    r"spot on",
+    r"all good",
+    r"checks out",
+    r"holds up",
+    r"confirmed",
+    r"nothing to (?:change|fix|correct|add|improve)",
+    r"no changes? (?:needed|required)",
 ]
 _NEGATIVE = [
     r"(?:mostly|partially|partly|almost|nearly|largely|somewhat|half) (?:correct|right|accurate)",
-    r"(?:is|are|was|were|does|did) not(?=\s*[.;!]|\s*$)", r"(?:isn't|aren't|wasn't|doesn't|didn't)(?=\s*[.;!]|\s*$)",
-    r"revis(?:e|ed|ion|ing)", r"reject(?:s|ed)?", r"incorrect(?:ly)?", r"wrong(?:ly)?", r"errors?", r"erroneous",
-    r"mistakes?", r"mistaken(?:ly)?", r"bugs?", r"buggy", r"fail(?:s|ed|ure|ures|ing)?(?!\s+to\b)", r"flaw(?:s|ed)?",
-    r"off[- ]by[- ]one", r"invalid", r"inaccura(?:te|cy)", r"incomplete", r"unacceptable", r"missing", r"typos?",
-    r"needs? (?:work|changes|fixing|revision|improvement|to be (?:fixed|corrected|changed))", r"fix(?:ed|es|ing)?",
-    r"should (?:be|have|return|use)", r"correct(?:ed|ion|ions)\b", r"correct (?:it|this|that|the|them|these|those|your|its)",
-    r"(?:isn't|is not|not) (?:quite |entirely |exactly )?(?:right|accurate|valid|true)", r"false",
-    r"wrongly", r"nonsense", r"does(?:n't| not) (?:work|compile|run|answer|handle|match)",
-    r"broken", r"crash(?:es|ed)?", r"misses", r"overlooks?", r"ignores?", r"unrelated", r"contradicts?",
-    r"infinite loop", r"hard to (?:say|tell)", r"(?:cannot|can't|could not|couldn't|unable to) (?:confirm|verify|check|tell)", r"not sure", r"unsure", r"unclear",
+    r"(?:is|are|was|were|does|did) not(?=\s*[.;!]|\s*$)",
+    r"(?:isn't|aren't|wasn't|doesn't|didn't)(?=\s*[.;!]|\s*$)",
+    r"revis(?:e|ed|ion|ing)",
+    r"reject(?:s|ed)?",
+    r"incorrect(?:ly)?",
+    r"wrong(?:ly)?",
+    r"errors?",
+    r"erroneous",
+    r"mistakes?",
+    r"mistaken(?:ly)?",
+    r"bugs?",
+    r"buggy",
+    r"fail(?:s|ed|ure|ures|ing)?(?!\s+to\b)",
+    r"flaw(?:s|ed)?",
+    r"off[- ]by[- ]one",
+    r"invalid",
+    r"inaccura(?:te|cy)",
+    r"incomplete",
+    r"unacceptable",
+    r"missing",
+    r"typos?",
+    r"needs? (?:work|changes|fixing|revision|improvement|to be (?:fixed|corrected|changed))",
+    r"fix(?:ed|es|ing)?",
+    r"should (?:be|have|return|use)",
+    r"correct(?:ed|ion|ions)\b",
+    r"correct (?:it|this|that|the|them|these|those|your|its)",
+    r"(?:isn't|is not|not) (?:quite |entirely |exactly )?(?:right|accurate|valid|true)",
+    r"false",
+    r"wrongly",
+    r"nonsense",
+    r"does(?:n't| not) (?:work|compile|run|answer|handle|match)",
+    r"broken",
+    r"crash(?:es|ed)?",
+    r"misses",
+    r"overlooks?",
+    r"ignores?",
+    r"unrelated",
+    r"contradicts?",
+    r"infinite loop",
+    r"hard to (?:say|tell)",
+    r"(?:cannot|can't|could not|couldn't|unable to) (?:confirm|verify|check|tell)",
+    r"not sure",
+    r"unsure",
+    r"unclear",
 ]
-_SIGNAL = re.compile(
-    r"\b(?:(?P<neg>" + "|".join(_NEGATIVE) + r")|(?P<pos>" + "|".join(_POSITIVE) + r"))\b", re.I)
+_SIGNAL = re.compile(r"\b(?:(?P<neg>" + "|".join(_NEGATIVE) + r")|(?P<pos>" + "|".join(_POSITIVE) + r"))\b", re.I)
 _NEGATORS = re.compile(
     r"\b(?:not|no|never|cannot|can't|cant|won't|wont|don't|dont|doesn't|didn't|isn't|aren't|wasn't|"
-    r"shouldn't|wouldn't|couldn't|nothing|without|neither|nor|unable|refuse|fails to|failed to|hardly|zero|free of)\b", re.I)
+    r"shouldn't|wouldn't|couldn't|nothing|without|neither|nor|unable|refuse|fails to|failed to|hardly|zero|free of)\b",
+    re.I,
+)
 _CLAUSE_END = re.compile(r"[.,;!?\n]|\band\b|\bso\b|\bbecause\b|\bbut\b|\bhowever\b|\balthough\b|\bthough\b", re.I)
-_CONDITIONAL_BEFORE = re.compile(r"\b(?:would be|would have been|could|might|may|should|if|whether|to|before|until|once)\s+(?:[\w']+\s+){0,2}$", re.I)
+_CONDITIONAL_BEFORE = re.compile(
+    r"\b(?:would be|would have been|could|might|may|should|if|whether|to|before|until|once)\s+(?:[\w']+\s+){0,2}$", re.I
+)
 _CONDITIONAL_AFTER = re.compile(r"\b(?:if|unless|provided|once|when)\b", re.I)
-_LABEL_ANSWER = re.compile(r"\s*[:=]\s*\**\s*(?:(?P<no>no|false|fail(?:ed)?|none|bad)|(?P<yes>yes|true|pass(?:ed)?|ok))\b", re.I)
+_LABEL_ANSWER = re.compile(
+    r"\s*[:=]\s*\**\s*(?:(?P<no>no|false|fail(?:ed)?|none|bad)|(?P<yes>yes|true|pass(?:ed)?|ok))\b", re.I
+)
 _CODE = re.compile(r"```.*?(?:```|\Z)", re.S)  # code (and its comments) is not the verifier speaking
 _ANSWER_NO = re.compile(r"\s*(?:no|nope|not really|definitely not)\b", re.I)
 _ANSWER_YES = re.compile(r"\s*(?:yes|yep|yeah|indeed)\b", re.I)
@@ -82,7 +137,7 @@ def parse_verdict(text: str) -> tuple[Verdict, str]:
         return protocol
     verdict = Verdict.ACCEPT if _free_text_accepts(_CODE.sub(" ", stripped)) else Verdict.REVISE
     lead = _LEAD.match(stripped)
-    diagnosis = stripped[lead.end():].strip() if lead else stripped
+    diagnosis = stripped[lead.end() :].strip() if lead else stripped
     return verdict, diagnosis or stripped or "verifier gave no verdict"
 
 
@@ -108,7 +163,7 @@ def _from_protocol(text: str) -> tuple[Verdict, str] | None:
     last = matches[-1]
     if _AMBIGUOUS.match(text, last.end()):  # "VERDICT: ACCEPT or REVISE", "VERDICT: ACCEPT?"
         return None
-    after = text[last.end():]
+    after = text[last.end() :]
     accept = last.group(1).lower().startswith("accept") and _count(after)[1] == 0  # nothing negative after it
     line_rest = after.split("\n", 1)[0].strip(" \t:-–—*.`")
     reasoning = _PROTOCOL.sub("", text).strip(" \t\n:-–—*`")
@@ -143,7 +198,7 @@ def _count(text: str) -> tuple[int, int]:
 def _negated(text: str, start: int) -> bool:
     """An odd number of negators among the last few words of the clause before ``start``."""
     ends = list(_CLAUSE_END.finditer(text, 0, start))
-    clause = text[ends[-1].end() if ends else 0:start]
+    clause = text[ends[-1].end() if ends else 0 : start]
     words = " ".join(clause.split()[-WINDOW_WORDS:])
     return len(_NEGATORS.findall(words)) % 2 == 1
 
@@ -154,7 +209,7 @@ def _conditioned(text: str, start: int, end: int) -> int:
     if _CONDITIONAL_BEFORE.search(text, max(0, start - 40), start):
         return 0
     stop = _CLAUSE_END.search(text, end)
-    rest = text[end:stop.start() if stop else len(text)]
+    rest = text[end : stop.start() if stop else len(text)]
     return 0 if _CONDITIONAL_AFTER.search(rest) else 1
 
 
@@ -164,7 +219,7 @@ def _questioned(text: str, end: int, polarity: int) -> int:
     stop = _CLAUSE_END.search(text, end)
     if stop is None or stop.group(0) != "?":
         return polarity
-    answer = text[stop.end():]
+    answer = text[stop.end() :]
     if _ANSWER_NO.match(answer):
         return -polarity
     if _ANSWER_YES.match(answer):

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
-from typing import Any, Awaitable, Callable
+from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from podium.errors import UsageError
@@ -31,10 +32,16 @@ from podium.hosts import host_allowed, host_name
 from podium.scrub import scrub_value
 from podium.store import Store
 
-STATIC = {"viewer.html": "text/html; charset=utf-8", "viewer.js": "text/javascript; charset=utf-8",
-          "viewer.css": "text/css; charset=utf-8"}
-HEADERS = [("X-Content-Type-Options", "nosniff"), ("Cache-Control", "no-store"),
-           ("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'")]
+STATIC = {
+    "viewer.html": "text/html; charset=utf-8",
+    "viewer.js": "text/javascript; charset=utf-8",
+    "viewer.css": "text/css; charset=utf-8",
+}
+HEADERS = [
+    ("X-Content-Type-Options", "nosniff"),
+    ("Cache-Control", "no-store"),
+    ("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'"),
+]
 MAX_LIMIT = 500
 
 Response = tuple[int, str, bytes]
@@ -89,7 +96,10 @@ def handle(store: Store, method: str, path: str, params: dict[str, str]) -> Resp
         if path.startswith("/api/runs/"):
             return _run(store, unquote(path.removeprefix("/api/runs/")))
         if path == "/api/stats":
-            return _json(200, {"models": model_stats(store, since=params.get("since") or None, until=params.get("until") or None)})
+            return _json(
+                200,
+                {"models": model_stats(store, since=params.get("since") or None, until=params.get("until") or None)},
+            )
         if path == "/api/models":
             return _json(200, {"models": [m["model"] for m in model_stats(store)]})
     except UsageError as exc:
@@ -121,13 +131,13 @@ class _Handler(BaseHTTPRequestHandler):
         if not head_only:
             self.wfile.write(body)
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server naming)
+    def do_GET(self) -> None:
         self._respond(False)
 
-    def do_HEAD(self) -> None:  # noqa: N802
+    def do_HEAD(self) -> None:
         self._respond(True)
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self._respond(False)
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet: the CLI prints the URL once
@@ -157,7 +167,7 @@ def asgi_app(store: Store | None = None) -> Callable[[Scope, Receive, Send], Awa
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            while (message := await receive())["type"] != "lifespan.shutdown":
+            while (await receive())["type"] != "lifespan.shutdown":
                 await send({"type": "lifespan.startup.complete"})
             await send({"type": "lifespan.shutdown.complete"})
             return
@@ -165,7 +175,7 @@ def asgi_app(store: Store | None = None) -> Callable[[Scope, Receive, Send], Awa
             return
         root, path = scope.get("root_path", ""), scope["path"]
         if root and path.startswith(root):
-            path = path[len(root):]
+            path = path[len(root) :]
         if path == "":
             await _send(send, 307, "text/plain", b"", [("location", f"{root}/")])
             return
@@ -178,6 +188,11 @@ def asgi_app(store: Store | None = None) -> Callable[[Scope, Receive, Send], Awa
 
 async def _send(send: Send, status: int, ctype: str, body: bytes, extra: list[tuple[str, str]] | None = None) -> None:
     headers = [("content-type", ctype), ("content-length", str(len(body))), *HEADERS, *(extra or [])]
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(k.lower().encode(), v.encode()) for k, v in headers]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(k.lower().encode(), v.encode()) for k, v in headers],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

@@ -21,8 +21,16 @@ BACKUP_PRICE = dict(input_usd_per_mtok=1.0, output_usd_per_mtok=4.0)
 def model(name: str, url: str, fault: str, **extra: object) -> dict:
     """One pool entry on the fault server with test-sized timeouts."""
     return {
-        "name": name, "backend": "openai", "base_url": url, "model": fault, "timeout_s": 0.8,
-        "first_byte_timeout_s": 0.25, "connect_timeout_s": 0.3, "max_retries": 1, "max_tokens": 64, **extra,
+        "name": name,
+        "backend": "openai",
+        "base_url": url,
+        "model": fault,
+        "timeout_s": 0.8,
+        "first_byte_timeout_s": 0.25,
+        "connect_timeout_s": 0.3,
+        "max_retries": 1,
+        "max_tokens": 64,
+        **extra,
     }
 
 
@@ -30,8 +38,10 @@ def fault_pool(url: str, fault: str, backup: str = "ok", **main: object) -> Pool
     """``main`` (the fault under test, falling back to ``backup``) and ``backup``."""
     config = {
         "name": "faults",
-        "models": [model("main", url, fault, fallbacks=["backup"], **MAIN_PRICE, **main),
-                   model("backup", url, backup, **BACKUP_PRICE)],
+        "models": [
+            model("main", url, fault, fallbacks=["backup"], **MAIN_PRICE, **main),
+            model("backup", url, backup, **BACKUP_PRICE),
+        ],
         "defaults": {"worker": "main", "thinker": "main", "verifier": "main"},
     }
     return parse_pool(yaml.safe_dump(config), "fault pool")
@@ -50,8 +60,15 @@ class Outcome:
         return "".join(self.deltas)
 
 
-async def run_pool(pool: Pool, *, stream: bool = False, coordinator: str = "fixed", budget: Budget | None = None,
-                   breakers: BreakerRegistry | None = None, retry: RetryPolicy | None = None) -> Outcome:
+async def run_pool(
+    pool: Pool,
+    *,
+    stream: bool = False,
+    coordinator: str = "fixed",
+    budget: Budget | None = None,
+    breakers: BreakerRegistry | None = None,
+    retry: RetryPolicy | None = None,
+) -> Outcome:
     """One run on a fresh engine (closed after), recording streamed deltas."""
     import time
 

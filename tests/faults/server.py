@@ -41,16 +41,34 @@ from collections import Counter
 from urllib.parse import parse_qs, urlsplit
 
 DEFAULT_REPLY = "The answer is 42."
-RANDOM_FAULTS = ["http:500", "http:503", "http:429:0.05", "reset", "malformed_json", "truncated",
-                 "wrong_content_type", "slow_first_byte:5", "hang", "drip", "reset_mid"]
+RANDOM_FAULTS = [
+    "http:500",
+    "http:503",
+    "http:429:0.05",
+    "reset",
+    "malformed_json",
+    "truncated",
+    "wrong_content_type",
+    "slow_first_byte:5",
+    "hang",
+    "drip",
+    "reset_mid",
+]
 OVERSIZE = 9 * 1024 * 1024
 
 
 class FaultServer:
     """The server; use as a context manager or call :meth:`start` / :meth:`stop`."""
 
-    def __init__(self, port: int = 0, *, seed: int = 0, random_rate: float = 0.3, random_faults: list[str] | None = None,
-                 stream_delay_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        port: int = 0,
+        *,
+        seed: int = 0,
+        random_rate: float = 0.3,
+        random_faults: list[str] | None = None,
+        stream_delay_s: float = 0.0,
+    ) -> None:
         self.port = port
         self.rng = random.Random(seed)
         self.random_rate = random_rate
@@ -70,7 +88,7 @@ class FaultServer:
         """The base URL for a pool's ``base_url``."""
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def start(self) -> "FaultServer":
+    def start(self) -> FaultServer:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="fault-server")
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._open(), self._loop).result(5)
@@ -94,7 +112,7 @@ class FaultServer:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def __enter__(self) -> "FaultServer":
+    def __enter__(self) -> FaultServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -103,8 +121,12 @@ class FaultServer:
     def stats(self) -> dict:
         """Requests served, faults injected, and connections open (besides the asking one)."""
         injected = sum(1 for _, fault in self.log if fault != "ok")
-        return {"requests": len(self.log), "injected": injected, "open_connections": self.open_connections - 1,
-                "accepted": self.accepted}
+        return {
+            "requests": len(self.log),
+            "injected": injected,
+            "open_connections": self.open_connections - 1,
+            "accepted": self.accepted,
+        }
 
     def requests_for(self, spec: str) -> int:
         """How many chat requests asked for ``spec``."""
@@ -139,7 +161,9 @@ class FaultServer:
             await _send(writer, 200, "application/json", json.dumps(self.stats()).encode())
             return True
         if method == "GET" and url.path.rstrip("/").endswith("/models"):
-            await _send(writer, 200, "application/json", json.dumps({"object": "list", "data": [{"id": "ok"}]}).encode())
+            await _send(
+                writer, 200, "application/json", json.dumps({"object": "list", "data": [{"id": "ok"}]}).encode()
+            )
             return True
         try:
             data = json.loads(body or b"{}")
@@ -179,13 +203,21 @@ class FaultServer:
         if fault == "http":
             code, _, after = arg.partition(":")
             extra = {"Retry-After": after} if after else {}
-            await _send(writer, int(code), "application/json", json.dumps({"error": {"message": f"injected {code}"}}).encode(), extra)
+            await _send(
+                writer,
+                int(code),
+                "application/json",
+                json.dumps({"error": {"message": f"injected {code}"}}).encode(),
+                extra,
+            )
             return True
         if stream:
             return await self._stream(fault, data, reply, reader, writer)
         return await self._plain(fault, data, reply, reader, writer)
 
-    async def _plain(self, fault: str, data: dict, reply: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+    async def _plain(
+        self, fault: str, data: dict, reply: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
         if fault == "malformed_json":
             await _send(writer, 200, "application/json", b'{"choices": [{"message": {"content": "The ans')
         elif fault == "wrong_content_type":
@@ -210,10 +242,14 @@ class FaultServer:
                 await writer.drain()
             return False
         else:
-            await _send(writer, 200, "application/json", json.dumps(_completion(data, reply, fault != "no_usage")).encode())
+            await _send(
+                writer, 200, "application/json", json.dumps(_completion(data, reply, fault != "no_usage")).encode()
+            )
         return True
 
-    async def _stream(self, fault: str, data: dict, reply: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+    async def _stream(
+        self, fault: str, data: dict, reply: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bool:
         if fault in ("malformed_json", "wrong_content_type", "oversized"):
             return await self._plain(fault, data, reply, reader, writer)
         writer.write(_head(200, "text/event-stream", {"Transfer-Encoding": "chunked"}))
@@ -246,7 +282,7 @@ async def _pause(reader: asyncio.StreamReader, seconds: float) -> bool:
         return not reader.at_eof()
     try:
         return bool(await asyncio.wait_for(reader.read(1), seconds))
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return True
 
 
@@ -256,7 +292,7 @@ def _answer(data: dict) -> str:
     if len(messages) >= 2 and messages[-2].get("role") == "assistant":
         prefix = messages[-2].get("content") or ""
         if prefix and reply.startswith(prefix):
-            return reply[len(prefix):]
+            return reply[len(prefix) :]
     return reply
 
 
@@ -273,7 +309,9 @@ def _usage(data: dict, reply: str) -> dict:
 
 def _completion(data: dict, reply: str, with_usage: bool) -> dict:
     out = {
-        "id": "chatcmpl-fault", "object": "chat.completion", "model": str(data.get("model")),
+        "id": "chatcmpl-fault",
+        "object": "chat.completion",
+        "model": str(data.get("model")),
         "choices": [{"index": 0, "message": {"role": "assistant", "content": reply}, "finish_reason": "stop"}],
     }
     if with_usage:
@@ -291,7 +329,9 @@ def _chunk(data: bytes) -> bytes:
     return f"{len(data):x}\r\n".encode() + data + b"\r\n"
 
 
-async def _send(writer: asyncio.StreamWriter, status: int, ctype: str, body: bytes, extra: dict[str, str] | None = None) -> None:
+async def _send(
+    writer: asyncio.StreamWriter, status: int, ctype: str, body: bytes, extra: dict[str, str] | None = None
+) -> None:
     writer.write(_head(status, ctype, {"Content-Length": str(len(body)), **(extra or {})}) + body)
     await writer.drain()
 

@@ -12,11 +12,26 @@ def conductor(request) -> str:
     text = "\n".join(m.content for m in request.messages)
     cards = [line[2:] for line in text.splitlines() if line.startswith("- ") and ": roles " in line]
     workers = [card.split(":")[0] for card in cards if "worker" in card.split(";")[0]]
-    steps = [{"id": f"w{i + 1}", "model": m, "role": "worker", "instruction": f"Work on the task as {m}.", "access": ["query"]}
-             for i, m in enumerate(workers[:2])]
+    steps = [
+        {
+            "id": f"w{i + 1}",
+            "model": m,
+            "role": "worker",
+            "instruction": f"Work on the task as {m}.",
+            "access": ["query"],
+        }
+        for i, m in enumerate(workers[:2])
+    ]
     merger = workers[0]
-    steps.append({"id": "merge", "model": merger, "role": "worker", "instruction": "MERGE the drafts into one answer.",
-                  "access": ["query", *[s["id"] for s in steps]]})
+    steps.append(
+        {
+            "id": "merge",
+            "model": merger,
+            "role": "worker",
+            "instruction": "MERGE the drafts into one answer.",
+            "access": ["query", *[s["id"] for s in steps]],
+        }
+    )
     return json.dumps({"reason": "parallel drafts, then a merge", "steps": steps, "final": "merge"})
 
 

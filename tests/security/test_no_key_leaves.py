@@ -10,7 +10,6 @@ database, its WAL and shared-memory files, breakers.json, the server's log). Zer
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -22,25 +21,25 @@ import yaml
 
 pytest.importorskip("uvicorn", reason="uvicorn is in the 'server' extra")
 
-from echo_upstream import echo_upstream  # noqa: E402
-from podium_process import PodiumServer  # noqa: E402
+from echo_upstream import echo_upstream
+from podium_process import PodiumServer
 
 # variable (innocent name) -> a made-up key of one provider's shape
 PLANTED = {
-    "APP_THEME": "sk-proj-Qw3rTy8uIo9pAs7dFg6hJk5lZx4cVb3nM2",              # OpenAI
-    "BUILD_FLAVOUR": "sk-ant-api03-Zx9cV8bN7mQ6wE5rT4yU3iO2pA1sD0fG",       # Anthropic
-    "REGION_HINT": "AIzaSyD3xk4Lm5Np6Qr7St8Uv9Wx0Yz1Ab2Cd3E",               # Google
-    "CACHE_LAYOUT": "gsk_8fK2mN4pQ6rS8tU0vW2xY4zA6bC8dE0fG2hJ4",           # Groq
-    "LOCALE_FALLBACK": "hf_QwErTyUiOpAsDfGhJkLzXcVbNm1234567",             # Hugging Face
+    "APP_THEME": "sk-proj-Qw3rTy8uIo9pAs7dFg6hJk5lZx4cVb3nM2",  # OpenAI
+    "BUILD_FLAVOUR": "sk-ant-api03-Zx9cV8bN7mQ6wE5rT4yU3iO2pA1sD0fG",  # Anthropic
+    "REGION_HINT": "AIzaSyD3xk4Lm5Np6Qr7St8Uv9Wx0Yz1Ab2Cd3E",  # Google
+    "CACHE_LAYOUT": "gsk_8fK2mN4pQ6rS8tU0vW2xY4zA6bC8dE0fG2hJ4",  # Groq
+    "LOCALE_FALLBACK": "hf_QwErTyUiOpAsDfGhJkLzXcVbNm1234567",  # Hugging Face
     "CONFIG_SEED": "9f2c4e6a8b0d1f3e5a7c9b1d3f5e7a9c0b2d4f6e8a1c3e5b7d9f0a2c4e6b8d0f",  # 64 hex (Together, ...)
-    "PROFILE_NAME": "xai-Q1w2E3r4T5y6U7i8O9p0AsDfGhJkL",                   # xAI
-    "UPSTREAM_SETTING": "plainvalue-7Hq2Zk9Wm4Rt",                          # no shape: known only as a pool's api_key_env
+    "PROFILE_NAME": "xai-Q1w2E3r4T5y6U7i8O9p0AsDfGhJkL",  # xAI
+    "UPSTREAM_SETTING": "plainvalue-7Hq2Zk9Wm4Rt",  # no shape: known only as a pool's api_key_env
 }
 
 
 def fragments(key: str) -> list[bytes]:
     """The key and a distinctive middle piece of it (a cut key must not survive either)."""
-    return [key.encode(), key[len(key) // 3: len(key) // 3 + 10].encode()]
+    return [key.encode(), key[len(key) // 3 : len(key) // 3 + 10].encode()]
 
 
 @pytest.fixture
@@ -52,10 +51,26 @@ def env(monkeypatch: pytest.MonkeyPatch, podium_home: Path) -> dict[str, str]:
 
 def write_pool(folder: Path, url: str) -> Path:
     names = list(PLANTED)
-    models = [{"name": f"m{i}", "backend": "openai", "base_url": url, "model": f"m{i}", "api_key_env": var,
-               "max_retries": 0, "breaker_threshold": 2, "breaker_open_s": 60, "timeout_s": 10,
-               "fallbacks": [f"m{j}" for j in range(len(names)) if j != i]} for i, var in enumerate(names)]
-    pool = {"name": "leaky", "models": models, "defaults": {"worker": "m0", "thinker": "m1", "verifier": "m2", "coordinator": "m3"}}
+    models = [
+        {
+            "name": f"m{i}",
+            "backend": "openai",
+            "base_url": url,
+            "model": f"m{i}",
+            "api_key_env": var,
+            "max_retries": 0,
+            "breaker_threshold": 2,
+            "breaker_open_s": 60,
+            "timeout_s": 10,
+            "fallbacks": [f"m{j}" for j in range(len(names)) if j != i],
+        }
+        for i, var in enumerate(names)
+    ]
+    pool = {
+        "name": "leaky",
+        "models": models,
+        "defaults": {"worker": "m0", "thinker": "m1", "verifier": "m2", "coordinator": "m3"},
+    }
     path = folder / "pool.yaml"
     path.write_text(yaml.safe_dump(pool))
     return path
@@ -69,9 +84,14 @@ def drive_server(server: PodiumServer) -> list[bytes]:
     out: list[bytes] = []
     ask = [{"role": "user", "content": QUESTION}]
     with httpx.Client(base_url=server.url, timeout=60) as client:
-        for body in ({"model": "m0", "messages": ask}, {"model": "m0", "messages": ask, "stream": True},
-                     {"model": "podium", "messages": ask}, {"model": "podium", "messages": ask, "stream": True},
-                     {"model": "m5", "messages": ask}, {"model": "m0", "messages": ask}):  # the last ones: circuits open
+        for body in (
+            {"model": "m0", "messages": ask},
+            {"model": "m0", "messages": ask, "stream": True},
+            {"model": "podium", "messages": ask},
+            {"model": "podium", "messages": ask, "stream": True},
+            {"model": "m5", "messages": ask},
+            {"model": "m0", "messages": ask},
+        ):  # the last ones: circuits open
             r = client.post("/v1/chat/completions", json=body)
             out.append(r.content)
             trace_id = r.headers.get("x-podium-trace-id")
@@ -94,11 +114,17 @@ def test_no_planted_key_in_anything_podium_wrote(tmp_path: Path, podium_home: Pa
         with PodiumServer(pool, podium_home, env={k: env[k] for k in PLANTED}) as server:
             written += [("http response", b) for b in drive_server(server)]
         run_ids = [row[0] for row in server.runs()]
-        for args in (["ask", "--pool", str(pool), "--json", QUESTION], ["ask", "--pool", str(pool), QUESTION],
-                     ["ask", "--pool", str(pool), "--coordinator", "prompted", "--json", QUESTION],
-                     ["traces", "ls", "--json"], ["traces", "show", run_ids[0], "--json"], ["traces", "show", run_ids[0], "--full"],
-                     ["traces", "export", "--format", "sft", str(tmp_path / "export.jsonl")],
-                     ["pool", "status", "--pool", str(pool)], ["pool", "status", "--pool", str(pool), "--json"]):
+        for args in (
+            ["ask", "--pool", str(pool), "--json", QUESTION],
+            ["ask", "--pool", str(pool), QUESTION],
+            ["ask", "--pool", str(pool), "--coordinator", "prompted", "--json", QUESTION],
+            ["traces", "ls", "--json"],
+            ["traces", "show", run_ids[0], "--json"],
+            ["traces", "show", run_ids[0], "--full"],
+            ["traces", "export", "--format", "sft", str(tmp_path / "export.jsonl")],
+            ["pool", "status", "--pool", str(pool)],
+            ["pool", "status", "--pool", str(pool), "--json"],
+        ):
             written += [(f"podium {' '.join(args[:2])}", b) for b in run_cli(env, *args)]
     files = [p for p in podium_home.rglob("*") if p.is_file()] + [tmp_path / "export.jsonl"]
     written += [(str(p.relative_to(p.parent.parent)), p.read_bytes()) for p in files if p.exists()]
@@ -108,6 +134,10 @@ def test_no_planted_key_in_anything_podium_wrote(tmp_path: Path, podium_home: Pa
     echoed = b"".join(data for _, data in written)
     assert echoed.count(b"[REDACTED]") > 20 and b"invalid key; Authorization" in echoed  # the upstream did echo keys
     assert len(run_ids) >= 6
-    hits = [(where, name) for where, data in written for name, key in PLANTED.items()
-            if any(f in data for f in fragments(key))]
+    hits = [
+        (where, name)
+        for where, data in written
+        for name, key in PLANTED.items()
+        if any(f in data for f in fragments(key))
+    ]
     assert hits == [], f"keys found in what podium wrote: {hits[:10]}"

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from typing import AsyncIterator, Protocol, runtime_checkable
+from collections.abc import AsyncIterator
+from typing import Protocol, runtime_checkable
 
 from podium.pool import ModelSpec
 from podium.types import ChatMessage, Completion, CompletionRequest, StreamDelta
@@ -61,4 +62,3 @@ def make_completion(
         usage_estimated=estimated,
         finish_reason=finish_reason,
     )
-

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 from podium.backends import Backend, BackendSet
 from podium.pool import ModelSpec
@@ -19,17 +19,28 @@ from podium.types import Completion, CompletionRequest, StreamDelta
 
 def cache_key(spec: ModelSpec, request: CompletionRequest) -> str:
     """A digest of the model and everything about the call that can change its reply."""
-    sampling = {"temperature": request.temperature if request.temperature is not None else spec.temperature,
-                "max_tokens": request.max_tokens, "stop": request.stop, "extra": spec.extra_body}
-    payload = json.dumps({"model": [spec.name, spec.backend, spec.model], "messages": [m.model_dump() for m in request.messages],
-                          "sampling": sampling}, sort_keys=True, ensure_ascii=False)
+    sampling = {
+        "temperature": request.temperature if request.temperature is not None else spec.temperature,
+        "max_tokens": request.max_tokens,
+        "stop": request.stop,
+        "extra": spec.extra_body,
+    }
+    payload = json.dumps(
+        {
+            "model": [spec.name, spec.backend, spec.model],
+            "messages": [m.model_dump() for m in request.messages],
+            "sampling": sampling,
+        },
+        sort_keys=True,
+        ensure_ascii=False,
+    )
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
 class CachedBackend:
     """Wraps one backend; identical requests after the first are served from ``store``."""
 
-    def __init__(self, inner: Backend, spec: ModelSpec, owner: "CachingBackendSet") -> None:
+    def __init__(self, inner: Backend, spec: ModelSpec, owner: CachingBackendSet) -> None:
         self.inner, self.spec, self.owner = inner, spec, owner
 
     async def complete(self, request: CompletionRequest) -> Completion:

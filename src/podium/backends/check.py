@@ -6,7 +6,7 @@ a chat); this backend only answers when something asks it to chat, with a clear 
 
 from __future__ import annotations
 
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 from podium.errors import BackendError
 from podium.pool import ModelSpec
@@ -20,7 +20,9 @@ class CheckBackend:
         self.spec = spec
 
     def _refuse(self) -> BackendError:
-        return BackendError(f"model '{self.spec.name}' is a check: it only verifies answers inside a run, it cannot chat")
+        return BackendError(
+            f"model '{self.spec.name}' is a check: it only verifies answers inside a run, it cannot chat"
+        )
 
     async def complete(self, request: CompletionRequest) -> Completion:
         raise self._refuse()

@@ -16,7 +16,8 @@ response from a task of its own, so even a cancellation of the closing task cann
 from __future__ import annotations
 
 import asyncio
-from typing import AsyncIterator, Awaitable, TypeVar
+from collections.abc import AsyncIterator, Awaitable
+from typing import TypeVar
 
 import httpx
 

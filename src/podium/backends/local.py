@@ -14,8 +14,9 @@ import functools
 import importlib.util
 import threading
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 from podium.backends.base import make_completion
 from podium.errors import BackendError, ConfigError, missing_extra
@@ -32,7 +33,9 @@ def resolve_gguf(ref: str) -> Path:
         package = ref.split(":", 1)[1]
         spec = importlib.util.find_spec(package)
         if spec is None or not spec.submodule_search_locations:
-            raise ConfigError(f"local model '{ref}': Python package '{package}' is not installed; pip install it (for the default pool: pip install 'podium[local]')")
+            raise ConfigError(
+                f"local model '{ref}': Python package '{package}' is not installed; pip install it (for the default pool: pip install 'podium[local]')"
+            )
         for folder in spec.submodule_search_locations:
             found = sorted(Path(folder).rglob("*.gguf"))
             if found:
@@ -69,10 +72,10 @@ def close_models() -> None:
 
 
 # One sentence (at most 300 characters), then the protocol line: the reply always parses.
-VERDICT_GBNF = r'''root ::= reason "\nVERDICT: " verdict
+VERDICT_GBNF = r"""root ::= reason "\nVERDICT: " verdict
 reason ::= [^\n]{1,300}
 verdict ::= "ACCEPT" | "REVISE"
-'''
+"""
 
 
 @functools.cache
@@ -95,7 +98,9 @@ class LocalBackend:
     def _kwargs(self, request: CompletionRequest, stream: bool) -> dict[str, Any]:
         temperature = request.temperature if request.temperature is not None else self.spec.temperature
         schema = (request.response_format or {}).get("json_schema", {}).get("schema")
-        structured = {"response_format": {"type": "json_object", "schema": schema}} if schema else {}  # llama.cpp grammar
+        structured = (
+            {"response_format": {"type": "json_object", "schema": schema}} if schema else {}
+        )  # llama.cpp grammar
         return {
             **structured,
             "messages": [m.model_dump() for m in request.messages],
@@ -104,7 +109,11 @@ class LocalBackend:
             "stop": request.stop,
             "stream": stream,
             **self.spec.extra_body,  # llama.cpp sampling options, e.g. repeat_penalty
-            **({"grammar": verdict_grammar()} if request.structured == "verdict" and verdict_grammar() is not None else {}),
+            **(
+                {"grammar": verdict_grammar()}
+                if request.structured == "verdict" and verdict_grammar() is not None
+                else {}
+            ),
         }
 
     def _llama(self) -> tuple[Any, threading.Lock]:
@@ -124,7 +133,15 @@ class LocalBackend:
             raise BackendError(f"local model {self.spec.name}: {exc}") from None
         choice = data["choices"][0]
         usage = data.get("usage") or {}
-        return make_completion(self.spec, request, choice["message"].get("content") or "", started, usage.get("prompt_tokens"), usage.get("completion_tokens"), choice.get("finish_reason"))
+        return make_completion(
+            self.spec,
+            request,
+            choice["message"].get("content") or "",
+            started,
+            usage.get("prompt_tokens"),
+            usage.get("completion_tokens"),
+            choice.get("finish_reason"),
+        )
 
     async def stream(self, request: CompletionRequest) -> AsyncIterator[StreamDelta]:
         started = time.perf_counter()
@@ -158,7 +175,9 @@ class LocalBackend:
         text = "".join(parts)
         prompt_tokens = len(llama.tokenize(_prompt_text(request).encode(), add_bos=True))
         completion_tokens = len(llama.tokenize(text.encode(), add_bos=False)) if text else 0
-        yield StreamDelta(completion=make_completion(self.spec, request, text, started, prompt_tokens, completion_tokens, finish))
+        yield StreamDelta(
+            completion=make_completion(self.spec, request, text, started, prompt_tokens, completion_tokens, finish)
+        )
 
     async def aclose(self) -> None:
         return None

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import AsyncIterator
 from email.utils import parsedate_to_datetime
-from typing import Any, AsyncIterator
+from typing import Any
 
 import httpx
 
@@ -116,8 +117,9 @@ class OpenAIBackend:
 
     async def _send(self, request: CompletionRequest, stream: bool) -> httpx.Response:
         """Send the request; the response's body is still to be read, and must go to :func:`close_response`."""
-        http_request = self.client.build_request("POST", self.url, json=self._body(request, stream), headers=self._headers(),
-                                                 timeout=self._timeout())
+        http_request = self.client.build_request(
+            "POST", self.url, json=self._body(request, stream), headers=self._headers(), timeout=self._timeout()
+        )
         return await self.client.send(http_request, stream=True)
 
     async def complete(self, request: CompletionRequest) -> Completion:
@@ -138,9 +140,19 @@ class OpenAIBackend:
             choice = data["choices"][0]
             text = choice["message"].get("content") or ""
         except (KeyError, IndexError, TypeError, AttributeError):
-            raise BackendError(f"unexpected response shape from {self.url}: {scrub(str(data))[:200]}", retryable=True) from None
+            raise BackendError(
+                f"unexpected response shape from {self.url}: {scrub(str(data))[:200]}", retryable=True
+            ) from None
         usage = data.get("usage") or {}
-        return make_completion(self.spec, request, text, started, usage.get("prompt_tokens"), usage.get("completion_tokens"), choice.get("finish_reason"))
+        return make_completion(
+            self.spec,
+            request,
+            text,
+            started,
+            usage.get("prompt_tokens"),
+            usage.get("completion_tokens"),
+            choice.get("finish_reason"),
+        )
 
     async def stream(self, request: CompletionRequest) -> AsyncIterator[StreamDelta]:
         async for delta in pump(self._stream(request)):  # read in a task cancelled at most once
@@ -169,7 +181,15 @@ class OpenAIBackend:
                 await close_response(response)
         if finish is None:
             raise BackendError(f"stream from {self.url} ended before it finished", retryable=True)
-        completion = make_completion(self.spec, request, "".join(parts), started, usage.get("prompt_tokens"), usage.get("completion_tokens"), finish)
+        completion = make_completion(
+            self.spec,
+            request,
+            "".join(parts),
+            started,
+            usage.get("prompt_tokens"),
+            usage.get("completion_tokens"),
+            finish,
+        )
         yield StreamDelta(completion=completion)
 
     async def aclose(self) -> None:
@@ -207,7 +227,9 @@ async def _sse_events(response: httpx.Response) -> AsyncIterator[dict[str, Any]]
         try:
             yield json.loads(payload)
         except ValueError:
-            raise BackendError(f"malformed SSE event from {response.request.url}: {scrub(payload)[:100]}", retryable=True) from None
+            raise BackendError(
+                f"malformed SSE event from {response.request.url}: {scrub(payload)[:100]}", retryable=True
+            ) from None
 
 
 async def _bounded_lines(response: httpx.Response) -> AsyncIterator[str]:

@@ -19,7 +19,7 @@ import asyncio
 import importlib
 import inspect
 import time
-from typing import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
 
 from podium.backends.base import estimate_prompt_tokens, estimate_tokens, make_completion
 from podium.errors import BackendError, ConfigError
@@ -34,7 +34,9 @@ def _load_function(ref: str, model: str) -> ReplyFn:
     try:
         return getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError, ValueError) as exc:
-        raise ConfigError(f"model '{model}': function '{ref}' cannot be imported ({exc}); use 'module:callable'") from None
+        raise ConfigError(
+            f"model '{model}': function '{ref}' cannot be imported ({exc}); use 'module:callable'"
+        ) from None
 
 
 class ScriptedBackend:
@@ -62,7 +64,11 @@ class ScriptedBackend:
             if word == "!sleep":
                 await asyncio.sleep(float(arg))
             elif word in ("!error", "!retryable"):
-                raise BackendError(arg or f"scripted failure of {self.spec.name}", status=500 if word == "!retryable" else 400, retryable=word == "!retryable")
+                raise BackendError(
+                    arg or f"scripted failure of {self.spec.name}",
+                    status=500 if word == "!retryable" else 400,
+                    retryable=word == "!retryable",
+                )
         return text
 
     async def complete(self, request: CompletionRequest) -> Completion:

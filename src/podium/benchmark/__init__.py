@@ -10,4 +10,12 @@ from __future__ import annotations
 from podium.benchmark.report import build_report, markdown, write_report
 from podium.benchmark.runner import BenchConfig, BenchRunner, coordinator_names, load_results
 
-__all__ = ["BenchConfig", "BenchRunner", "build_report", "coordinator_names", "load_results", "markdown", "write_report"]
+__all__ = [
+    "BenchConfig",
+    "BenchRunner",
+    "build_report",
+    "coordinator_names",
+    "load_results",
+    "markdown",
+    "write_report",
+]

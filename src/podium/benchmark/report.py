@@ -27,10 +27,19 @@ def summarize(name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
     lat = [r["latency_s"] for r in rows]
     mean = (lambda key: sum(r[key] for r in rows) / n) if n else (lambda key: 0.0)
     return {
-        "coordinator": name, "items": n, "passed": k, "accuracy": k / n if n else 0.0, "ci95": [lo, hi],
-        "mean_score": mean("score"), "cost_usd_total": sum(r["cost_usd"] for r in rows), "cost_usd_per_item": mean("cost_usd"),
-        "tokens_per_item": mean("tokens"), "calls_per_item": mean("calls"), "latency_p50_s": percentile(lat, 50),
-        "latency_p95_s": percentile(lat, 95), "time_s_total": sum(lat),
+        "coordinator": name,
+        "items": n,
+        "passed": k,
+        "accuracy": k / n if n else 0.0,
+        "ci95": [lo, hi],
+        "mean_score": mean("score"),
+        "cost_usd_total": sum(r["cost_usd"] for r in rows),
+        "cost_usd_per_item": mean("cost_usd"),
+        "tokens_per_item": mean("tokens"),
+        "calls_per_item": mean("calls"),
+        "latency_p50_s": percentile(lat, 50),
+        "latency_p95_s": percentile(lat, 95),
+        "time_s_total": sum(lat),
         "statuses": {s: sum(r["status"] == s for r in rows) for s in sorted({r["status"] for r in rows})},
     }
 
@@ -43,7 +52,9 @@ def paired(a: dict[str, dict], b: dict[str, dict]) -> dict[str, Any]:
     return {"items": len(common), "wins": only_a, "losses": only_b, "p_value": mcnemar_exact(only_a, only_b)}
 
 
-def build_report(rows: list[dict[str, Any]], coordinators: list[str], meta: dict[str, Any] | None = None) -> dict[str, Any]:
+def build_report(
+    rows: list[dict[str, Any]], coordinators: list[str], meta: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """The report dict: one summary per coordinator, the best single model, and paired tests against it."""
     latest = latest_rows(rows)
     by_coord: dict[str, dict[str, dict]] = {c: {} for c in coordinators}
@@ -54,13 +65,27 @@ def build_report(rows: list[dict[str, Any]], coordinators: list[str], meta: dict
     singles = [s for s in summaries if s["coordinator"].startswith("fixed:") and s["items"]]
     best = max(singles, key=lambda s: (s["accuracy"], -s["cost_usd_per_item"]), default=None)
     for s in summaries:
-        s["vs_best_single"] = (paired(by_coord[s["coordinator"]], by_coord[best["coordinator"]])
-                               if best and s is not best else None)
+        s["vs_best_single"] = (
+            paired(by_coord[s["coordinator"]], by_coord[best["coordinator"]]) if best and s is not best else None
+        )
     families = sorted({r.get("family") or "-" for r in latest.values()})
-    per_family = {f: {c: summarize(c, [r for r in by_coord[c].values() if (r.get("family") or "-") == f])["accuracy"]
-                      for c in coordinators} for f in families} if len(families) > 1 else {}
-    return {"meta": meta or {}, "best_single": best["coordinator"] if best else None, "coordinators": summaries,
-            "per_family_accuracy": per_family}
+    per_family = (
+        {
+            f: {
+                c: summarize(c, [r for r in by_coord[c].values() if (r.get("family") or "-") == f])["accuracy"]
+                for c in coordinators
+            }
+            for f in families
+        }
+        if len(families) > 1
+        else {}
+    )
+    return {
+        "meta": meta or {},
+        "best_single": best["coordinator"] if best else None,
+        "coordinators": summaries,
+        "per_family_accuracy": per_family,
+    }
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -70,21 +95,37 @@ def _fmt(value: float | None, spec: str) -> str:
 def markdown(report: dict[str, Any]) -> str:
     """The report as a markdown table (plus a line per paired test)."""
     best = report["best_single"]
-    lines = [f"Best single model: `{best}`" if best else "No single-model baseline was run.", "",
-             "| coordinator | items | accuracy | 95% CI | vs best single (wins/losses, McNemar p) | $/item | tokens/item | calls/item | p50 s | p95 s |",
-             "|---|---:|---:|---|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"Best single model: `{best}`" if best else "No single-model baseline was run.",
+        "",
+        "| coordinator | items | accuracy | 95% CI | vs best single (wins/losses, McNemar p) | $/item | tokens/item | calls/item | p50 s | p95 s |",
+        "|---|---:|---:|---|---|---:|---:|---:|---:|---:|",
+    ]
     for s in report["coordinators"]:
         vs = s["vs_best_single"]
-        test = f"+{vs['wins']}/-{vs['losses']}, p={vs['p_value']:.3g}" if vs else ("(reference)" if s["coordinator"] == best else "-")
+        test = (
+            f"+{vs['wins']}/-{vs['losses']}, p={vs['p_value']:.3g}"
+            if vs
+            else ("(reference)" if s["coordinator"] == best else "-")
+        )
         lo, hi = s["ci95"]
-        lines.append(f"| `{s['coordinator']}` | {s['items']} | {s['accuracy']:.3f} | [{lo:.3f}, {hi:.3f}] | {test} | "
-                     f"{s['cost_usd_per_item']:.6f} | {s['tokens_per_item']:.0f} | {s['calls_per_item']:.2f} | "
-                     f"{_fmt(s['latency_p50_s'], '.2f')} | {_fmt(s['latency_p95_s'], '.2f')} |")
+        lines.append(
+            f"| `{s['coordinator']}` | {s['items']} | {s['accuracy']:.3f} | [{lo:.3f}, {hi:.3f}] | {test} | "
+            f"{s['cost_usd_per_item']:.6f} | {s['tokens_per_item']:.0f} | {s['calls_per_item']:.2f} | "
+            f"{_fmt(s['latency_p50_s'], '.2f')} | {_fmt(s['latency_p95_s'], '.2f')} |"
+        )
     if report["per_family_accuracy"]:
-        lines += ["", "Accuracy per task family:", "", "| family | " + " | ".join(f"`{s['coordinator']}`" for s in report["coordinators"]) + " |",
-                  "|---|" + "---:|" * len(report["coordinators"])]
+        lines += [
+            "",
+            "Accuracy per task family:",
+            "",
+            "| family | " + " | ".join(f"`{s['coordinator']}`" for s in report["coordinators"]) + " |",
+            "|---|" + "---:|" * len(report["coordinators"]),
+        ]
         for fam, accs in report["per_family_accuracy"].items():
-            lines.append(f"| {fam} | " + " | ".join(f"{accs[s['coordinator']]:.3f}" for s in report["coordinators"]) + " |")
+            lines.append(
+                f"| {fam} | " + " | ".join(f"{accs[s['coordinator']]:.3f}" for s in report["coordinators"]) + " |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -101,7 +142,14 @@ def plot(report: dict[str, Any], path: Path) -> Path:
     for s in report["coordinators"]:
         x = s["cost_usd_per_item"] if s["cost_usd_per_item"] > 0 else s["tokens_per_item"]
         lo, hi = s["ci95"]
-        ax.errorbar([x], [s["accuracy"]], yerr=[[max(0.0, s["accuracy"] - lo)], [max(0.0, hi - s["accuracy"])]], fmt="o", capsize=3, label=s["coordinator"])
+        ax.errorbar(
+            [x],
+            [s["accuracy"]],
+            yerr=[[max(0.0, s["accuracy"] - lo)], [max(0.0, hi - s["accuracy"])]],
+            fmt="o",
+            capsize=3,
+            label=s["coordinator"],
+        )
     priced = any(s["cost_usd_per_item"] > 0 for s in report["coordinators"])
     ax.set_xlabel("cost per item (USD)" if priced else "tokens per item (pool has no prices)")
     ax.set_ylabel("accuracy (95% Wilson CI)")

@@ -11,9 +11,10 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -88,14 +89,25 @@ def summarize_run(task: Task, coordinator: str, result: RunResult, grade: Any) -
     model_turns = [t for t in result.turns if t.model != CHECK_MODEL]
     last_worker = next((t for t in reversed(result.turns) if t.role == Role.WORKER and not t.error), None)
     return {
-        "task": task.id, "family": task.family, "coordinator": coordinator, "passed": bool(grade.passed),
-        "score": float(grade.score), "detail": (grade.detail or "")[:DETAIL_CHARS], "contained": grade.contained,
-        "status": result.status.value, "reason": result.reason[:DETAIL_CHARS], "run_id": result.run_id,
+        "task": task.id,
+        "family": task.family,
+        "coordinator": coordinator,
+        "passed": bool(grade.passed),
+        "score": float(grade.score),
+        "detail": (grade.detail or "")[:DETAIL_CHARS],
+        "contained": grade.contained,
+        "status": result.status.value,
+        "reason": result.reason[:DETAIL_CHARS],
+        "run_id": result.run_id,
         "cost_usd": result.cost_usd + result.orchestration_cost_usd,
         "tokens": result.total_tokens + result.orchestration_prompt_tokens + result.orchestration_completion_tokens,
-        "latency_s": round(result.latency_s, 4), "calls": len(model_turns), "turns": len(result.turns),
+        "latency_s": round(result.latency_s, 4),
+        "calls": len(model_turns),
+        "turns": len(result.turns),
         "answer_model": last_worker.model if last_worker else None,
-        "output_chars": len(result.answer or ""), "answer": (result.answer or "")[:ANSWER_CHARS], "time": time.time(),
+        "output_chars": len(result.answer or ""),
+        "answer": (result.answer or "")[:ANSWER_CHARS],
+        "time": time.time(),
     }
 
 
@@ -136,8 +148,16 @@ def stderr_progress(message: str) -> None:
 class BenchRunner:
     """Runs (task, coordinator) pairs with bounded concurrency and appends graded rows."""
 
-    def __init__(self, pool: Pool, config: BenchConfig, out_dir: Path, *, on_event: Any = None,
-                 grader: Callable[[Task, RunResult], Any] | None = None, store: Any = None) -> None:
+    def __init__(
+        self,
+        pool: Pool,
+        config: BenchConfig,
+        out_dir: Path,
+        *,
+        on_event: Any = None,
+        grader: Callable[[Task, RunResult], Any] | None = None,
+        store: Any = None,
+    ) -> None:
         self.pool = cap_pool(pool, config.call_max_tokens)
         self.config = config
         self.out_dir = out_dir
@@ -161,8 +181,13 @@ class BenchRunner:
         grade = await run_check(task.check, result.answer or "")
         row = summarize_run(task, name, result, grade)
         if self.store is not None:
-            self.store.grade(result.run_id, score=row["score"], source=f"check:{task.check.type}", task_id=task.id,
-                             detail=row["detail"])
+            self.store.grade(
+                result.run_id,
+                score=row["score"],
+                source=f"check:{task.check.type}",
+                task_id=task.id,
+                detail=row["detail"],
+            )
         return row
 
     async def append(self, fh: Any, row: dict[str, Any]) -> None:

@@ -1,7 +1,7 @@
 """Executable verifiers: grade an answer by running a check instead of asking a model.
 
-    from podium.checks import CheckSpec, CheckResult, run_check, SandboxLimits
-    result = await run_check(parse_check({"type": "number", "answer": 42}), "... #### 42")
+from podium.checks import CheckSpec, CheckResult, run_check, SandboxLimits
+result = await run_check(parse_check({"type": "number", "answer": 42}), "... #### 42")
 """
 
 from podium.checks.runner import run_check
@@ -18,6 +18,14 @@ from podium.checks.spec import (
 )
 
 __all__ = [
-    "CHECK_ADAPTER", "CheckResult", "CheckSpec", "ExactCheck", "NumberCheck", "PythonTestsCheck", "RegexCheck",
-    "SandboxLimits", "parse_check", "run_check",
+    "CHECK_ADAPTER",
+    "CheckResult",
+    "CheckSpec",
+    "ExactCheck",
+    "NumberCheck",
+    "PythonTestsCheck",
+    "RegexCheck",
+    "SandboxLimits",
+    "parse_check",
+    "run_check",
 ]

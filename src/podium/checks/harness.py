@@ -16,7 +16,15 @@ def _block_network(block_exec):
     """Refuse internet sockets (and, without a network namespace, spawning programs)."""
     blocked = {"socket.getaddrinfo", "socket.gethostbyname", "socket.gethostbyname_ex", "socket.gethostbyaddr"}
     if block_exec:
-        blocked |= {"subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "ctypes.dlopen", "pty.spawn"}
+        blocked |= {
+            "subprocess.Popen",
+            "os.system",
+            "os.exec",
+            "os.posix_spawn",
+            "os.spawn",
+            "ctypes.dlopen",
+            "pty.spawn",
+        }
 
     def hook(event, args):
         if event == "socket.__new__" and args[1] in (2, 10):  # AF_INET, AF_INET6

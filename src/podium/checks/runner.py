@@ -7,7 +7,15 @@ import signal
 
 from podium.checks.answers import extract_code, final_answer_candidates, final_number, normalise
 from podium.checks.sandbox import SandboxLimits, SandboxRun, run_python
-from podium.checks.spec import CheckResult, CheckSpec, ExactCheck, NumberCheck, PythonTestsCheck, RegexCheck, parse_check
+from podium.checks.spec import (
+    CheckResult,
+    CheckSpec,
+    ExactCheck,
+    NumberCheck,
+    PythonTestsCheck,
+    RegexCheck,
+    parse_check,
+)
 
 MAX_DETAIL = 2000
 # (label, substrings in the harness errors or the output that show the sandbox stopped something)
@@ -20,24 +28,36 @@ _SIGNS = [
 
 
 def _clip(text: str, limit: int = MAX_DETAIL) -> str:
-    return text if len(text) <= limit else text[: limit // 2] + f"\n...[{len(text) - limit} chars cut]...\n" + text[-limit // 2:]
+    return (
+        text
+        if len(text) <= limit
+        else text[: limit // 2] + f"\n...[{len(text) - limit} chars cut]...\n" + text[-limit // 2 :]
+    )
 
 
 def check_exact(spec: ExactCheck, answer: str) -> CheckResult:
     want = normalise(spec.answer)
     ok = any(normalise(c) == want for c in final_answer_candidates(answer))
-    return CheckResult(passed=ok, score=float(ok), detail="" if ok else f"expected the final answer {spec.answer!r}; the answer does not state it")
+    return CheckResult(
+        passed=ok,
+        score=float(ok),
+        detail="" if ok else f"expected the final answer {spec.answer!r}; the answer does not state it",
+    )
 
 
 def check_regex(spec: RegexCheck, answer: str) -> CheckResult:
     ok = re.search(spec.pattern, answer) is not None
-    return CheckResult(passed=ok, score=float(ok), detail="" if ok else f"the answer does not match the pattern {spec.pattern!r}")
+    return CheckResult(
+        passed=ok, score=float(ok), detail="" if ok else f"the answer does not match the pattern {spec.pattern!r}"
+    )
 
 
 def check_number(spec: NumberCheck, answer: str) -> CheckResult:
     got = final_number(answer)
     if got is None:
-        return CheckResult(passed=False, score=0.0, detail="the answer states no number; end it with the final number (e.g. '#### 42')")
+        return CheckResult(
+            passed=False, score=0.0, detail="the answer states no number; end it with the final number (e.g. '#### 42')"
+        )
     ok = abs(got - spec.answer) <= spec.tolerance
     return CheckResult(passed=ok, score=float(ok), detail="" if ok else f"the final number is {got:g}, which is wrong")
 
@@ -61,19 +81,29 @@ def _grade(run: SandboxRun, spec: PythonTestsCheck, limits: SandboxLimits) -> Ch
     errors = "\n".join(str(r.get("error", "")) for r in run.records)
     contained = _contained(run, errors + run.output)
     failure = _first_failure(run, spec, tests, limits, contained)
-    output = f"\noutput:\n{run.output}" + ("\n...[output truncated]" if run.output_truncated else "") if run.output.strip() else ""
+    output = (
+        f"\noutput:\n{run.output}" + ("\n...[output truncated]" if run.output_truncated else "")
+        if run.output.strip()
+        else ""
+    )
     detail = "" if failure is None else _clip(failure + output)
-    return CheckResult(passed=passed == total and failure is None, score=passed / total, detail=detail, contained=contained)
+    return CheckResult(
+        passed=passed == total and failure is None, score=passed / total, detail=detail, contained=contained
+    )
 
 
-def _first_failure(run: SandboxRun, spec: PythonTestsCheck, tests: dict, limits: SandboxLimits, contained: str | None) -> str | None:
+def _first_failure(
+    run: SandboxRun, spec: PythonTestsCheck, tests: dict, limits: SandboxLimits, contained: str | None
+) -> str | None:
     code_error = next((r for r in run.records if r.get("stage") == "code"), None)
     if code_error:
         return f"the code failed before any test ran:\n{code_error.get('error', '')}"
     for i, test in enumerate(spec.tests):
         rec = tests.get(i)
         if rec is None:
-            why = {"timeout": f"timed out (wall {limits.wall_s}s / cpu {limits.cpu_s}s)"}.get(contained or "", f"stopped (exit {run.returncode})")
+            why = {"timeout": f"timed out (wall {limits.wall_s}s / cpu {limits.cpu_s}s)"}.get(
+                contained or "", f"stopped (exit {run.returncode})"
+            )
             return f"test {i + 1}/{len(spec.tests)} did not finish: the process {why} while running:\n{test}"
         if not rec.get("ok"):
             got = f"\ngot: {rec['got']}" if rec.get("got") else ""

@@ -134,7 +134,10 @@ def _interpreter(switch_uid: bool) -> str | None:
     may execute together with its standard library; None if there is none."""
     if not switch_uid:
         return sys.executable
-    for candidate in (sys.executable, *(shutil.which("python3", path=d) for d in ("/usr/local/bin", "/usr/bin", "/bin"))):
+    for candidate in (
+        sys.executable,
+        *(shutil.which("python3", path=d) for d in ("/usr/local/bin", "/usr/bin", "/bin")),
+    ):
         real = os.path.realpath(candidate) if candidate else ""
         stdlib = Path(real).parent.parent / "lib" / Path(real).name / "os.py"
         if real and _world_usable(real) and _world_usable(str(stdlib), stat.S_IROTH):
@@ -190,8 +193,14 @@ class _Plan:
 
     @property
     def isolation(self) -> str:
-        return ",".join(["uid" if self.uid is not None else "same-uid", "netns" if self.netns else "audit-hook",
-                         *(["private-tmp"] if self.private_tmp else []), "rlimits"])
+        return ",".join(
+            [
+                "uid" if self.uid is not None else "same-uid",
+                "netns" if self.netns else "audit-hook",
+                *(["private-tmp"] if self.private_tmp else []),
+                "rlimits",
+            ]
+        )
 
 
 def _preexec(limits: SandboxLimits, plan: _Plan):
@@ -220,7 +229,9 @@ def _plan(limits: SandboxLimits) -> _Plan:
     is_root = os.geteuid() == 0
     python = limits.python or _interpreter(is_root)
     if python is None:  # root ignores RLIMIT_NPROC: never run untrusted code as root
-        raise SandboxUnavailable("no python3 that an unprivileged user may execute was found; set SandboxLimits.python to one outside /root")
+        raise SandboxUnavailable(
+            "no python3 that an unprivileged user may execute was found; set SandboxLimits.python to one outside /root"
+        )
     netns = _netns_flags()
     nproc = limits.max_processes if is_root else _own_process_count() + limits.max_processes
     return _Plan(python, _fresh_uid() if is_root else None, netns, bool(netns) and _private_tmp_works(), nproc)
@@ -273,26 +284,48 @@ async def run_python(code: str, tests: list[str], setup: str = "", limits: Sandb
         shutil.rmtree(base, ignore_errors=True)
 
 
-async def _execute(plan: _Plan, base: Path, work: Path, code: str, tests: list[str], setup: str, limits: SandboxLimits) -> SandboxRun:
+async def _execute(
+    plan: _Plan, base: Path, work: Path, code: str, tests: list[str], setup: str, limits: SandboxLimits
+) -> SandboxRun:
     out_path, res_path = base / "output", base / "results"
     out_fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     res_fd = os.open(res_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     nonce = secrets.token_hex(16)
-    payload = marshal.dumps({"nonce": nonce, "fd": res_fd, "code": code, "tests": list(tests), "setup": setup, "block_exec": plan.netns is None})
+    payload = marshal.dumps(
+        {
+            "nonce": nonce,
+            "fd": res_fd,
+            "code": code,
+            "tests": list(tests),
+            "setup": setup,
+            "block_exec": plan.netns is None,
+        }
+    )
     home = "/tmp/work" if plan.private_tmp else str(work)
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": home, "TMPDIR": home}
     run = SandboxRun(isolation=plan.isolation)
     try:  # the harness travels in argv: with a private /tmp its file would be out of reach
         proc = await asyncio.create_subprocess_exec(
-            plan.python, "-I", "-S", "-c", _harness_source(), stdin=asyncio.subprocess.PIPE, stdout=out_fd, stderr=subprocess.STDOUT,
-            cwd=work, env=env, pass_fds=(res_fd,), start_new_session=True, preexec_fn=_preexec(limits, plan),
+            plan.python,
+            "-I",
+            "-S",
+            "-c",
+            _harness_source(),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=out_fd,
+            stderr=subprocess.STDOUT,
+            cwd=work,
+            env=env,
+            pass_fds=(res_fd,),
+            start_new_session=True,
+            preexec_fn=_preexec(limits, plan),
         )
     finally:
         os.close(out_fd)
         os.close(res_fd)
     try:
         await asyncio.wait_for(proc.communicate(payload), timeout=limits.wall_s)
-    except (TimeoutError, asyncio.TimeoutError):
+    except TimeoutError:
         run.timed_out = True
     finally:
         _cleanup(proc.pid, plan.uid)

@@ -7,7 +7,7 @@ fields. Parse one from a dict with :func:`parse_check` (errors name the field an
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
@@ -57,7 +57,7 @@ class PythonTestsCheck(_Spec):
     setup: str = ""
 
 
-CheckSpec = Annotated[Union[ExactCheck, RegexCheck, NumberCheck, PythonTestsCheck], Field(discriminator="type")]
+CheckSpec = Annotated[ExactCheck | RegexCheck | NumberCheck | PythonTestsCheck, Field(discriminator="type")]
 CHECK_ADAPTER: TypeAdapter[Any] = TypeAdapter(CheckSpec)
 
 

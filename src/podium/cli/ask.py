@@ -8,7 +8,6 @@ import sys
 import time
 
 import click
-
 from pydantic import ValidationError
 
 from podium.checks import CheckSpec, parse_check
@@ -17,8 +16,8 @@ from podium.cli.options import pool_option
 from podium.coordinators import get_coordinator
 from podium.engine import Engine, Event, RunFinished, TurnFinished, TurnStarted
 from podium.pool import Policy, load_pool
-from podium.scrub import clean_text, scrub, scrub_value
 from podium.preflight import check_pool
+from podium.scrub import clean_text, scrub, scrub_value
 from podium.store import recorder
 from podium.types import Budget, RunResult, RunStatus
 
@@ -28,13 +27,17 @@ def render_table(result: RunResult) -> str:
     head = f"{'#':>2}  {'role':<8}  {'model':<22}  {'tok in':>6}  {'tok out':>7}  {'cost $':>9}  {'time s':>6}  verdict/error"
     rows = [head, "-" * len(head)]
     for t in result.turns:
-        note = t.error and f"error: {t.error[:40]}" or (t.verdict.value if t.verdict else "")
+        note = (t.error and f"error: {t.error[:40]}") or (t.verdict.value if t.verdict else "")
         if t.fallback_from:
             note = f"{note} (fallback from {t.fallback_from})".strip()
         if t.step:
             note = f"step {t.step} {note}".strip()
-        rows.append(f"{t.turn:>2}  {t.role.value:<8}  {t.model[:22]:<22}  {t.prompt_tokens:>6}  {t.completion_tokens:>7}  {t.cost_usd:>9.6f}  {t.latency_s:>6.2f}  {note}")
-    rows.append(f"status: {result.status.value} ({result.reason}); {len(result.turns)} turns, {result.total_tokens} tokens, ${result.cost_usd:.6f}, {result.latency_s:.1f}s; trace {result.run_id} (podium traces show {result.run_id[-8:]})")
+        rows.append(
+            f"{t.turn:>2}  {t.role.value:<8}  {t.model[:22]:<22}  {t.prompt_tokens:>6}  {t.completion_tokens:>7}  {t.cost_usd:>9.6f}  {t.latency_s:>6.2f}  {note}"
+        )
+    rows.append(
+        f"status: {result.status.value} ({result.reason}); {len(result.turns)} turns, {result.total_tokens} tokens, ${result.cost_usd:.6f}, {result.latency_s:.1f}s; trace {result.run_id} (podium traces show {result.run_id[-8:]})"
+    )
     return "\n".join(rows)
 
 
@@ -56,7 +59,9 @@ def live_printer(enabled: bool):
             t = event.turn
             note = f"error: {t.error[:60]}" if t.error else (t.verdict.value if t.verdict else "done")
             prefix = "" if open_line[0] == t.turn else f"[turn {t.turn}] {t.step or t.role.value} "
-            click.echo(scrub(f"{prefix}{time.perf_counter() - started.get(t.turn, time.perf_counter()):.1f}s {note}"), err=True)
+            click.echo(
+                scrub(f"{prefix}{time.perf_counter() - started.get(t.turn, time.perf_counter()):.1f}s {note}"), err=True
+            )
             open_line[0] = None
         elif isinstance(event, RunFinished):
             click.echo(scrub(f"[{event.result.status.value}] {event.result.reason}"), err=True)
@@ -82,11 +87,13 @@ def parse_check_option(ctx: click.Context, param: click.Parameter, value: str | 
     try:
         return parse_check(json.loads(value))
     except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"not JSON ({exc.msg}); e.g. --check '{{\"type\": \"number\", \"answer\": 42}}'") from None
+        raise click.BadParameter(f'not JSON ({exc.msg}); e.g. --check \'{{"type": "number", "answer": 42}}\'') from None
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"][1:])  # loc[0] is the union tag
-        raise click.BadParameter(f"{where + ': ' if where else ''}{first['msg']}; types: exact, regex, number, python_tests (see docs/checks.md)") from None
+        raise click.BadParameter(
+            f"{where + ': ' if where else ''}{first['msg']}; types: exact, regex, number, python_tests (see docs/checks.md)"
+        ) from None
 
 
 def plan_text(result: RunResult) -> str:
@@ -95,17 +102,31 @@ def plan_text(result: RunResult) -> str:
 
     blocks = []
     for p in (result.workflow or {}).get("plans", []):
-        where = f"depth {p['depth']}" + (f", inside step {p['step']}" if p["step"] else "") + (f", round {p['round']}" if p["round"] > 1 else "")
+        where = (
+            f"depth {p['depth']}"
+            + (f", inside step {p['step']}" if p["step"] else "")
+            + (f", round {p['round']}" if p["round"] > 1 else "")
+        )
         blocks.append(f"plan ({where}) from {p['origin']}\n{Workflow.model_validate(p['workflow']).text()}")
     return "\n".join(blocks)
 
 
-async def run_once(pool_ref: str, coordinator: str, question: str, limits: dict, policy: Policy, live: bool,
-                   workflow_options: dict | None = None, check: CheckSpec | None = None) -> RunResult:
+async def run_once(
+    pool_ref: str,
+    coordinator: str,
+    question: str,
+    limits: dict,
+    policy: Policy,
+    live: bool,
+    workflow_options: dict | None = None,
+    check: CheckSpec | None = None,
+) -> RunResult:
     """One run; ``limits`` (flags left unset are None) override the pool's default budget."""
     pool = load_pool(pool_ref)
     check_pool(pool.restrict(policy))  # missing keys, GGUF or extra: one line, exit 2, before anything is sent
-    budget = Budget.model_validate({**pool.config.budget.model_dump(), **{k: v for k, v in limits.items() if v is not None}})
+    budget = Budget.model_validate(
+        {**pool.config.budget.model_dump(), **{k: v for k, v in limits.items() if v is not None}}
+    )
     chosen = get_coordinator(coordinator)
     for key, value in (workflow_options or {}).items():
         if value is not None and getattr(chosen, "plans_workflows", False):
@@ -121,23 +142,57 @@ async def run_once(pool_ref: str, coordinator: str, question: str, limits: dict,
 @click.command(epilog=ENVIRONMENT)
 @click.argument("question", nargs=-1)
 @pool_option
-@click.option("--coordinator", default="rules", show_default=True,
-              help="rules | prompted | fixed[:MODEL] | learned:PATH[@COST_WEIGHT] | conductor[:MODEL] | topology:chain|moa|best-of-n|debate | workflow:PATH")
-@click.option("--max-turns", type=click.IntRange(1, 100), default=None, help="Turn limit (default: the pool's budget, else 5).")
+@click.option(
+    "--coordinator",
+    default="rules",
+    show_default=True,
+    help="rules | prompted | fixed[:MODEL] | learned:PATH[@COST_WEIGHT] | conductor[:MODEL] | topology:chain|moa|best-of-n|debate | workflow:PATH",
+)
+@click.option(
+    "--max-turns", type=click.IntRange(1, 100), default=None, help="Turn limit (default: the pool's budget, else 5)."
+)
 @click.option("--max-tokens", type=click.IntRange(1), default=None, help="Token budget for the whole run.")
 @click.option("--max-cost", type=click.FloatRange(0), default=None, help="Cost budget in USD for the whole run.")
 @click.option("--deadline", type=click.FloatRange(0, min_open=True), default=None, help="Wall-clock budget in seconds.")
 @click.option("--exclude", multiple=True, help="Leave this model out of the run (repeatable).")
 @click.option("--region", "regions", multiple=True, help="Only send data to models in this region (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object: answer, status, turns.")
-@click.option("--check", callback=parse_check_option, default=None, metavar="JSON",
-              help='Verify by this check instead of a verifier model, e.g. \'{"type": "number", "answer": 42}\' (docs/checks.md).')
+@click.option(
+    "--check",
+    callback=parse_check_option,
+    default=None,
+    metavar="JSON",
+    help='Verify by this check instead of a verifier model, e.g. \'{"type": "number", "answer": 42}\' (docs/checks.md).',
+)
 @click.option("--show-plan", is_flag=True, help="Workflow coordinators: print the workflow(s) that ran.")
-@click.option("--max-depth", type=click.IntRange(0, 5), default=None, help="Workflow coordinators: nesting limit of 'self' steps (default 2).")
-@click.option("--max-parallel", type=click.IntRange(1, 64), default=None, help="Workflow coordinators: concurrent model calls (default 4).")
-def ask(question: tuple[str, ...], pool_ref: str, coordinator: str, max_turns: int | None, max_tokens: int | None,
-        max_cost: float | None, deadline: float | None, exclude: tuple[str, ...], regions: tuple[str, ...], as_json: bool,
-        show_plan: bool, max_depth: int | None, max_parallel: int | None, check: CheckSpec | None) -> None:
+@click.option(
+    "--max-depth",
+    type=click.IntRange(0, 5),
+    default=None,
+    help="Workflow coordinators: nesting limit of 'self' steps (default 2).",
+)
+@click.option(
+    "--max-parallel",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Workflow coordinators: concurrent model calls (default 4).",
+)
+def ask(
+    question: tuple[str, ...],
+    pool_ref: str,
+    coordinator: str,
+    max_turns: int | None,
+    max_tokens: int | None,
+    max_cost: float | None,
+    deadline: float | None,
+    exclude: tuple[str, ...],
+    regions: tuple[str, ...],
+    as_json: bool,
+    show_plan: bool,
+    max_depth: int | None,
+    max_parallel: int | None,
+    check: CheckSpec | None,
+) -> None:
     """Orchestrate QUESTION (or stdin) over the pool and print the answer and its trace.
 
     \b

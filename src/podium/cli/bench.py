@@ -38,9 +38,14 @@ def _settings(out: Path, current: dict[str, Any]) -> None:
         before = json.loads(path.read_text())
         changed = [k for k in PINNED if before.get(k) != current.get(k)]
         if changed:
-            raise UsageError(f"{path}: results in {out} were made with other settings ({', '.join(changed)}); "
-                             "use another --out or the same options")
-        current = {**current, "coordinators": list(dict.fromkeys([*before.get("coordinators", []), *current["coordinators"]]))}
+            raise UsageError(
+                f"{path}: results in {out} were made with other settings ({', '.join(changed)}); "
+                "use another --out or the same options"
+            )
+        current = {
+            **current,
+            "coordinators": list(dict.fromkeys([*before.get("coordinators", []), *current["coordinators"]])),
+        }
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(current, indent=2) + "\n")
 
@@ -80,26 +85,66 @@ def _finish(out: Path, rows: list[dict], names: list[str], meta: dict, with_plot
 @bench.command("run")
 @click.argument("tasks_path", metavar="TASKS", type=click.Path(dir_okay=False, path_type=Path))
 @pool_option
-@click.option("--coordinators", default="rules", show_default=True,
-              help="Comma-separated coordinators (rules, prompted, learned:PATH, ...); fixed:MODEL baselines for every pool model are added.")
-@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Results folder (resumable).")
-@click.option("--grounded/--no-grounded", default=True, show_default=True, help="Use the task's check as the runs' verifier.")
-@click.option("--concurrency", type=click.IntRange(1, 256), default=1, show_default=True, help="Runs in flight at once.")
+@click.option(
+    "--coordinators",
+    default="rules",
+    show_default=True,
+    help="Comma-separated coordinators (rules, prompted, learned:PATH, ...); fixed:MODEL baselines for every pool model are added.",
+)
+@click.option(
+    "--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path), help="Results folder (resumable)."
+)
+@click.option(
+    "--grounded/--no-grounded", default=True, show_default=True, help="Use the task's check as the runs' verifier."
+)
+@click.option(
+    "--concurrency", type=click.IntRange(1, 256), default=1, show_default=True, help="Runs in flight at once."
+)
 @click.option("--limit", type=click.IntRange(1), default=None, help="Run a seeded sample of N tasks.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the --limit sample.")
-@click.option("--max-turns", type=click.IntRange(1, 100), default=None, help="Turn limit per run (default: the pool's budget).")
+@click.option(
+    "--max-turns", type=click.IntRange(1, 100), default=None, help="Turn limit per run (default: the pool's budget)."
+)
 @click.option("--max-tokens", type=click.IntRange(1), default=None, help="Token budget per run.")
-@click.option("--deadline", type=click.FloatRange(0, min_open=True), default=None, help="Wall-clock budget per run in seconds.")
+@click.option(
+    "--deadline", type=click.FloatRange(0, min_open=True), default=None, help="Wall-clock budget per run in seconds."
+)
 @click.option("--call-max-tokens", type=click.IntRange(1), default=None, help="Cap every model's max_tokens per call.")
 @click.option("--no-baselines", is_flag=True, help="Do not add fixed:MODEL for every pool model.")
-@click.option("--record", "record", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Also write the single-model outcomes as a replay dataset (for podium train replay).")
+@click.option(
+    "--record",
+    "record",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Also write the single-model outcomes as a replay dataset (for podium train replay).",
+)
 @click.option("--no-plot", is_flag=True, help="Skip the cost/accuracy PNG.")
-@click.option("--shard", default=None, metavar="K/N", help="Run only the sampled tasks with index mod N == K (split one --out over processes).")
+@click.option(
+    "--shard",
+    default=None,
+    metavar="K/N",
+    help="Run only the sampled tasks with index mod N == K (split one --out over processes).",
+)
 @click.option("--quiet", is_flag=True, help="No progress line.")
-def run_cmd(tasks_path: Path, pool_ref: str, coordinators: str, out: Path, grounded: bool, concurrency: int, limit: int | None,
-            seed: int, max_turns: int | None, max_tokens: int | None, deadline: float | None, call_max_tokens: int | None,
-            no_baselines: bool, record: Path | None, no_plot: bool, shard: str | None, quiet: bool) -> None:
+def run_cmd(
+    tasks_path: Path,
+    pool_ref: str,
+    coordinators: str,
+    out: Path,
+    grounded: bool,
+    concurrency: int,
+    limit: int | None,
+    seed: int,
+    max_turns: int | None,
+    max_tokens: int | None,
+    deadline: float | None,
+    call_max_tokens: int | None,
+    no_baselines: bool,
+    record: Path | None,
+    no_plot: bool,
+    shard: str | None,
+    quiet: bool,
+) -> None:
     """Run every task of TASKS (JSONL: GSM8K, MBPP, HumanEval or podium records) through every coordinator.
 
     Every single model of the pool is added as a `fixed:MODEL` baseline; graded items are not re-run
@@ -120,15 +165,36 @@ def run_cmd(tasks_path: Path, pool_ref: str, coordinators: str, out: Path, groun
     tasks = load_tasks(tasks_path, limit=limit, seed=seed)
     pool = load_pool(pool_ref)
     limits = {"max_turns": max_turns, "max_tokens": max_tokens, "deadline_s": deadline}
-    budget = Budget.model_validate({**pool.config.budget.model_dump(), **{k: v for k, v in limits.items() if v is not None}})
-    config = BenchConfig(coordinators=coordinators.split(","), grounded=grounded, concurrency=concurrency, budget=budget,
-                         call_max_tokens=call_max_tokens, add_baselines=not no_baselines)
+    budget = Budget.model_validate(
+        {**pool.config.budget.model_dump(), **{k: v for k, v in limits.items() if v is not None}}
+    )
+    config = BenchConfig(
+        coordinators=coordinators.split(","),
+        grounded=grounded,
+        concurrency=concurrency,
+        budget=budget,
+        call_max_tokens=call_max_tokens,
+        add_baselines=not no_baselines,
+    )
     store = _store()
-    handler = store.handler(source="bench", on_error=lambda e: click.echo(f"warning: trace not stored: {e}", err=True)) if store else None
+    handler = (
+        store.handler(source="bench", on_error=lambda e: click.echo(f"warning: trace not stored: {e}", err=True))
+        if store
+        else None
+    )
     runner = BenchRunner(pool, config, out, on_event=handler, store=store)
-    settings = {"tasks": str(tasks_path), "pool": pool_ref, "grounded": grounded, "budget": budget.model_dump(),
-                "call_max_tokens": call_max_tokens, "limit": limit, "seed": seed, "coordinators": runner.names,
-                "items": len(tasks), "command": _command_line()}
+    settings = {
+        "tasks": str(tasks_path),
+        "pool": pool_ref,
+        "grounded": grounded,
+        "budget": budget.model_dump(),
+        "call_max_tokens": call_max_tokens,
+        "limit": limit,
+        "seed": seed,
+        "coordinators": runner.names,
+        "items": len(tasks),
+        "command": _command_line(),
+    }
     _settings(out, settings)
     asyncio.run(runner.run(_shard(tasks, shard), progress=None if quiet else stderr_progress))
     ids, names = {t.id for t in tasks}, set(runner.names)
@@ -139,8 +205,10 @@ def run_cmd(tasks_path: Path, pool_ref: str, coordinators: str, out: Path, groun
         from podium.benchmark.record import write_record
 
         counts = write_record(record, tasks, rows, runner.pool, source=f"podium bench run {tasks_path.name}")
-        click.echo(f"wrote {record}: {counts['items']} items, {counts['outcomes']} graded outcomes over {counts['models']} models; "
-                   f"train a head with: podium train replay {record} --out head.npz")
+        click.echo(
+            f"wrote {record}: {counts['items']} items, {counts['outcomes']} graded outcomes over {counts['models']} models; "
+            f"train a head with: podium train replay {record} --out head.npz"
+        )
 
 
 def _shard(tasks: list, shard: str | None) -> list:
@@ -150,7 +218,7 @@ def _shard(tasks: list, shard: str | None) -> list:
     k, sep, n = shard.partition("/")
     if not (sep and k.isdigit() and n.isdigit() and 0 <= int(k) < int(n)):
         raise UsageError(f"--shard {shard}: expected K/N with 0 <= K < N, e.g. --shard 0/2")
-    return tasks[int(k)::int(n)]
+    return tasks[int(k) :: int(n)]
 
 
 @bench.command("report")
@@ -171,4 +239,6 @@ def report_cmd(out: Path, no_plot: bool) -> None:
     settings = json.loads(path.read_text())
     rows = load_results(out)
     names = settings.get("coordinators") or sorted({r["coordinator"] for r in rows})
-    _finish(out, rows, names, {**settings, "title": f"{Path(settings['tasks']).name}, pool {settings['pool']}"}, not no_plot)
+    _finish(
+        out, rows, names, {**settings, "title": f"{Path(settings['tasks']).name}, pool {settings['pool']}"}, not no_plot
+    )

@@ -9,9 +9,11 @@ import click
 
 from podium.cli.options import pool_option
 
-STAND_IN = ("The embedded pool is SmolLM2-135M, a tiny model running offline as a stand-in for real "
-            "pools: absolute scores are low and change with the tasks and the seed; what carries over is the mechanism "
-            "(an answer is only accepted when its tests pass, and a failing test goes back to the worker).")
+STAND_IN = (
+    "The embedded pool is SmolLM2-135M, a tiny model running offline as a stand-in for real "
+    "pools: absolute scores are low and change with the tasks and the seed; what carries over is the mechanism "
+    "(an answer is only accepted when its tests pass, and a failing test goes back to the worker)."
+)
 
 
 async def run_demo(pool_ref: str, tasks_file: str | None, max_turns: int, plan: bool, limit: int | None) -> None:
@@ -29,10 +31,14 @@ async def run_demo(pool_ref: str, tasks_file: str | None, max_turns: int, plan: 
     loop = Engine(loop_pool, "rules", backends=single.backends, breakers=single.breakers)
     store = recorder("demo", warn=lambda msg: click.echo(f"warning: {msg}", err=True))
     click.echo(f"podium demo: {len(tasks)} tasks on pool '{pool.name}', each graded by running its check.")
-    click.echo(f"single call = one answer from the default worker; podium loop = rules coordinator "
-               f"({'with' if plan else 'without'} a planner), the check as verifier, up to {max_turns} turns.")
-    click.echo("Sampling is seeded: the loop's first answer is the single call's answer; the difference is what "
-               "checking and retrying with the failing test add.")
+    click.echo(
+        f"single call = one answer from the default worker; podium loop = rules coordinator "
+        f"({'with' if plan else 'without'} a planner), the check as verifier, up to {max_turns} turns."
+    )
+    click.echo(
+        "Sampling is seeded: the loop's first answer is the single call's answer; the difference is what "
+        "checking and retrying with the failing test add."
+    )
     if pool.name == "embedded":
         click.echo(STAND_IN)
     started = time.perf_counter()
@@ -48,16 +54,29 @@ async def run_demo(pool_ref: str, tasks_file: str | None, max_turns: int, plan: 
     finally:
         await single.aclose()
     click.echo("\n".join(["-" * 98, *summary(results)]))
-    click.echo("Seconds favour the loop: its first call repeats the single call's prompt, which llama.cpp has "
-               "already evaluated; compare model calls.")
+    click.echo(
+        "Seconds favour the loop: its first call repeats the single call's prompt, which llama.cpp has "
+        "already evaluated; compare model calls."
+    )
     click.echo("\nEvery run is stored: `podium traces ls` lists them, `podium traces show ID --full` shows each turn.")
 
 
 @click.command()
 @pool_option
-@click.option("--tasks", "tasks_file", type=click.Path(dir_okay=False), default=None,
-              help="YAML file of tasks (default: the shipped ones; format in podium/data/demo_tasks.yaml).")
-@click.option("--max-turns", type=click.IntRange(2, 20), default=6, show_default=True, help="Turn limit of the loop (check turns included).")
+@click.option(
+    "--tasks",
+    "tasks_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="YAML file of tasks (default: the shipped ones; format in podium/data/demo_tasks.yaml).",
+)
+@click.option(
+    "--max-turns",
+    type=click.IntRange(2, 20),
+    default=6,
+    show_default=True,
+    help="Turn limit of the loop (check turns included).",
+)
 @click.option("--plan/--no-plan", default=False, show_default=True, help="Let the loop start with a planner turn.")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Run only the first N tasks.")
 def demo(pool_ref: str, tasks_file: str | None, max_turns: int, plan: bool, limit: int | None) -> None:

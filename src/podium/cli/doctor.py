@@ -42,8 +42,13 @@ def check_python() -> list[Check]:
     except importlib.metadata.PackageNotFoundError:
         podium_version = "not installed as a package (running from source)"
     ok = sys.version_info >= (3, 11)
-    return [Check("ok" if ok else "fail", f"Python {version} ({sys.executable}); podium {podium_version}",
-                  "" if ok else "podium needs Python 3.11 or newer")]
+    return [
+        Check(
+            "ok" if ok else "fail",
+            f"Python {version} ({sys.executable}); podium {podium_version}",
+            "" if ok else "podium needs Python 3.11 or newer",
+        )
+    ]
 
 
 def check_extras() -> list[Check]:
@@ -51,8 +56,11 @@ def check_extras() -> list[Check]:
     for extra, (modules, purpose) in EXTRAS.items():
         missing = [m for m in modules if importlib.util.find_spec(m) is None]
         what = f"extra [{extra}] for {purpose}"
-        checks.append(Check("warn", f"{what}: missing {', '.join(missing)}", f"pip install 'podium[{extra}]'")
-                      if missing else Check("ok", what))
+        checks.append(
+            Check("warn", f"{what}: missing {', '.join(missing)}", f"pip install 'podium[{extra}]'")
+            if missing
+            else Check("ok", what)
+        )
     return checks
 
 
@@ -77,11 +85,18 @@ def check_pool(ref: str, probe: bool) -> list[Check]:
     try:
         pool = load_pool(ref)
     except PodiumError as exc:
-        return [Check("fail", f"pool '{ref}': {exc}", "fix the file, or pick a shipped pool: podium models --pool NAME")]
+        return [
+            Check("fail", f"pool '{ref}': {exc}", "fix the file, or pick a shipped pool: podium models --pool NAME")
+        ]
     checks = [Check("ok", f"pool '{ref}': valid ({len(pool.config.models)} models)")]
     for var, models in missing_keys(pool).items():
-        checks.append(Check("fail", f"pool '{ref}': {var} is not set (needed by {', '.join(models)})",
-                            f"export {var}=... (your provider's API key), or --exclude those models"))
+        checks.append(
+            Check(
+                "fail",
+                f"pool '{ref}': {var} is not set (needed by {', '.join(models)})",
+                f"export {var}=... (your provider's API key), or --exclude those models",
+            )
+        )
     if probe:
         for name, problem in asyncio.run(probe_all(pool)).items():
             if problem and "is not set" not in problem:
@@ -120,12 +135,17 @@ def doctor(pool_ref: str, all_pools: bool, no_probe: bool) -> None:
     """
     from podium.pool import shipped_pools
 
-    sections = [("install", check_python() + check_extras()), ("traces", check_store()),
-                (f"pool {pool_ref}", check_pool(pool_ref, probe=not no_probe))]
+    sections = [
+        ("install", check_python() + check_extras()),
+        ("traces", check_store()),
+        (f"pool {pool_ref}", check_pool(pool_ref, probe=not no_probe)),
+    ]
     if all_pools:
         others = [p for p in shipped_pools() if p != pool_ref]
-        sections += [(f"pool {p}", [c if c.status == "ok" else Check("warn", c.what, c.fix) for c in check_pool(p, probe=False)])
-                     for p in others]
+        sections += [
+            (f"pool {p}", [c if c.status == "ok" else Check("warn", c.what, c.fix) for c in check_pool(p, probe=False)])
+            for p in others
+        ]
     env = {k: v for k, v in os.environ.items() if k.startswith("PODIUM_")}
     click.echo("podium doctor" + (f" ({', '.join(f'{k}={v}' for k, v in sorted(env.items()))})" if env else ""))
     for title, checks in sections:
@@ -134,6 +154,6 @@ def doctor(pool_ref: str, all_pools: bool, no_probe: bool) -> None:
             click.echo(check.line())
     failed = [c for _, checks in sections for c in checks if c.status == "fail"]
     flag = "" if pool_ref == "embedded" else f" --pool {pool_ref}"
-    click.echo(f"{len(failed)} problem(s) to fix" if failed else f"all good: podium ask{flag} \"...\" will run")
+    click.echo(f"{len(failed)} problem(s) to fix" if failed else f'all good: podium ask{flag} "..." will run')
     if failed:
         sys.exit(1)

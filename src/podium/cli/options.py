@@ -5,7 +5,11 @@ from __future__ import annotations
 import click
 
 pool_option = click.option(
-    "--pool", "pool_ref", default="embedded", show_default=True, envvar="PODIUM_POOL",
+    "--pool",
+    "pool_ref",
+    default="embedded",
+    show_default=True,
+    envvar="PODIUM_POOL",
     help="A shipped pool name (embedded, ollama, openrouter, eu) or a path to a pool YAML file.",
 )
 
@@ -19,5 +23,7 @@ class SuggestingGroup(click.Group):
         if name and not name.startswith("-") and name not in known:
             from podium.suggest import did_you_mean
 
-            raise click.UsageError(f"no such command '{name}'{did_you_mean(name, known)}; commands: {', '.join(known)}", ctx)
+            raise click.UsageError(
+                f"no such command '{name}'{did_you_mean(name, known)}; commands: {', '.join(known)}", ctx
+            )
         return super().resolve_command(ctx, args)

@@ -35,7 +35,9 @@ def models(pool_ref: str, as_json: bool) -> None:
     click.echo(f"pool {pool.name}: {pool.config.description.strip()}")
     click.echo(f"{'model':<24} {'backend':<8} {'region':<6} {'$in/M':>7} {'$out/M':>7}  roles")
     for m in pool.config.models:
-        click.echo(f"{m.name:<24} {m.backend:<8} {m.region:<6} {m.input_usd_per_mtok:>7.3f} {m.output_usd_per_mtok:>7.3f}  {','.join(m.roles)}")
+        click.echo(
+            f"{m.name:<24} {m.backend:<8} {m.region:<6} {m.input_usd_per_mtok:>7.3f} {m.output_usd_per_mtok:>7.3f}  {','.join(m.roles)}"
+        )
     d = pool.config.defaults
     click.echo(f"defaults: thinker={d.thinker} worker={d.worker} verifier={d.verifier} coordinator={d.coordinator}")
 
@@ -57,7 +59,9 @@ async def probe(spec: ModelSpec, client: httpx.AsyncClient) -> str | None:
     url = spec.base_url.rstrip("/") + "/models"  # type: ignore[union-attr]
     headers = {"Authorization": f"Bearer {spec.api_key()}"} if spec.api_key() else {}
     try:
-        response = await client.get(url, headers=headers, timeout=httpx.Timeout(5.0, connect=min(spec.connect_timeout_s, 5.0)))
+        response = await client.get(
+            url, headers=headers, timeout=httpx.Timeout(5.0, connect=min(spec.connect_timeout_s, 5.0))
+        )
     except httpx.HTTPError as exc:
         return f"cannot reach {url}: {type(exc).__name__}"
     return None if response.status_code < 400 else f"{url} answered HTTP {response.status_code}"
@@ -113,10 +117,16 @@ def breaker_rows(p: Pool, probes: dict[str, str | None] | None) -> list[dict]:
         state = saved.get("state", "closed")
         if state == "open" and left <= 0:
             state = "half_open"  # the next call will be the probe
-        row = {"model": m.name, "endpoint": key, "threshold": m.breaker_threshold, "open_s": m.breaker_open_s,
-               "state": state if m.breaker_threshold > 0 else "disabled",
-               "seconds_left": round(max(left, 0.0), 1) if state == "open" else 0.0,
-               "last_error": saved.get("last_error"), "updated_at": saved.get("updated_at")}
+        row = {
+            "model": m.name,
+            "endpoint": key,
+            "threshold": m.breaker_threshold,
+            "open_s": m.breaker_open_s,
+            "state": state if m.breaker_threshold > 0 else "disabled",
+            "seconds_left": round(max(left, 0.0), 1) if state == "open" else 0.0,
+            "last_error": saved.get("last_error"),
+            "updated_at": saved.get("updated_at"),
+        }
         if probes is not None:
             row["probe"] = probes.get(m.name) or "ok"
         rows.append(row)
@@ -144,14 +154,24 @@ def status(pool_ref: str, probe: bool, reset: bool, as_json: bool) -> None:
     path = breaker_file()
     if reset:
         BreakerRegistry(path).reset()
-    rows = scrub_value(breaker_rows(p, asyncio.run(probe_all(p)) if probe else None))  # a state file may predate scrubbing
+    rows = scrub_value(
+        breaker_rows(p, asyncio.run(probe_all(p)) if probe else None)
+    )  # a state file may predate scrubbing
     if as_json:
         click.echo(json.dumps({"pool": p.name, "state_file": str(path) if path else None, "endpoints": rows}, indent=2))
         return
     click.echo(f"pool {p.name}; breaker state shared via {path or '(nowhere: PODIUM_BREAKER_FILE is empty)'}")
-    click.echo(f"{'model':<22} {'state':<9} {'left s':>6} {'trip':>4} {'open s':>6}  {'probe':<6} endpoint / last error")
+    click.echo(
+        f"{'model':<22} {'state':<9} {'left s':>6} {'trip':>4} {'open s':>6}  {'probe':<6} endpoint / last error"
+    )
     for r in rows:
         probed = r.get("probe", "-")
         flag = probed if probed in ("-", "ok") else "FAIL"
-        note = r["endpoint"] + (f"  [{r['last_error'][:60]}]" if r["last_error"] else "") + (f"  probe: {probed}" if flag == "FAIL" else "")
-        click.echo(f"{r['model'][:22]:<22} {r['state']:<9} {r['seconds_left']:>6} {r['threshold']:>4} {r['open_s']:>6}  {flag:<6} {note}")
+        note = (
+            r["endpoint"]
+            + (f"  [{r['last_error'][:60]}]" if r["last_error"] else "")
+            + (f"  probe: {probed}" if flag == "FAIL" else "")
+        )
+        click.echo(
+            f"{r['model'][:22]:<22} {r['state']:<9} {r['seconds_left']:>6} {r['threshold']:>4} {r['open_s']:>6}  {flag:<6} {note}"
+        )

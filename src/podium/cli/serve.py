@@ -18,23 +18,64 @@ def print_new_key(name: str) -> None:
     key = new_key()
     click.echo(f"API key for '{name}' (shown once, store it now):\n  {key}\n")
     click.echo("Add this entry under 'keys:' in your keys file:")
-    click.echo(f"  - name: {name}\n    sha256: {hash_key(key)}\n    policy: {{}}\n    rate_limit: {{requests_per_minute: 600}}")
+    click.echo(
+        f"  - name: {name}\n    sha256: {hash_key(key)}\n    policy: {{}}\n    rate_limit: {{requests_per_minute: 600}}"
+    )
 
 
 @click.command(epilog=ENVIRONMENT)
-@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (anything but loopback needs --keys).")
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Interface to bind (anything but loopback needs --keys)."
+)
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
 @pool_option
-@click.option("--keys", "keys_file", type=click.Path(dir_okay=False), default=None, envvar="PODIUM_KEYS",
-              help="YAML keys file (hashed keys, policy and rate limit per key). Without it: no auth, loopback only.")
-@click.option("--tiers", "tiers_file", type=click.Path(dir_okay=False), default=None, help="YAML tiers file (default: the shipped tiers).")
-@click.option("--max-body", type=click.IntRange(1024), default=4 * 1024 * 1024, show_default=True, help="Largest request body in bytes.")
-@click.option("--header-timeout", type=click.FloatRange(0.1, 3600), default=10.0, show_default=True,
-              help="Seconds a client has to send a whole request head (request line and headers).")
-@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info", show_default=True)
+@click.option(
+    "--keys",
+    "keys_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    envvar="PODIUM_KEYS",
+    help="YAML keys file (hashed keys, policy and rate limit per key). Without it: no auth, loopback only.",
+)
+@click.option(
+    "--tiers",
+    "tiers_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="YAML tiers file (default: the shipped tiers).",
+)
+@click.option(
+    "--max-body",
+    type=click.IntRange(1024),
+    default=4 * 1024 * 1024,
+    show_default=True,
+    help="Largest request body in bytes.",
+)
+@click.option(
+    "--header-timeout",
+    type=click.FloatRange(0.1, 3600),
+    default=10.0,
+    show_default=True,
+    help="Seconds a client has to send a whole request head (request line and headers).",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+    default="info",
+    show_default=True,
+)
 @click.option("--new-key", metavar="NAME", default=None, help="Print a new API key and its keys-file entry, then exit.")
-def serve(host: str, port: int, pool_ref: str, keys_file: str | None, tiers_file: str | None, max_body: int,
-          header_timeout: float, log_level: str, new_key: str | None) -> None:
+def serve(
+    host: str,
+    port: int,
+    pool_ref: str,
+    keys_file: str | None,
+    tiers_file: str | None,
+    max_body: int,
+    header_timeout: float,
+    log_level: str,
+    new_key: str | None,
+) -> None:
     """Serve the pool's tiers and models behind an OpenAI-compatible API.
 
     Needs the server extra: pip install 'podium[server]'. The pool's API keys must be set
@@ -74,6 +115,9 @@ def serve(host: str, port: int, pool_ref: str, keys_file: str | None, tiers_file
     if keys_file is None:
         click.echo(f"podium serve: no --keys file, so no authentication: binding {host} only (local use).", err=True)
     tiers = ", ".join(app.state.service.tiers)
-    click.echo(f"podium serve: pool '{app.state.service.pool.name}', tiers {tiers}; traces: {app.state.traces.location}", err=True)
+    click.echo(
+        f"podium serve: pool '{app.state.service.pool.name}', tiers {tiers}; traces: {app.state.traces.location}",
+        err=True,
+    )
     click.echo(f"podium serve: OpenAI base_url http://{host}:{port}/v1", err=True)
     uvicorn.run(app, host=host, port=port, **uvicorn_options(log_level, header_timeout))

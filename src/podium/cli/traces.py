@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +14,17 @@ from podium.cli.options import SuggestingGroup
 from podium.errors import UsageError
 from podium.store import Store
 
-db_option = click.option("--db", "db_path", type=click.Path(dir_okay=False), default=None, envvar="PODIUM_DB",
-                         help="Trace database (default: $PODIUM_HOME/podium.db, else the user data dir).")
-since_option = click.option("--since", default=None, help="Only runs started at/after this (YYYY-MM-DD, ISO time, or 7d/12h).")
+db_option = click.option(
+    "--db",
+    "db_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    envvar="PODIUM_DB",
+    help="Trace database (default: $PODIUM_HOME/podium.db, else the user data dir).",
+)
+since_option = click.option(
+    "--since", default=None, help="Only runs started at/after this (YYYY-MM-DD, ISO time, or 7d/12h)."
+)
 until_option = click.option("--until", default=None, help="Only runs started before this.")
 
 
@@ -25,7 +33,7 @@ def open_store(db_path: str | None) -> Store:
 
 
 def when(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def short(text: str | None, width: int) -> str:
@@ -52,14 +60,23 @@ def traces() -> None:
 
 @traces.command("ls")
 @db_option
-@click.option("--status", default=None, help="accepted | answered | max_turns | budget_exhausted | failed | interrupted")
+@click.option(
+    "--status", default=None, help="accepted | answered | max_turns | budget_exhausted | failed | interrupted"
+)
 @click.option("--model", default=None, help="Only runs in which this model took a turn.")
 @since_option
 @until_option
 @click.option("--limit", type=click.IntRange(1), default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
-def ls_cmd(db_path: str | None, status: str | None, model: str | None, since: str | None, until: str | None,
-           limit: int, as_json: bool) -> None:
+def ls_cmd(
+    db_path: str | None,
+    status: str | None,
+    model: str | None,
+    since: str | None,
+    until: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
     """List stored runs, newest first.
 
     \b
@@ -75,23 +92,31 @@ def ls_cmd(db_path: str | None, status: str | None, model: str | None, since: st
     if not runs:
         click.echo("no stored runs match")
         return
-    click.echo(f"{'id':<30}  {'started (UTC)':<19}  {'status':<16}  {'turns':>5}  {'tokens':>7}  {'cost $':>9}  {'time s':>6}  query")
+    click.echo(
+        f"{'id':<30}  {'started (UTC)':<19}  {'status':<16}  {'turns':>5}  {'tokens':>7}  {'cost $':>9}  {'time s':>6}  query"
+    )
     for r in runs:
-        click.echo(f"{r['id']:<30}  {when(r['started_at'])}  {r['status']:<16}  {r['n_turns']:>5}  {r['total_tokens']:>7}  "
-                   f"{r['cost_usd']:>9.6f}  {r['latency_s']:>6.2f}  {short(r['query'], 40)}")
+        click.echo(
+            f"{r['id']:<30}  {when(r['started_at'])}  {r['status']:<16}  {r['n_turns']:>5}  {r['total_tokens']:>7}  "
+            f"{r['cost_usd']:>9.6f}  {r['latency_s']:>6.2f}  {short(r['query'], 40)}"
+        )
 
 
 def timeline(run: dict[str, Any], width: int = 24) -> list[str]:
     """One line per turn with a bar proportional to its latency."""
     longest = max((t["latency_s"] for t in run["turns"]), default=0) or 1
-    rows = [f"{'#':>2}  {'role':<8}  {'model':<20}  {'latency':<{width}}  {'time s':>6}  {'in':>5}  {'out':>5}  {'cost $':>9}  verdict/error"]
+    rows = [
+        f"{'#':>2}  {'role':<8}  {'model':<20}  {'latency':<{width}}  {'time s':>6}  {'in':>5}  {'out':>5}  {'cost $':>9}  verdict/error"
+    ]
     for t in run["turns"]:
         bar = "█" * max(1, round(width * t["latency_s"] / longest))
         note = f"error: {short(t['error'], 50)}" if t["error"] else (t["verdict"] or "")
         if t["fallback_from"]:
             note = f"{note} (fallback from {t['fallback_from']})".strip()
-        rows.append(f"{t['turn']:>2}  {t['role']:<8}  {short(t['model'], 20):<20}  {bar:<{width}}  {t['latency_s']:>6.2f}  "
-                    f"{t['prompt_tokens']:>5}  {t['completion_tokens']:>5}  {t['cost_usd']:>9.6f}  {note}")
+        rows.append(
+            f"{t['turn']:>2}  {t['role']:<8}  {short(t['model'], 20):<20}  {bar:<{width}}  {t['latency_s']:>6.2f}  "
+            f"{t['prompt_tokens']:>5}  {t['completion_tokens']:>5}  {t['cost_usd']:>9.6f}  {note}"
+        )
     return rows
 
 
@@ -106,7 +131,9 @@ def step_graph(run: dict[str, Any], width: int = 32) -> list[str]:
     for p in (run.get("workflow") or {}).get("plans", []):
         inside = f" in step {p['step']}" if p["step"] else ""
         lines.append(f"plan{inside} (depth {p['depth']}, round {p['round']}): {p['origin']}")
-    lines.append(f"{'step':<22}  {'role':<8}  {'model':<16}  {'timeline (0 to ' + format(span, '.2f') + 's)':<{width + 2}}  reads")
+    lines.append(
+        f"{'step':<22}  {'role':<8}  {'model':<16}  {'timeline (0 to ' + format(span, '.2f') + 's)':<{width + 2}}  reads"
+    )
     for t in sorted(steps, key=lambda t: (t["started_at"], t["turn"])):
         a = int(width * (t["started_at"] - t0) / span)
         b = max(a + 1, int(round(width * ((t["ended_at"] or t["started_at"]) - t0) / span)))
@@ -150,8 +177,10 @@ def show_cmd(db_path: str | None, run_id: str, full: bool, as_json: bool) -> Non
         click.echo(json.dumps(run, indent=2))
         return
     click.echo(f"{run['id']}  {run['status']} ({run['reason']})")
-    click.echo(f"started {when(run['started_at'])} UTC; pool {run['pool']}; coordinator {run['coordinator']}; "
-               f"policy {json.dumps(run['policy']) if run['policy'] else 'none'}")
+    click.echo(
+        f"started {when(run['started_at'])} UTC; pool {run['pool']}; coordinator {run['coordinator']}; "
+        f"policy {json.dumps(run['policy']) if run['policy'] else 'none'}"
+    )
     click.echo(f"{run['n_turns']} turns, {run['total_tokens']} tokens, ${run['cost_usd']:.6f}, {run['latency_s']:.2f}s")
     click.echo(f"question: {short(run['query'], 200) if not full else run['query']}\n")
     click.echo("\n".join(timeline(run)))
@@ -190,16 +219,25 @@ def stats_cmd(db_path: str | None, since: str | None, until: str | None, as_json
     if not rows:
         click.echo("no stored turns match")
         return
-    click.echo(f"{'model':<24}  {'calls':>5}  {'tokens':>8}  {'cost $':>10}  {'p50 s':>6}  {'p95 s':>6}  {'accept':>6}  {'fail':>5}")
+    click.echo(
+        f"{'model':<24}  {'calls':>5}  {'tokens':>8}  {'cost $':>10}  {'p50 s':>6}  {'p95 s':>6}  {'accept':>6}  {'fail':>5}"
+    )
     for r in rows:
-        click.echo(f"{short(r['model'], 24):<24}  {r['calls']:>5}  {r['tokens']:>8}  {r['cost_usd']:>10.6f}  "
-                   f"{fmt(r['latency_p50_s'], '6.2f')}  {fmt(r['latency_p95_s'], '6.2f')}  {r['accept_rate']:>6.0%}  {r['failure_rate']:>5.0%}")
+        click.echo(
+            f"{short(r['model'], 24):<24}  {r['calls']:>5}  {r['tokens']:>8}  {r['cost_usd']:>10.6f}  "
+            f"{fmt(r['latency_p50_s'], '6.2f')}  {fmt(r['latency_p95_s'], '6.2f')}  {r['accept_rate']:>6.0%}  {r['failure_rate']:>5.0%}"
+        )
 
 
 @traces.command("export")
 @db_option
-@click.option("--format", "fmt_name", type=click.Choice(["sft", "replay"]), required=True,
-              help="sft: JSON lines of instruction/input/output; replay: a routing dataset folder.")
+@click.option(
+    "--format",
+    "fmt_name",
+    type=click.Choice(["sft", "replay"]),
+    required=True,
+    help="sft: JSON lines of instruction/input/output; replay: a routing dataset folder.",
+)
 @click.argument("out", required=False, type=click.Path())
 @since_option
 @until_option
@@ -227,26 +265,49 @@ def export_cmd(db_path: str | None, fmt_name: str, out: str | None, since: str |
     if not out:
         raise click.UsageError("--format replay needs an output folder: podium traces export --format replay DIR")
     counts = trace_reports.export_replay(store, Path(out), since=since, until=until)
-    click.echo(f"wrote {counts['items']} items ({counts['train']} train, {counts['test']} test), {counts['outcomes']} outcomes "
-               f"over {counts['models']} models to {out} (scores: {counts['score_source']}, see meta.json)" + (f"; skipped {counts['skipped_runs']} runs stored without texts" if counts["skipped_runs"] else ""))
+    click.echo(
+        f"wrote {counts['items']} items ({counts['train']} train, {counts['test']} test), {counts['outcomes']} outcomes "
+        f"over {counts['models']} models to {out} (scores: {counts['score_source']}, see meta.json)"
+        + (f"; skipped {counts['skipped_runs']} runs stored without texts" if counts["skipped_runs"] else "")
+    )
     if counts["items"] == 0:
-        click.echo("warning: no verified answers found; runs need a grade or a verifier verdict to give outcomes", err=True)
+        click.echo(
+            "warning: no verified answers found; runs need a grade or a verifier verdict to give outcomes", err=True
+        )
     elif counts["train"] < 10:
-        click.echo(f"note: podium train replay needs at least 10 train items, this export has {counts['train']}; "
-                   "run more distinct questions with a verifier (about 15 in all), then export again", err=True)
+        click.echo(
+            f"note: podium train replay needs at least 10 train items, this export has {counts['train']}; "
+            "run more distinct questions with a verifier (about 15 in all), then export again",
+            err=True,
+        )
 
 
 @traces.command("audit")
 @db_option
-@click.option("--allowed-regions", "regions", required=True, multiple=True,
-              help="Regions data may reach (comma-separated or repeated), e.g. eu or eu,us.")
-@click.option("--local-inside/--local-outside", default=True, show_default=True,
-              help="Count region 'local' (in-process models, servers on this machine) as inside every allowed region.")
+@click.option(
+    "--allowed-regions",
+    "regions",
+    required=True,
+    multiple=True,
+    help="Regions data may reach (comma-separated or repeated), e.g. eu or eu,us.",
+)
+@click.option(
+    "--local-inside/--local-outside",
+    default=True,
+    show_default=True,
+    help="Count region 'local' (in-process models, servers on this machine) as inside every allowed region.",
+)
 @since_option
 @until_option
 @click.option("--json", "as_json", is_flag=True)
-def audit_cmd(db_path: str | None, regions: tuple[str, ...], local_inside: bool, since: str | None, until: str | None,
-              as_json: bool) -> None:
+def audit_cmd(
+    db_path: str | None,
+    regions: tuple[str, ...],
+    local_inside: bool,
+    since: str | None,
+    until: str | None,
+    as_json: bool,
+) -> None:
     """List runs in which data reached a model outside the allowed regions (exit 1 if any).
 
     \b
@@ -303,7 +364,9 @@ def purge_cmd(db_path: str | None, before: str, yes: bool) -> None:
 
 @click.command()
 @db_option
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; traces hold prompts, keep it local.")
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Address to bind; traces hold prompts, keep it local."
+)
 @click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True)
 @click.option("--open/--no-open", "open_browser", default=False, help="Open the page in a browser.")
 def ui(db_path: str | None, host: str, port: int, open_browser: bool) -> None:

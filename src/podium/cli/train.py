@@ -36,20 +36,49 @@ def train() -> None:
 
 @train.command("replay")
 @click.argument("dataset_dir")
-@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Head file to write (.npz).")
-@click.option("--mode", type=click.Choice(["single", "cascade"]), default="single", show_default=True,
-              help="single: one model per query; cascade: up to --turns calls, the recorded score as verifier.")
-@click.option("--lam", type=click.FloatRange(0), default=0.0, show_default=True, help="Cost weight λ (per mean call cost).")
-@click.option("--turns", type=click.IntRange(1, 20), default=3, show_default=True, help="Cascade: most calls per query.")
+@click.option(
+    "--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Head file to write (.npz)."
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["single", "cascade"]),
+    default="single",
+    show_default=True,
+    help="single: one model per query; cascade: up to --turns calls, the recorded score as verifier.",
+)
+@click.option(
+    "--lam", type=click.FloatRange(0), default=0.0, show_default=True, help="Cost weight λ (per mean call cost)."
+)
+@click.option(
+    "--turns", type=click.IntRange(1, 20), default=3, show_default=True, help="Cascade: most calls per query."
+)
 @click.option("--generations", type=click.IntRange(0), default=None, help="sep-CMA-ES generations [default: 60].")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Save the optimiser state here.")
+@click.option(
+    "--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Save the optimiser state here."
+)
 @click.option("--resume", is_flag=True, help="Continue from --checkpoint if it exists.")
-@click.option("--folds", type=click.IntRange(0, 20), default=5, show_default=True,
-              help="Single mode: cross-validation folds for the safe gate and the cost-knob table (0: the plain head, no gate).")
+@click.option(
+    "--folds",
+    type=click.IntRange(0, 20),
+    default=5,
+    show_default=True,
+    help="Single mode: cross-validation folds for the safe gate and the cost-knob table (0: the plain head, no gate).",
+)
 @click.option("--quiet", is_flag=True, help="No progress on stderr.")
-def train_replay(dataset_dir: str, out: Path, mode: str, lam: float, turns: int, generations: int | None, seed: int,
-                 checkpoint: Path | None, resume: bool, folds: int, quiet: bool) -> None:
+def train_replay(
+    dataset_dir: str,
+    out: Path,
+    mode: str,
+    lam: float,
+    turns: int,
+    generations: int | None,
+    seed: int,
+    checkpoint: Path | None,
+    resume: bool,
+    folds: int,
+    quiet: bool,
+) -> None:
     """Train a head on the train split of a replay dataset and write it to --out.
 
     Single mode (default): the head is *safe*: it falls back to the best single model unless K-fold
@@ -101,8 +130,10 @@ def train_replay(dataset_dir: str, out: Path, mode: str, lam: float, turns: int,
         if progress:
             progress(f"[{ds.name}] {head.gate.info['selection']['reason']}")
     path = head.save(out)
-    click.echo(f"wrote {path}: {len(head.models)} models, {mode}, λ={lam:g}, validation objective "
-               f"{head.meta['optimizer']['best_val']:.4f}; use it with --coordinator learned:{path}")
+    click.echo(
+        f"wrote {path}: {len(head.models)} models, {mode}, λ={lam:g}, validation objective "
+        f"{head.meta['optimizer']['best_val']:.4f}; use it with --coordinator learned:{path}"
+    )
 
 
 @click.group("eval", cls=SuggestingGroup)
@@ -117,19 +148,46 @@ def eval_group() -> None:
 
 @eval_group.command("replay")
 @click.argument("dataset_dirs", nargs=-1, required=True)
-@click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write all results as JSON.")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write the cost–quality plot (PNG).")
-@click.option("--turns", type=click.IntRange(1, 20), default=3, show_default=True, help="Cascade: most calls per query.")
+@click.option(
+    "--json-out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write all results as JSON."
+)
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the cost–quality plot (PNG).",
+)
+@click.option(
+    "--turns", type=click.IntRange(1, 20), default=3, show_default=True, help="Cascade: most calls per query."
+)
 @click.option("--generations", type=click.IntRange(0), default=None, help="sep-CMA-ES generations [default: 60].")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--false-accept", type=click.FloatRange(0, 1), default=None,
-              help="Simulated verifier of the cascades: false-accept rate [default: podium.verifier.REALISTIC].")
-@click.option("--false-reject", type=click.FloatRange(0, 1), default=None, help="Simulated verifier: false-reject rate.")
-@click.option("--folds", type=click.IntRange(2, 20), default=5, show_default=True, help="Cross-validation folds on train.")
+@click.option(
+    "--false-accept",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Simulated verifier of the cascades: false-accept rate [default: podium.verifier.REALISTIC].",
+)
+@click.option(
+    "--false-reject", type=click.FloatRange(0, 1), default=None, help="Simulated verifier: false-reject rate."
+)
+@click.option(
+    "--folds", type=click.IntRange(2, 20), default=5, show_default=True, help="Cross-validation folds on train."
+)
 @click.option("--quiet", is_flag=True, help="No progress on stderr.")
-def eval_replay(dataset_dirs: tuple[str, ...], json_out: Path | None, plot_path: Path | None, turns: int,
-                generations: int | None, seed: int, false_accept: float | None, false_reject: float | None, folds: int,
-                quiet: bool) -> None:
+def eval_replay(
+    dataset_dirs: tuple[str, ...],
+    json_out: Path | None,
+    plot_path: Path | None,
+    turns: int,
+    generations: int | None,
+    seed: int,
+    false_accept: float | None,
+    false_reject: float | None,
+    folds: int,
+    quiet: bool,
+) -> None:
     """Train and compare the learned coordinator with the baselines on each dataset (same settings for all).
 
     Writes the cost–quality plot to --plot and the cascade gain vs verifier accuracy next to it
@@ -154,12 +212,32 @@ def eval_replay(dataset_dirs: tuple[str, ...], json_out: Path | None, plot_path:
     verifier = Verifier(fa, fr, seed)
     results = []
     for ds in datasets:
-        results.append(evaluate_dataset(ds, config, cascade_turns=turns, verifier=verifier, folds=folds,
-                                        progress=None if quiet else stderr_progress))
+        results.append(
+            evaluate_dataset(
+                ds,
+                config,
+                cascade_turns=turns,
+                verifier=verifier,
+                folds=folds,
+                progress=None if quiet else stderr_progress,
+            )
+        )
         click.echo(format_table(results[-1]) + "\n")
     if json_out:
-        args = [*map(str, dataset_dirs), "--turns", str(turns), "--seed", str(seed), "--false-accept", f"{fa:g}",
-                "--false-reject", f"{fr:g}", "--folds", str(folds), *(["--generations", str(generations)] if generations is not None else [])]
+        args = [
+            *map(str, dataset_dirs),
+            "--turns",
+            str(turns),
+            "--seed",
+            str(seed),
+            "--false-accept",
+            f"{fa:g}",
+            "--false-reject",
+            f"{fr:g}",
+            "--folds",
+            str(folds),
+            *(["--generations", str(generations)] if generations is not None else []),
+        ]
         write_json(results, json_out, "podium eval replay " + " ".join(shlex.quote(a) for a in args))
         click.echo(f"wrote {json_out}")
     if plot_path:

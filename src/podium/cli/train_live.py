@@ -14,25 +14,56 @@ from podium.cli.options import pool_option
 @click.command("live")
 @click.argument("tasks_path", metavar="TASKS", type=click.Path(dir_okay=False, path_type=Path))
 @pool_option
-@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Head file to write (.npz).")
+@click.option(
+    "--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Head file to write (.npz)."
+)
 @click.option("--generations", type=click.IntRange(0), default=15, show_default=True, help="sep-CMA-ES generations.")
 @click.option("--popsize", type=click.IntRange(2), default=8, show_default=True, help="Candidate heads per generation.")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Train on a seeded sample of N tasks.")
 @click.option("--batch", type=click.IntRange(1), default=None, help="Tasks per generation (default: all).")
 @click.option("--lam", type=click.FloatRange(0), default=0.02, show_default=True, help="Reward cost per model call.")
 @click.option("--max-turns", type=click.IntRange(1, 100), default=5, show_default=True, help="Turn limit per run.")
-@click.option("--grounded/--no-grounded", default=False, show_default=True,
-              help="Also use the task's check as the runs' verifier (default: the pool's verifier, as deployed).")
-@click.option("--max-calls", type=click.IntRange(1), default=None, help="Paid (uncached) model calls for the whole training.")
+@click.option(
+    "--grounded/--no-grounded",
+    default=False,
+    show_default=True,
+    help="Also use the task's check as the runs' verifier (default: the pool's verifier, as deployed).",
+)
+@click.option(
+    "--max-calls", type=click.IntRange(1), default=None, help="Paid (uncached) model calls for the whole training."
+)
 @click.option("--max-cost", type=click.FloatRange(0), default=None, help="USD for the whole training.")
-@click.option("--concurrency", type=click.IntRange(1, 256), default=8, show_default=True, help="Runs in flight at once.")
+@click.option(
+    "--concurrency", type=click.IntRange(1, 256), default=8, show_default=True, help="Runs in flight at once."
+)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Save the optimiser state and response cache here.")
+@click.option(
+    "--checkpoint",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Save the optimiser state and response cache here.",
+)
 @click.option("--resume", is_flag=True, help="Continue from --checkpoint if it exists.")
 @click.option("--quiet", is_flag=True, help="No progress on stderr.")
-def live(tasks_path: Path, pool_ref: str, out: Path, generations: int, popsize: int, limit: int | None, batch: int | None,
-         lam: float, max_turns: int, grounded: bool, max_calls: int | None, max_cost: float | None, concurrency: int, seed: int,
-         checkpoint: Path | None, resume: bool, quiet: bool) -> None:
+def live(
+    tasks_path: Path,
+    pool_ref: str,
+    out: Path,
+    generations: int,
+    popsize: int,
+    limit: int | None,
+    batch: int | None,
+    lam: float,
+    max_turns: int,
+    grounded: bool,
+    max_calls: int | None,
+    max_cost: float | None,
+    concurrency: int,
+    seed: int,
+    checkpoint: Path | None,
+    resume: bool,
+    quiet: bool,
+) -> None:
     """Train a head on TASKS by running the engine with candidate heads and grading the answers.
 
     sep-CMA-ES over the head's model and role logits (TRINITY), each candidate scored by live runs
@@ -53,12 +84,36 @@ def live(tasks_path: Path, pool_ref: str, out: Path, generations: int, popsize: 
 
     tasks = load_tasks(tasks_path, limit=limit, seed=seed)
     pool = load_pool(pool_ref)
-    config = LiveConfig(generations=generations, popsize=popsize, batch=batch, lam=lam, max_turns=max_turns, grounded=grounded,
-                        concurrency=concurrency, seed=seed, max_calls=max_calls, max_usd=max_cost)
-    head, report = asyncio.run(train_live(pool, tasks, config, checkpoint=checkpoint, resume=resume,
-                                          progress=None if quiet else stderr_progress))
+    config = LiveConfig(
+        generations=generations,
+        popsize=popsize,
+        batch=batch,
+        lam=lam,
+        max_turns=max_turns,
+        grounded=grounded,
+        concurrency=concurrency,
+        seed=seed,
+        max_calls=max_calls,
+        max_usd=max_cost,
+    )
+    head, report = asyncio.run(
+        train_live(
+            pool, tasks, config, checkpoint=checkpoint, resume=resume, progress=None if quiet else stderr_progress
+        )
+    )
     path = head.save(out)
     rules, trained = report["baselines"]["rules"], report["trained"]
-    click.echo(json.dumps({"head": str(path), "rules": rules, "trained": trained, "paid_calls": report["paid_calls"],
-                           "cache_hits": report["cache_hits"], "stopped": report["stopped"]}, indent=2))
+    click.echo(
+        json.dumps(
+            {
+                "head": str(path),
+                "rules": rules,
+                "trained": trained,
+                "paid_calls": report["paid_calls"],
+                "cache_hits": report["cache_hits"],
+                "stopped": report["stopped"],
+            },
+            indent=2,
+        )
+    )
     click.echo(f"use it with --coordinator learned:{path}", err=True)

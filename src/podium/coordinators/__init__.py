@@ -13,9 +13,17 @@ from __future__ import annotations
 from podium.coordinators.base import Coordinator, RunState
 from podium.errors import UsageError
 
-__all__ = ["Coordinator", "RunState", "get_coordinator", "COORDINATORS"]
+__all__ = ["COORDINATORS", "Coordinator", "RunState", "get_coordinator"]
 
-COORDINATORS = ("rules", "prompted", "fixed[:MODEL]", "learned:PATH[@COST_WEIGHT]", "conductor[:MODEL]", "topology:chain|moa|best-of-n|debate", "workflow:PATH")
+COORDINATORS = (
+    "rules",
+    "prompted",
+    "fixed[:MODEL]",
+    "learned:PATH[@COST_WEIGHT]",
+    "conductor[:MODEL]",
+    "topology:chain|moa|best-of-n|debate",
+    "workflow:PATH",
+)
 
 
 def split_cost_weight(name: str) -> tuple[str, float]:

@@ -22,7 +22,7 @@ class RunState:
     pool: Pool
     budget: Budget
     turns: list[Turn] = field(default_factory=list)
-    backends: "BackendSet | None" = None
+    backends: BackendSet | None = None
     orchestration: list[Completion] = field(default_factory=list)
 
     def record_orchestration(self, completion: Completion) -> None:
@@ -41,7 +41,8 @@ class RunState:
     def used_tokens(self) -> int:
         """Prompt plus completion tokens of every call so far, the coordinator's included (what the token budget counts)."""
         return sum(t.prompt_tokens + t.completion_tokens for t in self.turns) + sum(
-            c.prompt_tokens + c.completion_tokens for c in self.orchestration)
+            c.prompt_tokens + c.completion_tokens for c in self.orchestration
+        )
 
     @property
     def spent_usd(self) -> float:
@@ -60,20 +61,28 @@ class RunState:
         prompt = estimate_prompt_tokens(messages)
         room = spec.context_window - prompt
         if room < 1:
-            raise ContextOverflow(f"the prompt (about {prompt} tokens) does not fit the context window of {spec.name} "
-                                  f"({spec.context_window} tokens)")
+            raise ContextOverflow(
+                f"the prompt (about {prompt} tokens) does not fit the context window of {spec.name} "
+                f"({spec.context_window} tokens)"
+            )
         max_tokens = min(max_tokens, room)
         b = self.budget
         if b.max_tokens is not None:
             left = b.max_tokens - self.used_tokens - prompt
             if left < 1:
-                raise BudgetExhausted("max_tokens", f"max_tokens: the next prompt ({prompt} tokens) does not fit the {b.max_tokens}-token budget")
+                raise BudgetExhausted(
+                    "max_tokens",
+                    f"max_tokens: the next prompt ({prompt} tokens) does not fit the {b.max_tokens}-token budget",
+                )
             max_tokens = min(max_tokens, left)
         if b.max_cost_usd is not None:
             left_usd = b.max_cost_usd - self.spent_usd
             worst = spec.cost(prompt, max_tokens)
             if worst > left_usd:
-                raise BudgetExhausted("max_cost_usd", f"max_cost_usd: a call to {spec.name} may cost ${worst:.6f}, only ${max(left_usd, 0):.6f} left")
+                raise BudgetExhausted(
+                    "max_cost_usd",
+                    f"max_cost_usd: a call to {spec.name} may cost ${worst:.6f}, only ${max(left_usd, 0):.6f} left",
+                )
         return max_tokens
 
     @property

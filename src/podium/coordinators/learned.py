@@ -42,24 +42,28 @@ STATE_PRIOR = 2.0  # added to the role the transcript calls for (checking an ans
 class LearnedCoordinator:
     """Decides with a trained head; see the module docstring."""
 
-    def __init__(self, head: Head, source: str = "", cost_weight: float = 0.0, decision_cache: "DecisionCache | None" = None) -> None:
+    def __init__(
+        self, head: Head, source: str = "", cost_weight: float = 0.0, decision_cache: DecisionCache | None = None
+    ) -> None:
         from podium.knob import check_cost_weight
 
         self.head = head
         self.encoder = get_encoder(head.encoder)
         self.cost_weight = check_cost_weight(cost_weight)
         if self.cost_weight and "knob" not in head.meta:
-            raise UsageError(f"head {source or 'learned'} has no cost knob table; retrain it with podium train replay to use cost_weight")
+            raise UsageError(
+                f"head {source or 'learned'} has no cost knob table; retrain it with podium train replay to use cost_weight"
+            )
         self.name = f"learned:{source}" if source else "learned"
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self.decisions = decision_cache
 
     @classmethod
-    def load(cls, path: str | Path, cost_weight: float = 0.0) -> "LearnedCoordinator":
+    def load(cls, path: str | Path, cost_weight: float = 0.0) -> LearnedCoordinator:
         """Load a head file written by ``podium train replay``; ``cost_weight`` in [0, 1] (see :mod:`podium.knob`)."""
         return cls(Head.load(path), str(path), cost_weight)
 
-    def with_cost_weight(self, cost_weight: float) -> "LearnedCoordinator":
+    def with_cost_weight(self, cost_weight: float) -> LearnedCoordinator:
         """The same head (and caches) at another cost weight: one head file serves every request's knob."""
         other = LearnedCoordinator(self.head, self.name.partition(":")[2], cost_weight, self.decisions)
         other._cache = self._cache
@@ -115,8 +119,10 @@ class LearnedCoordinator:
         """Best allowed head model for ``role``; the pool default when the head has none."""
         allowed = set(state.pool.candidates(role))
         if not allowed & set(self.head.models) and not set(state.pool.models) & set(self.head.models):
-            raise UsageError(f"head {self.name} was trained for models {self.head.models}; none is in pool "
-                             f"'{state.pool.name}': train a head on data recorded with this pool's models")
+            raise UsageError(
+                f"head {self.name} was trained for models {self.head.models}; none is in pool "
+                f"'{state.pool.name}': train a head on data recorded with this pool's models"
+            )
         skip = state.failed_models() if role == Role.WORKER else set()
         if role == Role.VERIFIER and state.last_of(Role.WORKER) is not None:
             skip = {state.last_of(Role.WORKER).model}

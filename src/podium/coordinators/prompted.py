@@ -32,7 +32,7 @@ def summarize(state: RunState, width: int = 120) -> str:
         return "(none yet)"
     lines = []
     for t in state.turns:
-        status = t.error and f"ERROR {t.error[:60]}" or (t.verdict.value if t.verdict else "ok")
+        status = (t.error and f"ERROR {t.error[:60]}") or (t.verdict.value if t.verdict else "ok")
         text = " ".join(t.output.split())[:width]
         lines.append(f"{t.turn}. {t.role.value} ({t.model}) [{status}]: {text}")
     return "\n".join(lines)
@@ -58,7 +58,9 @@ class PromptedCoordinator:
         content = PROMPT.format(query=state.query, summary=summarize(state))
         messages = [ChatMessage(role="user", content=content)]
         # the coordinator's call counts against the run's budgets and must fit its window, like any other
-        request = CompletionRequest(messages=messages, max_tokens=state.size_call(spec, messages, REPLY_TOKENS), temperature=0.0)
+        request = CompletionRequest(
+            messages=messages, max_tokens=state.size_call(spec, messages, REPLY_TOKENS), temperature=0.0
+        )
         completion = await backends.get(spec).complete(request)
         state.record_orchestration(completion)
         return completion.text
@@ -68,12 +70,20 @@ class PromptedCoordinator:
         try:
             reply = await self.ask_model(state)
         except (BackendError, PolicyError, BudgetExhausted) as exc:
-            return self._decision(state, fallback_role, f"coordinator call failed ({exc}); rules fallback: {fallback_reason}")
+            return self._decision(
+                state, fallback_role, f"coordinator call failed ({exc}); rules fallback: {fallback_reason}"
+            )
         role = parse_role(reply)
         if role is None:
-            return self._decision(state, fallback_role, f"coordinator reply {reply.strip()[:40]!r} names no role; rules fallback: {fallback_reason}")
+            return self._decision(
+                state,
+                fallback_role,
+                f"coordinator reply {reply.strip()[:40]!r} names no role; rules fallback: {fallback_reason}",
+            )
         if role == Role.VERIFIER and not state.has_answer:
-            return self._decision(state, fallback_role, f"coordinator chose verifier before any answer; rules fallback: {fallback_reason}")
+            return self._decision(
+                state, fallback_role, f"coordinator chose verifier before any answer; rules fallback: {fallback_reason}"
+            )
         if role == Role.THINKER and state.turns_left <= 1:
             return self._decision(state, Role.WORKER, "coordinator chose thinker on the last turn; worker instead")
         return self._decision(state, role, f"coordinator model chose {role.value}")

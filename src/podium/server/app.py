@@ -39,7 +39,9 @@ except ImportError:  # pragma: no cover - exercised only without the extra
 
 log = logging.getLogger("podium.server")
 MAX_BODY_BYTES = 4 * 1024 * 1024
-ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 413, 421, 429, 502)}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 413, 421, 429, 502)
+}
 
 
 class ScrubbedJSON(JSONResponse):
@@ -66,8 +68,12 @@ class HostCheck:
         host = next((v for k, v in scope.get("headers") or [] if k == b"host"), b"").decode("latin-1")
         if host_allowed(host, self.names):
             return await self.app(scope, receive, send)
-        err = ApiError(421, "a server without API keys answers only requests addressed to a loopback name or an IP "
-                       "address (DNS rebinding protection); use http://127.0.0.1:PORT", code="misdirected_request")
+        err = ApiError(
+            421,
+            "a server without API keys answers only requests addressed to a loopback name or an IP "
+            "address (DNS rebinding protection); use http://127.0.0.1:PORT",
+            code="misdirected_request",
+        )
         await error_response(err)(scope, receive, send)
 
 
@@ -124,8 +130,15 @@ def validation_message(exc: RequestValidationError) -> ApiError:
     return ApiError(400, f"invalid request: {param or 'body'}: {msg}{more}", param=param, code="invalid_value")
 
 
-def create_app(pool: Pool | str = "embedded", *, tiers: TierSet | str | Path | None = None, keys: KeyRing | str | Path | None = None,
-               traces: Traces | None = None, max_body_bytes: int = MAX_BODY_BYTES, hosts: tuple[str, ...] = ()) -> FastAPI:
+def create_app(
+    pool: Pool | str = "embedded",
+    *,
+    tiers: TierSet | str | Path | None = None,
+    keys: KeyRing | str | Path | None = None,
+    traces: Traces | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    hosts: tuple[str, ...] = (),
+) -> FastAPI:
     """Build the server app. ``pool``: a Pool, shipped pool name or YAML path; ``tiers``: a TierSet or
     file (default: the shipped tiers); ``keys``: a KeyRing or keys file (None: no auth, local use);
     ``hosts``: more ``Host`` names a keyless server answers (see :mod:`podium.hosts`)."""
@@ -142,8 +155,13 @@ def create_app(pool: Pool | str = "embedded", *, tiers: TierSet | str | Path | N
         yield
         await service.aclose()
 
-    app = FastAPI(title="podium", version="0.1.0", lifespan=lifespan, default_response_class=ScrubbedJSON,
-                  description="OpenAI-compatible multi-agent orchestration: tiers are virtual models.")
+    app = FastAPI(
+        title="podium",
+        version="0.1.0",
+        lifespan=lifespan,
+        default_response_class=ScrubbedJSON,
+        description="OpenAI-compatible multi-agent orchestration: tiers are virtual models.",
+    )
     app.state.service, app.state.keys, app.state.traces, app.state.metrics = service, ring, store, metrics
     install_error_handlers(app, metrics)
     app.add_middleware(BodyLimit, limit=max_body_bytes)
@@ -182,16 +200,25 @@ def auth_dependencies(ring: KeyRing, metrics: Metrics):
     async def authenticate(request: Request) -> ApiKey:
         key = ring.identify(request.headers.get("authorization"))
         if key is None:
-            raise ApiError(401, "missing or unknown API key; send 'Authorization: Bearer <key>'",
-                           type="authentication_error", code="invalid_api_key")
+            raise ApiError(
+                401,
+                "missing or unknown API key; send 'Authorization: Bearer <key>'",
+                type="authentication_error",
+                code="invalid_api_key",
+            )
         return key
 
     async def limited(request: Request, key: ApiKey = Depends(authenticate)) -> ApiKey:
         wait = ring.throttle(key)
         if wait > 0:
             metrics.error("", "rate_limited")
-            raise ApiError(429, f"rate limit of API key '{key.name}' exceeded; retry in {wait:.1f}s", type="rate_limit_error",
-                           code="rate_limit_exceeded", headers={"Retry-After": str(max(1, math.ceil(wait)))})
+            raise ApiError(
+                429,
+                f"rate limit of API key '{key.name}' exceeded; retry in {wait:.1f}s",
+                type="rate_limit_error",
+                code="rate_limit_exceeded",
+                headers={"Retry-After": str(max(1, math.ceil(wait)))},
+            )
         return key
 
     return authenticate, limited
@@ -219,11 +246,29 @@ def add_api_routes(app: FastAPI, limited: Any) -> None:
 
     @app.get("/v1/models", response_model=ModelList, responses=ERRORS, summary="List the tiers and the pool's models")
     async def list_models(key: ApiKey = Depends(limited)) -> ModelList:
-        cards = [ModelCard(id=t.name, owned_by="podium", podium={"kind": "tier", "description": t.description,
-                 "max_turns": t.max_turns, "coordinator": t.coordinator, "always_verify": t.always_verify})
-                 for t in service.tiers.values()]
-        cards += [ModelCard(id=m.name, owned_by=m.provider_name, podium={"kind": "model", "region": m.region,
-                  "provider": m.provider_name, "roles": m.roles}) for m in pool.config.models if key.policy.allows(m)]
+        cards = [
+            ModelCard(
+                id=t.name,
+                owned_by="podium",
+                podium={
+                    "kind": "tier",
+                    "description": t.description,
+                    "max_turns": t.max_turns,
+                    "coordinator": t.coordinator,
+                    "always_verify": t.always_verify,
+                },
+            )
+            for t in service.tiers.values()
+        ]
+        cards += [
+            ModelCard(
+                id=m.name,
+                owned_by=m.provider_name,
+                podium={"kind": "model", "region": m.region, "provider": m.provider_name, "roles": m.roles},
+            )
+            for m in pool.config.models
+            if key.policy.allows(m)
+        ]
         return ModelList(data=cards)
 
     @app.get("/v1/traces/{trace_id}", responses=ERRORS, summary="One run's trace, for the key that made it")
@@ -231,7 +276,9 @@ def add_api_routes(app: FastAPI, limited: Any) -> None:
         run = await store.get(trace_id, owner=key.name)
         if run is None:
             why = "" if store.enabled else " (trace storage is off: PODIUM_TRACES=off)"
-            raise ApiError(404, f"no trace '{trace_id}' for this API key{why}", param="trace_id", code="trace_not_found")
+            raise ApiError(
+                404, f"no trace '{trace_id}' for this API key{why}", param="trace_id", code="trace_not_found"
+            )
         return run
 
 
@@ -245,17 +292,27 @@ def add_ops_routes(app: FastAPI, authenticate: Any) -> None:
 
     @app.get("/healthz", summary="Liveness")
     async def healthz() -> dict:
-        return {"status": "ok", "pool": pool.name, "tiers": list(service.tiers), "models": len(pool.config.models),
-                "auth": not ring.open, "traces": store.enabled}
+        return {
+            "status": "ok",
+            "pool": pool.name,
+            "tiers": list(service.tiers),
+            "models": len(pool.config.models),
+            "auth": not ring.open,
+            "traces": store.enabled,
+        }
 
-    metrics_responses = {**ERRORS, 200: {"description": "Prometheus text exposition format",
-                                        "content": {"text/plain": {"schema": {"type": "string"}}}}}
+    metrics_responses = {
+        **ERRORS,
+        200: {
+            "description": "Prometheus text exposition format",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        },
+    }
 
     @app.get("/metrics", summary="Prometheus metrics", responses=metrics_responses, response_class=PlainTextResponse)
     async def get_metrics(key: ApiKey = Depends(authenticate)) -> Response:
         data, ctype = metrics.render()
         return Response(data, media_type=ctype)
-
 
 
 def install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
@@ -273,8 +330,11 @@ def install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-        return error_response(ApiError(exc.status_code, str(exc.detail), type=kind, code=str(exc.status_code),
-                                       headers=dict(exc.headers or {})))  # e.g. Allow on a 405
+        return error_response(
+            ApiError(
+                exc.status_code, str(exc.detail), type=kind, code=str(exc.status_code), headers=dict(exc.headers or {})
+            )
+        )  # e.g. Allow on a 405
 
     @app.exception_handler(UsageError)
     async def on_usage(request: Request, exc: UsageError) -> JSONResponse:
@@ -297,7 +357,13 @@ async def complete(plan: Plan, service: Service, store: Traces, metrics: Metrics
     headers = {"x-podium-trace-id": result.run_id}
     if result.answer is None:
         metrics.request(plan.model, plan.kind, 502, time.perf_counter() - started)
-        err = ApiError(502, f"the run produced no answer: {result.reason}", type="upstream_error", code="run_failed", headers=headers)
+        err = ApiError(
+            502,
+            f"the run produced no answer: {result.reason}",
+            type="upstream_error",
+            code="run_failed",
+            headers=headers,
+        )
         return error_response(err)
     metrics.request(plan.model, plan.kind, 200, time.perf_counter() - started)
     return ScrubbedJSON(completion_body(plan, outcome, completion_id()), headers=headers)
@@ -322,7 +388,9 @@ def stream_response(plan: Plan, service: Service, store: Traces, metrics: Metric
                 gate = AnswerGate(queue, plan.budget.max_turns, workflow)  # type: ignore[union-attr]
                 outcome = await service.run_tier(plan, gate.on_event, on_cancel=on_cancel)
             else:
-                outcome = await service.run_model(plan, sink=lambda text: queue.put_nowait(("text", text)), on_cancel=on_cancel)
+                outcome = await service.run_model(
+                    plan, sink=lambda text: queue.put_nowait(("text", text)), on_cancel=on_cancel
+                )
         except ApiError as err:
             queue.put_nowait(("error", err.message))
             return

@@ -103,7 +103,7 @@ class KeyRing:
         self.buckets: dict[str, Bucket] = {}
 
     @classmethod
-    def load(cls, path: str | Path | None) -> "KeyRing":
+    def load(cls, path: str | Path | None) -> KeyRing:
         """Keys from a YAML file, or an open ring when ``path`` is None."""
         if path is None:
             return cls(None)

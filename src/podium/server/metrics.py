@@ -24,18 +24,40 @@ class Metrics:
         self._prom = prom
         self.registry = prom.CollectorRegistry()
         r = self.registry
-        self.requests = prom.Counter("podium_requests", "Chat completion requests by requested model and HTTP status.",
-                                     ["model", "kind", "status"], registry=r)
-        self.latency = prom.Histogram("podium_request_latency_seconds", "Time to the end of a chat completion.",
-                                      ["model", "kind"], buckets=LATENCY_BUCKETS, registry=r)
-        self.tokens = prom.Counter("podium_tokens", "Tokens by requested model, pool model and type.",
-                                   ["model", "pool_model", "type"], registry=r)
-        self.cost = prom.Counter("podium_cost_usd", "Cost in USD by requested model and pool model.",
-                                 ["model", "pool_model"], registry=r)
-        self.turns = prom.Counter("podium_turns", "Model turns by requested model, pool model and role.",
-                                  ["model", "pool_model", "role"], registry=r)
-        self.errors = prom.Counter("podium_errors", "Errors: failed requests by type, failed turns by pool model.",
-                                   ["model", "pool_model", "type"], registry=r)
+        self.requests = prom.Counter(
+            "podium_requests",
+            "Chat completion requests by requested model and HTTP status.",
+            ["model", "kind", "status"],
+            registry=r,
+        )
+        self.latency = prom.Histogram(
+            "podium_request_latency_seconds",
+            "Time to the end of a chat completion.",
+            ["model", "kind"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.tokens = prom.Counter(
+            "podium_tokens",
+            "Tokens by requested model, pool model and type.",
+            ["model", "pool_model", "type"],
+            registry=r,
+        )
+        self.cost = prom.Counter(
+            "podium_cost_usd", "Cost in USD by requested model and pool model.", ["model", "pool_model"], registry=r
+        )
+        self.turns = prom.Counter(
+            "podium_turns",
+            "Model turns by requested model, pool model and role.",
+            ["model", "pool_model", "role"],
+            registry=r,
+        )
+        self.errors = prom.Counter(
+            "podium_errors",
+            "Errors: failed requests by type, failed turns by pool model.",
+            ["model", "pool_model", "type"],
+            registry=r,
+        )
 
     def request(self, model: str, kind: str, status: int, latency_s: float | None = None) -> None:
         """Count one finished request (and its latency when it ran)."""

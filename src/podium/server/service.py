@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable
 
 from podium.backends import BackendSet
 from podium.backends.base import estimate_prompt_tokens
@@ -23,7 +23,17 @@ from podium.server.auth import ApiKey
 from podium.server.errors import ApiError, bad_request
 from podium.server.schemas import ChatCompletionRequest, PodiumOptions
 from podium.server.tiers import Tier, TierSet
-from podium.types import Budget, ChatMessage, Completion, CompletionRequest, Role, RunResult, RunStatus, Turn, new_run_id
+from podium.types import (
+    Budget,
+    ChatMessage,
+    Completion,
+    CompletionRequest,
+    Role,
+    RunResult,
+    RunStatus,
+    Turn,
+    new_run_id,
+)
 
 TextSink = Callable[[str], Awaitable[None] | None]
 LABELS = {"system": "Instructions", "user": "User", "assistant": "Assistant"}
@@ -65,7 +75,9 @@ def render_query(messages: list[ChatMessage]) -> str:
     """The task text a tier orchestrates: a lone message as is, a conversation as a labelled transcript."""
     chats = [m for m in messages if m.content.strip()]
     if not any(m.role == "user" for m in chats):
-        raise bad_request("messages must contain at least one non-empty user message", param="messages", code="empty_messages")
+        raise bad_request(
+            "messages must contain at least one non-empty user message", param="messages", code="empty_messages"
+        )
     if len(chats) == 1:
         return chats[0].content
     return "\n\n".join(f"{LABELS[m.role]}: {m.content}" for m in chats)
@@ -84,7 +96,10 @@ class Service:
         self.backends = backends or BackendSet()
         self.breakers = default_breakers()  # the same per-endpoint breakers the engines use
         self.views = {name: t.pool_view(pool) for name, t in self.tiers.items()}
-        self.engines = {name: Engine(self.views[name], t.coordinator_for(), backends=self.backends, breakers=self.breakers) for name, t in self.tiers.items()}
+        self.engines = {
+            name: Engine(self.views[name], t.coordinator_for(), backends=self.backends, breakers=self.breakers)
+            for name, t in self.tiers.items()
+        }
 
     async def aclose(self) -> None:
         await self.backends.aclose()
@@ -104,7 +119,9 @@ class Service:
             try:
                 plan.cost_weight = float(weight) if options.cost_weight is None else options.cost_weight
             except ValueError:
-                raise bad_request(f"model '{request.model}': the part after @ must be a cost weight in [0, 1]", param="model") from None
+                raise bad_request(
+                    f"model '{request.model}': the part after @ must be a cost weight in [0, 1]", param="model"
+                ) from None
             if not 0 <= plan.cost_weight <= 1:
                 raise bad_request(f"model '{request.model}': cost weight must be in [0, 1]", param="model")
             return self._plan_tier(plan, self.tiers[base], options)
@@ -119,8 +136,12 @@ class Service:
         pool_budget = self.pool.config.budget  # the pool file's limits hold for every tier
         plan.budget = Budget(
             max_turns=_narrow("max_turns", tier.max_turns, options.max_turns, tier.name),
-            max_cost_usd=_narrow("max_cost_usd", _least(tier.max_cost_usd, pool_budget.max_cost_usd), options.max_cost_usd, tier.name),
-            deadline_s=_narrow("deadline_s", _least(tier.deadline_s, pool_budget.deadline_s), options.deadline_s, tier.name),
+            max_cost_usd=_narrow(
+                "max_cost_usd", _least(tier.max_cost_usd, pool_budget.max_cost_usd), options.max_cost_usd, tier.name
+            ),
+            deadline_s=_narrow(
+                "deadline_s", _least(tier.deadline_s, pool_budget.deadline_s), options.deadline_s, tier.name
+            ),
             max_tokens=_narrow("max_tokens", pool_budget.max_tokens, options.max_tokens, tier.name),
         )
         plan.query = render_query([m.to_chat() for m in plan.request.messages])
@@ -131,29 +152,44 @@ class Service:
         view = self.views[tier.name].restrict(policy)
         for role in tier.roles:
             if not view.candidates(role):
-                raise ApiError(status, f"no model allowed by {who} can take role '{role}', which tier '{tier.name}' needs "
-                               f"(policy: {policy.describe() or 'none'}; pool '{self.pool.name}')",
-                               type="permission_error" if status == 403 else "invalid_request_error",
-                               param="podium" if status == 400 else "model", code="no_model_for_role")
+                raise ApiError(
+                    status,
+                    f"no model allowed by {who} can take role '{role}', which tier '{tier.name}' needs "
+                    f"(policy: {policy.describe() or 'none'}; pool '{self.pool.name}')",
+                    type="permission_error" if status == 403 else "invalid_request_error",
+                    param="podium" if status == 400 else "model",
+                    code="no_model_for_role",
+                )
 
     def _plan_model(self, plan: Plan, options: PodiumOptions) -> Plan:
         spec = next(m for m in self.pool.config.models if m.name == plan.model)
         if not plan.key.policy.allows(spec):  # 404 like an unknown model: a key must not learn what it may not see
             raise model_not_found(plan.model)
         if not plan.policy.allows(spec):
-            raise bad_request(f"model '{spec.name}' is excluded by the request's podium policy", param="podium", code="model_excluded")
+            raise bad_request(
+                f"model '{spec.name}' is excluded by the request's podium policy", param="podium", code="model_excluded"
+            )
         if options.max_turns is not None or options.max_cost_usd is not None:
-            raise bad_request("podium.max_turns and podium.max_cost_usd apply to tiers, not to a pass-through model", param="podium")
+            raise bad_request(
+                "podium.max_turns and podium.max_cost_usd apply to tiers, not to a pass-through model", param="podium"
+            )
         limit = plan.request.completion_limit
         if limit is not None and limit >= spec.context_window:
-            raise bad_request(f"max_tokens {limit} does not fit model '{spec.name}' (context window {spec.context_window})",
-                              param="max_tokens", code="max_tokens_too_large")
+            raise bad_request(
+                f"max_tokens {limit} does not fit model '{spec.name}' (context window {spec.context_window})",
+                param="max_tokens",
+                code="max_tokens_too_large",
+            )
         if not any(m.text().strip() for m in plan.request.messages):
             raise bad_request("every message is empty", param="messages", code="empty_messages")
         prompt = estimate_prompt_tokens([m.to_chat() for m in plan.request.messages])
         if prompt + (limit or 1) > spec.context_window:
-            raise bad_request(f"the messages (about {prompt} tokens) and max_tokens {limit or 1} do not fit model "
-                              f"'{spec.name}' (context window {spec.context_window})", param="messages", code="context_length_exceeded")
+            raise bad_request(
+                f"the messages (about {prompt} tokens) and max_tokens {limit or 1} do not fit model "
+                f"'{spec.name}' (context window {spec.context_window})",
+                param="messages",
+                code="context_length_exceeded",
+            )
         plan.spec = spec
         allowed = [n for n in spec.fallbacks if n != spec.name and plan.policy.allows(self._spec(n))]
         plan.chain = [spec.name, *allowed]
@@ -164,8 +200,12 @@ class Service:
 
     # running
 
-    async def run_tier(self, plan: Plan, on_event: Callable[[Event], None] | None = None,
-                       on_cancel: Callable[[RunResult], None] | None = None) -> Outcome:
+    async def run_tier(
+        self,
+        plan: Plan,
+        on_event: Callable[[Event], None] | None = None,
+        on_cancel: Callable[[RunResult], None] | None = None,
+    ) -> Outcome:
         """Orchestrate the plan's query with its tier's engine (``on_event`` set: streaming)."""
         assert plan.tier is not None and plan.budget is not None
 
@@ -177,9 +217,13 @@ class Service:
             if on_event:
                 on_event(event)
 
-        engine = self.engines[plan.tier.name] if plan.cost_weight is None else self.knob_engine(plan.tier, plan.cost_weight)
+        engine = (
+            self.engines[plan.tier.name] if plan.cost_weight is None else self.knob_engine(plan.tier, plan.cost_weight)
+        )
         try:
-            result = await engine.run(plan.query, budget=plan.budget, policy=plan.policy, on_event=handle, stream=on_event is not None)
+            result = await engine.run(
+                plan.query, budget=plan.budget, policy=plan.policy, on_event=handle, stream=on_event is not None
+            )
         except PolicyError as exc:
             raise ApiError(400, str(exc), param="podium", code="no_model_for_role") from None
         except UsageError as exc:
@@ -193,8 +237,11 @@ class Service:
         if key not in knobs:
             coordinator = with_cost_weight(self.engines[tier.name].coordinator, key[1])
             if coordinator is None:
-                raise bad_request(f"tier '{tier.name}' has no cost knob: podium.cost_weight needs a learned coordinator",
-                                  param="podium", code="no_cost_knob")
+                raise bad_request(
+                    f"tier '{tier.name}' has no cost knob: podium.cost_weight needs a learned coordinator",
+                    param="podium",
+                    code="no_cost_knob",
+                )
             if len(knobs) >= 256:  # bounded: a client cannot grow it without limit
                 knobs.pop(next(iter(knobs)))
             knobs[key] = Engine(self.views[tier.name], coordinator, backends=self.backends, breakers=self.breakers)
@@ -206,12 +253,15 @@ class Service:
         messages = [m.to_chat() for m in r.messages if m.text().strip() or m.role == "assistant"]
         room = spec.context_window - estimate_prompt_tokens(messages)
         if room < 1:
-            raise ContextOverflow(f"the prompt does not fit the context window of {spec.name} ({spec.context_window} tokens)")
+            raise ContextOverflow(
+                f"the prompt does not fit the context window of {spec.name} ({spec.context_window} tokens)"
+            )
         limit = min(r.completion_limit or spec.max_tokens, room)
         return CompletionRequest(messages=messages, max_tokens=limit, temperature=r.temperature, stop=r.stop)
 
-    async def run_model(self, plan: Plan, sink: TextSink | None = None,
-                        on_cancel: Callable[[RunResult], None] | None = None) -> Outcome:
+    async def run_model(
+        self, plan: Plan, sink: TextSink | None = None, on_cancel: Callable[[RunResult], None] | None = None
+    ) -> Outcome:
         """Pass the chat through to the plan's model, then its allowed fallbacks, with the engine's
         reliability: retries, per-endpoint circuit breakers, total timeouts, and (streaming, via
         ``sink``) a broken stream spliced onto its retry so the client never sees text twice.
@@ -219,41 +269,108 @@ class Service:
         started, attempts = time.perf_counter(), Attempts()
         try:
             served = await call_with_fallbacks(
-                [self._spec(name) for name in plan.chain], lambda spec: self.completion_request(plan, spec),
-                self.backends, self.breakers, attempts, sink=(lambda spec, text: sink(text)) if sink else None,
+                [self._spec(name) for name in plan.chain],
+                lambda spec: self.completion_request(plan, spec),
+                self.backends,
+                self.breakers,
+                attempts,
+                sink=(lambda spec, text: sink(text)) if sink else None,
             )
         except asyncio.CancelledError:
             if on_cancel is not None:
                 note = "interrupted: the client disconnected or the server is stopping"
-                on_cancel(self._result(plan, [self._failed_turn(plan, attempts, note)], None, RunStatus.FAILED, "interrupted", started))
+                on_cancel(
+                    self._result(
+                        plan, [self._failed_turn(plan, attempts, note)], None, RunStatus.FAILED, "interrupted", started
+                    )
+                )
             raise
         errors = attempts.errors
         if served is not None:
-            turn = self._turn(served.spec, served.request, served.completion, plan, errors, attempts.retries, served.index)
+            turn = self._turn(
+                served.spec, served.request, served.completion, plan, errors, attempts.retries, served.index
+            )
             finish = "length" if served.completion.finish_reason == "length" else "stop"
-            return Outcome(self._result(plan, [turn], served.completion.text, RunStatus.ANSWERED, f"pass-through to {served.spec.name}", started), finish)
+            return Outcome(
+                self._result(
+                    plan,
+                    [turn],
+                    served.completion.text,
+                    RunStatus.ANSWERED,
+                    f"pass-through to {served.spec.name}",
+                    started,
+                ),
+                finish,
+            )
         failed = self._failed_turn(plan, attempts)
-        return Outcome(self._result(plan, [failed], None, RunStatus.FAILED, failed.error or "no provider available", started))
+        return Outcome(
+            self._result(plan, [failed], None, RunStatus.FAILED, failed.error or "no provider available", started)
+        )
 
     def _failed_turn(self, plan: Plan, attempts: Attempts, note: str | None = None) -> Turn:
         """The trace record of a pass-through no model completed, with what its broken streams consumed."""
         errors, splice = [*attempts.errors, *([note] if note else [])], attempts.splice
-        return Turn(turn=1, role=Role.WORKER, model=plan.chain[0], reason="pass-through", error="; ".join(errors) or "no provider available",
-                    attempts=errors, retries=attempts.retries, output=splice.sent, prompt_tokens=splice.prompt_tokens,
-                    completion_tokens=splice.completion_tokens, cost_usd=splice.cost_usd, usage_estimated=splice.charged)
+        return Turn(
+            turn=1,
+            role=Role.WORKER,
+            model=plan.chain[0],
+            reason="pass-through",
+            error="; ".join(errors) or "no provider available",
+            attempts=errors,
+            retries=attempts.retries,
+            output=splice.sent,
+            prompt_tokens=splice.prompt_tokens,
+            completion_tokens=splice.completion_tokens,
+            cost_usd=splice.cost_usd,
+            usage_estimated=splice.charged,
+        )
 
-    def _turn(self, spec: ModelSpec, request: CompletionRequest, c: Completion, plan: Plan, errors: list[str], retries: int, i: int) -> Turn:
-        return Turn(turn=1, role=Role.WORKER, model=spec.name, provider=spec.provider_name, region=spec.region,
-                    reason="pass-through", messages=request.messages, output=c.text, prompt_tokens=c.prompt_tokens,
-                    completion_tokens=c.completion_tokens, cost_usd=c.cost_usd, latency_s=c.latency_s,
-                    usage_estimated=c.usage_estimated, retries=retries, attempts=list(errors),
-                    fallback_from=plan.chain[0] if i else None)
+    def _turn(
+        self,
+        spec: ModelSpec,
+        request: CompletionRequest,
+        c: Completion,
+        plan: Plan,
+        errors: list[str],
+        retries: int,
+        i: int,
+    ) -> Turn:
+        return Turn(
+            turn=1,
+            role=Role.WORKER,
+            model=spec.name,
+            provider=spec.provider_name,
+            region=spec.region,
+            reason="pass-through",
+            messages=request.messages,
+            output=c.text,
+            prompt_tokens=c.prompt_tokens,
+            completion_tokens=c.completion_tokens,
+            cost_usd=c.cost_usd,
+            latency_s=c.latency_s,
+            usage_estimated=c.usage_estimated,
+            retries=retries,
+            attempts=list(errors),
+            fallback_from=plan.chain[0] if i else None,
+        )
 
-    def _result(self, plan: Plan, turns: list[Turn], answer: str | None, status: RunStatus, reason: str, started: float) -> RunResult:
+    def _result(
+        self, plan: Plan, turns: list[Turn], answer: str | None, status: RunStatus, reason: str, started: float
+    ) -> RunResult:
         query = next((m.text() for m in reversed(plan.request.messages) if m.role == "user" and m.text().strip()), "")
-        return RunResult(run_id=plan.trace_id, query=query or "(no user message)", answer=answer, status=status, reason=reason,
-                         pool=self.pool.name, coordinator="passthrough", policy=plan.policy.describe(), turns=turns,
-                         started_at=time.time() - (time.perf_counter() - started), latency_s=time.perf_counter() - started)
+        return RunResult(
+            run_id=plan.trace_id,
+            query=query or "(no user message)",
+            answer=answer,
+            status=status,
+            reason=reason,
+            pool=self.pool.name,
+            coordinator="passthrough",
+            policy=plan.policy.describe(),
+            turns=turns,
+            started_at=time.time() - (time.perf_counter() - started),
+            latency_s=time.perf_counter() - started,
+        )
 
 
 def with_cost_weight(coordinator, cost_weight: float):
@@ -268,8 +385,12 @@ def with_cost_weight(coordinator, cost_weight: float):
 
 
 def model_not_found(name: str) -> ApiError:
-    return ApiError(404, f"model '{name}' does not exist; GET /v1/models lists the tiers and models served",
-                    param="model", code="model_not_found")
+    return ApiError(
+        404,
+        f"model '{name}' does not exist; GET /v1/models lists the tiers and models served",
+        param="model",
+        code="model_not_found",
+    )
 
 
 def _least(*values: float | None) -> float | None:
@@ -283,6 +404,9 @@ def _narrow(name: str, tier_value: float | None, asked: float | None, tier: str)
     if asked is None:
         return tier_value
     if tier_value is not None and asked > tier_value:
-        raise bad_request(f"podium.{name} {asked} exceeds tier '{tier}''s limit of {tier_value}; a request may only narrow it",
-                          param=f"podium.{name}", code="policy_widening")
+        raise bad_request(
+            f"podium.{name} {asked} exceeds tier '{tier}''s limit of {tier_value}; a request may only narrow it",
+            param=f"podium.{name}",
+            code="policy_widening",
+        )
     return asked

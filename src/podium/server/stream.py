@@ -22,11 +22,20 @@ import json
 import logging
 import time
 import weakref
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from podium.engine import Event, RunFinished, TurnDelta, TurnStarted
 from podium.scrub import scrub_value
-from podium.server.schemas import ChatCompletion, ChatCompletionChunk, Choice, ChunkChoice, Delta, ResponseMessage, Usage
+from podium.server.schemas import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    Choice,
+    ChunkChoice,
+    Delta,
+    ResponseMessage,
+    Usage,
+)
 from podium.server.service import Outcome, Plan
 from podium.types import Role, RunResult, RunStatus
 
@@ -39,21 +48,36 @@ def usage(result: RunResult) -> Usage:
     p = sum(t.prompt_tokens for t in result.turns)
     c = sum(t.completion_tokens for t in result.turns)
     oi, oo = result.orchestration_prompt_tokens, result.orchestration_completion_tokens
-    return Usage(prompt_tokens=p, completion_tokens=c, total_tokens=p + c, orchestration_input_tokens=oi,
-                 orchestration_output_tokens=oo, orchestration_total_tokens=oi + oo,
-                 cost_usd=round(result.cost_usd, 8), orchestration_cost_usd=round(result.orchestration_cost_usd, 8))
+    return Usage(
+        prompt_tokens=p,
+        completion_tokens=c,
+        total_tokens=p + c,
+        orchestration_input_tokens=oi,
+        orchestration_output_tokens=oo,
+        orchestration_total_tokens=oi + oo,
+        cost_usd=round(result.cost_usd, 8),
+        orchestration_cost_usd=round(result.orchestration_cost_usd, 8),
+    )
 
 
 def podium_info(plan: Plan, result: RunResult) -> dict[str, Any]:
     """The ``podium`` object of a response: trace id, how the run ended, per-turn accounting."""
-    return {"trace_id": result.run_id, "kind": plan.kind, "status": result.status.value, "reason": result.reason,
-            "coordinator": result.coordinator, "turns": [t.summary() for t in result.turns]}
+    return {
+        "trace_id": result.run_id,
+        "kind": plan.kind,
+        "status": result.status.value,
+        "reason": result.reason,
+        "coordinator": result.coordinator,
+        "turns": [t.summary() for t in result.turns],
+    }
 
 
 def completion_body(plan: Plan, outcome: Outcome, response_id: str) -> dict[str, Any]:
     result = outcome.result
     choice = Choice(message=ResponseMessage(content=result.answer or ""), finish_reason=outcome.finish_reason)  # type: ignore[arg-type]
-    body = ChatCompletion(id=response_id, model=plan.model, choices=[choice], usage=usage(result), podium=podium_info(plan, result))
+    body = ChatCompletion(
+        id=response_id, model=plan.model, choices=[choice], usage=usage(result), podium=podium_info(plan, result)
+    )
     return body.model_dump(mode="json")
 
 
@@ -92,7 +116,7 @@ class AnswerGate:
         answer = result.answer or ""
         if self.sent:
             if answer.startswith(self.sent):
-                for piece in pieces(answer[len(self.sent):]):
+                for piece in pieces(answer[len(self.sent) :]):
                     self.queue.put_nowait(("text", piece))
             else:
                 log.warning("run %s: live-streamed text differs from the final answer", result.run_id)
@@ -114,7 +138,9 @@ class EventStream:
     def chunk(self, delta: Delta, finish: str | None = None, **extra: Any) -> str:
         choices = [ChunkChoice(delta=delta, finish_reason=finish)] if extra.get("usage") is None else []  # type: ignore[arg-type]
         body = ChatCompletionChunk(id=self.id, created=self.created, model=self.plan.model, choices=choices, **extra)
-        return f"data: {json.dumps(scrub_value(body.model_dump(mode='json', exclude_none=True)), ensure_ascii=False)}\n\n"
+        return (
+            f"data: {json.dumps(scrub_value(body.model_dump(mode='json', exclude_none=True)), ensure_ascii=False)}\n\n"
+        )
 
     def head(self) -> str:
         return self.chunk(Delta(role="assistant", content=""))
@@ -132,11 +158,14 @@ class EventStream:
 
     @staticmethod
     def error(message: str, code: str, trace_id: str) -> str:
-        body = {"error": {"message": message, "type": "upstream_error", "param": None, "code": code}, "trace_id": trace_id}
+        body = {
+            "error": {"message": message, "type": "upstream_error", "param": None, "code": code},
+            "trace_id": trace_id,
+        }
         return f"data: {json.dumps(scrub_value(body), ensure_ascii=False)}\n\n"
 
 
-_stopped: "weakref.WeakSet[asyncio.Task]" = weakref.WeakSet()
+_stopped: weakref.WeakSet[asyncio.Task] = weakref.WeakSet()
 
 
 def stop_run(task: asyncio.Task) -> None:

@@ -14,9 +14,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from podium.config import parse_yaml, read_text_file
 from podium.coordinators import get_coordinator
 from podium.coordinators.base import Coordinator, RunState
-from podium.config import parse_yaml, read_text_file
 from podium.errors import ConfigError
 from podium.pool import ModelSpec, Pool, RoleDefaults, RoleName
 from podium.types import Decision, Role
@@ -44,7 +44,11 @@ class Tier(BaseModel):
         """``pool`` with its models ordered (and defaults cleared) per ``prefer``."""
         if self.prefer == "defaults":
             return pool
-        models = sorted(pool.config.models, key=_price) if self.prefer == "cheapest" else sorted(pool.config.models, key=_strength)
+        models = (
+            sorted(pool.config.models, key=_price)
+            if self.prefer == "cheapest"
+            else sorted(pool.config.models, key=_strength)
+        )
         config = pool.config.model_copy(update={"models": models, "defaults": RoleDefaults()})
         return Pool(config, pool.policy, pool.source)
 
@@ -90,7 +94,7 @@ class TierSet(BaseModel):
     tiers: list[Tier] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _unique(self) -> "TierSet":
+    def _unique(self) -> TierSet:
         names = [t.name for t in self.tiers]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -119,5 +123,7 @@ def load_tiers(path: str | Path | None = None) -> TierSet:
 def _check_coordinator(tier: Tier, source: str) -> None:
     name = tier.coordinator.partition(":")[0]
     if name not in ("rules", "prompted", "fixed", "learned", "conductor", "topology", "workflow"):
-        raise ConfigError(f"{source}: tiers.{tier.name}.coordinator: unknown coordinator '{tier.coordinator}'; "
-                          "use rules, prompted, fixed[:MODEL], learned:PATH, conductor[:MODEL], topology:NAME or workflow:PATH")
+        raise ConfigError(
+            f"{source}: tiers.{tier.name}.coordinator: unknown coordinator '{tier.coordinator}'; "
+            "use rules, prompted, fixed[:MODEL], learned:PATH, conductor[:MODEL], topology:NAME or workflow:PATH"
+        )

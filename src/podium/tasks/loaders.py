@@ -6,8 +6,9 @@ import gzip
 import json
 import random
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
@@ -38,7 +39,9 @@ def _gsm8k(rec: dict[str, Any]) -> Task:
     if not match:
         raise ValueError("GSM8K answer has no '#### NUMBER' line")
     value = float(match.group(1).replace(",", "").replace("$", ""))
-    prompt = f"{rec['question']}\n\nSolve it step by step, then give the final number on the last line as '#### NUMBER'."
+    prompt = (
+        f"{rec['question']}\n\nSolve it step by step, then give the final number on the last line as '#### NUMBER'."
+    )
     check = _CHECK.validate_python({"type": "number", "answer": value, "tolerance": 1e-6})
     return Task(id=str(rec.get("id", "")), prompt=prompt, check=check, family="gsm8k")
 
@@ -85,8 +88,10 @@ def parse_record(rec: Any, where: str = "record") -> Task:
             except (ValidationError, ValueError, TypeError, KeyError) as exc:
                 raise TaskFileError(f"{where}: bad {name} record: {_one_line(exc)}") from None
             return task
-    raise TaskFileError(f"{where}: unknown record format (keys {sorted(rec)[:8]}); expected podium "
-                        "{\"id\", \"prompt\", \"check\"}, GSM8K, MBPP or HumanEval records; see docs/bench.md")
+    raise TaskFileError(
+        f"{where}: unknown record format (keys {sorted(rec)[:8]}); expected podium "
+        '{"id", "prompt", "check"}, GSM8K, MBPP or HumanEval records; see docs/bench.md'
+    )
 
 
 def _one_line(exc: Exception) -> str:

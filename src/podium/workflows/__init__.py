@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from podium.workflows.types import Step, Workflow, WorkflowError, check_against_pool, parse_workflow
 
-__all__ = ["Step", "Workflow", "WorkflowError", "check_against_pool", "parse_workflow", "get_planner"]
+__all__ = ["Step", "Workflow", "WorkflowError", "check_against_pool", "get_planner", "parse_workflow"]
 
 
 def get_planner(name: str, arg: str, **options: int):

@@ -59,23 +59,42 @@ def model_cards(pool: Pool, allow_self: bool, depth: int, max_depth: int) -> str
         if not roles:
             continue
         tags = ", ".join(m.tags) or "general"
-        lines.append(f"- {m.name}: roles {'/'.join(roles)}; strengths: {tags}; ${m.input_usd_per_mtok:g}/${m.output_usd_per_mtok:g} "
-                     f"per million input/output tokens; context {m.context_window} tokens; region {m.region}")
+        lines.append(
+            f"- {m.name}: roles {'/'.join(roles)}; strengths: {tags}; ${m.input_usd_per_mtok:g}/${m.output_usd_per_mtok:g} "
+            f"per million input/output tokens; context {m.context_window} tokens; region {m.region}"
+        )
     if allow_self:
-        lines.append(f"- {SELF}: a nested conductor that designs and runs its own workflow for the step's instruction "
-                     f"(a hard sub-task); nesting level {depth + 1} of at most {max_depth}")
+        lines.append(
+            f"- {SELF}: a nested conductor that designs and runs its own workflow for the step's instruction "
+            f"(a hard sub-task); nesting level {depth + 1} of at most {max_depth}"
+        )
     return "\n".join(lines)
 
 
 def workflow_schema(models: list[str], max_steps: int) -> dict:
     """JSON schema of a workflow, for backends with structured output."""
-    step = {"type": "object", "additionalProperties": False, "required": ["id", "model", "role", "instruction", "access"],
-            "properties": {"id": {"type": "string"}, "model": {"type": "string", "enum": models},
-                           "role": {"type": "string", "enum": ["thinker", "worker", "verifier"]},
-                           "instruction": {"type": "string"}, "access": {"type": "array", "items": {"type": "string"}}}}
-    schema = {"type": "object", "additionalProperties": False, "required": ["reason", "steps", "final"],
-              "properties": {"reason": {"type": "string"}, "steps": {"type": "array", "minItems": 1, "maxItems": max_steps, "items": step},
-                             "final": {"type": "string"}}}
+    step = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["id", "model", "role", "instruction", "access"],
+        "properties": {
+            "id": {"type": "string"},
+            "model": {"type": "string", "enum": models},
+            "role": {"type": "string", "enum": ["thinker", "worker", "verifier"]},
+            "instruction": {"type": "string"},
+            "access": {"type": "array", "items": {"type": "string"}},
+        },
+    }
+    schema = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["reason", "steps", "final"],
+        "properties": {
+            "reason": {"type": "string"},
+            "steps": {"type": "array", "minItems": 1, "maxItems": max_steps, "items": step},
+            "final": {"type": "string"},
+        },
+    }
     return {"type": "json_schema", "json_schema": {"name": "workflow", "schema": schema}}
 
 
@@ -91,16 +110,24 @@ class ConductorPlanner(Planner):
     def precheck(self, pool: Pool) -> None:
         templates.build(self.fallback, pool)  # the default topology must be able to run
 
-    async def plan(self, run: "WorkflowRun", task: str, depth: int) -> tuple[Workflow, str]:
+    async def plan(self, run: WorkflowRun, task: str, depth: int) -> tuple[Workflow, str]:
         try:
             spec = run.pool.get(self.model) if self.model else run.pool.get(run.pool.default_for("coordinator"))
         except PolicyError as exc:
             return self.default(run, f"no conductor model: {exc}")
         allow_self = depth < self.max_depth
         max_steps = min(MAX_STEPS, run.steps_left)
-        names = [n for n, m in run.pool.models.items() if set(m.roles) - {"coordinator"}] + ([SELF] if allow_self else [])
-        messages = [ChatMessage(role="user", content=PROMPT.format(cards=model_cards(run.pool, allow_self, depth, self.max_depth),
-                                                                  max_steps=max_steps, task=task))]
+        names = [n for n, m in run.pool.models.items() if set(m.roles) - {"coordinator"}] + (
+            [SELF] if allow_self else []
+        )
+        messages = [
+            ChatMessage(
+                role="user",
+                content=PROMPT.format(
+                    cards=model_cards(run.pool, allow_self, depth, self.max_depth), max_steps=max_steps, task=task
+                ),
+            )
+        ]
         first_error = None
         for attempt in (1, 2):
             reply = await self.ask(run, spec, messages, workflow_schema(names, max_steps), depth, attempt)
@@ -108,26 +135,45 @@ class ConductorPlanner(Planner):
                 return self.default(run, f"conductor call to {spec.name} failed")
             try:
                 workflow = parse_workflow(reply, "conductor output")
-                check_against_pool(workflow, run.pool, allow_self=allow_self, max_steps=max_steps, depth=depth, max_depth=self.max_depth)
+                check_against_pool(
+                    workflow,
+                    run.pool,
+                    allow_self=allow_self,
+                    max_steps=max_steps,
+                    depth=depth,
+                    max_depth=self.max_depth,
+                )
             except WorkflowError as exc:
                 first_error = first_error or str(exc)
-                messages = [*messages, ChatMessage(role="assistant", content=reply[:4000]),
-                            ChatMessage(role="user", content=REPAIR.format(error=exc))]
+                messages = [
+                    *messages,
+                    ChatMessage(role="assistant", content=reply[:4000]),
+                    ChatMessage(role="user", content=REPAIR.format(error=exc)),
+                ]
                 last_error = str(exc)
                 continue
             repaired = f" after one repair (first error: {first_error})" if attempt == 2 else ""
             return workflow, f"conductor plan by {spec.name}{repaired}"
         return self.default(run, f"conductor output invalid after one repair ({last_error})")
 
-    async def ask(self, run: "WorkflowRun", spec, messages: list[ChatMessage], response_format: dict, depth: int, attempt: int) -> str | None:
+    async def ask(
+        self, run: WorkflowRun, spec, messages: list[ChatMessage], response_format: dict, depth: int, attempt: int
+    ) -> str | None:
         """One conductor call with retries and the breaker; structured output first, plain if the endpoint refuses it."""
         key = ("conductor", depth, attempt, len(run.orchestration))
         for fmt in (response_format, None):
             attempts = Attempts()
             async with run.semaphore:
                 try:
-                    served = await call_with_fallbacks([spec], lambda s: run.affordable(key, s, messages, temperature=0.0, response_format=fmt),
-                                                       run.engine.backends, run.engine.breakers, attempts, retry=run.engine.retry, deadline=run.deadline)
+                    served = await call_with_fallbacks(
+                        [spec],
+                        lambda s: run.affordable(key, s, messages, temperature=0.0, response_format=fmt),
+                        run.engine.backends,
+                        run.engine.breakers,
+                        attempts,
+                        retry=run.engine.retry,
+                        deadline=run.deadline,
+                    )
                 finally:
                     run.reserved.pop(key, None)
             if served is not None:
@@ -137,5 +183,5 @@ class ConductorPlanner(Planner):
                 return None
         return None
 
-    def default(self, run: "WorkflowRun", why: str) -> tuple[Workflow, str]:
+    def default(self, run: WorkflowRun, why: str) -> tuple[Workflow, str]:
         return templates.build(self.fallback, run.pool), f"default topology {self.fallback}: {why}"

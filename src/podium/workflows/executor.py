@@ -22,8 +22,10 @@ if TYPE_CHECKING:
     from podium.workflows.runner import WorkflowRun
 
 UNAVAILABLE = "(not available: that step failed)"
-VERIFY_SUFFIX = ("Reply with ACCEPT if the answer is correct and complete, otherwise REVISE followed by one sentence "
-                 "saying what is wrong. Start your reply with ACCEPT or REVISE.")
+VERIFY_SUFFIX = (
+    "Reply with ACCEPT if the answer is correct and complete, otherwise REVISE followed by one sentence "
+    "saying what is wrong. Start your reply with ACCEPT or REVISE."
+)
 
 
 @dataclass
@@ -66,7 +68,9 @@ def sub_task(step: Step, query: str, outputs: dict[str, str]) -> str:
     return "\n\n".join(m.content for m in step_messages(step, query, outputs))
 
 
-async def execute(run: "WorkflowRun", workflow: Workflow, query: str, depth: int, prefix: str, origin: str) -> GraphOutcome:
+async def execute(
+    run: WorkflowRun, workflow: Workflow, query: str, depth: int, prefix: str, origin: str
+) -> GraphOutcome:
     """Run ``workflow`` to the end (or until a budget stops it); ``prefix`` labels its steps in the trace."""
     out = GraphOutcome()
     pending = list(workflow.steps)
@@ -94,8 +98,17 @@ async def execute(run: "WorkflowRun", workflow: Workflow, query: str, depth: int
     return out
 
 
-def _launch_ready(run: "WorkflowRun", pending: list[Step], running: dict, out: GraphOutcome, query: str, depth: int,
-                  prefix: str, origin: str, final_id: str) -> list[Step]:
+def _launch_ready(
+    run: WorkflowRun,
+    pending: list[Step],
+    running: dict,
+    out: GraphOutcome,
+    query: str,
+    depth: int,
+    prefix: str,
+    origin: str,
+    final_id: str,
+) -> list[Step]:
     """Start every pending step whose inputs are done; skip those whose input failed. Returns what still waits."""
     changed = True
     while changed and run.exhausted is None:

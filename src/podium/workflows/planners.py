@@ -35,7 +35,13 @@ class Planner:
     plans_workflows = True
     name = "workflow"
 
-    def __init__(self, *, max_depth: int = DEFAULT_MAX_DEPTH, max_parallel: int = DEFAULT_MAX_PARALLEL, rounds: int = DEFAULT_ROUNDS) -> None:
+    def __init__(
+        self,
+        *,
+        max_depth: int = DEFAULT_MAX_DEPTH,
+        max_parallel: int = DEFAULT_MAX_PARALLEL,
+        rounds: int = DEFAULT_ROUNDS,
+    ) -> None:
         self.max_depth = max_depth
         self.max_parallel = max_parallel
         self.rounds = rounds
@@ -43,7 +49,7 @@ class Planner:
     def precheck(self, pool: Pool) -> None:
         """Raise UsageError, before any call, if this planner can never run on ``pool``."""
 
-    async def plan(self, run: "WorkflowRun", task: str, depth: int) -> tuple[Workflow, str]:
+    async def plan(self, run: WorkflowRun, task: str, depth: int) -> tuple[Workflow, str]:
         """The workflow for ``task`` at ``depth`` and where it came from (recorded in the trace)."""
         raise NotImplementedError
 
@@ -64,7 +70,7 @@ class TopologyPlanner(Planner):
     def build(self, pool: Pool) -> Workflow:
         return templates.build(self.kind, pool, n=self.n, rounds=self.debate_rounds)
 
-    async def plan(self, run: "WorkflowRun", task: str, depth: int) -> tuple[Workflow, str]:
+    async def plan(self, run: WorkflowRun, task: str, depth: int) -> tuple[Workflow, str]:
         return self.build(run.pool), f"topology {self.kind}"
 
 
@@ -78,11 +84,13 @@ class StaticPlanner(Planner):
         self.name = f"workflow:{source}"
 
     @classmethod
-    def load(cls, path: str, **options: int) -> "StaticPlanner":
+    def load(cls, path: str, **options: int) -> StaticPlanner:
         """Read a workflow file (JSON or YAML)."""
         file = Path(path).expanduser()
         if not file.is_file():
-            raise ConfigError(f"{path}: workflow file not found; pass a JSON or YAML file to --coordinator workflow:PATH")
+            raise ConfigError(
+                f"{path}: workflow file not found; pass a JSON or YAML file to --coordinator workflow:PATH"
+            )
         try:
             data = yaml.safe_load(file.read_text())
         except yaml.YAMLError as exc:
@@ -95,7 +103,7 @@ class StaticPlanner(Planner):
         except WorkflowError as exc:
             raise WorkflowError(f"{self.source}: {exc}") from None
 
-    async def plan(self, run: "WorkflowRun", task: str, depth: int) -> tuple[Workflow, str]:
+    async def plan(self, run: WorkflowRun, task: str, depth: int) -> tuple[Workflow, str]:
         if depth > 0:  # a nested 'self' step of a hand-written workflow is planned by the conductor
             from podium.workflows.conductor import ConductorPlanner
 

@@ -38,9 +38,11 @@ if TYPE_CHECKING:
 class WorkflowRun:
     """The mutable state of one workflow run, shared by every depth of it."""
 
-    def __init__(self, engine: "Engine", pool: Pool, query: str, budget: Budget, handlers: list["EventHandler"], stream: bool) -> None:
+    def __init__(
+        self, engine: Engine, pool: Pool, query: str, budget: Budget, handlers: list[EventHandler], stream: bool
+    ) -> None:
         self.engine = engine
-        self.planner: "Planner" = engine.coordinator  # type: ignore[assignment]
+        self.planner: Planner = engine.coordinator  # type: ignore[assignment]
         self.pool = pool
         self.query = query
         self.budget = budget
@@ -62,7 +64,9 @@ class WorkflowRun:
 
     @property
     def used_tokens(self) -> int:
-        return sum(t.prompt_tokens + t.completion_tokens for t in self.turns) + sum(c.prompt_tokens + c.completion_tokens for c in self.orchestration)
+        return sum(t.prompt_tokens + t.completion_tokens for t in self.turns) + sum(
+            c.prompt_tokens + c.completion_tokens for c in self.orchestration
+        )
 
     @property
     def spent_usd(self) -> float:
@@ -88,7 +92,9 @@ class WorkflowRun:
         if b.max_cost_usd is not None and self.spent_usd >= b.max_cost_usd:
             raise BudgetExhausted("max_cost_usd", f"max_cost_usd: ${self.spent_usd:.6f} of ${b.max_cost_usd} spent")
 
-    def affordable(self, key: object, spec: ModelSpec, messages: list[ChatMessage], **extra: object) -> CompletionRequest:
+    def affordable(
+        self, key: object, spec: ModelSpec, messages: list[ChatMessage], **extra: object
+    ) -> CompletionRequest:
         """Size a call to what the budget has left after in-flight reservations; reserve its worst case."""
         b = self.budget
         self.reserved.pop(key, None)
@@ -99,12 +105,17 @@ class WorkflowRun:
         if b.max_tokens is not None:
             left = b.max_tokens - self.used_tokens - held_tokens - prompt
             if left < 1:
-                raise BudgetExhausted("max_tokens", f"max_tokens: a call to {spec.name} ({prompt} prompt tokens) does not fit the {b.max_tokens}-token budget")
+                raise BudgetExhausted(
+                    "max_tokens",
+                    f"max_tokens: a call to {spec.name} ({prompt} prompt tokens) does not fit the {b.max_tokens}-token budget",
+                )
             max_tokens = min(max_tokens, left)
         worst = spec.cost(prompt, max_tokens)
         if b.max_cost_usd is not None and worst > b.max_cost_usd - self.spent_usd - held_usd:
             left_usd = max(b.max_cost_usd - self.spent_usd - held_usd, 0)
-            raise BudgetExhausted("max_cost_usd", f"max_cost_usd: a call to {spec.name} may cost ${worst:.6f}, only ${left_usd:.6f} left")
+            raise BudgetExhausted(
+                "max_cost_usd", f"max_cost_usd: a call to {spec.name} may cost ${worst:.6f}, only ${left_usd:.6f} left"
+            )
         self.reserved[key] = (prompt + max_tokens, worst)
         return CompletionRequest(messages=messages, max_tokens=max_tokens, **extra)  # type: ignore[arg-type]
 
@@ -130,7 +141,9 @@ class WorkflowRun:
         others = configured or [m for m in allowed if m != spec.name]
         return [spec, *[self.pool.get(m) for m in others[:MAX_FALLBACKS]]]
 
-    async def model_step(self, step: Step, messages: list[ChatMessage], depth: int, label: str, reason: str, final: bool) -> StepResult:
+    async def model_step(
+        self, step: Step, messages: list[ChatMessage], depth: int, label: str, reason: str, final: bool
+    ) -> StepResult:
         """One model call for ``step`` through the engine's reliability path; the turn is recorded."""
         async with self.semaphore:
             self.check_budget()
@@ -142,8 +155,15 @@ class WorkflowRun:
             sink = (lambda spec, text: self.emit(TurnDelta(number, role, spec.name, text))) if self.stream else None
             try:
                 served = await call_with_fallbacks(
-                    self.chain(step), lambda spec: self.affordable(number, spec, messages), self.engine.backends,
-                    self.engine.breakers, attempts, retry=self.engine.retry, deadline=self.deadline, sink=sink)
+                    self.chain(step),
+                    lambda spec: self.affordable(number, spec, messages),
+                    self.engine.backends,
+                    self.engine.breakers,
+                    attempts,
+                    retry=self.engine.retry,
+                    deadline=self.deadline,
+                    sink=sink,
+                )
             except BudgetExhausted as exc:
                 if attempts.errors or attempts.splice.charged:  # keep what the broken attempts consumed
                     await self.record(self.failed_turn(number, f"interrupted: {exc}"))
@@ -163,11 +183,36 @@ class WorkflowRun:
             await self.record(turn)
             return StepResult(step, output=turn.output, turn=turn)
 
-    def make_turn(self, number: int, step: Step, spec: ModelSpec, messages: list, c: Completion, label: str, depth: int, started: float) -> Turn:
-        turn = Turn(turn=number, role=Role(step.role), model=spec.name, provider=spec.provider_name, region=spec.region,
-                    messages=messages, output=c.text, prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens,
-                    cost_usd=c.cost_usd, latency_s=c.latency_s, usage_estimated=c.usage_estimated,
-                    step=label, inputs=list(step.access), depth=depth, started_at=started, ended_at=time.time())
+    def make_turn(
+        self,
+        number: int,
+        step: Step,
+        spec: ModelSpec,
+        messages: list,
+        c: Completion,
+        label: str,
+        depth: int,
+        started: float,
+    ) -> Turn:
+        turn = Turn(
+            turn=number,
+            role=Role(step.role),
+            model=spec.name,
+            provider=spec.provider_name,
+            region=spec.region,
+            messages=messages,
+            output=c.text,
+            prompt_tokens=c.prompt_tokens,
+            completion_tokens=c.completion_tokens,
+            cost_usd=c.cost_usd,
+            latency_s=c.latency_s,
+            usage_estimated=c.usage_estimated,
+            step=label,
+            inputs=list(step.access),
+            depth=depth,
+            started_at=started,
+            ended_at=time.time(),
+        )
         if step.role == "verifier":
             turn.verdict, turn.diagnosis = parse_verdict(c.text)
         return turn
@@ -176,11 +221,26 @@ class WorkflowRun:
         """The trace record of an in-flight step no model completed (or a budget cut)."""
         step, messages, depth, label, reason, attempts, started = self.in_flight.pop(number)
         errors, splice = [*attempts.errors, *([note] if note else [])], attempts.splice
-        return Turn(turn=number, role=Role(step.role), model=step.model, reason=reason, messages=messages,
-                    error="; ".join(errors) or "no provider available", retries=attempts.retries, attempts=errors,
-                    output=splice.sent, prompt_tokens=splice.prompt_tokens, completion_tokens=splice.completion_tokens,
-                    cost_usd=splice.cost_usd, usage_estimated=splice.charged, step=label, inputs=list(step.access),
-                    depth=depth, started_at=started, ended_at=time.time())
+        return Turn(
+            turn=number,
+            role=Role(step.role),
+            model=step.model,
+            reason=reason,
+            messages=messages,
+            error="; ".join(errors) or "no provider available",
+            retries=attempts.retries,
+            attempts=errors,
+            output=splice.sent,
+            prompt_tokens=splice.prompt_tokens,
+            completion_tokens=splice.completion_tokens,
+            cost_usd=splice.cost_usd,
+            usage_estimated=splice.charged,
+            step=label,
+            inputs=list(step.access),
+            depth=depth,
+            started_at=started,
+            ended_at=time.time(),
+        )
 
     async def record(self, turn: Turn) -> None:
         self.turns.append(turn)
@@ -193,10 +253,21 @@ class WorkflowRun:
         number, role, started = self.next_number(), Role(step.role), time.time()
         await self.emit(TurnStarted(number, role, "self", reason))
         answer, status, why = await self.solve(task, depth + 1, f"{label}/", rounds=1)
-        turn = Turn(turn=number, role=role, model="self", reason=f"{reason}; nested conductor: {status.value} ({why})",
-                    messages=[ChatMessage(role="user", content=task)], output=answer or "", latency_s=time.time() - started,
-                    error=None if answer is not None else f"nested conductor gave no answer: {why}",
-                    step=label, inputs=list(step.access), depth=depth, started_at=started, ended_at=time.time())
+        turn = Turn(
+            turn=number,
+            role=role,
+            model="self",
+            reason=f"{reason}; nested conductor: {status.value} ({why})",
+            messages=[ChatMessage(role="user", content=task)],
+            output=answer or "",
+            latency_s=time.time() - started,
+            error=None if answer is not None else f"nested conductor gave no answer: {why}",
+            step=label,
+            inputs=list(step.access),
+            depth=depth,
+            started_at=started,
+            ended_at=time.time(),
+        )
         await self.record(turn)
         if status == RunStatus.BUDGET_EXHAUSTED:
             self.exhaust(why)
@@ -204,7 +275,9 @@ class WorkflowRun:
 
     # planning and rounds
 
-    async def solve(self, task: str, depth: int, prefix: str, rounds: int | None = None) -> tuple[str | None, RunStatus, str]:
+    async def solve(
+        self, task: str, depth: int, prefix: str, rounds: int | None = None
+    ) -> tuple[str | None, RunStatus, str]:
         """Plan and run ``task`` at ``depth``; after a final verifier's REVISE, plan a follow-up round."""
         rounds = rounds or self.planner.rounds
         answer: str | None = None
@@ -217,8 +290,15 @@ class WorkflowRun:
             except BudgetExhausted as exc:
                 self.exhaust(str(exc))
                 return answer, RunStatus.BUDGET_EXHAUSTED, str(exc)
-            self.plans.append({"depth": depth, "step": prefix.rstrip("/") or None, "round": r, "origin": origin,
-                               "workflow": workflow.model_dump()})
+            self.plans.append(
+                {
+                    "depth": depth,
+                    "step": prefix.rstrip("/") or None,
+                    "round": r,
+                    "origin": origin,
+                    "workflow": workflow.model_dump(),
+                }
+            )
             outcome = await execute(self, workflow, current, depth, label, origin)
             found, source = best_answer(workflow, outcome)
             answer = found if found is not None else answer
@@ -231,20 +311,38 @@ class WorkflowRun:
         return answer, RunStatus.FAILED, "no round ran"
 
     @staticmethod
-    def judge(workflow: Workflow, outcome: GraphOutcome, source: str | None, r: int, rounds: int) -> tuple[RunStatus, str, str | None]:
+    def judge(
+        workflow: Workflow, outcome: GraphOutcome, source: str | None, r: int, rounds: int
+    ) -> tuple[RunStatus, str, str | None]:
         """How a round ended, and the reviewer's feedback when another round should run."""
         final = workflow.final_step
         result = outcome.results.get(final.id)
         if source is None:
-            return RunStatus.FAILED, f"no step produced an answer (final step {final.id}: {result.error if result else 'did not run'})", None
+            return (
+                RunStatus.FAILED,
+                f"no step produced an answer (final step {final.id}: {result.error if result else 'did not run'})",
+                None,
+            )
         if result is None or not result.ok:
             why = result.error if result else "did not run"
-            return RunStatus.ANSWERED, f"final step {final.id} failed ({why}); best available answer from step {source}", None
+            return (
+                RunStatus.ANSWERED,
+                f"final step {final.id} failed ({why}); best available answer from step {source}",
+                None,
+            )
         if final.role != "verifier":
-            return RunStatus.ANSWERED, f"workflow finished: final step {final.id} ({result.turn.model if result.turn else final.model})", None
+            return (
+                RunStatus.ANSWERED,
+                f"workflow finished: final step {final.id} ({result.turn.model if result.turn else final.model})",
+                None,
+            )
         verdict = verdict_of(result)
         if verdict == Verdict.ACCEPT:
-            return RunStatus.ACCEPTED, f"verifier {result.turn.model if result.turn else final.model} accepted (step {final.id})", None
+            return (
+                RunStatus.ACCEPTED,
+                f"verifier {result.turn.model if result.turn else final.model} accepted (step {final.id})",
+                None,
+            )
         if r < rounds:
             return RunStatus.ANSWERED, "revise", (result.turn.diagnosis if result.turn else None) or "revise"
         return RunStatus.MAX_TURNS, f"verifier asked for a revision after {rounds} round(s); answer unverified", None
@@ -254,8 +352,13 @@ class WorkflowRun:
     async def execute(self) -> RunResult:
         """The whole run; runtime failures and budgets become a status, never an exception."""
         self.planner.precheck(self.pool)  # a given workflow that cannot run is a UsageError, before any call
-        result = RunResult(query=self.query, status=RunStatus.FAILED, pool=self.pool.name, coordinator=self.planner.name,
-                           policy=self.pool.policy.describe())
+        result = RunResult(
+            query=self.query,
+            status=RunStatus.FAILED,
+            pool=self.pool.name,
+            coordinator=self.planner.name,
+            policy=self.pool.policy.describe(),
+        )
         if self.budget.deadline_s is not None:
             self.deadline = asyncio.get_running_loop().time() + self.budget.deadline_s
         answer: str | None = None
@@ -288,7 +391,11 @@ class WorkflowRun:
         result.orchestration_prompt_tokens = sum(c.prompt_tokens for c in self.orchestration)
         result.orchestration_completion_tokens = sum(c.completion_tokens for c in self.orchestration)
         result.orchestration_cost_usd = sum(c.cost_usd for c in self.orchestration)
-        result.workflow = {"planner": self.planner.name, "max_depth": self.planner.max_depth,
-                           "max_parallel": self.planner.max_parallel, "plans": self.plans}
+        result.workflow = {
+            "planner": self.planner.name,
+            "max_depth": self.planner.max_depth,
+            "max_parallel": self.planner.max_parallel,
+            "plans": self.plans,
+        }
         await self.emit(RunFinished(result))
         return result

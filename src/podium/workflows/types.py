@@ -57,7 +57,7 @@ class Workflow(BaseModel):
     reason: str = ""
 
     @model_validator(mode="after")
-    def _check_graph(self) -> "Workflow":
+    def _check_graph(self) -> Workflow:
         ids = [s.id for s in self.steps]
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
@@ -90,7 +90,10 @@ class Workflow(BaseModel):
 
     def text(self) -> str:
         """The plan as indented text, one line per step (``--show-plan``)."""
-        lines = [f"workflow: {len(self.steps)} steps, final {self.final_step.id}" + (f" ({self.reason})" if self.reason else "")]
+        lines = [
+            f"workflow: {len(self.steps)} steps, final {self.final_step.id}"
+            + (f" ({self.reason})" if self.reason else "")
+        ]
         for s in self.steps:
             sees = ", ".join(s.access) or "nothing"
             lines.append(f"  {s.id:<10} {s.role:<8} {s.model:<22} sees [{sees}]: {_one_line(s.instruction, 70)}")
@@ -106,7 +109,7 @@ def find_cycle(steps: list[Step]) -> list[str] | None:
         state[node] = 1
         for dep in deps.get(node, []):
             if state.get(dep) == 1:
-                return [*path[path.index(dep):], dep] if dep in path else [node, dep]
+                return [*path[path.index(dep) :], dep] if dep in path else [node, dep]
             if dep in deps and state.get(dep) is None:
                 found = visit(dep, [*path, dep])
                 if found:
@@ -132,8 +135,10 @@ def parse_workflow(data: Any, source: str = "workflow") -> Workflow:
     if isinstance(data, str):
         data = extract_json(data)
         if data is None:
-            raise WorkflowError(f"{source}: no complete JSON object with \"steps\" found (cut off at max_tokens?); "
-                                "reply with one JSON object {\"steps\": [...]}")
+            raise WorkflowError(
+                f'{source}: no complete JSON object with "steps" found (cut off at max_tokens?); '
+                'reply with one JSON object {"steps": [...]}'
+            )
     try:
         return Workflow.model_validate(data)
     except ValidationError as exc:
@@ -164,24 +169,39 @@ def extract_json(text: str) -> Any:
     return None
 
 
-def check_against_pool(workflow: Workflow, pool: Pool, *, allow_self: bool, max_steps: int | None = None,
-                       depth: int = 0, max_depth: int = 0) -> None:
+def check_against_pool(
+    workflow: Workflow,
+    pool: Pool,
+    *,
+    allow_self: bool,
+    max_steps: int | None = None,
+    depth: int = 0,
+    max_depth: int = 0,
+) -> None:
     """Reject models outside the (policy-restricted) pool, roles a model may not take, ``self`` past
     ``max_depth``, and more steps than the budget allows, before any call is made."""
     if max_steps is not None and len(workflow.steps) > max_steps:
-        raise WorkflowError(f"workflow has {len(workflow.steps)} steps but only {max_steps} fit the step budget; plan fewer steps")
+        raise WorkflowError(
+            f"workflow has {len(workflow.steps)} steps but only {max_steps} fit the step budget; plan fewer steps"
+        )
     for s in workflow.steps:
         if s.model == SELF:
             if not allow_self:
-                raise WorkflowError(f"step '{s.id}': model 'self' is not allowed at depth {depth} (max_depth {max_depth}); "
-                                    "name a pool model instead")
+                raise WorkflowError(
+                    f"step '{s.id}': model 'self' is not allowed at depth {depth} (max_depth {max_depth}); "
+                    "name a pool model instead"
+                )
             continue
         if s.model not in pool.models:
             known = sorted(pool.models)
             if s.model in {m.name for m in pool.config.models}:
-                raise WorkflowError(f"step '{s.id}': model '{s.model}' is not allowed by the policy "
-                                    f"({pool.policy.describe()}); allowed models: {known}")
+                raise WorkflowError(
+                    f"step '{s.id}': model '{s.model}' is not allowed by the policy "
+                    f"({pool.policy.describe()}); allowed models: {known}"
+                )
             raise WorkflowError(f"step '{s.id}': unknown model '{s.model}'; pool '{pool.name}' has {known}")
         if s.role not in pool.models[s.model].roles:
-            raise WorkflowError(f"step '{s.id}': model '{s.model}' may not take role '{s.role}' "
-                                f"(its roles: {pool.models[s.model].roles})")
+            raise WorkflowError(
+                f"step '{s.id}': model '{s.model}' may not take role '{s.role}' "
+                f"(its roles: {pool.models[s.model].roles})"
+            )
