@@ -27,16 +27,16 @@ from pathlib import Path
 
 import numpy as np
 
-from podium.baselines import knn_predict
 from podium.coordinators.base import RunState
 from podium.coordinators.learned import LearnedCoordinator
 from podium.coordinators.rules import RulesCoordinator
-from podium.encoders import get_encoder
-from podium.head import Gate
-from podium.knob import attach_knob
+from podium.learned.baselines import knn_predict
+from podium.learned.encoders import get_encoder
+from podium.learned.head import Gate
+from podium.learned.knob import attach_knob
+from podium.learned.replay import load_replay
+from podium.learned.train import TrainConfig, prepare, train_head
 from podium.pool import ModelSpec, Pool, PoolConfig
-from podium.replay import load_replay
-from podium.train import TrainConfig, prepare, train_head
 from podium.types import Budget, Role, Turn, Verdict
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from podium.encoders import EmbeddingCache, get_encoder
-from podium.evaluate import evaluate_dataset
-from podium.replay import load_replay
-from podium.train import TrainConfig
+from podium.learned.encoders import EmbeddingCache, get_encoder
+from podium.learned.evaluate import evaluate_dataset
+from podium.learned.replay import load_replay
+from podium.learned.train import TrainConfig
 
 ROWS = ("best_single", "per_task", "mf", "knn", "learned_ungated", "learned", "learned@cap")
 

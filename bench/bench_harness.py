@@ -30,8 +30,8 @@ from podium.benchmark import BenchConfig, BenchRunner
 from podium.checks import parse_check, run_check
 from podium.engine import Engine
 from podium.pool import ModelSpec, Pool, PoolConfig
-from podium.store import Store
 from podium.tasks import Task
+from podium.traces.store import Store
 from podium.types import Budget
 
 RESULTS = Path(__file__).resolve().parent / "results"

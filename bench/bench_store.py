@@ -19,8 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from podium.store import Store
-from podium.trace_reports import model_stats
+from podium.traces.reports import model_stats
+from podium.traces.store import Store
 from podium.types import ChatMessage, Role, RunResult, RunStatus, Turn, Verdict
 
 RESULTS = Path(__file__).resolve().parent / "results"

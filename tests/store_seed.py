@@ -15,7 +15,7 @@ from pathlib import Path
 
 from podium.engine import Engine
 from podium.pool import Policy, Pool, parse_pool
-from podium.store import Store
+from podium.traces.store import Store
 from podium.types import Budget, CompletionRequest, RunResult
 
 WORKERS = ("math-eu", "code-us")
@@ -133,7 +133,7 @@ def marker_then_sleep(request: CompletionRequest) -> str:
 @contextmanager
 def serving_viewer(store: Store) -> Iterator[str]:
     """The trace viewer on a free 127.0.0.1 port in a thread; yields its base URL, stops it after."""
-    from podium.viewer import make_server
+    from podium.traces.viewer import make_server
 
     server = make_server(store, "127.0.0.1", 0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

@@ -11,7 +11,7 @@ import pytest
 from bench_fakes import code_tasks, write_code_pool
 from podium.benchmark.report import build_report
 from podium.benchmark.stats import mcnemar_exact, percentile, wilson
-from podium.store import Store
+from podium.traces.store import Store
 
 
 def test_wilson_mcnemar_percentile_known_values() -> None:
@@ -111,7 +111,7 @@ def test_bench_run_grounded_report_resume_record_and_grades(cli, tmp_path: Path)
     assert graded[("fixed:lazy", "code/0")]["grade_score"] == 0.0
 
     # --record: each pool model's graded single answer, in the replay format
-    from podium.replay import load_replay
+    from podium.learned.replay import load_replay
 
     ds = load_replay(rec)
     assert ds.models == ["coder", "lazy"] and len(ds.item_ids) == 6 and (ds.scores == 0).all()

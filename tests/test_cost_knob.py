@@ -9,12 +9,12 @@ import pytest
 
 from podium.coordinators import get_coordinator, split_cost_weight
 from podium.errors import UsageError
-from podium.head import Head
-from podium.knob import LAMBDA_GRID, lambda_for
-from podium.replay import load_replay
-from podium.routellm import pair_dataset, pgr_curve, pick_pair, routellm_metrics
-from podium.routers import Routers
-from podium.train import TrainConfig, prepare
+from podium.learned.head import Head
+from podium.learned.knob import LAMBDA_GRID, lambda_for
+from podium.learned.replay import load_replay
+from podium.learned.routellm import pair_dataset, pgr_curve, pick_pair, routellm_metrics
+from podium.learned.routers import Routers
+from podium.learned.train import TrainConfig, prepare
 from test_replay_data import make_dataset
 
 FAST = TrainConfig(k=16, generations=15, encoder={"name": "hashed", "dim": 512}, knn_ks=(5, 20))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from podium.cache_eval import paraphrase, query_stream
-from podium.decision_cache import DecisionCache
+from podium.learned.cache_eval import paraphrase, query_stream
+from podium.learned.decision_cache import DecisionCache
 
 
 class Clock:
@@ -70,11 +70,11 @@ def test_query_stream_has_repeats_and_paraphrases() -> None:
 
 
 def test_coordinator_reuses_cached_logits_and_replay_measure(tmp_path, monkeypatch) -> None:
-    from podium.cache_eval import measure_cache
     from podium.coordinators.learned import LearnedCoordinator
-    from podium.encoders import get_encoder
-    from podium.replay import load_replay
-    from podium.train import TrainConfig, prepare, train_head
+    from podium.learned.cache_eval import measure_cache
+    from podium.learned.encoders import get_encoder
+    from podium.learned.replay import load_replay
+    from podium.learned.train import TrainConfig, prepare, train_head
     from test_replay_data import make_dataset
 
     monkeypatch.setenv("PODIUM_HOME", str(tmp_path / "home"))

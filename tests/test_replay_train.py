@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from podium.cli import main
-from podium.evaluate import evaluate_dataset, format_table
-from podium.replay import load_replay
-from podium.train import TrainConfig, load_checkpoint, prepare, train_head
+from podium.learned.evaluate import evaluate_dataset, format_table
+from podium.learned.replay import load_replay
+from podium.learned.train import TrainConfig, load_checkpoint, prepare, train_head
 from test_replay_data import MODELS, TASK_WORDS, make_dataset
 
 FAST = TrainConfig(k=16, generations=25, encoder={"name": "hashed", "dim": 512})
@@ -106,7 +106,7 @@ def test_cli_train_and_eval(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cap
     folder = make_dataset(tmp_path / "cli", per_task=30)
     main(["train", "replay", str(folder), "--out", str(tmp_path / "h.npz"), "--generations", "3", "--quiet"])
     assert (tmp_path / "h.npz").is_file()
-    from podium.head import Head
+    from podium.learned.head import Head
 
     head = Head.load(tmp_path / "h.npz")  # safe by default: a CV gate and the cost-knob table
     assert head.gate is not None and "selection" in head.gate.info and len(head.meta["knob"]["points"]) > 10

@@ -166,7 +166,7 @@ async def test_schema_edges(upstream: FaultServer, tmp_path: Path) -> None:
 
 
 def test_trace_database_files_are_private(upstream: FaultServer, tmp_path: Path) -> None:
-    from podium.store import Store
+    from podium.traces.store import Store
     from podium.types import RunResult, RunStatus
 
     store = Store.open(tmp_path / "new" / "podium.db")
@@ -180,8 +180,8 @@ def test_trace_database_files_are_private(upstream: FaultServer, tmp_path: Path)
 def test_trace_viewer_refuses_foreign_host_names(tmp_path: Path) -> None:
     import threading
 
-    from podium.store import Store
-    from podium.viewer import make_server
+    from podium.traces.store import Store
+    from podium.traces.viewer import make_server
 
     server = make_server(Store.open(tmp_path / "podium.db"))
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -199,8 +199,8 @@ def test_trace_viewer_refuses_foreign_host_names(tmp_path: Path) -> None:
 def test_rows_corrupted_by_older_versions_still_read(tmp_path: Path) -> None:
     import sqlite3
 
-    from podium.store import Store
-    from podium.trace_reports import audit_regions
+    from podium.traces.reports import audit_regions
+    from podium.traces.store import Store
     from podium.types import RunResult, RunStatus, Turn
 
     store = Store.open(tmp_path / "podium.db")

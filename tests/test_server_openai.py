@@ -16,7 +16,7 @@ openai = pytest.importorskip("openai", reason="openai is in the 'test' extra")
 pytest.importorskip("uvicorn", reason="uvicorn is in the 'server' extra")
 
 from podium.server.auth import hash_key  # noqa: E402
-from podium.store import Store  # noqa: E402
+from podium.traces.store import Store  # noqa: E402
 from podium_process import PodiumServer  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent

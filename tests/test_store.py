@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-import podium.store as store_mod
+import podium.traces.store as store_mod
 from podium.engine import Engine
 from podium.errors import UsageError
 from podium.pool import Policy, parse_pool
-from podium.store import Store, default_path, parse_time, recorder
+from podium.traces.store import Store, default_path, parse_time, recorder
 from podium.types import Budget, Role, RunResult, RunStatus, Turn, Verdict
 from store_seed import questions, seed
 
@@ -165,7 +165,7 @@ def test_concurrent_writers_threads_and_processes(tmp_path: Path) -> None:
     path = tmp_path / "t.db"
     Store.open(path)
     script = (
-        "import sys; from podium.store import Store; from podium.types import RunResult, RunStatus\n"
+        "import sys; from podium.traces.store import Store; from podium.types import RunResult, RunStatus\n"
         "s = Store.open(sys.argv[1])\n"
         "for i in range(25): s.record(RunResult(query=f'proc {i}', status=RunStatus.ACCEPTED))\n"
     )

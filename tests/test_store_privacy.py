@@ -11,7 +11,7 @@ import pytest
 from echo_upstream import echo_upstream
 from podium.engine import Engine
 from podium.pool import parse_pool
-from podium.store import Store, digest, scrub
+from podium.traces.store import Store, digest, scrub
 from podium.types import Budget, RunStatus
 from store_seed import questions, seed
 

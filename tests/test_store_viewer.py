@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from podium.store import Store
-from podium.viewer import asgi_app
+from podium.traces.store import Store
+from podium.traces.viewer import asgi_app
 from store_seed import questions, seed, serving_viewer
 
 XSS = "[math] <img src=x onerror=alert(1)> what is it?"

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from conftest import POOLS, REPO, Ran
-from podium.store import Store
-from podium.trace_reports import winning_path
+from podium.traces.reports import winning_path
+from podium.traces.store import Store
 from podium.types import Role, RunResult, RunStatus, Turn
 from store_seed import questions, seed, write_pool
 

@@ -10,7 +10,7 @@ import pytest
 
 from bench_fakes import arith_tasks, write_arith_pool
 from podium.backends.cached import CachingBackendSet
-from podium.learned_live import LiveConfig, train_live
+from podium.learned.live import LiveConfig, train_live
 from podium.pool import load_pool
 from podium.tasks import parse_record
 from podium.types import ChatMessage, CompletionRequest

@@ -18,7 +18,7 @@ import pytest
 
 from podium.engine import Engine
 from podium.pool import parse_pool
-from podium.store import Store
+from podium.traces.store import Store
 from podium.types import Budget
 from store_seed import questions, seed, serving_viewer
 

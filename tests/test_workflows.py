@@ -339,7 +339,7 @@ async def test_conductor_sees_the_outcome_and_writes_a_follow_up_round() -> None
 
 
 async def test_hash_mode_stores_no_plan_text(tmp_path) -> None:
-    from podium.store import Store
+    from podium.traces.store import Store
 
     secret = plan(step("s1", "alpha", ["query"], instruction="TOP-SECRET instruction"))
     engine, _ = engine_with(conductor=lambda r: secret)

@@ -21,7 +21,7 @@ from podium import Engine, load_pool
 from podium.backends import BackendSet
 from podium.backends.scripted import ScriptedBackend
 from podium.coordinators import get_coordinator
-from podium.store import Store
+from podium.traces.store import Store
 from store_seed import serving_viewer
 from test_viewer_browser import browser, require_browser  # noqa: F401  (the headless Chromium fixture)
 

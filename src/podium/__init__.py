@@ -5,9 +5,9 @@
 >>> result.answer, result.status, [t.role for t in result.turns]  # doctest: +SKIP
 """
 
-from podium.engine import Engine, aask, ask
-from podium.pool import ModelSpec, Policy, Pool, load_pool
-from podium.types import Budget, Completion, CompletionRequest, Decision, Role, RunResult, RunStatus, Turn, Verdict
+from .engine import Engine, aask, ask
+from .pool import ModelSpec, Policy, Pool, load_pool
+from .types import Budget, Completion, CompletionRequest, Decision, Role, RunResult, RunStatus, Turn, Verdict
 
 __all__ = [
     "Budget",

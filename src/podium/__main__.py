@@ -1,5 +1,5 @@
 """``python -m podium`` runs the CLI."""
 
-from podium.cli import main
+from .cli import main
 
 main()

@@ -8,8 +8,8 @@ from typing import TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from podium.errors import ConfigError
-from podium.suggest import did_you_mean
+from .errors import ConfigError
+from .suggest import did_you_mean
 
 M = TypeVar("M", bound=BaseModel)
 

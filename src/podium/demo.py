@@ -20,11 +20,11 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from podium.checks import CheckSpec, run_check
-from podium.config import parse_yaml, read_text_file
-from podium.engine import Engine
-from podium.pool import Pool
-from podium.types import Budget, RunResult
+from .checks import CheckSpec, run_check
+from .config import parse_yaml, read_text_file
+from .engine import Engine
+from .pool import Pool
+from .types import Budget, RunResult
 
 DEMO_SEED = 7
 

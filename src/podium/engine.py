@@ -17,16 +17,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from podium.backends import BackendSet
-from podium.checks import CheckSpec, parse_check, run_check
-from podium.coordinators import get_coordinator
-from podium.coordinators.base import Coordinator, RunState
-from podium.errors import BudgetExhausted, UsageError
-from podium.pool import ModelSpec, Policy, Pool, load_pool
-from podium.preflight import check_coordinator
-from podium.reliability import Attempts, BreakerRegistry, RetryPolicy, call_with_fallbacks, default_breakers
-from podium.roles import build_messages, parse_verdict
-from podium.types import Budget, Completion, CompletionRequest, Decision, Role, RunResult, RunStatus, Turn, Verdict
+from .backends import BackendSet
+from .checks import CheckSpec, parse_check, run_check
+from .coordinators import get_coordinator
+from .coordinators.base import Coordinator, RunState
+from .errors import BudgetExhausted, UsageError
+from .pool import ModelSpec, Policy, Pool, load_pool
+from .preflight import check_coordinator
+from .reliability import Attempts, BreakerRegistry, RetryPolicy, call_with_fallbacks, default_breakers
+from .roles import build_messages, parse_verdict
+from .types import Budget, Completion, CompletionRequest, Decision, Role, RunResult, RunStatus, Turn, Verdict
 
 
 @dataclass
@@ -120,7 +120,7 @@ class Engine:
                     f"--check verifies turn-loop coordinators; '{self.coordinator.name}' writes a workflow "
                     "(grade its final answer instead, as `podium bench run` does)"
                 )
-            from podium.workflows.runner import WorkflowRun
+            from .workflows.runner import WorkflowRun
 
             return await WorkflowRun(self, pool, query, budget or pool.config.budget, handlers, stream).execute()
         run = _Run(self, pool, query, budget or pool.config.budget, handlers, stream)

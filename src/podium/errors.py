@@ -60,7 +60,7 @@ class BackendError(RuntimeFailure):
         retryable: bool = False,
         retry_after: float | None = None,
     ) -> None:
-        from podium.scrub import scrub
+        from .scrub import scrub
 
         super().__init__(scrub(message))  # provider text (error bodies) is scrubbed the moment it enters
         self.status = status

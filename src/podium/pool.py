@@ -15,12 +15,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from podium.checks.spec import CheckSpec
-from podium.config import parse_yaml, read_text_file
-from podium.errors import ConfigError, PolicyError
-from podium.scrub import register_env
-from podium.suggest import did_you_mean
-from podium.types import Budget, Role
+from .checks.spec import CheckSpec
+from .config import parse_yaml, read_text_file
+from .errors import ConfigError, PolicyError
+from .scrub import register_env
+from .suggest import did_you_mean
+from .types import Budget, Role
 
 BackendKind = Literal["openai", "local", "scripted", "check"]
 RoleName = Literal["thinker", "worker", "verifier", "coordinator"]

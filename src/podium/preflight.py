@@ -12,9 +12,9 @@ import importlib.util
 from collections import defaultdict
 from typing import Any
 
-from podium.errors import ConfigError, missing_extra
-from podium.pool import Pool
-from podium.suggest import did_you_mean
+from .errors import ConfigError, missing_extra
+from .pool import Pool
+from .suggest import did_you_mean
 
 
 def missing_keys(pool: Pool) -> dict[str, list[str]]:
@@ -41,7 +41,7 @@ def check_local(pool: Pool) -> None:
     local = [m for m in pool.models.values() if m.backend == "local"]
     if not local:
         return
-    from podium.backends.local import resolve_gguf
+    from .backends.local import resolve_gguf
 
     for spec in local:
         try:
@@ -63,7 +63,7 @@ def check_pool(pool: Pool, *, keys: bool = True) -> None:
 
 def check_coordinator(pool: Pool, coordinator: Any) -> None:
     """Raise ConfigError when ``coordinator`` names models that ``pool`` does not have."""
-    from podium.coordinators.fixed import FixedCoordinator
+    from .coordinators.fixed import FixedCoordinator
 
     model = coordinator.model if isinstance(coordinator, FixedCoordinator) else None
     if model:

@@ -32,14 +32,14 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from podium.backends.base import estimate_prompt_tokens, estimate_tokens
-from podium.errors import BackendError, BackendTimeout, ContextOverflow, EndpointUnavailable
-from podium.pool import ModelSpec
-from podium.scrub import scrub, scrub_value
-from podium.types import ChatMessage, Completion, CompletionRequest
+from .backends.base import estimate_prompt_tokens, estimate_tokens
+from .errors import BackendError, BackendTimeout, ContextOverflow, EndpointUnavailable
+from .pool import ModelSpec
+from .scrub import scrub, scrub_value
+from .types import ChatMessage, Completion, CompletionRequest
 
 if TYPE_CHECKING:
-    from podium.backends import Backend, BackendSet
+    from .backends import Backend, BackendSet
 
 T = TypeVar("T")
 BREAKER_FILE_ENV = "PODIUM_BREAKER_FILE"

@@ -6,8 +6,8 @@ Templates use ``str.format`` fields: ``{query}``, ``{plan}``, ``{answer}``, ``{f
 
 from __future__ import annotations
 
-from podium.types import ChatMessage, Role, Turn, Verdict
-from podium.verdicts import parse_verdict
+from .types import ChatMessage, Role, Turn, Verdict
+from .verdicts import parse_verdict
 
 __all__ = ["DEFAULT_PROMPTS", "build_messages", "parse_verdict"]
 

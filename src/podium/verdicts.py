@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 
-from podium.types import Verdict
+from .types import Verdict
 
 PROTOCOL_ACCEPT, PROTOCOL_REVISE = "VERDICT: ACCEPT", "VERDICT: REVISE"
 # OpenAI-style structured output for verifier calls (sent only to models with structured_output: true)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import httpx
 
-from podium.backends.base import Backend, estimate_tokens
-from podium.pool import ModelSpec
+from ..pool import ModelSpec
+from .base import Backend, estimate_tokens
 
 __all__ = ["Backend", "BackendSet", "build_backend", "estimate_tokens"]
 
@@ -18,18 +18,18 @@ __all__ = ["Backend", "BackendSet", "build_backend", "estimate_tokens"]
 def build_backend(spec: ModelSpec, client: httpx.AsyncClient | None = None) -> Backend:
     """Make the backend for one pool model."""
     if spec.backend == "openai":
-        from podium.backends.openai import OpenAIBackend
+        from .openai import OpenAIBackend
 
         return OpenAIBackend(spec, client)
     if spec.backend == "local":
-        from podium.backends.local import LocalBackend
+        from .local import LocalBackend
 
         return LocalBackend(spec)
     if spec.backend == "check":
-        from podium.backends.check import CheckBackend
+        from .check import CheckBackend
 
         return CheckBackend(spec)
-    from podium.backends.scripted import ScriptedBackend
+    from .scripted import ScriptedBackend
 
     return ScriptedBackend(spec)
 

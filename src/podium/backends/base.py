@@ -6,8 +6,8 @@ import time
 from collections.abc import AsyncIterator
 from typing import Protocol, runtime_checkable
 
-from podium.pool import ModelSpec
-from podium.types import ChatMessage, Completion, CompletionRequest, StreamDelta
+from ..pool import ModelSpec
+from ..types import ChatMessage, Completion, CompletionRequest, StreamDelta
 
 
 @runtime_checkable

@@ -12,9 +12,9 @@ import hashlib
 import json
 from collections.abc import AsyncIterator
 
-from podium.backends import Backend, BackendSet
-from podium.pool import ModelSpec
-from podium.types import Completion, CompletionRequest, StreamDelta
+from ..pool import ModelSpec
+from ..types import Completion, CompletionRequest, StreamDelta
+from . import Backend, BackendSet
 
 
 def cache_key(spec: ModelSpec, request: CompletionRequest) -> str:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from podium.errors import BackendError
-from podium.pool import ModelSpec
-from podium.types import Completion, CompletionRequest, StreamDelta
+from ..errors import BackendError
+from ..pool import ModelSpec
+from ..types import Completion, CompletionRequest, StreamDelta
 
 
 class CheckBackend:

@@ -18,10 +18,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from podium.backends.base import make_completion
-from podium.errors import BackendError, ConfigError, missing_extra
-from podium.pool import ModelSpec
-from podium.types import Completion, CompletionRequest, StreamDelta
+from ..errors import BackendError, ConfigError, missing_extra
+from ..pool import ModelSpec
+from ..types import Completion, CompletionRequest, StreamDelta
+from .base import make_completion
 
 _MODELS: dict[tuple[str, int], tuple[Any, threading.Lock]] = {}
 _MODELS_LOCK = threading.Lock()

@@ -15,13 +15,13 @@ from typing import Any
 
 import httpx
 
-from podium.backends.base import make_completion
-from podium.backends.isolation import close_response, isolated, pump
-from podium.errors import BackendError, BackendTimeout, EndpointUnavailable
-from podium.pool import ModelSpec
-from podium.scrub import scrub
-from podium.types import Completion, CompletionRequest, StreamDelta
-from podium.verdicts import VERDICT_RESPONSE_FORMAT
+from ..errors import BackendError, BackendTimeout, EndpointUnavailable
+from ..pool import ModelSpec
+from ..scrub import scrub
+from ..types import Completion, CompletionRequest, StreamDelta
+from ..verdicts import VERDICT_RESPONSE_FORMAT
+from .base import make_completion
+from .isolation import close_response, isolated, pump
 
 RETRYABLE_STATUS = {408, 409, 429}
 MAX_RESPONSE_BYTES = 8 * 1024 * 1024

@@ -21,10 +21,10 @@ import inspect
 import time
 from collections.abc import AsyncIterator, Callable
 
-from podium.backends.base import estimate_prompt_tokens, estimate_tokens, make_completion
-from podium.errors import BackendError, ConfigError
-from podium.pool import ModelSpec
-from podium.types import Completion, CompletionRequest, StreamDelta
+from ..errors import BackendError, ConfigError
+from ..pool import ModelSpec
+from ..types import Completion, CompletionRequest, StreamDelta
+from .base import estimate_prompt_tokens, estimate_tokens, make_completion
 
 ReplyFn = Callable[[CompletionRequest], object]
 

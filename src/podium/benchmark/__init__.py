@@ -7,8 +7,8 @@
 
 from __future__ import annotations
 
-from podium.benchmark.report import build_report, markdown, write_report
-from podium.benchmark.runner import BenchConfig, BenchRunner, coordinator_names, load_results
+from .report import build_report, markdown, write_report
+from .runner import BenchConfig, BenchRunner, coordinator_names, load_results
 
 __all__ = [
     "BenchConfig",

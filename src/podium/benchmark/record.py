@@ -10,13 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from podium.pool import Pool
-from podium.tasks import Task
+from ..pool import Pool
+from ..tasks import Task
 
 
 def split_for(task_id: str) -> str:
     """The replay split of a task: the same crc32 rule as ``podium traces export``."""
-    from podium.trace_reports import split_of
+    from ..traces.reports import split_of
 
     return split_of(task_id)
 
@@ -45,7 +45,7 @@ def write_record(
     out_dir: Path, tasks: list[Task], rows: list[dict[str, Any]], pool: Pool, source: str
 ) -> dict[str, int]:
     """Write the replay dataset; returns counts. ``models.json`` carries the pool's prices."""
-    from podium.replay import write_replay
+    from ..learned.replay import write_replay
 
     items, outcomes = replay_tables(tasks, rows)
     models = sorted({o["model"] for o in outcomes})

@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from podium.benchmark.stats import mcnemar_exact, percentile, wilson
-from podium.errors import missing_extra
+from ..errors import missing_extra
+from .stats import mcnemar_exact, percentile, wilson
 
 
 def latest_rows(rows: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:

@@ -18,14 +18,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from podium.backends import BackendSet
-from podium.checks import run_check
-from podium.coordinators import get_coordinator
-from podium.engine import Engine
-from podium.errors import UsageError
-from podium.pool import Pool, PoolConfig
-from podium.tasks import Task
-from podium.types import Budget, Role, RunResult
+from ..backends import BackendSet
+from ..checks import run_check
+from ..coordinators import get_coordinator
+from ..engine import Engine
+from ..errors import UsageError
+from ..pool import Pool, PoolConfig
+from ..tasks import Task
+from ..types import Budget, Role, RunResult
 
 RESULTS = "results.jsonl"
 CHECK_MODEL = "check"  # the model name the engine gives verifier turns done by a check

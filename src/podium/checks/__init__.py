@@ -1,12 +1,12 @@
 """Executable verifiers: grade an answer by running a check instead of asking a model.
 
-from podium.checks import CheckSpec, CheckResult, run_check, SandboxLimits
+from . import CheckSpec, CheckResult, run_check, SandboxLimits
 result = await run_check(parse_check({"type": "number", "answer": 42}), "... #### 42")
 """
 
-from podium.checks.runner import run_check
-from podium.checks.sandbox import SandboxLimits
-from podium.checks.spec import (
+from .runner import run_check
+from .sandbox import SandboxLimits
+from .spec import (
     CHECK_ADAPTER,
     CheckResult,
     CheckSpec,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 import signal
 
-from podium.checks.answers import extract_code, final_answer_candidates, final_number, normalise
-from podium.checks.sandbox import SandboxLimits, SandboxRun, run_python
-from podium.checks.spec import (
+from .answers import extract_code, final_answer_candidates, final_number, normalise
+from .sandbox import SandboxLimits, SandboxRun, run_python
+from .spec import (
     CheckResult,
     CheckSpec,
     ExactCheck,

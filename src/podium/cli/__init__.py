@@ -10,9 +10,9 @@ import sys
 
 import click
 
-from podium.cli.helptext import ENVIRONMENT
-from podium.cli.options import SuggestingGroup
-from podium.errors import PodiumError, UsageError
+from ..errors import PodiumError, UsageError
+from .helptext import ENVIRONMENT
+from .options import SuggestingGroup
 
 # command name -> "module:attribute"; loaded only when used, so `podium ask` never imports FastAPI.
 SUBCOMMANDS = {
@@ -65,7 +65,7 @@ def cli() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI and turn every podium error into one clear line (secrets scrubbed)."""
-    from podium.scrub import install_log_scrubbing, scrub
+    from ..scrub import install_log_scrubbing, scrub
 
     install_log_scrubbing()
     try:

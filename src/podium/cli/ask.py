@@ -10,16 +10,16 @@ import time
 import click
 from pydantic import ValidationError
 
-from podium.checks import CheckSpec, parse_check
-from podium.cli.helptext import ENVIRONMENT
-from podium.cli.options import pool_option
-from podium.coordinators import get_coordinator
-from podium.engine import Engine, Event, RunFinished, TurnFinished, TurnStarted
-from podium.pool import Policy, load_pool
-from podium.preflight import check_pool
-from podium.scrub import clean_text, scrub, scrub_value
-from podium.store import recorder
-from podium.types import Budget, RunResult, RunStatus
+from ..checks import CheckSpec, parse_check
+from ..coordinators import get_coordinator
+from ..engine import Engine, Event, RunFinished, TurnFinished, TurnStarted
+from ..pool import Policy, load_pool
+from ..preflight import check_pool
+from ..scrub import clean_text, scrub, scrub_value
+from ..traces.store import recorder
+from ..types import Budget, RunResult, RunStatus
+from .helptext import ENVIRONMENT
+from .options import pool_option
 
 
 def render_table(result: RunResult) -> str:
@@ -98,7 +98,7 @@ def parse_check_option(ctx: click.Context, param: click.Parameter, value: str | 
 
 def plan_text(result: RunResult) -> str:
     """The workflow(s) a workflow run executed (``--show-plan``); empty for turn-loop coordinators."""
-    from podium.workflows.types import Workflow
+    from ..workflows.types import Workflow
 
     blocks = []
     for p in (result.workflow or {}).get("plans", []):

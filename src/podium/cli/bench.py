@@ -12,8 +12,8 @@ from typing import Any
 
 import click
 
-from podium.cli.options import pool_option
-from podium.errors import ConfigError, UsageError
+from ..errors import ConfigError, UsageError
+from .options import pool_option
 
 SETTINGS = "bench.json"
 # settings that change what a result means: resuming with other values would mix results
@@ -58,7 +58,7 @@ def _command_line() -> str:
 
 
 def _store() -> Any:
-    from podium.store import Store, traces_setting
+    from ..traces.store import Store, traces_setting
 
     if traces_setting() == "off":
         return None
@@ -70,7 +70,7 @@ def _store() -> Any:
 
 
 def _finish(out: Path, rows: list[dict], names: list[str], meta: dict, with_plot: bool) -> None:
-    from podium.benchmark import build_report, markdown, write_report
+    from ..benchmark import build_report, markdown, write_report
 
     report = build_report(rows, names, meta)
     try:
@@ -156,11 +156,11 @@ def run_cmd(
       podium bench run gsm8k.jsonl.gz --pool my-pool.yaml --coordinators rules,conductor --concurrency 4 --out g/
       podium bench run my-tasks.jsonl --pool my-pool.yaml --out r/ --record replay/   # then: podium train replay replay/
     """
-    from podium.benchmark import BenchConfig, BenchRunner, load_results
-    from podium.benchmark.runner import stderr_progress
-    from podium.pool import load_pool
-    from podium.tasks import load_tasks
-    from podium.types import Budget
+    from ..benchmark import BenchConfig, BenchRunner, load_results
+    from ..benchmark.runner import stderr_progress
+    from ..pool import load_pool
+    from ..tasks import load_tasks
+    from ..types import Budget
 
     tasks = load_tasks(tasks_path, limit=limit, seed=seed)
     pool = load_pool(pool_ref)
@@ -202,7 +202,7 @@ def run_cmd(
     meta = {**settings, "title": f"{tasks_path.name}: {len(tasks)} items, pool {pool.name}"}
     _finish(out, rows, runner.names, meta, not no_plot)
     if record:
-        from podium.benchmark.record import write_record
+        from ..benchmark.record import write_record
 
         counts = write_record(record, tasks, rows, runner.pool, source=f"podium bench run {tasks_path.name}")
         click.echo(
@@ -231,7 +231,7 @@ def report_cmd(out: Path, no_plot: bool) -> None:
     Examples:
       podium bench report results/ --no-plot
     """
-    from podium.benchmark import load_results
+    from ..benchmark import load_results
 
     path = out / SETTINGS
     if not path.is_file():

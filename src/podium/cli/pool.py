@@ -11,9 +11,9 @@ import time
 import click
 import httpx
 
-from podium.cli.options import SuggestingGroup, pool_option
-from podium.errors import PodiumError
-from podium.pool import ModelSpec, Pool, load_pool
+from ..errors import PodiumError
+from ..pool import ModelSpec, Pool, load_pool
+from .options import SuggestingGroup, pool_option
 
 
 @click.command()
@@ -47,7 +47,7 @@ async def probe(spec: ModelSpec, client: httpx.AsyncClient) -> str | None:
     if spec.backend in ("scripted", "check"):
         return None
     if spec.backend == "local":
-        from podium.backends.local import resolve_gguf
+        from ..backends.local import resolve_gguf
 
         try:
             resolve_gguf(spec.model or "")
@@ -106,7 +106,7 @@ def check(pool_ref: str) -> None:
 
 def breaker_rows(p: Pool, probes: dict[str, str | None] | None) -> list[dict]:
     """Per model: endpoint, breaker config, and the state last shared in the breaker file."""
-    from podium.reliability import BreakerRegistry, breaker_file, endpoint_key
+    from ..reliability import BreakerRegistry, breaker_file, endpoint_key
 
     shared = BreakerRegistry(breaker_file()).load()
     rows = []
@@ -147,8 +147,8 @@ def status(pool_ref: str, probe: bool, reset: bool, as_json: bool) -> None:
       podium pool status --pool my-pool.yaml --probe --json
       podium pool status --reset                 # forget all shared breaker state
     """
-    from podium.reliability import BreakerRegistry, breaker_file
-    from podium.scrub import scrub_value
+    from ..reliability import BreakerRegistry, breaker_file
+    from ..scrub import scrub_value
 
     p = load_pool(pool_ref)
     path = breaker_file()

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import click
 
-from podium.cli.helptext import ENVIRONMENT
-from podium.cli.options import pool_option
-from podium.errors import UsageError, missing_extra
+from ..errors import UsageError, missing_extra
+from .helptext import ENVIRONMENT
+from .options import pool_option
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def print_new_key(name: str) -> None:
     """Print a fresh API key and the keys-file entry holding its hash."""
-    from podium.server.auth import hash_key, new_key
+    from ..server.auth import hash_key, new_key
 
     key = new_key()
     click.echo(f"API key for '{name}' (shown once, store it now):\n  {key}\n")
@@ -105,10 +105,10 @@ def serve(
         import uvicorn
     except ImportError:
         raise missing_extra("uvicorn", "server") from None
-    from podium.pool import load_pool
-    from podium.preflight import check_pool
-    from podium.server.app import create_app
-    from podium.server.http import uvicorn_options
+    from ..pool import load_pool
+    from ..preflight import check_pool
+    from ..server.app import create_app
+    from ..server.http import uvicorn_options
 
     check_pool(load_pool(pool_ref))  # refuse to start rather than answer 502 to every request
     app = create_app(pool_ref, tiers=tiers_file, keys=keys_file, max_body_bytes=max_body, hosts=(host,))

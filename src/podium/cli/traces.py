@@ -10,9 +10,9 @@ from typing import Any
 
 import click
 
-from podium.cli.options import SuggestingGroup
-from podium.errors import UsageError
-from podium.store import Store
+from ..errors import UsageError
+from ..traces.store import Store
+from .options import SuggestingGroup
 
 db_option = click.option(
     "--db",
@@ -210,7 +210,7 @@ def stats_cmd(db_path: str | None, since: str | None, until: str | None, as_json
       podium traces stats
       podium traces stats --since 7d --json
     """
-    from podium.trace_reports import model_stats
+    from ..traces.reports import model_stats
 
     rows = model_stats(open_store(db_path), since=since, until=until)
     if as_json:
@@ -253,7 +253,7 @@ def export_cmd(db_path: str | None, fmt_name: str, out: str | None, since: str |
       podium traces export --format replay my-runs/
       podium traces export --format sft runs.jsonl --since 30d
     """
-    from podium import trace_reports
+    from ..traces import reports as trace_reports
 
     store = open_store(db_path)
     if fmt_name == "sft":
@@ -322,7 +322,7 @@ def audit_cmd(
       podium traces audit --allowed-regions eu,us --since 7d --json
       podium traces audit --allowed-regions eu --local-outside   # embedded models count as leaving
     """
-    from podium.trace_reports import audit_regions
+    from ..traces.reports import audit_regions
 
     allowed = [r.strip() for group in regions for r in group.split(",") if r.strip()]
     store = open_store(db_path)
@@ -377,7 +377,7 @@ def ui(db_path: str | None, host: str, port: int, open_browser: bool) -> None:
       podium ui --open
       podium ui --port 9000 --db /path/to/podium.db
     """
-    from podium.viewer import make_server
+    from ..traces.viewer import make_server
 
     try:
         server = make_server(open_store(db_path), host, port)

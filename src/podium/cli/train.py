@@ -11,8 +11,8 @@ from pathlib import Path
 
 import click
 
-from podium.cli.options import SuggestingGroup
-from podium.errors import missing_extra
+from ..errors import missing_extra
+from .options import SuggestingGroup
 
 
 def _require_train_extra() -> None:
@@ -109,8 +109,8 @@ def train_replay(
       podium ask --pool replay-example --coordinator learned:head.npz "What is 12 * 7?"
     """
     _require_train_extra()
-    from podium.replay import load_replay
-    from podium.train import TrainConfig, prepare, stderr_progress, train_head
+    from ..learned.replay import load_replay
+    from ..learned.train import TrainConfig, prepare, stderr_progress, train_head
 
     ds = load_replay(dataset_dir)  # a folder or the name of a shipped dataset
     extra = {"generations": generations} if generations is not None else {}
@@ -121,8 +121,8 @@ def train_replay(
     prep = prepare(ds, config)
     head = train_head(prep, config, checkpoint=checkpoint, resume=resume, progress=progress)
     if mode == "single" and folds >= 2:
-        from podium.routers import Routers
-        from podium.verifier import PERFECT
+        from ..learned.routers import Routers
+        from ..learned.simulated_verifier import PERFECT
 
         routers = Routers(prep, config, progress, folds)
         routers.heads[(lam, "single", PERFECT)] = head  # reuse the head just trained (and checkpointed)
@@ -167,7 +167,7 @@ def eval_group() -> None:
     "--false-accept",
     type=click.FloatRange(0, 1),
     default=None,
-    help="Simulated verifier of the cascades: false-accept rate [default: podium.verifier.REALISTIC].",
+    help="Simulated verifier of the cascades: false-accept rate [default: podium.learned.simulated_verifier.REALISTIC].",
 )
 @click.option(
     "--false-reject", type=click.FloatRange(0, 1), default=None, help="Simulated verifier: false-reject rate."
@@ -199,10 +199,10 @@ def eval_replay(
       podium eval replay data/a data/b --turns 3 --json-out results.json --plot curve.png
     """
     _require_train_extra()
-    from podium.evaluate import evaluate_dataset, format_table, plot, write_json
-    from podium.replay import load_replay
-    from podium.train import TrainConfig, stderr_progress
-    from podium.verifier import REALISTIC, Verifier
+    from ..learned.evaluate import evaluate_dataset, format_table, plot, write_json
+    from ..learned.replay import load_replay
+    from ..learned.simulated_verifier import REALISTIC, Verifier
+    from ..learned.train import TrainConfig, stderr_progress
 
     datasets = [load_replay(p) for p in dataset_dirs]  # fail on a bad folder before any training
     extra = {"generations": generations} if generations is not None else {}
@@ -241,7 +241,7 @@ def eval_replay(
         write_json(results, json_out, "podium eval replay " + " ".join(shlex.quote(a) for a in args))
         click.echo(f"wrote {json_out}")
     if plot_path:
-        from podium.eval_plot import plot_verifier_gain
+        from ..learned.eval_plot import plot_verifier_gain
 
         plot(results, plot_path)
         verifier_path = plot_path.with_name(plot_path.stem + "_verifier" + (plot_path.suffix or ".png"))
@@ -249,6 +249,6 @@ def eval_replay(
         click.echo(f"wrote {plot_path} and {verifier_path}")
 
 
-from podium.cli.train_live import live  # noqa: E402  (``podium train live``; its heavy imports are lazy)
+from .train_live import live  # noqa: E402  (``podium train live``; its heavy imports are lazy)
 
 train.add_command(live)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from podium.cli.options import pool_option
+from .options import pool_option
 
 
 @click.command("live")
@@ -74,13 +74,13 @@ def live(
       podium train live tasks.jsonl --pool my-pool.yaml --out head.npz --limit 40 --max-calls 2000
       podium train live tasks.jsonl --pool my-pool.yaml --out head.npz --checkpoint ckpt.pkl --resume
     """
-    from podium.cli.train import _require_train_extra
+    from .train import _require_train_extra
 
     _require_train_extra()
-    from podium.learned_live import LiveConfig, train_live
-    from podium.pool import load_pool
-    from podium.tasks import load_tasks
-    from podium.train import stderr_progress
+    from ..learned.live import LiveConfig, train_live
+    from ..learned.train import stderr_progress
+    from ..pool import load_pool
+    from ..tasks import load_tasks
 
     tasks = load_tasks(tasks_path, limit=limit, seed=seed)
     pool = load_pool(pool_ref)

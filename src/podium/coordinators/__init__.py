@@ -10,8 +10,8 @@
 
 from __future__ import annotations
 
-from podium.coordinators.base import Coordinator, RunState
-from podium.errors import UsageError
+from ..errors import UsageError
+from .base import Coordinator, RunState
 
 __all__ = ["COORDINATORS", "Coordinator", "RunState", "get_coordinator"]
 
@@ -35,41 +35,41 @@ def split_cost_weight(name: str) -> tuple[str, float]:
         weight = float(tail)
     except ValueError:
         return name, 0.0  # an @ that is part of a path
-    from podium.knob import check_cost_weight
+    from ..learned.knob import check_cost_weight
 
     return base, check_cost_weight(weight)
 
 
 def get_coordinator(spec: str) -> Coordinator:
     """Build a coordinator from its name (``rules``, ``prompted``, ``fixed:MODEL``, ``learned:PATH[@W]``;
-    ``W``: the cost weight in [0, 1], see :mod:`podium.knob`)."""
+    ``W``: the cost weight in [0, 1], see :mod:`podium.learned.knob`)."""
     name, _, arg = spec.partition(":")
     if name == "rules":
-        from podium.coordinators.rules import RulesCoordinator
+        from .rules import RulesCoordinator
 
         return RulesCoordinator()
     if name == "prompted":
-        from podium.coordinators.prompted import PromptedCoordinator
+        from .prompted import PromptedCoordinator
 
         return PromptedCoordinator(model=arg or None)
     if name == "fixed":
-        from podium.coordinators.fixed import FixedCoordinator
+        from .fixed import FixedCoordinator
 
         return FixedCoordinator(model=arg or None)
     if name == "learned":
         if not arg:
             raise UsageError("the learned coordinator needs a head file: --coordinator learned:PATH")
-        from podium.coordinators.learned import LearnedCoordinator
+        from .learned import LearnedCoordinator
 
         path, weight = split_cost_weight(arg)
         return LearnedCoordinator.load(path, weight)
     if name in ("conductor", "topology", "workflow"):
         if name == "workflow" and not arg:
             raise UsageError("the workflow coordinator needs a file: --coordinator workflow:PATH")
-        from podium.workflows import get_planner
+        from ..workflows import get_planner
 
         return get_planner(name, arg)
-    from podium.suggest import did_you_mean
+    from ..suggest import did_you_mean
 
     hint = did_you_mean(name, ("rules", "prompted", "fixed", "learned", "conductor", "topology", "workflow"))
     raise UsageError(f"unknown coordinator '{spec}'{hint}; choose one of: {', '.join(COORDINATORS)}")

@@ -5,13 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from podium.backends.base import estimate_prompt_tokens
-from podium.errors import BudgetExhausted, ContextOverflow
-from podium.pool import ModelSpec, Pool
-from podium.types import Budget, ChatMessage, Completion, Decision, Role, Turn, Verdict
+from ..backends.base import estimate_prompt_tokens
+from ..errors import BudgetExhausted, ContextOverflow
+from ..pool import ModelSpec, Pool
+from ..types import Budget, ChatMessage, Completion, Decision, Role, Turn, Verdict
 
 if TYPE_CHECKING:
-    from podium.backends import BackendSet
+    from ..backends import BackendSet
 
 
 @dataclass

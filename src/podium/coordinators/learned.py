@@ -21,20 +21,20 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from podium.errors import UsageError, missing_extra
+from ..errors import UsageError, missing_extra
 
 try:
     import numpy as np
 except ImportError:  # the learned coordinator needs the train extra
     raise missing_extra("numpy", "train") from None
 
-from podium.coordinators.base import RunState
-from podium.encoders import get_encoder
-from podium.head import ROLE_NAMES, Head
-from podium.types import Decision, Role, Verdict
+from ..learned.encoders import get_encoder
+from ..learned.head import ROLE_NAMES, Head
+from ..types import Decision, Role, Verdict
+from .base import RunState
 
 if TYPE_CHECKING:
-    from podium.decision_cache import DecisionCache
+    from ..learned.decision_cache import DecisionCache
 
 STATE_PRIOR = 2.0  # added to the role the transcript calls for (checking an answer, re-answering)
 
@@ -45,7 +45,7 @@ class LearnedCoordinator:
     def __init__(
         self, head: Head, source: str = "", cost_weight: float = 0.0, decision_cache: DecisionCache | None = None
     ) -> None:
-        from podium.knob import check_cost_weight
+        from ..learned.knob import check_cost_weight
 
         self.head = head
         self.encoder = get_encoder(head.encoder)
@@ -60,7 +60,7 @@ class LearnedCoordinator:
 
     @classmethod
     def load(cls, path: str | Path, cost_weight: float = 0.0) -> LearnedCoordinator:
-        """Load a head file written by ``podium train replay``; ``cost_weight`` in [0, 1] (see :mod:`podium.knob`)."""
+        """Load a head file written by ``podium train replay``; ``cost_weight`` in [0, 1] (see :mod:`podium.learned.knob`)."""
         return cls(Head.load(path), str(path), cost_weight)
 
     def with_cost_weight(self, cost_weight: float) -> LearnedCoordinator:

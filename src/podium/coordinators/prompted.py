@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import re
 
-from podium.backends import BackendSet
-from podium.coordinators.base import RunState
-from podium.coordinators.rules import next_role
-from podium.errors import BackendError, BudgetExhausted, PolicyError
-from podium.types import ChatMessage, CompletionRequest, Decision, Role
+from ..backends import BackendSet
+from ..errors import BackendError, BudgetExhausted, PolicyError
+from ..types import ChatMessage, CompletionRequest, Decision, Role
+from .base import RunState
+from .rules import next_role
 
 PROMPT = (
     "You coordinate a team of models solving a task. Roles: THINKER writes a plan, WORKER writes "

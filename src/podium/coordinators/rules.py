@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from podium.coordinators.base import RunState
-from podium.types import Decision, Role
+from ..types import Decision, Role
+from .base import RunState
 
 
 def next_role(state: RunState) -> tuple[Role, str]:

@@ -13,6 +13,6 @@ __all__ = ["create_app"]
 
 def create_app(*args: Any, **kwargs: Any) -> Any:
     """Build the server app; see :func:`podium.server.app.create_app`."""
-    from podium.server.app import create_app as build
+    from .app import create_app as build
 
     return build(*args, **kwargs)

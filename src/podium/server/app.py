@@ -15,19 +15,19 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from podium.errors import PodiumError, UsageError, missing_extra
-from podium.hosts import host_allowed, host_name
-from podium.pool import Pool, load_pool
-from podium.scrub import install_log_scrubbing, scrub_value
-from podium.server.auth import ApiKey, KeyRing
-from podium.server.errors import ApiError
-from podium.server.metrics import Metrics
-from podium.server.schemas import ChatCompletionRequest, ErrorResponse, ModelCard, ModelList, completion_id
-from podium.server.service import Plan, Service
-from podium.server.stream import AnswerGate, EventStream, completion_body, sse, stop_run
-from podium.server.tiers import TierSet, load_tiers
-from podium.server.traces import Traces
-from podium.types import RunResult
+from ..errors import PodiumError, UsageError, missing_extra
+from ..hosts import host_allowed, host_name
+from ..pool import Pool, load_pool
+from ..scrub import install_log_scrubbing, scrub_value
+from ..types import RunResult
+from .auth import ApiKey, KeyRing
+from .errors import ApiError
+from .metrics import Metrics
+from .schemas import ChatCompletionRequest, ErrorResponse, ModelCard, ModelList, completion_id
+from .service import Plan, Service
+from .stream import AnswerGate, EventStream, completion_body, sse, stop_run
+from .tiers import TierSet, load_tiers
+from .traces import Traces
 
 try:
     from fastapi import Depends, FastAPI, Request
@@ -173,7 +173,7 @@ def create_app(
     add_ops_routes(app, authenticate)
     if ring.open and store.store is not None:
         # The viewer shows every stored prompt: served only in keyless (loopback-only) mode.
-        from podium.viewer import asgi_app
+        from ..traces.viewer import asgi_app
 
         app.mount("/ui", asgi_app(store.store))
     app.openapi = lambda: openapi_without_422(app)  # type: ignore[method-assign]

@@ -23,9 +23,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from podium.config import parse_yaml, read_text_file
-from podium.errors import ConfigError
-from podium.pool import Policy
+from ..config import parse_yaml, read_text_file
+from ..errors import ConfigError
+from ..pool import Policy
 
 KEY_PREFIX = "pk-"
 

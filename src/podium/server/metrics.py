@@ -7,8 +7,8 @@ so several apps in one process (tests) never share counters.
 
 from __future__ import annotations
 
-from podium.errors import missing_extra
-from podium.types import RunResult
+from ..errors import missing_extra
+from ..types import RunResult
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 

@@ -13,9 +13,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from podium.pool import Policy
-from podium.scrub import clean_value
-from podium.types import ChatMessage
+from ..pool import Policy
+from ..scrub import clean_value
+from ..types import ChatMessage
 
 MAX_TOKENS_LIMIT = 1_000_000
 MAX_STOP_SEQUENCES = 4  # as OpenAI's API: a string or a list of at most 4
@@ -62,7 +62,7 @@ class PodiumOptions(Policy):
     max_cost_usd: float | None = Field(default=None, gt=0)  # 0 would refuse every call: a client error, not a 502
     max_tokens: int | None = Field(default=None, ge=1, le=100_000_000)
     deadline_s: float | None = Field(default=None, gt=0, le=3600)
-    cost_weight: float | None = Field(default=None, ge=0, le=1)  # learned tiers: 0 = quality … 1 = cost (podium.knob)
+    cost_weight: float | None = Field(default=None, ge=0, le=1)  # learned tiers: 0 = quality … 1 = cost (podium.learned.knob)
 
     def policy(self) -> Policy:
         """Only the model restrictions."""

@@ -13,17 +13,13 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from podium.backends import BackendSet
-from podium.backends.base import estimate_prompt_tokens
-from podium.engine import Engine, Event, RunFinished
-from podium.errors import ContextOverflow, PolicyError, UsageError
-from podium.pool import ModelSpec, Policy, Pool
-from podium.reliability import Attempts, call_with_fallbacks, default_breakers
-from podium.server.auth import ApiKey
-from podium.server.errors import ApiError, bad_request
-from podium.server.schemas import ChatCompletionRequest, PodiumOptions
-from podium.server.tiers import Tier, TierSet
-from podium.types import (
+from ..backends import BackendSet
+from ..backends.base import estimate_prompt_tokens
+from ..engine import Engine, Event, RunFinished
+from ..errors import ContextOverflow, PolicyError, UsageError
+from ..pool import ModelSpec, Policy, Pool
+from ..reliability import Attempts, call_with_fallbacks, default_breakers
+from ..types import (
     Budget,
     ChatMessage,
     Completion,
@@ -34,6 +30,10 @@ from podium.types import (
     Turn,
     new_run_id,
 )
+from .auth import ApiKey
+from .errors import ApiError, bad_request
+from .schemas import ChatCompletionRequest, PodiumOptions
+from .tiers import Tier, TierSet
 
 TextSink = Callable[[str], Awaitable[None] | None]
 LABELS = {"system": "Instructions", "user": "User", "assistant": "Assistant"}

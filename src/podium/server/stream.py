@@ -25,9 +25,10 @@ import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
-from podium.engine import Event, RunFinished, TurnDelta, TurnStarted
-from podium.scrub import scrub_value
-from podium.server.schemas import (
+from ..engine import Event, RunFinished, TurnDelta, TurnStarted
+from ..scrub import scrub_value
+from ..types import Role, RunResult, RunStatus
+from .schemas import (
     ChatCompletion,
     ChatCompletionChunk,
     Choice,
@@ -36,8 +37,7 @@ from podium.server.schemas import (
     ResponseMessage,
     Usage,
 )
-from podium.server.service import Outcome, Plan
-from podium.types import Role, RunResult, RunStatus
+from .service import Outcome, Plan
 
 log = logging.getLogger("podium.server")
 PIECE = 16

@@ -14,12 +14,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from podium.config import parse_yaml, read_text_file
-from podium.coordinators import get_coordinator
-from podium.coordinators.base import Coordinator, RunState
-from podium.errors import ConfigError
-from podium.pool import ModelSpec, Pool, RoleDefaults, RoleName
-from podium.types import Decision, Role
+from ..config import parse_yaml, read_text_file
+from ..coordinators import get_coordinator
+from ..coordinators.base import Coordinator, RunState
+from ..errors import ConfigError
+from ..pool import ModelSpec, Pool, RoleDefaults, RoleName
+from ..types import Decision, Role
 
 Preference = Literal["defaults", "cheapest", "strongest"]
 

@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from podium.types import RunResult
+from ..types import RunResult
 
 log = logging.getLogger("podium.server")
 
@@ -21,7 +21,7 @@ class Traces:
     """Persist and fetch server runs (``path=None``: the store's default, ``$PODIUM_HOME/podium.db``)."""
 
     def __init__(self, path: str | Path | None = None) -> None:
-        from podium.store import Store, traces_setting
+        from ..traces.store import Store, traces_setting
 
         self.enabled = traces_setting() != "off"
         self.store = Store.open(path) if self.enabled else None

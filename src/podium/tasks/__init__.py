@@ -13,6 +13,6 @@ A bad record raises :class:`TaskFileError` naming the file and line.
 
 from __future__ import annotations
 
-from podium.tasks.loaders import Task, TaskFileError, load_tasks, parse_record
+from .loaders import Task, TaskFileError, load_tasks, parse_record
 
 __all__ = ["Task", "TaskFileError", "load_tasks", "parse_record"]

@@ -12,8 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
-from podium.checks import CheckSpec
-from podium.errors import UsageError
+from ..checks import CheckSpec
+from ..errors import UsageError
 
 _CHECK = TypeAdapter(CheckSpec)
 _GSM_ANSWER = re.compile(r"####\s*(.+?)\s*$", re.S)

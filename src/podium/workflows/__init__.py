@@ -7,7 +7,7 @@ See docs/conductor.md. Chosen like any coordinator: ``conductor``, ``topology:NA
 
 from __future__ import annotations
 
-from podium.workflows.types import Step, Workflow, WorkflowError, check_against_pool, parse_workflow
+from .types import Step, Workflow, WorkflowError, check_against_pool, parse_workflow
 
 __all__ = ["Step", "Workflow", "WorkflowError", "check_against_pool", "get_planner", "parse_workflow"]
 
@@ -15,10 +15,10 @@ __all__ = ["Step", "Workflow", "WorkflowError", "check_against_pool", "get_plann
 def get_planner(name: str, arg: str, **options: int):
     """The planner for a coordinator name ``conductor``, ``topology`` or ``workflow`` and its argument."""
     if name == "conductor":
-        from podium.workflows.conductor import ConductorPlanner
+        from .conductor import ConductorPlanner
 
         return ConductorPlanner(model=arg or None, **options)
-    from podium.workflows.planners import StaticPlanner, TopologyPlanner
+    from .planners import StaticPlanner, TopologyPlanner
 
     if name == "topology":
         return TopologyPlanner(arg or "chain", **options)

@@ -14,16 +14,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from podium.errors import PolicyError
-from podium.pool import Pool
-from podium.reliability import Attempts, call_with_fallbacks
-from podium.types import ChatMessage
-from podium.workflows import templates
-from podium.workflows.planners import Planner
-from podium.workflows.types import MAX_STEPS, SELF, Workflow, WorkflowError, check_against_pool, parse_workflow
+from ..errors import PolicyError
+from ..pool import Pool
+from ..reliability import Attempts, call_with_fallbacks
+from ..types import ChatMessage
+from . import templates
+from .planners import Planner
+from .types import MAX_STEPS, SELF, Workflow, WorkflowError, check_against_pool, parse_workflow
 
 if TYPE_CHECKING:
-    from podium.workflows.runner import WorkflowRun
+    from .runner import WorkflowRun
 
 PROMPT = """You are the conductor of a team of language models. Design the workflow that solves the task below best: \
 which models run, in which order, who sees whose output, and a focused instruction written for each model.

@@ -14,12 +14,12 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from podium.errors import BudgetExhausted
-from podium.types import ChatMessage, Turn, Verdict
-from podium.workflows.types import QUERY, SELF, Step, Workflow
+from ..errors import BudgetExhausted
+from ..types import ChatMessage, Turn, Verdict
+from .types import QUERY, SELF, Step, Workflow
 
 if TYPE_CHECKING:
-    from podium.workflows.runner import WorkflowRun
+    from .runner import WorkflowRun
 
 UNAVAILABLE = "(not available: that step failed)"
 VERIFY_SUFFIX = (

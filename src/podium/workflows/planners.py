@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING
 
 import yaml
 
-from podium.errors import ConfigError
-from podium.pool import Pool
-from podium.workflows import templates
-from podium.workflows.types import Workflow, WorkflowError, check_against_pool, parse_workflow
+from ..errors import ConfigError
+from ..pool import Pool
+from . import templates
+from .types import Workflow, WorkflowError, check_against_pool, parse_workflow
 
 if TYPE_CHECKING:
-    from podium.workflows.runner import WorkflowRun
+    from .runner import WorkflowRun
 
 DEFAULT_MAX_DEPTH = 2
 DEFAULT_MAX_PARALLEL = 4
@@ -105,7 +105,7 @@ class StaticPlanner(Planner):
 
     async def plan(self, run: WorkflowRun, task: str, depth: int) -> tuple[Workflow, str]:
         if depth > 0:  # a nested 'self' step of a hand-written workflow is planned by the conductor
-            from podium.workflows.conductor import ConductorPlanner
+            from .conductor import ConductorPlanner
 
             return await ConductorPlanner(max_depth=self.max_depth).plan(run, task, depth)
         return self.workflow, f"workflow {self.source}"

@@ -20,19 +20,19 @@ import inspect
 import time
 from typing import TYPE_CHECKING
 
-from podium.backends.base import estimate_prompt_tokens
-from podium.engine import MAX_FALLBACKS, Event, RunFinished, TurnDelta, TurnFinished, TurnStarted
-from podium.errors import BudgetExhausted
-from podium.pool import ModelSpec, Pool
-from podium.reliability import Attempts, call_with_fallbacks
-from podium.roles import parse_verdict
-from podium.types import Budget, ChatMessage, Completion, CompletionRequest, Role, RunResult, RunStatus, Turn, Verdict
-from podium.workflows.executor import GraphOutcome, StepResult, best_answer, execute, verdict_of
-from podium.workflows.types import Step, Workflow
+from ..backends.base import estimate_prompt_tokens
+from ..engine import MAX_FALLBACKS, Event, RunFinished, TurnDelta, TurnFinished, TurnStarted
+from ..errors import BudgetExhausted
+from ..pool import ModelSpec, Pool
+from ..reliability import Attempts, call_with_fallbacks
+from ..roles import parse_verdict
+from ..types import Budget, ChatMessage, Completion, CompletionRequest, Role, RunResult, RunStatus, Turn, Verdict
+from .executor import GraphOutcome, StepResult, best_answer, execute, verdict_of
+from .types import Step, Workflow
 
 if TYPE_CHECKING:
-    from podium.engine import Engine, EventHandler
-    from podium.workflows.planners import Planner
+    from ..engine import Engine, EventHandler
+    from .planners import Planner
 
 
 class WorkflowRun:

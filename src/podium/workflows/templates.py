@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from podium.errors import UsageError
-from podium.pool import Pool
-from podium.workflows.types import QUERY, Step, Workflow
+from ..errors import UsageError
+from ..pool import Pool
+from .types import QUERY, Step, Workflow
 
 TOPOLOGIES = ("chain", "moa", "best-of-n", "debate")
 

@@ -18,8 +18,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from podium.errors import UsageError
-from podium.pool import Pool
+from ..errors import UsageError
+from ..pool import Pool
 
 SELF = "self"
 QUERY = "query"

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from podium.errors import UsageError
+from ..errors import UsageError
 
 BONUS = 0.2  # score units: the largest gate margin tried by cross-validation
 LAMBDA_GRID = tuple(float(x) for x in np.concatenate([[0.0], np.geomspace(1e-3, 1e4, 57)]))

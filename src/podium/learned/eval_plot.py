@@ -9,7 +9,7 @@ def _pyplot():
     try:
         import matplotlib
     except ImportError:
-        from podium.errors import missing_extra
+        from ..errors import missing_extra
 
         raise missing_extra("matplotlib", "train") from None
     matplotlib.use("Agg")

@@ -2,7 +2,7 @@
 
 :class:`Routers` fits the baselines (kNN, per-model logistic predictor, RouteLLM-style matrix
 factorisation, best model per task label), trains learned heads on demand (one per λ, mode and
-verifier), and builds the **safe** heads of :mod:`podium.crossval`: heads trained on each of K folds
+verifier), and builds the **safe** heads of :mod:`podium.learned.crossval`: heads trained on each of K folds
 score every candidate out of fold, and the router deviates from the best single model only where a
 Bonferroni-corrected paired bootstrap says it gains.
 """
@@ -14,7 +14,7 @@ from functools import cached_property
 
 import numpy as np
 
-from podium.baselines import (
+from .baselines import (
     fit_logistic,
     fit_mf,
     knn_from_neighbours,
@@ -25,8 +25,8 @@ from podium.baselines import (
     predict_mf,
     predict_per_task,
 )
-from podium.cascades import cascade_candidates, fixed_cascade, shift_logits
-from podium.crossval import (
+from .cascades import cascade_candidates, fixed_cascade, shift_logits
+from .crossval import (
     ALPHA,
     FOLDS,
     MARGINS,
@@ -37,10 +37,10 @@ from podium.crossval import (
     select_safe,
     single_candidates,
 )
-from podium.head import Gate, Head, masked_argmax
-from podium.knob import attach_knob
-from podium.train import Prepared, Progress, TrainConfig, fit_projection, train_head
-from podium.verifier import PERFECT, Verifier
+from .head import Gate, Head, masked_argmax
+from .knob import attach_knob
+from .simulated_verifier import PERFECT, Verifier
+from .train import Prepared, Progress, TrainConfig, fit_projection, train_head
 
 KNN_KS = (5, 20, 50, 100)
 COST_SLACK = 1e-9  # relative tolerance of the cost cap (uniform costs tie exactly)
@@ -186,7 +186,7 @@ class Routers:
         cap: bool = False,
         objective_lam: float = 0.0,
     ) -> Head:
-        """The CV-selected gated head (see :mod:`podium.crossval`); ``cap``: CV cost ≤ the fallback's;
+        """The CV-selected gated head (see :mod:`podium.learned.crossval`); ``cap``: CV cost ≤ the fallback's;
         candidates are compared on CV score − ``objective_lam`` × cost."""
         fh = self.fold_heads(lambdas)
         fallback = fold_fallback(self.prep, fh)

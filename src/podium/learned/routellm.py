@@ -20,9 +20,9 @@ from dataclasses import replace
 
 import numpy as np
 
-from podium.replay import ReplayDataset
-from podium.routers import Routers, ranking, train_means
-from podium.train import Prepared, TrainConfig, prepare
+from .replay import ReplayDataset
+from .routers import Routers, ranking, train_means
+from .train import Prepared, TrainConfig, prepare
 
 SHARES = np.linspace(0.0, 1.0, 51)
 KNOB = tuple(float(w) for w in np.round(np.linspace(0.0, 1.0, 21), 2))
@@ -93,7 +93,7 @@ def routellm_metrics(ds: ReplayDataset, prep: Prepared, config: TrainConfig, fol
     head = r.safe_head()
     logits = r.head(0.0).logits(emb)[:, :2]
     mf = r.mf_scores(emb)
-    from podium.baselines import knn_predict
+    from .baselines import knn_predict
 
     knn = knn_predict(r.train_emb, sub.scores[sub_prep.train_rows], sub.known[sub_prep.train_rows], emb, r.knn_k)
     rng = np.random.default_rng(config.seed)

@@ -12,8 +12,8 @@ import time
 
 import numpy as np
 
-from podium.decision_cache import DecisionCache
-from podium.stats import paired_interval
+from .decision_cache import DecisionCache
+from .stats import paired_interval
 
 THRESHOLDS = (0.9, 0.95, 0.98)
 

@@ -1,7 +1,7 @@
 """Evaluate the learned coordinator against standard routers and cascades on replay data.
 
 Every method is fitted on the ``train`` split only (model and hyperparameter selection by K-fold
-cross-validation inside it, see :mod:`podium.crossval`) and scored once on ``test``. Every row
+cross-validation inside it, see :mod:`podium.learned.crossval`) and scored once on ``test``. Every row
 reports its test score with a 95% bootstrap interval over test items, the paired interval of its
 difference to the best single model, the share of the best-single→oracle gap it closes, its mean
 cost per item, calls per item and decision latency.
@@ -12,7 +12,7 @@ logistic predictor, the learned head as trained (``learned_ungated``), the **saf
 (``learned``: CV-gated, falls back to the best single model unless the gain survives a paired
 bootstrap) and its cost-capped version (``learned@cap``: CV cost at most the best single's).
 
-Cascade rows use a simulated verifier (:data:`podium.verifier.REALISTIC` unless told otherwise);
+Cascade rows use a simulated verifier (:data:`podium.learned.simulated_verifier.REALISTIC` unless told otherwise);
 rows marked ``[perfect]`` use the recorded score, an upper bound no live verifier reaches.
 """
 
@@ -25,15 +25,15 @@ from pathlib import Path
 
 import numpy as np
 
-from podium.cascades import Items, cascade_order, head_cascade
-from podium.crossval import FOLDS, first_available
-from podium.encoders import get_encoder
-from podium.head import masked_argmax
-from podium.replay import ReplayDataset
-from podium.routers import Routers
-from podium.stats import interval, paired_interval
-from podium.train import Progress, TrainConfig, prepare, stderr_progress
-from podium.verifier import PERFECT, REALISTIC, Verifier
+from .cascades import Items, cascade_order, head_cascade
+from .crossval import FOLDS, first_available
+from .encoders import get_encoder
+from .head import masked_argmax
+from .replay import ReplayDataset
+from .routers import Routers
+from .simulated_verifier import PERFECT, REALISTIC, Verifier
+from .stats import interval, paired_interval
+from .train import Progress, TrainConfig, prepare, stderr_progress
 
 LAMBDAS = (0.0, 0.3, 1.0, 3.0)  # λ sweep of the plot and the cost knob
 CAP_LAMBDAS = (0.0, 1.0)  # λ of the heads the cost-capped selection shifts
@@ -240,7 +240,7 @@ def evaluate_dataset(
     started = time.perf_counter()
     test = ds.indices("test")
     if len(test) == 0:
-        from podium.errors import UsageError
+        from ..errors import UsageError
 
         raise UsageError(f"dataset {ds.name}: no items with split 'test' to evaluate on")
     if progress:
@@ -283,8 +283,8 @@ def evaluate_dataset(
         "folds": r.n_folds,
     }
     if extras:
-        from podium.cache_eval import measure_cache
-        from podium.routellm import routellm_metrics
+        from .cache_eval import measure_cache
+        from .routellm import routellm_metrics
 
         out["sweep"] = lambda_sweep(r, test, lambdas, best, oracle)
         out["verifier_sweep"] = verifier_sweep(r, test, cascade_turns, verifier)
@@ -366,7 +366,7 @@ def _json_default(value):
 
 
 def plot(results: list[dict], path: Path) -> None:
-    """The cost–quality plot (see :mod:`podium.eval_plot`)."""
-    from podium.eval_plot import plot_cost_quality
+    """The cost–quality plot (see :mod:`podium.learned.eval_plot`)."""
+    from .eval_plot import plot_cost_quality
 
     plot_cost_quality(results, path)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from podium.errors import UsageError, missing_extra
+from ..errors import UsageError, missing_extra
 
 DEFAULT_OUTPUT_TOKENS = 256
 UNIFORM_CALL_COST = 1e-4
@@ -125,7 +125,7 @@ def dataset_folder(path: str | Path) -> Path:
         from importlib import resources
 
         return Path(str(resources.files("podium") / "data" / str(path)))
-    from podium.suggest import did_you_mean
+    from ..suggest import did_you_mean
 
     raise ReplayDataError(
         f"{folder}: not a directory{did_you_mean(str(path), shipped)}; pass a replay dataset folder "

@@ -1,7 +1,7 @@
 """Cascades on replay data: try models in turn until the verifier accepts (at most ``turns`` calls).
 
 A cascade's outcome per item is the score of its last answer, the summed cost of its calls and the
-number of calls. The verifier is an ``accept`` matrix (see :mod:`podium.verifier`): the recorded
+number of calls. The verifier is an ``accept`` matrix (see :mod:`podium.learned.simulated_verifier`): the recorded
 score for the perfect verifier (an upper bound), or a simulated verifier with false-accept and
 false-reject rates.
 """
@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from podium.crossval import Candidate, FoldHeads, first_available
-from podium.head import Head
-from podium.train import Prepared, Problem, cascade_rollout
-from podium.verifier import Verifier, accept_matrix
+from .crossval import Candidate, FoldHeads, first_available
+from .head import Head
+from .simulated_verifier import Verifier, accept_matrix
+from .train import Prepared, Problem, cascade_rollout
 
 
 @dataclass

@@ -35,9 +35,9 @@ from datetime import UTC
 from pathlib import Path
 from typing import Any, Literal
 
-from podium.errors import ConfigError, UsageError
-from podium.scrub import REDACTED, clean_text, clean_value, scrub, scrub_value  # noqa: F401 (REDACTED, scrub: re-exported)
-from podium.types import RunResult, RunStatus, Turn
+from ..errors import ConfigError, UsageError
+from ..scrub import REDACTED, clean_text, clean_value, scrub, scrub_value  # noqa: F401 (REDACTED, scrub: re-exported)
+from ..types import RunResult, RunStatus, Turn
 
 TextMode = Literal["full", "hash"]
 TRACES_ENV = "PODIUM_TRACES"
@@ -340,7 +340,7 @@ class Store:
         Synchronous on purpose: it also runs while a cancelled run unwinds. A storage failure is
         passed to ``on_error`` (if given) instead of failing the run; without ``on_error`` it raises.
         """
-        from podium.engine import RunFinished
+        from ..engine import RunFinished
 
         def on_event(event: Any) -> None:
             if not isinstance(event, RunFinished):

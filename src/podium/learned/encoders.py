@@ -23,7 +23,7 @@ from typing import Protocol
 
 import numpy as np
 
-from podium.errors import UsageError
+from ..errors import UsageError
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -119,7 +119,7 @@ def get_encoder(spec: dict | str) -> Encoder:
     spec = {"name": spec} if isinstance(spec, str) else dict(spec)
     name = spec.pop("name", None)
     if name == "minilm" and name not in ENCODERS:
-        import podium.encoders_minilm  # noqa: F401  (optional extra; registers itself)
+        import podium.learned.encoders_minilm  # noqa: F401  (optional extra; registers itself)
     if name not in ENCODERS:
         raise UsageError(f"unknown encoder '{name}'; known encoders: {', '.join(sorted(ENCODERS))}")
     try:

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from podium.head import masked_argmax
-from podium.stats import lower_bound
-from podium.train import Prepared, Progress, TrainConfig, train_head
+from .head import masked_argmax
+from .stats import lower_bound
+from .train import Prepared, Progress, TrainConfig, train_head
 
 FOLDS = 5
 ALPHA = 0.05

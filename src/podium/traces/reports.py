@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from podium.store import Store, loads_column
+from .store import Store, loads_column
 
 ROUTER_INSTRUCTION = (
     "You coordinate a pool of language models that act as thinker (plans), worker (answers) or "
@@ -279,7 +279,7 @@ def export_replay(store: Store, out_dir: Path, **filters: Any) -> dict[str, Any]
     ``meta.json`` says where the scores came from: ``graded`` (a check graded the final answer),
     ``check`` or ``verifier`` verdicts, and ``score_source`` sums it up (one of those, or ``mixed``).
     """
-    from podium.replay import write_replay
+    from ..learned.replay import write_replay
 
     items, outcomes, skipped, sources = replay_tables(store, **filters)
     kinds = sorted(k for k, v in sources.items() if v)

@@ -3,7 +3,7 @@
 No dependencies: :func:`make_server` serves it with the standard library (``podium ui``), and
 :func:`asgi_app` returns a plain ASGI application that a FastAPI/Starlette server can mount::
 
-    app.mount("/ui", podium.viewer.asgi_app(store))      # then open /ui/
+    app.mount("/ui", podium.traces.viewer.asgi_app(store))      # then open /ui/
 
 Routes (relative to where it is mounted)::
 
@@ -27,10 +27,10 @@ from importlib import resources
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from podium.errors import UsageError
-from podium.hosts import host_allowed, host_name
-from podium.scrub import scrub_value
-from podium.store import Store
+from ..errors import UsageError
+from ..hosts import host_allowed, host_name
+from ..scrub import scrub_value
+from .store import Store
 
 STATIC = {
     "viewer.html": "text/html; charset=utf-8",
@@ -82,7 +82,7 @@ def _run(store: Store, run_id: str) -> Response:
 
 def handle(store: Store, method: str, path: str, params: dict[str, str]) -> Response:
     """Answer one request; ``path`` is relative to the viewer's root. Never raises for bad input."""
-    from podium.trace_reports import model_stats
+    from .reports import model_stats
 
     if method not in ("GET", "HEAD"):
         return _json(405, {"error": "only GET is supported"})

@@ -24,19 +24,19 @@ from pathlib import Path
 
 import numpy as np
 
-from podium.backends.cached import CachingBackendSet
-from podium.checks import run_check
-from podium.coordinators import get_coordinator
-from podium.coordinators.base import Coordinator
-from podium.coordinators.learned import LearnedCoordinator
-from podium.encoders import get_encoder
-from podium.engine import Engine
-from podium.errors import UsageError, missing_extra
-from podium.head import ROLE_NAMES, Head
-from podium.pool import Pool
-from podium.tasks import Task
-from podium.train import fit_projection, load_checkpoint, save_checkpoint
-from podium.types import Budget
+from ..backends.cached import CachingBackendSet
+from ..checks import run_check
+from ..coordinators import get_coordinator
+from ..coordinators.base import Coordinator
+from ..coordinators.learned import LearnedCoordinator
+from ..engine import Engine
+from ..errors import UsageError, missing_extra
+from ..pool import Pool
+from ..tasks import Task
+from ..types import Budget
+from .encoders import get_encoder
+from .head import ROLE_NAMES, Head
+from .train import fit_projection, load_checkpoint, save_checkpoint
 
 CHECK_MODEL = "check"
 Progress = Callable[[str], None]

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from podium.encoders import register_encoder
-from podium.errors import missing_extra
+from ..errors import missing_extra
+from .encoders import register_encoder
 
 LAYERS, HEADS = 6, 12
 

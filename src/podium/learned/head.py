@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from podium.errors import UsageError
+from ..errors import UsageError
 
 ROLE_NAMES = ("thinker", "worker", "verifier")
 FORMAT = "podium-head/1"
@@ -115,7 +115,7 @@ class KnnMemory:
 class Gate:
     """Shrinkage towards the fallback: answer with the first available model of ``order`` (the best
     single models, by train score) unless the head's best model's logit beats that model's by at
-    least ``margin`` (``inf``: always the fallback). Chosen by cross-validation (:mod:`podium.crossval`)."""
+    least ``margin`` (``inf``: always the fallback). Chosen by cross-validation (:mod:`podium.learned.crossval`)."""
 
     order: np.ndarray  # model indices, best first
     margin: float
@@ -218,8 +218,8 @@ class Head:
         lam: float | None = None,
     ) -> np.ndarray:
         """The decision rule on (n, M) model logits: gate at cost weight 0, else the cost knob
-        (:mod:`podium.knob`; ``lam`` overrides the calibrated λ of ``cost_weight``)."""
-        from podium.knob import knob_logits, lambda_for
+        (:mod:`podium.learned.knob`; ``lam`` overrides the calibrated λ of ``cost_weight``)."""
+        from .knob import knob_logits, lambda_for
 
         if lam is None:
             lam = lambda_for(self.meta["knob"], cost_weight) if cost_weight and "knob" in self.meta else 0.0

@@ -33,11 +33,11 @@ from typing import Any
 
 import numpy as np
 
-from podium.encoders import EmbeddingCache, Encoder, get_encoder
-from podium.errors import UsageError, missing_extra
-from podium.head import ROLE_NAMES, Head, KnnMemory
-from podium.replay import ReplayDataset
-from podium.verifier import PASS_SCORE, Verifier, accept_matrix
+from ..errors import UsageError, missing_extra
+from .encoders import EmbeddingCache, Encoder, get_encoder
+from .head import ROLE_NAMES, Head, KnnMemory
+from .replay import ReplayDataset
+from .simulated_verifier import PASS_SCORE, Verifier, accept_matrix
 
 SHRINK = (0.0, 0.25, 0.5, 0.75, 1.0)  # warm start: share of the ridge fit vs the best-single prior (or kNN)
 KNN_SCALE = 0.25  # CMA-ES step scale of the tied parameters (kNN weights are ~1/n_knn)

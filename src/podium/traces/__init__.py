@@ -1,0 +1,1 @@
+"""Trace storage, reports and the viewer: every run recorded, queried and shown."""
