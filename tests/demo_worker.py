@@ -1,4 +1,4 @@
-"""A scripted worker for tests/test_demo.py: deterministic in its prompt, like the seeded embedded
+"""A scripted worker for tests/cli/test_demo.py: deterministic in its prompt, like the seeded embedded
 model. It answers a task wrongly, except after reviewer feedback (then correctly), and never
 answers the 'hopeless' task correctly."""
 

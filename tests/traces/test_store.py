@@ -19,7 +19,7 @@ from podium.traces.store import Store, default_path, parse_time, recorder
 from podium.types import Budget, Role, RunResult, RunStatus, Turn, Verdict
 from store_seed import questions, seed
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def make_result(

@@ -18,7 +18,7 @@ from podium.server.auth import hash_key  # noqa: E402
 from podium.traces.store import Store  # noqa: E402
 from podium_process import PodiumServer  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 POOLS = REPO / "tests" / "pools"
 ASK = [{"role": "user", "content": "What is 17 * 23?"}]
 FINAL = "The product 17 x 23 is 391: 17 x 20 = 340 plus 17 x 3 = 51."

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from podium.roles import parse_verdict
 
-CORPUS = Path(__file__).parent / "data" / "verdicts.jsonl"
+CORPUS = Path(__file__).parents[1] / "data" / "verdicts.jsonl"
 
 
 def test_corpus_accuracy_and_no_false_accepts() -> None:

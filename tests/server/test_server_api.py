@@ -19,7 +19,7 @@ from podium.server.auth import KeyRing, hash_key
 from podium.server.tiers import load_tiers
 from podium.server.traces import Traces
 
-POOL = str(Path(__file__).parent / "pools" / "server.yaml")
+POOL = str(Path(__file__).parents[1] / "pools" / "server.yaml")
 ASK = [{"role": "user", "content": "What is 17 * 23?"}]
 KEYS = {"eu-key": {"allowed_regions": ["eu"]}, "open-key": {}, "solver-only": {"allowed_models": ["eu-solver"]}}
 

@@ -14,7 +14,7 @@ from schemathesis.checks import not_a_server_error, status_code_conformance  # n
 from podium.server.app import create_app  # noqa: E402
 from podium.server.traces import Traces  # noqa: E402
 
-POOL = str(Path(__file__).parent / "pools" / "server.yaml")
+POOL = str(Path(__file__).parents[1] / "pools" / "server.yaml")
 
 
 def _app():

@@ -104,7 +104,7 @@ async def test_failed_model_is_not_tried_again(head_file: Path, tmp_path: Path) 
 
 async def test_pool_without_any_head_model_is_a_clear_error(head_file: Path) -> None:
     coordinator = LearnedCoordinator.load(head_file)
-    pool = load_pool(str(Path(__file__).parent / "pools" / "scripted.yaml"))
+    pool = load_pool(str(Path(__file__).parents[1] / "pools" / "scripted.yaml"))
     with pytest.raises(UsageError, match="train a head"):
         await coordinator.decide(RunState(query="hi", pool=pool, budget=Budget()))
 

@@ -19,7 +19,7 @@ from podium.server.auth import hash_key  # noqa: E402
 from podium.traces.store import Store  # noqa: E402
 from podium_process import PodiumServer  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 POOL = REPO / "tests" / "pools" / "server.yaml"
 ASK = [{"role": "user", "content": "What is 17 * 23?"}]
 EU_ANSWER = "The answer is 391, since 17 x 23 = 391."

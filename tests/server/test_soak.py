@@ -41,7 +41,7 @@ class ServerProcess:
     """The fault server in its own process (like a real provider: it does not share our GIL or sockets)."""
 
     def __init__(self) -> None:
-        script = Path(__file__).parent / "faults" / "server.py"
+        script = Path(__file__).parents[1] / "faults" / "server.py"
         self.proc = subprocess.Popen(
             [sys.executable, str(script), "--seed", "7", "--rate", str(FAULT_RATE)], stdout=subprocess.PIPE, text=True
         )
