@@ -14,7 +14,7 @@ export CMAKE_ARGS
 BUILD_NOTE := note: the first setup compiles llama.cpp (llama-cpp-python): about 1000 CPU-seconds: some 9 minutes on an idle 2-core machine, much longer on a busy one (bench/results/setup.md). Progress below every 15 s; full log in
 PIP_INSTALL = $(PY) -m pip install -v --progress-bar off
 
-.PHONY: demo test setup setup-local browser bench
+.PHONY: demo test setup setup-local browser bench lint
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,7 +46,12 @@ browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null)
 
-test: setup browser
+# Lint and format (ruff) over everything; strict typing (mypy) over src/podium.
+lint: setup
+	$(VENV)/bin/ruff check src tests bench scripts
+	$(VENV)/bin/ruff format --check src tests bench scripts
+
+test: setup browser lint
 	$(PY) -m pytest -q
 
 bench: setup
