@@ -66,7 +66,7 @@ def _parses(code: str) -> bool:
 def extract_code(text: str) -> str:
     """The Python code of an answer: its ```python (or untagged) fenced blocks that parse, joined;
     without fences the raw text, dropping leading prose lines until the rest parses."""
-    blocks = _FENCE.findall(text)
+    blocks: list[tuple[str, str]] = _FENCE.findall(text)
     tagged = [body for lang, body in blocks if lang.lower() in ("python", "py", "python3")]
     for group in (tagged, [body for lang, body in blocks if not lang]):
         good = [body for body in group if _parses(body)]

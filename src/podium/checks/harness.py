@@ -12,7 +12,7 @@ import sys
 MAX_ERROR = 1500
 
 
-def _block_network(block_exec):
+def _block_network(block_exec: bool) -> None:
     """Refuse internet sockets (and, without a network namespace, spawning programs)."""
     blocked = {"socket.getaddrinfo", "socket.gethostbyname", "socket.gethostbyname_ex", "socket.gethostbyaddr"}
     if block_exec:
@@ -26,7 +26,7 @@ def _block_network(block_exec):
             "pty.spawn",
         }
 
-    def hook(event, args):
+    def hook(event: str, args: tuple[object, ...]) -> None:
         if event == "socket.__new__" and args[1] in (2, 10):  # AF_INET, AF_INET6
             raise PermissionError("network_blocked: the podium sandbox forbids internet sockets")
         if event in blocked:
@@ -35,14 +35,14 @@ def _block_network(block_exec):
     sys.addaudithook(hook)
 
 
-def _error(exc):
+def _error(exc: BaseException) -> str:
     import traceback
 
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, limit=-3))
     return text[-MAX_ERROR:]
 
 
-def _got(test, ns):
+def _got(test: str, ns: dict[str, object]) -> str | None:
     """For ``assert left == right``: the repr of ``left`` as the answer computed it."""
     try:
         import ast
@@ -57,17 +57,17 @@ def _got(test, ns):
     return None
 
 
-def main():
+def main() -> None:
     payload = marshal.loads(sys.stdin.buffer.read())
     nonce = payload["nonce"]
     out = os.fdopen(payload["fd"], "w", buffering=1)
 
-    def report(**record):
+    def report(**record: object) -> None:
         out.write(repr({"nonce": nonce, "pid": os.getpid(), **record}) + "\n")
         out.flush()
 
     _block_network(payload["block_exec"])
-    ns = {"__name__": "solution", "__builtins__": __builtins__}
+    ns: dict[str, object] = {"__name__": "solution", "__builtins__": __builtins__}
     try:
         exec(compile(payload["setup"], "<setup>", "exec"), ns)
         exec(compile(payload["code"], "<answer>", "exec"), ns)

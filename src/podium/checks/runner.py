@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import signal
+from typing import Any
 
 from .answers import extract_code, final_answer_candidates, final_number, normalise
 from .sandbox import SandboxLimits, SandboxRun, run_python
@@ -93,7 +94,11 @@ def _grade(run: SandboxRun, spec: PythonTestsCheck, limits: SandboxLimits) -> Ch
 
 
 def _first_failure(
-    run: SandboxRun, spec: PythonTestsCheck, tests: dict, limits: SandboxLimits, contained: str | None
+    run: SandboxRun,
+    spec: PythonTestsCheck,
+    tests: dict[int, dict[str, Any]],
+    limits: SandboxLimits,
+    contained: str | None,
 ) -> str | None:
     code_error = next((r for r in run.records if r.get("stage") == "code"), None)
     if code_error:

@@ -24,10 +24,12 @@ import stat
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources as pkg_resources
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -60,7 +62,7 @@ class SandboxUnavailable(RuntimeError):
 class SandboxRun:
     """What came back from the sandbox. ``records`` are the harness's authenticated result lines."""
 
-    records: list[dict] = field(default_factory=list)
+    records: list[dict[str, Any]] = field(default_factory=list)
     output: str = ""
     output_truncated: bool = False
     returncode: int | None = None
@@ -88,10 +90,15 @@ def _netns_flags() -> int | None:
 @lru_cache(maxsize=1)
 def _private_tmp_works() -> bool:
     """Whether (as root) a child can get private size-capped tmpfs mounts on /tmp, /var/tmp, /dev/shm."""
-    return os.geteuid() == 0 and _probe(lambda: (_unshare(CLONE_NEWNS), _private_tmp(1, None)))
+
+    def private_tmp() -> None:
+        _unshare(CLONE_NEWNS)
+        _private_tmp(1, None)
+
+    return os.geteuid() == 0 and _probe(private_tmp)
 
 
-def _probe(preexec) -> bool:
+def _probe(preexec: Callable[[], None]) -> bool:
     try:
         subprocess.run(["true"], preexec_fn=preexec, check=True, env={"PATH": "/usr/bin:/bin"}, timeout=10)
     except (OSError, subprocess.SubprocessError):
@@ -203,7 +210,7 @@ class _Plan:
         )
 
 
-def _preexec(limits: SandboxLimits, plan: _Plan):
+def _preexec(limits: SandboxLimits, plan: _Plan) -> Callable[[], None]:
     mb = 1 << 20
 
     def setup() -> None:
@@ -253,8 +260,8 @@ def _read_head(path: Path, limit: int) -> tuple[str, bool]:
     return text[:limit], truncated
 
 
-def _records(path: Path, nonce: str, pid: int) -> list[dict]:
-    out = []
+def _records(path: Path, nonce: str, pid: int) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
     with path.open("rb") as fh:
         data = fh.read(MAX_RESULTS_BYTES)
     for line in data.decode("utf-8", "replace").splitlines():

@@ -58,7 +58,7 @@ class PythonTestsCheck(_Spec):
 
 
 CheckSpec = Annotated[ExactCheck | RegexCheck | NumberCheck | PythonTestsCheck, Field(discriminator="type")]
-CHECK_ADAPTER: TypeAdapter[Any] = TypeAdapter(CheckSpec)
+CHECK_ADAPTER: TypeAdapter[ExactCheck | RegexCheck | NumberCheck | PythonTestsCheck] = TypeAdapter(CheckSpec)
 
 
 def parse_check(data: Any) -> CheckSpec:
