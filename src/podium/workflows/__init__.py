@@ -7,12 +7,25 @@ See docs/conductor.md. Chosen like any coordinator: ``conductor``, ``topology:NA
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, TypedDict, Unpack
+
 from .types import Step, Workflow, WorkflowError, check_against_pool, parse_workflow
 
-__all__ = ["Step", "Workflow", "WorkflowError", "check_against_pool", "get_planner", "parse_workflow"]
+if TYPE_CHECKING:
+    from .planners import Planner
+
+__all__ = ["PlannerOptions", "Step", "Workflow", "WorkflowError", "check_against_pool", "get_planner", "parse_workflow"]
 
 
-def get_planner(name: str, arg: str, **options: int):
+class PlannerOptions(TypedDict, total=False):
+    """The options every planner takes (see :class:`~podium.workflows.planners.Planner`)."""
+
+    max_depth: int
+    max_parallel: int
+    rounds: int
+
+
+def get_planner(name: str, arg: str, **options: Unpack[PlannerOptions]) -> Planner:
     """The planner for a coordinator name ``conductor``, ``topology`` or ``workflow`` and its argument."""
     if name == "conductor":
         from .conductor import ConductorPlanner

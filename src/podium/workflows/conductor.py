@@ -12,10 +12,10 @@ step, and its tokens count against the run's budget (reported apart as orchestra
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import PolicyError
-from ..pool import Pool
+from ..pool import ModelSpec, Pool
 from ..reliability import Attempts, call_with_fallbacks
 from ..types import ChatMessage
 from . import templates
@@ -71,7 +71,7 @@ def model_cards(pool: Pool, allow_self: bool, depth: int, max_depth: int) -> str
     return "\n".join(lines)
 
 
-def workflow_schema(models: list[str], max_steps: int) -> dict:
+def workflow_schema(models: list[str], max_steps: int) -> dict[str, Any]:
     """JSON schema of a workflow, for backends with structured output."""
     step = {
         "type": "object",
@@ -157,7 +157,13 @@ class ConductorPlanner(Planner):
         return self.default(run, f"conductor output invalid after one repair ({last_error})")
 
     async def ask(
-        self, run: WorkflowRun, spec, messages: list[ChatMessage], response_format: dict, depth: int, attempt: int
+        self,
+        run: WorkflowRun,
+        spec: ModelSpec,
+        messages: list[ChatMessage],
+        response_format: dict[str, Any],
+        depth: int,
+        attempt: int,
     ) -> str | None:
         """One conductor call with retries and the breaker; structured output first, plain if the endpoint refuses it."""
         key = ("conductor", depth, attempt, len(run.orchestration))

@@ -74,7 +74,7 @@ async def execute(
     """Run ``workflow`` to the end (or until a budget stops it); ``prefix`` labels its steps in the trace."""
     out = GraphOutcome()
     pending = list(workflow.steps)
-    running: dict[asyncio.Task, Step] = {}
+    running: dict[asyncio.Task[StepResult], Step] = {}
     final_id = workflow.final_step.id
     try:
         while True:
@@ -101,7 +101,7 @@ async def execute(
 def _launch_ready(
     run: WorkflowRun,
     pending: list[Step],
-    running: dict,
+    running: dict[asyncio.Task[StepResult], Step],
     out: GraphOutcome,
     query: str,
     depth: int,
@@ -124,7 +124,9 @@ def _launch_ready(
                 out.results[step.id] = StepResult(step, error=f"skipped: every input step {failed} failed")
                 out.skipped.append(step.id)
                 continue
-            outputs = {r.step.id: r.output if r.ok else UNAVAILABLE for r in deps if r is not None}
+            outputs = {
+                r.step.id: r.output if r.ok and r.output is not None else UNAVAILABLE for r in deps if r is not None
+            }
             label = f"{prefix}{step.id}"
             reason = f"{origin}; step {step.id}"
             final = depth == 0 and step.id == final_id and step.role != "verifier"
@@ -154,5 +156,5 @@ def best_answer(workflow: Workflow, outcome: GraphOutcome) -> tuple[str | None, 
     finished = [r for r in outcome.results.values() if r.ok and r.step.role == "worker" and r.turn is not None]
     if not finished:
         return None, None
-    latest = max(finished, key=lambda r: r.turn.ended_at or 0.0)
+    latest = max(finished, key=lambda r: (r.turn.ended_at if r.turn else None) or 0.0)
     return latest.output, latest.step.id

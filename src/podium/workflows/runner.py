@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..backends.base import estimate_prompt_tokens
 from ..engine import MAX_FALLBACKS, Event, RunFinished, TurnDelta, TurnFinished, TurnStarted
@@ -50,9 +50,10 @@ class WorkflowRun:
         self.stream = stream
         self.turns: list[Turn] = []
         self.orchestration: list[Completion] = []
-        self.plans: list[dict] = []
+        self.plans: list[dict[str, Any]] = []
         self.reserved: dict[object, tuple[int, float]] = {}  # in-flight calls' worst-case tokens and cost
-        self.in_flight: dict[int, tuple] = {}
+        # in-flight steps: step, messages, depth, label, reason, attempts, start time
+        self.in_flight: dict[int, tuple[Step, list[ChatMessage], int, str, str, Attempts, float]] = {}
         self.steps_started = 0
         self.numbers = 0
         self.exhausted: str | None = None
@@ -188,7 +189,7 @@ class WorkflowRun:
         number: int,
         step: Step,
         spec: ModelSpec,
-        messages: list,
+        messages: list[ChatMessage],
         c: Completion,
         label: str,
         depth: int,
