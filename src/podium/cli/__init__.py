@@ -42,7 +42,8 @@ class LazyGroup(SuggestingGroup):
             return None
         module, _, attr = target.partition(":")
         try:
-            return getattr(importlib.import_module(module), attr)
+            command: click.Command = getattr(importlib.import_module(module), attr)
+            return command
         except (ImportError, AttributeError) as exc:
             raise UsageError(f"'podium {name}' is not available in this install ({exc})") from None
 

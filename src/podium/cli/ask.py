@@ -6,13 +6,14 @@ import asyncio
 import json
 import sys
 import time
+from typing import Any
 
 import click
 from pydantic import ValidationError
 
 from ..checks import CheckSpec, parse_check
 from ..coordinators import get_coordinator
-from ..engine import Engine, Event, RunFinished, TurnFinished, TurnStarted
+from ..engine import Engine, Event, EventHandler, RunFinished, TurnFinished, TurnStarted
 from ..pool import Policy, load_pool
 from ..preflight import check_pool
 from ..scrub import clean_text, scrub, scrub_value
@@ -41,7 +42,7 @@ def render_table(result: RunResult) -> str:
     return "\n".join(rows)
 
 
-def live_printer(enabled: bool):
+def live_printer(enabled: bool) -> EventHandler:
     """An event handler that prints each turn as it starts and ends (to stderr)."""
     started: dict[int, float] = {}
     open_line: list[int | None] = [None]  # the turn whose start line awaits its end (workflow steps overlap)
@@ -115,10 +116,10 @@ async def run_once(
     pool_ref: str,
     coordinator: str,
     question: str,
-    limits: dict,
+    limits: dict[str, Any],
     policy: Policy,
     live: bool,
-    workflow_options: dict | None = None,
+    workflow_options: dict[str, Any] | None = None,
     check: CheckSpec | None = None,
 ) -> RunResult:
     """One run; ``limits`` (flags left unset are None) override the pool's default budget."""

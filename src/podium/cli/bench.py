@@ -8,12 +8,14 @@ import shlex
 import sqlite3
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
 from ..errors import ConfigError, UsageError
 from .options import pool_option
+
+T = TypeVar("T")
 
 SETTINGS = "bench.json"
 # settings that change what a result means: resuming with other values would mix results
@@ -69,7 +71,7 @@ def _store() -> Any:
         return None
 
 
-def _finish(out: Path, rows: list[dict], names: list[str], meta: dict, with_plot: bool) -> None:
+def _finish(out: Path, rows: list[dict[str, Any]], names: list[str], meta: dict[str, Any], with_plot: bool) -> None:
     from ..benchmark import build_report, markdown, write_report
 
     report = build_report(rows, names, meta)
@@ -211,7 +213,7 @@ def run_cmd(
         )
 
 
-def _shard(tasks: list, shard: str | None) -> list:
+def _shard(tasks: list[T], shard: str | None) -> list[T]:
     """The tasks of shard ``K/N`` (every N-th, from index K); all tasks without one."""
     if not shard:
         return tasks

@@ -17,7 +17,9 @@ pool_option = click.option(
 class SuggestingGroup(click.Group):
     """A click group that answers an unknown subcommand with the closest one ("did you mean")."""
 
-    def resolve_command(self, ctx: click.Context, args: list[str]):
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
         name = args[0] if args else ""
         known = self.list_commands(ctx)
         if name and not name.startswith("-") and name not in known:
