@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .checks import CheckSpec, run_check
 from .config import parse_yaml, read_text_file
-from .engine import Engine
+from .engine import Engine, EventHandler
 from .pool import Pool
 from .types import Budget, RunResult
 
@@ -86,7 +86,7 @@ async def graded(task: DemoTask, result: RunResult, started: float) -> Outcome:
 
 
 async def run_task(
-    task: DemoTask, single: Engine, loop: Engine, max_turns: int, on_event=None
+    task: DemoTask, single: Engine, loop: Engine, max_turns: int, on_event: EventHandler | None = None
 ) -> tuple[Outcome, Outcome]:
     """The task as a single call and as the loop with its check as verifier."""
     started = time.perf_counter()

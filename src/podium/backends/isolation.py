@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 
 T = TypeVar("T")
-_running: set[asyncio.Future] = set()  # the loop holds tasks weakly; these must finish their cleanup
+_running: set[asyncio.Future[Any]] = set()  # the loop holds tasks weakly; these must finish their cleanup
 _END = object()
 
 
@@ -49,7 +49,7 @@ async def pump(items: AsyncIterator[T]) -> AsyncIterator[T]:
     Exceptions of ``items`` are raised here; when we stop early (closed, cancelled) the pumping
     task is cancelled exactly once and closes ``items`` itself.
     """
-    queue: asyncio.Queue = asyncio.Queue(maxsize=1)
+    queue: asyncio.Queue[tuple[Any, Exception | None]] = asyncio.Queue(maxsize=1)  # (item or _END, error)
 
     async def run() -> None:
         try:

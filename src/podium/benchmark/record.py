@@ -21,7 +21,7 @@ def split_for(task_id: str) -> str:
     return split_of(task_id)
 
 
-def replay_tables(tasks: list[Task], rows: list[dict[str, Any]]) -> tuple[list[dict], list[dict]]:
+def replay_tables(tasks: list[Task], rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(items, outcomes) from the single-model rows; tasks without any such row are left out."""
     latest = {(r["task"], r["coordinator"]): r for r in rows if r["coordinator"].startswith("fixed:")}
     outcomes = [

@@ -44,7 +44,7 @@ def summarize(name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def paired(a: dict[str, dict], b: dict[str, dict]) -> dict[str, Any]:
+def paired(a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Exact McNemar test of coordinator ``a`` against ``b`` on the tasks both have graded."""
     common = sorted(set(a) & set(b))
     only_a = sum(a[t]["passed"] and not b[t]["passed"] for t in common)
@@ -57,7 +57,7 @@ def build_report(
 ) -> dict[str, Any]:
     """The report dict: one summary per coordinator, the best single model, and paired tests against it."""
     latest = latest_rows(rows)
-    by_coord: dict[str, dict[str, dict]] = {c: {} for c in coordinators}
+    by_coord: dict[str, dict[str, dict[str, Any]]] = {c: {} for c in coordinators}
     for (task, coord), row in latest.items():
         if coord in by_coord:
             by_coord[coord][task] = row

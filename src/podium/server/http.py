@@ -27,7 +27,7 @@ class GuardedH11Protocol(H11Protocol):
 
     head_timeout_s = HEAD_TIMEOUT_S
 
-    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+    def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
         self._head_deadline: Any = None
         self._arm_head_deadline()
