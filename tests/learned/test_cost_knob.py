@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_replay_data import make_dataset
 
 from podium.coordinators import get_coordinator, split_cost_weight
 from podium.errors import UsageError
@@ -15,7 +16,6 @@ from podium.learned.replay import load_replay
 from podium.learned.routellm import pair_dataset, pgr_curve, pick_pair, routellm_metrics
 from podium.learned.routers import Routers
 from podium.learned.train import TrainConfig, prepare
-from test_replay_data import make_dataset
 
 FAST = TrainConfig(k=16, generations=15, encoder={"name": "hashed", "dim": 512}, knn_ks=(5, 20))
 

@@ -70,12 +70,13 @@ def test_query_stream_has_repeats_and_paraphrases() -> None:
 
 
 def test_coordinator_reuses_cached_logits_and_replay_measure(tmp_path, monkeypatch) -> None:
+    from test_replay_data import make_dataset
+
     from podium.coordinators.learned import LearnedCoordinator
     from podium.learned.cache_eval import measure_cache
     from podium.learned.encoders import get_encoder
     from podium.learned.replay import load_replay
     from podium.learned.train import TrainConfig, prepare, train_head
-    from test_replay_data import make_dataset
 
     monkeypatch.setenv("PODIUM_HOME", str(tmp_path / "home"))
     config = TrainConfig(k=16, generations=5, encoder={"name": "hashed", "dim": 512}, knn_ks=(5, 20))

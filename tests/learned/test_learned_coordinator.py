@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from test_replay_data import MODELS, TASK_WORDS, make_dataset
 
 from podium.cli import main
 from podium.coordinators import get_coordinator
@@ -20,7 +21,6 @@ from podium.learned.replay import load_replay
 from podium.learned.train import TrainConfig, prepare, train_head
 from podium.pool import Policy, load_pool
 from podium.types import Budget, Role, RunStatus, Turn, Verdict
-from test_replay_data import MODELS, TASK_WORDS, make_dataset
 
 FAST = TrainConfig(k=16, generations=20, encoder={"name": "hashed", "dim": 512})
 QUERY = {task: " ".join(words.split()[:8]) + " which one?" for task, words in TASK_WORDS.items()}

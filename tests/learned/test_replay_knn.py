@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_replay_data import make_dataset
 
 from podium.learned.cascades import shift_logits
 from podium.learned.evaluate import make_items
@@ -13,7 +14,6 @@ from podium.learned.head import KnnMemory
 from podium.learned.replay import load_replay
 from podium.learned.routers import Routers
 from podium.learned.train import TrainConfig, prepare, train_head
-from test_replay_data import make_dataset
 
 FAST = TrainConfig(k=16, generations=25, encoder={"name": "hashed", "dim": 512}, knn_ks=(5, 20))
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_replay_data import MODELS, make_dataset
 
 from podium.learned.cascades import Items, cascade_order
 from podium.learned.crossval import Candidate, first_available, kfold, select_safe
@@ -16,7 +17,6 @@ from podium.learned.routers import Routers
 from podium.learned.simulated_verifier import PERFECT, Verifier, accept_matrix
 from podium.learned.stats import interval, lower_bound, paired_interval
 from podium.learned.train import TrainConfig, prepare
-from test_replay_data import MODELS, make_dataset
 
 FAST = TrainConfig(k=16, generations=15, encoder={"name": "hashed", "dim": 512}, knn_ks=(5, 20))
 

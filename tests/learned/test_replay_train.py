@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_replay_data import MODELS, TASK_WORDS, make_dataset
 
 from podium.cli import main
 from podium.learned.evaluate import evaluate_dataset, format_table
 from podium.learned.replay import load_replay
 from podium.learned.train import TrainConfig, load_checkpoint, prepare, train_head
-from test_replay_data import MODELS, TASK_WORDS, make_dataset
 
 FAST = TrainConfig(k=16, generations=25, encoder={"name": "hashed", "dim": 512})
 

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from test_viewer_browser import browser, require_browser  # noqa: F401  (the headless Chromium fixture)
 
 from conftest import POOLS
 from podium import Engine, load_pool
@@ -23,7 +24,6 @@ from podium.backends.scripted import ScriptedBackend
 from podium.coordinators import get_coordinator
 from podium.traces.store import Store
 from store_seed import serving_viewer
-from test_viewer_browser import browser, require_browser  # noqa: F401  (the headless Chromium fixture)
 
 
 def plan_reply(request) -> str:
