@@ -22,6 +22,8 @@ from . import templates
 from .types import Workflow, WorkflowError, check_against_pool, parse_workflow
 
 if TYPE_CHECKING:
+    from ..coordinators.base import RunState
+    from ..types import Decision
     from .runner import WorkflowRun
 
 DEFAULT_MAX_DEPTH = 2
@@ -52,6 +54,11 @@ class Planner:
     async def plan(self, run: WorkflowRun, task: str, depth: int) -> tuple[Workflow, str]:
         """The workflow for ``task`` at ``depth`` and where it came from (recorded in the trace)."""
         raise NotImplementedError
+
+    async def decide(self, state: RunState) -> Decision:
+        """Never called: the engine hands a planner's runs to the workflow runner (``plans_workflows``).
+        Present so that a planner is a :class:`~podium.coordinators.base.Coordinator`."""
+        raise NotImplementedError(f"{self.name} plans workflows; it does not decide single turns")
 
 
 class TopologyPlanner(Planner):
