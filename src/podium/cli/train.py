@@ -113,22 +113,22 @@ def train_replay(
     from ..learned.train import TrainConfig, prepare, stderr_progress, train_head
 
     ds = load_replay(dataset_dir)  # a folder or the name of a shipped dataset
-    extra = {"generations": generations} if generations is not None else {}
-    config = TrainConfig(mode=mode, lam=lam, turns=turns, seed=seed, **extra)
+    gens = TrainConfig.generations if generations is None else generations
+    config = TrainConfig(mode=mode, lam=lam, turns=turns, seed=seed, generations=gens)
     progress = None if quiet else stderr_progress
     if progress:
         progress(f"[{ds.name}] {len(ds.texts)} items, {len(ds.models)} models; encoding")
     prep = prepare(ds, config)
     head = train_head(prep, config, checkpoint=checkpoint, resume=resume, progress=progress)
     if mode == "single" and folds >= 2:
-        from ..learned.routers import Routers
+        from ..learned.routers import Routers, selection_of
         from ..learned.simulated_verifier import PERFECT
 
         routers = Routers(prep, config, progress, folds)
         routers.heads[(lam, "single", PERFECT)] = head  # reuse the head just trained (and checkpointed)
         head = routers.safe_head((lam,), objective_lam=lam)
         if progress:
-            progress(f"[{ds.name}] {head.gate.info['selection']['reason']}")
+            progress(f"[{ds.name}] {selection_of(head)['reason']}")
     path = head.save(out)
     click.echo(
         f"wrote {path}: {len(head.models)} models, {mode}, λ={lam:g}, validation objective "
@@ -205,8 +205,7 @@ def eval_replay(
     from ..learned.train import TrainConfig, stderr_progress
 
     datasets = [load_replay(p) for p in dataset_dirs]  # fail on a bad folder before any training
-    extra = {"generations": generations} if generations is not None else {}
-    config = TrainConfig(seed=seed, **extra)
+    config = TrainConfig(seed=seed, generations=TrainConfig.generations if generations is None else generations)
     fa = REALISTIC.false_accept if false_accept is None else false_accept
     fr = REALISTIC.false_reject if false_reject is None else false_reject
     verifier = Verifier(fa, fr, seed)

@@ -59,7 +59,8 @@ def fit_logistic(
 
 def predict_logistic(w: np.ndarray, x: np.ndarray) -> np.ndarray:
     """Predicted score per model."""
-    return 1.0 / (1.0 + np.exp(-(np.hstack([x, np.ones((len(x), 1), x.dtype)]) @ w)))
+    pred: np.ndarray = 1.0 / (1.0 + np.exp(-(np.hstack([x, np.ones((len(x), 1), x.dtype)]) @ w)))
+    return pred
 
 
 def fit_mf(
@@ -108,7 +109,8 @@ def fit_mf(
 def predict_mf(params: tuple[np.ndarray, np.ndarray, np.ndarray], x: np.ndarray) -> np.ndarray:
     """Predicted score per model of the matrix-factorisation router."""
     proj, v, b = params
-    return 1.0 / (1.0 + np.exp(-((x.astype(np.float32) @ proj.T) @ v.T + b)))
+    pred: np.ndarray = 1.0 / (1.0 + np.exp(-((x.astype(np.float32) @ proj.T) @ v.T + b)))
+    return pred
 
 
 def per_task_table(tasks: np.ndarray, scores: np.ndarray, known: np.ndarray) -> dict[str, np.ndarray]:

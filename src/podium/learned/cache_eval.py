@@ -9,11 +9,17 @@ Every query is decided twice, fresh and through the cache, so the quality change
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from .decision_cache import DecisionCache
 from .stats import paired_interval
+
+if TYPE_CHECKING:
+    from .encoders import Encoder
+    from .head import Head
+    from .replay import ReplayDataset
 
 THRESHOLDS = (0.9, 0.95, 0.98)
 
@@ -49,19 +55,20 @@ def query_stream(texts: list[str], rows: np.ndarray, n: int, share: float, seed:
 
 
 def measure_cache(
-    head,
-    encoder,
-    ds,
+    head: Head,
+    encoder: Encoder,
+    ds: ReplayDataset,
     rows: np.ndarray,
     n: int = 600,
     share: float = 0.25,
     seed: int = 0,
     thresholds: tuple[float, ...] = THRESHOLDS,
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """Hit rate, quality change (paired, 95% CI) and p50 latency of cached vs fresh decisions."""
     stream = query_stream(ds.texts, rows, n, share, seed)
     scores = np.nan_to_num(ds.scores)
-    fresh_score, fresh_ms = [], []
+    fresh_score: list[float] = []
+    fresh_ms: list[float] = []
     for row, text, _ in stream:
         t = time.perf_counter()
         choice = head.pick(head.logits(encoder.encode([text]))[:, : head.n_models], ds.known[row][None])[0]
@@ -70,7 +77,12 @@ def measure_cache(
     out = []
     for threshold in thresholds:
         cache = DecisionCache(threshold=threshold, max_size=4096, ttl_s=3600)
-        cached_score, hit_ms, miss_ms, kinds, hits, wrong_item = [], [], [], [], [], 0
+        cached_score: list[float] = []
+        hit_ms: list[float] = []
+        miss_ms: list[float] = []
+        kinds: list[str] = []
+        hits: list[bool] = []
+        wrong_item = 0
         for row, text, kind in stream:
             t = time.perf_counter()
             emb = encoder.encode([text])
@@ -79,8 +91,8 @@ def measure_cache(
                 logits = head.logits(emb)[0, : head.n_models]
                 cache.put(emb, (row, logits))
             else:
-                wrong_item += value[0] != row
-                logits = value[1]
+                cached_row, logits = cast(tuple[int, np.ndarray], value)  # what this loop put
+                wrong_item += cached_row != row
             choice = head.pick(logits[None], ds.known[row][None])[0]
             (miss_ms if value is None else hit_ms).append((time.perf_counter() - t) * 1e3)
             cached_score.append(scores[row, choice])

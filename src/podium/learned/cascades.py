@@ -9,6 +9,7 @@ false-reject rates.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -74,10 +75,12 @@ def head_cascade(
     return final[0], spent[0], calls[0]
 
 
-def two_model_orders(best_order: np.ndarray, models: list[str]) -> dict[str, tuple[np.ndarray, dict]]:
+def two_model_orders(best_order: np.ndarray, models: list[str]) -> dict[str, tuple[np.ndarray, dict[str, Any]]]:
     """Fixed cascades that need no training: best then second best, and each other model first, then the best."""
     best = best_order[0]
-    out = {"best_then_second": (best_order[:2], {"rank_order": "best_then_second"})}
+    out: dict[str, tuple[np.ndarray, dict[str, Any]]] = {
+        "best_then_second": (best_order[:2], {"rank_order": "best_then_second"})
+    }
     for m in best_order[1:]:
         out[f"{models[int(m)]} then best"] = (np.array([m, best]), {"rank_order": "first_then_best", "first": int(m)})
     return out
@@ -96,10 +99,10 @@ def cascade_candidates(
     ds, train = prep.ds, prep.train_rows
     pos = {int(r): i for i, r in enumerate(train)}
     n = len(train)
-    buckets: dict[str, tuple[np.ndarray, np.ndarray, dict]] = {}
+    buckets: dict[str, tuple[np.ndarray, np.ndarray, dict[str, Any]]] = {}
     filled: dict[str, int] = {}
 
-    def put(name: str, idx: list[int], score: np.ndarray, cost: np.ndarray, params: dict) -> None:
+    def put(name: str, idx: list[int], score: np.ndarray, cost: np.ndarray, params: dict[str, Any]) -> None:
         if name not in buckets:
             buckets[name] = (np.zeros(n), np.zeros(n), params)
         buckets[name][0][idx], buckets[name][1][idx] = score, cost
@@ -130,7 +133,7 @@ def cascade_candidates(
     return [Candidate(name, s, c, params) for name, (s, c, params) in buckets.items() if filled[name] == len(fh.folds)]
 
 
-def fixed_cascade(params: dict, best_order: np.ndarray, turns: int) -> tuple[np.ndarray, int]:
+def fixed_cascade(params: dict[str, Any], best_order: np.ndarray, turns: int) -> tuple[np.ndarray, int]:
     """Order and call limit of a fixed cascade (``params`` of :func:`cascade_candidates`) for the full
     train ranking; ``first_then_best`` keeps its first model."""
     if params["rank_order"] == "best_first":

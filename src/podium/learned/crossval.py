@@ -15,10 +15,11 @@ unless its best model's logit beats the fallback's by at least ``margin`` (``inf
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
-from .head import masked_argmax
+from .head import Head, masked_argmax
 from .stats import lower_bound
 from .train import Prepared, Progress, TrainConfig, train_head
 
@@ -34,7 +35,7 @@ class Candidate:
     name: str
     scores: np.ndarray  # (n,)
     costs: np.ndarray  # (n,) in mean-call units
-    params: dict = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
 
     def objective(self, lam: float) -> np.ndarray:
         return self.scores - lam * self.costs
@@ -51,7 +52,7 @@ class Selection:
     n_candidates: int
     reason: str
 
-    def summary(self) -> dict:
+    def summary(self) -> dict[str, Any]:
         return {
             "chosen": self.chosen.name,
             "params": self.chosen.params,
@@ -122,7 +123,8 @@ def fallback_order(prep: Prepared, rows: np.ndarray) -> np.ndarray:
 
 def first_available(order: np.ndarray, known: np.ndarray) -> np.ndarray:
     """Per row, the first model in ``order`` whose outcome is known."""
-    return order[np.argmax(known[:, order], axis=1)]
+    first: np.ndarray = order[np.argmax(known[:, order], axis=1)]
+    return first
 
 
 def gated_choice(logits: np.ndarray, known: np.ndarray, order: np.ndarray, margin: float) -> np.ndarray:
@@ -143,8 +145,10 @@ class FoldHeads:
     folds: list[tuple[np.ndarray, np.ndarray]]
     orders: list[np.ndarray]  # fallback ranking of each fold
     preps: list[Prepared]  # each fold's in-rows as a training set (kNN memory and features cached there)
-    logits: dict = field(default_factory=dict)  # (λ, mode) -> (n_train, M) held-out logits (single mode)
-    heads: dict = field(default_factory=dict)  # (λ, mode) -> [Head per fold]
+    logits: dict[tuple[float, str], np.ndarray] = field(
+        default_factory=dict
+    )  # (λ, mode) -> (n_train, M) held-out logits (single mode)
+    heads: dict[tuple[float, str], list[Head]] = field(default_factory=dict)  # (λ, mode) -> [Head per fold]
 
 
 def fold_heads(

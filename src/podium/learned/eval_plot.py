@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 
-def _pyplot():
+def _pyplot() -> ModuleType:
     try:
         import matplotlib
     except ImportError:
@@ -18,7 +20,7 @@ def _pyplot():
     return plt
 
 
-def plot_cost_quality(results: list[dict], path: Path) -> None:
+def plot_cost_quality(results: list[dict[str, Any]], path: Path) -> None:
     """One panel per dataset: single models as points, λ sweeps as lines, safe routers and cascades as markers."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4.4), squeeze=False)
@@ -56,7 +58,7 @@ def plot_cost_quality(results: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_verifier_gain(results: list[dict], path: Path) -> None:
+def plot_verifier_gain(results: list[dict[str, Any]], path: Path) -> None:
     """Gain over the best single model of each cascade vs the verifier's accuracy (symmetric error rates)."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4.0), squeeze=False)

@@ -20,17 +20,19 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from .cascades import Items, cascade_order, head_cascade
 from .crossval import FOLDS, first_available
 from .encoders import get_encoder
-from .head import masked_argmax
+from .head import Head, masked_argmax
 from .replay import ReplayDataset
-from .routers import Routers
+from .routers import Routers, selection_of
 from .simulated_verifier import PERFECT, REALISTIC, Verifier
 from .stats import interval, paired_interval
 from .train import Progress, TrainConfig, prepare, stderr_progress
@@ -74,10 +76,11 @@ class Table:
     """Rows of one split, with intervals relative to the best single model's per-item scores."""
 
     def __init__(self, best: np.ndarray, oracle: float, seed: int) -> None:
-        self.best, self.oracle, self.seed, self.rows = best, oracle, seed, []
+        self.best, self.oracle, self.seed = best, oracle, seed
+        self.rows: list[MethodResult] = []
 
     def add(
-        self, method: str, scores: np.ndarray, costs: np.ndarray, calls: float | np.ndarray = 1.0, **extra
+        self, method: str, scores: np.ndarray, costs: np.ndarray, calls: float | np.ndarray = 1.0, **extra: Any
     ) -> MethodResult:
         best_mean = float(self.best.mean())
         delta = paired_interval(scores, self.best, seed=self.seed)
@@ -98,7 +101,7 @@ class Table:
         return row
 
 
-def single_turn_table(r: Routers, rows: np.ndarray, lam: float, safe: dict) -> Table:
+def single_turn_table(r: Routers, rows: np.ndarray, lam: float, safe: dict[str, Head]) -> Table:
     """Every single-turn method on ``rows`` of the dataset."""
     ds, emb = r.prep.ds, r.prep.emb[rows]
     items = make_items(ds, rows)
@@ -117,7 +120,7 @@ def single_turn_table(r: Routers, rows: np.ndarray, lam: float, safe: dict) -> T
     table.add("predictor", *items.pick(r.predictor(emb, known, lam)), lam=lam)
     table.add("learned_ungated", *items.pick(r.head(lam).choose(emb, known)), lam=lam)
     for name, head in safe.items():
-        sel = head.gate.info["selection"]
+        sel = selection_of(head)
         table.add(
             name,
             *items.pick(head.choose(emb, known)),
@@ -128,7 +131,7 @@ def single_turn_table(r: Routers, rows: np.ndarray, lam: float, safe: dict) -> T
     return table
 
 
-def cascade_rows(r: Routers, rows: np.ndarray, table: Table, turns: int, verifier: Verifier) -> dict:
+def cascade_rows(r: Routers, rows: np.ndarray, table: Table, turns: int, verifier: Verifier) -> dict[str, Any]:
     """Cascades under ``verifier`` (headline) and the perfect verifier (upper bound); returns the safe plan's record."""
     emb, items = r.prep.emb[rows], make_items(r.prep.ds, rows)
     for v in dict.fromkeys((verifier, PERFECT)):
@@ -143,14 +146,16 @@ def cascade_rows(r: Routers, rows: np.ndarray, table: Table, turns: int, verifie
     plan = r.safe_cascade(verifier, turns, CASCADE_LAMBDAS, CASCADE_SHIFTS)
     accept = items.accept(verifier)
     if plan.kind == "learned":
+        assert plan.head is not None  # a learned plan carries its head
         sc, co, ca = head_cascade(plan.head, emb, items, plan.turns, accept)
     else:
+        assert plan.order is not None  # fallback and fixed plans carry their order
         sc, co, ca = cascade_order(plan.order, items, plan.turns, accept)
     table.add(f"learned_cascade@{turns} cap", sc, co, ca, note=f"CV chose {plan.selection.chosen.name}")
     return {"kind": plan.kind, **plan.selection.summary()}
 
 
-def verifier_sweep(r: Routers, rows: np.ndarray, turns: int, verifier: Verifier) -> list[dict]:
+def verifier_sweep(r: Routers, rows: np.ndarray, turns: int, verifier: Verifier) -> list[dict[str, Any]]:
     """Gain over the best single model of the cascades as the verifier's symmetric error rate grows."""
     items, emb = make_items(r.prep.ds, rows), r.prep.emb[rows]
     best = items.pick(first_available(r.best_order, items.known))[0]
@@ -176,9 +181,9 @@ def verifier_sweep(r: Routers, rows: np.ndarray, turns: int, verifier: Verifier)
     return out
 
 
-def decision_latency_ms(decide, texts: list[str], repeats: int = 1) -> float:
+def decision_latency_ms(decide: Callable[[str], object], texts: list[str], repeats: int = 1) -> float:
     """Median milliseconds for ``decide(text)`` over ``texts`` (one decision at a time)."""
-    times = []
+    times: list[float] = []
     for _ in range(repeats):
         for text in texts:
             t = time.perf_counter()
@@ -187,7 +192,7 @@ def decision_latency_ms(decide, texts: list[str], repeats: int = 1) -> float:
     return float(np.median(times) * 1e3)
 
 
-def measure_latency(r: Routers, texts: list[str], lam: float, safe_head) -> dict[str, float]:
+def measure_latency(r: Routers, texts: list[str], lam: float, safe_head: Head) -> dict[str, float]:
     """Median decision latency (encoder included) of the methods that look at the text."""
     encoder = get_encoder(r.config.encoder)
     everyone = np.ones((1, len(r.prep.ds.models)), dtype=bool)
@@ -199,7 +204,9 @@ def measure_latency(r: Routers, texts: list[str], lam: float, safe_head) -> dict
     }
 
 
-def lambda_sweep(r: Routers, rows: np.ndarray, lambdas: tuple[float, ...], best: float, oracle: float) -> list[dict]:
+def lambda_sweep(
+    r: Routers, rows: np.ndarray, lambdas: tuple[float, ...], best: float, oracle: float
+) -> list[dict[str, Any]]:
     """Learned head, kNN, predictor and MF at each λ: the cost–quality curves of the plot."""
     items, emb = make_items(r.prep.ds, rows), r.prep.emb[rows]
     points = []
@@ -234,7 +241,7 @@ def evaluate_dataset(
     cache_root: Path | None = None,
     extras: bool = True,
     folds: int = FOLDS,
-) -> dict:
+) -> dict[str, Any]:
     """Every method on one dataset's test split (and its ``eval_only`` split, single-turn, if any)."""
     config = config or TrainConfig()
     started = time.perf_counter()
@@ -278,7 +285,7 @@ def evaluate_dataset(
         "singles": singles,
         "best_single_model": ds.models[r.best_order[0]],
         "cost_unit": prep.cost_unit,
-        "cv": {name: head.gate.info["selection"] for name, head in safe.items()},
+        "cv": {name: selection_of(head) for name, head in safe.items()},
         "cascade_cv": cascade_plan,
         "folds": r.n_folds,
     }
@@ -300,7 +307,7 @@ def evaluate_dataset(
     return out
 
 
-def _ci(pair) -> str:
+def _ci(pair: tuple[float, float] | list[float] | None) -> str:
     return f"[{pair[0]:.3f}, {pair[1]:.3f}]" if pair else ""
 
 
@@ -308,7 +315,7 @@ def _pct(value: float | None) -> str:
     return "never" if value is None else f"{value:.0%}"
 
 
-def format_table(result: dict) -> str:
+def format_table(result: dict[str, Any]) -> str:
     """The per-dataset table printed by ``podium eval replay``."""
     d = result["dataset"]
     head = f"{'method':<34} {'score':>7} {'95% CI':>16} {'Δ vs best 95% CI':>18} {'gap closed':>10} {'cost/item':>10} {'calls':>5} {'ms':>6}"
@@ -350,14 +357,14 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def write_json(results: list[dict], path: Path, command: str, **extra) -> None:
+def write_json(results: list[dict[str, Any]], path: Path, command: str, **extra: Any) -> None:
     """Results plus the command that made them."""
     path.parent.mkdir(parents=True, exist_ok=True)
     clean = [{k: v for k, v in res.items() if not k.startswith("_")} for res in results]
     path.write_text(json.dumps({"command": command, **extra, "results": clean}, indent=1, default=_json_default))
 
 
-def _json_default(value):
+def _json_default(value: object) -> object:
     if isinstance(value, (np.floating, np.integer)):
         return value.item()
     if isinstance(value, np.ndarray):
@@ -365,7 +372,7 @@ def _json_default(value):
     raise TypeError(f"not JSON serialisable: {type(value)}")
 
 
-def plot(results: list[dict], path: Path) -> None:
+def plot(results: list[dict[str, Any]], path: Path) -> None:
     """The cost–quality plot (see :mod:`podium.learned.eval_plot`)."""
     from .eval_plot import plot_cost_quality
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -55,12 +56,13 @@ class KnnMemory:
 
     @property
     def n_features(self) -> int:
-        return len(self.ks) * self.scores.shape[1]
+        return len(self.ks) * int(self.scores.shape[1])
 
     def embed(self, emb: np.ndarray) -> np.ndarray:
         """Unit vectors in the memory's space."""
         x = ((np.atleast_2d(emb) - self.mean) @ self.basis).astype(np.float32)
-        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-9)
+        unit: np.ndarray = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-9)
+        return unit
 
     def neighbours(self, x: np.ndarray, self_rows: np.ndarray | None) -> np.ndarray:
         """(n, kmax) memory rows most similar to unit vectors ``x``, leaving out ``self_rows[i]`` (if ≥ 0)."""
@@ -104,7 +106,7 @@ class KnnMemory:
         return dict(zip(MEMORY_ARRAYS, values))
 
     @classmethod
-    def from_arrays(cls, arrays: dict, ks: list[int], smooth: float) -> KnnMemory:
+    def from_arrays(cls, arrays: dict[str, Any], ks: list[int], smooth: float) -> KnnMemory:
         mean, basis, emb, scores, known, prior = (arrays[n] for n in MEMORY_ARRAYS)
         return cls(
             mean, basis, emb.astype(np.float32), scores.astype(np.float32), known.astype(bool), prior, tuple(ks), smooth
@@ -119,24 +121,27 @@ class Gate:
 
     order: np.ndarray  # model indices, best first
     margin: float
-    info: dict = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
 
     def apply(self, logits: np.ndarray, available: np.ndarray | None) -> np.ndarray:
         """Gated choice per row of (n, M) model logits."""
         avail = np.ones(logits.shape, dtype=bool) if available is None else np.asarray(available, dtype=bool)
-        fallback = self.order[np.argmax(avail[:, self.order], axis=1)]
+        fallback: np.ndarray = self.order[np.argmax(avail[:, self.order], axis=1)]
         if not np.isfinite(self.margin):
             return fallback
         pick = masked_argmax(logits, avail)
         rows = np.arange(len(pick))
-        return np.where(logits[rows, pick] - logits[rows, fallback] >= max(self.margin, 1e-12), pick, fallback)
+        chosen: np.ndarray = np.where(
+            logits[rows, pick] - logits[rows, fallback] >= max(self.margin, 1e-12), pick, fallback
+        )
+        return chosen
 
-    def to_meta(self, models: list[str]) -> dict:
+    def to_meta(self, models: list[str]) -> dict[str, Any]:
         margin = None if not np.isfinite(self.margin) else float(self.margin)
         return {"fallback_order": [models[i] for i in self.order], "margin": margin, **self.info}
 
     @classmethod
-    def from_meta(cls, meta: dict, models: list[str]) -> Gate:
+    def from_meta(cls, meta: dict[str, Any], models: list[str]) -> Gate:
         margin = meta.get("margin")
         info = {k: v for k, v in meta.items() if k not in ("fallback_order", "margin")}
         return cls(
@@ -151,17 +156,17 @@ class Head:
     """Parameters and metadata of a learned coordinator."""
 
     models: list[str]
-    encoder: dict
+    encoder: dict[str, Any]
     mean: np.ndarray  # (D,) encoding mean
     proj: np.ndarray  # (D, k) whitened PCA basis
     weights: np.ndarray  # (k + 1 + F + M, M + 3), F = kNN features (0 without memory)
-    meta: dict = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
     memory: KnnMemory | None = None
     gate: Gate | None = None  # safe heads: fall back to the best single model unless the margin is met
 
     @property
     def k(self) -> int:
-        return self.proj.shape[1]
+        return int(self.proj.shape[1])
 
     @property
     def n_models(self) -> int:
@@ -197,7 +202,8 @@ class Head:
         self, emb: np.ndarray, failed: np.ndarray | None = None, self_rows: np.ndarray | None = None
     ) -> np.ndarray:
         """(n, M + 3) logits: models first, then the roles in :data:`ROLE_NAMES` order."""
-        return self.features(emb, failed, self_rows) @ self.weights
+        out: np.ndarray = self.features(emb, failed, self_rows) @ self.weights
+        return out
 
     def choose(
         self,
@@ -228,7 +234,10 @@ class Head:
         if lam > 0 and self.gate is not None:
             avail = np.ones(model_logits.shape, dtype=bool) if available is None else np.asarray(available, dtype=bool)
             costs = np.asarray(self.meta["knob"]["model_cost"], dtype=float)
-            return np.argmax(knob_logits(model_logits, avail, self.gate.order, self.gate.margin, costs, lam), axis=-1)
+            choice: np.ndarray = np.argmax(
+                knob_logits(model_logits, avail, self.gate.order, self.gate.margin, costs, lam), axis=-1
+            )
+            return choice
         if self.gate is not None:
             return self.gate.apply(model_logits, available)
         return masked_argmax(model_logits, available)
@@ -254,7 +263,7 @@ class Head:
         }
         if self.gate is not None:
             meta["gate"] = self.gate.to_meta(self.models)
-        arrays = {}
+        arrays: dict[str, Any] = {}  # Any: savez_compressed's **kwds would otherwise clash with allow_pickle
         if self.memory is not None:
             meta["knn"] = {
                 "ks": list(self.memory.ks),
@@ -302,6 +311,5 @@ class Head:
 
 def masked_argmax(logits: np.ndarray, available: np.ndarray | None) -> np.ndarray:
     """Row-wise argmax over the available columns (a row with none available picks column 0)."""
-    if available is None:
-        return np.argmax(logits, axis=-1)
-    return np.argmax(np.where(available, logits, -np.inf), axis=-1)
+    choice: np.ndarray = np.argmax(logits if available is None else np.where(available, logits, -np.inf), axis=-1)
+    return choice

@@ -17,9 +17,16 @@ interpolated (in log λ) between the two grid points around it. The table lives 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
 from ..errors import UsageError
+
+if TYPE_CHECKING:
+    from .head import Head
+    from .train import Prepared
 
 BONUS = 0.2  # score units: the largest gate margin tried by cross-validation
 LAMBDA_GRID = tuple(float(x) for x in np.concatenate([[0.0], np.geomspace(1e-3, 1e4, 57)]))
@@ -50,7 +57,9 @@ def knob_logits(
     return np.where(avail & ~dearer, out, -np.inf)
 
 
-def calibrate(choose_at, val_costs: np.ndarray, val_scores: np.ndarray) -> dict:
+def calibrate(
+    choose_at: Callable[[float], np.ndarray], val_costs: np.ndarray, val_scores: np.ndarray
+) -> dict[str, Any]:
     """The knob table: mean validation cost and score at each λ of :data:`LAMBDA_GRID`.
 
     ``choose_at(lam)`` returns the chosen model per validation row at that λ (λ = 0: the gated head).
@@ -69,7 +78,7 @@ def calibrate(choose_at, val_costs: np.ndarray, val_scores: np.ndarray) -> dict:
     return {"points": points, "bonus": BONUS}
 
 
-def lambda_for(table: dict, cost_weight: float) -> float:
+def lambda_for(table: dict[str, Any], cost_weight: float) -> float:
     """λ for ``cost_weight`` from a calibration table (see the module docstring)."""
     w = check_cost_weight(cost_weight)
     if w == 0:
@@ -87,7 +96,7 @@ def lambda_for(table: dict, cost_weight: float) -> float:
     return float(np.exp(np.log(lo) + frac * (np.log(hi) - np.log(lo))))
 
 
-def attach_knob(head, prep, cost_by_model: np.ndarray):
+def attach_knob(head: Head, prep: Prepared, cost_by_model: np.ndarray) -> Head:
     """Calibrate the knob of ``head`` on ``prep``'s held-out slice and record it in ``head.meta["knob"]``.
 
     ``cost_by_model``: mean train cost per model in mean-call units (unknown: a large number).

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -58,7 +59,7 @@ class LiveConfig:
     seed: int = 0
     max_calls: int | None = None  # paid (uncached) model calls for the whole training
     max_usd: float | None = None
-    encoder: dict = field(default_factory=lambda: {"name": "hashed"})
+    encoder: dict[str, Any] = field(default_factory=lambda: {"name": "hashed"})
 
     def __post_init__(self) -> None:
         if self.generations < 0 or self.popsize < 2 or self.k < 1 or self.max_turns < 1:
@@ -73,13 +74,13 @@ class LiveState:
     models: list[str]
     mean: np.ndarray
     proj: np.ndarray
-    es: object
+    es: Any  # cma.CMAEvolutionStrategy (cma ships no type information)
     generation: int
     best_theta: np.ndarray
     best_val: float
-    history: list[dict] = field(default_factory=list)
-    cache: dict = field(default_factory=dict)
-    baselines: dict = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    cache: dict[str, Any] = field(default_factory=dict)
+    baselines: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -91,7 +92,7 @@ class Rollouts:
     calls: list[int]
     roles: list[list[str]]
 
-    def summary(self) -> dict:
+    def summary(self) -> dict[str, float]:
         n = max(len(self.rewards), 1)
         return {
             "reward": sum(self.rewards) / n,
@@ -103,7 +104,7 @@ class Rollouts:
 class LiveTrainer:
     """Scores coordinators by live rollouts on ``tasks`` over ``pool`` with a shared response cache."""
 
-    def __init__(self, pool: Pool, tasks: list[Task], config: LiveConfig, cache: dict | None = None) -> None:
+    def __init__(self, pool: Pool, tasks: list[Task], config: LiveConfig, cache: dict[str, Any] | None = None) -> None:
         if not tasks:
             raise UsageError("train live needs at least one task")
         self.pool, self.tasks, self.config = pool, tasks, config
@@ -114,14 +115,14 @@ class LiveTrainer:
 
     @property
     def n_params(self) -> int:
-        return (self.proj.shape[1] + 1) * (len(self.models) + len(ROLE_NAMES))
+        return (int(self.proj.shape[1]) + 1) * (len(self.models) + len(ROLE_NAMES))
 
     def fit(self) -> None:
         """The projection of query encodings, fitted on the training prompts."""
         emb = self.encoder.encode([t.prompt for t in self.tasks])
         self.mean, self.proj = fit_projection(emb, self.config.k, seed=self.config.seed)
 
-    def head(self, theta: np.ndarray, meta: dict | None = None) -> Head:
+    def head(self, theta: np.ndarray, meta: dict[str, Any] | None = None) -> Head:
         """A head whose ``[z, 1]`` rows are ``theta``; failed-model rows stay 0."""
         n_out, rows = len(self.models) + len(ROLE_NAMES), self.proj.shape[1] + 1
         weights = np.zeros((Head.n_inputs(self.proj.shape[1], len(self.models)), n_out))
@@ -136,8 +137,8 @@ class LiveTrainer:
 
         async def one(task: Task) -> tuple[float, bool, int, list[str]]:
             async with gate:
-                extra = {"check": task.check} if self.config.grounded else {}
-                result = await engine.run(task.prompt, budget=budget, **extra)
+                check = task.check if self.config.grounded else None
+                result = await engine.run(task.prompt, budget=budget, check=check)
             grade = await run_check(task.check, result.answer or "")
             calls = sum(t.model != CHECK_MODEL for t in result.turns)
             return (
@@ -194,7 +195,7 @@ class LiveTrainer:
             baselines={"rules": rules},
         )
 
-    async def step(self, state: LiveState) -> dict | None:
+    async def step(self, state: LiveState) -> dict[str, Any] | None:
         """One generation (ask, roll out, tell, score the mean on all tasks); None when the budget ran out."""
         tasks = self.batch(state.generation)
         thetas = np.asarray(state.es.ask())
@@ -223,7 +224,8 @@ class LiveTrainer:
 
 def load_live_checkpoint(path: Path, config: LiveConfig) -> LiveState:
     """A checkpoint written by :func:`train_live` with the same configuration."""
-    return load_checkpoint(path, config, LiveState)
+    state: LiveState = load_checkpoint(path, config, LiveState)
+    return state
 
 
 async def train_live(
@@ -234,7 +236,7 @@ async def train_live(
     checkpoint: Path | None = None,
     resume: bool = False,
     progress: Progress | None = None,
-) -> tuple[Head, dict]:
+) -> tuple[Head, dict[str, Any]]:
     """Train a head by live rollouts; returns it with a report (baselines, best reward, spend)."""
     started = time.perf_counter()
     state = load_live_checkpoint(checkpoint, config) if resume and checkpoint and checkpoint.is_file() else None
@@ -261,7 +263,7 @@ async def train_live(
             )
         if checkpoint:
             state.cache = trainer.backends.store
-            save_checkpoint(state, checkpoint)
+            save_checkpoint(state, checkpoint)  # type: ignore[arg-type]  # train.py types it TrainState; it pickles any state
     final = (await trainer.rollouts(LearnedCoordinator(trainer.head(state.best_theta)), tasks)).summary()
     report = {
         "kind": "live",

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -51,18 +52,19 @@ class ReplayDataset:
     scores: np.ndarray  # (n_items, n_models) float, NaN = unknown
     costs: np.ndarray  # (n_items, n_models) float USD (or nominal units, see cost_source)
     cost_source: str
-    prices: dict = field(default_factory=dict)
+    prices: dict[str, Any] = field(default_factory=dict)
 
     @property
     def known(self) -> np.ndarray:
         """Mask of cells whose outcome is recorded."""
-        return ~np.isnan(self.scores)
+        known: np.ndarray = ~np.isnan(self.scores)
+        return known
 
     def indices(self, split: str) -> np.ndarray:
         """Row indices of one split."""
         return np.flatnonzero(self.splits == split)
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         """Size and provenance, for head metadata and reports."""
         counts = {s: int((self.splits == s).sum()) for s in SPLITS}
         return {
@@ -75,7 +77,7 @@ class ReplayDataset:
         }
 
 
-def _read_table(path: Path, columns: list[str]) -> dict:
+def _read_table(path: Path, columns: list[str]) -> dict[str, Any]:
     try:
         import pyarrow.parquet as pq
     except ImportError:
@@ -91,7 +93,7 @@ def _read_table(path: Path, columns: list[str]) -> dict:
     return {c: table.column(c).to_pylist() for c in columns}
 
 
-def _read_prices(path: Path) -> dict:
+def _read_prices(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
@@ -181,7 +183,7 @@ def load_replay(path: str | Path) -> ReplayDataset:
     )
 
 
-def _optional_columns(path: Path, columns: list[str], n: int) -> dict:
+def _optional_columns(path: Path, columns: list[str], n: int) -> dict[str, Any]:
     import pyarrow.parquet as pq
 
     names = pq.read_schema(path).names
@@ -191,7 +193,7 @@ def _optional_columns(path: Path, columns: list[str], n: int) -> dict:
 
 
 def resolve_costs(
-    texts: list[str], models: list[str], prices: dict, recorded: np.ndarray, chars: np.ndarray
+    texts: list[str], models: list[str], prices: dict[str, Any], recorded: np.ndarray, chars: np.ndarray
 ) -> tuple[np.ndarray, str]:
     """Per-call cost matrix and a word on where it came from (see module docstring)."""
     in_tok = np.array([len(t) / CHARS_PER_TOKEN for t in texts])[:, None]
@@ -212,11 +214,11 @@ def resolve_costs(
 
 def write_replay(
     out_dir: str | Path,
-    items: list[dict],
-    outcomes: list[dict],
+    items: list[dict[str, Any]],
+    outcomes: list[dict[str, Any]],
     *,
-    prices: dict | None = None,
-    meta: dict | None = None,
+    prices: dict[str, Any] | None = None,
+    meta: dict[str, Any] | None = None,
 ) -> Path:
     """Write a replay dataset folder: items.parquet, outcomes.parquet, models.json (and meta.json if given).
 

@@ -17,11 +17,12 @@ the strong-call share gradually.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
 from .replay import ReplayDataset
-from .routers import Routers, ranking, train_means
+from .routers import Routers, ranking, selection_of, train_means
 from .train import Prepared, TrainConfig, prepare
 
 SHARES = np.linspace(0.0, 1.0, 51)
@@ -48,13 +49,13 @@ def pair_dataset(ds: ReplayDataset, strong: int, weak: int) -> tuple[ReplayDatas
         splits=ds.splits[rows],
         texts=[ds.texts[i] for i in rows],
         models=[ds.models[c] for c in cols],
-        scores=ds.scores[np.ix_(rows, cols)],
-        costs=ds.costs[np.ix_(rows, cols)],
+        scores=ds.scores[np.ix_(rows, np.array(cols))],
+        costs=ds.costs[np.ix_(rows, np.array(cols))],
     )
     return sub, rows
 
 
-def pgr_curve(advantage: np.ndarray, strong: np.ndarray, weak: np.ndarray) -> dict:
+def pgr_curve(advantage: np.ndarray, strong: np.ndarray, weak: np.ndarray) -> dict[str, Any]:
     """Quality and PGR when the top share of queries by ``advantage`` go to the strong model."""
     order = np.argsort(-advantage, kind="stable")
     n = len(order)
@@ -82,7 +83,7 @@ def cpt(pgr: np.ndarray, level: float) -> float | None:
     return float(SHARES[hit[0]]) if len(hit) else None
 
 
-def routellm_metrics(ds: ReplayDataset, prep: Prepared, config: TrainConfig, folds: int) -> dict:
+def routellm_metrics(ds: ReplayDataset, prep: Prepared, config: TrainConfig, folds: int) -> dict[str, Any]:
     """RouteLLM's metrics of the learned head, MF, kNN and random routers on the strong/weak slice."""
     strong, weak = pick_pair(prep)
     sub, rows = pair_dataset(ds, strong, weak)
@@ -126,5 +127,5 @@ def routellm_metrics(ds: ReplayDataset, prep: Prepared, config: TrainConfig, fol
         "cost_ratio": float(sub.costs[test][:, 0].mean() / max(sub.costs[test][:, 1].mean(), 1e-12)),
         "curves": curves,
         "knob": knob,
-        "cv": head.gate.info["selection"],
+        "cv": selection_of(head),
     }

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 
@@ -83,9 +84,9 @@ class Routers:
         self.cheap_order = ranking(-self.train_cost, self.train_score)
         self.cost_by_model = self.train_cost / prep.cost_unit
         self.train_emb = prep.emb[train]
-        self.heads: dict[tuple, Head] = {}
-        self.folds: dict[tuple, FoldHeads] = {}
-        self._knn_cache: dict[tuple, np.ndarray] = {}
+        self.heads: dict[tuple[float, str, Verifier], Head] = {}  # (λ, mode, verifier)
+        self.folds: dict[tuple[str, Verifier], FoldHeads] = {}  # (mode, verifier)
+        self._knn_cache: dict[tuple[tuple[int, ...], bytes, bytes], np.ndarray] = {}
 
     @cached_property
     def knn_k(self) -> int:
@@ -103,7 +104,8 @@ class Routers:
 
     def mf_input(self, emb: np.ndarray) -> np.ndarray:
         mean, basis = self.mf_basis
-        return (emb - mean) @ basis
+        projected: np.ndarray = (emb - mean) @ basis
+        return projected
 
     @cached_property
     def mf_params(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -222,7 +224,15 @@ class Routers:
         return CascadePlan("learned", sel, turns=turns, head=head)
 
 
-def _jsonable(value):
+def selection_of(head: Head) -> dict[str, Any]:
+    """The cross-validation record of a safe head (one made by :meth:`Routers.safe_head`)."""
+    if head.gate is None:
+        raise ValueError("not a safe head: it has no gate")
+    selection: dict[str, Any] = head.gate.info["selection"]
+    return selection
+
+
+def _jsonable(value: Any) -> Any:
     """``inf`` and numpy scalars made JSON-safe (inf becomes None)."""
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}

@@ -27,11 +27,13 @@ def bootstrap_means(values: np.ndarray, n_boot: int = N_BOOT, seed: int = 0) -> 
         return np.zeros(n_boot)
     idx = _resample_index(n, n_boot, seed)
     if values.ndim == 1:
-        return values[idx].mean(axis=1)
+        means: np.ndarray = values[idx].mean(axis=1)
+        return means
     # (k, n_boot): counts per item per resample keep memory at n_boot × n
     counts = np.zeros((n_boot, n))
     np.add.at(counts, (np.arange(n_boot)[:, None], idx), 1.0)
-    return values @ counts.T / n
+    out: np.ndarray = values @ counts.T / n
+    return out
 
 
 def interval(values: np.ndarray, level: float = LEVEL, n_boot: int = N_BOOT, seed: int = 0) -> tuple[float, float]:
