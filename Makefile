@@ -50,6 +50,7 @@ browser:
 lint: setup
 	$(VENV)/bin/ruff check src tests bench scripts
 	$(VENV)/bin/ruff format --check src tests bench scripts
+	$(VENV)/bin/mypy
 
 test: setup browser lint
 	$(PY) -m pytest -q
