@@ -9,6 +9,9 @@ from typing import NamedTuple
 
 import pytest
 
+# The headless Chromium fixture (`browser`) for the viewer tests in tests/traces and tests/workflows.
+pytest_plugins = ["headless_browser"]
+
 REPO = Path(__file__).resolve().parent.parent
 POOLS = Path(__file__).resolve().parent / "pools"
 SHARED = REPO.parent / "shared"

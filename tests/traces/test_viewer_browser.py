@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,9 +21,6 @@ from podium.traces.store import Store
 from podium.types import Budget
 from store_seed import questions, seed, serving_viewer
 
-CHROMIUM = "chromium"
-CHROMEDRIVER = "chromedriver"
-INSTALL = "apt-get update && apt-get install -y chromium chromium-driver"
 XSS = "[code] <img src=x onerror=\"document.title='pwned'\"> escape me"
 BROKEN_POOL = """
 name: broken
@@ -35,25 +31,6 @@ models:
     region: us
     max_retries: 0
 """
-
-
-def find(program: str) -> str | None:
-    """``/usr/bin/PROGRAM`` (Debian's package), else PROGRAM on the PATH."""
-    default = Path("/usr/bin") / program
-    return str(default) if default.exists() else shutil.which(program)
-
-
-def require_browser() -> tuple[str, str]:
-    """Chromium's and chromedriver's paths; fail (not skip) with the install line when one is missing."""
-    found = {program: find(program) for program in (CHROMIUM, CHROMEDRIVER)}
-    missing = [program for program, path in found.items() if path is None]
-    if missing:
-        pytest.fail(f"the headless browser test needs {' and '.join(missing)}; install with: {INSTALL}", pytrace=False)
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        pytest.fail("the browser test needs selenium; install it with: pip install -e '.[test]'", pytrace=False)
-    return found[CHROMIUM], found[CHROMEDRIVER]
 
 
 @pytest.fixture(scope="module")
@@ -74,35 +51,6 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
 def viewer_url(store: Store) -> Iterator[str]:
     with serving_viewer(store) as url:
         yield f"{url}/"
-
-
-@pytest.fixture
-def browser(tmp_path: Path):
-    chromium, chromedriver = require_browser()
-    os.environ.setdefault("SE_OFFLINE", "true")  # never let Selenium Manager download anything
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        "--window-size=1440,900",
-        f"--user-data-dir={tmp_path / 'profile'}",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=chromedriver), options=options)
-    driver.set_page_load_timeout(30)
-    yield driver
-    driver.quit()
 
 
 def test_viewer_in_headless_chromium(browser, viewer_url: str, store: Store, tmp_path: Path) -> None:

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_viewer_browser import browser, require_browser  # noqa: F401  (the headless Chromium fixture)
 
 from conftest import POOLS
 from podium import Engine, load_pool
@@ -84,7 +83,7 @@ def lanes(driver) -> dict[str, tuple[float, float]]:
     return out
 
 
-def test_swimlanes_in_headless_chromium(browser, viewer_url: str, store: Store, tmp_path: Path) -> None:  # noqa: F811
+def test_swimlanes_in_headless_chromium(browser, viewer_url: str, store: Store, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
