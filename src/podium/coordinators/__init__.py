@@ -6,6 +6,9 @@
 - ``learned:PATH``: a trained TRINITY head (``pip install 'podium[train]'`` to train one).
 - ``conductor[:MODEL]``, ``topology:chain|moa|best-of-n|debate``, ``workflow:PATH``: workflow planners
   (:mod:`podium.workflows`); the engine runs their plans as parallel graphs.
+
+Every name is a :class:`CoordinatorType` in :data:`COORDINATOR_TYPES`; an installed package adds one
+through the ``podium.coordinators`` entry point group (docs/architecture.md).
 """
 
 from __future__ import annotations
