@@ -1,16 +1,19 @@
-"""Shared fixtures: temp podium home, repo paths, free ports."""
+"""Shared fixtures: temp podium home, repo paths, free ports, the fault-injecting upstream server."""
 
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import pytest
 
 # The headless Chromium fixture (`browser`) for the viewer tests in tests/traces and tests/workflows.
 pytest_plugins = ["headless_browser"]
+
+if TYPE_CHECKING:
+    from faults.server import FaultServer
 
 REPO = Path(__file__).resolve().parent.parent
 POOLS = Path(__file__).resolve().parent / "pools"
@@ -23,6 +26,16 @@ def podium_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mo
     home = tmp_path_factory.mktemp("podium_home")
     monkeypatch.setenv("PODIUM_HOME", str(home))
     return home
+
+
+@pytest.fixture(scope="module")
+def fault_server() -> Iterator[FaultServer]:
+    """An OpenAI-compatible server on 127.0.0.1 whose replies follow the fault named by each request's
+    model (``ok``, ``hang``, ``http500``, ...; see tests/faults/server.py), one per test module."""
+    from faults.server import FaultServer
+
+    with FaultServer() as srv:
+        yield srv
 
 
 def free_port() -> int:

@@ -14,7 +14,7 @@ from .suggest import did_you_mean
 M = TypeVar("M", bound=BaseModel)
 
 
-def field_names(model: type[BaseModel], seen: set | None = None) -> set[str]:
+def field_names(model: type[BaseModel], seen: set[type[BaseModel]] | None = None) -> set[str]:
     """Every field name of ``model`` and of the models nested in it (for "did you mean")."""
     seen = seen if seen is not None else set()
     if model in seen:
@@ -30,10 +30,14 @@ def field_names(model: type[BaseModel], seen: set | None = None) -> set[str]:
 
 def format_validation(err: ValidationError, model: type[BaseModel] | None = None) -> str:
     """Every problem as ``key: what is wrong``, joined by "; " so the error stays one line."""
-    lines = []
+    lines: list[str] = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "(top level)"
         msg = e["msg"]
+        if e["type"] == "backend_options":  # a model's backend keys (loc ends in 'options'): one entry per key
+            where = "".join(f"{p}." for p in e["loc"][:-1])
+            lines.extend(f"{where}{sub}: {what}" for sub, what in e["ctx"]["problems"])
+            continue
         if e["type"] == "extra_forbidden":
             hint = did_you_mean(str(e["loc"][-1]), field_names(model)) if model else ""
             msg = f"unknown key{hint}; remove it or check its spelling"

@@ -25,7 +25,7 @@ from .errors import BudgetExhausted, UsageError
 from .pool import ModelSpec, Policy, Pool, load_pool
 from .preflight import check_coordinator
 from .reliability import Attempts, BreakerRegistry, RetryPolicy, call_with_fallbacks, default_breakers
-from .roles import build_messages, parse_verdict
+from .roles import build_messages, forbidden_role, parse_verdict
 from .types import Budget, Completion, CompletionRequest, Decision, Role, RunResult, RunStatus, Turn, Verdict
 
 
@@ -246,8 +246,9 @@ class _Run:
         role, model, reason = decision.role, decision.model, decision.reason
         if role == Role.THINKER and not self.pool.candidates(role):
             role, reason = Role.WORKER, f"{reason} [engine: no model may plan under this policy, worker instead]"
-        if role == Role.VERIFIER and not self.state.has_answer:
-            role, reason = Role.WORKER, f"{reason} [engine: nothing to verify yet, worker instead]"
+        why = forbidden_role(role, self.state.has_answer, self.state.turns_left)
+        if why is not None:  # the run's rules hold whoever decides (a plugin coordinator too)
+            role, reason = Role.WORKER, f"{reason} [engine: no {role.value} {why}, worker instead]"
         elif (
             role == Role.VERIFIER
             and self.state.turns_left > 1

@@ -9,33 +9,57 @@ excluded models) without touching the file: ``pool.restrict(policy)``.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from .checks.spec import CheckSpec
 from .config import parse_yaml, read_text_file
 from .errors import ConfigError, PolicyError
+from .roles import POOL_ROLES, PoolRoleName
 from .scrub import register_env
 from .suggest import did_you_mean
 from .types import Budget, Role
 
-BackendKind = Literal["openai", "local", "scripted", "check"]
-RoleName = Literal["thinker", "worker", "verifier", "coordinator"]
-ALL_ROLES: list[RoleName] = ["thinker", "worker", "verifier", "coordinator"]
+BackendKind = str  # a registered backend kind: openai, local, scripted, check, or a plugin's
+RoleName = PoolRoleName  # kept for importers; the vocabulary lives in podium.roles
+ALL_ROLES: list[RoleName] = list(POOL_ROLES)
+
+# Keys a backend kind owns (validated by its options model); kept as attributes for every model.
+_BACKEND_KEYS = ("model", "base_url", "api_key_env", "extra_body", "structured_output", "replies", "function", "check")
+
+
+@dataclass(frozen=True)
+class _OptionsProblems:
+    """What was wrong with a model's backend keys, carried to the ``options`` field's validator."""
+
+    problems: list[tuple[str, str]]
 
 
 class ModelSpec(BaseModel):
-    """One pool model. Prices are USD per million tokens."""
+    """One pool model. Prices are USD per million tokens.
+
+    The ``backend:`` key chooses which further keys the model takes: those of its backend kind's
+    options model (:mod:`podium.backends.registry`), validated into :attr:`options`; a key of another
+    kind (``replies:`` on an ``openai`` model) is an error naming the key and the fix.
+    """
 
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1)
     backend: BackendKind
-    model: str | None = None  # provider's model id (openai) or GGUF path / "package:NAME" (local)
-    base_url: str | None = None
-    api_key_env: str | None = None
     provider: str | None = None
     region: str = "local"
     input_usd_per_mtok: float = Field(default=0.0, ge=0)
@@ -52,25 +76,79 @@ class ModelSpec(BaseModel):
     max_retries: int = Field(default=2, ge=0, le=10)
     breaker_threshold: int = Field(default=5, ge=0)  # consecutive failed attempts that open the circuit; 0: off
     breaker_open_s: float = Field(default=30.0, gt=0)  # seconds the circuit stays open before one half-open probe
+    # Keys of the built-in backend kinds (filled from ``options``; None / empty for other kinds):
+    model: str | None = None  # openai: provider's model id; local: GGUF path or "package:NAME"
+    base_url: str | None = None  # openai
+    api_key_env: str | None = None  # openai
+    extra_body: dict[str, Any] = Field(default_factory=dict)  # openai, local
+    structured_output: bool = False  # openai: the endpoint supports response_format json_schema
     replies: list[str] | None = None  # scripted: replies used in order (cycled)
     function: str | None = None  # scripted: "module:callable" (request) -> str
-    extra_body: dict = Field(default_factory=dict)
-    check: CheckSpec | None = None  # backend 'check': the static check this verifier runs (e.g. a regex)
-    structured_output: bool = False  # openai: the endpoint supports response_format json_schema (verifier calls use it)
+    check: CheckSpec | None = None  # check: the static check this verifier runs (e.g. a regex)
+    options: BaseModel | None = Field(default=None, exclude=True, repr=False)  # the kind's validated keys
+
+    @model_validator(mode="before")
+    @classmethod
+    def _backend_options(cls, data: Any) -> Any:
+        """Split the kind's own keys off and validate them with the kind's options model."""
+        if not isinstance(data, dict) or ("options" in data and isinstance(data["options"], BaseModel)):
+            return data
+        from .backends.registry import BACKENDS, describe_options_error
+
+        kind_name = data.get("backend")
+        kind = BACKENDS.get(kind_name) if isinstance(kind_name, str) else None
+        common = {k: v for k, v in data.items() if k in _COMMON_KEYS}
+        if kind is None:
+            return common  # the backend field's own validator reports the unknown kind
+        own = {k: v for k, v in data.items() if k not in _COMMON_KEYS and not _unset_builtin(k, v, kind.options)}
+        try:
+            options = kind.options.model_validate(own)
+        except ValidationError as exc:  # reported by the options field, beside the common keys' problems
+            return {**common, "options": _OptionsProblems(describe_options_error(exc, kind, _COMMON_KEYS))}
+        builtin = {k: getattr(options, k) for k in options.model_fields_set if k in _BACKEND_KEYS}
+        return {**common, **builtin, "options": options}
+
+    @field_validator("options", mode="before")
+    @classmethod
+    def _options_problems(cls, value: Any) -> Any:
+        if isinstance(value, _OptionsProblems):
+            detail = "; ".join(f"{k}: {m}" for k, m in value.problems)
+            raise PydanticCustomError("backend_options", "{detail}", {"detail": detail, "problems": value.problems})
+        return value
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, kind: str) -> str:
+        from .backends.registry import BACKENDS, unknown_backend_message
+
+        if BACKENDS.get(kind) is None:
+            raise PydanticCustomError("unknown_backend", "{detail}", {"detail": unknown_backend_message(kind)})
+        return kind
 
     @model_validator(mode="after")
-    def _check_backend_fields(self) -> ModelSpec:
-        if (self.backend == "check") != (self.check is not None):
-            raise ValueError(f"model '{self.name}': backend 'check' needs a check: field, and only it may have one")
-        if self.backend == "check":
-            if "roles" in self.model_fields_set and self.roles != ["verifier"]:
-                raise ValueError(f"model '{self.name}': a check can only take the verifier role; set roles: [verifier]")
-            self.roles = ["verifier"]
-        if self.backend == "openai" and not self.base_url:
-            raise ValueError(f"model '{self.name}': backend 'openai' needs base_url")
-        if self.backend == "local" and not self.model:
-            raise ValueError(f"model '{self.name}': backend 'local' needs model (GGUF path or package:NAME)")
+    def _check_roles(self) -> ModelSpec:
+        from .backends.registry import backend_type
+
+        only = backend_type(self.backend).roles
+        if only is not None:
+            if "roles" in self.model_fields_set and not set(self.roles) <= set(only):
+                raise ValueError(
+                    f"model '{self.name}': backend '{self.backend}' can only take the roles {', '.join(only)}; "
+                    f"set roles: [{', '.join(only)}]"
+                )
+            if "roles" not in self.model_fields_set:
+                self.roles = [r for r in ALL_ROLES if r in only]
         return self
+
+    @model_serializer(mode="wrap")
+    def _with_plugin_keys(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """A plugin kind's own keys are dumped flat, as they are written in the pool file."""
+        data: dict[str, Any] = handler(self)
+        if self.options is not None:
+            for key, value in self.options.model_dump(mode="json").items():
+                if key not in _BACKEND_KEYS:
+                    data.setdefault(key, value)
+        return data
 
     @property
     def provider_name(self) -> str:
@@ -85,6 +163,14 @@ class ModelSpec(BaseModel):
         """The API key from the environment variable named by ``api_key_env``."""
         register_env([self.api_key_env])  # its value is a secret wherever it appears
         return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+
+_COMMON_KEYS = set(ModelSpec.model_fields) - set(_BACKEND_KEYS) - {"options"}
+
+
+def _unset_builtin(key: str, value: object, options: type[BaseModel]) -> bool:
+    """A built-in kind's key left at its empty value by a kind that does not own it (a dumped spec)."""
+    return key in _BACKEND_KEYS and key not in options.model_fields and value in (None, {}, False)
 
 
 class RoleDefaults(BaseModel):
@@ -105,7 +191,7 @@ class PoolConfig(BaseModel):
     description: str = ""
     models: list[ModelSpec] = Field(min_length=1)
     defaults: RoleDefaults = Field(default_factory=RoleDefaults)
-    prompts: dict[Literal["thinker", "worker", "verifier", "coordinator"], str] = Field(default_factory=dict)
+    prompts: dict[PoolRoleName, str] = Field(default_factory=dict)
     budget: Budget = Field(default_factory=Budget)  # default run budget; CLI flags and the API override it
 
     @model_validator(mode="after")
@@ -167,7 +253,7 @@ class Policy(BaseModel):
             allowed_regions=meet(self.allowed_regions, other.allowed_regions),
         )
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, Any]:
         """Only the fields that restrict something."""
         return self.model_dump(exclude_defaults=True)
 
@@ -208,9 +294,9 @@ class Pool:
     def default_for(self, role: Role | str) -> str:
         """The default model for ``role``, else the first allowed candidate; PolicyError if none."""
         role_name = role.value if isinstance(role, Role) else role
-        preferred = getattr(self.config.defaults, role_name)
+        preferred: str | None = getattr(self.config.defaults, role_name)
         options = self.candidates(role_name)
-        if preferred in options:
+        if preferred is not None and preferred in options:
             return preferred
         if not options:
             raise PolicyError(
@@ -219,9 +305,13 @@ class Pool:
             )
         return options[0]
 
+    def default_or_none(self, role: Role | str) -> str | None:
+        """Like :meth:`default_for`, but None when no allowed model may take ``role``."""
+        return self.default_for(role) if self.candidates(role) else None
+
     def pick(self, role: Role | str) -> str:
-        """Like :meth:`default_for`, but '' when no allowed model may take ``role`` (the engine adapts)."""
-        return self.default_for(role) if self.candidates(role) else ""
+        """Old name: :meth:`default_or_none` with '' for None (a Decision's "no model: the engine adapts")."""
+        return self.default_or_none(role) or ""
 
 
 def shipped_pools() -> list[str]:

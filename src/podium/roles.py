@@ -1,4 +1,5 @@
-"""Role prompts (overridable templates) and the verifier-output parser.
+"""Roles: their names (the one vocabulary), the two rules every run keeps, the role prompts and the
+verifier-output parser.
 
 Templates use ``str.format`` fields: ``{query}``, ``{plan}``, ``{answer}``, ``{feedback}``,
 ``{instruction}``. A pool's ``prompts:`` section replaces any of them.
@@ -6,10 +7,38 @@ Templates use ``str.format`` fields: ``{query}``, ``{plan}``, ``{answer}``, ``{f
 
 from __future__ import annotations
 
+from typing import Literal
+
 from .types import ChatMessage, Role, Turn, Verdict
 from .verdicts import parse_verdict
 
-__all__ = ["DEFAULT_PROMPTS", "build_messages", "parse_verdict"]
+__all__ = [
+    "DEFAULT_PROMPTS",
+    "POOL_ROLES",
+    "TURN_ROLES",
+    "PoolRoleName",
+    "TurnRoleName",
+    "build_messages",
+    "forbidden_role",
+    "parse_verdict",
+]
+
+TurnRoleName = Literal["thinker", "worker", "verifier"]  # a turn's role: the values of :class:`Role`
+PoolRoleName = Literal["thinker", "worker", "verifier", "coordinator"]  # what a pool model may serve as
+TURN_ROLES: tuple[TurnRoleName, ...] = ("thinker", "worker", "verifier")
+POOL_ROLES: tuple[PoolRoleName, ...] = (*TURN_ROLES, "coordinator")
+
+
+def forbidden_role(role: Role, has_answer: bool, turns_left: int) -> str | None:
+    """Why ``role`` may not take the next turn, or None. The rules of every run, whoever decides:
+    no verifier before an answer exists (nothing to check), no thinker on the last turn (no turn
+    left to follow the plan). The phrase completes "chose verifier ...", e.g. "before any answer"."""
+    if role == Role.VERIFIER and not has_answer:
+        return "before any answer"
+    if role == Role.THINKER and turns_left <= 1:
+        return "on the last turn"
+    return None
+
 
 DEFAULT_PROMPTS: dict[str, str] = {
     "thinker": (

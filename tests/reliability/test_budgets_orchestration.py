@@ -25,12 +25,6 @@ PRICE = dict(input_usd_per_mtok=50.0, output_usd_per_mtok=50.0)  # a 10k-token p
 QUESTION = "Summarise this. " + "lorem ipsum dolor sit amet " * 1480  # about 40,000 characters
 
 
-@pytest.fixture(scope="module")
-def upstream():
-    with FaultServer() as srv:
-        yield srv
-
-
 def pool_config(url: str, price: dict, **extra: object) -> dict:
     big = dict(context_window=32768, max_tokens=64, **price, **extra)
     models = [
@@ -49,9 +43,9 @@ def spent(result_json: dict) -> float:
     return result_json["cost_usd"] + result_json["orchestration_cost_usd"]
 
 
-def test_cli_max_cost_holds_with_the_prompted_coordinator(upstream: FaultServer, tmp_path: Path) -> None:
+def test_cli_max_cost_holds_with_the_prompted_coordinator(fault_server: FaultServer, tmp_path: Path) -> None:
     pool = tmp_path / "pool.yaml"
-    pool.write_text(yaml.safe_dump(pool_config(upstream.url, PRICE)))
+    pool.write_text(yaml.safe_dump(pool_config(fault_server.url, PRICE)))
     env = {**os.environ, "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
     proc = subprocess.run(
         [
@@ -80,10 +74,10 @@ def test_cli_max_cost_holds_with_the_prompted_coordinator(upstream: FaultServer,
 
 
 @pytest.mark.parametrize("limit", [{"max_cost_usd": 0.001}, {"max_tokens": 900}])
-async def test_engine_budget_counts_the_coordinator(upstream: FaultServer, limit: dict) -> None:
+async def test_engine_budget_counts_the_coordinator(fault_server: FaultServer, limit: dict) -> None:
     cheap = dict(input_usd_per_mtok=1.0, output_usd_per_mtok=1.0)  # a ~60-token call costs ~$0.00006: several fit
     engine = Engine(
-        parse_pool(yaml.safe_dump(pool_config(upstream.url, cheap)), "orch"), "prompted", breakers=BreakerRegistry()
+        parse_pool(yaml.safe_dump(pool_config(fault_server.url, cheap)), "orch"), "prompted", breakers=BreakerRegistry()
     )
     try:
         result = await engine.run("What is six times seven? " * 8, budget=Budget(max_turns=30, **limit))
@@ -99,13 +93,13 @@ async def test_engine_budget_counts_the_coordinator(upstream: FaultServer, limit
 
 
 async def test_server_tier_respects_the_pool_cost_cap_with_coordinator_spend(
-    upstream: FaultServer, tmp_path: Path
+    fault_server: FaultServer, tmp_path: Path
 ) -> None:
     pytest.importorskip("fastapi", reason="fastapi is in the 'server' extra")
     from podium.server.app import create_app
     from podium.server.traces import Traces
 
-    config = {**pool_config(upstream.url, PRICE), "budget": {"max_turns": 5, "max_cost_usd": 0.002}}
+    config = {**pool_config(fault_server.url, PRICE), "budget": {"max_turns": 5, "max_cost_usd": 0.002}}
     app = create_app(parse_pool(yaml.safe_dump(config), "orch"), traces=Traces(tmp_path / "podium.db"))
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1", timeout=60
@@ -118,9 +112,9 @@ async def test_server_tier_respects_the_pool_cost_cap_with_coordinator_spend(
     assert trace["status"] == "budget_exhausted"
 
 
-async def test_prompt_too_long_for_a_model_skips_it_for_a_fallback(upstream: FaultServer) -> None:
-    small = model("small", upstream.url, "ok", context_window=256, fallbacks=["large"])
-    large = model("large", upstream.url, "ok", context_window=32768)
+async def test_prompt_too_long_for_a_model_skips_it_for_a_fallback(fault_server: FaultServer) -> None:
+    small = model("small", fault_server.url, "ok", context_window=256, fallbacks=["large"])
+    large = model("large", fault_server.url, "ok", context_window=32768)
     pool = parse_pool(yaml.safe_dump({"name": "ctx", "models": [small, large], "defaults": {"worker": "small"}}), "ctx")
     engine = Engine(pool, "fixed", breakers=BreakerRegistry())
     try:
@@ -139,16 +133,16 @@ async def test_prompt_too_long_for_a_model_skips_it_for_a_fallback(upstream: Fau
         await engine.aclose()
     assert result.answer and result.turns[0].model == "large" and result.turns[0].fallback_from == "small"
     assert "does not fit the context window of small" in result.turns[0].attempts[0]
-    assert upstream.requests_for("ok") >= 1
+    assert fault_server.requests_for("ok") >= 1
     assert alone.status == RunStatus.FAILED and "context window" in alone.turns[0].error
 
 
-async def test_passthrough_prompt_too_long_is_400(upstream: FaultServer, tmp_path: Path) -> None:
+async def test_passthrough_prompt_too_long_is_400(fault_server: FaultServer, tmp_path: Path) -> None:
     pytest.importorskip("fastapi", reason="fastapi is in the 'server' extra")
     from podium.server.app import create_app
     from podium.server.traces import Traces
 
-    config = {"name": "ctx", "models": [model("small", upstream.url, "ok", context_window=256)], "defaults": {}}
+    config = {"name": "ctx", "models": [model("small", fault_server.url, "ok", context_window=256)], "defaults": {}}
     app = create_app(parse_pool(yaml.safe_dump(config), "ctx"), traces=Traces(tmp_path / "podium.db"))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
         r = await client.post(

@@ -40,16 +40,10 @@ MATRIX = [
 ]
 
 
-@pytest.fixture(scope="module")
-def server():
-    with FaultServer() as srv:
-        yield srv
-
-
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 @pytest.mark.parametrize("fault,retries,fallback,bounds,mentions", MATRIX, ids=[m[0] for m in MATRIX])
 async def test_fault_matrix(
-    server: FaultServer,
+    fault_server: FaultServer,
     fault: str,
     retries: int,
     fallback: bool,
@@ -58,7 +52,7 @@ async def test_fault_matrix(
     stream: bool,
 ) -> None:
     spec = f"{fault}/{stream}"  # unique per case: '*N' faults count requests per spec
-    out = await run_pool(fault_pool(server.url, spec), stream=stream)
+    out = await run_pool(fault_pool(fault_server.url, spec), stream=stream)
     result = out.result
     assert result.status == RunStatus.ANSWERED, result.reason
     assert len(result.turns) == 1
@@ -72,7 +66,7 @@ async def test_fault_matrix(
     assert all(a.startswith("main: ") for a in turn.attempts)
     if mentions:
         assert all(mentions in a for a in turn.attempts), turn.attempts
-    assert server.requests_for(spec) == retries + 1
+    assert fault_server.requests_for(spec) == retries + 1
     assert bounds[0] <= out.elapsed <= bounds[1], out.elapsed
     # the answer is what the caller received, exactly once
     if stream:
@@ -88,9 +82,9 @@ async def test_fault_matrix(
 
 
 @pytest.mark.parametrize("fault", ["reset_mid", "truncated"])
-async def test_stream_break_continues_on_fallback_without_duplication(server: FaultServer, fault: str) -> None:
+async def test_stream_break_continues_on_fallback_without_duplication(fault_server: FaultServer, fault: str) -> None:
     spec = f"{fault}/splice"
-    pool = fault_pool(server.url, spec)
+    pool = fault_pool(fault_server.url, spec)
     out = await run_pool(pool, stream=True, retry=RetryPolicy(max_retries=0))
     turn = out.result.turns[0]
     # the caller got "The answer " from main, then only "is 42." from the backup
@@ -111,15 +105,15 @@ async def test_stream_break_continues_on_fallback_without_duplication(server: Fa
     assert turn.cost_usd == pytest.approx(expected)
 
 
-async def test_retry_of_same_model_after_stream_break_does_not_repeat(server: FaultServer) -> None:
-    out = await run_pool(fault_pool(server.url, "reset_mid*1/retry"), stream=True)
+async def test_retry_of_same_model_after_stream_break_does_not_repeat(fault_server: FaultServer) -> None:
+    out = await run_pool(fault_pool(fault_server.url, "reset_mid*1/retry"), stream=True)
     turn = out.result.turns[0]
     assert turn.model == "main" and turn.retries == 1 and turn.fallback_from is None
     assert out.received == DEFAULT_REPLY == out.result.answer
 
 
-async def test_every_model_failing_ends_failed_with_reason(server: FaultServer) -> None:
-    pool = fault_pool(server.url, "http:500/all", backup="http:503/all")
+async def test_every_model_failing_ends_failed_with_reason(fault_server: FaultServer) -> None:
+    pool = fault_pool(fault_server.url, "http:500/all", backup="http:503/all")
     out = await run_pool(pool, budget=Budget(max_turns=3))
     result = out.result
     assert result.status == RunStatus.FAILED and result.answer is None
@@ -128,10 +122,10 @@ async def test_every_model_failing_ends_failed_with_reason(server: FaultServer) 
     assert out.elapsed < 3.0
 
 
-async def test_without_configured_fallback_another_allowed_model_is_used(server: FaultServer) -> None:
+async def test_without_configured_fallback_another_allowed_model_is_used(fault_server: FaultServer) -> None:
     config = {
         "name": "nofb",
-        "models": [model("main", server.url, "http:500/nofb"), model("other", server.url, "ok")],
+        "models": [model("main", fault_server.url, "http:500/nofb"), model("other", fault_server.url, "ok")],
         "defaults": {"worker": "main"},
     }
     out = await run_pool(parse_pool(yaml.safe_dump(config), "nofb"))

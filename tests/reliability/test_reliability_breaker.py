@@ -29,12 +29,6 @@ class Clock:
         return self.now
 
 
-@pytest.fixture(scope="module")
-def server():
-    with FaultServer() as srv:
-        yield srv
-
-
 def test_opens_after_threshold_consecutive_failures_then_probes_once() -> None:
     clock = Clock()
     b = CircuitBreaker("ep", threshold=2, open_s=5, clock=clock)
@@ -90,42 +84,42 @@ async def test_cancelled_probe_frees_the_slot_and_timeouts_count() -> None:
     assert b.state == BreakerState.CLOSED
 
 
-async def test_engine_skips_open_endpoint_then_probes_and_recovers(server: FaultServer) -> None:
+async def test_engine_skips_open_endpoint_then_probes_and_recovers(fault_server: FaultServer) -> None:
     spec = "http:500*2/breaker"  # fails twice, then the endpoint is healthy again
-    pool = fault_pool(server.url, spec, breaker_threshold=2, breaker_open_s=0.4)
+    pool = fault_pool(fault_server.url, spec, breaker_threshold=2, breaker_open_s=0.4)
     breakers = BreakerRegistry()
     first = await run_pool(pool, breakers=breakers)
-    assert first.result.turns[0].model == "backup" and server.requests_for(spec) == 2
+    assert first.result.turns[0].model == "backup" and fault_server.requests_for(spec) == 2
     assert breakers.get(pool.get("main")).state == BreakerState.OPEN
 
     skipped = await run_pool(pool, breakers=breakers)
     turn = skipped.result.turns[0]
-    assert server.requests_for(spec) == 2  # main was not called at all
+    assert fault_server.requests_for(spec) == 2  # main was not called at all
     assert turn.model == "backup" and turn.fallback_from == "main" and turn.retries == 0
     assert "circuit open" in turn.attempts[0] and skipped.elapsed < 0.3
 
     await asyncio.sleep(0.45)
     probed = await run_pool(pool, breakers=breakers)
-    assert server.requests_for(spec) == 3  # exactly one probe
+    assert fault_server.requests_for(spec) == 3  # exactly one probe
     assert probed.result.turns[0].model == "main" and probed.result.turns[0].fallback_from is None
     assert breakers.get(pool.get("main")).state == BreakerState.CLOSED
 
 
-async def test_failed_probe_reopens_without_retrying(server: FaultServer) -> None:
+async def test_failed_probe_reopens_without_retrying(fault_server: FaultServer) -> None:
     spec = "http:503/reopen"
-    pool = fault_pool(server.url, spec, breaker_threshold=1, breaker_open_s=0.2)
+    pool = fault_pool(fault_server.url, spec, breaker_threshold=1, breaker_open_s=0.2)
     breakers = BreakerRegistry()
     first = await run_pool(pool, breakers=breakers)
-    assert server.requests_for(spec) == 1  # opened on the first failure: no retry against an open circuit
+    assert fault_server.requests_for(spec) == 1  # opened on the first failure: no retry against an open circuit
     assert first.result.turns[0].retries == 0 and len(first.result.turns[0].attempts) == 1
     await asyncio.sleep(0.25)
     out = await run_pool(pool, breakers=breakers)
-    assert server.requests_for(spec) == 2 and out.result.status == RunStatus.ANSWERED
+    assert fault_server.requests_for(spec) == 2 and out.result.status == RunStatus.ANSWERED
     assert breakers.get(pool.get("main")).state == BreakerState.OPEN
 
 
-def test_registry_shares_open_breakers_through_its_file(tmp_path, server: FaultServer) -> None:
-    pool = fault_pool(server.url, "ok/main")  # main and backup must be distinct endpoints
+def test_registry_shares_open_breakers_through_its_file(tmp_path, fault_server: FaultServer) -> None:
+    pool = fault_pool(fault_server.url, "ok/main")  # main and backup must be distinct endpoints
     path = tmp_path / "breakers.json"
     first = BreakerRegistry(path)
     b = first.get(pool.get("main"))
@@ -138,8 +132,8 @@ def test_registry_shares_open_breakers_through_its_file(tmp_path, server: FaultS
     assert BreakerRegistry(path).get(pool.get("backup")).state == BreakerState.CLOSED
 
 
-def test_pool_status_cli_shows_breaker_state(tmp_path, server: FaultServer) -> None:
-    pool = fault_pool(server.url, "ok/main")  # main and backup must be distinct endpoints
+def test_pool_status_cli_shows_breaker_state(tmp_path, fault_server: FaultServer) -> None:
+    pool = fault_pool(fault_server.url, "ok/main")  # main and backup must be distinct endpoints
     pool_file = tmp_path / "pool.yaml"
     pool_file.write_text(yaml.safe_dump(pool.config.model_dump(exclude_none=True)))
     state = tmp_path / "breakers.json"

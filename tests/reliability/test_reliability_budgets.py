@@ -3,7 +3,6 @@ calls that might not fit, and the run keeps its best answer and accounts what it
 
 from __future__ import annotations
 
-import pytest
 import yaml
 
 from faults.helpers import MAIN_PRICE, fault_pool, model, run_pool
@@ -13,14 +12,8 @@ from podium.pool import parse_pool
 from podium.types import Budget, RunStatus
 
 
-@pytest.fixture(scope="module")
-def server():
-    with FaultServer() as srv:
-        yield srv
-
-
-async def test_deadline_cuts_a_hung_call_and_keeps_the_turn(server: FaultServer) -> None:
-    pool = fault_pool(server.url, "hang/deadline", timeout_s=30, first_byte_timeout_s=30)
+async def test_deadline_cuts_a_hung_call_and_keeps_the_turn(fault_server: FaultServer) -> None:
+    pool = fault_pool(fault_server.url, "hang/deadline", timeout_s=30, first_byte_timeout_s=30)
     out = await run_pool(pool, budget=Budget(deadline_s=0.5))
     result = out.result
     assert result.status == RunStatus.BUDGET_EXHAUSTED and result.reason.startswith("deadline_s")
@@ -28,8 +21,8 @@ async def test_deadline_cuts_a_hung_call_and_keeps_the_turn(server: FaultServer)
     assert len(result.turns) == 1 and "interrupted: deadline_s" in result.turns[0].error
 
 
-async def test_deadline_mid_stream_accounts_the_partial_output(server: FaultServer) -> None:
-    pool = fault_pool(server.url, "drip/deadline", timeout_s=30)
+async def test_deadline_mid_stream_accounts_the_partial_output(fault_server: FaultServer) -> None:
+    pool = fault_pool(fault_server.url, "drip/deadline", timeout_s=30)
     out = await run_pool(pool, stream=True, budget=Budget(deadline_s=0.5))
     turn = out.result.turns[0]
     assert out.result.status == RunStatus.BUDGET_EXHAUSTED and out.elapsed < 1.2
@@ -38,25 +31,25 @@ async def test_deadline_mid_stream_accounts_the_partial_output(server: FaultServ
     assert out.result.cost_usd == turn.cost_usd
 
 
-async def test_max_cost_below_one_call_makes_no_call(server: FaultServer) -> None:
+async def test_max_cost_below_one_call_makes_no_call(fault_server: FaultServer) -> None:
     spec = "ok/cost"
-    out = await run_pool(fault_pool(server.url, spec), budget=Budget(max_cost_usd=1e-7))
+    out = await run_pool(fault_pool(fault_server.url, spec), budget=Budget(max_cost_usd=1e-7))
     assert out.result.status == RunStatus.BUDGET_EXHAUSTED
     assert out.result.reason.startswith("max_cost_usd: a call to main may cost")
-    assert server.requests_for(spec) == 0 and out.result.turns == []
+    assert fault_server.requests_for(spec) == 0 and out.result.turns == []
 
 
-async def test_max_tokens_budget_refuses_a_prompt_that_cannot_fit(server: FaultServer) -> None:
-    out = await run_pool(fault_pool(server.url, "ok/tokens"), budget=Budget(max_tokens=5))
+async def test_max_tokens_budget_refuses_a_prompt_that_cannot_fit(fault_server: FaultServer) -> None:
+    out = await run_pool(fault_pool(fault_server.url, "ok/tokens"), budget=Budget(max_tokens=5))
     assert out.result.status == RunStatus.BUDGET_EXHAUSTED and out.result.reason.startswith("max_tokens")
-    assert server.requests_for("ok/tokens") == 0
+    assert fault_server.requests_for("ok/tokens") == 0
 
 
-async def test_cost_budget_mid_run_keeps_the_best_answer(server: FaultServer) -> None:
+async def test_cost_budget_mid_run_keeps_the_best_answer(fault_server: FaultServer) -> None:
     models = [
-        model("plan", server.url, "ok/plan", **MAIN_PRICE),
-        model("work", server.url, "ok/work", **MAIN_PRICE),
-        model("judge", server.url, "ok/judge", extra_body={"reply": "ACCEPT: fine"}, **MAIN_PRICE),
+        model("plan", fault_server.url, "ok/plan", **MAIN_PRICE),
+        model("work", fault_server.url, "ok/work", **MAIN_PRICE),
+        model("judge", fault_server.url, "ok/judge", extra_body={"reply": "ACCEPT: fine"}, **MAIN_PRICE),
     ]
     pool = parse_pool(
         yaml.safe_dump(
@@ -72,4 +65,4 @@ async def test_cost_budget_mid_run_keeps_the_best_answer(server: FaultServer) ->
     out = await run_pool(pool, coordinator="rules", budget=Budget(max_cost_usd=budget))
     assert out.result.status == RunStatus.BUDGET_EXHAUSTED and "max_cost_usd" in out.result.reason
     assert out.result.answer == "The answer is 42." and len(out.result.turns) == 2
-    assert out.result.cost_usd <= budget and server.requests_for("ok/judge") == 1  # only the full run's
+    assert out.result.cost_usd <= budget and fault_server.requests_for("ok/judge") == 1  # only the full run's

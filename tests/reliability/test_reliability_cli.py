@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
 
 from conftest import free_port
@@ -17,21 +16,15 @@ from faults.helpers import MAIN_PRICE, model
 from faults.server import DEFAULT_REPLY, FaultServer
 
 
-@pytest.fixture(scope="module")
-def server():
-    with FaultServer() as srv:
-        yield srv
-
-
-def write_pool(path: Path, server: FaultServer, main_url: str) -> Path:
+def write_pool(path: Path, fault_server: FaultServer, main_url: str) -> Path:
     dead = {**model("main", main_url, "ok", fallbacks=["backup"], **MAIN_PRICE), "max_retries": 2}
     config = {
         "name": "cli-faults",
         "models": [
-            model("planner", server.url, "ok/plan", roles=["thinker"]),
+            model("planner", fault_server.url, "ok/plan", roles=["thinker"]),
             dead,
-            model("backup", server.url, "ok/backup", **MAIN_PRICE),
-            model("judge", server.url, "ok/judge", extra_body={"reply": "ACCEPT: correct"}, roles=["verifier"]),
+            model("backup", fault_server.url, "ok/backup", **MAIN_PRICE),
+            model("judge", fault_server.url, "ok/judge", extra_body={"reply": "ACCEPT: correct"}, roles=["verifier"]),
         ],
         "defaults": {"thinker": "planner", "worker": "main", "verifier": "judge"},
     }
@@ -44,9 +37,9 @@ def podium(*args: str, home: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "podium", *args], capture_output=True, text=True, env=env, timeout=60)
 
 
-def test_dead_first_model_falls_back_and_trace_shows_it(tmp_path: Path, server: FaultServer) -> None:
+def test_dead_first_model_falls_back_and_trace_shows_it(tmp_path: Path, fault_server: FaultServer) -> None:
     dead_port = free_port()  # nothing listens there: connection refused
-    pool = write_pool(tmp_path / "pool.yaml", server, f"http://127.0.0.1:{dead_port}/v1")
+    pool = write_pool(tmp_path / "pool.yaml", fault_server, f"http://127.0.0.1:{dead_port}/v1")
     out = podium("ask", "--pool", str(pool), "--json", "What is six times seven?", home=tmp_path)
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
@@ -58,8 +51,8 @@ def test_dead_first_model_falls_back_and_trace_shows_it(tmp_path: Path, server: 
     assert "Traceback" not in out.stderr
 
 
-def test_max_cost_below_one_call_is_budget_exhausted_with_exit_0(tmp_path: Path, server: FaultServer) -> None:
-    pool = write_pool(tmp_path / "pool.yaml", server, server.url)
+def test_max_cost_below_one_call_is_budget_exhausted_with_exit_0(tmp_path: Path, fault_server: FaultServer) -> None:
+    pool = write_pool(tmp_path / "pool.yaml", fault_server, fault_server.url)
     out = podium(
         "ask",
         "--pool",
@@ -76,4 +69,4 @@ def test_max_cost_below_one_call_is_budget_exhausted_with_exit_0(tmp_path: Path,
     data = json.loads(out.stdout)
     assert data["status"] == "budget_exhausted" and data["reason"].startswith("max_cost_usd")
     assert data["answer"] is None and data["cost_usd"] == 0
-    assert server.requests_for("ok") == 0
+    assert fault_server.requests_for("ok") == 0

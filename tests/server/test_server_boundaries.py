@@ -83,15 +83,9 @@ def ok_pool(url: str) -> dict:
     }
 
 
-@pytest.fixture(scope="module")
-def upstream():
-    with FaultServer() as srv:
-        yield srv
-
-
-async def test_escape_in_a_client_string_cannot_corrupt_the_store(upstream: FaultServer, tmp_path: Path) -> None:
+async def test_escape_in_a_client_string_cannot_corrupt_the_store(fault_server: FaultServer, tmp_path: Path) -> None:
     db = tmp_path / "podium.db"
-    app = app_for(ok_pool(upstream.url), db)
+    app = app_for(ok_pool(fault_server.url), db)
     hostile = {
         "model": "m",
         "messages": ASK,
@@ -110,8 +104,8 @@ async def test_escape_in_a_client_string_cannot_corrupt_the_store(upstream: Faul
         assert proc.returncode == 0 and "Traceback" not in proc.stderr, (args, proc.stderr)
 
 
-async def test_lone_surrogates_are_replaced_and_the_run_is_stored(upstream: FaultServer, tmp_path: Path) -> None:
-    app = app_for(ok_pool(upstream.url), tmp_path / "podium.db")
+async def test_lone_surrogates_are_replaced_and_the_run_is_stored(fault_server: FaultServer, tmp_path: Path) -> None:
+    app = app_for(ok_pool(fault_server.url), tmp_path / "podium.db")
     body = '{"model": "%s", "messages": [{"role": "user", "content": "what is \\ud800 and \\udfff?"}]%s}'
     async with client(app) as c:
         for target, extra in (("m", ""), ("m", ', "stream": true'), ("podium", "")):
@@ -126,10 +120,10 @@ async def test_lone_surrogates_are_replaced_and_the_run_is_stored(upstream: Faul
 
 
 def test_cli_question_with_invalid_utf8_is_answered_and_stored(
-    upstream: FaultServer, tmp_path: Path, podium_home: Path
+    fault_server: FaultServer, tmp_path: Path, podium_home: Path
 ) -> None:
     pool = tmp_path / "pool.yaml"
-    pool.write_text(yaml.safe_dump(ok_pool(upstream.url)))
+    pool.write_text(yaml.safe_dump(ok_pool(fault_server.url)))
     env = {**os.environ, "PYTHONPATH": os.environ.get("PYTHONPATH", ""), "PODIUM_HOME": str(podium_home)}
     proc = subprocess.run(
         [sys.executable, "-m", "podium", "ask", "--pool", str(pool), "--json", b"what is \xff?"],
@@ -144,8 +138,8 @@ def test_cli_question_with_invalid_utf8_is_answered_and_stored(
     assert json.loads(shown.stdout)["query"] == "what is \ufffd?"
 
 
-async def test_schema_edges(upstream: FaultServer, tmp_path: Path) -> None:
-    app = app_for(ok_pool(upstream.url), tmp_path / "podium.db")
+async def test_schema_edges(fault_server: FaultServer, tmp_path: Path) -> None:
+    app = app_for(ok_pool(fault_server.url), tmp_path / "podium.db")
     async with client(app) as c:
         zero = await c.post(
             "/v1/chat/completions", json={"model": "podium", "messages": ASK, "podium": {"max_cost_usd": 0}}
@@ -165,7 +159,7 @@ async def test_schema_edges(upstream: FaultServer, tmp_path: Path) -> None:
     assert any(option.get("maxItems") == 4 for option in stop["anyOf"])
 
 
-def test_trace_database_files_are_private(upstream: FaultServer, tmp_path: Path) -> None:
+def test_trace_database_files_are_private(fault_server: FaultServer, tmp_path: Path) -> None:
     from podium.traces.store import Store
     from podium.types import RunResult, RunStatus
 

@@ -20,12 +20,6 @@ from podium.server.app import create_app
 from podium.server.traces import Traces
 
 
-@pytest.fixture(scope="module")
-def fault_server():
-    with FaultServer() as srv:
-        yield srv
-
-
 def app_for(url: str, tmp_path: Path, main_fault: str):
     pool = {
         "name": "faulty",

@@ -1,8 +1,10 @@
-"""Backends: how podium talks to a model. One protocol (:class:`Backend`), three kinds.
+"""Backends: how podium talks to a model. One protocol (:class:`Backend`), kinds chosen by name.
 
-``openai`` (any OpenAI-compatible HTTP endpoint, configured by data), ``local`` (embedded GGUF via
-llama-cpp-python) and ``scripted`` (deterministic, for tests and demos). :class:`BackendSet`
-builds each pool model's backend once and shares one httpx client between HTTP backends.
+Built-in kinds: ``openai`` (any OpenAI-compatible HTTP endpoint, configured by data), ``local``
+(embedded GGUF via llama-cpp-python), ``scripted`` (deterministic, for tests and demos) and ``check``
+(a static check as verifier). Every kind, built-in or from a package's ``podium.backends`` entry
+point, is a :class:`BackendType` in :data:`BACKENDS`. :class:`BackendSet` builds each pool model's
+backend once and shares one httpx client between the kinds that use HTTP.
 """
 
 from __future__ import annotations
@@ -10,28 +12,26 @@ from __future__ import annotations
 import httpx
 
 from ..pool import ModelSpec
-from .base import Backend, estimate_tokens
+from .base import Backend, SupportsCheck, check_backend, estimate_tokens
+from .registry import BACKENDS, BackendOptions, BackendType, backend_type
 
-__all__ = ["Backend", "BackendSet", "build_backend", "estimate_tokens"]
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "BackendOptions",
+    "BackendSet",
+    "BackendType",
+    "SupportsCheck",
+    "build_backend",
+    "check_backend",
+    "estimate_tokens",
+]
 
 
 def build_backend(spec: ModelSpec, client: httpx.AsyncClient | None = None) -> Backend:
-    """Make the backend for one pool model."""
-    if spec.backend == "openai":
-        from .openai import OpenAIBackend
-
-        return OpenAIBackend(spec, client)
-    if spec.backend == "local":
-        from .local import LocalBackend
-
-        return LocalBackend(spec)
-    if spec.backend == "check":
-        from .check import CheckBackend
-
-        return CheckBackend(spec)
-    from .scripted import ScriptedBackend
-
-    return ScriptedBackend(spec)
+    """Make the backend for one pool model (ConfigError naming the known kinds if its kind is unknown)."""
+    kind = backend_type(spec.backend)
+    return kind.factory(spec, client if kind.shares_http_client else None)
 
 
 class BackendSet:
@@ -56,7 +56,7 @@ class BackendSet:
     def get(self, spec: ModelSpec) -> Backend:
         """The backend for ``spec``, built once."""
         if spec.name not in self._backends:
-            client = self.client if spec.backend == "openai" else None
+            client = self.client if backend_type(spec.backend).shares_http_client else None
             self._backends[spec.name] = build_backend(spec, client)
         return self._backends[spec.name]
 

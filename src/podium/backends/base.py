@@ -29,6 +29,20 @@ class Backend(Protocol):
         ...
 
 
+@runtime_checkable
+class SupportsCheck(Protocol):
+    """A backend that can say, without a chat call, whether its model looks usable."""
+
+    async def check(self) -> str | None:
+        """None if the model looks usable (key set, endpoint answers, file present), else what is wrong."""
+        ...
+
+
+async def check_backend(backend: Backend) -> str | None:
+    """``backend.check()`` when the backend has one; None (nothing to check) otherwise."""
+    return await backend.check() if isinstance(backend, SupportsCheck) else None
+
+
 def estimate_tokens(text: str) -> int:
     """A provider-independent token estimate (about 4 characters a token) for missing usage."""
     return max(1, (len(text) + 3) // 4) if text else 0

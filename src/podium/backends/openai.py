@@ -86,6 +86,19 @@ class OpenAIBackend:
     def url(self) -> str:
         return self.spec.base_url.rstrip("/") + "/chat/completions"  # type: ignore[union-attr]
 
+    async def check(self) -> str | None:
+        """None if the key is set and ``GET {base_url}/models`` answers below HTTP 400, else what is wrong."""
+        spec = self.spec
+        if spec.api_key_env and not spec.api_key():
+            return f"environment variable {spec.api_key_env} is not set"
+        url = (spec.base_url or "").rstrip("/") + "/models"
+        timeout = httpx.Timeout(5.0, connect=min(spec.connect_timeout_s, 5.0))
+        try:
+            response = await self.client.get(url, headers=self._headers(), timeout=timeout)
+        except httpx.HTTPError as exc:
+            return f"cannot reach {url}: {type(exc).__name__}"
+        return None if response.status_code < 400 else f"{url} answered HTTP {response.status_code}"
+
     def _headers(self) -> dict[str, str]:
         key = self.spec.api_key()
         return {"Authorization": f"Bearer {key}"} if key else {}

@@ -12,7 +12,7 @@ import click
 from pydantic import ValidationError
 
 from ..checks import CheckSpec, parse_check
-from ..coordinators import get_coordinator
+from ..coordinators import COORDINATORS, get_coordinator
 from ..engine import Engine, Event, EventHandler, RunFinished, TurnFinished, TurnStarted
 from ..pool import Policy, load_pool
 from ..preflight import check_pool
@@ -147,7 +147,7 @@ async def run_once(
     "--coordinator",
     default="rules",
     show_default=True,
-    help="rules | prompted | fixed[:MODEL] | learned:PATH[@COST_WEIGHT] | conductor[:MODEL] | topology:chain|moa|best-of-n|debate | workflow:PATH",
+    help=" | ".join(COORDINATORS) + " | a plugin's (entry point group podium.coordinators)",
 )
 @click.option(
     "--max-turns", type=click.IntRange(1, 100), default=None, help="Turn limit (default: the pool's budget, else 5)."

@@ -7,10 +7,12 @@ import asyncio
 import json
 import sys
 import time
+from typing import Any
 
 import click
 import httpx
 
+from ..backends import BackendSet, check_backend
 from ..errors import PodiumError
 from ..pool import ModelSpec, Pool, load_pool
 from .options import SuggestingGroup, pool_option
@@ -42,35 +44,24 @@ def models(pool_ref: str, as_json: bool) -> None:
     click.echo(f"defaults: thinker={d.thinker} worker={d.worker} verifier={d.verifier} coordinator={d.coordinator}")
 
 
-async def probe(spec: ModelSpec, client: httpx.AsyncClient) -> str | None:
-    """None if the model looks usable, else what is wrong."""
-    if spec.backend in ("scripted", "check"):
-        return None
-    if spec.backend == "local":
-        from ..backends.local import resolve_gguf
-
-        try:
-            resolve_gguf(spec.model or "")
-        except PodiumError as exc:
-            return str(exc)
-        return None
-    if spec.api_key_env and not spec.api_key():
-        return f"environment variable {spec.api_key_env} is not set"
-    url = spec.base_url.rstrip("/") + "/models"  # type: ignore[union-attr]
-    headers = {"Authorization": f"Bearer {spec.api_key()}"} if spec.api_key() else {}
+async def probe(spec: ModelSpec, backends: BackendSet) -> str | None:
+    """None if the model looks usable, else what is wrong: its backend's ``check()`` (or why it cannot be built)."""
     try:
-        response = await client.get(
-            url, headers=headers, timeout=httpx.Timeout(5.0, connect=min(spec.connect_timeout_s, 5.0))
-        )
-    except httpx.HTTPError as exc:
-        return f"cannot reach {url}: {type(exc).__name__}"
-    return None if response.status_code < 400 else f"{url} answered HTTP {response.status_code}"
+        backend = backends.get(spec)
+    except PodiumError as exc:
+        return str(exc)
+    return await check_backend(backend)
 
 
 async def probe_all(pool: Pool) -> dict[str, str | None]:
+    """Every pool model's problem (None: ok), checked concurrently over one shared HTTP client."""
     async with httpx.AsyncClient() as client:
-        results = await asyncio.gather(*(probe(m, client) for m in pool.config.models))
-    return {m.name: r for m, r in zip(pool.config.models, results)}
+        backends = BackendSet(client)
+        try:
+            results = await asyncio.gather(*(probe(m, backends) for m in pool.config.models))
+        finally:
+            await backends.aclose()
+    return {m.name: r for m, r in zip(pool.config.models, results, strict=True)}
 
 
 @click.group(cls=SuggestingGroup)
@@ -104,7 +95,7 @@ def check(pool_ref: str) -> None:
         sys.exit(1)
 
 
-def breaker_rows(p: Pool, probes: dict[str, str | None] | None) -> list[dict]:
+def breaker_rows(p: Pool, probes: dict[str, str | None] | None) -> list[dict[str, Any]]:
     """Per model: endpoint, breaker config, and the state last shared in the breaker file."""
     from ..reliability import BreakerRegistry, breaker_file, endpoint_key
 

@@ -30,6 +30,7 @@ except ImportError:  # the learned coordinator needs the train extra
 
 from ..learned.encoders import get_encoder
 from ..learned.head import ROLE_NAMES, Head
+from ..roles import forbidden_role
 from ..types import Decision, Role, Verdict
 from .base import RunState
 
@@ -109,9 +110,10 @@ class LearnedCoordinator:
             scores["verifier"] += STATE_PRIOR
         if last is not None and last.role == Role.VERIFIER and last.verdict == Verdict.REVISE:
             scores["worker"] += STATE_PRIOR
-        if not state.has_answer:
-            scores["verifier"] = -np.inf
-        if state.turns_left <= 1 or (last is not None and last.role == Role.THINKER):
+        for name in ROLE_NAMES:
+            if forbidden_role(Role(name), state.has_answer, state.turns_left):
+                scores[name] = -np.inf
+        if last is not None and last.role == Role.THINKER:
             scores["thinker"] = -np.inf
         return Role(max(scores, key=scores.__getitem__))
 

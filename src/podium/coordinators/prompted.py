@@ -13,6 +13,7 @@ import re
 
 from ..backends import BackendSet
 from ..errors import BackendError, BudgetExhausted, PolicyError
+from ..roles import forbidden_role
 from ..types import ChatMessage, CompletionRequest, Decision, Role
 from .base import RunState
 from .rules import next_role
@@ -80,12 +81,11 @@ class PromptedCoordinator:
                 fallback_role,
                 f"coordinator reply {reply.strip()[:40]!r} names no role; rules fallback: {fallback_reason}",
             )
-        if role == Role.VERIFIER and not state.has_answer:
-            return self._decision(
-                state, fallback_role, f"coordinator chose verifier before any answer; rules fallback: {fallback_reason}"
-            )
-        if role == Role.THINKER and state.turns_left <= 1:
-            return self._decision(state, Role.WORKER, "coordinator chose thinker on the last turn; worker instead")
+        why = forbidden_role(role, state.has_answer, state.turns_left)
+        if why is not None:  # a verifier falls back to the rules, a thinker becomes the worker
+            instead = f"rules fallback: {fallback_reason}" if role == Role.VERIFIER else "worker instead"
+            instead_role = fallback_role if role == Role.VERIFIER else Role.WORKER
+            return self._decision(state, instead_role, f"coordinator chose {role.value} {why}; {instead}")
         return self._decision(state, role, f"coordinator model chose {role.value}")
 
     def _decision(self, state: RunState, role: Role, reason: str) -> Decision:

@@ -29,4 +29,4 @@ class RulesCoordinator:
 
     async def decide(self, state: RunState) -> Decision:
         role, reason = next_role(state)
-        return Decision(role=role, model=state.pool.pick(role), reason=reason)
+        return Decision(role=role, model=state.pool.default_or_none(role) or "", reason=reason)  # '': the engine adapts

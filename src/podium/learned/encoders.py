@@ -24,6 +24,7 @@ from typing import Protocol
 import numpy as np
 
 from ..errors import UsageError
+from ..paths import podium_home as podium_home  # re-exported: callers import it from here too
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -126,16 +127,6 @@ def get_encoder(spec: dict | str) -> Encoder:
         return ENCODERS[name](**spec)
     except TypeError as exc:
         raise UsageError(f"encoder '{name}': bad parameters {spec} ({exc})") from None
-
-
-def podium_home() -> Path:
-    """Where podium keeps its data: ``$PODIUM_HOME``, else the platform's user data dir."""
-    env = os.environ.get("PODIUM_HOME")
-    if env:
-        return Path(env).expanduser()
-    from platformdirs import user_data_dir
-
-    return Path(user_data_dir("podium"))
 
 
 def text_key(text: str) -> bytes:

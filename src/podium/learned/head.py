@@ -24,8 +24,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import UsageError
+from ..roles import TURN_ROLES
 
-ROLE_NAMES = ("thinker", "worker", "verifier")
+ROLE_NAMES = TURN_ROLES  # the head's role logits, in this order
 FORMAT = "podium-head/1"
 MEMORY_ARRAYS = ("mem_mean", "mem_basis", "mem_emb", "mem_scores", "mem_known", "mem_prior")
 

@@ -121,9 +121,11 @@ def load_tiers(path: str | Path | None = None) -> TierSet:
 
 
 def _check_coordinator(tier: Tier, source: str) -> None:
+    from ..coordinators import COORDINATOR_TYPES, coordinator_usages
+
     name = tier.coordinator.partition(":")[0]
-    if name not in ("rules", "prompted", "fixed", "learned", "conductor", "topology", "workflow"):
+    if COORDINATOR_TYPES.get(name) is None:
         raise ConfigError(
             f"{source}: tiers.{tier.name}.coordinator: unknown coordinator '{tier.coordinator}'; "
-            "use rules, prompted, fixed[:MODEL], learned:PATH, conductor[:MODEL], topology:NAME or workflow:PATH"
+            f"use one of: {', '.join(coordinator_usages())}"
         )

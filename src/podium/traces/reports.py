@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from ..roles import TURN_ROLES
 from .store import Store, loads_column
 
 ROUTER_INSTRUCTION = (
@@ -59,9 +60,7 @@ def _one_model(model: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
         "calls": len(rows),
         "runs": len(runs),
         "roles": {
-            role: sum(r["role"] == role for r in rows)
-            for role in ("thinker", "worker", "verifier")
-            if any(r["role"] == role for r in rows)
+            role: sum(r["role"] == role for r in rows) for role in TURN_ROLES if any(r["role"] == role for r in rows)
         },
         "prompt_tokens": sum(r["prompt_tokens"] for r in rows),
         "completion_tokens": sum(r["completion_tokens"] for r in rows),

@@ -105,12 +105,9 @@ def digest(text: str) -> str:
 
 def default_path() -> Path:
     """``$PODIUM_HOME/podium.db``, else ``podium.db`` in the platform's user data directory."""
-    home = os.environ.get("PODIUM_HOME")
-    if home:
-        return Path(home).expanduser() / "podium.db"
-    from platformdirs import user_data_dir
+    from ..paths import podium_home
 
-    return Path(user_data_dir("podium")) / "podium.db"
+    return podium_home() / "podium.db"
 
 
 def traces_setting() -> str:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import PolicyError
 from ..pool import ModelSpec, Pool
 from ..reliability import Attempts, call_with_fallbacks
+from ..roles import TURN_ROLES
 from ..types import ChatMessage
 from . import templates
 from .planners import Planner
@@ -80,7 +81,7 @@ def workflow_schema(models: list[str], max_steps: int) -> dict[str, Any]:
         "properties": {
             "id": {"type": "string"},
             "model": {"type": "string", "enum": models},
-            "role": {"type": "string", "enum": ["thinker", "worker", "verifier"]},
+            "role": {"type": "string", "enum": list(TURN_ROLES)},
             "instruction": {"type": "string"},
             "access": {"type": "array", "items": {"type": "string"}},
         },

@@ -14,18 +14,19 @@ with one line naming the step and the fix, before any model is called.
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import UsageError
 from ..pool import Pool
+from ..roles import TurnRoleName
 
 SELF = "self"
 QUERY = "query"
 MAX_STEPS = 16
 MAX_INSTRUCTION = 4000
-StepRole = Literal["thinker", "worker", "verifier"]
+StepRole = TurnRoleName
 
 
 class WorkflowError(UsageError):
