@@ -3,17 +3,21 @@ known ones, and plugin entry points that are broken or clash with a built-in can
 
 from __future__ import annotations
 
+import time
 import warnings
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
-from podium.backends import BACKENDS, BackendSet, BackendType, build_backend
+from podium.backends import BACKENDS, BackendOptions, BackendSet, BackendType, build_backend, check_backend
+from podium.backends.base import make_completion
 from podium.backends.registry import ScriptedOptions
 from podium.coordinators import COORDINATOR_TYPES, COORDINATORS, get_coordinator
 from podium.errors import ConfigError, UsageError
 from podium.pool import ModelSpec, parse_pool
 from podium.registry import PluginWarning, Registry
+from podium.types import ChatMessage, Completion, CompletionRequest, StreamDelta
 
 
 def pool_error(models: str) -> str:
@@ -124,3 +128,58 @@ def test_broken_or_clashing_plugins_warn_and_the_builtins_stay(tmp_path: Path, m
     assert any("'openai' is already registered" in m for m in messages)
     assert any("plugin 'broken'" in m and "cannot be loaded" in m for m in messages)
     assert any("must be a BackendType, got int" in m for m in messages)
+
+
+class EchoOptions(BackendOptions):
+    greeting: str = "hello"
+
+
+class EchoBackend:
+    """A third-party-style backend registered through the public API (no podium internals)."""
+
+    def __init__(self, spec: ModelSpec, client: object) -> None:
+        self.spec = spec
+        assert isinstance(spec.options, EchoOptions)
+        self.greeting = spec.options.greeting
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        return make_completion(self.spec, request, self.greeting, time.perf_counter())
+
+    async def stream(self, request: CompletionRequest) -> AsyncIterator[StreamDelta]:
+        yield StreamDelta(completion=await self.complete(request))
+
+    async def check(self) -> str | None:
+        return None if self.greeting else "empty greeting"
+
+    async def aclose(self) -> None:
+        return None
+
+
+@pytest.fixture
+def echo_kind() -> Iterator[None]:
+    BACKENDS.register(BackendType("echo-test", EchoBackend, EchoOptions))
+    yield
+    BACKENDS.reset()  # back to the built-ins and installed plugins
+
+
+async def test_a_registered_kind_validates_dumps_builds_and_checks(echo_kind: None) -> None:
+    pool = parse_pool("name: p\nmodels:\n  - name: e\n    backend: echo-test\n    greeting: hi\n", "f.yaml")
+    spec = pool.get("e")
+    assert spec.options == EchoOptions(greeting="hi") and spec.replies is None
+    dumped = spec.model_dump(exclude_none=True)
+    assert dumped["greeting"] == "hi" and "options" not in dumped  # written flat, as in the pool file
+    assert ModelSpec.model_validate(dumped) == spec
+    backends = BackendSet()
+    backend = backends.get(spec)
+    assert isinstance(backend, EchoBackend) and await check_backend(backend) is None
+    request = CompletionRequest(messages=[ChatMessage(role="user", content="x")], max_tokens=8)
+    assert (await backend.complete(request)).text == "hi"
+    await backends.aclose()
+    assert "models.0.replies: not a key of backend 'echo-test'" in pool_error(
+        "  - name: e\n    backend: echo-test\n    replies: [x]\n"
+    )
+
+
+async def test_a_backend_without_check_has_nothing_to_check() -> None:
+    backend = BackendSet().get(ModelSpec(name="s", backend="scripted"))
+    assert await check_backend(backend) is None
