@@ -9,6 +9,9 @@ from typing import NamedTuple
 
 import pytest
 
+# Real Redis and PostgreSQL servers for the shared-state and store tests (tests/local_servers.py)
+from local_servers import postgres_server, redis_server, store_database, store_url  # noqa: F401
+
 REPO = Path(__file__).resolve().parent.parent
 POOLS = Path(__file__).resolve().parent / "pools"
 SHARED = REPO.parent / "shared"
