@@ -61,6 +61,12 @@ class RedisServer:
             self.proc.wait(timeout=10)
         self.proc = None
 
+    def keys(self) -> int:
+        """How many keys the server holds now."""
+        import redis
+
+        return int(redis.Redis.from_url(self.url).dbsize())
+
     def flush(self) -> None:
         import redis
 
