@@ -96,6 +96,10 @@ class PostgresServer:
         if done.returncode != 0:
             pytest.fail(f"{' '.join(args)} failed: {done.stderr.strip()[-400:]}", pytrace=False)
 
+    def restart(self) -> None:
+        """Stop the server (dropping every connection) and start it again on the same port."""
+        self._run([self.pg_ctl, "-D", str(self.data), "-m", "fast", "-l", str(self.dir / "log"), "-w", "restart"])
+
     def fresh_schema(self) -> str:
         """A URL whose connections use a new, empty schema: one store per test, one server per session."""
         import psycopg

@@ -28,7 +28,11 @@ class SlowStartServer(PodiumServer):
     """A server given more time to come up: N workers each import podium and migrate the store."""
 
     def _wait_healthy(self, timeout: float = 120.0) -> None:
-        super()._wait_healthy(timeout)
+        try:
+            super()._wait_healthy(timeout)
+        except RuntimeError:
+            self.stop()  # never leave a server (and its workers) behind
+            raise
 
 
 def write_setup(folder: Path, *, rpm: float, burst: int) -> tuple[Path, Path]:

@@ -284,3 +284,18 @@ def test_postgres_unreachable_is_one_line(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("PODIUM_TRACES_URL", "mysql://x@127.0.0.1/db")
     with pytest.raises(UsageError, match="PODIUM_TRACES_URL"):
         Store.open()
+
+
+def test_postgres_restart_loses_one_write_at_most(postgres_server) -> None:
+    url = postgres_server.fresh_schema()
+    store = Store.open(url)
+    store.record(make_result("before"))
+    postgres_server.restart()  # the store's connection is now dead
+    errors: list[Exception] = []
+    handler = store.handler(on_error=errors.append)
+    from podium.engine import RunFinished
+
+    handler(RunFinished(make_result("right after")))
+    store.record(make_result("later"))
+    stored = {r["query"] for r in Store.open(url).runs()}
+    assert {"before", "later"} <= stored and len(errors) + len(stored) == 3

@@ -150,6 +150,14 @@ class PgStore(Store):
         raw.adapters.register_loader("numeric", _numeric_loader(psycopg))
         return PgConnection(raw)
 
+    def _conn(self) -> Connection:
+        """This thread's connection, reopened when the server dropped it (a restart, a failover)."""
+        conn = super()._conn()
+        if isinstance(conn, PgConnection) and (conn.raw.broken or conn.raw.closed):
+            self._local.conn = None
+            conn = super()._conn()
+        return conn
+
     @contextmanager
     def _write(self) -> Iterator[Connection]:
         conn = self._conn()
