@@ -72,6 +72,7 @@ def shared(redis_server: RedisServer, postgres_server: PostgresServer) -> dict[s
         "PODIUM_REDIS_URL": redis_server.url,
         "PODIUM_TRACES_URL": postgres_server.fresh_schema(),
         "PODIUM_REPLICA_TEST_KEY": "sk-replica-test",
+        "PODIUM_REDIS_TIMEOUT": "10",  # a loaded CI machine must not fall back by accident
     }
 
 

@@ -26,6 +26,7 @@ def redis_url(redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> str
         redis_server.start()
     redis_server.flush()
     monkeypatch.setenv("PODIUM_REDIS_URL", redis_server.url)
+    monkeypatch.setenv("PODIUM_REDIS_TIMEOUT", "10")  # a loaded CI machine must not fall back by accident
     return redis_server.url
 
 
@@ -39,6 +40,7 @@ async def test_open_state_is_local_without_url(monkeypatch: pytest.MonkeyPatch) 
 async def test_two_replicas_share_one_token_bucket(redis_url: str) -> None:
     a, b = RedisState(redis_url), RedisState(redis_url)
     waits = [await (a if i % 2 else b).take("rate:alice", 0.001, 5) for i in range(12)]
+    assert a.fallbacks == b.fallbacks == 0
     assert [w == 0 for w in waits].count(True) == 5  # 5 in total, not 5 per replica
     assert all(w > 100 for w in waits[5:])  # the next token is 1000 s away at this rate
     assert a.fallbacks == b.fallbacks == 0

@@ -14,8 +14,28 @@ import os
 from .base import LocalState, Reservation, SharedState
 
 REDIS_URL_ENV = "PODIUM_REDIS_URL"
+REDIS_TIMEOUT_ENV = "PODIUM_REDIS_TIMEOUT"  # seconds one Redis operation may take before local state answers
 
-__all__ = ["REDIS_URL_ENV", "LocalState", "Reservation", "SharedState", "open_state", "redis_url"]
+
+def redis_timeout(default: float) -> float:
+    """``PODIUM_REDIS_TIMEOUT`` when set (a positive number of seconds), else ``default``."""
+    try:
+        value = float(os.environ.get(REDIS_TIMEOUT_ENV, "") or default)
+    except ValueError:
+        return default
+    return value if value > 0 else default
+
+
+__all__ = [
+    "REDIS_TIMEOUT_ENV",
+    "REDIS_URL_ENV",
+    "LocalState",
+    "Reservation",
+    "SharedState",
+    "open_state",
+    "redis_timeout",
+    "redis_url",
+]
 
 
 def redis_url() -> str | None:

@@ -20,7 +20,7 @@ from ..errors import missing_extra
 log = logging.getLogger("podium.state")
 SYNC_S = 0.25
 RETRY_S = 5.0
-TIMEOUT_S = 0.2
+TIMEOUT_S = 0.2  # blocking: kept short (PODIUM_REDIS_TIMEOUT overrides)
 HASH = "podium:breakers"
 
 
@@ -45,8 +45,11 @@ class BreakerStore:
             import redis
         except ImportError:
             raise missing_extra("redis", "redis") from None
+        from . import redis_timeout
+
+        timeout = min(redis_timeout(TIMEOUT_S), 5.0)
         self.client = redis.Redis.from_url(
-            url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S, decode_responses=True
+            url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=True
         )
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
         self._synced: dict[str, float] = {}

@@ -6,7 +6,7 @@ is ``INCRBYFLOAT`` plus ``PEXPIRE`` in one transaction. Keys live under ``podium
 their own.
 
 If Redis cannot be reached, the operation is answered from this process's :class:`LocalState`
-instead: serving goes on (limits then count per replica), a warning is logged once per outage,
+instead (after at most ``PODIUM_REDIS_TIMEOUT``, default 1 s): serving goes on (limits then count per replica), a warning is logged once per outage,
 and :attr:`RedisState.fallbacks` counts the answers given locally (``podium_shared_state_fallbacks``
 in ``/metrics``). Redis is retried after :data:`RETRY_S`.
 """
@@ -25,7 +25,7 @@ log = logging.getLogger("podium.state")
 T = TypeVar("T")
 PREFIX = "podium:"
 RETRY_S = 1.0  # after a failure, Redis is left alone this long (no connect timeout on every request)
-TIMEOUT_S = 0.5
+TIMEOUT_S = 1.0  # default of PODIUM_REDIS_TIMEOUT
 
 TAKE = """
 local t = redis.call('TIME')
@@ -68,10 +68,13 @@ class RedisState:
     backend = "redis"
 
     def __init__(self, url: str, *, prefix: str = PREFIX) -> None:
+        from . import redis_timeout
+
         aioredis = _redis()
         self.url, self.prefix = url, prefix
+        timeout = redis_timeout(TIMEOUT_S)
         self.client = aioredis.Redis.from_url(
-            url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S, decode_responses=True
+            url, socket_timeout=timeout, socket_connect_timeout=timeout, decode_responses=True
         )
         self._errors: tuple[type[BaseException], ...] = (aioredis.RedisError, OSError)
         self._take = self.client.register_script(TAKE)
