@@ -14,7 +14,7 @@ export CMAKE_ARGS
 BUILD_NOTE := note: the first setup compiles llama.cpp (llama-cpp-python): about 1000 CPU-seconds: some 9 minutes on an idle 2-core machine, much longer on a busy one (bench/results/setup.md). Progress below every 15 s; full log in
 PIP_INSTALL = $(PY) -m pip install -v --progress-bar off
 
-.PHONY: demo test setup setup-local browser bench lint
+.PHONY: demo test setup setup-local browser services bench lint
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,13 +46,19 @@ browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null)
 
+# The shared-state and PostgreSQL store tests start real servers (on 127.0.0.1, free ports): install
+# Debian's redis-server and postgresql when missing (needs root, as on CI).
+services:
+	@command -v redis-server >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server postgresql >/dev/null)
+
 # Lint and format (ruff) over everything; strict typing (mypy) over src/podium.
 lint: setup
 	$(VENV)/bin/ruff check src tests bench scripts
 	$(VENV)/bin/ruff format --check src tests bench scripts
 	$(VENV)/bin/mypy
 
-test: setup browser lint
+test: setup browser services lint
 	$(PY) -m pytest -q
 
 bench: setup

@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import pytest
 
-# The headless Chromium fixture (`browser`) for the viewer tests in tests/traces and tests/workflows.
-pytest_plugins = ["headless_browser"]
+# Headless Chromium (`browser`) for the viewer tests; real Redis and PostgreSQL servers for the shared-state
+# and store tests.
+pytest_plugins = ["headless_browser", "local_servers"]
 
 if TYPE_CHECKING:
     from faults.server import FaultServer

@@ -211,6 +211,9 @@ class BreakerRegistry:
         self.path = Path(path) if path else None
         self.clock = clock
         self.breakers: dict[str, CircuitBreaker] = {}
+        from .state.breakers import breaker_store
+
+        self.shared = breaker_store()  # PODIUM_REDIS_URL: breakers shared by every replica
 
     def get(self, spec: ModelSpec) -> CircuitBreaker:
         """The breaker of ``spec``'s endpoint, configured from the spec."""
@@ -221,6 +224,8 @@ class BreakerRegistry:
             self._seed(breaker)
             self.breakers[key] = breaker
         breaker.threshold, breaker.open_s = spec.breaker_threshold, spec.breaker_open_s
+        if self.shared is not None:
+            self.shared.sync(breaker)
         return breaker
 
     def _seed(self, breaker: CircuitBreaker) -> None:
@@ -240,6 +245,8 @@ class BreakerRegistry:
         return data if isinstance(data, dict) else {}
 
     def _save(self, breaker: CircuitBreaker) -> None:
+        if self.shared is not None:
+            self.shared.save(breaker)
         if self.path is None:
             return
         data = self.load()

@@ -1,4 +1,5 @@
-"""The SQLite trace store: schema and migrations, round trips, concurrency, failed/interrupted runs."""
+"""The trace store, on SQLite and on PostgreSQL (``store_url``): schema and migrations, round trips,
+concurrency, failed/interrupted runs."""
 
 from __future__ import annotations
 
@@ -67,39 +68,43 @@ def test_default_path_follows_podium_home(podium_home: Path) -> None:
     assert store.path.exists() and store.path.parent == podium_home
 
 
-def test_wal_mode_and_named_migrations(tmp_path: Path) -> None:
+def test_sqlite_wal_mode_and_tables(tmp_path: Path) -> None:
     store = Store.open(tmp_path / "t.db")
     conn = sqlite3.connect(store.path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"runs", "turns", "schema_migrations"} <= tables
+
+
+def test_named_migrations(store_url: str) -> None:
+    store = Store.open(store_url)
     shipped = [name for name, _ in store_mod.MIGRATIONS]
     assert store.migrations() == shipped and shipped[0] == "0001_runs_and_turns"
-    Store.open(store.path)  # reopening applies nothing twice
+    Store.open(store_url)  # reopening applies nothing twice
     assert store.migrations() == shipped
 
 
-def test_appended_migration_applies_once_and_keeps_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    store = Store.open(tmp_path / "t.db")
+def test_appended_migration_applies_once_and_keeps_data(store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = Store.open(store_url)
     store.record(make_result("kept"))
     extra = ("9999_test_column", ["ALTER TABLE runs ADD COLUMN note TEXT"])
     monkeypatch.setattr(store_mod, "MIGRATIONS", [*store_mod.MIGRATIONS, extra])
-    upgraded = Store.open(store.path)
+    upgraded = Store.open(store_url)
     assert upgraded.migrations() == [*(name for name, _ in store_mod.MIGRATIONS[:-1]), "9999_test_column"]
-    Store.open(store.path)  # ALTER TABLE would fail if it ran twice
+    Store.open(store_url)  # ALTER TABLE would fail if it ran twice
     runs = upgraded.runs()
     assert [r["query"] for r in runs] == ["kept"] and runs[0]["note"] is None
 
 
-def test_grades_migration_upgrades_an_old_store_and_keeps_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_grades_migration_upgrades_an_old_store_and_keeps_runs(store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     old_migrations = [
         m for m in store_mod.MIGRATIONS if m[0] != "0002_run_grades"
     ]  # a store made before grades existed
     monkeypatch.setattr(store_mod, "MIGRATIONS", old_migrations)
-    old = Store.open(tmp_path / "t.db")
+    old = Store.open(store_url)
     old.record(make_result("graded later"))
     monkeypatch.undo()
-    store = Store.open(old.path)
+    store = Store.open(store_url)
     assert "0002_run_grades" in store.migrations()
     run_id = store.runs()[0]["id"]
     assert store.run(run_id)["grade_score"] is None
@@ -114,8 +119,8 @@ def test_grades_migration_upgrades_an_old_store_and_keeps_runs(tmp_path: Path, m
     assert not store.grade("run_missing", score=0.0, source="check:number")
 
 
-def test_record_round_trip(tmp_path: Path) -> None:
-    store = Store.open(tmp_path / "t.db")
+def test_record_round_trip(store_url: str) -> None:
+    store = Store.open(store_url)
     result = make_result("What is 2+2?")
     assert store.record(result, source="test", owner="key1") == result.run_id
     run = store.run(result.run_id)
@@ -138,8 +143,8 @@ def test_record_round_trip(tmp_path: Path) -> None:
     assert store.count() == 1 and len(store.run(result.run_id)["turns"]) == 2
 
 
-def test_filters_and_prefix_resolution(tmp_path: Path) -> None:
-    store = Store.open(tmp_path / "t.db")
+def test_filters_and_prefix_resolution(store_url: str) -> None:
+    store = Store.open(store_url)
     old = make_result("old one", started_at=parse_time("2024-01-02"))
     new = make_result(
         "new one", status=RunStatus.FAILED, turns=[Turn(turn=1, role=Role.WORKER, model="m9", error="boom")]
@@ -161,8 +166,8 @@ def test_filters_and_prefix_resolution(tmp_path: Path) -> None:
         store.runs(since="yesterday-ish")
 
 
-def test_concurrent_writers_threads_and_processes(tmp_path: Path) -> None:
-    path = tmp_path / "t.db"
+def test_concurrent_writers_threads_and_processes(store_url: str) -> None:
+    path = store_url
     Store.open(path)
     script = (
         "import sys; from podium.traces.store import Store; from podium.types import RunResult, RunStatus\n"
@@ -189,8 +194,7 @@ def test_concurrent_writers_threads_and_processes(tmp_path: Path) -> None:
     assert errors == []
     store = Store.open(path)
     assert store.count() == 6 * 25 + 3 * 25
-    with sqlite3.connect(path) as conn:
-        assert conn.execute("SELECT count(*) FROM turns").fetchone()[0] == 6 * 25 * 2
+    assert len(store.turn_rows()) == 6 * 25 * 2
 
 
 SEED_POOL = """
@@ -207,8 +211,8 @@ defaults: {worker: broken, thinker: broken, verifier: broken}
 """
 
 
-async def test_failed_run_is_stored(tmp_path: Path) -> None:
-    store = Store.open(tmp_path / "t.db")
+async def test_failed_run_is_stored(store_url: str) -> None:
+    store = Store.open(store_url)
     pool = parse_pool(SEED_POOL, "test").restrict(Policy(exclude_models=["slow"]))
     engine = Engine(pool, "rules", on_event=store.handler())
     result = await engine.run("anything", budget=Budget(max_turns=4))
@@ -218,8 +222,8 @@ async def test_failed_run_is_stored(tmp_path: Path) -> None:
     assert run["status"] == "failed" and run["turns"] and all("upstream refused" in t["error"] for t in run["turns"])
 
 
-async def test_interrupted_run_is_stored(tmp_path: Path) -> None:
-    store = Store.open(tmp_path / "t.db")
+async def test_interrupted_run_is_stored(store_url: str) -> None:
+    store = Store.open(store_url)
     pool = parse_pool(SEED_POOL.replace("worker: broken, thinker: broken", "worker: slow, thinker: slow"), "test")
     engine = Engine(pool, "rules")
     task = asyncio.create_task(engine.run("a question that will be cut", on_event=store.handler()))
@@ -248,8 +252,8 @@ def test_recorder_off_and_unwritable(tmp_path: Path, monkeypatch: pytest.MonkeyP
         recorder("cli")
 
 
-def test_seeded_engine_runs_are_stored(tmp_path: Path) -> None:
-    store = Store.open(tmp_path / "t.db")
+def test_seeded_engine_runs_are_stored(store_url: str) -> None:
+    store = Store.open(store_url)
     results = seed(store, questions(2))
     assert store.count() == 4
     by_id = {r.run_id: r for r in results}
@@ -258,3 +262,40 @@ def test_seeded_engine_runs_are_stored(tmp_path: Path) -> None:
         assert run["status"] == original.status.value and run["n_turns"] == len(original.turns) == 3
         assert run["cost_usd"] == pytest.approx(original.cost_usd)
     assert {r["status"] for r in store.runs()} == {"accepted", "max_turns"}
+
+
+def test_traces_url_chooses_the_store(store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PODIUM_TRACES_URL", store_url if "://" in store_url else f"sqlite://{store_url}")
+    store = Store.open()
+    store.record(make_result("via the url"))
+    assert type(store).__name__ == ("PgStore" if "://" in store_url else "Store")
+    assert [r["query"] for r in Store.open(store_url).runs()] == ["via the url"]
+    assert "@" not in store.location or ":***@" in store.location or "podium@" in store.location
+
+
+def test_postgres_unreachable_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    from local_servers import free_port
+
+    url = f"postgresql://podium:s3cret@127.0.0.1:{free_port()}/none"
+    warnings: list[str] = []
+    assert recorder("cli", path=url, warn=warnings.append) is None
+    assert len(warnings) == 1 and "cannot open the trace store" in warnings[0] and "PODIUM_TRACES_URL" in warnings[0]
+    assert "s3cret" not in warnings[0]
+    monkeypatch.setenv("PODIUM_TRACES_URL", "mysql://x@127.0.0.1/db")
+    with pytest.raises(UsageError, match="PODIUM_TRACES_URL"):
+        Store.open()
+
+
+def test_postgres_restart_loses_one_write_at_most(postgres_server) -> None:
+    url = postgres_server.fresh_schema()
+    store = Store.open(url)
+    store.record(make_result("before"))
+    postgres_server.restart()  # the store's connection is now dead
+    errors: list[Exception] = []
+    handler = store.handler(on_error=errors.append)
+    from podium.engine import RunFinished
+
+    handler(RunFinished(make_result("right after")))
+    store.record(make_result("later"))
+    stored = {r["query"] for r in Store.open(url).runs()}
+    assert {"before", "later"} <= stored and len(errors) + len(stored) == 3

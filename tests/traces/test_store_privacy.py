@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from echo_upstream import echo_upstream
+from local_servers import PostgresServer
 from podium.engine import Engine
 from podium.pool import parse_pool
 from podium.traces.store import Store, digest, scrub
@@ -19,8 +18,13 @@ KEY_IN_SECRET_ENV = "k3y-planted-7f1d9a0c44e2b6aa"  # no recognisable shape: cau
 KEY_WITH_SHAPE = "sk-planted9c0ffee1234567890abcdef"  # under an innocent env name: caught by its shape
 
 
-def database_bytes(store: Store) -> bytes:
-    """Every byte of the database, its WAL and shared-memory files."""
+Where = tuple[str, PostgresServer | None]
+
+
+def database_bytes(store: Store, where: Where) -> bytes:
+    """Every byte of the database: SQLite's file, WAL and shared-memory files; PostgreSQL's data files."""
+    if where[1] is not None:
+        return where[1].database_bytes(where[0])
     files = [store.path, *(store.path.with_name(store.path.name + s) for s in ("-wal", "-shm"))]
     return b"".join(p.read_bytes() for p in files if p.exists())
 
@@ -54,11 +58,11 @@ models:
 
 
 async def test_planted_api_keys_never_reach_the_database(
-    tmp_path: Path, echo_server: str, monkeypatch: pytest.MonkeyPatch
+    store_database: Where, echo_server: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PODIUM_TEST_API_KEY", KEY_IN_SECRET_ENV)
     monkeypatch.setenv("PROVIDER_ACCESS", KEY_WITH_SHAPE)
-    store = Store.open(tmp_path / "t.db")
+    store = Store.open(store_database[0])
     engine = Engine(parse_pool(leaky_pool(echo_server), "leaky"), "rules", on_event=store.handler())
     result = await engine.run(
         f"my key is {KEY_IN_SECRET_ENV} and also {KEY_WITH_SHAPE}; use them", budget=Budget(max_turns=2)
@@ -71,7 +75,7 @@ async def test_planted_api_keys_never_reach_the_database(
     run = store.run(result.run_id)
     assert run is not None and run["turns"] and "[REDACTED]" in run["query"]
     assert all("[REDACTED]" in t["error"] for t in run["turns"])
-    data = database_bytes(store)
+    data = database_bytes(store, store_database)
     for secret in (KEY_IN_SECRET_ENV, KEY_WITH_SHAPE, "planted"):
         assert secret.encode() not in data
     assert b"Bearer sk-" not in data
@@ -101,12 +105,12 @@ def test_scrub_patterns(text: str) -> None:
         assert secret not in out
 
 
-def test_hash_mode_stores_no_texts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hash_mode_stores_no_texts(store_database: Where, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PODIUM_TRACES", "hash")
-    store = Store.open(tmp_path / "t.db")
+    store = Store.open(store_database[0])
     assert store.text_mode == "hash"
     results = seed(store, questions(1), workers=("math-eu",))
-    data = database_bytes(store)
+    data = database_bytes(store, store_database)
     for text in ("question number 0", "RIGHT: 42", "1. Read. 2. Answer.", "Answer to check", "ACCEPT: correct"):
         assert text.encode() not in data
     run = store.run(results[0].run_id)
@@ -116,18 +120,17 @@ def test_hash_mode_stores_no_texts(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert run["text_mode"] == "hash" and run["total_tokens"] > 0
 
 
-def test_purge_deletes_and_erases(tmp_path: Path) -> None:
-    store = Store.open(tmp_path / "t.db")
+def test_purge_deletes_and_erases(store_database: Where) -> None:
+    store = Store.open(store_database[0])
     (old,) = seed(store, ["[math] ancient-secret-question"], workers=("math-eu",))
     (new,) = seed(store, ["[math] recent question"], workers=("math-eu",))
-    with sqlite3.connect(store.path) as conn:  # age one run
+    with store._write() as conn:  # age one run
         conn.execute("UPDATE runs SET started_at = 1.0e9 WHERE id = ?", (old.run_id,))
-    assert b"ancient-secret-question" in database_bytes(store)
+    assert b"ancient-secret-question" in database_bytes(store, store_database)
     assert store.purge("2005-01-01") == 1
     assert [r["id"] for r in store.runs()] == [new.run_id]
     assert store.run(old.run_id) is None
-    with sqlite3.connect(store.path) as conn:
-        assert conn.execute("SELECT count(*) FROM turns WHERE run_id = ?", (old.run_id,)).fetchone()[0] == 0
-    data = database_bytes(store)
+    assert [t for t in store.turn_rows() if t["run_id"] == old.run_id] == []
+    data = database_bytes(store, store_database)
     assert b"recent question" in data
     assert b"ancient-secret-question" not in data  # overwritten, not merely unlinked

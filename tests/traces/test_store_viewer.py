@@ -18,9 +18,13 @@ from store_seed import questions, seed, serving_viewer
 XSS = "[math] <img src=x onerror=alert(1)> what is it?"
 
 
-@pytest.fixture(scope="module")
-def seeded(tmp_path_factory: pytest.TempPathFactory) -> Store:
-    store = Store.open(tmp_path_factory.mktemp("viewer") / "t.db")
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def seeded(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Store:
+    if request.param == "sqlite":
+        where = str(tmp_path_factory.mktemp("viewer") / "t.db")
+    else:
+        where = request.getfixturevalue("postgres_server").fresh_schema()
+    store = Store.open(where)
     seed(store, [*questions(2), XSS], workers=("math-eu",))
     return store
 

@@ -35,12 +35,20 @@ def podium(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]
     )
 
 
+@pytest.fixture
+def traces_url(store_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """PODIUM_TRACES_URL set to a SQLite file or a PostgreSQL schema: the commands below run on both."""
+    monkeypatch.setenv("PODIUM_TRACES_URL", store_url)
+    return store_url
+
+
 def ok(proc: subprocess.CompletedProcess[str] | Ran) -> str:
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     return proc.stdout
 
 
+@pytest.mark.usefixtures("traces_url")
 def test_ask_then_ls_show_the_run(cli, podium_home: Path) -> None:
     answer = json.loads(ok(podium("ask", "--pool", SCRIPTED, "--json", "What is 17 * 23?")))
     trace_id = answer["trace_id"]
@@ -57,7 +65,7 @@ def test_ask_then_ls_show_the_run(cli, podium_home: Path) -> None:
     assert "Answer to check:" in full and "[response] ACCEPT: correct" in full
     detail = json.loads(ok(cli("traces", "show", trace_id, "--json")))
     assert [t["response"] for t in detail["turns"]] == ["1. Multiply. 2. Report.", "391", "ACCEPT: correct"]
-    assert (podium_home / "podium.db").exists()
+    assert Store.open().count() == 1
 
 
 def test_traces_off_stores_nothing(podium_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -93,6 +101,7 @@ def test_interrupted_cli_run_is_stored(cli, tmp_path: Path, monkeypatch: pytest.
     ]
 
 
+@pytest.mark.usefixtures("traces_url")
 def test_stats_audit_and_filters(cli, podium_home: Path) -> None:
     seed(Store.open(), questions(2))  # [math] and [code], once with each worker
     stats = {s["model"]: s for s in json.loads(ok(cli("traces", "stats", "--json")))}
@@ -115,6 +124,7 @@ def test_stats_audit_and_filters(cli, podium_home: Path) -> None:
     assert "2 of 4 runs sent data outside eu" in cli("traces", "audit", "--allowed-regions", "eu").stderr
 
 
+@pytest.mark.usefixtures("traces_url")
 def test_audit_counts_failed_attempts_and_unknown_regions(cli, podium_home: Path) -> None:
     result = RunResult(query="q", status=RunStatus.ACCEPTED, pool="p")
     result.turns = [
@@ -151,6 +161,7 @@ def test_bad_input_is_one_clean_error(cli, podium_home: Path) -> None:
         assert "Traceback" not in proc.stderr and needle in proc.stderr
 
 
+@pytest.mark.usefixtures("traces_url")
 def test_purge_cli(cli, podium_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     seed(Store.open(), questions(1))
     assert "deleted 0 runs" in ok(cli("traces", "purge", "--before", "2001-01-01", "--yes"))
@@ -181,6 +192,7 @@ def test_winning_path_skips_rejected_answers_and_errors() -> None:
     ]
 
 
+@pytest.mark.usefixtures("traces_url")
 def test_export_sft(cli, podium_home: Path, tmp_path: Path) -> None:
     seed(Store.open(), questions(2))
     out = tmp_path / "sft.jsonl"

@@ -128,6 +128,13 @@ def _finish(out: Path, rows: list[dict[str, Any]], names: list[str], meta: dict[
     help="Run only the sampled tasks with index mod N == K (split one --out over processes).",
 )
 @click.option("--quiet", is_flag=True, help="No progress line.")
+@click.option(
+    "--ray",
+    "ray_address",
+    metavar="ADDRESS",
+    default=None,
+    help="Run the items on a Ray cluster: local, auto, HOST:PORT or ray://HOST:PORT (the ray extra).",
+)
 def run_cmd(
     tasks_path: Path,
     pool_ref: str,
@@ -146,6 +153,7 @@ def run_cmd(
     no_plot: bool,
     shard: str | None,
     quiet: bool,
+    ray_address: str | None,
 ) -> None:
     """Run every task of TASKS (JSONL: GSM8K, MBPP, HumanEval or podium records) through every coordinator.
 
@@ -198,7 +206,13 @@ def run_cmd(
         "command": _command_line(),
     }
     _settings(out, settings)
-    asyncio.run(runner.run(_shard(tasks, shard), progress=None if quiet else stderr_progress))
+    progress = None if quiet else stderr_progress
+    if ray_address:
+        from ..benchmark.distributed import run_on_ray
+
+        asyncio.run(run_on_ray(runner, _shard(tasks, shard), ray_address, progress))
+    else:
+        asyncio.run(runner.run(_shard(tasks, shard), progress=progress))
     ids, names = {t.id for t in tasks}, set(runner.names)
     rows = [r for r in load_results(out) if r["task"] in ids and r["coordinator"] in names]  # other shards' rows too
     meta = {**settings, "title": f"{tasks_path.name}: {len(tasks)} items, pool {pool.name}"}

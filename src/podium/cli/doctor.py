@@ -72,7 +72,7 @@ def check_store() -> list[Check]:
         if mode == "off":
             return [Check("ok", "traces: off (PODIUM_TRACES=off), nothing is stored")]
         store = Store.open()
-        return [Check("ok", f"traces: {mode} texts, stored in {store.path} ({store.count()} runs)")]
+        return [Check("ok", f"traces: {mode} texts, stored in {store.location} ({store.count()} runs)")]
     except (PodiumError, OSError, Exception) as exc:  # any failure here is a finding, not a crash
         return [Check("fail", f"traces store: {exc}", "set PODIUM_HOME to a writable folder, or PODIUM_TRACES=off")]
 

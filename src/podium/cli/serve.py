@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+from typing import Any
+
 import click
 
 from ..errors import UsageError, missing_extra
@@ -9,6 +13,7 @@ from .helptext import ENVIRONMENT
 from .options import pool_option
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+WORKER_ENV = "PODIUM_SERVE_WORKER"  # how `--workers N` hands the app's settings to each worker process
 
 
 def print_new_key(name: str) -> None:
@@ -64,6 +69,15 @@ def print_new_key(name: str) -> None:
     default="info",
     show_default=True,
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 256),
+    default=1,
+    show_default=True,
+    envvar="PODIUM_WORKERS",
+    help="Server processes sharing the port. With PODIUM_REDIS_URL they share rate limits and breakers "
+    "(docs/deployment.md); without it each keeps its own.",
+)
 @click.option("--new-key", metavar="NAME", default=None, help="Print a new API key and its keys-file entry, then exit.")
 def serve(
     host: str,
@@ -74,6 +88,7 @@ def serve(
     max_body: int,
     header_timeout: float,
     log_level: str,
+    workers: int,
     new_key: str | None,
 ) -> None:
     """Serve the pool's tiers and models behind an OpenAI-compatible API.
@@ -94,6 +109,7 @@ def serve(
       podium serve --pool eu --port 8080              # needs MISTRAL_API_KEY, SCW_SECRET_KEY
       podium serve --new-key alice >> keys.txt        # prints a key and its keys-file entry
       podium serve --pool eu --host 0.0.0.0 --keys keys.yaml
+      PODIUM_REDIS_URL=redis://127.0.0.1:6379/0 podium serve --workers 4 --keys keys.yaml
     Then point any OpenAI client at http://127.0.0.1:8000/v1 with model "podium".
     """
     if new_key:
@@ -120,4 +136,41 @@ def serve(
         err=True,
     )
     click.echo(f"podium serve: OpenAI base_url http://{host}:{port}/v1", err=True)
-    uvicorn.run(app, host=host, port=port, **uvicorn_options(log_level, header_timeout))
+    if workers == 1:
+        uvicorn.run(app, host=host, port=port, **uvicorn_options(log_level, header_timeout))
+        return
+    from ..state import redis_url
+
+    if not redis_url():
+        click.echo(
+            f"podium serve: {workers} workers without PODIUM_REDIS_URL: each keeps its own rate limits and breakers",
+            err=True,
+        )
+    settings = {"pool": pool_ref, "tiers": tiers_file, "keys": keys_file, "max_body": max_body, "host": host}
+    os.environ[WORKER_ENV] = json.dumps({**settings, "header_timeout": header_timeout})
+    options = {**uvicorn_options(log_level, header_timeout), "http": "podium.cli.serve:WorkerProtocol"}
+    uvicorn.run("podium.cli.serve:worker_app", factory=True, workers=workers, host=host, port=port, **options)
+
+
+def worker_app() -> Any:
+    """The app of one ``--workers`` process, built from the settings ``serve`` left in the environment."""
+    from ..server.app import create_app
+
+    settings = json.loads(os.environ[WORKER_ENV])
+    return create_app(
+        settings["pool"],
+        tiers=settings["tiers"],
+        keys=settings["keys"],
+        max_body_bytes=settings["max_body"],
+        hosts=(settings["host"],),
+    )
+
+
+def __getattr__(name: str) -> Any:
+    # uvicorn imports the worker's protocol class by name: a class made at run time cannot cross processes
+    if name == "WorkerProtocol":
+        from ..server.http import uvicorn_options
+
+        timeout = float(json.loads(os.environ.get(WORKER_ENV, "{}")).get("header_timeout", 10.0))
+        return uvicorn_options("info", timeout)["http"]
+    raise AttributeError(name)

@@ -357,7 +357,7 @@ def purge_cmd(db_path: str | None, before: str, yes: bool) -> None:
     store = open_store(db_path)
     count = store.count(until=before)
     if count and not yes:
-        click.confirm(f"delete {count} runs started before {before} from {store.path}?", abort=True)
+        click.confirm(f"delete {count} runs started before {before} from {store.location}?", abort=True)
     deleted = store.purge(before)
     click.echo(f"deleted {deleted} runs")
 

@@ -19,6 +19,7 @@ from ..errors import PodiumError, UsageError, missing_extra
 from ..hosts import host_allowed, host_name
 from ..pool import Pool, load_pool
 from ..scrub import install_log_scrubbing, scrub_value
+from ..state import open_state, redis_url
 from ..types import RunResult
 from .auth import ApiKey, KeyRing
 from .errors import ApiError
@@ -149,11 +150,16 @@ def create_app(
     service = Service(pool, tier_set)
     store = traces or Traces()
     metrics = Metrics()
+    if ring.state is None and redis_url():
+        ring.state = open_state()
+    metrics.watch_shared_state(ring.state, service.breakers.shared)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         yield
         await service.aclose()
+        if ring.state is not None:
+            await ring.state.aclose()
 
     app = FastAPI(
         title="podium",
@@ -209,7 +215,7 @@ def auth_dependencies(ring: KeyRing, metrics: Metrics):
         return key
 
     async def limited(request: Request, key: ApiKey = Depends(authenticate)) -> ApiKey:
-        wait = ring.throttle(key)
+        wait = await ring.athrottle(key)
         if wait > 0:
             metrics.error("", "rate_limited")
             raise ApiError(

@@ -20,12 +20,16 @@ import math
 import secrets
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..config import parse_yaml, read_text_file
 from ..errors import ConfigError
 from ..pool import Policy
+
+if TYPE_CHECKING:
+    from ..state import SharedState
 
 KEY_PREFIX = "pk-"
 
@@ -101,6 +105,7 @@ class KeyRing:
         self.open = keys is None
         self.by_hash = {k.sha256: k for k in keys or []}
         self.buckets: dict[str, Bucket] = {}
+        self.state: SharedState | None = None  # PODIUM_REDIS_URL: limits shared by every replica (podium.state)
 
     @classmethod
     def load(cls, path: str | Path | None) -> KeyRing:
@@ -135,3 +140,11 @@ class KeyRing:
         if bucket is None:
             bucket = self.buckets[key.name] = Bucket(key.rate_limit)
         return bucket.take()
+
+    async def athrottle(self, key: ApiKey) -> float:
+        """:meth:`throttle`, counted in the shared state when there is one (one limit across replicas)."""
+        if self.open or self.state is None:
+            return self.throttle(key)
+        rate = key.rate_limit.requests_per_minute / 60.0
+        capacity = float(key.rate_limit.burst or max(1, math.ceil(key.rate_limit.requests_per_minute)))
+        return await self.state.take(f"rate:{key.name}", rate, capacity)

@@ -59,6 +59,16 @@ class Metrics:
             registry=r,
         )
 
+    def watch_shared_state(self, *sources: object) -> None:
+        """``podium_shared_state_fallbacks``: limit and breaker operations answered from this replica's
+        local state because Redis was unreachable (0 without Redis)."""
+        gauge = self._prom.Gauge(
+            "podium_shared_state_fallbacks",
+            "Shared-state operations answered locally because Redis was unreachable.",
+            registry=self.registry,
+        )
+        gauge.set_function(lambda: float(sum(getattr(s, "fallbacks", 0) for s in sources if s is not None)))
+
     def request(self, model: str, kind: str, status: int, latency_s: float | None = None) -> None:
         """Count one finished request (and its latency when it ran)."""
         self.requests.labels(model, kind, str(status)).inc()

@@ -53,4 +53,4 @@ class Traces:
     def location(self) -> str:
         if self.store is None:
             return "off (PODIUM_TRACES=off)"
-        return str(self.store.path)
+        return self.store.location

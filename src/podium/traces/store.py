@@ -6,6 +6,9 @@ writes inside ``BEGIN IMMEDIATE`` with a busy timeout, which keeps the store saf
 writers: threads, asyncio tasks and separate processes alike. The schema grows only by appending
 named migrations to :data:`MIGRATIONS`; applied names are kept in ``schema_migrations``.
 
+``PODIUM_TRACES_URL=postgresql://…`` stores traces in PostgreSQL instead (:mod:`.postgres`, the
+``postgres`` extra): the same migrations, queries and privacy modes, for replicas that share one store.
+
 Privacy: ``PODIUM_TRACES=hash`` (or ``Store(text_mode="hash")``) stores SHA-256 digests instead of
 query, prompt, response and answer texts; ``PODIUM_TRACES=off`` stores nothing. Whatever the mode,
 API keys and ``Authorization`` headers are scrubbed (:mod:`podium.scrub`) from every stored value
@@ -33,7 +36,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from ..errors import ConfigError, UsageError
 from ..scrub import REDACTED, clean_text, clean_value, scrub, scrub_value  # noqa: F401 (REDACTED, scrub: re-exported)
@@ -41,6 +44,7 @@ from ..types import RunResult, RunStatus, Turn
 
 TextMode = Literal["full", "hash"]
 TRACES_ENV = "PODIUM_TRACES"
+TRACES_URL_ENV = "PODIUM_TRACES_URL"
 BUSY_TIMEOUT_MS = 30_000
 
 # Append only: never edit or reorder an applied migration; add a new named one instead.
@@ -110,6 +114,25 @@ def default_path() -> Path:
     return podium_home() / "podium.db"
 
 
+def is_postgres_url(location: object) -> bool:
+    """Whether ``location`` names a PostgreSQL database rather than a SQLite file."""
+    return isinstance(location, str) and location.startswith(("postgresql://", "postgres://"))
+
+
+def traces_url() -> str | None:
+    """``PODIUM_TRACES_URL``: a ``postgresql://`` URL, a ``sqlite:///PATH`` or a file path; None if unset."""
+    value = os.environ.get(TRACES_URL_ENV, "").strip()
+    if not value:
+        return None
+    if value.startswith("sqlite://"):
+        return value.removeprefix("sqlite://") or None
+    if "://" in value and not is_postgres_url(value):
+        raise ConfigError(
+            f"{TRACES_URL_ENV}={value.split('://')[0]}://... is not supported; use postgresql:// or sqlite:///PATH"
+        )
+    return value
+
+
 def traces_setting() -> str:
     """``PODIUM_TRACES``: ``full`` (default), ``hash`` or ``off``."""
     value = os.environ.get(TRACES_ENV, "full").strip().lower() or "full"
@@ -144,26 +167,47 @@ def parse_time(value: str | float | None, *, name: str = "date") -> float | None
 # --- the store -------------------------------------------------------------------------------
 
 
+class Connection(Protocol):
+    """What the store needs of a database connection (sqlite3's, or the PostgreSQL adapter)."""
+
+    def execute(self, sql: str, parameters: Any = ..., /) -> Any: ...
+
+    def close(self) -> None: ...
+
+
 class Store:
     """A SQLite trace store. Cheap to create; every method opens and closes its own connection."""
 
+    # what a failed write raises (the PostgreSQL store adds psycopg's errors)
+    errors: tuple[type[Exception], ...] = (sqlite3.Error, ConfigError)
+
     def __init__(self, path: str | os.PathLike[str] | None = None, *, text_mode: TextMode | None = None) -> None:
         self.path = Path(path).expanduser() if path is not None else default_path()
+        self.location = str(self.path)
         self._local = threading.local()
+        self._init_mode(text_mode)
+        self._migrate()
+
+    def _init_mode(self, text_mode: TextMode | None) -> None:
         setting = traces_setting()
         self.text_mode: TextMode = text_mode or ("hash" if setting == "hash" else "full")
         if self.text_mode not in ("full", "hash"):
             raise ConfigError(f"text_mode {self.text_mode!r} is not valid; use 'full' or 'hash'")
-        self._migrate()
 
     @classmethod
     def open(cls, path: str | os.PathLike[str] | None = None, *, text_mode: TextMode | None = None) -> Store:
-        """Open (creating and migrating if needed) the store at ``path`` or the default location."""
-        return cls(path, text_mode=text_mode)
+        """Open (creating and migrating if needed) the store at ``path``, else ``PODIUM_TRACES_URL``, else
+        the default SQLite file. A ``postgresql://`` URL opens the PostgreSQL store."""
+        where = path if path is not None else traces_url()
+        if is_postgres_url(where):
+            from .postgres import PgStore
+
+            return PgStore(str(where), text_mode=text_mode)
+        return cls(where, text_mode=text_mode)
 
     # connections
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self) -> Connection:
         try:
             _private_file(self.path)
             conn = sqlite3.connect(
@@ -180,11 +224,12 @@ class Store:
         conn.execute("PRAGMA secure_delete=ON")  # purged text is overwritten, not left in free pages
         return conn
 
-    def _conn(self) -> sqlite3.Connection:
+    def _conn(self) -> Connection:
         """This thread's connection (opened once: closing the last one checkpoints the WAL, which is slow)."""
         cached = getattr(self._local, "conn", None)
         if cached is not None and cached[0] == os.getpid():
-            return cached[1]
+            reused: Connection = cached[1]
+            return reused
         conn = self._connect()
         self._local.conn = (os.getpid(), conn)
         return conn
@@ -197,12 +242,13 @@ class Store:
             cached[1].close()
 
     @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
+    def _read(self) -> Iterator[Connection]:
         yield self._conn()
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self) -> Iterator[Connection]:
         conn = self._conn()
+        assert isinstance(conn, sqlite3.Connection)
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
@@ -217,16 +263,18 @@ class Store:
         if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             conn.execute("PRAGMA journal_mode=WAL")
         with self._write() as conn:
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)"
-            )
-            done = {r[0] for r in conn.execute("SELECT name FROM schema_migrations")}
-            for name, statements in MIGRATIONS:
-                if name in done:
-                    continue
-                for sql in statements:
-                    conn.execute(sql)
-                conn.execute("INSERT INTO schema_migrations VALUES (?, ?)", (name, time.time()))
+            self._apply_migrations(conn)
+
+    def _apply_migrations(self, conn: Connection) -> None:
+        """Apply the shipped migrations not yet recorded in ``schema_migrations`` (inside a write)."""
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
+        done = {r[0] for r in conn.execute("SELECT name FROM schema_migrations")}
+        for name, statements in MIGRATIONS:
+            if name in done:
+                continue
+            for sql in statements:
+                conn.execute(sql)
+            conn.execute("INSERT INTO schema_migrations VALUES (?, ?)", (name, time.time()))
 
     def migrations(self) -> list[str]:
         """Names of the applied migrations, in order."""
@@ -323,7 +371,7 @@ class Store:
                 "UPDATE runs SET grade_score = ?, grade_source = ?, grade_detail = ?, task_id = ? WHERE id = ?",
                 (float(score), source, self._text(detail), task_id, run_id),
             )
-        return cur.rowcount > 0
+        return bool(cur.rowcount > 0)
 
     def handler(
         self,
@@ -344,7 +392,7 @@ class Store:
                 return
             try:
                 self.record(event.result, source=source, owner=owner)
-            except (sqlite3.Error, ConfigError) as exc:
+            except self.errors as exc:
                 if on_error is None:
                     raise
                 on_error(exc)
@@ -359,10 +407,14 @@ class Store:
         """
         cutoff = parse_time(before, name="--before")
         with self._write() as conn:
-            count = conn.execute("DELETE FROM runs WHERE started_at < ?", (cutoff,)).rowcount
+            count: int = conn.execute("DELETE FROM runs WHERE started_at < ?", (cutoff,)).rowcount
+        self._erase_deleted()
+        return count
+
+    def _erase_deleted(self) -> None:
+        """Make deleted rows unreadable from the database files (SQLite: checkpoint and truncate the WAL)."""
         with self._read() as conn:
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        return count
 
     # reading
 
@@ -401,7 +453,7 @@ class Store:
             filters.get("query"),
         )
         with self._read() as conn:
-            return conn.execute(f"SELECT count(*) FROM runs r {where}", args).fetchone()[0]
+            return int(conn.execute(f"SELECT count(*) FROM runs r {where}", args).fetchone()[0])
 
     def resolve(self, run_id: str) -> str:
         """The full id of the run whose id is ``run_id``, or starts or ends with it (a unique prefix or
@@ -424,7 +476,7 @@ class Store:
             raise UsageError(
                 f"run id {run_id!r} is ambiguous: it matches several runs ({', '.join(ids[:3])}, ...); give more characters"
             )
-        return ids[0]
+        return str(ids[0])
 
     def run(self, run_id: str, *, owner: str | None = None) -> dict[str, Any] | None:
         """One run with its ``turns`` (prompt messages decoded), or None. ``owner`` restricts access."""
@@ -527,7 +579,7 @@ def loads_column(text: str | None, empty: Any) -> Any:
         return [text] if isinstance(empty, list) else {"unparsable": text}
 
 
-def _run_dict(row: sqlite3.Row) -> dict[str, Any]:
+def _run_dict(row: Any) -> dict[str, Any]:
     run = dict(row)
     run["policy"] = loads_column(run.get("policy"), {})
     workflow = run.get("workflow")
@@ -537,7 +589,7 @@ def _run_dict(row: sqlite3.Row) -> dict[str, Any]:
     return run
 
 
-def _turn_dict(row: sqlite3.Row) -> dict[str, Any]:
+def _turn_dict(row: Any) -> dict[str, Any]:
     turn = dict(row)
     turn["attempts"] = loads_column(turn.get("attempts"), [])
     turn["usage_estimated"] = bool(turn["usage_estimated"])
@@ -575,6 +627,6 @@ def recorder(
         if traces_setting() == "off":
             return None
         return Store.open(path).handler(source=source, owner=owner, on_error=report)
-    except (sqlite3.Error, ConfigError) as exc:
+    except (sqlite3.Error, ConfigError) as exc:  # the PostgreSQL store reports a failed open as ConfigError
         report(exc)
         return None
