@@ -13,7 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .checks.spec import CheckSpec
 from .config import parse_yaml, read_text_file
@@ -25,6 +25,14 @@ from .types import Budget, Role
 BackendKind = Literal["openai", "local", "scripted", "check"]
 RoleName = Literal["thinker", "worker", "verifier", "coordinator"]
 ALL_ROLES: list[RoleName] = ["thinker", "worker", "verifier", "coordinator"]
+
+
+class ResponseCacheSpec(BaseModel):
+    """A pool model's exact-match response cache (``cache: true`` takes these defaults); see backends/cached.py."""
+
+    model_config = ConfigDict(extra="forbid")
+    ttl_s: float = Field(default=3600.0, gt=0)  # an entry older than this is a miss
+    max_entries: int = Field(default=1024, ge=1)  # least recently used entries go first
 
 
 class ModelSpec(BaseModel):
@@ -57,6 +65,14 @@ class ModelSpec(BaseModel):
     extra_body: dict = Field(default_factory=dict)
     check: CheckSpec | None = None  # backend 'check': the static check this verifier runs (e.g. a regex)
     structured_output: bool = False  # openai: the endpoint supports response_format json_schema (verifier calls use it)
+    cache: ResponseCacheSpec | None = (
+        None  # opt-in exact-match response cache (``cache: true`` or {ttl_s, max_entries})
+    )
+
+    @field_validator("cache", mode="before")
+    @classmethod
+    def _cache_flag(cls, value: object) -> object:
+        return {} if value is True else None if value is False else value
 
     @model_validator(mode="after")
     def _check_backend_fields(self) -> ModelSpec:
