@@ -86,7 +86,7 @@ def warm(name: str, texts: list[str], chunk: int = 32) -> dict[str, float]:
 
 def evaluate(ds: ReplayDataset, name: str, folds: int) -> dict[str, Any]:
     res = evaluate_dataset(
-        ds, TrainConfig(encoder=ENCODERS[name]), progress=None, extras=False, folds=folds, latency_items=20
+        ds, TrainConfig(encoder=ENCODERS[name]), progress=None, extras=False, folds=folds, latency_items=10
     )
     methods = {
         m["method"]: m for m in (dataclasses.asdict(x) if not isinstance(x, dict) else x for x in res["methods"])
@@ -131,6 +131,15 @@ def report(out: dict[str, Any]) -> str:
             f"{fmt_gap(m['learned_ungated'])} | {fmt_gap(m['learned'])} | {row['cv']['reason']} | "
             f"{m['learned']['latency_ms']:.1f} |"
         )
+    lines += ["", "Mean gap closed over the sets (point estimates; every interval above is wide):", ""]
+    for name in ENCODERS:
+        rows = [r["methods"] for r in out["results"] if r["encoder"] == name]
+        if rows:
+            mean = {
+                k: 100 * float(np.mean([m[k]["gap_closed"] for m in rows]))
+                for k in ("knn", "predictor", "learned_ungated", "learned")
+            }
+            lines.append(f"- {name} ({len(rows)} sets): " + ", ".join(f"{k} {v:+.1f}%" for k, v in mean.items()))
     lines += [
         "",
         "Reference rows (same subsample): best single score, per-task best, MF, oracle.",
@@ -146,7 +155,11 @@ def report(out: dict[str, Any]) -> str:
             f"| {row['dataset']} | {m['best_single']['score']:.3f} | {fmt_gap(m['per_task'])} | "
             f"{fmt_gap(m['mf'])} | {m['oracle']['score']:.3f} |"
         )
-    lines += ["", "Encoding throughput (fresh items in this run; cached ones are read back):", ""]
+    lines += [
+        "",
+        "Encoding throughput (fresh items only; niced, on the loaded machine, in parallel with other jobs):",
+        "",
+    ]
     for key, w in out["warm"].items():
         lines.append(f"- {key}: {json.dumps(w)}")
     return "\n".join(lines) + "\n"
@@ -154,7 +167,7 @@ def report(out: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("what", choices=["warm", "eval"])
+    parser.add_argument("what", choices=["warm", "eval", "merge"])
     parser.add_argument("args", nargs="+", help="warm: ENCODER DATASET...; eval: DATASET...")
     parser.add_argument("--train", type=int, default=300)
     parser.add_argument("--test", type=int, default=150)
@@ -162,8 +175,25 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--encoders", default=",".join(ENCODERS))
     parser.add_argument("--out", default="bench/results/encoders_subsample")
+    parser.add_argument("--warm-logs", nargs="*", default=[], help="merge: stderr logs of the warm runs")
     parser.add_argument("--merge", action="store_true", help="add to the rows already in --out (other sets)")
     a = parser.parse_args()
+    if a.what == "merge":  # per-set runs (run in parallel) into one table: ARGS are their .json files
+        parts = [json.loads(Path(p).read_text()) for p in a.args]
+        out = {**parts[0], "command": " ; ".join(p["command"] for p in parts), "results": [], "warm": {}}
+        out["uptime_end"] = parts[-1]["uptime_end"]
+        for p in parts:
+            out["results"] += p["results"]
+            out["warm"].update({k: v for k, v in p["warm"].items() if v["fresh"]})
+        for log in a.warm_logs:  # the `warm` runs' summary lines: "[set] encoder: {...}"
+            for line in Path(log).read_text().splitlines():
+                if line.startswith("["):
+                    key, _, stats = line.partition(": ")
+                    out["warm"][key.replace("] ", "/").lstrip("[")] = json.loads(stats)
+        Path(a.out + ".json").write_text(json.dumps(out, indent=1, default=float))
+        Path(a.out + ".md").write_text(report(out))
+        print(report(out))
+        return
     if a.what == "warm":
         name, paths = a.args[0], a.args[1:]
         for path in paths:
