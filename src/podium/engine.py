@@ -95,8 +95,12 @@ class Engine:
         on_event: EventHandler | None = None,
         stream: bool = False,
         check: CheckSpec | dict | None = None,
+        cache: bool | None = None,
     ) -> RunResult:
         """Orchestrate ``query`` to an answer. Raises only UsageError (bad query, impossible policy).
+
+        ``cache`` sets the model calls' response cache (backends/cached.py): True use it, False bypass
+        it, None (default) as each pool model says.
 
         With ``check`` (a :data:`podium.checks.CheckSpec`) every verifier turn runs the check
         instead of a model: ACCEPT when it passes, else REVISE with the failing test as diagnosis.
@@ -125,6 +129,7 @@ class Engine:
             return await WorkflowRun(self, pool, query, budget or pool.config.budget, handlers, stream).execute()
         run = _Run(self, pool, query, budget or pool.config.budget, handlers, stream)
         run.check = parsed
+        run.cache = cache
         return await run.execute()
 
     async def aclose(self) -> None:
@@ -148,6 +153,7 @@ class _Run:
         self.current: tuple | None = None  # the turn in flight (for the trace if the deadline cuts it)
         self.templates = {**pool.config.prompts}
         self.check: CheckSpec | None = None  # grounded verification: verifier turns run this check
+        self.cache: bool | None = None  # the request's response-cache choice (None: the pool's)
         self.result = RunResult(
             query=query,
             status=RunStatus.FAILED,
@@ -373,7 +379,9 @@ class _Run:
 
     def affordable_request(self, spec: ModelSpec, messages: list) -> CompletionRequest:
         """Size the call to the model's context window and the remaining budget (RunState.size_call)."""
-        return CompletionRequest(messages=messages, max_tokens=self.state.size_call(spec, messages, spec.max_tokens))
+        return CompletionRequest(
+            messages=messages, max_tokens=self.state.size_call(spec, messages, spec.max_tokens), cache=self.cache
+        )
 
     def make_turn(
         self, number: int, decision: Decision, spec: ModelSpec, messages: list, completion: Completion

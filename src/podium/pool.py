@@ -49,6 +49,14 @@ class _OptionsProblems:
     problems: list[tuple[str, str]]
 
 
+class ResponseCacheSpec(BaseModel):
+    """A pool model's exact-match response cache (``cache: true`` takes these defaults); see backends/cached.py."""
+
+    model_config = ConfigDict(extra="forbid")
+    ttl_s: float = Field(default=3600.0, gt=0)  # an entry older than this is a miss
+    max_entries: int = Field(default=1024, ge=1)  # least recently used entries go first
+
+
 class ModelSpec(BaseModel):
     """One pool model. Prices are USD per million tokens.
 
@@ -124,6 +132,15 @@ class ModelSpec(BaseModel):
         if BACKENDS.get(kind) is None:
             raise PydanticCustomError("unknown_backend", "{detail}", {"detail": unknown_backend_message(kind)})
         return kind
+
+    cache: ResponseCacheSpec | None = (
+        None  # opt-in exact-match response cache (``cache: true`` or {ttl_s, max_entries})
+    )
+
+    @field_validator("cache", mode="before")
+    @classmethod
+    def _cache_flag(cls, value: object) -> object:
+        return {} if value is True else None if value is False else value
 
     @model_validator(mode="after")
     def _check_roles(self) -> ModelSpec:

@@ -60,6 +60,7 @@ class CompletionRequest(BaseModel):
         None  # the reply must follow this protocol; backends that can constrain output do
     )
     response_format: dict | None = None  # OpenAI-style structured output (json_schema), where a backend supports it
+    cache: bool | None = None  # response cache: True use it (even where the pool has none), False bypass, None: pool's
 
 
 class Completion(BaseModel):
@@ -73,6 +74,7 @@ class Completion(BaseModel):
     cost_usd: float = 0.0
     usage_estimated: bool = False
     finish_reason: str | None = None
+    cached: bool = False  # served from the response cache: nothing was spent (cost and tokens are 0)
 
 
 class StreamDelta(BaseModel):

@@ -9,6 +9,8 @@ backend once and shares one httpx client between the kinds that use HTTP.
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 
 from ..pool import ModelSpec
@@ -45,6 +47,7 @@ class BackendSet:
         self._client = client
         self._owns_client = client is None
         self._backends: dict[str, Backend] = dict(overrides or {})
+        self.response_caches: dict[str, Any] = {}  # model name -> its opt-in ResponseCache ("" : requests' own)
 
     @property
     def client(self) -> httpx.AsyncClient:
@@ -57,7 +60,9 @@ class BackendSet:
         """The backend for ``spec``, built once."""
         if spec.name not in self._backends:
             client = self.client if backend_type(spec.backend).shares_http_client else None
-            self._backends[spec.name] = build_backend(spec, client)
+            from .cached import with_response_cache
+
+            self._backends[spec.name] = with_response_cache(build_backend(spec, client), spec, self.response_caches)
         return self._backends[spec.name]
 
     async def aclose(self) -> None:

@@ -1,18 +1,29 @@
-"""A response cache for repeated rollouts: the same (model, messages, sampling) is called once.
+"""Response caches: the same (model, messages, parameters) is answered from memory.
 
-Used by ``podium train live``, where many candidate coordinators replay the same turns. A hit
-returns the stored completion (with its original tokens and cost, so rewards still see what the
-call costs) but spends nothing: :class:`CachingBackendSet` counts only the misses it paid for.
-Deterministic replay means a sampled model's first reply stands for all later identical calls.
+Two uses share :func:`cache_key`:
+
+- **Serving** (opt-in, :class:`ResponseCachingBackend`): a pool model with ``cache: true`` (or
+  ``cache: {ttl_s: 600, max_entries: 5000}``) keeps an exact-match cache with a TTL and an LRU size
+  bound; a request's ``cache`` field overrides it (True: use a cache even where the pool has none,
+  with the defaults; False: bypass). A hit costs nothing: the completion comes back with
+  ``cached=True``, zero tokens and zero cost. Meant for deterministic calls (temperature 0): for a
+  sampled model the first reply stands for every identical call until it expires.
+- **Training rollouts** (:class:`CachingBackendSet`, ``podium train live``), where many candidate
+  coordinators replay the same turns. A hit returns the stored completion (with its original tokens
+  and cost, so rewards still see what the call costs) but spends nothing: the set counts only the
+  misses it paid for.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import AsyncIterator
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
-from ..pool import ModelSpec
+from ..pool import ModelSpec, ResponseCacheSpec
 from ..types import Completion, CompletionRequest, StreamDelta
 from . import Backend, BackendSet
 
@@ -24,6 +35,8 @@ def cache_key(spec: ModelSpec, request: CompletionRequest) -> str:
         "max_tokens": request.max_tokens,
         "stop": request.stop,
         "extra": spec.extra_body,
+        "structured": request.structured,
+        "response_format": request.response_format,
     }
     payload = json.dumps(
         {
@@ -35,6 +48,111 @@ def cache_key(spec: ModelSpec, request: CompletionRequest) -> str:
         ensure_ascii=False,
     )
     return hashlib.sha256(payload.encode()).hexdigest()
+
+
+class ResponseCache:
+    """Completions by key, each for ``ttl_s`` seconds, at most ``max_entries`` (least recently used evicted)."""
+
+    def __init__(self, spec: ResponseCacheSpec, clock: Callable[[], float] = time.monotonic) -> None:
+        self.spec, self.clock = spec, clock
+        self.entries: OrderedDict[str, tuple[float, Completion]] = OrderedDict()
+        self.hits = self.misses = 0
+
+    def get(self, key: str) -> Completion | None:
+        entry = self.entries.get(key)
+        if entry is not None and self.clock() - entry[0] > self.spec.ttl_s:
+            del self.entries[key]
+            entry = None
+        if entry is None:
+            self.misses += 1
+            return None
+        self.entries.move_to_end(key)
+        self.hits += 1
+        return entry[1]
+
+    def put(self, key: str, completion: Completion) -> None:
+        self.entries[key] = (self.clock(), completion)
+        self.entries.move_to_end(key)
+        while len(self.entries) > self.spec.max_entries:
+            self.entries.popitem(last=False)
+
+
+class ResponseCachingBackend:
+    """Wraps a pool model's backend with its opt-in response cache (:class:`ResponseCache`).
+
+    ``cache`` is the pool model's cache (None: the model has none); a request with ``cache=True``
+    uses ``fallback()``'s cache instead, ``cache=False`` bypasses both. Only complete replies are
+    stored (a stream that breaks stores nothing).
+    """
+
+    def __init__(
+        self, inner: Backend, spec: ModelSpec, cache: ResponseCache | None, fallback: Callable[[], ResponseCache]
+    ) -> None:
+        self.inner, self.spec, self.cache, self.fallback = inner, spec, cache, fallback
+
+    def __getattr__(self, name: str) -> Any:  # everything else is the wrapped backend's
+        return getattr(self.inner, name)
+
+    def _cache_for(self, request: CompletionRequest) -> ResponseCache | None:
+        if request.cache is False:
+            return None
+        return self.cache if self.cache is not None or request.cache is None else self.fallback()
+
+    @staticmethod
+    def _hit(completion: Completion) -> Completion:
+        return completion.model_copy(
+            update={"cached": True, "latency_s": 0.0, "cost_usd": 0.0, "prompt_tokens": 0, "completion_tokens": 0}
+        )
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        cache = self._cache_for(request)
+        if cache is None:
+            return await self.inner.complete(request)
+        key = cache_key(self.spec, request)
+        hit = cache.get(key)
+        if hit is not None:
+            return self._hit(hit)
+        completion = await self.inner.complete(request)
+        cache.put(key, completion)
+        return completion
+
+    def stream(self, request: CompletionRequest) -> AsyncIterator[StreamDelta]:
+        cache = self._cache_for(request)
+        return self.inner.stream(request) if cache is None else self._stream_cached(request, cache)
+
+    async def _stream_cached(self, request: CompletionRequest, cache: ResponseCache) -> AsyncIterator[StreamDelta]:
+        key = cache_key(self.spec, request)
+        hit = cache.get(key)
+        if hit is not None:
+            if hit.text:
+                yield StreamDelta(text=hit.text)
+            yield StreamDelta(completion=self._hit(hit))
+            return
+        deltas = self.inner.stream(request)
+        try:
+            async for delta in deltas:
+                if delta.completion is not None:
+                    cache.put(key, delta.completion)
+                yield delta
+        finally:  # an abandoned stream closes the upstream one
+            close = getattr(deltas, "aclose", None)
+            if close is not None:
+                await close()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def with_response_cache(backend: Backend, spec: ModelSpec, caches: dict[str, Any]) -> Backend:
+    """``backend`` behind the response cache (the pool model's own where it opts in; requests with
+    ``cache=True`` share ``caches[""]``, made with the defaults on first use)."""
+    if spec.cache is not None:
+        caches.setdefault(spec.name, ResponseCache(spec.cache))
+
+    def fallback() -> ResponseCache:
+        return caches.setdefault("", ResponseCache(ResponseCacheSpec()))  # type: ignore[no-any-return]
+
+    return ResponseCachingBackend(backend, spec, caches.get(spec.name), fallback)
 
 
 class CachedBackend:
@@ -72,7 +190,7 @@ class CacheBudgetExceeded(RuntimeError):
 class CachingBackendSet(BackendSet):
     """A :class:`BackendSet` whose backends share one response cache and one spending budget."""
 
-    def __init__(self, *args, max_calls: int | None = None, max_usd: float | None = None, **kwargs) -> None:
+    def __init__(self, *args: Any, max_calls: int | None = None, max_usd: float | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.store: dict[str, Completion] = {}
         self.hits = self.misses = 0

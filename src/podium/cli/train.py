@@ -6,13 +6,36 @@ the CLI works without it.
 
 from __future__ import annotations
 
+import json
 import shlex
 from pathlib import Path
+from typing import Any
 
 import click
 
 from ..errors import missing_extra
 from .options import SuggestingGroup
+
+
+def _encoder_spec(value: str | None) -> dict[str, Any]:
+    """``--encoder``: a name (``hashed``, ``minilm``, ``smollm2``) or a JSON spec (``{"name": "smollm2", "layers": 8}``)."""
+    if value is None:
+        return {"name": "hashed"}
+    if value.lstrip().startswith("{"):
+        try:
+            spec = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise click.BadParameter(f"not a JSON object: {exc}", param_hint="--encoder") from None
+        if not isinstance(spec, dict) or "name" not in spec:
+            raise click.BadParameter('a JSON spec needs "name", e.g. {"name": "smollm2"}', param_hint="--encoder")
+        return spec
+    return {"name": value}
+
+
+ENCODER_HELP = (
+    "Text encoder of the head: hashed (default), minilm (extra 'minilm'), smollm2 (SmolLM2 hidden states, extra "
+    '\'local\'), or a JSON spec such as \'{"name": "smollm2", "layers": 8}\'.'
+)
 
 
 def _require_train_extra() -> None:
@@ -65,6 +88,7 @@ def train() -> None:
     show_default=True,
     help="Single mode: cross-validation folds for the safe gate and the cost-knob table (0: the plain head, no gate).",
 )
+@click.option("--encoder", default=None, help=ENCODER_HELP)
 @click.option("--quiet", is_flag=True, help="No progress on stderr.")
 def train_replay(
     dataset_dir: str,
@@ -77,6 +101,7 @@ def train_replay(
     checkpoint: Path | None,
     resume: bool,
     folds: int,
+    encoder: str | None,
     quiet: bool,
 ) -> None:
     """Train a head on the train split of a replay dataset and write it to --out.
@@ -114,11 +139,11 @@ def train_replay(
 
     ds = load_replay(dataset_dir)  # a folder or the name of a shipped dataset
     gens = TrainConfig.generations if generations is None else generations
-    config = TrainConfig(mode=mode, lam=lam, turns=turns, seed=seed, generations=gens)
+    config = TrainConfig(mode=mode, lam=lam, turns=turns, seed=seed, generations=gens, encoder=_encoder_spec(encoder))
     progress = None if quiet else stderr_progress
     if progress:
         progress(f"[{ds.name}] {len(ds.texts)} items, {len(ds.models)} models; encoding")
-    prep = prepare(ds, config)
+    prep = prepare(ds, config, progress=progress)
     head = train_head(prep, config, checkpoint=checkpoint, resume=resume, progress=progress)
     if mode == "single" and folds >= 2:
         from ..learned.routers import Routers, selection_of
@@ -175,6 +200,7 @@ def eval_group() -> None:
 @click.option(
     "--folds", type=click.IntRange(2, 20), default=5, show_default=True, help="Cross-validation folds on train."
 )
+@click.option("--encoder", default=None, help=ENCODER_HELP)
 @click.option("--quiet", is_flag=True, help="No progress on stderr.")
 def eval_replay(
     dataset_dirs: tuple[str, ...],
@@ -186,6 +212,7 @@ def eval_replay(
     false_accept: float | None,
     false_reject: float | None,
     folds: int,
+    encoder: str | None,
     quiet: bool,
 ) -> None:
     """Train and compare the learned coordinator with the baselines on each dataset (same settings for all).
@@ -199,13 +226,16 @@ def eval_replay(
       podium eval replay data/a data/b --turns 3 --json-out results.json --plot curve.png
     """
     _require_train_extra()
+    from ..learned.encoders import get_encoder
     from ..learned.evaluate import evaluate_dataset, format_table, plot, write_json
     from ..learned.replay import load_replay
     from ..learned.simulated_verifier import REALISTIC, Verifier
     from ..learned.train import TrainConfig, stderr_progress
 
     datasets = [load_replay(p) for p in dataset_dirs]  # fail on a bad folder before any training
-    config = TrainConfig(seed=seed, generations=TrainConfig.generations if generations is None else generations)
+    gens = TrainConfig.generations if generations is None else generations
+    config = TrainConfig(seed=seed, generations=gens, encoder=_encoder_spec(encoder))
+    get_encoder(config.encoder)  # an unknown encoder or a missing extra fails now, before any training
     fa = REALISTIC.false_accept if false_accept is None else false_accept
     fr = REALISTIC.false_reject if false_reject is None else false_reject
     verifier = Verifier(fa, fr, seed)
@@ -236,6 +266,7 @@ def eval_replay(
             "--folds",
             str(folds),
             *(["--generations", str(generations)] if generations is not None else []),
+            *(["--encoder", encoder] if encoder is not None else []),
         ]
         write_json(results, json_out, "podium eval replay " + " ".join(shlex.quote(a) for a in args))
         click.echo(f"wrote {json_out}")

@@ -16,10 +16,11 @@ import hashlib
 import json
 import os
 import re
+import time
 import zlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -35,7 +36,7 @@ class Encoder(Protocol):
     name: str
     dim: int
 
-    def spec(self) -> dict:
+    def spec(self) -> dict[str, Any]:
         """Everything needed to rebuild this encoder (recorded in head files)."""
         ...
 
@@ -61,7 +62,7 @@ class HashedNgramEncoder:
         self.max_chars = int(max_chars)
         self._mults = {n: (np.uint64(1000003) ** np.arange(n, dtype=np.uint64)) for n in self.ngrams}
 
-    def spec(self) -> dict:
+    def spec(self) -> dict[str, Any]:
         return {"name": self.name, "dim": self.dim, "ngrams": list(self.ngrams), "max_chars": self.max_chars}
 
     def _clip(self, text: str) -> str:
@@ -115,12 +116,14 @@ def register_encoder(name: str, factory: Callable[..., Encoder]) -> None:
     ENCODERS[name] = factory
 
 
-def get_encoder(spec: dict | str) -> Encoder:
+def get_encoder(spec: dict[str, Any] | str) -> Encoder:
     """Build an encoder from a spec dict (``{"name": "hashed", "dim": 2048}``) or a bare name."""
     spec = {"name": spec} if isinstance(spec, str) else dict(spec)
     name = spec.pop("name", None)
     if name == "minilm" and name not in ENCODERS:
-        import podium.learned.encoders_minilm  # noqa: F401  (optional extra; registers itself)
+        import podium.learned.encoders_minilm  # optional extra; registers itself
+    if name == "smollm2" and name not in ENCODERS:
+        import podium.learned.encoders_smollm2  # noqa: F401  (the local extra; registers itself)
     if name not in ENCODERS:
         raise UsageError(f"unknown encoder '{name}'; known encoders: {', '.join(sorted(ENCODERS))}")
     try:
@@ -156,16 +159,26 @@ class EmbeddingCache:
                     self._index[key.tobytes()] = vec
         return self._index
 
-    def encode(self, texts: list[str]) -> np.ndarray:
-        """Vectors of ``texts``: cached ones read back, the rest encoded and stored as a new shard."""
+    def encode(self, texts: list[str], progress: Callable[[str], None] | None = None, chunk: int = 256) -> np.ndarray:
+        """Vectors of ``texts``: cached ones read back, the rest encoded and stored in shards of ``chunk``
+        (an interrupted run keeps what it encoded), with items/s and ETA sent to ``progress``."""
         index = self._load()
         keys = [text_key(t) for t in texts]
         todo = sorted({k: i for i, k in enumerate(keys) if k not in index}.values())
-        if todo:
-            fresh = self.encoder.encode([texts[i] for i in todo])
-            self._store([keys[i] for i in todo], fresh)
-            for i, vec in zip(todo, fresh):
+        started = time.perf_counter()
+        for start in range(0, len(todo), chunk):
+            part = todo[start : start + chunk]
+            fresh = self.encoder.encode([texts[i] for i in part])
+            self._store([keys[i] for i in part], fresh)
+            for i, vec in zip(part, fresh):
                 index[keys[i]] = vec
+            done = start + len(part)
+            if progress and len(todo) > chunk:
+                rate = done / max(time.perf_counter() - started, 1e-9)
+                progress(
+                    f"{self.encoder.name}: encoded {done}/{len(todo)} new texts, {rate:.1f}/s, "
+                    f"ETA {(len(todo) - done) / rate:.0f} s"
+                )
         return np.stack([index[k] for k in keys]) if keys else np.zeros((0, self.encoder.dim), np.float32)
 
     def _store(self, keys: list[bytes], vectors: np.ndarray) -> None:

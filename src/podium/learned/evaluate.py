@@ -241,8 +241,11 @@ def evaluate_dataset(
     cache_root: Path | None = None,
     extras: bool = True,
     folds: int = FOLDS,
+    latency_items: int = 200,
 ) -> dict[str, Any]:
-    """Every method on one dataset's test split (and its ``eval_only`` split, single-turn, if any)."""
+    """Every method on one dataset's test split (and its ``eval_only`` split, single-turn, if any).
+
+    Decision latency is timed on the first ``latency_items`` test texts (fewer for slow encoders)."""
     config = config or TrainConfig()
     started = time.perf_counter()
     test = ds.indices("test")
@@ -252,14 +255,14 @@ def evaluate_dataset(
         raise UsageError(f"dataset {ds.name}: no items with split 'test' to evaluate on")
     if progress:
         progress(f"[{ds.name}] encoding {len(ds.texts)} texts")
-    prep = prepare(ds, config, cache_root=cache_root)
+    prep = prepare(ds, config, cache_root=cache_root, progress=progress)
     r = Routers(prep, config, progress, folds)
     safe = {"learned": r.safe_head(), "learned@cap": r.safe_head(CAP_LAMBDAS, CAP_SHIFTS, cap=True)}
     table = single_turn_table(r, test, config.lam, safe)
     cascade_plan = cascade_rows(r, test, table, cascade_turns, verifier)
     by_name = {m.method: m for m in table.rows}
     best, oracle = by_name["best_single"].score, by_name["oracle"].score
-    latency = measure_latency(r, [ds.texts[i] for i in test[:200]], config.lam, safe["learned"])
+    latency = measure_latency(r, [ds.texts[i] for i in test[:latency_items]], config.lam, safe["learned"])
     for m in table.rows:
         m.latency_ms = latency.get(m.method.split("@")[0])
     items = make_items(ds, test)

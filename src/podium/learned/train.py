@@ -109,10 +109,16 @@ def stderr_progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def embed(ds: ReplayDataset, encoder: Encoder, cache_root: Path | None = None, use_cache: bool = True) -> np.ndarray:
-    """Encodings of every item of ``ds`` (cached on disk by text hash)."""
+def embed(
+    ds: ReplayDataset,
+    encoder: Encoder,
+    cache_root: Path | None = None,
+    use_cache: bool = True,
+    progress: Progress | None = None,
+) -> np.ndarray:
+    """Encodings of every item of ``ds`` (cached on disk by text hash; slow encoders report an ETA)."""
     if use_cache:
-        return EmbeddingCache(encoder, cache_root).encode(ds.texts)
+        return EmbeddingCache(encoder, cache_root).encode(ds.texts, progress)
     return encoder.encode(ds.texts)
 
 
@@ -404,7 +410,11 @@ class Prepared:
 
 
 def prepare(
-    ds: ReplayDataset, config: TrainConfig, emb: np.ndarray | None = None, cache_root: Path | None = None
+    ds: ReplayDataset,
+    config: TrainConfig,
+    emb: np.ndarray | None = None,
+    cache_root: Path | None = None,
+    progress: Progress | None = None,
 ) -> Prepared:
     """Encode ``ds`` and split its train rows into fit / validation (seeded)."""
     train_rows = ds.indices("train")
@@ -414,7 +424,7 @@ def prepare(
             "runs: about 15 distinct questions answered and verified, since ~70% of items go to train)"
         )
     if emb is None:
-        emb = embed(ds, get_encoder(config.encoder), cache_root)
+        emb = embed(ds, get_encoder(config.encoder), cache_root, progress=progress)
     perm = np.random.default_rng(config.seed).permutation(train_rows)
     n_val = max(1, int(round(len(perm) * config.val_frac)))
     known_costs = ds.costs[train_rows][ds.known[train_rows]]

