@@ -60,6 +60,15 @@ PATTERNS: list[tuple[tuple[str, ...], re.Pattern[str]]] = [
 ]
 
 
+# One scan decides whether a text can hold anything to redact: every pattern above needs one of these
+# (case-insensitively), so a text without any of them is returned as is, without running each pattern.
+_MAYBE = re.compile(
+    "|".join(re.escape(t) for t in sorted({t for ts, _ in PATTERNS for t in ts}, key=len, reverse=True))
+    + "|[0-9a-fA-F]{64}",
+    re.IGNORECASE,
+)
+
+
 def _has_shape(value: str) -> bool:
     """Whether ``value`` contains a known key shape."""
     lower = value.lower()
@@ -158,14 +167,27 @@ def scrub(text: str | None, secrets: list[str] | None = None) -> str | None:
     """
     if not text:
         return text
-    text = clean_text(text)
-    if secrets is None:
-        regex = _SECRETS.regex()
-        if regex is not None:
-            text = regex.sub(REDACTED, text)
-    else:
+    if secrets is not None:
+        text = clean_text(text)
         for value in sorted(secrets, key=len, reverse=True):
             text = text.replace(value, REDACTED)
+        return _scrub_patterns(text)
+    return _scrub(text, _SECRETS.regex())
+
+
+def _scrub(text: str, regex: re.Pattern[str] | None) -> str:
+    """:func:`scrub` with the environment's secret alternation already looked up (once per value)."""
+    text = clean_text(text)
+    if len(text) < MIN_SECRET_LEN:  # shorter than any secret value and any pattern's match
+        return text
+    if regex is not None:
+        text = regex.sub(REDACTED, text)
+    return _scrub_patterns(text)
+
+
+def _scrub_patterns(text: str) -> str:
+    if _MAYBE.search(text) is None:  # the common case: one scan, nothing to do
+        return text
     lower = text.lower()
     for triggers, pattern in PATTERNS:
         if not triggers or any(t in lower for t in triggers):
@@ -176,17 +198,22 @@ def scrub(text: str | None, secrets: list[str] | None = None) -> str | None:
 def scrub_value(value: Any) -> Any:
     """:func:`scrub` applied to every string of a JSON-like value (dicts, lists, tuples; keys too).
 
-    Pydantic models are dumped to JSON-like values first. Other values pass unchanged.
+    Pydantic models are dumped to JSON-like values first. Other values pass unchanged. The
+    environment's secrets are looked up once per call, not once per string.
     """
+    return _scrub_value(value, _SECRETS.regex())
+
+
+def _scrub_value(value: Any, regex: re.Pattern[str] | None) -> Any:
     if isinstance(value, str):
-        return scrub(value)
+        return _scrub(value, regex) if value else value
     if isinstance(value, dict):
-        return {scrub_value(k): scrub_value(v) for k, v in value.items()}
+        return {_scrub_value(k, regex): _scrub_value(v, regex) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [scrub_value(v) for v in value]
+        return [_scrub_value(v, regex) for v in value]
     dump = getattr(value, "model_dump", None)
     if callable(dump) and not isinstance(value, type):
-        return scrub_value(dump(mode="json"))
+        return _scrub_value(dump(mode="json"), regex)
     return value
 
 
