@@ -154,6 +154,7 @@ def create_app(
     async def lifespan(app: FastAPI):
         yield
         await service.aclose()
+        store.close()  # commit the traces still queued
 
     app = FastAPI(
         title="podium",
