@@ -318,9 +318,16 @@ def measure(name: str, url: str, model: str, key: str, concurrencies: list[int],
 # --- the run ---------------------------------------------------------------------------------
 
 
-def start_podium(paths: dict[str, Path], work: Path, traces: str) -> tuple[subprocess.Popen, str]:
+def start_podium(
+    paths: dict[str, Path], work: Path, traces: str, transport: str = "lean"
+) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    env = {**os.environ, "PODIUM_HOME": str(work / f"home-{traces}"), "PODIUM_TRACES": traces}
+    env = {
+        **os.environ,
+        "PODIUM_HOME": str(work / f"home-{traces}-{transport}"),
+        "PODIUM_TRACES": traces,
+        "PODIUM_HTTP_TRANSPORT": transport,
+    }
     cmd = [
         sys.executable,
         "-m",
@@ -335,7 +342,7 @@ def start_podium(paths: dict[str, Path], work: Path, traces: str) -> tuple[subpr
         "--log-level",
         "warning",
     ]
-    proc = spawn(cmd, env, work / f"podium-{traces}.log")
+    proc = spawn(cmd, env, work / f"podium-{traces}-{transport}.log")
     wait_up(f"http://127.0.0.1:{port}/healthz", proc, 60)
     return proc, f"http://127.0.0.1:{port}/v1/chat/completions"
 
@@ -388,6 +395,12 @@ def run(args: argparse.Namespace) -> dict:
             targets.append((f"podium pass-through (traces {traces})", url, MODEL, PODIUM_KEY, 1, proc.pid))
             if traces == "full":
                 targets.append(("podium tier 'podium'", url, "podium", PODIUM_KEY, 4, proc.pid))
+        if args.before:  # the same server on httpx's default transport (httpcore's pool): before/after in one run
+            proc, url = start_podium(paths, work, "off", "httpcore")
+            procs.append(proc)
+            targets.append(
+                ("podium pass-through (traces off, httpcore pool: before)", url, MODEL, PODIUM_KEY, 1, proc.pid)
+            )
         rounds = []
         for i in range(args.rounds):
             order = targets[i % len(targets) :] + targets[: i % len(targets)]  # rotate: no target always first
@@ -592,6 +605,9 @@ def main() -> None:
         "--without-peer",
         action="store_true",
         help="measure without LiteLLM (the results say so); by default a missing LiteLLM is an error (exit 2)",
+    )
+    parser.add_argument(
+        "--before", action="store_true", help="also measure podium on httpx's default transport (before/after)"
     )
     parser.add_argument("--stub-delay", type=float, default=0.0, help="seconds the stub waits before answering")
     parser.add_argument("--stub", type=int, default=None, help=argparse.SUPPRESS)

@@ -56,6 +56,7 @@ class ModelSpec(BaseModel):
     function: str | None = None  # scripted: "module:callable" (request) -> str
     extra_body: dict = Field(default_factory=dict)
     check: CheckSpec | None = None  # backend 'check': the static check this verifier runs (e.g. a regex)
+    n_threads: int | None = Field(default=None, ge=1)  # local: llama.cpp threads (default: the physical cores)
     structured_output: bool = False  # openai: the endpoint supports response_format json_schema (verifier calls use it)
 
     @model_validator(mode="after")
