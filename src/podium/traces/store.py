@@ -400,13 +400,14 @@ class Store:
     ) -> list[dict[str, Any]]:
         """Runs, newest first, filtered by status, model (any turn), start time, owner or query text."""
         where, args = _run_filters(status, model, since, until, owner, query)
+        order = "ORDER BY r.started_at DESC, r.id DESC"
+        if limit is not None:  # pick the page's ids first: the sort then carries ids, not whole rows
+            where = f"WHERE r.id IN (SELECT r.id FROM runs r {where} {order} LIMIT ? OFFSET ?)"
+            args += [int(limit), int(offset)]
         sql = (
             f"SELECT r.*, (SELECT group_concat(DISTINCT t.model) FROM turns t WHERE t.run_id = r.id) AS models "
-            f"FROM runs r {where} ORDER BY r.started_at DESC, r.id DESC"
+            f"FROM runs r {where} {order}"
         )
-        if limit is not None:
-            sql += " LIMIT ? OFFSET ?"
-            args += [int(limit), int(offset)]
         with self._read() as conn:
             return [_run_dict(r) for r in conn.execute(sql, args)]
 
