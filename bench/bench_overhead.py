@@ -1,7 +1,8 @@
 """Podium's per-call overhead versus LiteLLM's Router, against the same loopback stub server.
 
 Overhead = the time a framework adds beyond the backend's own latency, where the backend's
-latency is what a bare httpx POST to the same stub takes. Every client calls the same stub
+latency is what a bare httpx POST to the same stub takes (on podium's transport; httpx's default
+httpcore pool is measured too, as a reference). Every client calls the same stub
 (tests/faults/server.py in a separate process, fault ``ok``) in the same run, interleaved in
 rounds so that machine load hits them alike, at each concurrency (1, 10, 50, 100 calls in flight
 by default). Podium is measured end to end: ``Engine.run`` with the ``fixed`` coordinator (one
@@ -38,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 MESSAGES = [{"role": "user", "content": "What is six times seven?"}]
 Call = Callable[[], Awaitable[str]]
-ORDER = ["raw httpx", "podium", "podium + store", "litellm Router"]
+ORDER = ["raw httpx", "raw httpx (httpcore pool)", "podium", "podium + store", "litellm Router"]
 
 
 def start_stub() -> tuple[subprocess.Popen, int]:
@@ -50,9 +51,12 @@ def start_stub() -> tuple[subprocess.Popen, int]:
     return proc, port
 
 
-async def raw_client(url: str, stream: bool) -> tuple[Call, Callable[[], Awaitable[None]]]:
-    """The backend's own latency: a bare httpx call (streaming: reading the SSE deltas)."""
-    client = httpx.AsyncClient()
+async def raw_client(url: str, stream: bool, lean: bool = True) -> tuple[Call, Callable[[], Awaitable[None]]]:
+    """The backend's own latency: a bare httpx call (streaming: reading the SSE deltas), on the same
+    transport podium uses (``lean``) or on httpx's default one (httpcore's pool)."""
+    from podium.backends.transport import LeanTransport
+
+    client = httpx.AsyncClient(transport=LeanTransport()) if lean else httpx.AsyncClient()
     body = {"model": "ok", "messages": MESSAGES, "max_tokens": 64, "stream": stream}
 
     async def call() -> str:
@@ -148,6 +152,7 @@ async def timed(call: Call, n: int, concurrency: int = 1) -> tuple[list[float], 
 async def make_clients(url: str, stream: bool, peer: bool, work: Path) -> dict[str, tuple[Call, Callable]]:
     clients = {
         "raw httpx": await raw_client(url, stream),
+        "raw httpx (httpcore pool)": await raw_client(url, stream, lean=False),
         "podium": await podium_client(url, stream),
         "podium + store": await podium_client(url, stream, work / f"store-{stream}.db"),
     }
