@@ -9,10 +9,14 @@ Everything runs on 127.0.0.1, each server in its own process:
 - the stub itself, called directly: the ceiling any proxy can reach on this machine.
 
 For each target and each concurrency (50 and 200 clients) a fixed number of non-streaming
-requests is sent by an asyncio/httpx load generator; it reports requests/s and latency p50/p99,
-and podium's ratios to LiteLLM. Writes bench/results/server.json and bench/results/server.md.
+requests is sent by an asyncio load generator, in ``--rounds`` rounds (every target in each round,
+order rotated). Ratios (podium / LiteLLM, podium / stub) are computed within a round, then reported
+as min/median/max over rounds, with the machine's load. Writes bench/results/server.{json,md}.
 
-    .venv/bin/python bench/bench_server.py [--requests 1000] [--litellm /path/to/litellm]
+    .venv/bin/python bench/bench_server.py [--requests 1000] [--litellm /path/to/litellm] [--without-peer]
+
+A missing or failing LiteLLM is an error (exit 2), never a silent omission; ``--without-peer``
+measures podium against the stub only and says so in the results.
 
 LiteLLM is not a podium dependency: install it anywhere (``pip install 'litellm[proxy]'``) and
 pass its ``litellm`` executable (default: ``litellm`` on PATH or next to this Python).
@@ -182,7 +186,7 @@ def write_configs(work: Path, stub_url: str) -> dict[str, Path]:
 
 def find_litellm(given: str | None) -> str | None:
     if given:
-        return given
+        return given if Path(given).exists() else None
     beside = Path(sys.executable).parent / "litellm"
     return str(beside) if beside.exists() else shutil.which("litellm")
 
@@ -314,9 +318,16 @@ def measure(name: str, url: str, model: str, key: str, concurrencies: list[int],
 # --- the run ---------------------------------------------------------------------------------
 
 
-def start_podium(paths: dict[str, Path], work: Path, traces: str) -> tuple[subprocess.Popen, str]:
+def start_podium(
+    paths: dict[str, Path], work: Path, traces: str, transport: str = "lean"
+) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    env = {**os.environ, "PODIUM_HOME": str(work / f"home-{traces}"), "PODIUM_TRACES": traces}
+    env = {
+        **os.environ,
+        "PODIUM_HOME": str(work / f"home-{traces}-{transport}"),
+        "PODIUM_TRACES": traces,
+        "PODIUM_HTTP_TRANSPORT": transport,
+    }
     cmd = [
         sys.executable,
         "-m",
@@ -331,7 +342,7 @@ def start_podium(paths: dict[str, Path], work: Path, traces: str) -> tuple[subpr
         "--log-level",
         "warning",
     ]
-    proc = spawn(cmd, env, work / f"podium-{traces}.log")
+    proc = spawn(cmd, env, work / f"podium-{traces}-{transport}.log")
     wait_up(f"http://127.0.0.1:{port}/healthz", proc, 60)
     return proc, f"http://127.0.0.1:{port}/v1/chat/completions"
 
@@ -351,10 +362,19 @@ def start_litellm(exe: str, paths: dict[str, Path], work: Path) -> tuple[subproc
     return proc, f"http://127.0.0.1:{port}/v1/chat/completions", startup
 
 
+class PeerMissing(SystemExit):
+    """The peer could not be measured: the benchmark stops (exit 2) instead of reporting podium alone."""
+
+
 def run(args: argparse.Namespace) -> dict:
-    """Start every server, then measure each target in ``--rounds`` interleaved rounds (best kept)."""
+    """Start every server, then measure every target in each of ``--rounds`` rounds (order rotated
+    per round); ratios are computed within a round, then summarized as min/median/max over rounds."""
+    exe = None if args.without_peer else find_litellm(args.litellm)
+    if exe is None and not args.without_peer:  # before anything starts: fail fast
+        start_peer(None, False, {}, Path("."), [], [])
     work = Path(tempfile.mkdtemp(prefix="podium-bench-"))
     stub_port = free_port()
+    load_start = uptime()
     procs = [
         spawn(
             [sys.executable, __file__, "--stub", str(stub_port), "--stub-delay", str(args.stub_delay)],
@@ -364,90 +384,143 @@ def run(args: argparse.Namespace) -> dict:
     ]
     stub_url = f"http://127.0.0.1:{stub_port}/v1"
     notes: list[str] = []
-    exe = find_litellm(args.litellm)
     try:
         wait_up(f"{stub_url}/models", procs[0], 30)
         paths = write_configs(work, stub_url)
-        targets = [("stub (direct)", f"{stub_url}/chat/completions", MODEL, "none", 1, procs[0].pid)]
+        targets = [(STUB, f"{stub_url}/chat/completions", MODEL, "none", 1, procs[0].pid)]
+        targets += start_peer(exe, args.without_peer, paths, work, procs, notes)
         for traces in ("full", "off"):
             proc, url = start_podium(paths, work, traces)
             procs.append(proc)
             targets.append((f"podium pass-through (traces {traces})", url, MODEL, PODIUM_KEY, 1, proc.pid))
             if traces == "full":
                 targets.append(("podium tier 'podium'", url, "podium", PODIUM_KEY, 4, proc.pid))
-        targets += start_peer(exe, paths, work, procs, notes)
-        rounds = [
-            [
-                row
-                for name, url, model, key, div, pid in targets
+        if args.before:  # the same server on httpx's default transport (httpcore's pool): before/after in one run
+            proc, url = start_podium(paths, work, "off", "httpcore")
+            procs.append(proc)
+            targets.append(
+                ("podium pass-through (traces off, httpcore pool: before)", url, MODEL, PODIUM_KEY, 1, proc.pid)
+            )
+        rounds = []
+        for i in range(args.rounds):
+            order = targets[i % len(targets) :] + targets[: i % len(targets)]  # rotate: no target always first
+            print(f"round {i + 1}/{args.rounds}", flush=True)
+            rows = [
+                {**row, "round": i + 1}
+                for name, url, model, key, div, pid in order
                 for row in measure(name, url, model, key, args.concurrency, max(50, args.requests // div), pid)
             ]
-            for _ in range(args.rounds)
-        ]
+            rounds.append(rows)
     finally:
         for proc in procs:
             stop(proc)
+    per_round = [ratios(rows) for rows in rounds]
     return {
-        "rows": best_of(rounds),
+        "rows": spread(rounds),
+        "ratios": spread_ratios(per_round),
         "rounds": rounds,
-        "ratios": ratios(best_of(rounds)),
+        "ratios_per_round": per_round,
         "notes": notes,
+        "load": {"start": load_start, "end": uptime()},
         "config": config(args, exe),
     }
 
 
-def start_peer(exe: str | None, paths: dict[str, Path], work: Path, procs: list, notes: list[str]) -> list[tuple]:
-    """The LiteLLM proxy target, or a note saying why there is none."""
-    if exe is None:
+STUB = "stub (direct)"
+PEER = "litellm proxy"
+
+
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def start_peer(
+    exe: str | None, without: bool, paths: dict[str, Path], work: Path, procs: list, notes: list[str]
+) -> list[tuple]:
+    """The LiteLLM proxy target. Missing or failing, it stops the benchmark (PeerMissing), unless
+    ``--without-peer`` was given: then the results say so and podium is compared with the stub only."""
+    if without:
         notes.append(
-            "LiteLLM proxy not found (pass --litellm PATH); podium is reported alone with the direct baseline."
+            "PEER UNAVAILABLE: run with --without-peer (LiteLLM proxy not measured); "
+            "podium is compared with the stub (the floor) only."
         )
         return []
+    if exe is None:
+        raise PeerMissing(
+            "error: LiteLLM proxy not found: install it (pip install 'podium[bench]' or 'litellm[proxy]') or pass "
+            "--litellm PATH; to measure podium against the stub only, pass --without-peer"
+        )
     try:
         proc, url, startup = start_litellm(exe, paths, work)
     except RuntimeError as exc:
-        notes.append(f"LiteLLM proxy could not start: {exc}; see {work / 'litellm.log'}")
-        return []
+        raise PeerMissing(
+            f"error: LiteLLM proxy could not start: {exc}; see {work / 'litellm.log'} (or pass --without-peer)"
+        ) from None
     procs.append(proc)
     notes.append(
         f"LiteLLM proxy started in {startup:.1f}s, offline (LITELLM_LOCAL_MODEL_COST_MAP=True), master key set, 1 worker."
     )
-    return [("litellm proxy", url, MODEL, LITELLM_KEY, 1, proc.pid)]
+    return [(PEER, url, MODEL, LITELLM_KEY, 1, proc.pid)]
 
 
-def best_of(rounds: list[list[dict]]) -> list[dict]:
-    """Per target and concurrency, the round with the highest throughput (the least disturbed)."""
-    best: dict[tuple, dict] = {}
+def _stats(values: list[float]) -> dict[str, float]:
+    return {"min": min(values), "median": round(statistics.median(values), 3), "max": max(values)}
+
+
+def spread(rounds: list[list[dict]]) -> list[dict]:
+    """Per target and concurrency: min/median/max over rounds of throughput, latency and server CPU."""
+    groups: dict[tuple, list[dict]] = {}
     for rows in rounds:
         for row in rows:
-            key = (row["target"], row["concurrency"])
-            if key not in best or row["rps"] > best[key]["rps"]:
-                best[key] = row
-    return list(best.values())
+            groups.setdefault((row["target"], row["concurrency"]), []).append(row)
+    out = []
+    for (target, conc), rows in groups.items():
+        summary: dict = {"target": target, "concurrency": conc, "rounds": len(rows)}
+        summary["ok"] = sum(r["ok"] for r in rows)
+        summary["requests"] = sum(r["requests"] for r in rows)
+        summary["errors"] = sum(sum(r["errors"].values()) for r in rows)
+        for field in ("rps", "p50_ms", "p99_ms", "server_cpu_ms_per_request"):
+            values = [r[field] for r in rows if r[field] is not None]
+            summary[field] = _stats(values) if values else None
+        out.append(summary)
+    return out
 
 
 def ratios(rows: list[dict]) -> list[dict]:
-    """podium pass-through (traces full and off) against LiteLLM, per concurrency."""
+    """Within one round: each podium target against LiteLLM (if measured) and against the stub (the floor)."""
+    by = {(r["target"], r["concurrency"]): r for r in rows}
     out = []
     for row in rows:
-        if not row["target"].startswith("podium pass-through"):
+        if not row["target"].startswith("podium") or not row["rps"]:
             continue
-        peer = next(
-            (r for r in rows if r["target"] == "litellm proxy" and r["concurrency"] == row["concurrency"]), None
-        )
+        conc = row["concurrency"]
+        stub, peer = by.get((STUB, conc)), by.get((PEER, conc))
+        ratio = {"target": row["target"], "concurrency": conc, "round": row.get("round")}
+        if stub and stub["rps"]:
+            ratio["fraction_of_stub_throughput"] = round(row["rps"] / stub["rps"], 4)
         if peer and peer["rps"] and row["p50_ms"] and peer["p50_ms"]:
-            out.append(
-                {
-                    "target": row["target"],
-                    "concurrency": row["concurrency"],
-                    "throughput_x": round(row["rps"] / peer["rps"], 2),
-                    "p50_latency_x": round(row["p50_ms"] / peer["p50_ms"], 2),
-                    "p99_latency_x": round(row["p99_ms"] / peer["p99_ms"], 2),
-                    "server_cpu_per_request_x": round(
-                        row["server_cpu_ms_per_request"] / peer["server_cpu_ms_per_request"], 2
-                    ),
-                }
+            ratio["throughput_x_litellm"] = round(row["rps"] / peer["rps"], 3)
+            ratio["p50_latency_x_litellm"] = round(row["p50_ms"] / peer["p50_ms"], 3)
+            ratio["p99_latency_x_litellm"] = round(row["p99_ms"] / peer["p99_ms"], 3)
+            ratio["server_cpu_x_litellm"] = round(
+                row["server_cpu_ms_per_request"] / max(1e-9, peer["server_cpu_ms_per_request"]), 3
             )
+        out.append(ratio)
+    return out
+
+
+def spread_ratios(per_round: list[list[dict]]) -> list[dict]:
+    """Ratios computed within each round, then min/median/max over rounds (never mixing rounds in a ratio)."""
+    groups: dict[tuple, list[dict]] = {}
+    for rows in per_round:
+        for r in rows:
+            groups.setdefault((r["target"], r["concurrency"]), []).append(r)
+    out = []
+    for (target, conc), rows in groups.items():
+        summary: dict = {"target": target, "concurrency": conc}
+        for field in sorted({k for r in rows for k in r} - {"target", "concurrency", "round"}):
+            summary[field] = _stats([r[field] for r in rows if field in r])
+        out.append(summary)
     return out
 
 
@@ -480,27 +553,45 @@ def config(args: argparse.Namespace, exe: str | None) -> dict:
     }
 
 
+def _fmt(stats: dict | None) -> str:
+    if not stats:
+        return "-"
+    return f"{stats['median']} ({stats['min']}–{stats['max']})"
+
+
 def table(report: dict) -> str:
     lines = [
-        "| target | clients | requests ok | req/s | p50 ms | p99 ms | server CPU ms/req | errors |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        f"Load at start: `{report['load']['start']}`  ",
+        f"Load at end: `{report['load']['end']}`",
+        "",
+        "Median over rounds (min–max).",
+        "",
+        "| target | clients | rounds | ok | req/s | p50 ms | p99 ms | server CPU ms/req | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in report["rows"]:
         lines.append(
-            f"| {r['target']} | {r['concurrency']} | {r['ok']}/{r['requests']} | {r['rps']} | {r['p50_ms']} | {r['p99_ms']} "
-            f"| {r['server_cpu_ms_per_request']} | {r['errors'] or ''} |"
+            f"| {r['target']} | {r['concurrency']} | {r['rounds']} | {r['ok']}/{r['requests']} | {_fmt(r['rps'])} "
+            f"| {_fmt(r['p50_ms'])} | {_fmt(r['p99_ms'])} | {_fmt(r['server_cpu_ms_per_request'])} | {r['errors']} |"
         )
-    if report["ratios"]:
+    fields = [
+        ("fraction_of_stub_throughput", "of stub req/s"),
+        ("throughput_x_litellm", "req/s × LiteLLM"),
+        ("p50_latency_x_litellm", "p50 × LiteLLM"),
+        ("server_cpu_x_litellm", "CPU/req × LiteLLM"),
+    ]
+    present = [(f, h) for f, h in fields if any(f in r for r in report["ratios"])]
+    if present:
         lines += [
             "",
-            "| podium vs LiteLLM | clients | throughput × | p50 latency × | p99 latency × | server CPU/req × |",
-            "|---|---:|---:|---:|---:|---:|",
+            "Ratios computed within each round, then median (min–max) over rounds.",
+            "",
+            "| podium target | clients | " + " | ".join(h for _, h in present) + " |",
+            "|---|---:|" + "---:|" * len(present),
         ]
         for r in report["ratios"]:
-            lines.append(
-                f"| {r['target']} | {r['concurrency']} | {r['throughput_x']} | {r['p50_latency_x']} | {r['p99_latency_x']} "
-                f"| {r['server_cpu_per_request_x']} |"
-            )
+            cells = " | ".join(_fmt(r.get(f)) for f, _ in present)
+            lines.append(f"| {r['target']} | {r['concurrency']} | {cells} |")
     return "\n".join(lines + [""] + [f"- {n}" for n in report["notes"]])
 
 
@@ -509,14 +600,26 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1000, help="requests per target and concurrency")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[50, 200])
     parser.add_argument("--litellm", default=None, help="path to the litellm executable (LiteLLM proxy)")
-    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds; the best of them is reported")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds; each reports every target (min/median/max)")
+    parser.add_argument(
+        "--without-peer",
+        action="store_true",
+        help="measure without LiteLLM (the results say so); by default a missing LiteLLM is an error (exit 2)",
+    )
+    parser.add_argument(
+        "--before", action="store_true", help="also measure podium on httpx's default transport (before/after)"
+    )
     parser.add_argument("--stub-delay", type=float, default=0.0, help="seconds the stub waits before answering")
     parser.add_argument("--stub", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", default=str(RESULTS / "server.json"))
     args = parser.parse_args()
     if args.stub is not None:
         return run_stub(args.stub, args.stub_delay)
-    report = run(args)
+    try:
+        report = run(args)
+    except PeerMissing as exc:
+        print(exc.code, file=sys.stderr)
+        raise SystemExit(2) from None
     text = table(report)
     print("\n" + text)
     out = Path(args.out)

@@ -39,7 +39,17 @@ RoleName = PoolRoleName  # kept for importers; the vocabulary lives in podium.ro
 ALL_ROLES: list[RoleName] = list(POOL_ROLES)
 
 # Keys a backend kind owns (validated by its options model); kept as attributes for every model.
-_BACKEND_KEYS = ("model", "base_url", "api_key_env", "extra_body", "structured_output", "replies", "function", "check")
+_BACKEND_KEYS = (
+    "model",
+    "base_url",
+    "api_key_env",
+    "extra_body",
+    "structured_output",
+    "replies",
+    "function",
+    "check",
+    "n_threads",
+)
 
 
 @dataclass(frozen=True)
@@ -93,6 +103,7 @@ class ModelSpec(BaseModel):
     replies: list[str] | None = None  # scripted: replies used in order (cycled)
     function: str | None = None  # scripted: "module:callable" (request) -> str
     check: CheckSpec | None = None  # check: the static check this verifier runs (e.g. a regex)
+    n_threads: int | None = None  # local: llama.cpp threads (default: the physical cores not busy at load)
     options: BaseModel | None = Field(default=None, exclude=True, repr=False)  # the kind's validated keys
 
     @model_validator(mode="before")

@@ -26,11 +26,13 @@ fingerprint of its raw items) or a pool registers new names; :func:`refresh` for
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 REDACTED = "[REDACTED]"
@@ -58,6 +60,15 @@ PATTERNS: list[tuple[tuple[str, ...], re.Pattern[str]]] = [
     (("akia",), re.compile(r"()\bAKIA[0-9A-Z]{16}\b")),
     ((), re.compile(r"()(?<![0-9A-Za-z])[0-9a-fA-F]{64}(?![0-9A-Za-z])")),
 ]
+
+
+_HEX_RUN = b"x" * 64  # a 64-hex-digit key, after _HEX_MAP: found by one C-level ``in`` instead of a regex scan
+_HEX_MAP = bytes(ord("x") if chr(i) in "0123456789abcdefABCDEF" else ord(" ") for i in range(256))
+_CACHE_MAX_LEN = 64 * 1024  # longer texts are scrubbed without the cache
+
+
+def _maybe_hex_key(text: str) -> bool:
+    return len(text) >= 64 and _HEX_RUN in text.encode("utf-8", "surrogatepass").translate(_HEX_MAP)
 
 
 def _has_shape(value: str) -> bool:
@@ -119,6 +130,27 @@ class _Secrets:
 _SECRETS = _Secrets()
 
 
+_PINNED = threading.local()
+_UNSET = object()
+
+
+@contextlib.contextmanager
+def secrets_pinned() -> Iterator[None]:
+    """Within this block, in this thread, the environment's secrets are looked up once (not once per
+    :func:`scrub` call): for code that scrubs many values in a row, such as storing a batch of runs."""
+    previous = getattr(_PINNED, "regex", _UNSET)
+    _PINNED.regex = _SECRETS.regex()
+    try:
+        yield
+    finally:
+        _PINNED.regex = previous
+
+
+def _env_regex() -> re.Pattern[str] | None:
+    pinned = getattr(_PINNED, "regex", _UNSET)
+    return _SECRETS.regex() if pinned is _UNSET else pinned  # type: ignore[return-value]
+
+
 def register_env(names: Iterable[str | None]) -> None:
     """Treat the values of these environment variables as secrets (a pool's ``api_key_env`` names)."""
     _SECRETS.register(names)
@@ -158,35 +190,61 @@ def scrub(text: str | None, secrets: list[str] | None = None) -> str | None:
     """
     if not text:
         return text
-    text = clean_text(text)
-    if secrets is None:
-        regex = _SECRETS.regex()
-        if regex is not None:
-            text = regex.sub(REDACTED, text)
-    else:
+    if secrets is not None:
+        text = clean_text(text)
         for value in sorted(secrets, key=len, reverse=True):
             text = text.replace(value, REDACTED)
+        return _scrub_patterns(text)
+    return _scrub(text, _env_regex())
+
+
+def _scrub(text: str, regex: re.Pattern[str] | None) -> str:
+    """:func:`scrub` with the environment's secret alternation already looked up (once per value)."""
+    text = clean_text(text)
+    if len(text) < MIN_SECRET_LEN:  # shorter than any secret value and any pattern's match
+        return text
+    if regex is not None:
+        text = regex.sub(REDACTED, text)
+    return _scrub_patterns(text)
+
+
+def _scrub_patterns(text: str) -> str:
+    """The key-shaped patterns. Pure, so memoized: a run repeats its texts (the query in every
+    turn's prompt, the same system prompts in every run), and each is then scanned once."""
+    return _scrub_patterns_cached(text) if len(text) <= _CACHE_MAX_LEN else _scrub_patterns_uncached(text)
+
+
+def _scrub_patterns_uncached(text: str) -> str:
     lower = text.lower()
+    hex_key = _maybe_hex_key(text)
     for triggers, pattern in PATTERNS:
-        if not triggers or any(t in lower for t in triggers):
+        if any(t in lower for t in triggers) if triggers else hex_key:
             text = pattern.sub(lambda m: m.group(1) + REDACTED, text)
     return text
+
+
+_scrub_patterns_cached = functools.lru_cache(maxsize=4096)(_scrub_patterns_uncached)
 
 
 def scrub_value(value: Any) -> Any:
     """:func:`scrub` applied to every string of a JSON-like value (dicts, lists, tuples; keys too).
 
-    Pydantic models are dumped to JSON-like values first. Other values pass unchanged.
+    Pydantic models are dumped to JSON-like values first. Other values pass unchanged. The
+    environment's secrets are looked up once per call, not once per string.
     """
+    return _scrub_value(value, _env_regex())
+
+
+def _scrub_value(value: Any, regex: re.Pattern[str] | None) -> Any:
     if isinstance(value, str):
-        return scrub(value)
+        return _scrub(value, regex) if value else value
     if isinstance(value, dict):
-        return {scrub_value(k): scrub_value(v) for k, v in value.items()}
+        return {_scrub_value(k, regex): _scrub_value(v, regex) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [scrub_value(v) for v in value]
+        return [_scrub_value(v, regex) for v in value]
     dump = getattr(value, "model_dump", None)
     if callable(dump) and not isinstance(value, type):
-        return scrub_value(dump(mode="json"))
+        return _scrub_value(dump(mode="json"), regex)
     return value
 
 

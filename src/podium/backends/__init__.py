@@ -52,8 +52,9 @@ class BackendSet:
     @property
     def client(self) -> httpx.AsyncClient:
         if self._client is None:
-            limits = httpx.Limits(max_connections=256, max_keepalive_connections=64)
-            self._client = httpx.AsyncClient(limits=limits)
+            from .transport import lean_client  # O(1) keep-alive pool: see podium.backends.transport
+
+            self._client = lean_client(max_connections=256, max_keepalive_connections=64)
         return self._client
 
     def get(self, spec: ModelSpec) -> Backend:

@@ -22,6 +22,7 @@ from ..types import Completion, CompletionRequest, StreamDelta
 from ..verdicts import VERDICT_RESPONSE_FORMAT
 from .base import make_completion
 from .isolation import close_response, isolated, pump
+from .transport import lean_client
 
 RETRYABLE_STATUS = {408, 409, 429}
 MAX_RESPONSE_BYTES = 8 * 1024 * 1024
@@ -79,7 +80,7 @@ class OpenAIBackend:
     @property
     def client(self) -> httpx.AsyncClient:
         if self._client is None:
-            self._client = httpx.AsyncClient()
+            self._client = lean_client()
         return self._client
 
     @property

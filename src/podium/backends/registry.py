@@ -60,6 +60,7 @@ class LocalOptions(BackendOptions):
 
     model: str = Field(min_length=1)  # a GGUF path or package:NAME
     extra_body: dict[str, Any] = Field(default_factory=dict)  # llama.cpp sampling options
+    n_threads: int | None = Field(default=None, ge=1)  # llama.cpp threads (default: physical cores not busy at load)
 
 
 class ScriptedOptions(BackendOptions):

@@ -19,6 +19,7 @@ import asyncio
 import importlib
 import inspect
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 
 from ..errors import BackendError, ConfigError
@@ -27,6 +28,7 @@ from ..types import Completion, CompletionRequest, StreamDelta
 from .base import estimate_prompt_tokens, estimate_tokens, make_completion
 
 ReplyFn = Callable[[CompletionRequest], object]
+CALLS_KEPT = 1000  # the most recent requests kept for inspection (tests); older ones are dropped
 
 
 def _load_function(ref: str, model: str) -> ReplyFn:
@@ -44,7 +46,8 @@ class ScriptedBackend:
 
     def __init__(self, spec: ModelSpec, function: ReplyFn | None = None) -> None:
         self.spec = spec
-        self.calls: list[CompletionRequest] = []
+        self.calls: deque[CompletionRequest] = deque(maxlen=CALLS_KEPT)  # bounded: a long run must not grow
+        self.n_calls = 0
         self._fn = function or (_load_function(spec.function, spec.name) if spec.function else None)
         self._replies = list(spec.replies or [])
         if self._fn is None and not self._replies:
@@ -52,10 +55,11 @@ class ScriptedBackend:
 
     async def _reply(self, request: CompletionRequest) -> str:
         self.calls.append(request)
+        self.n_calls += 1
         if self._fn is not None:
             out = self._fn(request)
             return await out if inspect.isawaitable(out) else str(out)
-        return self._replies[(len(self.calls) - 1) % len(self._replies)]
+        return self._replies[(self.n_calls - 1) % len(self._replies)]
 
     async def _apply_directives(self, text: str) -> str:
         while text.startswith("!"):

@@ -160,6 +160,7 @@ def create_app(
         await service.aclose()
         if ring.state is not None:
             await ring.state.aclose()
+        store.close()  # commit the traces still queued
 
     app = FastAPI(
         title="podium",

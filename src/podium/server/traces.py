@@ -2,7 +2,9 @@
 
 ``GET /v1/traces/{id}`` reads back through :meth:`Traces.get` with the caller's key name as
 owner, so a key sees its own runs and no other's. ``PODIUM_TRACES=off`` keeps nothing (the
-route then answers 404 and says why). Writes run in a worker thread to keep the event loop free.
+route then answers 404 and says why). Writes go to a background :class:`~podium.traces.writer.TraceWriter`
+(batched, off the event loop); a request is answered once its run is committed, so a crash after an
+answer cannot lose that answer's trace.
 """
 
 from __future__ import annotations
@@ -22,18 +24,25 @@ class Traces:
 
     def __init__(self, path: str | Path | None = None) -> None:
         from ..traces.store import Store, traces_setting
+        from ..traces.writer import TraceWriter
 
         self.enabled = traces_setting() != "off"
         self.store = Store.open(path) if self.enabled else None
+        self.writer = TraceWriter(self.store) if self.store is not None else None
 
     async def record(self, result: RunResult, owner: str) -> None:
         """Store ``result`` as owned by ``owner``; a storage failure is logged, never fails the request."""
-        if self.store is None:
+        if self.writer is None:
             return
         try:
-            await asyncio.to_thread(self.store.record, result, source="server", owner=owner)
+            await asyncio.wrap_future(self.writer.submit(result, source="server", owner=owner))
         except Exception as exc:  # the answer matters more than its trace
             log.error("could not store trace %s: %s", result.run_id, exc)
+
+    def close(self) -> None:
+        """Commit what is queued and stop the writer (server shutdown)."""
+        if self.writer is not None:
+            self.writer.close()
 
     def record_now(self, result: RunResult, owner: str) -> None:
         """Synchronous :meth:`record`, for a run cancelled while it unwinds."""

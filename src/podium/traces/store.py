@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from ..errors import ConfigError, UsageError
-from ..scrub import REDACTED, clean_text, clean_value, scrub, scrub_value  # noqa: F401 (REDACTED, scrub: re-exported)
+from ..scrub import REDACTED, clean_text, clean_value, scrub, scrub_value, secrets_pinned  # noqa: F401 (REDACTED, scrub: re-exported)
 from ..types import RunResult, RunStatus, Turn
 
 TextMode = Literal["full", "hash"]
@@ -297,6 +297,23 @@ class Store:
 
     def record(self, result: RunResult, *, source: str | None = None, owner: str | None = None) -> str:
         """Store ``result`` and its turns (replacing any earlier copy of the same run); returns its id."""
+        return self.record_many([(result, source, owner)])[0]
+
+    def record_many(self, items: list[tuple[RunResult, str | None, str | None]]) -> list[str]:
+        """Store several ``(result, source, owner)`` runs in one transaction; returns their ids."""
+        with secrets_pinned():  # the environment's secrets looked up once for the batch
+            rows = [self._rows(result, source, owner) for result, source, owner in items]
+        with self._write() as conn:
+            for run_row, turn_rows in rows:
+                conn.execute("DELETE FROM turns WHERE run_id = ?", (run_row["id"],))
+                conn.execute(_insert("runs", run_row, replace=True), run_row)
+                if turn_rows:
+                    conn.executemany(_insert("turns", turn_rows[0]), turn_rows)
+        return [run_row["id"] for run_row, _ in rows]
+
+    def _rows(
+        self, result: RunResult, source: str | None, owner: str | None
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         status = result.status.value
         if result.status == RunStatus.FAILED and result.reason.startswith("interrupted"):
             status = "interrupted"
@@ -325,13 +342,7 @@ class Store:
             "text_mode": self.text_mode,
             "workflow": self._json(result.workflow, private=True) if result.workflow is not None else None,
         }
-        turn_rows = [self._turn_row(result.run_id, t) for t in result.turns]
-        with self._write() as conn:
-            conn.execute("DELETE FROM turns WHERE run_id = ?", (result.run_id,))
-            conn.execute(_insert("runs", run_row, replace=True), run_row)
-            for row in turn_rows:
-                conn.execute(_insert("turns", row), row)
-        return result.run_id
+        return run_row, [self._turn_row(result.run_id, t) for t in result.turns]
 
     def _turn_row(self, run_id: str, t: Turn) -> dict[str, Any]:
         return {
@@ -379,13 +390,19 @@ class Store:
         source: str | None = None,
         owner: str | None = None,
         on_error: Callable[[Exception], None] | None = None,
+        background: bool = False,
     ) -> Callable[[Any], None]:
         """An engine event handler that stores each run when its ``RunFinished`` event arrives.
 
         Synchronous on purpose: it also runs while a cancelled run unwinds. A storage failure is
         passed to ``on_error`` (if given) instead of failing the run; without ``on_error`` it raises.
+        ``background``: queue the run for a :class:`~podium.traces.writer.TraceWriter` instead (the
+        handler's ``flush()`` waits for it; see that module for what a crash can lose).
         """
         from ..engine import RunFinished
+
+        if background:
+            return _background_handler(self, source, owner, on_error)
 
         def on_event(event: Any) -> None:
             if not isinstance(event, RunFinished):
@@ -432,13 +449,14 @@ class Store:
     ) -> list[dict[str, Any]]:
         """Runs, newest first, filtered by status, model (any turn), start time, owner or query text."""
         where, args = _run_filters(status, model, since, until, owner, query)
+        order = "ORDER BY r.started_at DESC, r.id DESC"
+        if limit is not None:  # pick the page's ids first: the sort then carries ids, not whole rows
+            where = f"WHERE r.id IN (SELECT r.id FROM runs r {where} {order} LIMIT ? OFFSET ?)"
+            args += [int(limit), int(offset)]
         sql = (
             f"SELECT r.*, (SELECT group_concat(DISTINCT t.model) FROM turns t WHERE t.run_id = r.id) AS models "
-            f"FROM runs r {where} ORDER BY r.started_at DESC, r.id DESC"
+            f"FROM runs r {where} {order}"
         )
-        if limit is not None:
-            sql += " LIMIT ? OFFSET ?"
-            args += [int(limit), int(offset)]
         with self._read() as conn:
             return [_run_dict(r) for r in conn.execute(sql, args)]
 
@@ -513,6 +531,39 @@ class Store:
         )
         with self._read() as conn:
             return [dict(r) for r in conn.execute(sql, args)]
+
+    def model_aggregates(self, *, since: Any = None, until: Any = None) -> list[dict[str, Any]]:
+        """Per model, summed in SQL (one GROUP BY, memory flat in the number of runs): calls, runs,
+        calls per role, tokens, cost, failed calls, verdicts, retries and accepted runs."""
+        where, args = _run_filters(None, None, since, until, None, None)
+        failed = "(t.error IS NOT NULL AND t.error <> '')"
+        sql = (
+            "SELECT t.model AS model, count(*) AS calls, count(DISTINCT t.run_id) AS runs, "
+            "sum(CASE WHEN t.role = 'thinker' THEN 1 ELSE 0 END) AS thinker, "
+            "sum(CASE WHEN t.role = 'worker' THEN 1 ELSE 0 END) AS worker, "
+            "sum(CASE WHEN t.role = 'verifier' THEN 1 ELSE 0 END) AS verifier, "
+            "sum(t.prompt_tokens) AS prompt_tokens, sum(t.completion_tokens) AS completion_tokens, "
+            f"sum(t.cost_usd) AS cost_usd, sum(CASE WHEN {failed} THEN 1 ELSE 0 END) AS failed, "
+            f"sum(CASE WHEN NOT {failed} AND t.verdict IS NOT NULL AND t.verdict <> '' THEN 1 ELSE 0 END) AS verdicts, "
+            f"sum(CASE WHEN NOT {failed} AND t.verdict = 'ACCEPT' THEN 1 ELSE 0 END) AS accepts, "
+            "sum(t.retries) AS retries, "
+            "count(DISTINCT CASE WHEN r.status = 'accepted' THEN t.run_id END) AS accepted_runs "
+            f"FROM turns t JOIN runs r ON r.id = t.run_id {where} GROUP BY t.model ORDER BY t.model"
+        )
+        with self._read() as conn:
+            return [dict(row) for row in conn.execute(sql, args)]
+
+    def ok_latencies(self, *, since: Any = None, until: Any = None) -> Iterator[tuple[str, float]]:
+        """``(model, latency_s)`` of every successful call, ordered by model then latency, streamed
+        from the cursor (never all in memory): what percentiles need."""
+        where, args = _run_filters(None, None, since, until, None, None)
+        where = (where + " AND" if where else "WHERE") + " (t.error IS NULL OR t.error = '')"
+        sql = (
+            f"SELECT t.model, t.latency_s FROM turns t JOIN runs r ON r.id = t.run_id {where} "
+            "ORDER BY t.model, t.latency_s"
+        )
+        with self._read() as conn:
+            yield from conn.execute(sql, args)
 
 
 def _private_file(path: Path) -> None:
@@ -603,6 +654,23 @@ def _turn_dict(row: Any) -> dict[str, Any]:
     else:
         turn["messages"] = None
     return turn
+
+
+def _background_handler(
+    store: Store, source: str | None, owner: str | None, on_error: Callable[[Exception], None] | None
+) -> Callable[[Any], None]:
+    from ..engine import RunFinished
+    from .writer import TraceWriter
+
+    writer = TraceWriter(store, on_error=on_error)
+
+    def on_event(event: Any) -> None:
+        if isinstance(event, RunFinished):
+            writer.submit(event.result, source=source, owner=owner)
+
+    on_event.flush = writer.flush  # type: ignore[attr-defined]
+    on_event.close = writer.close  # type: ignore[attr-defined]
+    return on_event
 
 
 def recorder(

@@ -1,0 +1,140 @@
+"""The trace store on the engine's path: scripted 3-turn runs per second without a store, with the
+store written synchronously in the event loop (what ``Store.handler()`` does), and with the
+background batched writer (``Store.handler(background=True)``, podium.traces.writer).
+
+Each run: the ``rules`` coordinator, thinker -> worker -> verifier (ACCEPT), instant scripted
+models, so what is timed is the engine and the store. Variants are interleaved within each round
+(order rotated); ratios are taken within a round, then min/median/max over rounds. The background
+variant's time includes its final flush (every run committed before the clock stops).
+
+    python bench/bench_engine_store.py [--runs 2000] [--concurrency 10] [--rounds 3]
+
+Writes bench/results/engine_store.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from podium.engine import Engine
+from podium.pool import ModelSpec, Pool, PoolConfig
+from podium.traces.store import Store
+
+RESULTS = Path(__file__).resolve().parent / "results"
+VARIANTS = ["no store", "store (sync, before)", "store (background writer)"]
+
+
+def pool() -> Pool:
+    models = [
+        ModelSpec(name="planner", backend="scripted", replies=["1. Add the numbers."], roles=["thinker"]),
+        ModelSpec(name="solver", backend="scripted", replies=["The answer is 42."], roles=["worker"]),
+        ModelSpec(name="judge", backend="scripted", replies=["ACCEPT: correct."], roles=["verifier"]),
+    ]
+    defaults = {"thinker": "planner", "worker": "solver", "verifier": "judge"}
+    return Pool(PoolConfig(name="instant", models=models, defaults=defaults))
+
+
+async def runs_per_s(variant: str, runs: int, concurrency: int, db: Path) -> tuple[float, int]:
+    engine = Engine(pool(), "rules")
+    handler = None
+    if variant != "no store":
+        handler = Store.open(db).handler(source="bench", background=variant.endswith("writer)"))
+    left = [runs]
+    turns = [0]
+
+    async def worker() -> None:
+        while left[0] > 0:
+            left[0] -= 1
+            result = await engine.run("What is 40 + 2? Explain the steps.", on_event=handler)
+            turns[0] += len(result.turns)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    close = getattr(handler, "close", None)
+    if close is not None:
+        close()  # flush: every run committed
+    elapsed = time.perf_counter() - started
+    await engine.aclose()
+    return runs / elapsed, turns[0]
+
+
+def stats(xs: list[float]) -> dict[str, float]:
+    return {"min": round(min(xs), 3), "median": round(statistics.median(xs), 3), "max": round(max(xs), 3)}
+
+
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--out", default=str(RESULTS / "engine_store.json"))
+    args = parser.parse_args()
+    load_start = uptime()
+    rounds: list[dict[str, float]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        asyncio.run(runs_per_s("no store", 100, args.concurrency, Path(tmp) / "warm.db"))  # imports, caches
+        for r in range(args.rounds):
+            row: dict[str, float] = {}
+            for variant in VARIANTS[r % 3 :] + VARIANTS[: r % 3]:
+                rate, turns = asyncio.run(
+                    runs_per_s(variant, args.runs, args.concurrency, Path(tmp) / f"{r}-{variant}.db")
+                )
+                assert turns == 3 * args.runs, turns
+                row[variant] = rate
+            rounds.append(row)
+            print(
+                f"round {r + 1}/{args.rounds}: " + ", ".join(f"{v} {row[v]:.0f} runs/s" for v in VARIANTS), flush=True
+            )
+    report = {
+        "runs": args.runs,
+        "concurrency": args.concurrency,
+        "turns_per_run": 3,
+        "rounds": rounds,
+        "runs_per_s": {v: stats([row[v] for row in rounds]) for v in VARIANTS},
+        "ratio_sync_store_vs_none": stats([row[VARIANTS[1]] / row[VARIANTS[0]] for row in rounds]),
+        "ratio_background_store_vs_none": stats([row[VARIANTS[2]] / row[VARIANTS[0]] for row in rounds]),
+        "target": "store on >= 0.8 of store off",
+        "load": {"start": load_start, "end": uptime()},
+    }
+    lines = [
+        f"Load at start: `{report['load']['start']}`  ",
+        f"Load at end: `{report['load']['end']}`",
+        "",
+        f"{args.runs} scripted 3-turn runs (rules), {args.concurrency} concurrent, {args.rounds} rounds; "
+        "median (min–max).",
+        "",
+        "| variant | runs/s | × no store (same round) |",
+        "|---|---:|---:|",
+    ]
+    for i, v in enumerate(VARIANTS):
+        s = report["runs_per_s"][v]
+        ratio = (
+            "1" if i == 0 else _fmt(report["ratio_sync_store_vs_none" if i == 1 else "ratio_background_store_vs_none"])
+        )
+        lines.append(f"| {v} | {s['median']:.0f} ({s['min']:.0f}–{s['max']:.0f}) | {ratio} |")
+    text = "\n".join(lines)
+    print(text)
+    out = Path(args.out)
+    out.write_text(json.dumps(report, indent=2))
+    out.with_suffix(".md").write_text(
+        "# Engine with and without the trace store (bench/bench_engine_store.py)\n\n" + text + "\n"
+    )
+
+
+def _fmt(s: dict[str, float]) -> str:
+    return f"{s['median']:.2f} ({s['min']:.2f}–{s['max']:.2f})"
+
+
+if __name__ == "__main__":
+    main()

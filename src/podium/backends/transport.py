@@ -1,0 +1,349 @@
+"""A lean HTTP/1.1 keep-alive transport for httpx: O(1) per request where httpcore's pool is O(n²).
+
+httpcore's connection pool, on every request and every response close, walks all its connections
+(and, for each idle one, all of them again to count the idle ones) and asks each idle connection's
+socket whether it is readable (a ``poll`` through anyio's ``get_extra_info``). With 50 requests in
+flight to one upstream that is most of the CPU a proxied request costs. This transport keeps, per
+origin, a stack of idle connections and a count of open ones: taking or returning a connection is
+a pop or a push; a stale connection is recognised without a system call (the event loop has
+already fed it EOF, or it has been idle longer than ``keepalive_expiry``).
+
+Semantics kept from httpx/httpcore, so podium's reliability layer sees the same errors:
+``ConnectTimeout``/``ConnectError`` (connecting), ``WriteTimeout``/``WriteError`` (sending),
+``ReadTimeout``/``ReadError`` (waiting for or reading the response), ``RemoteProtocolError`` (a
+malformed response, or the server closing before it), ``PoolTimeout`` (no connection free within
+the pool timeout). A request is never retried here. Cleanup is synchronous (abort the socket, free
+the slot), so a cancellation, however often repeated, cannot leave a connection checked out.
+
+HTTP/1.1 only (what podium's default client uses). Proxies set in the environment keep httpx's own
+transports (``httpx.AsyncClient`` mounts them ahead of this one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import ssl
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import h11
+import httpx
+
+Origin = tuple[bytes, str, int]
+_READ_SIZE = 64 * 1024
+
+
+class _Protocol(asyncio.StreamReaderProtocol):
+    """asyncio's stream protocol, telling the pool when the peer closes (so an idle connection the
+    server closed is released at once, not when it is next taken)."""
+
+    on_close: Callable[[], None] | None = None
+
+    def eof_received(self) -> bool:
+        keep = bool(super().eof_received())
+        if self.on_close is not None:
+            self.on_close()
+        return keep
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self.on_close is not None:
+            self.on_close()
+
+
+class _Connection:
+    """One HTTP/1.1 connection: asyncio streams plus an h11 state machine."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, origin: Origin) -> None:
+        self.reader, self.writer, self.origin = reader, writer, origin
+        self.h11 = h11.Connection(h11.CLIENT)
+        self.idle_since = 0.0
+
+    def usable(self, now: float, expiry: float) -> bool:
+        """Still worth reusing: not closed by the peer (EOF already seen by the loop), not expired."""
+        return not (self.reader.at_eof() or self.writer.transport.is_closing() or now - self.idle_since > expiry)
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):  # a transport of a closed loop may refuse; it is gone either way
+            self.writer.transport.abort()
+
+    async def send(self, event: Any, timeout: float | None) -> None:
+        data = self.h11.send(event)
+        if data:
+            self.writer.write(data)
+            if self.writer.transport.get_write_buffer_size():
+                async with asyncio.timeout(timeout):
+                    await self.writer.drain()
+
+    async def next_event(self, timeout: float | None) -> Any:
+        while True:
+            event = self.h11.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            async with asyncio.timeout(timeout):
+                data = await self.reader.read(_READ_SIZE)
+            self.h11.receive_data(data)  # b"" marks EOF; h11 then raises on a message left unfinished
+
+
+class _Slots:
+    """Per origin: idle connections (a stack: the warmest first) and how many are open or opening."""
+
+    def __init__(self, origin: Origin) -> None:
+        self.origin = origin
+        self.idle: deque[_Connection] = deque()
+        self.open = 0
+        self.waiters: deque[asyncio.Future[None]] = deque()
+
+
+class LeanTransport(httpx.AsyncBaseTransport):
+    """HTTP/1.1 with per-origin keep-alive; see the module doc."""
+
+    def __init__(
+        self,
+        *,
+        max_connections: int = 256,
+        max_keepalive_connections: int = 64,
+        keepalive_expiry: float = 5.0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.max_connections = max_connections
+        self.max_keepalive = max_keepalive_connections
+        self.keepalive_expiry = keepalive_expiry
+        self._ssl = ssl_context
+        self._pools: dict[Origin, _Slots] = {}
+        self._live: set[_Connection] = set()  # every open connection, idle or in use: aclose closes them all
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _slots(self, origin: Origin) -> _Slots:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # connections belong to the loop that opened them: start afresh
+            self._drop_all()
+            self._loop = loop
+        slots = self._pools.get(origin)
+        if slots is None:
+            slots = self._pools[origin] = _Slots(origin)
+        return slots
+
+    def _drop_all(self) -> list[_Connection]:
+        dropped = list(self._live)
+        for conn in dropped:
+            conn.abort()
+        self._live.clear()
+        self._pools.clear()
+        return dropped
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        scheme = url.raw_scheme
+        if scheme not in (b"http", b"https"):
+            raise httpx.UnsupportedProtocol(f"unsupported URL scheme {url.scheme!r}", request=request)
+        origin = (scheme, url.host, url.port or (443 if scheme == b"https" else 80))
+        timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
+        slots = self._slots(origin)
+        conn = await self._acquire(slots, origin, timeouts, request)
+        try:
+            with _mapped(request, "write"):
+                await self._send_request(conn, request, timeouts.get("write"))
+            with _mapped(request, "read"):
+                head = await conn.next_event(timeouts.get("read"))
+                while isinstance(head, h11.InformationalResponse):  # 100 Continue and the like
+                    head = await conn.next_event(timeouts.get("read"))
+            if not isinstance(head, h11.Response):  # the server closed without answering
+                raise httpx.RemoteProtocolError("Server disconnected without sending a response.", request=request)
+        except BaseException:
+            self._discard(slots, conn)
+            raise
+        return httpx.Response(
+            head.status_code,
+            headers=head.headers.raw_items(),
+            stream=_Body(self, slots, conn, request, timeouts.get("read")),
+            extensions={"http_version": b"HTTP/1.1", "reason_phrase": head.reason},
+        )
+
+    async def _send_request(self, conn: _Connection, request: httpx.Request, timeout: float | None) -> None:
+        target = request.url.raw_path
+        await conn.send(h11.Request(method=request.method, target=target, headers=request.headers.raw), timeout)
+        async for chunk in request.stream:  # type: ignore[union-attr]
+            if chunk:
+                await conn.send(h11.Data(data=chunk), timeout)
+        await conn.send(h11.EndOfMessage(), timeout)
+
+    async def _acquire(
+        self, slots: _Slots, origin: Origin, timeouts: dict[str, float | None], request: httpx.Request
+    ) -> _Connection:
+        while True:
+            now = time.monotonic()
+            while slots.idle:
+                conn = slots.idle.pop()
+                if conn.usable(now, self.keepalive_expiry):
+                    return conn
+                self._abort(conn)
+                slots.open -= 1
+            if slots.open < self.max_connections:
+                break
+            await self._wait_for_slot(slots, timeouts.get("pool"), request)
+        slots.open += 1
+        try:
+            return await self._connect(origin, timeouts.get("connect"), request)
+        except BaseException:
+            self._free(slots)
+            raise
+
+    async def _wait_for_slot(self, slots: _Slots, timeout: float | None, request: httpx.Request) -> None:
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        slots.waiters.append(waiter)
+        try:
+            async with asyncio.timeout(timeout):
+                await waiter
+        except BaseException as exc:
+            if waiter in slots.waiters:
+                slots.waiters.remove(waiter)
+            elif waiter.done() and not waiter.cancelled():
+                self._wake(slots)  # woken but leaving: pass the free slot on
+            if isinstance(exc, TimeoutError):
+                raise httpx.PoolTimeout("no connection available within the pool timeout", request=request) from None
+            raise
+
+    async def _connect(self, origin: Origin, timeout: float | None, request: httpx.Request) -> _Connection:
+        scheme, host, port = origin
+        context = None
+        if scheme == b"https":
+            if self._ssl is None:
+                self._ssl = httpx.create_ssl_context()
+            context = self._ssl
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=_READ_SIZE, loop=loop)
+        try:
+            async with asyncio.timeout(timeout):
+                transport, protocol = await loop.create_connection(
+                    lambda: _Protocol(reader, loop=loop),
+                    host,
+                    port,
+                    ssl=context,
+                    server_hostname=host if context else None,
+                )
+        except TimeoutError:
+            raise httpx.ConnectTimeout(f"connecting to {host}:{port} timed out", request=request) from None
+        except OSError as exc:
+            raise httpx.ConnectError(str(exc) or type(exc).__name__, request=request) from None
+        conn = _Connection(reader, asyncio.StreamWriter(transport, protocol, reader, loop), origin)
+        protocol.on_close = lambda: self._peer_closed(conn)
+        self._live.add(conn)
+        return conn
+
+    def _peer_closed(self, conn: _Connection) -> None:
+        """The server closed ``conn``: if it is idle, drop it now (a busy one sees EOF when read)."""
+        slots = self._pools.get(conn.origin)
+        if slots is not None and conn in slots.idle:
+            slots.idle.remove(conn)
+            self._abort(conn)
+            self._free(slots)
+
+    def _release(self, slots: _Slots, conn: _Connection) -> None:
+        """After a response was read to its end: keep the connection if both sides can go on, else close it."""
+        if self._pools.get(slots.origin) is not slots:  # the pool was reset meanwhile
+            self._abort(conn)
+            return
+        if conn.h11.our_state is h11.DONE and conn.h11.their_state is h11.DONE and len(slots.idle) < self.max_keepalive:
+            conn.h11.start_next_cycle()
+            conn.idle_since = now = time.monotonic()
+            while slots.idle and now - slots.idle[0].idle_since > self.keepalive_expiry:  # the oldest first
+                self._abort(slots.idle.popleft())
+                slots.open -= 1
+            slots.idle.append(conn)
+            self._wake(slots)
+            return
+        self._discard(slots, conn)
+
+    def _abort(self, conn: _Connection) -> None:
+        conn.abort()
+        self._live.discard(conn)
+
+    def _discard(self, slots: _Slots, conn: _Connection) -> None:
+        self._abort(conn)
+        self._free(slots)
+
+    def _free(self, slots: _Slots) -> None:
+        slots.open -= 1
+        self._wake(slots)
+
+    @staticmethod
+    def _wake(slots: _Slots) -> None:
+        while slots.waiters:
+            waiter = slots.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    async def aclose(self) -> None:
+        """Close every connection, in use or idle, and wait (briefly) until their sockets are released."""
+        dropped = self._drop_all()
+        if dropped and asyncio.get_running_loop() is self._loop:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(1.0):
+                    await asyncio.gather(*(c.writer.wait_closed() for c in dropped), return_exceptions=True)
+
+
+class _Body(httpx.AsyncByteStream):
+    """The response body, read from the connection as it is iterated; closing hands the connection back."""
+
+    def __init__(
+        self, transport: LeanTransport, slots: _Slots, conn: _Connection, request: httpx.Request, timeout: float | None
+    ) -> None:
+        self._transport, self._slots, self._conn = transport, slots, conn
+        self._request, self._timeout = request, timeout
+        self._closed = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        conn = self._conn
+        with _mapped(self._request, "read"):
+            while not self._closed:
+                event = await conn.next_event(self._timeout)
+                if isinstance(event, h11.Data):
+                    yield bytes(event.data)
+                elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
+                    break
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        conn = self._conn
+        if conn.h11.their_state is h11.DONE:
+            self._transport._release(self._slots, conn)
+        else:  # closed before the end of the body: the connection cannot be reused
+            self._transport._discard(self._slots, conn)
+
+
+@contextlib.contextmanager
+def _mapped(request: httpx.Request, phase: str) -> Iterator[None]:
+    """asyncio/h11 errors as the httpx exceptions httpcore raises in the same situation."""
+    try:
+        yield
+    except TimeoutError:
+        timeout: type[httpx.TimeoutException] = httpx.WriteTimeout if phase == "write" else httpx.ReadTimeout
+        raise timeout(f"{phase} timed out", request=request) from None
+    except h11.RemoteProtocolError as exc:
+        raise httpx.RemoteProtocolError(str(exc) or "server disconnected", request=request) from None
+    except h11.LocalProtocolError as exc:
+        raise httpx.LocalProtocolError(str(exc), request=request) from None
+    except OSError as exc:
+        error: type[httpx.NetworkError] = httpx.WriteError if phase == "write" else httpx.ReadError
+        raise error(str(exc) or type(exc).__name__, request=request) from None
+
+
+def lean_client(*, max_connections: int = 256, max_keepalive_connections: int = 64, **kwargs: Any) -> httpx.AsyncClient:
+    """An ``httpx.AsyncClient`` on :class:`LeanTransport` (other keyword arguments go to the client).
+
+    ``PODIUM_HTTP_TRANSPORT=httpcore`` gives httpx's default transport instead (same limits), to
+    compare the two or to rule this one out.
+    """
+    if os.environ.get("PODIUM_HTTP_TRANSPORT", "lean") == "httpcore":
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_keepalive_connections)
+        return httpx.AsyncClient(limits=limits, **kwargs)
+    transport = LeanTransport(max_connections=max_connections, max_keepalive_connections=max_keepalive_connections)
+    return httpx.AsyncClient(transport=transport, **kwargs)

@@ -1,0 +1,147 @@
+"""Trace writes off the event loop: one background thread, batched transactions, flushed on close.
+
+:meth:`TraceWriter.submit` queues a run and returns at once with a future that completes when the
+run is committed. The writer thread takes everything queued (up to ``max_batch`` runs), scrubs and
+serializes it there, and stores the batch in one transaction: at 50 concurrent requests one commit
+serves dozens of runs, and the event loop does none of the work.
+
+Durability, exactly:
+
+* a caller that waits for the future (the server does, before it answers) has its run committed
+  to SQLite (WAL, ``synchronous=NORMAL``) when the wait ends: a ``kill -9`` of the process after that
+  cannot lose it. An operating-system crash or power loss can still lose the last transactions
+  (``synchronous=NORMAL``), as before this module;
+* a caller that does not wait (the engine's event handler, :meth:`Store.handler` with
+  ``background=True``) may lose the runs still queued if the process is killed with SIGKILL; a
+  normal exit, an exception or SIGTERM/SIGINT handled by the application flushes them
+  (:meth:`close`, also registered with :mod:`atexit`).
+
+A batch that fails is retried run by run, so one bad run cannot take its batch-mates with it; each
+failure goes to ``on_error`` and to that run's future.
+"""
+
+from __future__ import annotations
+
+import atexit
+import queue
+import threading
+import weakref
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..types import RunResult
+    from .store import Store
+
+Item = tuple["RunResult", str | None, str | None, "Future[str]"]
+_STOP = object()
+
+
+class TraceWriter:
+    """Background, batched :meth:`Store.record` (see the module doc)."""
+
+    def __init__(
+        self, store: Store, *, max_batch: int = 256, on_error: Callable[[Exception], None] | None = None
+    ) -> None:
+        self.store = store
+        self.max_batch = max_batch
+        self.on_error = on_error
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._closed = False
+        self._thread: threading.Thread | None = None  # started by the first submission
+        self.batches = 0  # how many transactions were committed (for tests and benchmarks)
+
+    def submit(self, result: RunResult, *, source: str | None = None, owner: str | None = None) -> Future[str]:
+        """Queue ``result``; the future gives its run id once committed (or the storage error)."""
+        future: Future[str] = Future()
+        with self._lock:
+            if self._closed:  # after close: store it here and now rather than drop it
+                try:
+                    future.set_result(self.store.record(result, source=source, owner=owner))
+                except Exception as exc:
+                    future.set_exception(exc)
+                return future
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="podium-trace-writer", daemon=True)
+                self._thread.start()
+                _OPEN.add(self)
+            self._queue.put((result, source, owner, future))
+        return future
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every run submitted before this call is committed (or failed)."""
+        if self._thread is None or not self._thread.is_alive():
+            return
+        marker: Future[str] = Future()
+        self._queue.put(marker)
+        marker.result(timeout)
+
+    def close(self, timeout: float | None = 30.0) -> None:
+        """Flush, then stop the thread. Idempotent; later submissions are stored synchronously."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._thread is None:
+                return
+            self._queue.put(_STOP)
+        self._thread.join(timeout)
+        _OPEN.discard(self)
+
+    def _run(self) -> None:
+        while True:
+            batch: list[Item] = []
+            markers: list[Future[str]] = []
+            stop = self._take(batch, markers)
+            if batch:
+                self._write(batch)
+            for marker in markers:
+                marker.set_result("")
+            if stop:
+                self.store.close()
+                return
+
+    def _take(self, batch: list[Item], markers: list[Future[str]]) -> bool:
+        """Block for one item, then take what else is queued (up to ``max_batch`` runs); True at the end."""
+        item = self._queue.get()
+        while True:
+            if item is _STOP:
+                return True
+            if isinstance(item, Future):
+                markers.append(item)
+            else:
+                batch.append(item)
+            if len(batch) >= self.max_batch:
+                return False
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return False
+
+    def _write(self, batch: list[Item]) -> None:
+        try:
+            ids = self.store.record_many([(r, source, owner) for r, source, owner, _ in batch])
+        except Exception:
+            for result, source, owner, future in batch:  # one by one: a bad run fails alone
+                try:
+                    future.set_result(self.store.record(result, source=source, owner=owner))
+                except Exception as exc:
+                    future.set_exception(exc)
+                    if self.on_error is not None:
+                        self.on_error(exc)
+            return
+        self.batches += 1
+        for (_, _, _, future), run_id in zip(batch, ids, strict=True):
+            future.set_result(run_id)
+
+
+_OPEN: weakref.WeakSet[TraceWriter] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    """At interpreter exit, flush what every open writer still holds."""
+    for writer in list(_OPEN):
+        writer.close()

@@ -1,0 +1,176 @@
+"""podium's lean HTTP/1.1 transport against a real server on 127.0.0.1: keep-alive, stale
+connections, httpx's error types, the pool limit and cancellation that leaves nothing checked out."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from podium.backends.transport import LeanTransport
+
+OK = b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n{"ok": 1}\r\n'
+CHUNKED = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+    b"8\r\ndata: a\n\r\n8\r\ndata: b\n\r\n0\r\n\r\n"
+)
+
+
+class Upstream:
+    """A raw HTTP/1.1 server whose behaviour per request is chosen by the request path."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.open = 0
+        self.peak = 0
+        self.server: asyncio.Server | None = None
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self.open += 1
+        self.peak = max(self.peak, self.open)
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    (
+                        int(line.split(b":")[1])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length")
+                    ),
+                    0,
+                )
+                await reader.readexactly(length)
+                path = head.split(b" ")[1]
+                if path == b"/close":  # answer, then close the kept-alive connection
+                    writer.write(OK)
+                    await writer.drain()
+                    return
+                if path == b"/drop":  # close without answering
+                    return
+                if path.startswith(b"/slow"):
+                    await asyncio.sleep(float(path.split(b"/")[2]))
+                writer.write(CHUNKED if path == b"/stream" else OK)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            self.open -= 1
+            writer.close()
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[Upstream]:
+    up = Upstream()
+    up.server = await asyncio.start_server(up.handle, "127.0.0.1", 0)
+    yield up
+    up.server.close()
+
+
+async def settle(check, seconds: float = 2.0) -> None:
+    for _ in range(int(seconds / 0.02)):
+        if check():
+            return
+        await asyncio.sleep(0.02)
+
+
+async def test_keep_alive_reuses_one_connection(upstream: Upstream) -> None:
+    async with httpx.AsyncClient(transport=LeanTransport()) as client:
+        for _ in range(20):
+            r = await client.post(f"{upstream.url}/ok", json={"q": 1})
+            assert r.status_code == 200 and r.json() == {"ok": 1}
+    assert upstream.connections == 1
+
+
+async def test_a_connection_the_server_closed_is_not_reused(upstream: Upstream) -> None:
+    async with httpx.AsyncClient(transport=LeanTransport()) as client:
+        assert (await client.post(f"{upstream.url}/close", json={})).status_code == 200
+        await asyncio.sleep(0.05)  # the loop sees the EOF
+        assert (await client.post(f"{upstream.url}/ok", json={})).status_code == 200
+    assert upstream.connections == 2
+
+
+async def test_streamed_chunks_arrive_in_order(upstream: Upstream) -> None:
+    async with httpx.AsyncClient(transport=LeanTransport()) as client:
+        async with client.stream("POST", f"{upstream.url}/stream", json={}) as r:
+            lines = [line async for line in r.aiter_lines() if line]
+        assert lines == ["data: a", "data: b"]
+        assert (await client.post(f"{upstream.url}/ok", json={})).status_code == 200
+    assert upstream.connections == 1  # the streamed response gave its connection back
+
+
+async def test_errors_are_httpx_errors(upstream: Upstream) -> None:
+    async with httpx.AsyncClient(transport=LeanTransport()) as client:
+        with pytest.raises(httpx.RemoteProtocolError):
+            await client.post(f"{upstream.url}/drop", json={})
+        with pytest.raises(httpx.ReadTimeout):
+            await client.post(f"{upstream.url}/slow/1", json={}, timeout=httpx.Timeout(5, read=0.1))
+        with socket_refused() as url, pytest.raises(httpx.ConnectError):
+            await client.post(url, json={})
+        assert (await client.post(f"{upstream.url}/ok", json={})).status_code == 200
+
+
+@contextlib.contextmanager
+def socket_refused():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    yield f"http://127.0.0.1:{port}/"
+
+
+async def test_pool_limit_queues_then_times_out(upstream: Upstream) -> None:
+    transport = LeanTransport(max_connections=2)
+    async with httpx.AsyncClient(transport=transport) as client:
+        results = await asyncio.gather(*(client.post(f"{upstream.url}/slow/0.1", json={}) for _ in range(6)))
+        assert all(r.status_code == 200 for r in results)
+        assert upstream.peak <= 2
+        slow = [asyncio.ensure_future(client.post(f"{upstream.url}/slow/0.5", json={})) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        with pytest.raises(httpx.PoolTimeout):
+            await client.post(f"{upstream.url}/ok", json={}, timeout=httpx.Timeout(5, pool=0.1))
+        await asyncio.gather(*slow)
+
+
+async def test_repeated_cancellation_leaves_nothing_checked_out(upstream: Upstream) -> None:
+    transport = LeanTransport(max_connections=4)
+    async with httpx.AsyncClient(transport=transport) as client:
+        tasks = [asyncio.ensure_future(client.post(f"{upstream.url}/slow/1", json={})) for _ in range(8)]
+        await asyncio.sleep(0.1)
+        for _ in range(3):  # cancelled again while unwinding, as Starlette does
+            for task in tasks:
+                task.cancel()
+            await asyncio.sleep(0)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        assert sum(s.open for s in transport._pools.values()) == 0
+        results = await asyncio.gather(*(client.post(f"{upstream.url}/ok", json={}) for _ in range(4)))
+        assert all(r.status_code == 200 for r in results)
+    await settle(lambda: upstream.open == 0)
+    assert upstream.open == 0  # aclose closed every connection
+
+
+async def test_aclose_closes_connections_in_use(upstream: Upstream) -> None:
+    transport = LeanTransport()
+    client = httpx.AsyncClient(transport=transport)
+    async with client.stream("POST", f"{upstream.url}/stream", json={}):
+        await client.aclose()  # the response is still open
+    await settle(lambda: upstream.open == 0)
+    assert upstream.open == 0
+
+
+async def test_an_idle_connection_the_server_closes_is_released_at_once(upstream: Upstream) -> None:
+    transport = LeanTransport()
+    async with httpx.AsyncClient(transport=transport) as client:
+        assert (await client.post(f"{upstream.url}/close", json={})).status_code == 200
+        await settle(lambda: not transport._live)
+        assert not transport._live  # its socket is closed without waiting for the next request
+        assert sum(s.open for s in transport._pools.values()) == 0

@@ -1,0 +1,77 @@
+"""The server and overhead benchmarks cannot flatter: a missing peer stops them, ratios stay within a round."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def test_missing_litellm_is_an_error_not_a_silent_omission(tmp_path: Path) -> None:
+    out = tmp_path / "server.json"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "bench_server.py"), "--litellm", str(tmp_path / "no-litellm"), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ},
+    )
+    assert proc.returncode == 2
+    assert "LiteLLM proxy not found" in proc.stderr and "--without-peer" in proc.stderr
+    assert not out.exists()  # nothing reported
+
+
+def _row(target: str, rnd: int, rps: float, p50: float = 10.0, cpu: float = 1.0) -> dict:
+    return {
+        "target": target,
+        "concurrency": 50,
+        "round": rnd,
+        "rps": rps,
+        "p50_ms": p50,
+        "p99_ms": p50 * 2,
+        "server_cpu_ms_per_request": cpu,
+        "ok": 10,
+        "requests": 10,
+        "errors": {},
+    }
+
+
+def test_server_ratios_are_taken_within_each_round() -> None:
+    bench = _load("bench_server")
+    podium = "podium pass-through (traces off)"
+    # podium's best round (200) and LiteLLM's worst round (10) come from different rounds: best-of
+    # per target would report 20x; within rounds the ratios are 1x and 2x.
+    rounds = [
+        [_row(podium, 1, 200.0), _row(bench.PEER, 1, 200.0), _row(bench.STUB, 1, 1000.0)],
+        [_row(podium, 2, 20.0), _row(bench.PEER, 2, 10.0), _row(bench.STUB, 2, 100.0)],
+    ]
+    per_round = [bench.ratios(rows) for rows in rounds]
+    summary = bench.spread_ratios(per_round)
+    assert len(summary) == 1
+    assert summary[0]["throughput_x_litellm"] == {"min": 1.0, "median": 1.5, "max": 2.0}
+    assert summary[0]["fraction_of_stub_throughput"]["max"] == 0.2
+    rows = bench.spread(rounds)
+    podium_row = next(r for r in rows if r["target"] == podium)
+    assert podium_row["rps"] == {"min": 20.0, "median": 110.0, "max": 200.0} and podium_row["rounds"] == 2
+
+
+def test_overhead_is_against_raw_httpx_of_the_same_round() -> None:
+    bench = _load("bench_overhead")
+    rows = []
+    for rnd, (raw, podium, peer) in enumerate([(1.0, 2.0, 11.0), (10.0, 12.0, 14.0)], start=1):
+        for client, ms in (("raw httpx", raw), ("podium", podium), ("litellm Router", peer)):
+            rows.append({"round": rnd, "concurrency": 1, "client": client, "median_ms": ms, "calls_per_s": 1.0})
+    podium = next(r for r in bench.summarize(rows) if r["client"] == "podium")
+    assert podium["overhead_ms"] == {"min": 1.0, "median": 1.5, "max": 2.0}
+    assert podium["overhead_x_litellm"] == {"min": 0.1, "median": 0.3, "max": 0.5}

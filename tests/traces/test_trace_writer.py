@@ -1,0 +1,117 @@
+"""Traces off the hot path: batched background writes, flushed on close, and no acknowledged run
+lost when the server is killed (SIGKILL) or stopped (SIGTERM) in the middle of a load."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sqlite3
+import threading
+from pathlib import Path
+
+import httpx
+import yaml
+
+from podium.engine import Engine
+from podium.pool import parse_pool
+from podium.traces.store import Store
+from podium.traces.writer import TraceWriter
+from podium.types import RunResult, RunStatus
+from podium_process import PodiumServer
+
+POOL = {"name": "w", "models": [{"name": "echo", "backend": "scripted", "replies": ["!sleep 0.02\nok"]}]}
+
+
+def result(i: int) -> RunResult:
+    return RunResult(run_id=f"run_{i:06d}", query=f"q{i}", answer="a", status=RunStatus.ANSWERED, reason="ok", turns=[])
+
+
+def count(db: Path) -> int:
+    with sqlite3.connect(db) as conn:
+        return conn.execute("SELECT count(*) FROM runs").fetchone()[0]
+
+
+def test_submissions_from_many_threads_are_batched_and_all_committed(tmp_path: Path) -> None:
+    writer = TraceWriter(Store.open(tmp_path / "t.db"))
+    futures = []
+
+    def submit(start: int) -> None:
+        futures.extend(writer.submit(result(i), source="t") for i in range(start, start + 250))
+
+    threads = [threading.Thread(target=submit, args=(k * 250,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    writer.flush()
+    assert all(f.done() for f in futures)
+    assert sorted(f.result() for f in futures) == [f"run_{i:06d}" for i in range(1000)]
+    assert count(tmp_path / "t.db") == 1000
+    assert writer.batches < 1000  # batched: fewer transactions than runs
+    writer.close()
+    late = writer.submit(result(5000))  # after close: stored at once, not dropped
+    assert late.result(timeout=5) == "run_005000" and count(tmp_path / "t.db") == 1001
+
+
+def test_engine_background_handler_flushes_every_run(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "e.db")
+    handler = store.handler(source="bench", background=True)
+    engine = Engine(parse_pool(yaml.safe_dump(POOL), "w"), "fixed")
+
+    async def go() -> None:
+        await asyncio.gather(*(engine.run(f"q{i}", on_event=handler) for i in range(60)))
+        await engine.aclose()
+
+    asyncio.run(go())
+    handler.close()  # type: ignore[attr-defined]
+    assert count(tmp_path / "e.db") == 60
+
+
+async def _load(url: str, acknowledged: list[str], stop: asyncio.Event) -> None:
+    async def client() -> None:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            i = 0
+            while not stop.is_set():
+                i += 1
+                body = {"model": "echo", "messages": [{"role": "user", "content": f"question {i}"}]}
+                try:
+                    r = await http.post("/v1/chat/completions", json=body)
+                except httpx.HTTPError:
+                    return  # the server is gone
+                if r.status_code == 200:
+                    acknowledged.append(r.headers["x-podium-trace-id"])
+
+    await asyncio.gather(*(client() for _ in range(20)))
+
+
+async def _kill_mid_load(tmp_path: Path, sig: int) -> tuple[list[str], set[str]]:
+    pool = tmp_path / "pool.yaml"
+    pool.write_text(yaml.safe_dump(POOL))
+    server = PodiumServer(pool, tmp_path)
+    acknowledged: list[str] = []
+    stop = asyncio.Event()
+    try:
+        load = asyncio.ensure_future(_load(server.url, acknowledged, stop))
+        while len(acknowledged) < 100:  # well into the load
+            await asyncio.sleep(0.05)
+        server.proc.send_signal(sig)
+        await asyncio.to_thread(server.proc.wait, 30)
+        stop.set()
+        await load
+    finally:
+        server.stop()
+    with sqlite3.connect(tmp_path / "podium.db") as conn:
+        stored = {r[0] for r in conn.execute("SELECT id FROM runs")}
+    return acknowledged, stored
+
+
+async def test_kill_9_mid_load_loses_no_acknowledged_run(tmp_path: Path) -> None:
+    acknowledged, stored = await _kill_mid_load(tmp_path, signal.SIGKILL)
+    assert len(acknowledged) >= 100
+    assert set(acknowledged) <= stored, f"{len(set(acknowledged) - stored)} acknowledged runs lost"
+
+
+async def test_sigterm_mid_load_stores_every_answered_run(tmp_path: Path) -> None:
+    acknowledged, stored = await _kill_mid_load(tmp_path, signal.SIGTERM)
+    assert len(acknowledged) >= 100
+    assert set(acknowledged) <= stored
