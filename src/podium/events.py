@@ -27,6 +27,8 @@ from .types import Role, RunResult, Turn
 
 @dataclass
 class TurnStarted:
+    """A turn (or workflow step) began: who acts, in which role, and why."""
+
     turn: int
     role: Role
     model: str
@@ -36,6 +38,8 @@ class TurnStarted:
 
 @dataclass
 class TurnDelta:
+    """A piece of a streaming turn's text (``stream=True``), from pool model ``model``."""
+
     turn: int
     role: Role
     model: str
@@ -44,11 +48,15 @@ class TurnDelta:
 
 @dataclass
 class TurnFinished:
+    """A turn ended, answered or failed, as recorded in the trace."""
+
     turn: Turn
 
 
 @dataclass
 class RunFinished:
+    """The run ended (always the last event, also for a stopped run)."""
+
     result: RunResult
 
 

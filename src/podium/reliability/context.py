@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, cast
 
 from ..pool import ModelSpec
-from ..types import CompletionRequest, StreamDelta, Usage
+from ..types import CompletionRequest, StreamDelta
 
 if TYPE_CHECKING:
     from .splice import StreamSplice
@@ -46,11 +46,6 @@ class CallContext:
     index: int | None = None
     spec: ModelSpec | None = None
     request: CompletionRequest | None = None
-
-    @property
-    def broken_usage(self) -> Usage:
-        """Estimated tokens and cost of attempts whose stream broke midway."""
-        return self.splice.usage
 
     @property
     def consumed(self) -> bool:
