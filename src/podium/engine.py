@@ -130,11 +130,8 @@ class Engine:
         check: CheckSpec | dict[str, Any] | None = None,
     ) -> RunResult:
         """Orchestrate ``query`` to an answer (:meth:`iter`, run to its end). Raises only UsageError."""
-        async with self.iter(query, budget=budget, policy=policy, on_event=on_event, stream=stream, check=check) as run:
-            async for _event in run:
-                pass
-        assert run.result is not None  # a run that ends always emits RunFinished
-        return run.result
+        run = self.iter(query, budget=budget, policy=policy, on_event=on_event, stream=stream, check=check)
+        return await run.to_end()
 
     async def aclose(self) -> None:
         """Close the backends (HTTP connections)."""

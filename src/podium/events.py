@@ -78,26 +78,40 @@ class EngineRun:
 
     def __init__(self, runner: Runner) -> None:
         self.runner = runner
-        self._events: asyncio.Queue[Event | None] = asyncio.Queue()
+        self._events: asyncio.Queue[Event | None] | None = None  # made when iterated (run() needs none)
         self._task: asyncio.Task[RunResult] | None = None
         self._stopped = False
         self.result: RunResult | None = None
 
     def _handle(self, event: Event) -> None:
-        if isinstance(event, RunFinished):
-            self.result = event.result
+        self._keep(event)
+        assert self._events is not None
         self._events.put_nowait(event)
 
+    def _keep(self, event: Event) -> None:
+        if isinstance(event, RunFinished):
+            self.result = event.result
+
+    async def to_end(self) -> RunResult:
+        """Run to the end in the caller's own task, without iterating (what ``Engine.run`` does):
+        the events go to the run's handlers only, and a cancelled caller stops the run as leaving
+        the ``async with`` block would."""
+        if self._task is not None:
+            raise RuntimeError("this run was already started with `async with`")
+        self.result = await self.runner(self._keep)
+        return self.result
+
     async def __aenter__(self) -> Self:
+        events = self._events = asyncio.Queue()
         self._task = asyncio.get_running_loop().create_task(self.runner(self._handle))
-        self._task.add_done_callback(lambda _task: self._events.put_nowait(None))
+        self._task.add_done_callback(lambda _task: events.put_nowait(None))
         return self
 
     def __aiter__(self) -> Self:
         return self
 
     async def __anext__(self) -> Event:
-        if self._task is None:
+        if self._task is None or self._events is None:
             raise RuntimeError("iterate a run inside `async with engine.iter(...) as run:`")
         event = await self._events.get()
         if event is not None:

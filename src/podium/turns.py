@@ -30,7 +30,7 @@ def answered_turn(
         reason=reason,
         messages=messages,
         output=completion.text,
-        **completion.usage.model_dump(),
+        **completion.usage.fields(),
         latency_s=completion.latency_s,
         usage_estimated=completion.usage_estimated,
         retries=call.retries,
@@ -68,6 +68,6 @@ def failed_turn(
         retries=call.retries,
         attempts=errors,
         output=splice.sent,
-        **splice.usage.model_dump(),
+        **splice.usage.fields(),
         usage_estimated=splice.charged,
     )

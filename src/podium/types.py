@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Literal, Protocol
 
@@ -44,8 +45,12 @@ class RunStatus(str, Enum):
     FAILED = "failed"
 
 
-class Usage(BaseModel):
-    """Tokens and cost of one or more model calls; what the token and cost budgets count."""
+@dataclass(slots=True)
+class Usage:
+    """Tokens and cost of one or more model calls; what the token and cost budgets count.
+
+    A plain dataclass, not a pydantic model: it is summed on every turn of every run.
+    """
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -54,6 +59,14 @@ class Usage(BaseModel):
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+    def fields(self) -> dict[str, Any]:
+        """The three fields, as keyword arguments for a Completion or a Turn."""
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cost_usd": self.cost_usd,
+        }
 
     def incr(self, other: Usage) -> Usage:
         """Add ``other`` to this usage in place; returns self."""
@@ -129,7 +142,6 @@ class StreamDelta(BaseModel):
 
     text: str = ""
     completion: Completion | None = None
-    model: str | None = None  # set by podium's reliability layers: which pool model produced it
 
 
 class Decision(BaseModel):

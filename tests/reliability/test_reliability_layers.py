@@ -3,6 +3,7 @@ one logical call shares its context, and the prompted coordinator's own call tak
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 import pytest
@@ -105,3 +106,20 @@ async def test_a_failing_backend_error_is_not_swallowed_by_the_layers() -> None:
     with pytest.raises(ValueError):
         await call.run()
     assert call.context.errors == [] and call.context.retries == 0
+
+
+async def test_a_streams_total_timeout_never_fires_inside_the_callers_own_work() -> None:
+    spec = ModelSpec(name="main", backend="scripted", replies=["a long answer in several pieces"], timeout_s=0.2)
+    main = ScriptedBackend(spec)
+    started: list[str] = []
+    finished: list[str] = []
+
+    async def slow_sink(_spec: ModelSpec, text: str) -> None:
+        started.append(text)
+        await asyncio.sleep(0.15)  # the caller's own work; the upstream's time limit must not cut it
+        finished.append(text)
+
+    call = ModelCall(layers_over(main, retry=RetryPolicy(max_retries=0)), [spec], REQUEST)
+    assert await call.run(slow_sink) is None
+    assert finished and finished == started  # every handed-out piece was fully handled, then the limit raised
+    assert call.context.errors == ["main: no complete answer within 0.2s (total timeout)"]

@@ -111,12 +111,9 @@ class ModelCall:
                 if delta.completion is not None:
                     final = delta.completion
                 elif delta.text:
-                    out = sink(self.backend.spec if delta.model is None else self._spec(delta.model), delta.text)
+                    out = sink(self.context.active or self.backend.spec, delta.text)
                     if inspect.isawaitable(out):
                         await out
         if final is None:
             raise AllModelsFailed(self.context.errors)
         return final
-
-    def _spec(self, name: str) -> ModelSpec:
-        return next((b.spec for b in self.backend.backends if b.spec.name == name), self.backend.spec)

@@ -46,6 +46,7 @@ class CallContext:
     index: int | None = None
     spec: ModelSpec | None = None
     request: CompletionRequest | None = None
+    active: ModelSpec | None = None  # the model being tried now (whose text a stream delivers)
 
     @property
     def consumed(self) -> bool:

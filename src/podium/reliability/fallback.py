@@ -71,6 +71,7 @@ class FallbackBackend:
                 prepared = self._request(call, backend, request)
                 if prepared is None:
                     continue
+                call.active = backend.spec
                 try:
                     async with closing(backend.stream(prepared)) as deltas:
                         async for delta in deltas:

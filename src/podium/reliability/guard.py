@@ -57,6 +57,41 @@ async def protected(breaker: CircuitBreaker, timeout_s: float | None, call: Call
     return result
 
 
+class _StreamLimit:
+    """A stream's total time limit: one timer per attempt, which cancels the task only while it
+    waits on the upstream (a generator must never cancel its caller's own work between deltas);
+    a limit that ran out in between is raised before the next wait."""
+
+    def __init__(self, timeout_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        self.timeout_s = timeout_s
+        self.task = asyncio.current_task()
+        self.waiting = self.expired = self.cancelled = False
+        self.timer = loop.call_at(loop.time() + timeout_s, self._expire)
+
+    def _expire(self) -> None:
+        self.expired = True
+        if self.waiting and self.task is not None:
+            self.cancelled = True
+            self.task.cancel()
+
+    async def next(self, deltas: AsyncIterator[StreamDelta]) -> StreamDelta:
+        if self.expired:
+            raise _timeout(self.timeout_s)
+        self.waiting = True
+        try:
+            return await anext(deltas)
+        except asyncio.CancelledError:
+            if self.cancelled and self.task is not None and self.task.uncancel() == 0:
+                raise _timeout(self.timeout_s) from None  # ours, and nobody else cancelled the task
+            raise
+        finally:
+            self.waiting = False
+
+    def close(self) -> None:
+        self.timer.cancel()
+
+
 class GuardBackend:
     """A backend whose every call is one attempt guarded by the endpoint's breaker (from
     ``breakers``) and the model's total timeout (``spec.timeout_s``). A failed attempt is
@@ -83,21 +118,14 @@ class GuardBackend:
         except BackendError as exc:
             self._note(exc)
             raise
-        deadline = asyncio.get_running_loop().time() + timeout_s
+        limit = _StreamLimit(timeout_s)
         try:
             async with closing(self.inner.stream(request)) as deltas:
                 while True:
-                    # the limit applies to the upstream's own waits, so that it never fires while
-                    # the caller handles a delta (a generator cannot own its caller's cancellation)
                     try:
-                        async with asyncio.timeout_at(deadline) as scope:
-                            delta = await anext(deltas)
+                        delta = await limit.next(deltas)
                     except StopAsyncIteration:
                         break
-                    except TimeoutError:
-                        if scope.expired():
-                            raise _timeout(timeout_s) from None
-                        raise
                     if delta.completion is not None:
                         breaker.record(None)
                         yield delta
@@ -110,6 +138,8 @@ class GuardBackend:
         except BaseException:
             breaker.release()
             raise
+        finally:
+            limit.close()
         breaker.release()  # ended without an answer: no verdict on the endpoint
 
     def _note(self, exc: BackendError) -> None:

@@ -89,7 +89,7 @@ class StreamSplice:
         return completion.model_copy(
             update={
                 "text": self.sent,
-                **total.model_dump(),
+                **total.fields(),
                 "usage_estimated": completion.usage_estimated or self.charged,
             }
         )
@@ -114,11 +114,11 @@ class SpliceBackend:
                 async with closing(self.inner.stream(request)) as deltas:
                     async for delta in deltas:
                         if delta.completion is not None:
-                            finished = True
-                            yield StreamDelta(completion=splice.finish(delta.completion), model=self.spec.name)
+                            finished, final = True, splice.finish(delta.completion)
+                            yield delta if final is delta.completion else StreamDelta(completion=final)
                             return
-                        if text := splice.feed(delta.text):
-                            yield StreamDelta(text=text, model=self.spec.name)
+                        if text := splice.feed(delta.text):  # as received, unless a repeated prefix was cut
+                            yield delta if text == delta.text else StreamDelta(text=text)
                 raise BackendError(f"stream from {self.spec.name} ended without a final chunk", retryable=True)
             except BaseException:
                 if not finished:  # closed after its final chunk: nothing broke

@@ -237,10 +237,9 @@ class Service:
 
     async def run(self, plan: Plan) -> Outcome:
         """Run the plan to the end (:meth:`iter`): a tier's orchestration, or the pass-through."""
+        run = self.iter(plan)
         try:
-            async with self.iter(plan) as run:
-                async for _event in run:
-                    pass
+            await run.to_end()
         except UsageError as exc:  # a config problem found mid-run
             raise bad_request(str(exc), param="messages") from None
         assert run.outcome is not None
