@@ -8,6 +8,7 @@ import pytest
 
 from podium.learned import encoders
 from podium.paths import env_path, podium_home
+from podium.reliability.breaker import breaker_file
 from podium.traces import store
 
 
@@ -18,6 +19,8 @@ def test_tilde_in_podium_home_expands_the_same_everywhere(tmp_path: Path, monkey
     assert podium_home() == expected
     assert store.default_path() == expected / "podium.db"
     assert encoders.podium_home() == expected
+    monkeypatch.delenv("PODIUM_BREAKER_FILE", raising=False)
+    assert breaker_file() == expected / "breakers.json"
 
 
 def test_without_podium_home_the_user_data_dir_is_used(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,9 +6,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from ..backends.base import estimate_prompt_tokens
-from ..errors import BudgetExhausted, ContextOverflow
+from ..errors import ContextOverflow
 from ..pool import ModelSpec, Pool
-from ..types import Budget, ChatMessage, Completion, Decision, Role, Turn, Verdict
+from ..reliability import AllModelsFailed, Layers, ModelCall
+from ..types import Budget, ChatMessage, Completion, CompletionRequest, Decision, Role, Turn, Usage, Verdict
 
 if TYPE_CHECKING:
     from ..backends import BackendSet
@@ -24,10 +25,27 @@ class RunState:
     turns: list[Turn] = field(default_factory=list)
     backends: BackendSet | None = None
     orchestration: list[Completion] = field(default_factory=list)
+    layers: Layers | None = None  # the run's reliable path to the models (retries, breakers, timeouts)
+    deadline: float | None = None  # loop time at which the run's deadline_s runs out
 
     def record_orchestration(self, completion: Completion) -> None:
         """Account a call the coordinator itself made (its tokens and cost are reported apart)."""
         self.orchestration.append(completion)
+
+    async def call_model(self, spec: ModelSpec, request: CompletionRequest) -> Completion:
+        """A call the coordinator itself makes, through the same reliable path as the turns (retries,
+        breaker, total timeout), sized to the budgets and accounted apart. BackendError if it failed."""
+        if self.layers is None:
+            from ..backends import BackendSet
+
+            self.layers = Layers(self.backends or BackendSet())
+        sized = request.model_copy(update={"max_tokens": self.size_call(spec, request.messages, request.max_tokens)})
+        call = ModelCall(self.layers, [spec], sized, deadline=self.deadline)
+        served = await call.run()
+        if served is None:
+            raise AllModelsFailed(call.context.errors)
+        self.record_orchestration(served.completion)
+        return served.completion
 
     @property
     def next_turn(self) -> int:
@@ -38,16 +56,19 @@ class RunState:
         return self.budget.max_turns - len(self.turns)
 
     @property
+    def usage(self) -> Usage:
+        """Every call so far, the coordinator's included (what the token and cost budgets count)."""
+        return Usage.total(self.turns).incr(Usage.total(self.orchestration))
+
+    @property
     def used_tokens(self) -> int:
-        """Prompt plus completion tokens of every call so far, the coordinator's included (what the token budget counts)."""
-        return sum(t.prompt_tokens + t.completion_tokens for t in self.turns) + sum(
-            c.prompt_tokens + c.completion_tokens for c in self.orchestration
-        )
+        """Prompt plus completion tokens of every call so far, the coordinator's included."""
+        return self.usage.total_tokens
 
     @property
     def spent_usd(self) -> float:
-        """Cost of every call so far, the coordinator's included (what the cost budget counts)."""
-        return sum(t.cost_usd for t in self.turns) + sum(c.cost_usd for c in self.orchestration)
+        """Cost of every call so far, the coordinator's included."""
+        return self.usage.cost_usd
 
     def size_call(self, spec: ModelSpec, messages: list[ChatMessage], max_tokens: int) -> int:
         """The completion limit for a call to ``spec`` (at most ``max_tokens``), checked before it is made.
@@ -65,25 +86,7 @@ class RunState:
                 f"the prompt (about {prompt} tokens) does not fit the context window of {spec.name} "
                 f"({spec.context_window} tokens)"
             )
-        max_tokens = min(max_tokens, room)
-        b = self.budget
-        if b.max_tokens is not None:
-            left = b.max_tokens - self.used_tokens - prompt
-            if left < 1:
-                raise BudgetExhausted(
-                    "max_tokens",
-                    f"max_tokens: the next prompt ({prompt} tokens) does not fit the {b.max_tokens}-token budget",
-                )
-            max_tokens = min(max_tokens, left)
-        if b.max_cost_usd is not None:
-            left_usd = b.max_cost_usd - self.spent_usd
-            worst = spec.cost(prompt, max_tokens)
-            if worst > left_usd:
-                raise BudgetExhausted(
-                    "max_cost_usd",
-                    f"max_cost_usd: a call to {spec.name} may cost ${worst:.6f}, only ${max(left_usd, 0):.6f} left",
-                )
-        return max_tokens
+        return self.budget.check_before_request(self.usage, spec.name, prompt, min(max_tokens, room), spec.cost)
 
     @property
     def last(self) -> Turn | None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 
-from ..backends import BackendSet
 from ..errors import BackendError, BudgetExhausted, PolicyError
 from ..roles import forbidden_role
 from ..types import ChatMessage, CompletionRequest, Decision, Role
@@ -55,15 +54,12 @@ class PromptedCoordinator:
 
     async def ask_model(self, state: RunState) -> str:
         spec = state.pool.get(self.model or state.pool.default_for("coordinator"))
-        backends = state.backends or BackendSet()
         content = PROMPT.format(query=state.query, summary=summarize(state))
-        messages = [ChatMessage(role="user", content=content)]
-        # the coordinator's call counts against the run's budgets and must fit its window, like any other
         request = CompletionRequest(
-            messages=messages, max_tokens=state.size_call(spec, messages, REPLY_TOKENS), temperature=0.0
+            messages=[ChatMessage(role="user", content=content)], max_tokens=REPLY_TOKENS, temperature=0.0
         )
-        completion = await backends.get(spec).complete(request)
-        state.record_orchestration(completion)
+        # the coordinator's call counts against the run's budgets and must fit its window, like any other
+        completion = await state.call_model(spec, request)
         return completion.text
 
     async def decide(self, state: RunState) -> Decision:

@@ -7,7 +7,6 @@ is answered as ``{"error": {"message", "type", "param", "code"}}``; nothing esca
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import time
@@ -20,20 +19,19 @@ from ..hosts import host_allowed, host_name
 from ..pool import Pool, load_pool
 from ..scrub import install_log_scrubbing, scrub_value
 from ..state import open_state, redis_url
-from ..types import RunResult
 from .auth import ApiKey, KeyRing
 from .errors import ApiError
 from .metrics import Metrics
 from .schemas import ChatCompletionRequest, ErrorResponse, ModelCard, ModelList, completion_id
 from .service import Plan, Service
-from .stream import AnswerGate, EventStream, completion_body, sse, stop_run
+from .stream import completion_body, record_finished, stream_response
 from .tiers import TierSet, load_tiers
 from .traces import Traces
 
 try:
     from fastapi import Depends, FastAPI, Request
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+    from fastapi.responses import JSONResponse, PlainTextResponse, Response
     from starlette.exceptions import HTTPException as StarletteHTTPException
 except ImportError:  # pragma: no cover - exercised only without the extra
     raise missing_extra("fastapi", "server") from None
@@ -357,13 +355,11 @@ def install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
 
 async def complete(plan: Plan, service: Service, store: Traces, metrics: Metrics, started: float) -> JSONResponse:
     """Run a plan to the end and answer with one chat.completion (502 if it produced nothing)."""
-    outcome = await (service.run_tier(plan) if plan.tier else service.run_model(plan))
+    outcome = await service.run(plan)
     result = outcome.result
-    await store.record(result, plan.key.name)
-    metrics.run(plan.model, result)
+    await record_finished(plan, result, store, metrics, started)
     headers = {"x-podium-trace-id": result.run_id}
     if result.answer is None:
-        metrics.request(plan.model, plan.kind, 502, time.perf_counter() - started)
         err = ApiError(
             502,
             f"the run produced no answer: {result.reason}",
@@ -372,63 +368,4 @@ async def complete(plan: Plan, service: Service, store: Traces, metrics: Metrics
             headers=headers,
         )
         return error_response(err)
-    metrics.request(plan.model, plan.kind, 200, time.perf_counter() - started)
     return ScrubbedJSON(completion_body(plan, outcome, completion_id()), headers=headers)
-
-
-_producers: set[asyncio.Task] = set()  # the loop holds tasks weakly; a producer must outlive its client
-
-
-def stream_response(plan: Plan, service: Service, store: Traces, metrics: Metrics, started: float) -> StreamingResponse:
-    """Start the run in a task and stream its answer as SSE chunks. A client that disconnects cancels
-    the run; what it did so far is stored with status ``interrupted``."""
-    queue: asyncio.Queue = asyncio.Queue()
-
-    def on_cancel(result: RunResult) -> None:
-        store.record_now(result, plan.key.name)
-        metrics.request(plan.model, plan.kind, 499, time.perf_counter() - started)
-
-    async def produce() -> None:
-        try:
-            if plan.tier:
-                workflow = getattr(service.engines[plan.tier.name].coordinator, "plans_workflows", False)
-                gate = AnswerGate(queue, plan.budget.max_turns, workflow)  # type: ignore[union-attr]
-                outcome = await service.run_tier(plan, gate.on_event, on_cancel=on_cancel)
-            else:
-                outcome = await service.run_model(
-                    plan, sink=lambda text: queue.put_nowait(("text", text)), on_cancel=on_cancel
-                )
-        except ApiError as err:
-            queue.put_nowait(("error", err.message))
-            return
-        except Exception as exc:  # never leave the client waiting on a dead producer
-            log.exception("streaming run failed")
-            queue.put_nowait(("error", f"internal error: {type(exc).__name__}"))
-            return
-        await store.record(outcome.result, plan.key.name)
-        metrics.run(plan.model, outcome.result)
-        status = 200 if outcome.result.answer is not None else 502
-        metrics.request(plan.model, plan.kind, status, time.perf_counter() - started)
-        queue.put_nowait(("done", outcome))
-
-    task = asyncio.get_running_loop().create_task(produce())
-    _producers.add(task)
-    task.add_done_callback(_producers.discard)
-    stream = EventStream(plan, completion_id())
-    headers = {"x-podium-trace-id": plan.trace_id, "cache-control": "no-cache"}
-    return RunStream(sse(stream, queue, task), task, media_type="text/event-stream", headers=headers)
-
-
-class RunStream(StreamingResponse):
-    """A streamed run's response: however the response ends (finished, client gone before the first
-    chunk), the run does not outlive it."""
-
-    def __init__(self, content: Any, task: asyncio.Task, **kwargs: Any) -> None:
-        super().__init__(content, **kwargs)
-        self.task = task
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            stop_run(self.task)

@@ -12,30 +12,24 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 from ..backends import BackendSet
 from ..backends.base import estimate_prompt_tokens
-from ..engine import Engine, Event, RunFinished
+from ..coordinators.base import Coordinator
+from ..engine import Engine
 from ..errors import ContextOverflow, PolicyError, UsageError
+from ..events import EngineRun, Event, Feed, RunFinished, TurnDelta, TurnFinished, TurnStarted
 from ..pool import ModelSpec, Policy, Pool
-from ..reliability import Attempts, call_with_fallbacks, default_breakers
-from ..types import (
-    Budget,
-    ChatMessage,
-    Completion,
-    CompletionRequest,
-    Role,
-    RunResult,
-    RunStatus,
-    Turn,
-    new_run_id,
-)
+from ..reliability import Layers, ModelCall, default_breakers
+from ..turns import answered_turn, failed_turn
+from ..types import Budget, ChatMessage, CompletionRequest, Role, RunResult, RunStatus, Turn, new_run_id
 from .auth import ApiKey
 from .errors import ApiError, bad_request
 from .schemas import ChatCompletionRequest, PodiumOptions
 from .tiers import Tier, TierSet
 
-TextSink = Callable[[str], Awaitable[None] | None]
+TextSink = Callable[[ModelSpec, str], Awaitable[None] | None]
 LABELS = {"system": "Instructions", "user": "User", "assistant": "Assistant"}
 
 
@@ -71,6 +65,18 @@ class Outcome:
     finish_reason: str = "stop"
 
 
+class PlanRun(EngineRun):
+    """A plan's run in progress (:meth:`Service.iter`); ``outcome`` once it has finished."""
+
+    upstream_finish: str | None = None  # a pass-through's: the model's own finish reason
+
+    @property
+    def outcome(self) -> Outcome | None:
+        if self.result is None:
+            return None
+        return Outcome(self.result, self.upstream_finish or finish_reason(self.result))
+
+
 def render_query(messages: list[ChatMessage]) -> str:
     """The task text a tier orchestrates: a lone message as is, a conversation as a labelled transcript."""
     chats = [m for m in messages if m.content.strip()]
@@ -95,6 +101,7 @@ class Service:
         self.tiers = tiers.by_name()
         self.backends = backends or BackendSet()
         self.breakers = default_breakers()  # the same per-endpoint breakers the engines use
+        self.layers = Layers(self.backends, self.breakers)  # the pass-through's reliable path
         self.views = {name: t.pool_view(pool) for name, t in self.tiers.items()}
         self.engines = {
             name: Engine(self.views[name], t.coordinator_for(), backends=self.backends, breakers=self.breakers)
@@ -200,40 +207,71 @@ class Service:
 
     # running
 
-    async def run_tier(
-        self,
-        plan: Plan,
-        on_event: Callable[[Event], None] | None = None,
-        on_cancel: Callable[[RunResult], None] | None = None,
-    ) -> Outcome:
-        """Orchestrate the plan's query with its tier's engine (``on_event`` set: streaming)."""
-        assert plan.tier is not None and plan.budget is not None
+    def iter(
+        self, plan: Plan, *, stream: bool = False, on_cancel: Callable[[RunResult], None] | None = None
+    ) -> PlanRun:
+        """The plan's run as an async iterator of engine events (:meth:`podium.engine.Engine.iter`):
+        a tier's turns, or a pass-through's one worker turn. Stopped midway (the client went away),
+        ``on_cancel`` gets the run so far, reason ``interrupted``. ApiError (4xx) if it cannot start."""
+        if plan.tier is None:
+            run = PlanRun(lambda feed: self._pass_through(plan, feed, stream, on_cancel, run))
+            return run
+        assert plan.budget is not None
 
         def handle(event: Event) -> None:
             if isinstance(event, RunFinished):
                 event.result.run_id = plan.trace_id
                 if event.result.reason == "interrupted" and on_cancel:
                     on_cancel(event.result)
-            if on_event:
-                on_event(event)
 
         engine = (
             self.engines[plan.tier.name] if plan.cost_weight is None else self.knob_engine(plan.tier, plan.cost_weight)
         )
         try:
-            result = await engine.run(
-                plan.query, budget=plan.budget, policy=plan.policy, on_event=handle, stream=on_event is not None
-            )
+            tier_run = engine.iter(plan.query, budget=plan.budget, policy=plan.policy, on_event=handle, stream=stream)
         except PolicyError as exc:
             raise ApiError(400, str(exc), param="podium", code="no_model_for_role") from None
         except UsageError as exc:
             raise bad_request(str(exc), param="messages") from None
-        return Outcome(result, finish_reason(result))
+        return PlanRun(tier_run.runner)
+
+    async def run(self, plan: Plan) -> Outcome:
+        """Run the plan to the end (:meth:`iter`): a tier's orchestration, or the pass-through."""
+        run = self.iter(plan)
+        try:
+            await run.to_end()
+        except UsageError as exc:  # a config problem found mid-run
+            raise bad_request(str(exc), param="messages") from None
+        assert run.outcome is not None
+        return run.outcome
+
+    async def _pass_through(
+        self,
+        plan: Plan,
+        feed: Feed,
+        stream: bool,
+        on_cancel: Callable[[RunResult], None] | None,
+        run: PlanRun,
+    ) -> RunResult:
+        """The pass-through as engine events: one worker turn (its text streamed live), then the run."""
+
+        def cancelled(result: RunResult) -> None:
+            if on_cancel is not None:
+                on_cancel(result)
+            feed(RunFinished(result))
+
+        feed(TurnStarted(1, Role.WORKER, plan.chain[0], "pass-through", final=True))
+        sink = (lambda spec, text: feed(TurnDelta(1, Role.WORKER, spec.name, text))) if stream else None
+        outcome = await self.pass_through(plan, sink, cancelled)
+        feed(TurnFinished(outcome.result.turns[0]))
+        feed(RunFinished(outcome.result))
+        run.upstream_finish = outcome.finish_reason
+        return outcome.result
 
     def knob_engine(self, tier: Tier, cost_weight: float) -> Engine:
         """The tier's engine with its learned coordinator at ``cost_weight`` (one head serves every weight)."""
         key = (tier.name, round(cost_weight, 3))
-        knobs = self.__dict__.setdefault("_knob_engines", {})
+        knobs: dict[tuple[str, float], Engine] = self.__dict__.setdefault("_knob_engines", {})
         if key not in knobs:
             coordinator = with_cost_weight(self.engines[tier.name].coordinator, key[1])
             if coordinator is None:
@@ -257,102 +295,51 @@ class Service:
                 f"the prompt does not fit the context window of {spec.name} ({spec.context_window} tokens)"
             )
         limit = min(r.completion_limit or spec.max_tokens, room)
-        return CompletionRequest(messages=messages, max_tokens=limit, temperature=r.temperature, stop=r.stop)
+        stop = [r.stop] if isinstance(r.stop, str) else r.stop
+        return CompletionRequest(messages=messages, max_tokens=limit, temperature=r.temperature, stop=stop)
 
-    async def run_model(
+    async def pass_through(
         self, plan: Plan, sink: TextSink | None = None, on_cancel: Callable[[RunResult], None] | None = None
     ) -> Outcome:
         """Pass the chat through to the plan's model, then its allowed fallbacks, with the engine's
         reliability: retries, per-endpoint circuit breakers, total timeouts, and (streaming, via
         ``sink``) a broken stream spliced onto its retry so the client never sees text twice.
         Cancelled (the client went away): ``on_cancel`` gets the run so far, status ``interrupted``."""
-        started, attempts = time.perf_counter(), Attempts()
+        started = time.perf_counter()
+        call = ModelCall(
+            self.layers,
+            [self._spec(name) for name in plan.chain],
+            CompletionRequest(messages=[]),  # each model's own request: completion_request
+            lambda spec, _request: self.completion_request(plan, spec),
+        )
         try:
-            served = await call_with_fallbacks(
-                [self._spec(name) for name in plan.chain],
-                lambda spec: self.completion_request(plan, spec),
-                self.backends,
-                self.breakers,
-                attempts,
-                sink=(lambda spec, text: sink(text)) if sink else None,
-            )
+            served = await call.run(sink)
         except asyncio.CancelledError:
             if on_cancel is not None:
                 note = "interrupted: the client disconnected or the server is stopping"
-                on_cancel(
-                    self._result(
-                        plan, [self._failed_turn(plan, attempts, note)], None, RunStatus.FAILED, "interrupted", started
-                    )
-                )
+                turn = self._failed_turn(plan, call, note)
+                on_cancel(self._result(plan, [turn], None, RunStatus.FAILED, "interrupted", started))
             raise
-        errors = attempts.errors
-        if served is not None:
-            turn = self._turn(
-                served.spec, served.request, served.completion, plan, errors, attempts.retries, served.index
-            )
-            finish = "length" if served.completion.finish_reason == "length" else "stop"
-            return Outcome(
-                self._result(
-                    plan,
-                    [turn],
-                    served.completion.text,
-                    RunStatus.ANSWERED,
-                    f"pass-through to {served.spec.name}",
-                    started,
-                ),
-                finish,
-            )
-        failed = self._failed_turn(plan, attempts)
-        return Outcome(
-            self._result(plan, [failed], None, RunStatus.FAILED, failed.error or "no provider available", started)
+        if served is None:
+            failed = self._failed_turn(plan, call)
+            reason = failed.error or "no provider available"
+            return Outcome(self._result(plan, [failed], None, RunStatus.FAILED, reason, started))
+        turn = answered_turn(
+            1,
+            Role.WORKER,
+            served,
+            call.context,
+            reason="pass-through",
+            messages=served.request.messages,
+            first_choice=plan.chain[0],
         )
+        finish = "length" if served.completion.finish_reason == "length" else "stop"
+        reason = f"pass-through to {served.spec.name}"
+        return Outcome(self._result(plan, [turn], served.completion.text, RunStatus.ANSWERED, reason, started), finish)
 
-    def _failed_turn(self, plan: Plan, attempts: Attempts, note: str | None = None) -> Turn:
+    def _failed_turn(self, plan: Plan, call: ModelCall, note: str | None = None) -> Turn:
         """The trace record of a pass-through no model completed, with what its broken streams consumed."""
-        errors, splice = [*attempts.errors, *([note] if note else [])], attempts.splice
-        return Turn(
-            turn=1,
-            role=Role.WORKER,
-            model=plan.chain[0],
-            reason="pass-through",
-            error="; ".join(errors) or "no provider available",
-            attempts=errors,
-            retries=attempts.retries,
-            output=splice.sent,
-            prompt_tokens=splice.prompt_tokens,
-            completion_tokens=splice.completion_tokens,
-            cost_usd=splice.cost_usd,
-            usage_estimated=splice.charged,
-        )
-
-    def _turn(
-        self,
-        spec: ModelSpec,
-        request: CompletionRequest,
-        c: Completion,
-        plan: Plan,
-        errors: list[str],
-        retries: int,
-        i: int,
-    ) -> Turn:
-        return Turn(
-            turn=1,
-            role=Role.WORKER,
-            model=spec.name,
-            provider=spec.provider_name,
-            region=spec.region,
-            reason="pass-through",
-            messages=request.messages,
-            output=c.text,
-            prompt_tokens=c.prompt_tokens,
-            completion_tokens=c.completion_tokens,
-            cost_usd=c.cost_usd,
-            latency_s=c.latency_s,
-            usage_estimated=c.usage_estimated,
-            retries=retries,
-            attempts=list(errors),
-            fallback_from=plan.chain[0] if i else None,
-        )
+        return failed_turn(1, Role.WORKER, plan.chain[0], call.context, reason="pass-through", note=note)
 
     def _result(
         self, plan: Plan, turns: list[Turn], answer: str | None, status: RunStatus, reason: str, started: float
@@ -373,14 +360,14 @@ class Service:
         )
 
 
-def with_cost_weight(coordinator, cost_weight: float):
+def with_cost_weight(coordinator: Coordinator, cost_weight: float) -> Coordinator | None:
     """``coordinator`` at another cost weight (through a VerifyLast wrapper), or None if it has no knob."""
     inner = getattr(coordinator, "inner", None)
     if inner is not None:
         wrapped = with_cost_weight(inner, cost_weight)
-        return None if wrapped is None else type(coordinator)(wrapped)
+        return None if wrapped is None else type(coordinator)(wrapped)  # type: ignore[call-arg]
     if hasattr(coordinator, "with_cost_weight"):
-        return coordinator.with_cost_weight(cost_weight)
+        return cast(Coordinator, coordinator.with_cost_weight(cost_weight))
     return None
 
 
@@ -399,7 +386,7 @@ def _least(*values: float | None) -> float | None:
     return min(present) if present else None
 
 
-def _narrow(name: str, tier_value: float | None, asked: float | None, tier: str):
+def _narrow(name: str, tier_value: Any, asked: Any, tier: str) -> Any:
     """The request's value if it is within the tier's limit; ApiError if it would widen it."""
     if asked is None:
         return tier_value

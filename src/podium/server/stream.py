@@ -16,18 +16,17 @@ clients ignore, so proxies see a live connection.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 import time
-import weakref
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable
+from typing import TYPE_CHECKING, Any
 
-from ..engine import Event, RunFinished, TurnDelta, TurnStarted
+from ..errors import UsageError
+from ..events import EngineRun, Event, RunFinished, TurnDelta, TurnStarted
 from ..scrub import scrub_value
 from ..types import Role, RunResult, RunStatus
+from .errors import ApiError
 from .schemas import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -36,8 +35,18 @@ from .schemas import (
     Delta,
     ResponseMessage,
     Usage,
+    completion_id,
 )
-from .service import Outcome, Plan
+from .service import Outcome, Plan, Service
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
+    from .traces import Traces
+
+try:
+    from fastapi.responses import StreamingResponse
+except ImportError:  # pragma: no cover - the server extra is checked by app.py first
+    StreamingResponse = None  # type: ignore[assignment,misc]
 
 log = logging.getLogger("podium.server")
 PIECE = 16
@@ -45,18 +54,16 @@ PIECE = 16
 
 def usage(result: RunResult) -> Usage:
     """All role turns as prompt/completion tokens; the coordinator's own calls apart."""
-    p = sum(t.prompt_tokens for t in result.turns)
-    c = sum(t.completion_tokens for t in result.turns)
-    oi, oo = result.orchestration_prompt_tokens, result.orchestration_completion_tokens
+    turns, orch = result.usage, result.orchestration_usage
     return Usage(
-        prompt_tokens=p,
-        completion_tokens=c,
-        total_tokens=p + c,
-        orchestration_input_tokens=oi,
-        orchestration_output_tokens=oo,
-        orchestration_total_tokens=oi + oo,
-        cost_usd=round(result.cost_usd, 8),
-        orchestration_cost_usd=round(result.orchestration_cost_usd, 8),
+        prompt_tokens=turns.prompt_tokens,
+        completion_tokens=turns.completion_tokens,
+        total_tokens=turns.total_tokens,
+        orchestration_input_tokens=orch.prompt_tokens,
+        orchestration_output_tokens=orch.completion_tokens,
+        orchestration_total_tokens=orch.total_tokens,
+        cost_usd=round(turns.cost_usd, 8),
+        orchestration_cost_usd=round(orch.cost_usd, 8),
     )
 
 
@@ -85,46 +92,46 @@ def pieces(text: str, size: int = PIECE) -> list[str]:
     return [text[i : i + size] for i in range(0, len(text), size)]
 
 
-class AnswerGate:
-    """Turns a tier's engine events into answer text (see the module doc), via ``put``."""
+Item = tuple[str, str]  # ("text", piece) for the client, or ("comment", line) to keep the connection alive
 
-    def __init__(self, queue: asyncio.Queue, max_turns: int, workflow: bool = False) -> None:
-        self.queue = queue
+
+class AnswerGate:
+    """Turns a run's events into answer text (see the module doc): :meth:`on_event` returns what to send."""
+
+    def __init__(self, max_turns: int, workflow: bool = False, comments: bool = True) -> None:
         self.max_turns = max_turns
         self.workflow = workflow
+        self.comments = comments
         self.live = False
         self.held: dict[int, list[str]] = {}
         self.sent = ""
 
-    def on_event(self, event: Event) -> None:
+    def on_event(self, event: Event) -> list[Item]:
         if isinstance(event, TurnStarted):
-            self.queue.put_nowait(("comment", f"podium turn {event.turn} {event.role.value} {event.model}"))
             if event.role == Role.WORKER:
                 self.live = event.final if self.workflow else event.turn >= self.max_turns
                 self.held[event.turn] = []
-        elif isinstance(event, TurnDelta) and event.role == Role.WORKER:
+            return [("comment", f"podium turn {event.turn} {event.role.value} {event.model}")] if self.comments else []
+        if isinstance(event, TurnDelta) and event.role == Role.WORKER:
             if self.live:
                 self.sent += event.text
-                self.queue.put_nowait(("text", event.text))
-            else:
-                self.held.setdefault(event.turn, []).append(event.text)
+                return [("text", event.text)]
+            self.held.setdefault(event.turn, []).append(event.text)
         elif isinstance(event, RunFinished):
-            self.release(event.result)
+            return [("text", piece) for piece in self.release(event.result)]
+        return []
 
-    def release(self, result: RunResult) -> None:
-        """Send whatever of the final answer the client does not have yet."""
+    def release(self, result: RunResult) -> list[str]:
+        """Whatever of the final answer the client does not have yet, in pieces."""
         answer = result.answer or ""
         if self.sent:
             if answer.startswith(self.sent):
-                for piece in pieces(answer[len(self.sent) :]):
-                    self.queue.put_nowait(("text", piece))
-            else:
-                log.warning("run %s: live-streamed text differs from the final answer", result.run_id)
-            return
+                return pieces(answer[len(self.sent) :])
+            log.warning("run %s: live-streamed text differs from the final answer", result.run_id)
+            return []
         source = next((t for t in reversed(result.turns) if t.role == Role.WORKER and not t.error), None)
         held = self.held.get(source.turn, []) if source else []
-        for piece in held if "".join(held) == answer else pieces(answer):
-            self.queue.put_nowait(("text", piece))
+        return held if "".join(held) == answer else pieces(answer)
 
 
 class EventStream:
@@ -165,43 +172,82 @@ class EventStream:
         return f"data: {json.dumps(scrub_value(body), ensure_ascii=False)}\n\n"
 
 
-_stopped: weakref.WeakSet[asyncio.Task] = weakref.WeakSet()
+def record_finished(plan: Plan, result: RunResult, store: Traces, metrics: Metrics, started: float) -> Awaitable[None]:
+    """Account a finished run (metrics: the run, the request with 200, or 502 without an answer) and
+    store its trace; the returned awaitable is the store write."""
+    metrics.run(plan.model, result)
+    status = 200 if result.answer is not None else 502
+    metrics.request(plan.model, plan.kind, status, time.perf_counter() - started)
+    return store.record(result, plan.key.name)
 
 
-def stop_run(task: asyncio.Task) -> None:
-    """Cancel a streaming run's task, once however often asked: a second cancellation could cut its
-    cleanup (storing the trace) short."""
-    if not task.done() and task not in _stopped:
-        _stopped.add(task)
-        task.cancel()
+def stream_response(plan: Plan, service: Service, store: Traces, metrics: Metrics, started: float) -> StreamingResponse:
+    """Stream the plan's run as SSE chunks. A client that disconnects stops the run; what it did so
+    far is stored with status ``interrupted``."""
+    stream = EventStream(plan, completion_id())
+    headers = {"x-podium-trace-id": plan.trace_id, "cache-control": "no-cache"}
+    runs: list[EngineRun] = []
+    lines = sse(stream, service, store, metrics, started, runs)
+    return RunStream(lines, runs, media_type="text/event-stream", headers=headers)
 
 
-async def sse(stream: EventStream, queue: asyncio.Queue, task: asyncio.Task) -> AsyncIterator[str]:
-    """Drain ``queue`` (``text`` / ``comment`` / ``done`` items) into SSE; cancel ``task`` if the client goes."""
+class RunStream(StreamingResponse):
+    """A streamed run's response: however the response ends (finished, client gone before the first
+    chunk or between two), the run does not outlive it."""
+
+    def __init__(self, content: AsyncIterator[str], runs: list[EngineRun], **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self.runs = runs
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            for run in self.runs:
+                run.stop()  # synchronous: Starlette may be cancelling us again
+
+
+async def sse(
+    stream: EventStream, service: Service, store: Traces, metrics: Metrics, started: float, runs: list[EngineRun]
+) -> AsyncIterator[str]:
+    """The SSE lines of one streamed run: the head, the answer as the gate releases it, the tail."""
+    plan = stream.plan
+
+    def on_cancel(result: RunResult) -> None:
+        store.record_now(result, plan.key.name)
+        metrics.request(plan.model, plan.kind, 499, time.perf_counter() - started)
+
+    yield stream.head()
     try:
-        yield stream.head()
-        while True:
-            kind, value = await queue.get()
-            if kind == "text" and value:
-                yield stream.text(value)
-            elif kind == "comment":
-                yield f": {value}\n\n"
-            elif kind == "error":
-                yield stream.error(value, "server_error", stream.plan.trace_id)
-                return
-            elif kind == "done":
-                break
-        outcome: Outcome = value
-        if outcome.result.status == RunStatus.FAILED and not outcome.result.answer:
-            yield stream.error(f"the run failed: {outcome.result.reason}", "run_failed", outcome.result.run_id)
-            return
-        for line in stream.tail(outcome):
-            yield line
-    finally:
-        if not task.done():
-            # Cancel the run once, then wait for its cleanup (closing upstream responses, storing the
-            # trace) through a shield: Starlette keeps re-cancelling us after a disconnect, and a
-            # cancellation passed on to the run again would interrupt that cleanup midway.
-            stop_run(task)
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.shield(task)
+        run = service.iter(plan, stream=True, on_cancel=on_cancel)
+        runs.append(run)
+        workflow = plan.tier is not None and getattr(
+            service.engines[plan.tier.name].coordinator, "plans_workflows", False
+        )
+        max_turns = plan.budget.max_turns if plan.budget is not None else 1
+        gate = AnswerGate(max_turns, workflow, comments=plan.tier is not None)
+        async with run:
+            async for event in run:
+                for kind, value in gate.on_event(event):
+                    if kind == "comment":
+                        yield f": {value}\n\n"
+                    elif value:
+                        yield stream.text(value)
+    except ApiError as err:
+        yield stream.error(err.message, "server_error", plan.trace_id)
+        return
+    except UsageError as err:  # a config problem found mid-run
+        yield stream.error(str(err), "server_error", plan.trace_id)
+        return
+    except Exception as exc:  # the client gets an error event, never a dead stream
+        log.exception("streaming run failed")
+        yield stream.error(f"internal error: {type(exc).__name__}", "server_error", plan.trace_id)
+        return
+    outcome = run.outcome
+    assert outcome is not None
+    await record_finished(plan, outcome.result, store, metrics, started)
+    if outcome.result.status == RunStatus.FAILED and not outcome.result.answer:
+        yield stream.error(f"the run failed: {outcome.result.reason}", "run_failed", outcome.result.run_id)
+        return
+    for line in stream.tail(outcome):
+        yield line

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import PolicyError
 from ..pool import ModelSpec, Pool
-from ..reliability import Attempts, call_with_fallbacks
+from ..reliability import CallContext, ModelCall
 from ..roles import TURN_ROLES
-from ..types import ChatMessage
+from ..types import ChatMessage, CompletionRequest
 from . import templates
 from .planners import Planner
 from .types import MAX_STEPS, SELF, Workflow, WorkflowError, check_against_pool, parse_workflow
@@ -169,18 +169,17 @@ class ConductorPlanner(Planner):
         """One conductor call with retries and the breaker; structured output first, plain if the endpoint refuses it."""
         key = ("conductor", depth, attempt, len(run.orchestration))
         for fmt in (response_format, None):
-            attempts = Attempts()
+            attempts = CallContext()
             async with run.semaphore:
                 try:
-                    served = await call_with_fallbacks(
+                    served = await ModelCall(
+                        run.engine.layers,
                         [spec],
-                        lambda s: run.affordable(key, s, messages, temperature=0.0, response_format=fmt),
-                        run.engine.backends,
-                        run.engine.breakers,
-                        attempts,
-                        retry=run.engine.retry,
+                        CompletionRequest(messages=messages),
+                        lambda s, _request: run.affordable(key, s, messages, temperature=0.0, response_format=fmt),
                         deadline=run.deadline,
-                    )
+                        context=attempts,
+                    ).run()
                 finally:
                     run.reserved.pop(key, None)
             if served is not None:

@@ -6,7 +6,7 @@ plans workflows (``conductor``, ``topology:NAME``, ``workflow:PATH``). It produc
 and the benchmarks work unchanged; each step is a :class:`~podium.types.Turn` with its step id,
 inputs, depth and wall-clock span.
 
-Every step call goes through :func:`podium.reliability.call_with_fallbacks` (retries, fallbacks,
+Every step call goes through :class:`podium.reliability.ModelCall` (retries, fallbacks,
 circuit breakers), sized to the budget like an engine turn. Budgets are shared by the whole run,
 nested conductors included: steps (``max_turns``), tokens and USD (the conductor's own planning
 calls count too), and the deadline. Concurrent calls reserve their worst case, so a call that
@@ -24,9 +24,9 @@ from ..backends.base import estimate_prompt_tokens
 from ..engine import MAX_FALLBACKS, Event, RunFinished, TurnDelta, TurnFinished, TurnStarted
 from ..errors import BudgetExhausted
 from ..pool import ModelSpec, Pool
-from ..reliability import Attempts, call_with_fallbacks
+from ..reliability import CallContext, ModelCall
 from ..roles import parse_verdict
-from ..types import Budget, ChatMessage, Completion, CompletionRequest, Role, RunResult, RunStatus, Turn, Verdict
+from ..types import Budget, ChatMessage, Completion, CompletionRequest, Role, RunResult, RunStatus, Turn, Usage, Verdict
 from .executor import GraphOutcome, StepResult, best_answer, execute, verdict_of
 from .types import Step, Workflow
 
@@ -53,7 +53,7 @@ class WorkflowRun:
         self.plans: list[dict[str, Any]] = []
         self.reserved: dict[object, tuple[int, float]] = {}  # in-flight calls' worst-case tokens and cost
         # in-flight steps: step, messages, depth, label, reason, attempts, start time
-        self.in_flight: dict[int, tuple[Step, list[ChatMessage], int, str, str, Attempts, float]] = {}
+        self.in_flight: dict[int, tuple[Step, list[ChatMessage], int, str, str, CallContext, float]] = {}
         self.steps_started = 0
         self.numbers = 0
         self.exhausted: str | None = None
@@ -150,21 +150,19 @@ class WorkflowRun:
             self.check_budget()
             self.steps_started += 1
             number, role, started = self.next_number(), Role(step.role), time.time()
-            attempts = Attempts()
+            attempts = CallContext()
             self.in_flight[number] = (step, messages, depth, label, reason, attempts, started)
             await self.emit(TurnStarted(number, role, step.model, reason, final=final))
             sink = (lambda spec, text: self.emit(TurnDelta(number, role, spec.name, text))) if self.stream else None
             try:
-                served = await call_with_fallbacks(
+                served = await ModelCall(
+                    self.engine.layers,
                     self.chain(step),
-                    lambda spec: self.affordable(number, spec, messages),
-                    self.engine.backends,
-                    self.engine.breakers,
-                    attempts,
-                    retry=self.engine.retry,
+                    CompletionRequest(messages=messages),
+                    lambda spec, _request: self.affordable(number, spec, messages),
                     deadline=self.deadline,
-                    sink=sink,
-                )
+                    context=attempts,
+                ).run(sink)
             except BudgetExhausted as exc:
                 if attempts.errors or attempts.splice.charged:  # keep what the broken attempts consumed
                     await self.record(self.failed_turn(number, f"interrupted: {exc}"))
@@ -389,9 +387,7 @@ class WorkflowRun:
             status = RunStatus.FAILED
         result.answer, result.status, result.reason = answer, status, reason
         result.latency_s = time.perf_counter() - self.started
-        result.orchestration_prompt_tokens = sum(c.prompt_tokens for c in self.orchestration)
-        result.orchestration_completion_tokens = sum(c.completion_tokens for c in self.orchestration)
-        result.orchestration_cost_usd = sum(c.cost_usd for c in self.orchestration)
+        result.orchestration_usage = Usage.total(self.orchestration)
         result.workflow = {
             "planner": self.planner.name,
             "max_depth": self.planner.max_depth,
