@@ -21,8 +21,10 @@ from ..pool import Pool, load_pool
 from ..scrub import install_log_scrubbing, scrub_value
 from ..types import RunResult
 from .auth import ApiKey, KeyRing
+from .edges import RequestId, cors_origins
 from .errors import ApiError
 from .metrics import Metrics
+from .outcomes import check_budget_fits, failed_run_error
 from .schemas import ChatCompletionRequest, ErrorResponse, ModelCard, ModelList, completion_id
 from .service import Plan, Service
 from .stream import AnswerGate, EventStream, completion_body, sse, stop_run
@@ -138,10 +140,12 @@ def create_app(
     traces: Traces | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
     hosts: tuple[str, ...] = (),
+    cors: list[str] | None = None,
 ) -> FastAPI:
     """Build the server app. ``pool``: a Pool, shipped pool name or YAML path; ``tiers``: a TierSet or
     file (default: the shipped tiers); ``keys``: a KeyRing or keys file (None: no auth, local use);
-    ``hosts``: more ``Host`` names a keyless server answers (see :mod:`podium.hosts`)."""
+    ``hosts``: more ``Host`` names a keyless server answers (see :mod:`podium.hosts`); ``cors``: allowed
+    browser origins (default: ``PODIUM_CORS_ORIGINS``, else none; see :mod:`podium.server.edges`)."""
     install_log_scrubbing()
     pool = load_pool(pool) if isinstance(pool, str) else pool
     tier_set = tiers if isinstance(tiers, TierSet) else load_tiers(tiers)
@@ -167,6 +171,18 @@ def create_app(
     app.add_middleware(BodyLimit, limit=max_body_bytes)
     if ring.open:  # with keys, a request must carry a key, which a rebinding page does not have
         app.add_middleware(HostCheck, names=frozenset(host_name(h) for h in hosts))
+    origins = cors_origins(cors)
+    if origins:
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["authorization", "content-type", "x-request-id"],
+            expose_headers=["x-request-id", "x-podium-trace-id", "x-should-retry"],
+        )
+    app.add_middleware(RequestId)  # added last: the outermost layer, so every response carries the id
 
     authenticate, limited = auth_dependencies(ring, metrics)
     add_api_routes(app, limited)
@@ -240,6 +256,9 @@ def add_api_routes(app: FastAPI, limited: Any) -> None:
             known = body.model in service.tiers or any(m.name == body.model for m in pool.config.models)
             metrics.request(body.model if known else "(unknown)", "unknown", err.status)
             raise
+        if plan.tier is not None and plan.budget is not None:
+            view = service.views[plan.tier.name].restrict(plan.policy)
+            check_budget_fits(view, plan.query, plan.budget.max_cost_usd, plan.budget.max_tokens)
         if body.stream:
             return stream_response(plan, service, store, metrics, started)
         return await complete(plan, service, store, metrics, started)
@@ -356,14 +375,8 @@ async def complete(plan: Plan, service: Service, store: Traces, metrics: Metrics
     metrics.run(plan.model, result)
     headers = {"x-podium-trace-id": result.run_id}
     if result.answer is None:
-        metrics.request(plan.model, plan.kind, 502, time.perf_counter() - started)
-        err = ApiError(
-            502,
-            f"the run produced no answer: {result.reason}",
-            type="upstream_error",
-            code="run_failed",
-            headers=headers,
-        )
+        err = failed_run_error(result, headers)
+        metrics.request(plan.model, plan.kind, err.status, time.perf_counter() - started)
         return error_response(err)
     metrics.request(plan.model, plan.kind, 200, time.perf_counter() - started)
     return ScrubbedJSON(completion_body(plan, outcome, completion_id()), headers=headers)

@@ -62,7 +62,9 @@ class PodiumOptions(Policy):
     max_cost_usd: float | None = Field(default=None, gt=0)  # 0 would refuse every call: a client error, not a 502
     max_tokens: int | None = Field(default=None, ge=1, le=100_000_000)
     deadline_s: float | None = Field(default=None, gt=0, le=3600)
-    cost_weight: float | None = Field(default=None, ge=0, le=1)  # learned tiers: 0 = quality … 1 = cost (podium.learned.knob)
+    cost_weight: float | None = Field(
+        default=None, ge=0, le=1
+    )  # learned tiers: 0 = quality … 1 = cost (podium.learned.knob)
 
     def policy(self) -> Policy:
         """Only the model restrictions."""
