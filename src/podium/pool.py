@@ -57,6 +57,7 @@ class ModelSpec(BaseModel):
     extra_body: dict = Field(default_factory=dict)
     check: CheckSpec | None = None  # backend 'check': the static check this verifier runs (e.g. a regex)
     structured_output: bool = False  # openai: the endpoint supports response_format json_schema (verifier calls use it)
+    headers: dict[str, str] = Field(default_factory=dict)  # openai: extra HTTP headers; "${VAR}" reads the env
 
     @model_validator(mode="after")
     def _check_backend_fields(self) -> ModelSpec:
@@ -80,6 +81,20 @@ class ModelSpec(BaseModel):
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         """USD for a call with these token counts."""
         return (prompt_tokens * self.input_usd_per_mtok + completion_tokens * self.output_usd_per_mtok) / 1e6
+
+    def http_headers(self) -> dict[str, str]:
+        """``headers`` with ``${VAR}`` values read from the environment (and scrubbed like keys: header
+        values never reach logs or traces); ConfigError naming the model, header and variable if unset."""
+        out: dict[str, str] = {}
+        for name, value in self.headers.items():
+            if value.startswith("${") and value.endswith("}"):
+                var = value[2:-1]
+                register_env([var])
+                if var not in os.environ:
+                    raise ConfigError(f"model '{self.name}': header '{name}' needs environment variable {var}; set it")
+                value = os.environ[var]
+            out[name] = value
+        return out
 
     def api_key(self) -> str | None:
         """The API key from the environment variable named by ``api_key_env``."""

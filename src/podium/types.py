@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from enum import Enum
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -60,6 +60,9 @@ class CompletionRequest(BaseModel):
         None  # the reply must follow this protocol; backends that can constrain output do
     )
     response_format: dict | None = None  # OpenAI-style structured output (json_schema), where a backend supports it
+    passthrough: dict[str, Any] = Field(
+        default_factory=dict
+    )  # server pass-through: OpenAI fields sent as is (tools, ...)
 
 
 class Completion(BaseModel):
@@ -73,6 +76,7 @@ class Completion(BaseModel):
     cost_usd: float = 0.0
     usage_estimated: bool = False
     finish_reason: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None  # an OpenAI upstream's tool calls (server pass-through)
 
 
 class StreamDelta(BaseModel):

@@ -17,18 +17,21 @@ from typing import Any
 
 from ..errors import PodiumError, UsageError, missing_extra
 from ..hosts import host_allowed, host_name
-from ..pool import Pool, load_pool
+from ..pool import ModelSpec, Pool, load_pool
 from ..scrub import install_log_scrubbing, scrub_value
 from ..types import RunResult
+from .accounting import identity_headers
 from .auth import ApiKey, KeyRing
+from .compat import check_request, format_instruction, ignored_fields, unsupported_on_tier
 from .edges import RequestId, cors_origins
 from .errors import ApiError
 from .metrics import Metrics
-from .outcomes import check_budget_fits, failed_run_error
-from .schemas import ChatCompletionRequest, ErrorResponse, ModelCard, ModelList, completion_id
-from .service import Plan, Service
+from .outcomes import check_budget_fits, check_context_fits, failed_run_error
+from .routing import fallback_chain
+from .schemas import ChatCompletionRequest, ErrorResponse, ModelCard, ModelList, PodiumOptions, completion_id
+from .service import Plan, Service, model_not_found
 from .stream import AnswerGate, EventStream, completion_body, sse, stop_run
-from .tiers import TierSet, load_tiers
+from .tiers import Tier, TierSet, load_tiers
 from .traces import Traces
 
 try:
@@ -250,14 +253,25 @@ def add_api_routes(app: FastAPI, limited: Any) -> None:
     @app.post("/v1/chat/completions", responses=ERRORS, summary="Create a chat completion (a tier or a pool model)")
     async def chat_completions(body: ChatCompletionRequest, key: ApiKey = Depends(limited)) -> Any:
         started = time.perf_counter()
+        if body.provider is not None:  # OpenRouter's preferences narrow the request's podium policy
+            options = body.podium or PodiumOptions()
+            narrowed = options.policy().narrow(body.provider.policy(pool))
+            body.podium = options.model_copy(update=narrowed.model_dump())
         try:
             plan = service.plan(body, key)
         except ApiError as err:  # unknown names share one label: clients must not grow the metrics
             known = body.model in service.tiers or any(m.name == body.model for m in pool.config.models)
             metrics.request(body.model if known else "(unknown)", "unknown", err.status)
             raise
+        check_request(body, tier=plan.tier is not None)
+        if plan.tier is None:
+            plan.chain = fallback_chain(plan.model, plan.chain, body.models, body.provider, pool, plan.policy)
+        elif body.models is not None:
+            raise unsupported_on_tier("models", body.model, "per-request model fallbacks")
         if plan.tier is not None and plan.budget is not None:
+            plan.query += format_instruction(body.response_format and body.response_format.model_dump())
             view = service.views[plan.tier.name].restrict(plan.policy)
+            check_context_fits(view, plan.query)
             check_budget_fits(view, plan.query, plan.budget.max_cost_usd, plan.budget.max_tokens)
         if body.stream:
             return stream_response(plan, service, store, metrics, started)
@@ -265,30 +279,18 @@ def add_api_routes(app: FastAPI, limited: Any) -> None:
 
     @app.get("/v1/models", response_model=ModelList, responses=ERRORS, summary="List the tiers and the pool's models")
     async def list_models(key: ApiKey = Depends(limited)) -> ModelList:
-        cards = [
-            ModelCard(
-                id=t.name,
-                owned_by="podium",
-                podium={
-                    "kind": "tier",
-                    "description": t.description,
-                    "max_turns": t.max_turns,
-                    "coordinator": t.coordinator,
-                    "always_verify": t.always_verify,
-                },
-            )
-            for t in service.tiers.values()
-        ]
-        cards += [
-            ModelCard(
-                id=m.name,
-                owned_by=m.provider_name,
-                podium={"kind": "model", "region": m.region, "provider": m.provider_name, "roles": m.roles},
-            )
-            for m in pool.config.models
-            if key.policy.allows(m)
-        ]
+        cards = [tier_card(t) for t in service.tiers.values()]
+        cards += [model_card(m) for m in pool.config.models if key.policy.allows(m)]
         return ModelList(data=cards)
+
+    @app.get("/v1/models/{model_id:path}", response_model=ModelCard, responses=ERRORS, summary="One tier or pool model")
+    async def get_model(model_id: str, key: ApiKey = Depends(limited)) -> ModelCard:
+        if model_id in service.tiers:
+            return tier_card(service.tiers[model_id])
+        spec = next((m for m in pool.config.models if m.name == model_id), None)
+        if spec is None or not key.policy.allows(spec):  # like the chat route: a key learns nothing beyond its policy
+            raise model_not_found(model_id)
+        return model_card(spec)
 
     @app.get("/v1/traces/{trace_id}", responses=ERRORS, summary="One run's trace, for the key that made it")
     async def get_trace(trace_id: str, key: ApiKey = Depends(limited)) -> dict:
@@ -299,6 +301,22 @@ def add_api_routes(app: FastAPI, limited: Any) -> None:
                 404, f"no trace '{trace_id}' for this API key{why}", param="trace_id", code="trace_not_found"
             )
         return run
+
+
+def tier_card(t: Tier) -> ModelCard:
+    """A tier as an OpenAI model object (``podium`` holds what it is)."""
+    info = {"kind": "tier", "description": t.description, "max_turns": t.max_turns, "coordinator": t.coordinator}
+    return ModelCard(id=t.name, owned_by="podium", podium={**info, "always_verify": t.always_verify})
+
+
+def model_card(m: ModelSpec) -> ModelCard:
+    """A pool model as an OpenAI model object, with OpenRouter-style ``context_length`` and ``pricing``
+    (USD per token, as strings) next to podium's own fields."""
+    info = {"kind": "model", "region": m.region, "provider": m.provider_name, "roles": m.roles}
+    info |= {"input_usd_per_mtok": m.input_usd_per_mtok, "output_usd_per_mtok": m.output_usd_per_mtok}
+    info |= {"context_window": m.context_window, "max_tokens": m.max_tokens}
+    pricing = {"prompt": f"{m.input_usd_per_mtok / 1e6:.12g}", "completion": f"{m.output_usd_per_mtok / 1e6:.12g}"}
+    return ModelCard(id=m.name, owned_by=m.provider_name, podium=info, context_length=m.context_window, pricing=pricing)
 
 
 def add_ops_routes(app: FastAPI, authenticate: Any) -> None:
@@ -379,7 +397,17 @@ async def complete(plan: Plan, service: Service, store: Traces, metrics: Metrics
         metrics.request(plan.model, plan.kind, err.status, time.perf_counter() - started)
         return error_response(err)
     metrics.request(plan.model, plan.kind, 200, time.perf_counter() - started)
-    return ScrubbedJSON(completion_body(plan, outcome, completion_id()), headers=headers)
+    headers |= identity_headers(result)
+    body = completion_body(plan, outcome, completion_id())
+    if plan.tier is None and headers.get("x-podium-served-model"):
+        body["model"] = headers["x-podium-served-model"]  # the model that answered, a fallback included
+    body["podium"]["served_model"] = headers.get("x-podium-served-model")
+    if outcome.tool_calls:
+        body["choices"][0]["message"].update(tool_calls=outcome.tool_calls, content=result.answer or None)
+    ignored = ignored_fields(plan.request, plan.tier is not None)
+    if ignored:
+        body["podium"]["ignored"] = ignored
+    return ScrubbedJSON(body, headers=headers)
 
 
 _producers: set[asyncio.Task] = set()  # the loop holds tasks weakly; a producer must outlive its client

@@ -57,6 +57,23 @@ def check_budget_fits(view: Pool, query: str, max_cost_usd: float | None, max_to
             )
 
 
+def check_context_fits(view: Pool, query: str) -> None:
+    """400 ``context_length_exceeded`` when the task alone cannot fit any allowed worker's context
+    window (the engine's rule: prompt plus one completion token; the pass-through checks its own)."""
+    workers = [view.get(n) for n in view.candidates(Role.WORKER)]
+    prompt = estimate_tokens(query) + PROMPT_OVERHEAD_TOKENS
+    if workers and all(prompt + 1 > m.context_window for m in workers):
+        widest = max(workers, key=lambda m: m.context_window)
+        raise ApiError(
+            400,
+            f"the conversation (about {prompt} tokens) does not fit the context window of any allowed worker "
+            f"(the largest: {widest.name}, {widest.context_window} tokens); shorten it",
+            param="messages",
+            code="context_length_exceeded",
+            headers=dict(NO_RETRY),
+        )
+
+
 def failed_run_error(result: RunResult, headers: dict[str, str]) -> ApiError:
     """The error for a finished run without an answer: 400 ``budget_exceeded`` when a budget ran out
     before any answer, else 502 ``run_failed``; neither is worth a client retry."""

@@ -12,6 +12,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..backends import BackendSet
 from ..backends.base import estimate_prompt_tokens
@@ -31,6 +32,7 @@ from ..types import (
     new_run_id,
 )
 from .auth import ApiKey
+from .compat import upstream_fields
 from .errors import ApiError, bad_request
 from .schemas import ChatCompletionRequest, PodiumOptions
 from .tiers import Tier, TierSet
@@ -69,6 +71,7 @@ class Outcome:
 
     result: RunResult
     finish_reason: str = "stop"
+    tool_calls: list[dict[str, Any]] | None = None  # a pass-through model's tool calls (podium.server.compat)
 
 
 def render_query(messages: list[ChatMessage]) -> str:
@@ -257,7 +260,9 @@ class Service:
                 f"the prompt does not fit the context window of {spec.name} ({spec.context_window} tokens)"
             )
         limit = min(r.completion_limit or spec.max_tokens, room)
-        return CompletionRequest(messages=messages, max_tokens=limit, temperature=r.temperature, stop=r.stop)
+        return CompletionRequest(
+            messages=messages, max_tokens=limit, temperature=r.temperature, stop=r.stop, passthrough=upstream_fields(r)
+        )
 
     async def run_model(
         self, plan: Plan, sink: TextSink | None = None, on_cancel: Callable[[RunResult], None] | None = None
@@ -291,6 +296,7 @@ class Service:
                 served.spec, served.request, served.completion, plan, errors, attempts.retries, served.index
             )
             finish = "length" if served.completion.finish_reason == "length" else "stop"
+            finish = "tool_calls" if served.completion.tool_calls else finish
             return Outcome(
                 self._result(
                     plan,
@@ -301,6 +307,7 @@ class Service:
                     started,
                 ),
                 finish,
+                served.completion.tool_calls,
             )
         failed = self._failed_turn(plan, attempts)
         return Outcome(

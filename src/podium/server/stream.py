@@ -57,6 +57,7 @@ def usage(result: RunResult) -> Usage:
         orchestration_total_tokens=oi + oo,
         cost_usd=round(result.cost_usd, 8),
         orchestration_cost_usd=round(result.orchestration_cost_usd, 8),
+        estimated=any(t.usage_estimated for t in result.turns),
     )
 
 
