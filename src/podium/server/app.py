@@ -25,8 +25,11 @@ from .auth import ApiKey, KeyRing
 from .compat import check_request, format_instruction, ignored_fields, unsupported_on_tier
 from .edges import RequestId, cors_origins
 from .errors import ApiError
+from .keyguard import KeyGuard
 from .metrics import Metrics
 from .outcomes import check_budget_fits, check_context_fits, failed_run_error
+from .requestlog import RequestLog, run_fields
+from .requestlog import configure as configure_request_log
 from .routing import fallback_chain
 from .schemas import ChatCompletionRequest, ErrorResponse, ModelCard, ModelList, PodiumOptions, completion_id
 from .service import Plan, Service, model_not_found
@@ -144,21 +147,26 @@ def create_app(
     max_body_bytes: int = MAX_BODY_BYTES,
     hosts: tuple[str, ...] = (),
     cors: list[str] | None = None,
+    request_log: str | Path | None = None,
 ) -> FastAPI:
     """Build the server app. ``pool``: a Pool, shipped pool name or YAML path; ``tiers``: a TierSet or
     file (default: the shipped tiers); ``keys``: a KeyRing or keys file (None: no auth, local use);
     ``hosts``: more ``Host`` names a keyless server answers (see :mod:`podium.hosts`); ``cors``: allowed
-    browser origins (default: ``PODIUM_CORS_ORIGINS``, else none; see :mod:`podium.server.edges`)."""
+    browser origins (default: ``PODIUM_CORS_ORIGINS``, else none; see :mod:`podium.server.edges`);
+    ``request_log``: a file (``-``: stderr) for the JSON request lines (default: ``PODIUM_REQUEST_LOG``)."""
     install_log_scrubbing()
     pool = load_pool(pool) if isinstance(pool, str) else pool
     tier_set = tiers if isinstance(tiers, TierSet) else load_tiers(tiers)
     ring = keys if isinstance(keys, KeyRing) else KeyRing.load(keys)
     service = Service(pool, tier_set)
     store = traces or Traces()
-    metrics = Metrics()
+    metrics = Metrics(lambda: dict(getattr(service.breakers, "breakers", {})))
+    configure_request_log(request_log)
+    guard = KeyGuard(ring, store.spend)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        guard.watch_sighup(asyncio.get_running_loop())
         yield
         await service.aclose()
 
@@ -170,6 +178,7 @@ def create_app(
         description="OpenAI-compatible multi-agent orchestration: tiers are virtual models.",
     )
     app.state.service, app.state.keys, app.state.traces, app.state.metrics = service, ring, store, metrics
+    app.state.guard = guard
     install_error_handlers(app, metrics)
     app.add_middleware(BodyLimit, limit=max_body_bytes)
     if ring.open:  # with keys, a request must carry a key, which a rebinding page does not have
@@ -185,9 +194,10 @@ def create_app(
             allow_headers=["authorization", "content-type", "x-request-id"],
             expose_headers=["x-request-id", "x-podium-trace-id", "x-should-retry"],
         )
+    app.add_middleware(RequestLog)
     app.add_middleware(RequestId)  # added last: the outermost layer, so every response carries the id
 
-    authenticate, limited = auth_dependencies(ring, metrics)
+    authenticate, limited = auth_dependencies(guard, metrics)
     add_api_routes(app, limited)
     add_ops_routes(app, authenticate)
     if ring.open and store.store is not None:
@@ -212,11 +222,14 @@ def openapi_without_422(app: FastAPI) -> dict:
     return app.openapi_schema
 
 
-def auth_dependencies(ring: KeyRing, metrics: Metrics):
-    """FastAPI dependencies: ``authenticate`` (401) and ``limited`` (401, then 429 per key)."""
+def auth_dependencies(guard: KeyGuard, metrics: Metrics):
+    """FastAPI dependencies: ``authenticate`` (401) and ``limited`` (401, then 429 per key, then the
+    key's spend budget and tokens per minute)."""
+    ring = guard.ring
 
     # async on purpose: FastAPI runs a sync dependency in a worker thread, two thread hops a request
     async def authenticate(request: Request) -> ApiKey:
+        ring.maybe_reload()
         key = ring.identify(request.headers.get("authorization"))
         if key is None:
             raise ApiError(
@@ -225,6 +238,7 @@ def auth_dependencies(ring: KeyRing, metrics: Metrics):
                 type="authentication_error",
                 code="invalid_api_key",
             )
+        guard.expired(key)
         return key
 
     async def limited(request: Request, key: ApiKey = Depends(authenticate)) -> ApiKey:
@@ -248,11 +262,15 @@ def add_api_routes(app: FastAPI, limited: Any) -> None:
     service: Service = app.state.service
     store: Traces = app.state.traces
     metrics: Metrics = app.state.metrics
+    guard: KeyGuard = app.state.guard
     pool = service.pool
 
     @app.post("/v1/chat/completions", responses=ERRORS, summary="Create a chat completion (a tier or a pool model)")
-    async def chat_completions(body: ChatCompletionRequest, key: ApiKey = Depends(limited)) -> Any:
+    async def chat_completions(request: Request, body: ChatCompletionRequest, key: ApiKey = Depends(limited)) -> Any:
         started = time.perf_counter()
+        fields: dict[str, Any] = getattr(request.state, "log", {})
+        fields.update(key=key.name, model=body.model, stream=body.stream)
+        guard.admit(key)
         if body.provider is not None:  # OpenRouter's preferences narrow the request's podium policy
             options = body.podium or PodiumOptions()
             narrowed = options.policy().narrow(body.provider.policy(pool))
@@ -273,9 +291,14 @@ def add_api_routes(app: FastAPI, limited: Any) -> None:
             view = service.views[plan.tier.name].restrict(plan.policy)
             check_context_fits(view, plan.query)
             check_budget_fits(view, plan.query, plan.budget.max_cost_usd, plan.budget.max_tokens)
+        fields.update(kind=plan.kind, trace_id=plan.trace_id)
         if body.stream:
-            return stream_response(plan, service, store, metrics, started)
-        return await complete(plan, service, store, metrics, started)
+            return stream_response(plan, service, store, metrics, started, guard, fields)
+        metrics.in_flight.inc()
+        try:
+            return await complete(plan, service, store, metrics, started, guard, fields)
+        finally:
+            metrics.in_flight.dec()
 
     @app.get("/v1/models", response_model=ModelList, responses=ERRORS, summary="List the tiers and the pool's models")
     async def list_models(key: ApiKey = Depends(limited)) -> ModelList:
@@ -385,12 +408,22 @@ def install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
         return error_response(ApiError(500, f"internal error: {type(exc).__name__}", type=kind, code="internal_error"))
 
 
-async def complete(plan: Plan, service: Service, store: Traces, metrics: Metrics, started: float) -> JSONResponse:
+async def complete(
+    plan: Plan,
+    service: Service,
+    store: Traces,
+    metrics: Metrics,
+    started: float,
+    guard: KeyGuard,
+    fields: dict[str, Any],
+) -> JSONResponse:
     """Run a plan to the end and answer with one chat.completion (502 if it produced nothing)."""
     outcome = await (service.run_tier(plan) if plan.tier else service.run_model(plan))
     result = outcome.result
     await store.record(result, plan.key.name)
+    guard.account(plan.key.name, result)
     metrics.run(plan.model, result)
+    fields.update(run_fields(result))
     headers = {"x-podium-trace-id": result.run_id}
     if result.answer is None:
         err = failed_run_error(result, headers)
@@ -413,16 +446,37 @@ async def complete(plan: Plan, service: Service, store: Traces, metrics: Metrics
 _producers: set[asyncio.Task] = set()  # the loop holds tasks weakly; a producer must outlive its client
 
 
-def stream_response(plan: Plan, service: Service, store: Traces, metrics: Metrics, started: float) -> StreamingResponse:
+def stream_response(
+    plan: Plan,
+    service: Service,
+    store: Traces,
+    metrics: Metrics,
+    started: float,
+    guard: KeyGuard,
+    fields: dict[str, Any],
+) -> StreamingResponse:
     """Start the run in a task and stream its answer as SSE chunks. A client that disconnects cancels
     the run; what it did so far is stored with status ``interrupted``."""
-    queue: asyncio.Queue = asyncio.Queue()
+
+    def first_text() -> None:
+        ttft = time.perf_counter() - started
+        metrics.first_token(plan.model, plan.kind, ttft)
+        fields["ttft_ms"] = round(ttft * 1000, 1)
+
+    queue = FirstTextQueue(first_text)
 
     def on_cancel(result: RunResult) -> None:
         store.record_now(result, plan.key.name)
         metrics.request(plan.model, plan.kind, 499, time.perf_counter() - started)
 
     async def produce() -> None:
+        metrics.in_flight.inc()
+        try:
+            await run()
+        finally:
+            metrics.in_flight.dec()
+
+    async def run() -> None:
         try:
             if plan.tier:
                 workflow = getattr(service.engines[plan.tier.name].coordinator, "plans_workflows", False)
@@ -440,7 +494,9 @@ def stream_response(plan: Plan, service: Service, store: Traces, metrics: Metric
             queue.put_nowait(("error", f"internal error: {type(exc).__name__}"))
             return
         await store.record(outcome.result, plan.key.name)
+        guard.account(plan.key.name, outcome.result)
         metrics.run(plan.model, outcome.result)
+        fields.update(run_fields(outcome.result))
         status = 200 if outcome.result.answer is not None else 502
         metrics.request(plan.model, plan.kind, status, time.perf_counter() - started)
         queue.put_nowait(("done", outcome))
@@ -451,6 +507,21 @@ def stream_response(plan: Plan, service: Service, store: Traces, metrics: Metric
     stream = EventStream(plan, completion_id())
     headers = {"x-podium-trace-id": plan.trace_id, "cache-control": "no-cache"}
     return RunStream(sse(stream, queue, task), task, media_type="text/event-stream", headers=headers)
+
+
+class FirstTextQueue(asyncio.Queue):  # type: ignore[type-arg]
+    """The queue of a streamed run's SSE items; calls ``on_first`` when the first answer text is put
+    (released to the client): the time to first token."""
+
+    def __init__(self, on_first: Any) -> None:
+        super().__init__()
+        self.on_first: Any = on_first
+
+    def put_nowait(self, item: Any) -> None:
+        if self.on_first is not None and item[0] == "text" and item[1]:
+            self.on_first, on_first = None, self.on_first
+            on_first()
+        super().put_nowait(item)
 
 
 class RunStream(StreamingResponse):
