@@ -158,3 +158,23 @@ async def test_cors_is_off_by_default_and_configurable(tmp_path: Path) -> None:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as http:
             r = await http.options("/v1/chat/completions", headers=preflight)
         assert r.headers.get("access-control-allow-origin") == allowed
+
+
+async def test_open_circuits_answer_503_with_retry_after(tmp_path: Path) -> None:
+    """Every endpoint the request may use has its circuit open: a retry after Retry-After can help."""
+    with FaultServer() as faults:
+        down = pool_config(faults.url)["models"][0] | {"model": "http:503", "breaker_threshold": 1}
+        down |= {"breaker_open_s": 20, "max_retries": 0}
+        pool = parse_pool(yaml.safe_dump({"name": "b", "models": [down]}), "t")
+        app = create_app(pool, traces=Traces(None))
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as http:
+            client = openai.AsyncOpenAI(base_url="http://127.0.0.1/v1", api_key="x", http_client=http, max_retries=0)
+            with pytest.raises(openai.InternalServerError) as first:  # the call whose failure opens the circuit
+                await client.chat.completions.create(model="down", messages=ASK)
+            with pytest.raises(openai.InternalServerError) as second:
+                await client.chat.completions.create(model="down", messages=ASK)
+        assert faults.requests_for("http:503") == 1  # the second call never reached the upstream
+    assert first.value.status_code == 503  # the failure opened the circuit: nothing runs for 20 s
+    assert second.value.status_code == 503 and second.value.code == "upstream_unavailable"
+    headers = second.value.response.headers
+    assert 15 <= int(headers["Retry-After"]) <= 20 and "x-should-retry" not in headers

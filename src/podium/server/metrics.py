@@ -11,12 +11,14 @@ requests in flight, and each endpoint's circuit-breaker state (read when scraped
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..errors import missing_extra
 from ..types import RunResult
 
+log = logging.getLogger("podium.server")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
 
@@ -101,6 +103,7 @@ class Metrics:
         self.in_flight = prom.Gauge("podium_requests_in_flight", "Chat completion requests being answered.", registry=r)
         if breakers is not None:
             r.register(BreakerCollector(prom, breakers))
+        self.telemetry: Any = None  # podium.server.otel.Telemetry, when OpenTelemetry is on
 
     def first_token(self, model: str, kind: str, seconds: float) -> None:
         self.ttft.labels(model, kind).observe(seconds)
@@ -115,7 +118,13 @@ class Metrics:
         self.errors.labels(model, pool_model, error_type).inc()
 
     def run(self, model: str, result: RunResult) -> None:
-        """Account every turn of a run, plus the coordinator's own tokens and cost."""
+        """Account every turn of a run, plus the coordinator's own tokens and cost (and export its
+        spans when OpenTelemetry is on; a telemetry failure is logged, never the request's)."""
+        if self.telemetry is not None:
+            try:
+                self.telemetry.record(model, result)
+            except Exception as exc:
+                log.warning("OpenTelemetry export of run %s failed: %s", result.run_id, exc)
         for t in result.turns:
             self.turns.labels(model, t.model, t.role.value).inc()
             self.tokens.labels(model, t.model, "prompt").inc(t.prompt_tokens)

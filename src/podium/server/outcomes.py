@@ -11,6 +11,9 @@ run otherwise.
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 from ..backends.base import estimate_tokens
 from ..pool import ModelSpec, Pool
 from ..types import Role, RunResult, RunStatus
@@ -74,11 +77,31 @@ def check_context_fits(view: Pool, query: str) -> None:
         )
 
 
-def failed_run_error(result: RunResult, headers: dict[str, str]) -> ApiError:
+def breakers_wait(breakers: list[Any]) -> float | None:
+    """Seconds until the first of ``breakers`` lets a call through, if every one of them is open."""
+    waits = []
+    for breaker in breakers:
+        if getattr(getattr(breaker, "state", None), "value", None) != "open":
+            return None
+        waits.append(float(breaker.seconds_left()))
+    return min(waits) if waits else None
+
+
+def failed_run_error(result: RunResult, headers: dict[str, str], breakers_open_s: float | None = None) -> ApiError:
     """The error for a finished run without an answer: 400 ``budget_exceeded`` when a budget ran out
-    before any answer, else 502 ``run_failed``; neither is worth a client retry."""
+    before any answer; 503 with ``Retry-After`` when every endpoint it could use has its circuit
+    open (a retry after that can help); else 502 ``run_failed``, not worth a client retry."""
     if result.status == RunStatus.BUDGET_EXHAUSTED:
         return budget_error(f"the budget ran out before any answer: {result.reason}", headers)
+    if breakers_open_s is not None:
+        return ApiError(
+            503,
+            f"every endpoint this request may use is failing (circuit open); retry in {breakers_open_s:.0f}s: "
+            f"{result.reason}",
+            type="upstream_error",
+            code="upstream_unavailable",
+            headers={**headers, "Retry-After": str(max(1, math.ceil(breakers_open_s)))},
+        )
     return ApiError(
         502,
         f"the run produced no answer: {result.reason}",
