@@ -174,7 +174,8 @@ async def test_open_circuits_answer_503_with_retry_after(tmp_path: Path) -> None
             with pytest.raises(openai.InternalServerError) as second:
                 await client.chat.completions.create(model="down", messages=ASK)
         assert faults.requests_for("http:503") == 1  # the second call never reached the upstream
-    assert first.value.status_code == 503  # the failure opened the circuit: nothing runs for 20 s
+    assert first.value.status_code == 502  # this run failed on its own (and opened the circuit)
+    assert first.value.response.headers["x-should-retry"] == "false"
     assert second.value.status_code == 503 and second.value.code == "upstream_unavailable"
     headers = second.value.response.headers
     assert 15 <= int(headers["Retry-After"]) <= 20 and "x-should-retry" not in headers

@@ -43,6 +43,9 @@ async def complete(
     fields: dict[str, Any],
 ) -> JSONResponse:
     """Run a plan to the end and answer with one chat.completion (502 if it produced nothing)."""
+    specs = [service.pool.config_model(n) for n in ([] if plan.tier else plan.chain)]
+    breakers = [service.breakers.get(s) for s in specs if s is not None]
+    open_before = breakers_wait(breakers) is not None  # refused by open circuits, not failed on its own
     outcome = await (service.run_tier(plan) if plan.tier else service.run_model(plan))
     result = outcome.result
     await store.record(result, plan.key.name)
@@ -51,8 +54,7 @@ async def complete(
     fields.update(run_fields(result))
     headers = {"x-podium-trace-id": result.run_id}
     if result.answer is None:
-        specs = [service.pool.config_model(n) for n in ([] if plan.tier else plan.chain)]
-        wait = breakers_wait([service.breakers.get(s) for s in specs if s is not None]) if specs else None
+        wait = breakers_wait(breakers) if open_before else None
         err = failed_run_error(result, headers, wait)
         metrics.request(plan.model, plan.kind, err.status, time.perf_counter() - started)
         return error_response(err)
