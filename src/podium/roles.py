@@ -33,10 +33,13 @@ DEFAULT_PROMPTS: dict[str, str] = {
 }
 
 
+_LETTERS = str.maketrans("0123456789abcdef", "abcdefghijklmnop")
+
+
 def fence(label: str, text: str) -> str:
     """``text`` between markers that carry a digest of it: another agent's output reaches a later
     agent's prompt as data it cannot close early (a fixed point of SHA-256 is out of reach)."""
-    tag = hashlib.sha256(text.encode()).hexdigest()[:12]
+    tag = hashlib.sha256(text.encode()).hexdigest()[:12].translate(_LETTERS)  # no digits: answers are often numbers
     return f"<<<{label} {tag}>>>\n{text}\n<<<END {label} {tag}>>>"
 
 
