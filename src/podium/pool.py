@@ -49,6 +49,7 @@ _BACKEND_KEYS = (
     "function",
     "check",
     "n_threads",
+    "headers",
 )
 
 
@@ -103,6 +104,7 @@ class ModelSpec(BaseModel):
     replies: list[str] | None = None  # scripted: replies used in order (cycled)
     function: str | None = None  # scripted: "module:callable" (request) -> str
     check: CheckSpec | None = None  # check: the static check this verifier runs (e.g. a regex)
+    headers: dict[str, str] = Field(default_factory=dict)  # openai: extra HTTP headers; "${VAR}" reads the env
     n_threads: int | None = None  # local: llama.cpp threads (default: the physical cores not busy at load)
     options: BaseModel | None = Field(default=None, exclude=True, repr=False)  # the kind's validated keys
 
@@ -186,6 +188,20 @@ class ModelSpec(BaseModel):
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         """USD for a call with these token counts."""
         return (prompt_tokens * self.input_usd_per_mtok + completion_tokens * self.output_usd_per_mtok) / 1e6
+
+    def http_headers(self) -> dict[str, str]:
+        """``headers`` with ``${VAR}`` values read from the environment (and scrubbed like keys: header
+        values never reach logs or traces); ConfigError naming the model, header and variable if unset."""
+        out: dict[str, str] = {}
+        for name, value in self.headers.items():
+            if value.startswith("${") and value.endswith("}"):
+                var = value[2:-1]
+                register_env([var])
+                if var not in os.environ:
+                    raise ConfigError(f"model '{self.name}': header '{name}' needs environment variable {var}; set it")
+                value = os.environ[var]
+            out[name] = value
+        return out
 
     def api_key(self) -> str | None:
         """The API key from the environment variable named by ``api_key_env``."""

@@ -117,6 +117,9 @@ class CompletionRequest(BaseModel):
     )
     response_format: dict[str, Any] | None = None  # OpenAI-style structured output (json_schema), where supported
     cache: bool | None = None  # response cache: True use it (even where the pool has none), False bypass, None: pool's
+    passthrough: dict[str, Any] = Field(
+        default_factory=dict
+    )  # server pass-through: OpenAI fields sent as is (tools, ...)
 
 
 class Completion(BaseModel):
@@ -130,6 +133,7 @@ class Completion(BaseModel):
     cost_usd: float = 0.0
     usage_estimated: bool = False
     finish_reason: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None  # an OpenAI upstream's tool calls (server pass-through)
     cached: bool = False  # served from the response cache: nothing was spent (cost and tokens are 0)
 
     @property

@@ -104,7 +104,7 @@ async def test_malformed_json_is_400(open_client) -> None:
         ({"model": "podium", "messages": ASK, "max_tokens": 10**9}, "max_tokens"),
         ({"model": "podium", "messages": ASK, "max_tokens": 0}, "max_tokens"),
         ({"model": "podium", "messages": ASK, "surprise": 1}, "surprise"),
-        ({"model": "podium", "messages": [{"role": "tool", "content": "x"}]}, "messages.0.role"),
+        ({"model": "podium", "messages": [{"role": "function", "content": "x"}]}, "messages.0.role"),
         ({"messages": ASK}, "model"),
     ],
 )

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from ..errors import BackendError, BackendTimeout, EndpointUnavailable
+from ..errors import BackendError, BackendTimeout, ConfigError, EndpointUnavailable
 from ..pool import ModelSpec
 from ..scrub import scrub
 from ..types import Completion, CompletionRequest, StreamDelta
@@ -102,7 +102,11 @@ class OpenAIBackend:
 
     def _headers(self) -> dict[str, str]:
         key = self.spec.api_key()
-        return {"Authorization": f"Bearer {key}"} if key else {}
+        try:
+            extra = self.spec.http_headers()  # the pool's headers: (e.g. a data-residency header)
+        except ConfigError as exc:
+            raise BackendError(str(exc), retryable=False) from None
+        return {**extra, "Authorization": f"Bearer {key}"} if key else extra
 
     def _timeout(self) -> httpx.Timeout:
         read = self.spec.first_byte_timeout_s or self.spec.timeout_s
@@ -111,7 +115,9 @@ class OpenAIBackend:
     def _body(self, request: CompletionRequest, stream: bool) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self.spec.model or self.spec.name,
-            "messages": [m.model_dump() for m in request.messages],
+            "messages": [
+                getattr(m, "wire", None) or m.model_dump() for m in request.messages
+            ],  # wire: server pass-through
             "max_tokens": request.max_tokens,
             "stream": stream,
             **self.spec.extra_body,
@@ -123,6 +129,7 @@ class OpenAIBackend:
             body["stop"] = request.stop
         if request.response_format:
             body["response_format"] = request.response_format
+        body.update(request.passthrough)  # a server pass-through's OpenAI fields (tools, response_format, ...)
         if stream:
             body["stream_options"] = {"include_usage": True}
         if request.structured == "verdict" and self.spec.structured_output:
@@ -158,7 +165,7 @@ class OpenAIBackend:
                 f"unexpected response shape from {self.url}: {scrub(str(data))[:200]}", retryable=True
             ) from None
         usage = data.get("usage") or {}
-        return make_completion(
+        completion = make_completion(
             self.spec,
             request,
             text,
@@ -167,6 +174,9 @@ class OpenAIBackend:
             usage.get("completion_tokens"),
             choice.get("finish_reason"),
         )
+        if isinstance(choice["message"].get("tool_calls"), list):
+            completion.tool_calls = choice["message"]["tool_calls"]
+        return with_provider_cost(completion, usage)
 
     async def stream(self, request: CompletionRequest) -> AsyncIterator[StreamDelta]:
         async for delta in pump(self._stream(request)):  # read in a task cancelled at most once
@@ -204,12 +214,20 @@ class OpenAIBackend:
             usage.get("completion_tokens"),
             finish,
         )
-        yield StreamDelta(completion=completion)
+        yield StreamDelta(completion=with_provider_cost(completion, usage))
 
     async def aclose(self) -> None:
         if self._owns_client and self._client is not None:
             await self._client.aclose()
             self._client = None
+
+
+def with_provider_cost(completion: Completion, usage: dict[str, Any]) -> Completion:
+    """The provider-reported cost (OpenRouter's ``usage.cost``) over the pool's price table, when present."""
+    cost = usage.get("cost")
+    if isinstance(cost, int | float) and not isinstance(cost, bool) and cost >= 0:
+        completion.cost_usd = float(cost)
+    return completion
 
 
 def _parse_json(response: httpx.Response, body: bytes) -> dict[str, Any]:

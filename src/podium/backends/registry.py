@@ -53,6 +53,7 @@ class OpenAIOptions(BackendOptions):
     api_key_env: str | None = None  # the environment variable holding the key (never the key itself)
     extra_body: dict[str, Any] = Field(default_factory=dict)  # merged into every request body
     structured_output: bool = False  # the endpoint supports response_format json_schema
+    headers: dict[str, str] = Field(default_factory=dict)  # extra HTTP headers (residency...); "${VAR}" reads the env
 
 
 class LocalOptions(BackendOptions):

@@ -11,6 +11,9 @@ Environment variables:
   PODIUM_DB            default for --db of `podium traces` and `podium ui`
   PODIUM_KEYS          default for --keys of `podium serve`
   PODIUM_BREAKER_FILE  where circuit-breaker state is shared ('' = nowhere)
+  PODIUM_CORS_ORIGINS  `podium serve`: browser origins allowed (comma-separated, * = any)
+  PODIUM_REQUEST_LOG   `podium serve`: file for one JSON line per request (- = stderr)
+  OTEL_EXPORTER_OTLP_ENDPOINT  `podium serve`: export OpenTelemetry spans and metrics
   API keys             named per model by `api_key_env` in the pool file, e.g.
                        OPENROUTER_API_KEY (openrouter), MISTRAL_API_KEY and
                        SCW_SECRET_KEY (eu); `podium doctor` lists what is missing"""

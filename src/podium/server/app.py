@@ -7,6 +7,7 @@ is answered as ``{"error": {"message", "type", "param", "code"}}``; nothing esca
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -15,16 +16,28 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PodiumError, UsageError, missing_extra
-from ..hosts import host_allowed, host_name
+from ..hosts import host_name
 from ..pool import Pool, load_pool
-from ..scrub import install_log_scrubbing, scrub_value
+from ..scrub import install_log_scrubbing
 from ..state import open_state, redis_url
 from .auth import ApiKey, KeyRing
+from .compat import check_request, format_instruction, unsupported_on_tier
+from .edges import RequestId, cors_origins
 from .errors import ApiError
+from .keyguard import KeyGuard
 from .metrics import Metrics
-from .schemas import ChatCompletionRequest, ErrorResponse, ModelCard, ModelList, completion_id
-from .service import Plan, Service
-from .stream import completion_body, record_finished, stream_response
+from .middleware import BodyLimit, HostCheck, ScrubbedJSON, error_response, validation_message
+from .otel import Telemetry
+from .otel import from_env as otel_from_env
+from .otel import shutdown as otel_shutdown
+from .outcomes import check_budget_fits, check_context_fits
+from .requestlog import RequestLog
+from .requestlog import configure as configure_request_log
+from .responses import complete, model_card, settle, tier_card
+from .routing import fallback_chain
+from .schemas import ChatCompletionRequest, ErrorResponse, ModelCard, ModelList, PodiumOptions
+from .service import Service, model_not_found
+from .stream import stream_response
 from .tiers import TierSet, load_tiers
 from .traces import Traces
 
@@ -39,94 +52,8 @@ except ImportError:  # pragma: no cover - exercised only without the extra
 log = logging.getLogger("podium.server")
 MAX_BODY_BYTES = 4 * 1024 * 1024
 ERRORS: dict[int | str, dict[str, Any]] = {
-    s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 413, 421, 429, 502)
+    s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 413, 421, 429, 502, 503)
 }
-
-
-class ScrubbedJSON(JSONResponse):
-    """Every JSON body the server sends: secrets scrubbed from its values before it is serialized."""
-
-    def render(self, content: Any) -> bytes:
-        return super().render(scrub_value(content))
-
-
-def error_response(err: ApiError) -> JSONResponse:
-    return ScrubbedJSON(err.body(), status_code=err.status, headers=err.headers)
-
-
-class HostCheck:
-    """ASGI middleware of a keyless server: 421 unless ``Host`` passes :func:`podium.hosts.host_allowed`."""
-
-    def __init__(self, app: Any, names: frozenset[str]) -> None:
-        self.app = app
-        self.names = names
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            return await self.app(scope, receive, send)
-        host = next((v for k, v in scope.get("headers") or [] if k == b"host"), b"").decode("latin-1")
-        if host_allowed(host, self.names):
-            return await self.app(scope, receive, send)
-        err = ApiError(
-            421,
-            "a server without API keys answers only requests addressed to a loopback name or an IP "
-            "address (DNS rebinding protection); use http://127.0.0.1:PORT",
-            code="misdirected_request",
-        )
-        await error_response(err)(scope, receive, send)
-
-
-class BodyLimit:
-    """ASGI middleware: answer 413 (OpenAI-style) to a request body over ``limit`` bytes."""
-
-    def __init__(self, app: Any, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
-            return await self.app(scope, receive, send)
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            return await self._too_large(scope, receive, send)
-        body, more = b"", True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return None
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > self.limit:
-                return await self._too_large(scope, receive, send)
-        replayed = False
-
-        async def replay() -> dict:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-    async def _too_large(self, scope: dict, receive: Any, send: Any) -> None:
-        err = ApiError(413, f"the request body exceeds {self.limit} bytes", code="request_too_large")
-        await error_response(err)(scope, receive, send)
-
-
-def validation_message(exc: RequestValidationError) -> ApiError:
-    """A 400 naming the first invalid field (FastAPI would answer 422 in its own format)."""
-    errors = exc.errors()
-    first = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": ""}
-    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
-    if first.get("type") == "json_invalid":
-        return ApiError(400, "the request body is not valid JSON", code="invalid_json")
-    if not loc and first.get("type") == "missing":
-        return ApiError(400, "the request body is missing: send a JSON object", code="missing_body")
-    msg = "unknown field; remove it" if first.get("type") == "extra_forbidden" else first.get("msg", "invalid")
-    param = ".".join(loc) or None
-    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
-    return ApiError(400, f"invalid request: {param or 'body'}: {msg}{more}", param=param, code="invalid_value")
 
 
 def create_app(
@@ -137,28 +64,41 @@ def create_app(
     traces: Traces | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
     hosts: tuple[str, ...] = (),
+    cors: list[str] | None = None,
+    request_log: str | Path | None = None,
+    telemetry: Telemetry | None = None,
 ) -> FastAPI:
     """Build the server app. ``pool``: a Pool, shipped pool name or YAML path; ``tiers``: a TierSet or
     file (default: the shipped tiers); ``keys``: a KeyRing or keys file (None: no auth, local use);
-    ``hosts``: more ``Host`` names a keyless server answers (see :mod:`podium.hosts`)."""
+    ``hosts``: more ``Host`` names a keyless server answers (see :mod:`podium.hosts`); ``cors``: allowed
+    browser origins (default: ``PODIUM_CORS_ORIGINS``, else none; see :mod:`podium.server.edges`);
+    ``request_log``: a file (``-``: stderr) for the JSON request lines (default: ``PODIUM_REQUEST_LOG``);
+    ``telemetry``: OpenTelemetry export (default: OTLP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set)."""
     install_log_scrubbing()
     pool = load_pool(pool) if isinstance(pool, str) else pool
     tier_set = tiers if isinstance(tiers, TierSet) else load_tiers(tiers)
     ring = keys if isinstance(keys, KeyRing) else KeyRing.load(keys)
     service = Service(pool, tier_set)
     store = traces or Traces()
-    metrics = Metrics()
+    metrics = Metrics(lambda: dict(getattr(service.breakers, "breakers", {})))
+    configure_request_log(request_log)
+    own_telemetry = telemetry is None
+    metrics.telemetry = otel_from_env() if telemetry is None else telemetry
+    guard = KeyGuard(ring, store.spend)
     if ring.state is None and redis_url():
         ring.state = open_state()
     metrics.watch_shared_state(ring.state, service.breakers.shared)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        guard.watch_sighup(asyncio.get_running_loop())
         yield
         await service.aclose()
         if ring.state is not None:
             await ring.state.aclose()
         store.close()  # commit the traces still queued
+        if own_telemetry:
+            otel_shutdown(metrics.telemetry)
 
     app = FastAPI(
         title="podium",
@@ -168,12 +108,26 @@ def create_app(
         description="OpenAI-compatible multi-agent orchestration: tiers are virtual models.",
     )
     app.state.service, app.state.keys, app.state.traces, app.state.metrics = service, ring, store, metrics
+    app.state.guard = guard
     install_error_handlers(app, metrics)
     app.add_middleware(BodyLimit, limit=max_body_bytes)
     if ring.open:  # with keys, a request must carry a key, which a rebinding page does not have
         app.add_middleware(HostCheck, names=frozenset(host_name(h) for h in hosts))
+    origins = cors_origins(cors)
+    if origins:
+        from starlette.middleware.cors import CORSMiddleware
 
-    authenticate, limited = auth_dependencies(ring, metrics)
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["authorization", "content-type", "x-request-id"],
+            expose_headers=["x-request-id", "x-podium-trace-id", "x-should-retry"],
+        )
+    app.add_middleware(RequestLog)
+    app.add_middleware(RequestId)  # added last: the outermost layer, so every response carries the id
+
+    authenticate, limited = auth_dependencies(guard, metrics)
     add_api_routes(app, limited)
     add_ops_routes(app, authenticate)
     if ring.open and store.store is not None:
@@ -198,11 +152,14 @@ def openapi_without_422(app: FastAPI) -> dict:
     return app.openapi_schema
 
 
-def auth_dependencies(ring: KeyRing, metrics: Metrics):
-    """FastAPI dependencies: ``authenticate`` (401) and ``limited`` (401, then 429 per key)."""
+def auth_dependencies(guard: KeyGuard, metrics: Metrics):
+    """FastAPI dependencies: ``authenticate`` (401) and ``limited`` (401, then 429 per key, then the
+    key's spend budget and tokens per minute)."""
+    ring = guard.ring
 
     # async on purpose: FastAPI runs a sync dependency in a worker thread, two thread hops a request
     async def authenticate(request: Request) -> ApiKey:
+        ring.maybe_reload()
         key = ring.identify(request.headers.get("authorization"))
         if key is None:
             raise ApiError(
@@ -211,6 +168,7 @@ def auth_dependencies(ring: KeyRing, metrics: Metrics):
                 type="authentication_error",
                 code="invalid_api_key",
             )
+        guard.expired(key)
         return key
 
     async def limited(request: Request, key: ApiKey = Depends(authenticate)) -> ApiKey:
@@ -234,47 +192,60 @@ def add_api_routes(app: FastAPI, limited: Any) -> None:
     service: Service = app.state.service
     store: Traces = app.state.traces
     metrics: Metrics = app.state.metrics
+    guard: KeyGuard = app.state.guard
     pool = service.pool
 
     @app.post("/v1/chat/completions", responses=ERRORS, summary="Create a chat completion (a tier or a pool model)")
-    async def chat_completions(body: ChatCompletionRequest, key: ApiKey = Depends(limited)) -> Any:
+    async def chat_completions(request: Request, body: ChatCompletionRequest, key: ApiKey = Depends(limited)) -> Any:
         started = time.perf_counter()
+        fields: dict[str, Any] = getattr(request.state, "log", {})
+        fields.update(key=key.name, model=body.model, stream=body.stream)
+        guard.admit(key)
+        if body.provider is not None:  # OpenRouter's preferences narrow the request's podium policy
+            options = body.podium or PodiumOptions()
+            narrowed = options.policy().narrow(body.provider.policy(pool))
+            body.podium = options.model_copy(update=narrowed.model_dump())
         try:
             plan = service.plan(body, key)
         except ApiError as err:  # unknown names share one label: clients must not grow the metrics
             known = body.model in service.tiers or any(m.name == body.model for m in pool.config.models)
             metrics.request(body.model if known else "(unknown)", "unknown", err.status)
             raise
+        check_request(body, tier=plan.tier is not None)
+        if plan.tier is None:
+            plan.chain = fallback_chain(plan.model, plan.chain, body.models, body.provider, pool, plan.policy)
+        elif body.models is not None:
+            raise unsupported_on_tier("models", body.model, "per-request model fallbacks")
+        if plan.tier is not None and plan.budget is not None:
+            plan.query += format_instruction(body.response_format and body.response_format.model_dump())
+            view = service.views[plan.tier.name].restrict(plan.policy)
+            check_context_fits(view, plan.query)
+            check_budget_fits(view, plan.query, plan.budget.max_cost_usd, plan.budget.max_tokens)
+        fields.update(kind=plan.kind, trace_id=plan.trace_id)
         if body.stream:
-            return stream_response(plan, service, store, metrics, started)
-        return await complete(plan, service, store, metrics, started)
+            return stream_response(
+                plan, service, store, metrics, started, lambda result: settle(plan, result, guard, fields), fields
+            )
+        metrics.in_flight.inc()
+        try:
+            return await complete(plan, service, store, metrics, started, guard, fields)
+        finally:
+            metrics.in_flight.dec()
 
     @app.get("/v1/models", response_model=ModelList, responses=ERRORS, summary="List the tiers and the pool's models")
     async def list_models(key: ApiKey = Depends(limited)) -> ModelList:
-        cards = [
-            ModelCard(
-                id=t.name,
-                owned_by="podium",
-                podium={
-                    "kind": "tier",
-                    "description": t.description,
-                    "max_turns": t.max_turns,
-                    "coordinator": t.coordinator,
-                    "always_verify": t.always_verify,
-                },
-            )
-            for t in service.tiers.values()
-        ]
-        cards += [
-            ModelCard(
-                id=m.name,
-                owned_by=m.provider_name,
-                podium={"kind": "model", "region": m.region, "provider": m.provider_name, "roles": m.roles},
-            )
-            for m in pool.config.models
-            if key.policy.allows(m)
-        ]
+        cards = [tier_card(t) for t in service.tiers.values()]
+        cards += [model_card(m) for m in pool.config.models if key.policy.allows(m)]
         return ModelList(data=cards)
+
+    @app.get("/v1/models/{model_id:path}", response_model=ModelCard, responses=ERRORS, summary="One tier or pool model")
+    async def get_model(model_id: str, key: ApiKey = Depends(limited)) -> ModelCard:
+        if model_id in service.tiers:
+            return tier_card(service.tiers[model_id])
+        spec = next((m for m in pool.config.models if m.name == model_id), None)
+        if spec is None or not key.policy.allows(spec):  # like the chat route: a key learns nothing beyond its policy
+            raise model_not_found(model_id)
+        return model_card(spec)
 
     @app.get("/v1/traces/{trace_id}", responses=ERRORS, summary="One run's trace, for the key that made it")
     async def get_trace(trace_id: str, key: ApiKey = Depends(limited)) -> dict:
@@ -351,21 +322,3 @@ def install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
         metrics.error("", "server_error")
         kind = "upstream_error" if isinstance(exc, PodiumError) else "server_error"
         return error_response(ApiError(500, f"internal error: {type(exc).__name__}", type=kind, code="internal_error"))
-
-
-async def complete(plan: Plan, service: Service, store: Traces, metrics: Metrics, started: float) -> JSONResponse:
-    """Run a plan to the end and answer with one chat.completion (502 if it produced nothing)."""
-    outcome = await service.run(plan)
-    result = outcome.result
-    await record_finished(plan, result, store, metrics, started)
-    headers = {"x-podium-trace-id": result.run_id}
-    if result.answer is None:
-        err = ApiError(
-            502,
-            f"the run produced no answer: {result.reason}",
-            type="upstream_error",
-            code="run_failed",
-            headers=headers,
-        )
-        return error_response(err)
-    return ScrubbedJSON(completion_body(plan, outcome, completion_id()), headers=headers)

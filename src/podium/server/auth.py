@@ -6,7 +6,13 @@ Keys file (YAML; unknown fields rejected)::
       - name: eu-team
         sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
         policy: {allowed_regions: [eu]}
-        rate_limit: {requests_per_minute: 120, burst: 20}
+        rate_limit: {requests_per_minute: 120, burst: 20, tokens_per_minute: 200000}
+        budget: {max_usd: 50, period: month}     # hour | day | week | month | total
+        expires_at: 2027-01-31T00:00:00Z         # after this: 401 key_expired
+
+The file is read again when it changes (checked at most once a second) or on SIGHUP: keys can be
+added, revoked or changed without a restart. A file that no longer parses is reported in the log
+and the previous keys stay in force.
 
 Keys are random high-entropy tokens, so one SHA-256 is the right hash (as for GitHub tokens): a
 leaked file does not reveal them, and lookup stays O(1). ``podium serve --new-key NAME`` prints a
@@ -16,9 +22,11 @@ fresh key and the entry to paste.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import secrets
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,6 +35,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ..config import parse_yaml, read_text_file
 from ..errors import ConfigError
 from ..pool import Policy
+from .quotas import SpendBudget
+
+log = logging.getLogger("podium.server")
 
 if TYPE_CHECKING:
     from ..state import SharedState
@@ -50,6 +61,7 @@ class RateLimit(BaseModel):
     model_config = ConfigDict(extra="forbid")
     requests_per_minute: float = Field(default=600, gt=0)
     burst: int | None = Field(default=None, ge=1)
+    tokens_per_minute: int | None = Field(default=None, ge=1)  # all tokens of the key's runs, coordinator's included
 
 
 class ApiKey(BaseModel):
@@ -60,6 +72,14 @@ class ApiKey(BaseModel):
     sha256: str
     policy: Policy = Field(default_factory=Policy)
     rate_limit: RateLimit = Field(default_factory=RateLimit)
+    budget: SpendBudget | None = None
+    expires_at: datetime | None = None
+
+    def expired(self, now: float | None = None) -> bool:
+        if self.expires_at is None:
+            return False
+        at = self.expires_at if self.expires_at.tzinfo else self.expires_at.replace(tzinfo=UTC)
+        return (time.time() if now is None else now) >= at.timestamp()
 
     @field_validator("sha256")
     @classmethod
@@ -76,6 +96,18 @@ class KeysFile(BaseModel):
 
 
 LOCAL = ApiKey(name="local", sha256="0" * 64)
+RELOAD_CHECK_S = 1.0
+
+
+def read_keys(file: Path, shown: str) -> list[ApiKey]:
+    """The keys of a keys file; ConfigError naming the file and the problem."""
+    if not file.is_file():
+        raise ConfigError(f"{shown}: keys file not found; create one (podium serve --new-key NAME prints an entry)")
+    parsed = parse_yaml(read_text_file(file, "keys"), str(file), KeysFile, "keys file")
+    names = [k.name for k in parsed.keys]
+    if len(set(names)) != len(names) or len({k.sha256 for k in parsed.keys}) != len(names):
+        raise ConfigError(f"{file}: key names and hashes must be unique")
+    return parsed.keys
 
 
 class Bucket:
@@ -101,11 +133,14 @@ class Bucket:
 class KeyRing:
     """The server's keys. ``open`` is True without a keys file: every caller is ``local``."""
 
-    def __init__(self, keys: list[ApiKey] | None = None) -> None:
+    def __init__(self, keys: list[ApiKey] | None = None, path: Path | None = None) -> None:
         self.open = keys is None
         self.by_hash = {k.sha256: k for k in keys or []}
-        self.buckets: dict[str, Bucket] = {}
+        self.buckets: dict[str, tuple[RateLimit, Bucket]] = {}
         self.state: SharedState | None = None  # PODIUM_REDIS_URL: limits shared by every replica (podium.state)
+        self.path = path
+        self.stamp = self._stamp()
+        self.checked = time.monotonic()
 
     @classmethod
     def load(cls, path: str | Path | None) -> KeyRing:
@@ -113,13 +148,37 @@ class KeyRing:
         if path is None:
             return cls(None)
         file = Path(path).expanduser()
-        if not file.is_file():
-            raise ConfigError(f"{path}: keys file not found; create one (podium serve --new-key NAME prints an entry)")
-        parsed = parse_yaml(read_text_file(file, "keys"), str(file), KeysFile, "keys file")
-        names = [k.name for k in parsed.keys]
-        if len(set(names)) != len(names) or len({k.sha256 for k in parsed.keys}) != len(names):
-            raise ConfigError(f"{file}: key names and hashes must be unique")
-        return cls(parsed.keys)
+        return cls(read_keys(file, str(path)), file)
+
+    def _stamp(self) -> tuple[float, int] | None:
+        try:
+            st = self.path.stat() if self.path else None
+        except OSError:
+            return None
+        return (st.st_mtime, st.st_size) if st else None
+
+    def maybe_reload(self, every_s: float = RELOAD_CHECK_S) -> None:
+        """Read the keys file again if it changed (checked at most every ``every_s`` seconds)."""
+        if self.path is None or time.monotonic() - self.checked < every_s:
+            return
+        self.checked = time.monotonic()
+        if self._stamp() != self.stamp:
+            self.reload()
+
+    def reload(self) -> bool:
+        """Re-read the keys file now (SIGHUP); on an invalid file keep the current keys. True if reloaded."""
+        if self.path is None:
+            return False
+        stamp = self._stamp()
+        try:
+            keys = read_keys(self.path, str(self.path))
+        except ConfigError as exc:
+            log.error("keys file not reloaded, the previous keys stay in force: %s", exc)
+            self.stamp = stamp
+            return False
+        self.by_hash, self.stamp = {k.sha256: k for k in keys}, stamp
+        log.warning("keys file %s reloaded: %d keys", self.path, len(keys))
+        return True
 
     def identify(self, authorization: str | None) -> ApiKey | None:
         """The key presented in an ``Authorization: Bearer`` header; None if missing or unknown."""
@@ -136,9 +195,10 @@ class KeyRing:
         """0 if ``key`` may make a request now, else seconds to wait (for ``Retry-After``)."""
         if self.open:
             return 0.0
-        bucket = self.buckets.get(key.name)
-        if bucket is None:
-            bucket = self.buckets[key.name] = Bucket(key.rate_limit)
+        limit, bucket = self.buckets.get(key.name) or (None, None)
+        if bucket is None or limit != key.rate_limit:  # new key, or its limit changed in a reload
+            bucket = Bucket(key.rate_limit)
+            self.buckets[key.name] = (key.rate_limit, bucket)
         return bucket.take()
 
     async def athrottle(self, key: ApiKey) -> float:

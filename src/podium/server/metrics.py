@@ -3,20 +3,48 @@
 Labels: ``model`` is what the client asked for (a tier or a pool model); ``pool_model`` is the
 pool model that did the work (a tier run spreads over several). Each app has its own registry,
 so several apps in one process (tests) never share counters.
+
+Also: time to first token of streamed answers, each upstream call's latency per pool model, the
+requests in flight, and each endpoint's circuit-breaker state (read when scraped:
+0 closed, 1 half-open, 2 open).
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
 from ..errors import missing_extra
 from ..types import RunResult
 
+log = logging.getLogger("podium.server")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}
+
+
+class BreakerCollector:
+    """``podium_breaker_state{endpoint}``, read from the breaker registry at each scrape."""
+
+    def __init__(self, prom: Any, breakers: Callable[[], dict[str, Any]]) -> None:
+        self.prom, self.breakers = prom, breakers
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        family = GaugeMetricFamily(
+            "podium_breaker_state", "Circuit breaker per endpoint: 0 closed, 1 half-open, 2 open.", labels=["endpoint"]
+        )
+        for key, breaker in sorted(self.breakers().items()):
+            state = getattr(getattr(breaker, "state", None), "value", "closed")
+            family.add_metric([key], BREAKER_STATES.get(state, 0))
+        yield family
 
 
 class Metrics:
     """The server's counters and histograms."""
 
-    def __init__(self) -> None:
+    def __init__(self, breakers: Callable[[], dict[str, Any]] | None = None) -> None:
         try:
             import prometheus_client as prom
         except ImportError:
@@ -58,6 +86,27 @@ class Metrics:
             ["model", "pool_model", "type"],
             registry=r,
         )
+        self.ttft = prom.Histogram(
+            "podium_time_to_first_token_seconds",
+            "Streamed answers: time from the request to the first answer text sent.",
+            ["model", "kind"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.upstream = prom.Histogram(
+            "podium_upstream_latency_seconds",
+            "Each model call's latency, by pool model (retries included).",
+            ["pool_model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.in_flight = prom.Gauge("podium_requests_in_flight", "Chat completion requests being answered.", registry=r)
+        if breakers is not None:
+            r.register(BreakerCollector(prom, breakers))
+        self.telemetry: Any = None  # podium.server.otel.Telemetry, when OpenTelemetry is on
+
+    def first_token(self, model: str, kind: str, seconds: float) -> None:
+        self.ttft.labels(model, kind).observe(seconds)
 
     def watch_shared_state(self, *sources: object) -> None:
         """``podium_shared_state_fallbacks``: limit and breaker operations answered from this replica's
@@ -79,12 +128,20 @@ class Metrics:
         self.errors.labels(model, pool_model, error_type).inc()
 
     def run(self, model: str, result: RunResult) -> None:
-        """Account every turn of a run, plus the coordinator's own tokens and cost."""
+        """Account every turn of a run, plus the coordinator's own tokens and cost (and export its
+        spans when OpenTelemetry is on; a telemetry failure is logged, never the request's)."""
+        if self.telemetry is not None:
+            try:
+                self.telemetry.record(model, result)
+            except Exception as exc:
+                log.warning("OpenTelemetry export of run %s failed: %s", result.run_id, exc)
         for t in result.turns:
             self.turns.labels(model, t.model, t.role.value).inc()
             self.tokens.labels(model, t.model, "prompt").inc(t.prompt_tokens)
             self.tokens.labels(model, t.model, "completion").inc(t.completion_tokens)
             self.cost.labels(model, t.model).inc(t.cost_usd)
+            if t.latency_s:
+                self.upstream.labels(t.model).observe(t.latency_s)
             if t.error:
                 self.error(model, "turn_failed", t.model)
         orchestration = result.orchestration_prompt_tokens + result.orchestration_completion_tokens

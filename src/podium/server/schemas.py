@@ -16,37 +16,105 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from ..pool import Policy
 from ..scrub import clean_value
 from ..types import ChatMessage
+from .compat import WireMessage, text_view
+from .routing import ProviderPreferences
 
 MAX_TOKENS_LIMIT = 1_000_000
 MAX_STOP_SEQUENCES = 4  # as OpenAI's API: a string or a list of at most 4
 
 
 class TextPart(BaseModel):
-    """One content part; only text is supported."""
+    """A text content part."""
 
     model_config = ConfigDict(extra="forbid")
     type: Literal["text"]
     text: str
 
 
+class ImageUrl(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    url: str = Field(min_length=1)
+    detail: Literal["auto", "low", "high"] | None = None
+
+
+class ImagePart(BaseModel):
+    """An image content part: forwarded to a pass-through model, refused by tiers."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["image_url"]
+    image_url: ImageUrl
+
+
+ContentPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
+
+
+class ToolFunction(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    arguments: str = ""
+
+
+class ToolCall(BaseModel):
+    """A tool call an assistant message made (sent back by clients in the conversation)."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str
+    type: Literal["function"] = "function"
+    function: ToolFunction
+
+
 class Message(BaseModel):
     """A chat message as clients send it (``developer`` is treated as ``system``)."""
 
     model_config = ConfigDict(extra="forbid")
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart] | None = None
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ContentPart] | None = None
     name: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+    refusal: str | None = None
 
     def text(self) -> str:
         if self.content is None:
             return ""
         if isinstance(self.content, str):
             return self.content
-        return "".join(p.text for p in self.content)
+        return "".join(p.text if isinstance(p, TextPart) else "[image]" for p in self.content)
+
+    def has_images(self) -> bool:
+        return isinstance(self.content, list) and any(isinstance(p, ImagePart) for p in self.content)
 
     def to_chat(self) -> ChatMessage:
-        role = "system" if self.role == "developer" else self.role
-        return ChatMessage(role=role, content=self.text())
+        """The text view podium accounts for, carrying the message as sent for an OpenAI upstream."""
+        view = text_view(self.role, self.text(), [c.model_dump() for c in self.tool_calls or []], self.tool_call_id)
+        wire = self.model_dump(exclude_none=True)
+        if self.role == "developer":
+            wire["role"] = "system"
+        return WireMessage(role=view.role, content=view.content, wire=wire)
+
+
+class ResponseFormat(BaseModel):
+    """``response_format``: ``text``, ``json_object`` or ``json_schema`` (forwarded as sent)."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: dict[str, Any] | None = None
+
+
+class ToolSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=64)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class Tool(BaseModel):
+    """One function tool a pass-through model may call."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["function"]
+    function: ToolSpec
 
 
 class StreamOptions(BaseModel):
@@ -83,12 +151,32 @@ class ChatCompletionRequest(BaseModel):
     max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_LIMIT)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
-    n: int | None = Field(default=None, ge=1, le=1)
+    n: int | None = Field(default=None, ge=1, le=128)  # n > 1: a 400 that says so (podium.server.compat)
     stop: str | Annotated[list[str], Field(max_length=MAX_STOP_SEQUENCES)] | None = None
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
     seed: int | None = None
     user: str | None = Field(default=None, max_length=256)
+    # accepted and ignored (named in the response's podium.ignored)
+    metadata: dict[str, str] | None = None
+    store: bool | None = None
+    service_tier: str | None = Field(default=None, max_length=32)
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    logit_bias: dict[str, float] | None = None
+    prediction: dict[str, Any] | None = None
+    modalities: list[str] | None = None
+    audio: dict[str, Any] | None = None
+    # forwarded to a pass-through model (tiers: see podium.server.compat)
+    response_format: ResponseFormat | None = None
+    tools: list[Tool] | None = Field(default=None, max_length=128)
+    tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    reasoning_effort: str | None = Field(default=None, max_length=32)
+    # OpenRouter's routing fields (podium.server.routing)
+    models: list[str] | None = Field(default=None, min_length=1, max_length=16)
+    provider: ProviderPreferences | None = None
+    route: Literal["fallback"] | None = None
     podium: PodiumOptions | None = None
 
     @model_validator(mode="before")
@@ -127,18 +215,27 @@ class Usage(BaseModel):
     orchestration_total_tokens: int = 0
     cost_usd: float = 0.0
     orchestration_cost_usd: float = 0.0
+    cost: float | None = None  # OpenRouter's name, read by LiteLLM: the whole run, orchestration included
+    estimated: bool = False  # some token counts are estimates (4 characters a token), not provider-reported
+
+    @model_validator(mode="after")
+    def _total_cost(self) -> Usage:
+        if self.cost is None:
+            self.cost = round(self.cost_usd + self.orchestration_cost_usd, 8)
+        return self
 
 
 class ResponseMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None
     refusal: None = None
+    tool_calls: list[dict[str, Any]] | None = None
 
 
 class Choice(BaseModel):
     index: int = 0
     message: ResponseMessage
-    finish_reason: Literal["stop", "length"]
+    finish_reason: Literal["stop", "length", "tool_calls"]
     logprobs: None = None
 
 
@@ -185,6 +282,8 @@ class ModelCard(BaseModel):
     object: Literal["model"] = "model"
     created: int = 0
     owned_by: str
+    context_length: int | None = None  # OpenRouter's names, read by LiteLLM and other clients
+    pricing: dict[str, str] | None = None
     podium: dict[str, Any] = Field(default_factory=dict)
 
 

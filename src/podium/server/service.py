@@ -25,6 +25,7 @@ from ..reliability import Layers, ModelCall, default_breakers
 from ..turns import answered_turn, failed_turn
 from ..types import Budget, ChatMessage, CompletionRequest, Role, RunResult, RunStatus, Turn, new_run_id
 from .auth import ApiKey
+from .compat import upstream_fields
 from .errors import ApiError, bad_request
 from .schemas import ChatCompletionRequest, PodiumOptions
 from .tiers import Tier, TierSet
@@ -63,6 +64,7 @@ class Outcome:
 
     result: RunResult
     finish_reason: str = "stop"
+    tool_calls: list[dict[str, Any]] | None = None  # a pass-through model's tool calls (podium.server.compat)
 
 
 class PlanRun(EngineRun):
@@ -296,7 +298,9 @@ class Service:
             )
         limit = min(r.completion_limit or spec.max_tokens, room)
         stop = [r.stop] if isinstance(r.stop, str) else r.stop
-        return CompletionRequest(messages=messages, max_tokens=limit, temperature=r.temperature, stop=stop)
+        return CompletionRequest(
+            messages=messages, max_tokens=limit, temperature=r.temperature, stop=stop, passthrough=upstream_fields(r)
+        )
 
     async def pass_through(
         self, plan: Plan, sink: TextSink | None = None, on_cancel: Callable[[RunResult], None] | None = None
@@ -334,8 +338,10 @@ class Service:
             first_choice=plan.chain[0],
         )
         finish = "length" if served.completion.finish_reason == "length" else "stop"
+        finish = "tool_calls" if served.completion.tool_calls else finish
         reason = f"pass-through to {served.spec.name}"
-        return Outcome(self._result(plan, [turn], served.completion.text, RunStatus.ANSWERED, reason, started), finish)
+        result = self._result(plan, [turn], served.completion.text, RunStatus.ANSWERED, reason, started)
+        return Outcome(result, finish, served.completion.tool_calls)
 
     def _failed_turn(self, plan: Plan, call: ModelCall, note: str | None = None) -> Turn:
         """The trace record of a pass-through no model completed, with what its broken streams consumed."""

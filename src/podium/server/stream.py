@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
@@ -64,6 +64,7 @@ def usage(result: RunResult) -> Usage:
         orchestration_total_tokens=orch.total_tokens,
         cost_usd=round(turns.cost_usd, 8),
         orchestration_cost_usd=round(orch.cost_usd, 8),
+        estimated=any(t.usage_estimated for t in result.turns),
     )
 
 
@@ -181,13 +182,21 @@ def record_finished(plan: Plan, result: RunResult, store: Traces, metrics: Metri
     return store.record(result, plan.key.name)
 
 
-def stream_response(plan: Plan, service: Service, store: Traces, metrics: Metrics, started: float) -> StreamingResponse:
+def stream_response(
+    plan: Plan,
+    service: Service,
+    store: Traces,
+    metrics: Metrics,
+    started: float,
+    on_finished: Callable[[RunResult], None] | None = None,
+    fields: dict[str, Any] | None = None,
+) -> StreamingResponse:
     """Stream the plan's run as SSE chunks. A client that disconnects stops the run; what it did so
-    far is stored with status ``interrupted``."""
+    far is stored with status ``interrupted``. ``on_finished`` sees the run when it ends (key accounting)."""
     stream = EventStream(plan, completion_id())
     headers = {"x-podium-trace-id": plan.trace_id, "cache-control": "no-cache"}
     runs: list[EngineRun] = []
-    lines = sse(stream, service, store, metrics, started, runs)
+    lines = sse(stream, service, store, metrics, started, runs, on_finished, fields)
     return RunStream(lines, runs, media_type="text/event-stream", headers=headers)
 
 
@@ -208,10 +217,18 @@ class RunStream(StreamingResponse):
 
 
 async def sse(
-    stream: EventStream, service: Service, store: Traces, metrics: Metrics, started: float, runs: list[EngineRun]
+    stream: EventStream,
+    service: Service,
+    store: Traces,
+    metrics: Metrics,
+    started: float,
+    runs: list[EngineRun],
+    on_finished: Callable[[RunResult], None] | None = None,
+    fields: dict[str, Any] | None = None,
 ) -> AsyncIterator[str]:
     """The SSE lines of one streamed run: the head, the answer as the gate releases it, the tail."""
     plan = stream.plan
+    first = True
 
     def on_cancel(result: RunResult) -> None:
         store.record_now(result, plan.key.name)
@@ -232,6 +249,12 @@ async def sse(
                     if kind == "comment":
                         yield f": {value}\n\n"
                     elif value:
+                        if first:  # the time to the first token of the answer the client sees
+                            first = False
+                            ttft = time.perf_counter() - started
+                            metrics.first_token(plan.model, plan.kind, ttft)
+                            if fields is not None:  # the request log's line
+                                fields["ttft_ms"] = round(ttft * 1000, 1)
                         yield stream.text(value)
     except ApiError as err:
         yield stream.error(err.message, "server_error", plan.trace_id)
@@ -245,6 +268,8 @@ async def sse(
         return
     outcome = run.outcome
     assert outcome is not None
+    if on_finished is not None:
+        on_finished(outcome.result)
     await record_finished(plan, outcome.result, store, metrics, started)
     if outcome.result.status == RunStatus.FAILED and not outcome.result.answer:
         yield stream.error(f"the run failed: {outcome.result.reason}", "run_failed", outcome.result.run_id)

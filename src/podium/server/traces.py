@@ -58,6 +58,18 @@ class Traces:
             return None
         return await asyncio.to_thread(self.store.run, run_id, owner=owner)
 
+    def spend(self, owner: str, since: float) -> float:
+        """USD the runs of ``owner`` cost since ``since`` (Unix seconds), the coordinator's calls included;
+        0 with storage off (a spend budget then counts this process's runs only)."""
+        if self.store is None:
+            return 0.0
+        with self.store._read() as conn:
+            row = conn.execute(
+                "SELECT COALESCE(SUM(cost_usd + orchestration_cost_usd), 0) FROM runs WHERE owner = ? AND started_at >= ?",
+                (owner, since),
+            ).fetchone()
+        return float(row[0])
+
     @property
     def location(self) -> str:
         if self.store is None:

@@ -1,0 +1,90 @@
+"""Answering a planned request: a run to one chat.completion, or streamed as SSE chunks; model cards."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from ..errors import missing_extra
+from ..pool import ModelSpec
+from ..types import RunResult
+from .accounting import identity_headers
+from .compat import ignored_fields
+from .keyguard import KeyGuard
+from .metrics import Metrics
+from .middleware import ScrubbedJSON, error_response
+from .outcomes import breakers_wait, failed_run_error
+from .requestlog import run_fields
+from .schemas import ModelCard, completion_id
+from .service import Plan, Service
+from .stream import completion_body, record_finished
+from .tiers import Tier
+from .traces import Traces
+
+try:
+    from fastapi.responses import JSONResponse
+except ImportError:  # pragma: no cover - exercised only without the extra
+    raise missing_extra("fastapi", "server") from None
+
+log = logging.getLogger("podium.server")
+
+
+async def complete(
+    plan: Plan,
+    service: Service,
+    store: Traces,
+    metrics: Metrics,
+    started: float,
+    guard: KeyGuard,
+    fields: dict[str, Any],
+) -> JSONResponse:
+    """Run a plan to the end and answer with one chat.completion (an error if it produced nothing)."""
+    specs = [service.pool.config_model(n) for n in ([] if plan.tier else plan.chain)]
+    breakers = [service.breakers.get(s) for s in specs if s is not None]
+    open_before = breakers_wait(breakers) is not None  # refused by open circuits, not failed on its own
+    outcome = await service.run(plan)
+    result = outcome.result
+    settle(plan, result, guard, fields)
+    headers = {"x-podium-trace-id": result.run_id}
+    if result.answer is None:
+        wait = breakers_wait(breakers) if open_before else None
+        err = failed_run_error(result, headers, wait)
+        metrics.run(plan.model, result)
+        metrics.request(plan.model, plan.kind, err.status, time.perf_counter() - started)
+        await store.record(result, plan.key.name)
+        return error_response(err)
+    await record_finished(plan, result, store, metrics, started)
+    headers |= identity_headers(result)
+    body = completion_body(plan, outcome, completion_id())
+    if plan.tier is None and headers.get("x-podium-served-model"):
+        body["model"] = headers["x-podium-served-model"]  # the model that answered, a fallback included
+    body["podium"]["served_model"] = headers.get("x-podium-served-model")
+    if outcome.tool_calls:
+        body["choices"][0]["message"].update(tool_calls=outcome.tool_calls, content=result.answer or None)
+    ignored = ignored_fields(plan.request, plan.tier is not None)
+    if ignored:
+        body["podium"]["ignored"] = ignored
+    return ScrubbedJSON(body, headers=headers)
+
+
+def settle(plan: Plan, result: RunResult, guard: KeyGuard, fields: dict[str, Any]) -> None:
+    """A finished run's key accounting (spend, tokens) and its request-log fields."""
+    guard.account(plan.key.name, result)
+    fields.update(run_fields(result))
+
+
+def tier_card(t: Tier) -> ModelCard:
+    """A tier as an OpenAI model object (``podium`` holds what it is)."""
+    info = {"kind": "tier", "description": t.description, "max_turns": t.max_turns, "coordinator": t.coordinator}
+    return ModelCard(id=t.name, owned_by="podium", podium={**info, "always_verify": t.always_verify})
+
+
+def model_card(m: ModelSpec) -> ModelCard:
+    """A pool model as an OpenAI model object, with OpenRouter-style ``context_length`` and ``pricing``
+    (USD per token, as strings) next to podium's own fields."""
+    info: dict[str, Any] = {"kind": "model", "region": m.region, "provider": m.provider_name, "roles": m.roles}
+    info |= {"input_usd_per_mtok": m.input_usd_per_mtok, "output_usd_per_mtok": m.output_usd_per_mtok}
+    info |= {"context_window": m.context_window, "max_tokens": m.max_tokens}
+    pricing = {"prompt": f"{m.input_usd_per_mtok / 1e6:.12g}", "completion": f"{m.output_usd_per_mtok / 1e6:.12g}"}
+    return ModelCard(id=m.name, owned_by=m.provider_name, podium=info, context_length=m.context_window, pricing=pricing)
