@@ -170,8 +170,8 @@ async def test_a_registered_kind_validates_dumps_builds_and_checks(echo_kind: No
     assert dumped["greeting"] == "hi" and "options" not in dumped  # written flat, as in the pool file
     assert ModelSpec.model_validate(dumped) == spec
     backends = BackendSet()
-    backend = backends.get(spec)
-    assert isinstance(backend, EchoBackend) and await check_backend(backend) is None
+    backend = backends.get(spec)  # the plugin's backend, inside the response-cache layer every model gets
+    assert isinstance(getattr(backend, "inner", backend), EchoBackend) and await check_backend(backend) is None
     request = CompletionRequest(messages=[ChatMessage(role="user", content="x")], max_tokens=8)
     assert (await backend.complete(request)).text == "hi"
     await backends.aclose()

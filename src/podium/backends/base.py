@@ -39,7 +39,10 @@ class SupportsCheck(Protocol):
 
 
 async def check_backend(backend: Backend) -> str | None:
-    """``backend.check()`` when the backend has one; None (nothing to check) otherwise."""
+    """``backend.check()`` when the backend has one; None (nothing to check) otherwise. A wrapping
+    layer (the response cache, reliability layers: an ``inner`` backend) is looked through."""
+    while not isinstance(backend, SupportsCheck) and getattr(backend, "inner", None) is not None:
+        backend = backend.inner  # type: ignore[attr-defined]
     return await backend.check() if isinstance(backend, SupportsCheck) else None
 
 

@@ -11,6 +11,12 @@ Environment variables:
   PODIUM_DB            default for --db of `podium traces` and `podium ui`
   PODIUM_KEYS          default for --keys of `podium serve`
   PODIUM_BREAKER_FILE  where circuit-breaker state is shared ('' = nowhere)
+  PODIUM_TRACES_URL    trace store: postgresql://... (default: the SQLite file)
+  PODIUM_REDIS_URL     `podium serve`: share limits, budgets and breakers across replicas
+  PODIUM_REDIS_TIMEOUT seconds before a Redis call falls back to local state (default 1)
+  PODIUM_WORKERS       default for --workers of `podium serve`
+  PODIUM_SERVE_WORKER  (set by `podium serve --workers` for its worker processes)
+  PODIUM_HTTP_TRANSPORT  httpcore: use httpx's default pool instead of podium's lean transport
   PODIUM_CORS_ORIGINS  `podium serve`: browser origins allowed (comma-separated, * = any)
   PODIUM_REQUEST_LOG   `podium serve`: file for one JSON line per request (- = stderr)
   OTEL_EXPORTER_OTLP_ENDPOINT  `podium serve`: export OpenTelemetry spans and metrics

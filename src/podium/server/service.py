@@ -71,12 +71,13 @@ class PlanRun(EngineRun):
     """A plan's run in progress (:meth:`Service.iter`); ``outcome`` once it has finished."""
 
     upstream_finish: str | None = None  # a pass-through's: the model's own finish reason
+    upstream_tool_calls: list[dict[str, Any]] | None = None  # a pass-through's: the model's tool calls
 
     @property
     def outcome(self) -> Outcome | None:
         if self.result is None:
             return None
-        return Outcome(self.result, self.upstream_finish or finish_reason(self.result))
+        return Outcome(self.result, self.upstream_finish or finish_reason(self.result), self.upstream_tool_calls)
 
 
 def render_query(messages: list[ChatMessage]) -> str:
@@ -267,7 +268,7 @@ class Service:
         outcome = await self.pass_through(plan, sink, cancelled)
         feed(TurnFinished(outcome.result.turns[0]))
         feed(RunFinished(outcome.result))
-        run.upstream_finish = outcome.finish_reason
+        run.upstream_finish, run.upstream_tool_calls = outcome.finish_reason, outcome.tool_calls
         return outcome.result
 
     def knob_engine(self, tier: Tier, cost_weight: float) -> Engine:

@@ -107,6 +107,10 @@ class PgConnection:
     def execute(self, sql: str, parameters: Any = None, /) -> Any:
         return self.raw.execute(translate(sql), _params(parameters) if parameters else None)
 
+    def executemany(self, sql: str, seq: Sequence[Any], /) -> None:
+        with self.raw.cursor() as cursor:
+            cursor.executemany(translate(sql), [_params(p) for p in seq])
+
     def close(self) -> None:
         self.raw.close()
 
