@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from ..roles import TURN_ROLES
-from .store import Store, loads_column
+from .rows import loads_column
+from .store import Store
 
 ROUTER_INSTRUCTION = (
     "You coordinate a pool of language models that act as thinker (plans), worker (answers) or "

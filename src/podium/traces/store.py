@@ -25,26 +25,38 @@ Typical use::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from ..errors import ConfigError, UsageError
 from ..scrub import REDACTED, clean_text, clean_value, scrub, scrub_value, secrets_pinned  # noqa: F401 (REDACTED, scrub: re-exported)
 from ..types import RunResult, RunStatus, Turn
+from .rows import (
+    _insert,
+    _like_prefix,
+    _private_file,
+    _run_dict,
+    _run_filters,
+    _turn_dict,
+)
+from .rows import digest as digest
+from .rows import loads_column as loads_column
+from .settings import TRACES_ENV as TRACES_ENV
+from .settings import TRACES_URL_ENV as TRACES_URL_ENV
+from .settings import default_path as default_path
+from .settings import is_postgres_url as is_postgres_url
+from .settings import parse_time as parse_time
+from .settings import traces_setting as traces_setting
+from .settings import traces_url as traces_url
 
 TextMode = Literal["full", "hash"]
-TRACES_ENV = "PODIUM_TRACES"
-TRACES_URL_ENV = "PODIUM_TRACES_URL"
 BUSY_TIMEOUT_MS = 30_000
 
 # Append only: never edit or reorder an applied migration; add a new named one instead.
@@ -97,71 +109,6 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
         ],
     ),
 ]
-
-
-def digest(text: str) -> str:
-    """The stored stand-in for a text in hash mode."""
-    return "sha256:" + hashlib.sha256(clean_text(text).encode()).hexdigest()
-
-
-# --- paths and settings ----------------------------------------------------------------------
-
-
-def default_path() -> Path:
-    """``$PODIUM_HOME/podium.db``, else ``podium.db`` in the platform's user data directory."""
-    from ..paths import podium_home
-
-    return podium_home() / "podium.db"
-
-
-def is_postgres_url(location: object) -> bool:
-    """Whether ``location`` names a PostgreSQL database rather than a SQLite file."""
-    return isinstance(location, str) and location.startswith(("postgresql://", "postgres://"))
-
-
-def traces_url() -> str | None:
-    """``PODIUM_TRACES_URL``: a ``postgresql://`` URL, a ``sqlite:///PATH`` or a file path; None if unset."""
-    value = os.environ.get(TRACES_URL_ENV, "").strip()
-    if not value:
-        return None
-    if value.startswith("sqlite://"):
-        return value.removeprefix("sqlite://") or None
-    if "://" in value and not is_postgres_url(value):
-        raise ConfigError(
-            f"{TRACES_URL_ENV}={value.split('://')[0]}://... is not supported; use postgresql:// or sqlite:///PATH"
-        )
-    return value
-
-
-def traces_setting() -> str:
-    """``PODIUM_TRACES``: ``full`` (default), ``hash`` or ``off``."""
-    value = os.environ.get(TRACES_ENV, "full").strip().lower() or "full"
-    if value not in ("full", "hash", "off"):
-        raise ConfigError(f"{TRACES_ENV}={value!r} is not valid; use full, hash or off")
-    return value
-
-
-def parse_time(value: str | float | None, *, name: str = "date") -> float | None:
-    """Epoch seconds from an ISO date/datetime (UTC if no zone), a duration ago (``7d``, ``12h``,
-    ``30m``), or a number. ``None`` passes through."""
-    if value is None or isinstance(value, (int, float)):
-        return value
-    text = value.strip()
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)([smhdw])", text)
-    if m:
-        unit = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
-        return time.time() - float(m.group(1)) * unit
-    from datetime import datetime
-
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise UsageError(
-            f"{name} {value!r} is not a date; use YYYY-MM-DD, an ISO datetime, or a duration like 7d"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
 
 
 # --- the store -------------------------------------------------------------------------------
@@ -564,96 +511,6 @@ class Store:
         )
         with self._read() as conn:
             yield from conn.execute(sql, args)
-
-
-def _private_file(path: Path) -> None:
-    """Create ``path`` (and its directory) readable by the owner only; tighten an existing file we own.
-
-    SQLite gives the WAL and shared-memory files the database file's mode, so they are 0600 too.
-    """
-    if not path.parent.exists():
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if not path.exists():
-        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
-    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-        try:
-            if file.stat().st_mode & 0o077 and file.stat().st_uid == os.getuid():
-                file.chmod(0o600)
-        except OSError:
-            pass
-
-
-def _insert(table: str, row: dict[str, Any], *, replace: bool = False) -> str:
-    cols = ", ".join(row)
-    marks = ", ".join(f":{c}" for c in row)
-    return f"INSERT {'OR REPLACE ' if replace else ''}INTO {table} ({cols}) VALUES ({marks})"
-
-
-def _like_prefix(text: str) -> str:
-    return re.sub(r"([\\%_])", r"\\\1", text) + "%"
-
-
-def _run_filters(
-    status: str | None, model: str | None, since: Any, until: Any, owner: str | None, query: str | None
-) -> tuple[str, list[Any]]:
-    clauses: list[str] = []
-    args: list[Any] = []
-    if status:
-        clauses.append("r.status = ?")
-        args.append(status)
-    if model:
-        clauses.append("r.id IN (SELECT run_id FROM turns WHERE model = ?)")
-        args.append(model)
-    if since is not None:
-        clauses.append("r.started_at >= ?")
-        args.append(parse_time(since, name="--since"))
-    if until is not None:
-        clauses.append("r.started_at < ?")
-        args.append(parse_time(until, name="--until"))
-    if owner is not None:
-        clauses.append("r.owner = ?")
-        args.append(owner)
-    if query:
-        clauses.append("r.query LIKE ? ESCAPE '\\'")
-        args.append("%" + _like_prefix(query))
-    return ("WHERE " + " AND ".join(clauses)) if clauses else "", args
-
-
-def loads_column(text: str | None, empty: Any) -> Any:
-    """A stored JSON column; a row written by an older podium that scrubbed serialized JSON (and so
-    could break it) reads as the raw text in a list instead of failing the whole read."""
-    if not text:
-        return empty
-    try:
-        return json.loads(text)
-    except ValueError:
-        return [text] if isinstance(empty, list) else {"unparsable": text}
-
-
-def _run_dict(row: Any) -> dict[str, Any]:
-    run = dict(row)
-    run["policy"] = loads_column(run.get("policy"), {})
-    workflow = run.get("workflow")
-    run["workflow"] = loads_column(workflow, None) if workflow and not workflow.startswith("sha256:") else None
-    models = run.get("models")
-    run["models"] = sorted(models.split(",")) if isinstance(models, str) else []
-    return run
-
-
-def _turn_dict(row: Any) -> dict[str, Any]:
-    turn = dict(row)
-    turn["attempts"] = loads_column(turn.get("attempts"), [])
-    turn["usage_estimated"] = bool(turn["usage_estimated"])
-    turn["inputs"] = json.loads(turn["inputs"]) if turn.get("inputs") else None
-    prompt = turn.get("prompt")
-    if prompt and not prompt.startswith("sha256:"):
-        try:
-            turn["messages"] = json.loads(prompt)
-        except ValueError:
-            turn["messages"] = None
-    else:
-        turn["messages"] = None
-    return turn
 
 
 def _background_handler(
