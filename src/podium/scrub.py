@@ -33,7 +33,7 @@ import os
 import re
 import threading
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, overload
 
 REDACTED = "[REDACTED]"
 MIN_SECRET_LEN = 8  # shorter values would redact ordinary words
@@ -183,6 +183,12 @@ def clean_value(value: Any) -> Any:
     return value
 
 
+@overload
+def scrub(text: str, secrets: list[str] | None = None) -> str: ...
+@overload
+def scrub(text: None, secrets: list[str] | None = None) -> None: ...
+@overload
+def scrub(text: str | None, secrets: list[str] | None = None) -> str | None: ...
 def scrub(text: str | None, secrets: list[str] | None = None) -> str | None:
     """``text`` cleaned (:func:`clean_text`) with secrets replaced by ``[REDACTED]``.
 

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from ..errors import BackendError, ConfigError, missing_extra
 from ..pool import ModelSpec
@@ -122,7 +122,7 @@ verdict ::= "ACCEPT" | "REVISE"
 def verdict_grammar() -> Any:
     """The llama.cpp grammar for verifier replies; None if this llama-cpp-python has no grammars."""
     try:
-        from llama_cpp import LlamaGrammar
+        from llama_cpp import LlamaGrammar  # type: ignore[attr-defined]  # exported at runtime, missing from the stubs
     except ImportError:
         return None
     return LlamaGrammar.from_string(VERDICT_GBNF, verbose=False)
@@ -165,7 +165,7 @@ class LocalBackend:
 
         def run() -> dict[str, Any]:
             with lock:
-                return llama.create_chat_completion(**self._kwargs(request, False))
+                return cast(dict[str, Any], llama.create_chat_completion(**self._kwargs(request, False)))
 
         try:
             data = await asyncio.to_thread(run)

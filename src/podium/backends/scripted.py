@@ -34,7 +34,8 @@ CALLS_KEPT = 1000  # the most recent requests kept for inspection (tests); older
 def _load_function(ref: str, model: str) -> ReplyFn:
     module_name, _, attr = ref.partition(":")
     try:
-        return getattr(importlib.import_module(module_name), attr)
+        fn: ReplyFn = getattr(importlib.import_module(module_name), attr)
+        return fn
     except (ImportError, AttributeError, ValueError) as exc:
         raise ConfigError(
             f"model '{model}': function '{ref}' cannot be imported ({exc}); use 'module:callable'"

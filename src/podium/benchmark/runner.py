@@ -176,8 +176,9 @@ class BenchRunner:
     async def run_one(self, task: Task, name: str) -> dict[str, Any]:
         workflow = getattr(self.engines[name].coordinator, "plans_workflows", False)  # graded on the final answer only
         check = task.check if self.config.grounded and not workflow else None
-        kwargs = {"check": check} if check is not None else {}
-        result = await self.engines[name].run(task.prompt, budget=self.config.budget, on_event=self.on_event, **kwargs)
+        result = await self.engines[name].run(
+            task.prompt, budget=self.config.budget, on_event=self.on_event, check=check
+        )
         grade = await run_check(task.check, result.answer or "")
         row = summarize_run(task, name, result, grade)
         if self.store is not None:
@@ -202,7 +203,7 @@ class BenchRunner:
         bar = Progressor(len(todo), progress)
         if progress:
             progress(f"[bench] {len(tasks)} tasks x {len(self.names)} coordinators: {len(todo)} runs to do")
-        queue: asyncio.Queue = asyncio.Queue()
+        queue: asyncio.Queue[tuple[Task, str]] = asyncio.Queue()
         for pair in todo:
             queue.put_nowait(pair)
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from ..errors import UsageError, missing_extra
 
@@ -83,13 +83,13 @@ class LearnedCoordinator:
     def logits(self, emb: np.ndarray, failed: np.ndarray) -> np.ndarray:
         """The head's logits, reused from the decision cache for a similar query in the same context."""
         if self.decisions is None:
-            return self.head.logits(emb, failed)[0]
+            return cast(np.ndarray, self.head.logits(emb, failed)[0])
         context = failed.tobytes()
         cached = self.decisions.get(emb, context)
         if cached is None:
             cached = self.head.logits(emb, failed)[0]
             self.decisions.put(emb, cached, context)
-        return cached
+        return cast(np.ndarray, cached)
 
     def failed_mask(self, state: RunState) -> np.ndarray:
         """1 for each head model that already failed in this run."""
@@ -126,8 +126,9 @@ class LearnedCoordinator:
                 f"'{state.pool.name}': train a head on data recorded with this pool's models"
             )
         skip = state.failed_models() if role == Role.WORKER else set()
-        if role == Role.VERIFIER and state.last_of(Role.WORKER) is not None:
-            skip = {state.last_of(Role.WORKER).model}
+        last_worker = state.last_of(Role.WORKER) if role == Role.VERIFIER else None
+        if last_worker is not None:
+            skip = {last_worker.model}
         in_pool = np.array([m in allowed for m in self.head.models])
         open_ = in_pool & np.array([m not in skip for m in self.head.models])
         mask = open_ if open_.any() else in_pool

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import struct
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 
@@ -44,7 +45,7 @@ def read_safetensors(path: Path) -> dict[str, np.ndarray]:
 def _layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     mu = x.mean(-1, keepdims=True)
     var = ((x - mu) ** 2).mean(-1, keepdims=True)
-    return (x - mu) / np.sqrt(var + eps) * w + b
+    return cast(np.ndarray, (x - mu) / np.sqrt(var + eps) * w + b)
 
 
 def _gelu(x: np.ndarray) -> np.ndarray:
@@ -70,7 +71,7 @@ class MiniLMEncoder:
         self.tokenizer.no_padding()  # batches are padded here, with the attention mask
         self.w = read_safetensors(folder / "model.safetensors")
 
-    def spec(self) -> dict:
+    def spec(self) -> dict[str, Any]:
         return {"name": self.name, "max_tokens": self.max_tokens}
 
     def _forward(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -87,7 +88,9 @@ class MiniLMEncoder:
             p = f"encoder.layer.{i}."
 
             def dense(h: np.ndarray, name: str) -> np.ndarray:
-                return h @ w[p + name + ".weight"] + w[p + name + ".bias"]  # stored transposed (in, out)
+                return cast(
+                    np.ndarray, h @ w[p + name + ".weight"] + w[p + name + ".bias"]
+                )  # stored transposed (in, out)
 
             q, k, v = (
                 dense(x, f"attention.self.{m}").reshape(n, t, HEADS, hd).transpose(0, 2, 1, 3)
@@ -108,7 +111,7 @@ class MiniLMEncoder:
                 w[p + "output.LayerNorm.bias"],
             )
         pooled = (x * mask[..., None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1)
-        return pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+        return cast(np.ndarray, pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12))
 
     def encode(self, texts: list[str]) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)

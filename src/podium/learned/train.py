@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -58,7 +58,7 @@ class TrainConfig:
     ridge: float = 1.0
     val_frac: float = 0.2
     seed: int = 0
-    encoder: dict = field(default_factory=lambda: {"name": "hashed"})
+    encoder: dict[str, Any] = field(default_factory=lambda: {"name": "hashed"})
     knn_ks: tuple[int, ...] = (5, 20, 100)  # kNN feature neighbourhoods; () for none
     knn_dim: int = 256  # PCA dimensions of the kNN memory
     knn_smooth: float = 1.0  # pseudo-count towards the model's mean score
@@ -97,11 +97,11 @@ class TrainState:
     """Everything needed to resume: the optimiser, how far it got, and the best iterate so far."""
 
     config: TrainConfig
-    es: object
+    es: Any  # a cma.CMAEvolutionStrategy (cma is untyped)
     generation: int
     best_theta: np.ndarray
     best_val: float
-    history: list[dict] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
 
 
 def stderr_progress(message: str) -> None:
@@ -160,7 +160,7 @@ def single_rewards(weights: np.ndarray, p: Problem, lam: float) -> np.ndarray:
     choice = np.argmax(logits, axis=2)
     rows = np.arange(len(p.z))[None, :]
     reward = p.scores[rows, choice] - lam * p.cost[rows, choice]
-    return reward.mean(axis=1)
+    return cast(np.ndarray, reward.mean(axis=1))
 
 
 def cascade_rollout(
@@ -192,7 +192,7 @@ def cascade_rewards(weights: np.ndarray, p: Problem, lam: float, turns: int) -> 
     n_feat = p.z.shape[1]
     base = np.einsum("nf,pfm->pnm", p.z, weights[:, :n_feat], optimize=True)
     final, spent, _ = cascade_rollout(base, weights[:, n_feat:], p, turns)
-    return (final - lam * spent).mean(axis=1)
+    return cast(np.ndarray, (final - lam * spent).mean(axis=1))
 
 
 class Trainer:
@@ -213,7 +213,7 @@ class Trainer:
 
     def mean_cost(self) -> np.ndarray:
         counts = self.fit.available.sum(axis=0).clip(min=1)
-        return (self.fit.cost * self.fit.available).sum(axis=0) / counts
+        return cast(np.ndarray, (self.fit.cost * self.fit.available).sum(axis=0) / counts)
 
     def tied_start(self) -> np.ndarray:
         """``a = (1 − γ)/n_knn``, ``c = −λ·mean cost``, at the γ of :data:`SHRINK` the held-out slice prefers."""
@@ -258,7 +258,7 @@ class Trainer:
         prior[-1, self.fit.available.sum(axis=0) == 0] = -10.0
         candidates = np.stack([self.pad(a * ridge + (1 - a) * prior) for a in SHRINK])
         values = self.rewards(candidates.reshape(len(SHRINK), -1), self.val)
-        return candidates[int(np.argmax(values))]
+        return cast(np.ndarray, candidates[int(np.argmax(values))])
 
     def pad(self, w: np.ndarray) -> np.ndarray:
         """Append zero failed-model rows (cascade mode)."""
@@ -293,10 +293,10 @@ class Trainer:
         if self.config.mode == "single":
             choice = np.argmax(np.where(p.available[None], base, -np.inf), axis=2)
             rows = np.arange(len(p.z))[None, :]
-            return (p.scores[rows, choice] - self.config.lam * p.cost[rows, choice]).mean(axis=1)
+            return cast(np.ndarray, (p.scores[rows, choice] - self.config.lam * p.cost[rows, choice]).mean(axis=1))
         w_fail = thetas[:, 1 + n_knn + n_models :].reshape(len(thetas), n_models, n_models)
         final, spent, _ = cascade_rollout(base, w_fail, p, self.config.turns)
-        return (final - self.config.lam * spent).mean(axis=1)
+        return cast(np.ndarray, (final - self.config.lam * spent).mean(axis=1))
 
     def new_state(self) -> TrainState:
         try:
@@ -312,7 +312,7 @@ class Trainer:
         val0 = float(self.rewards(self.x0.ravel()[None], self.val)[0])
         return TrainState(c, es, 0, self.x0.ravel().copy(), val0, [{"generation": 0, "val": val0}])
 
-    def step(self, state: TrainState) -> dict:
+    def step(self, state: TrainState) -> dict[str, Any]:
         """One generation: ask, evaluate on the fit rows, tell; then score the mean on validation."""
         thetas = np.asarray(state.es.ask())
         fit_rewards = self.rewards(thetas, self.fit)
@@ -340,7 +340,7 @@ def save_checkpoint(state: TrainState, path: Path) -> None:
     tmp.replace(path)
 
 
-def load_checkpoint(path: Path, config: Any, kind: type = TrainState) -> Any:
+def load_checkpoint(path: Path, config: Any, kind: type[Any] = TrainState) -> Any:
     """A checkpoint written by :func:`save_checkpoint` for the same configuration (a ``kind``: TrainState,
     or another state with a ``config``, e.g. live training's)."""
     try:
@@ -362,9 +362,9 @@ class Prepared:
     fit_rows: np.ndarray
     val_rows: np.ndarray
     cost_unit: float
-    _projections: dict = field(default_factory=dict)
-    _memories: dict = field(default_factory=dict)
-    _features: dict = field(default_factory=dict)
+    _projections: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    _memories: dict[tuple[Any, ...], KnnMemory] = field(default_factory=dict)
+    _features: dict[tuple[Any, ...], np.ndarray] = field(default_factory=dict)
 
     def memory(self, config: TrainConfig) -> KnnMemory | None:
         """The kNN memory over all train rows (None when ``config.knn_ks`` is empty)."""
@@ -487,7 +487,7 @@ def assemble_weights(model_w: np.ndarray, n_models: int, k_eff: int, n_knn: int 
     return weights
 
 
-def training_meta(prep: Prepared, config: TrainConfig, state: TrainState, seconds: float) -> dict:
+def training_meta(prep: Prepared, config: TrainConfig, state: TrainState, seconds: float) -> dict[str, Any]:
     """What a head file records about how it was trained."""
     return {
         "training_data": {**prep.ds.describe(), "fit_items": len(prep.fit_rows), "val_items": len(prep.val_rows)},

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import math
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -90,7 +91,7 @@ def create_app(
     metrics.watch_shared_state(ring.state, service.breakers.shared)
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         guard.watch_sighup(asyncio.get_running_loop())
         yield
         await service.aclose()
@@ -134,12 +135,12 @@ def create_app(
         # The viewer shows every stored prompt: served only in keyless (loopback-only) mode.
         from ..traces.viewer import asgi_app
 
-        app.mount("/ui", asgi_app(store.store))
+        app.mount("/ui", asgi_app(store.store))  # type: ignore[arg-type]  # Starlette wants MutableMapping scopes; the viewer takes dicts
     app.openapi = lambda: openapi_without_422(app)  # type: ignore[method-assign]
     return app
 
 
-def openapi_without_422(app: FastAPI) -> dict:
+def openapi_without_422(app: FastAPI) -> dict[str, Any]:
     """The OpenAPI schema, minus FastAPI's 422 responses (validation errors are 400 here)."""
     if app.openapi_schema is None:
         from fastapi.openapi.utils import get_openapi
@@ -152,7 +153,9 @@ def openapi_without_422(app: FastAPI) -> dict:
     return app.openapi_schema
 
 
-def auth_dependencies(guard: KeyGuard, metrics: Metrics):
+def auth_dependencies(
+    guard: KeyGuard, metrics: Metrics
+) -> tuple[Callable[[Request], Awaitable[ApiKey]], Callable[[Request, ApiKey], Awaitable[ApiKey]]]:
     """FastAPI dependencies: ``authenticate`` (401) and ``limited`` (401, then 429 per key, then the
     key's spend budget and tokens per minute)."""
     ring = guard.ring
@@ -217,7 +220,9 @@ def add_api_routes(app: FastAPI, limited: Any) -> None:
         elif body.models is not None:
             raise unsupported_on_tier("models", body.model, "per-request model fallbacks")
         if plan.tier is not None and plan.budget is not None:
-            plan.query += format_instruction(body.response_format and body.response_format.model_dump())
+            plan.query += format_instruction(
+                body.response_format.model_dump() if body.response_format is not None else None
+            )
             view = service.views[plan.tier.name].restrict(plan.policy)
             check_context_fits(view, plan.query)
             check_budget_fits(view, plan.query, plan.budget.max_cost_usd, plan.budget.max_tokens)
@@ -248,7 +253,7 @@ def add_api_routes(app: FastAPI, limited: Any) -> None:
         return model_card(spec)
 
     @app.get("/v1/traces/{trace_id}", responses=ERRORS, summary="One run's trace, for the key that made it")
-    async def get_trace(trace_id: str, key: ApiKey = Depends(limited)) -> dict:
+    async def get_trace(trace_id: str, key: ApiKey = Depends(limited)) -> dict[str, Any]:
         run = await store.get(trace_id, owner=key.name)
         if run is None:
             why = "" if store.enabled else " (trace storage is off: PODIUM_TRACES=off)"
@@ -267,7 +272,7 @@ def add_ops_routes(app: FastAPI, authenticate: Any) -> None:
     pool = service.pool
 
     @app.get("/healthz", summary="Liveness")
-    async def healthz() -> dict:
+    async def healthz() -> dict[str, Any]:
         return {
             "status": "ok",
             "pool": pool.name,

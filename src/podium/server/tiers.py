@@ -24,6 +24,10 @@ from ..types import Decision, Role
 Preference = Literal["defaults", "cheapest", "strongest"]
 
 
+def _default_roles() -> list[RoleName]:
+    return ["thinker", "worker", "verifier"]
+
+
 class Tier(BaseModel):
     """One virtual model: an orchestration recipe over the server's pool."""
 
@@ -34,7 +38,7 @@ class Tier(BaseModel):
     max_turns: int = Field(default=3, ge=1, le=100)
     prefer: Preference = "defaults"
     always_verify: bool = False
-    roles: list[RoleName] = Field(default_factory=lambda: ["thinker", "worker", "verifier"])
+    roles: list[RoleName] = Field(default_factory=_default_roles)
     max_cost_usd: float | None = Field(default=None, ge=0)
     deadline_s: float | None = Field(default=None, gt=0)
     max_depth: int = Field(default=2, ge=0, le=5)  # workflow coordinators: nesting of 'self' steps

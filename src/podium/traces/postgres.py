@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
@@ -107,9 +107,9 @@ class PgConnection:
     def execute(self, sql: str, parameters: Any = None, /) -> Any:
         return self.raw.execute(translate(sql), _params(parameters) if parameters else None)
 
-    def executemany(self, sql: str, seq: Sequence[Any], /) -> None:
+    def executemany(self, sql: str, seq_of_parameters: Iterable[Any], /) -> None:
         with self.raw.cursor() as cursor:
-            cursor.executemany(translate(sql), [_params(p) for p in seq])
+            cursor.executemany(translate(sql), [_params(p) for p in seq_of_parameters])
 
     def close(self) -> None:
         self.raw.close()

@@ -30,7 +30,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -118,6 +118,8 @@ class Connection(Protocol):
     """What the store needs of a database connection (sqlite3's, or the PostgreSQL adapter)."""
 
     def execute(self, sql: str, parameters: Any = ..., /) -> Any: ...
+
+    def executemany(self, sql: str, seq_of_parameters: Iterable[Any], /) -> Any: ...
 
     def close(self) -> None: ...
 
@@ -510,7 +512,8 @@ class Store:
             "ORDER BY t.model, t.latency_s"
         )
         with self._read() as conn:
-            yield from conn.execute(sql, args)
+            for row in conn.execute(sql, args):  # by index: PostgreSQL rows are dicts, unpacking one gives its keys
+                yield row[0], row[1]
 
 
 def _background_handler(
