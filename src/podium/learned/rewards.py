@@ -1,0 +1,106 @@
+"""The routing objective as array code: the arrays one evaluation needs (:class:`Problem`), the
+rewards of a population of candidate heads in single and cascade mode, the ridge warm start and the
+PCA projection of the encodings. Pure numpy, no optimiser state (that is :mod:`.train`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import cast
+
+import numpy as np
+
+from .replay import ReplayDataset
+from .simulated_verifier import PASS_SCORE, Verifier, accept_matrix
+
+
+@dataclass
+class Problem:
+    """The arrays one objective evaluation needs (rows = items)."""
+
+    z: np.ndarray  # (n, k + 1) projected encoding and bias
+    scores: np.ndarray  # (n, M), unknown filled with 0 (and masked out by ``available``)
+    available: np.ndarray  # (n, M) bool: outcome known
+    cost: np.ndarray  # (n, M) cost in mean-call units
+    accept: np.ndarray | None = None  # (n, M) bool: the cascade's verifier accepts; None: score ≥ PASS_SCORE
+
+    @classmethod
+    def build(
+        cls, z: np.ndarray, ds: ReplayDataset, rows: np.ndarray, cost_unit: float, verifier: Verifier | None = None
+    ) -> Problem:
+        known = ds.known[rows]
+        scores = np.nan_to_num(ds.scores[rows])
+        accept = None if verifier is None or verifier.perfect else accept_matrix(scores, verifier, rows)
+        return cls(z, scores, known, ds.costs[rows] / cost_unit, accept)
+
+
+def fit_projection(emb: np.ndarray, k: int, seed: int = 0, whiten: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and (whitened, or orthonormal) PCA basis (D, k) of ``emb``, by randomized SVD (seeded)."""
+    mean = emb.mean(axis=0)
+    x = (emb - mean).astype(np.float32)
+    k = max(1, min(k, x.shape[1], len(x) - 1))
+    y = x @ np.random.default_rng(seed).standard_normal((x.shape[1], k + 16)).astype(np.float32)
+    for _ in range(2):  # power iterations sharpen the leading subspace
+        y = x @ (x.T @ np.linalg.qr(y)[0])
+    q = np.linalg.qr(y)[0]
+    _, sing, vt = np.linalg.svd(q.T @ x, full_matrices=False)
+    scale = np.maximum(sing[:k] / np.sqrt(max(len(x) - 1, 1)), 1e-6) if whiten else np.ones(min(k, len(sing)))
+    return mean.astype(np.float32), (vt[:k].T / scale).astype(np.float32)
+
+
+def ridge_warm_start(p: Problem, alpha: float, lam: float) -> np.ndarray:
+    """(k + 1, M) weights: per-model ridge fit of score on ``z``, minus λ·the model's mean cost."""
+    n_feat, n_models = p.z.shape[1], p.scores.shape[1]
+    w = np.zeros((n_feat, n_models))
+    reg = alpha * np.eye(n_feat)
+    reg[-1, -1] = 0.0  # the bias is not shrunk
+    for m in range(n_models):
+        rows = p.available[:, m]
+        if rows.sum() == 0:
+            w[-1, m] = -10.0
+            continue
+        x, y = p.z[rows], p.scores[rows, m]
+        w[:, m] = np.linalg.solve(x.T @ x + reg, x.T @ y)
+        w[-1, m] -= lam * p.cost[rows, m].mean()
+    return w
+
+
+def single_rewards(weights: np.ndarray, p: Problem, lam: float) -> np.ndarray:
+    """Mean reward of each of P candidate weight sets (P, k + 1, M) in single mode."""
+    logits = np.einsum("nf,pfm->pnm", p.z, weights, optimize=True)
+    logits = np.where(p.available[None], logits, -np.inf)
+    choice = np.argmax(logits, axis=2)
+    rows = np.arange(len(p.z))[None, :]
+    reward = p.scores[rows, choice] - lam * p.cost[rows, choice]
+    return cast(np.ndarray, reward.mean(axis=1))
+
+
+def cascade_rollout(
+    base: np.ndarray, w_fail: np.ndarray, p: Problem, turns: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Run the cascade for P heads: returns final score (P, n), summed cost (P, n), calls (P, n)."""
+    n_pop, n, n_models = base.shape
+    rows = np.arange(n)[None, :].repeat(n_pop, 0)
+    pops = np.arange(n_pop)[:, None].repeat(n, 1)
+    failed = np.zeros((n_pop, n, n_models), dtype=bool)
+    done = np.zeros((n_pop, n), dtype=bool)
+    final, spent, calls = np.zeros((n_pop, n)), np.zeros((n_pop, n)), np.zeros((n_pop, n))
+    for _ in range(turns):
+        logits = base + np.matmul(failed.astype(base.dtype), w_fail)
+        open_ = p.available[None] & ~failed
+        choice = np.argmax(np.where(open_, logits, -np.inf), axis=2)
+        act = ~done & open_.any(axis=2)
+        score, cost = p.scores[rows, choice], p.cost[rows, choice]
+        final = np.where(act, score, final)
+        spent += np.where(act, cost, 0.0)
+        calls += act
+        done |= act & ((score >= PASS_SCORE) if p.accept is None else p.accept[rows, choice])
+        failed[pops[act], rows[act], choice[act]] = True
+    return final, spent, calls
+
+
+def cascade_rewards(weights: np.ndarray, p: Problem, lam: float, turns: int) -> np.ndarray:
+    """Mean reward of each of P candidate weight sets (P, k + 1 + M, M) in cascade mode."""
+    n_feat = p.z.shape[1]
+    base = np.einsum("nf,pfm->pnm", p.z, weights[:, :n_feat], optimize=True)
+    final, spent, _ = cascade_rollout(base, weights[:, n_feat:], p, turns)
+    return cast(np.ndarray, (final - lam * spent).mean(axis=1))
