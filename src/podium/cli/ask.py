@@ -222,13 +222,29 @@ def ask(
       2  misuse: bad flag, bad pool file, missing API key or GGUF, unknown
          model or coordinator (one line on stderr, nothing was sent)
     """
+    limits = {"max_turns": max_turns, "max_tokens": max_tokens, "max_cost_usd": max_cost, "deadline_s": deadline}
+    options = {"max_depth": max_depth, "max_parallel": max_parallel}
+    _ask(question, pool_ref, coordinator, limits, (exclude, regions), options, check, as_json, show_plan)
+
+
+def _ask(
+    question: tuple[str, ...],
+    pool_ref: str,
+    coordinator: str,
+    limits: dict[str, Any],
+    policy_args: tuple[tuple[str, ...], tuple[str, ...]],
+    options: dict[str, Any],
+    check: CheckSpec | None,
+    as_json: bool,
+    show_plan: bool,
+) -> None:
+    """``podium ask`` once its options are parsed: run the question, print the answer, exit 1 if it failed."""
     text = read_question(question).strip()
     if not text:
         raise click.UsageError("the question is empty: pass it as an argument or on stdin")
-    limits = {"max_turns": max_turns, "max_tokens": max_tokens, "max_cost_usd": max_cost, "deadline_s": deadline}
+    exclude, regions = policy_args
     policy = Policy(exclude_models=list(exclude), allowed_regions=list(regions) or None)
     live = not as_json and sys.stderr.isatty()
-    options = {"max_depth": max_depth, "max_parallel": max_parallel}
     result = asyncio.run(run_once(pool_ref, coordinator, text, limits, policy, live, options, check))
     if show_plan and not as_json:
         click.echo((plan_text(result) or "(this coordinator writes no workflow)") + "\n")

@@ -166,65 +166,110 @@ def run_cmd(
       podium bench run gsm8k.jsonl.gz --pool my-pool.yaml --coordinators rules,conductor --concurrency 4 --out g/
       podium bench run my-tasks.jsonl --pool my-pool.yaml --out r/ --record replay/   # then: podium train replay replay/
     """
-    from ..benchmark import BenchConfig, BenchRunner, load_results
     from ..benchmark.runner import stderr_progress
     from ..pool import load_pool
     from ..tasks import load_tasks
-    from ..types import Budget
 
     tasks = load_tasks(tasks_path, limit=limit, seed=seed)
     pool = load_pool(pool_ref)
     limits = {"max_turns": max_turns, "max_tokens": max_tokens, "deadline_s": deadline}
+    config = _config(pool, coordinators.split(","), grounded, concurrency, limits, call_max_tokens, not no_baselines)
+    runner = _runner(pool, config, out)
+    settings = _run_settings(tasks_path, pool_ref, config, limit, seed, runner.names, len(tasks))
+    _settings(out, settings)
+    _execute(runner, _shard(tasks, shard), ray_address, None if quiet else stderr_progress)
+    meta = {**settings, "title": f"{tasks_path.name}: {len(tasks)} items, pool {pool.name}"}
+    rows = _report(out, tasks, runner, meta, plot=not no_plot)
+    if record:
+        _write_record(record, tasks, rows, runner, tasks_path)
+
+
+def _config(
+    pool: Any,
+    coordinators: list[str],
+    grounded: bool,
+    concurrency: int,
+    limits: dict[str, Any],
+    call_max_tokens: int | None,
+    add_baselines: bool,
+) -> Any:
+    """The bench configuration; its budget is the pool's with the limits given on the command line."""
+    from ..benchmark import BenchConfig
+    from ..types import Budget
+
     budget = Budget.model_validate(
         {**pool.config.budget.model_dump(), **{k: v for k, v in limits.items() if v is not None}}
     )
-    config = BenchConfig(
-        coordinators=coordinators.split(","),
+    return BenchConfig(
+        coordinators=coordinators,
         grounded=grounded,
         concurrency=concurrency,
         budget=budget,
         call_max_tokens=call_max_tokens,
-        add_baselines=not no_baselines,
+        add_baselines=add_baselines,
     )
+
+
+def _run_settings(
+    tasks_path: Path, pool_ref: str, config: Any, limit: int | None, seed: int, names: list[str], items: int
+) -> dict[str, Any]:
+    """What the run was asked to do, as written to OUT's settings file and the report's header."""
+    return {
+        "tasks": str(tasks_path),
+        "pool": pool_ref,
+        "grounded": config.grounded,
+        "budget": config.budget.model_dump(),
+        "call_max_tokens": config.call_max_tokens,
+        "limit": limit,
+        "seed": seed,
+        "coordinators": names,
+        "items": items,
+        "command": _command_line(),
+    }
+
+
+def _report(out: Path, tasks: list[Any], runner: Any, meta: dict[str, Any], *, plot: bool) -> list[dict[str, Any]]:
+    """Summarize the results of these tasks and coordinators in ``out`` (other shards' rows too); returns the rows."""
+    from ..benchmark import load_results
+
+    ids, names = {t.id for t in tasks}, set(runner.names)
+    rows = [r for r in load_results(out) if r["task"] in ids and r["coordinator"] in names]
+    _finish(out, rows, runner.names, meta, plot)
+    return rows
+
+
+def _runner(pool: Any, config: Any, out: Path) -> Any:
+    """The bench runner, storing its runs' traces when the trace store is on."""
+    from ..benchmark import BenchRunner
+
     store = _store()
     handler = (
         store.handler(source="bench", on_error=lambda e: click.echo(f"warning: trace not stored: {e}", err=True))
         if store
         else None
     )
-    runner = BenchRunner(pool, config, out, on_event=handler, store=store)
-    settings = {
-        "tasks": str(tasks_path),
-        "pool": pool_ref,
-        "grounded": grounded,
-        "budget": budget.model_dump(),
-        "call_max_tokens": call_max_tokens,
-        "limit": limit,
-        "seed": seed,
-        "coordinators": runner.names,
-        "items": len(tasks),
-        "command": _command_line(),
-    }
-    _settings(out, settings)
-    progress = None if quiet else stderr_progress
+    return BenchRunner(pool, config, out, on_event=handler, store=store)
+
+
+def _execute(runner: Any, tasks: list[Any], ray_address: str | None, progress: Any) -> None:
+    """Run ``tasks`` through ``runner``, here or on a Ray cluster."""
     if ray_address:
         from ..benchmark.distributed import run_on_ray
 
-        asyncio.run(run_on_ray(runner, _shard(tasks, shard), ray_address, progress))
+        asyncio.run(run_on_ray(runner, tasks, ray_address, progress))
     else:
-        asyncio.run(runner.run(_shard(tasks, shard), progress=progress))
-    ids, names = {t.id for t in tasks}, set(runner.names)
-    rows = [r for r in load_results(out) if r["task"] in ids and r["coordinator"] in names]  # other shards' rows too
-    meta = {**settings, "title": f"{tasks_path.name}: {len(tasks)} items, pool {pool.name}"}
-    _finish(out, rows, runner.names, meta, not no_plot)
-    if record:
-        from ..benchmark.record import write_record
+        asyncio.run(runner.run(tasks, progress=progress))
 
-        counts = write_record(record, tasks, rows, runner.pool, source=f"podium bench run {tasks_path.name}")
-        click.echo(
-            f"wrote {record}: {counts['items']} items, {counts['outcomes']} graded outcomes over {counts['models']} models; "
-            f"train a head with: podium train replay {record} --out head.npz"
-        )
+
+def _write_record(record: Path, tasks: list[Any], rows: list[Any], runner: Any, tasks_path: Path) -> None:
+    """Write the single-model outcomes as a replay dataset (``--record``)."""
+    from ..benchmark.record import write_record
+
+    counts = write_record(record, tasks, rows, runner.pool, source=f"podium bench run {tasks_path.name}")
+    click.echo(
+        f"wrote {record}: {counts['items']} items, {counts['outcomes']} graded outcomes over {counts['models']} models; "
+        f"train a head with: podium train replay {record} --out head.npz"
+    )
 
 
 def _shard(tasks: list[T], shard: str | None) -> list[T]:

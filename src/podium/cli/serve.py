@@ -121,10 +121,21 @@ def serve(
         import uvicorn
     except ImportError:
         raise missing_extra("uvicorn", "server") from None
+    from ..server.http import uvicorn_options
+
+    app = _app(pool_ref, tiers_file, keys_file, max_body, host, port)
+    if workers == 1:
+        uvicorn.run(app, host=host, port=port, **uvicorn_options(log_level, header_timeout))
+        return
+    settings = {"pool": pool_ref, "tiers": tiers_file, "keys": keys_file, "max_body": max_body, "host": host}
+    _run_workers(uvicorn, workers, host, port, log_level, header_timeout, settings)
+
+
+def _app(pool_ref: str, tiers_file: str | None, keys_file: str | None, max_body: int, host: str, port: int) -> Any:
+    """The server's app, after checking the pool can serve; says on stderr what it serves and where."""
     from ..pool import load_pool
     from ..preflight import check_pool
     from ..server.app import create_app
-    from ..server.http import uvicorn_options
 
     check_pool(load_pool(pool_ref))  # refuse to start rather than answer 502 to every request
     app = create_app(pool_ref, tiers=tiers_file, keys=keys_file, max_body_bytes=max_body, hosts=(host,))
@@ -136,9 +147,20 @@ def serve(
         err=True,
     )
     click.echo(f"podium serve: OpenAI base_url http://{host}:{port}/v1", err=True)
-    if workers == 1:
-        uvicorn.run(app, host=host, port=port, **uvicorn_options(log_level, header_timeout))
-        return
+    return app
+
+
+def _run_workers(
+    uvicorn: Any,
+    workers: int,
+    host: str,
+    port: int,
+    log_level: str,
+    header_timeout: float,
+    settings: dict[str, Any],
+) -> None:
+    """Serve with several worker processes, each building its app from the settings left in the environment."""
+    from ..server.http import uvicorn_options
     from ..state import redis_url
 
     if not redis_url():
@@ -146,7 +168,6 @@ def serve(
             f"podium serve: {workers} workers without PODIUM_REDIS_URL: each keeps its own rate limits and breakers",
             err=True,
         )
-    settings = {"pool": pool_ref, "tiers": tiers_file, "keys": keys_file, "max_body": max_body, "host": host}
     os.environ[WORKER_ENV] = json.dumps({**settings, "header_timeout": header_timeout})
     options = {**uvicorn_options(log_level, header_timeout), "http": "podium.cli.serve:WorkerProtocol"}
     uvicorn.run("podium.cli.serve:worker_app", factory=True, workers=workers, host=host, port=port, **options)

@@ -134,6 +134,24 @@ def train_replay(
       podium ask --pool replay-example --coordinator learned:head.npz "What is 12 * 7?"
     """
     _require_train_extra()
+    _train_replay(dataset_dir, out, mode, lam, turns, generations, seed, checkpoint, resume, folds, encoder, quiet)
+
+
+def _train_replay(
+    dataset_dir: str,
+    out: Path,
+    mode: str,
+    lam: float,
+    turns: int,
+    generations: int | None,
+    seed: int,
+    checkpoint: Path | None,
+    resume: bool,
+    folds: int,
+    encoder: str | None,
+    quiet: bool,
+) -> None:
+    """``podium train replay`` once its options are parsed: train, pick the safe head, write it."""
     from ..learned.replay import load_replay
     from ..learned.train import TrainConfig, prepare, stderr_progress, train_head
 
@@ -227,7 +245,7 @@ def eval_replay(
     """
     _require_train_extra()
     from ..learned.encoders import get_encoder
-    from ..learned.evaluate import evaluate_dataset, format_table, plot, write_json
+    from ..learned.evaluate import evaluate_dataset, format_table, write_json
     from ..learned.replay import load_replay
     from ..learned.simulated_verifier import REALISTIC, Verifier
     from ..learned.train import TrainConfig, stderr_progress
@@ -241,42 +259,56 @@ def eval_replay(
     verifier = Verifier(fa, fr, seed)
     results = []
     for ds in datasets:
+        progress = None if quiet else stderr_progress
         results.append(
-            evaluate_dataset(
-                ds,
-                config,
-                cascade_turns=turns,
-                verifier=verifier,
-                folds=folds,
-                progress=None if quiet else stderr_progress,
-            )
+            evaluate_dataset(ds, config, cascade_turns=turns, verifier=verifier, folds=folds, progress=progress)
         )
         click.echo(format_table(results[-1]) + "\n")
     if json_out:
-        args = [
-            *map(str, dataset_dirs),
-            "--turns",
-            str(turns),
-            "--seed",
-            str(seed),
-            "--false-accept",
-            f"{fa:g}",
-            "--false-reject",
-            f"{fr:g}",
-            "--folds",
-            str(folds),
-            *(["--generations", str(generations)] if generations is not None else []),
-            *(["--encoder", encoder] if encoder is not None else []),
-        ]
+        args = _eval_args(dataset_dirs, turns, seed, fa, fr, folds, generations, encoder)
         write_json(results, json_out, "podium eval replay " + " ".join(shlex.quote(a) for a in args))
         click.echo(f"wrote {json_out}")
     if plot_path:
-        from ..learned.eval_plot import plot_verifier_gain
+        _plots(results, plot_path)
 
-        plot(results, plot_path)
-        verifier_path = plot_path.with_name(plot_path.stem + "_verifier" + (plot_path.suffix or ".png"))
-        plot_verifier_gain(results, verifier_path)
-        click.echo(f"wrote {plot_path} and {verifier_path}")
+
+def _eval_args(
+    dataset_dirs: tuple[str, ...],
+    turns: int,
+    seed: int,
+    fa: float,
+    fr: float,
+    folds: int,
+    generations: int | None,
+    encoder: str | None,
+) -> list[str]:
+    """The ``podium eval replay`` arguments that reproduce this evaluation (recorded in --json-out)."""
+    return [
+        *map(str, dataset_dirs),
+        "--turns",
+        str(turns),
+        "--seed",
+        str(seed),
+        "--false-accept",
+        f"{fa:g}",
+        "--false-reject",
+        f"{fr:g}",
+        "--folds",
+        str(folds),
+        *(["--generations", str(generations)] if generations is not None else []),
+        *(["--encoder", encoder] if encoder is not None else []),
+    ]
+
+
+def _plots(results: list[Any], plot_path: Path) -> None:
+    """The cost–quality plot at ``plot_path`` and the cascade gain vs verifier accuracy next to it."""
+    from ..learned.eval_plot import plot_verifier_gain
+    from ..learned.evaluate import plot
+
+    plot(results, plot_path)
+    verifier_path = plot_path.with_name(plot_path.stem + "_verifier" + (plot_path.suffix or ".png"))
+    plot_verifier_gain(results, verifier_path)
+    click.echo(f"wrote {plot_path} and {verifier_path}")
 
 
 from .train_live import live  # noqa: E402  (``podium train live``; its heavy imports are lazy)

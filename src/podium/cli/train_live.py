@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -77,25 +78,40 @@ def live(
     from .train import _require_train_extra
 
     _require_train_extra()
+    settings = {
+        "generations": generations,
+        "popsize": popsize,
+        "batch": batch,
+        "lam": lam,
+        "max_turns": max_turns,
+        "grounded": grounded,
+        "concurrency": concurrency,
+        "seed": seed,
+        "max_calls": max_calls,
+        "max_usd": max_cost,
+    }
+    _live(tasks_path, pool_ref, out, limit, settings, checkpoint, resume, quiet)
+
+
+def _live(
+    tasks_path: Path,
+    pool_ref: str,
+    out: Path,
+    limit: int | None,
+    settings: dict[str, Any],
+    checkpoint: Path | None,
+    resume: bool,
+    quiet: bool,
+) -> None:
+    """``podium train live`` once its options are parsed: train, write the head, print the report."""
     from ..learned.live import LiveConfig, train_live
     from ..learned.train import stderr_progress
     from ..pool import load_pool
     from ..tasks import load_tasks
 
-    tasks = load_tasks(tasks_path, limit=limit, seed=seed)
+    tasks = load_tasks(tasks_path, limit=limit, seed=settings["seed"])
     pool = load_pool(pool_ref)
-    config = LiveConfig(
-        generations=generations,
-        popsize=popsize,
-        batch=batch,
-        lam=lam,
-        max_turns=max_turns,
-        grounded=grounded,
-        concurrency=concurrency,
-        seed=seed,
-        max_calls=max_calls,
-        max_usd=max_cost,
-    )
+    config = LiveConfig(**settings)
     head, report = asyncio.run(
         train_live(
             pool, tasks, config, checkpoint=checkpoint, resume=resume, progress=None if quiet else stderr_progress

@@ -67,37 +67,10 @@ def measure_cache(
     """Hit rate, quality change (paired, 95% CI) and p50 latency of cached vs fresh decisions."""
     stream = query_stream(ds.texts, rows, n, share, seed)
     scores = np.nan_to_num(ds.scores)
-    fresh_score: list[float] = []
-    fresh_ms: list[float] = []
-    for row, text, _ in stream:
-        t = time.perf_counter()
-        choice = head.pick(head.logits(encoder.encode([text]))[:, : head.n_models], ds.known[row][None])[0]
-        fresh_ms.append((time.perf_counter() - t) * 1e3)
-        fresh_score.append(scores[row, choice])
+    fresh_score, fresh_ms = _fresh(head, encoder, ds, stream, scores)
     out = []
     for threshold in thresholds:
-        cache = DecisionCache(threshold=threshold, max_size=4096, ttl_s=3600)
-        cached_score: list[float] = []
-        hit_ms: list[float] = []
-        miss_ms: list[float] = []
-        kinds: list[str] = []
-        hits: list[bool] = []
-        wrong_item = 0
-        for row, text, kind in stream:
-            t = time.perf_counter()
-            emb = encoder.encode([text])
-            value = cache.get(emb)
-            if value is None:
-                logits = head.logits(emb)[0, : head.n_models]
-                cache.put(emb, (row, logits))
-            else:
-                cached_row, logits = cast(tuple[int, np.ndarray], value)  # what this loop put
-                wrong_item += cached_row != row
-            choice = head.pick(logits[None], ds.known[row][None])[0]
-            (miss_ms if value is None else hit_ms).append((time.perf_counter() - t) * 1e3)
-            cached_score.append(scores[row, choice])
-            kinds.append(kind)
-            hits.append(value is not None)
+        cached_score, hit_ms, miss_ms, kinds, hits, wrong_item = _cached(head, encoder, ds, stream, scores, threshold)
         hits_arr, kinds_arr = np.array(hits), np.array(kinds)
         lo, hi = paired_interval(np.array(cached_score), np.array(fresh_score), seed=seed)
         out.append(
@@ -118,3 +91,47 @@ def measure_cache(
             }
         )
     return out
+
+
+def _fresh(
+    head: Head, encoder: Encoder, ds: ReplayDataset, stream: Any, scores: np.ndarray
+) -> tuple[list[float], list[float]]:
+    """Each query's score and decision time (ms) without a cache."""
+    fresh_score: list[float] = []
+    fresh_ms: list[float] = []
+    for row, text, _ in stream:
+        t = time.perf_counter()
+        choice = head.pick(head.logits(encoder.encode([text]))[:, : head.n_models], ds.known[row][None])[0]
+        fresh_ms.append((time.perf_counter() - t) * 1e3)
+        fresh_score.append(scores[row, choice])
+    return fresh_score, fresh_ms
+
+
+def _cached(
+    head: Head, encoder: Encoder, ds: ReplayDataset, stream: Any, scores: np.ndarray, threshold: float
+) -> tuple[list[float], list[float], list[float], list[str], list[bool], int]:
+    """The stream through a decision cache at ``threshold``: each query's score, the hit and miss
+    times (ms), each query's kind and whether it hit, and how many hits came from another item."""
+    cache = DecisionCache(threshold=threshold, max_size=4096, ttl_s=3600)
+    cached_score: list[float] = []
+    hit_ms: list[float] = []
+    miss_ms: list[float] = []
+    kinds: list[str] = []
+    hits: list[bool] = []
+    wrong_item = 0
+    for row, text, kind in stream:
+        t = time.perf_counter()
+        emb = encoder.encode([text])
+        value = cache.get(emb)
+        if value is None:
+            logits = head.logits(emb)[0, : head.n_models]
+            cache.put(emb, (row, logits))
+        else:
+            cached_row, logits = cast(tuple[int, np.ndarray], value)  # what this loop put
+            wrong_item += cached_row != row
+        choice = head.pick(logits[None], ds.known[row][None])[0]
+        (miss_ms if value is None else hit_ms).append((time.perf_counter() - t) * 1e3)
+        cached_score.append(scores[row, choice])
+        kinds.append(kind)
+        hits.append(value is not None)
+    return cached_score, hit_ms, miss_ms, kinds, hits, wrong_item

@@ -265,6 +265,31 @@ def evaluate_dataset(
     latency = measure_latency(r, [ds.texts[i] for i in test[:latency_items]], config.lam, safe["learned"])
     for m in table.rows:
         m.latency_ms = latency.get(m.method.split("@")[0])
+    out = _summary(ds, test, r, prep, config, verifier, table, safe, cascade_plan)
+    if extras:
+        out.update(
+            _extras(ds, test, r, prep, config, safe, (lambdas, best, oracle), cascade_turns, verifier, folds, progress)
+        )
+    eval_only = ds.indices("eval_only")
+    if len(eval_only):
+        out["eval_only"] = [asdict(m) for m in single_turn_table(r, eval_only, config.lam, safe).rows]
+    out["seconds"] = round(time.perf_counter() - started, 1)
+    out["_routers"] = r  # dropped before writing JSON; lets callers add measurements without refitting
+    return out
+
+
+def _summary(
+    ds: ReplayDataset,
+    test: Any,
+    r: Routers,
+    prep: Any,
+    config: TrainConfig,
+    verifier: Verifier,
+    table: Any,
+    safe: dict[str, Any],
+    cascade_plan: Any,
+) -> dict[str, Any]:
+    """The dataset's results: the methods' table, each single model's score and cost, the CV choices."""
     items = make_items(ds, test)
     singles = [
         {
@@ -274,7 +299,7 @@ def evaluate_dataset(
         }
         for j, name in enumerate(ds.models)
     ]
-    out = {
+    return {
         "dataset": ds.describe(),
         "test_items": len(test),
         "knn_k": r.knn_k,
@@ -292,21 +317,34 @@ def evaluate_dataset(
         "cascade_cv": cascade_plan,
         "folds": r.n_folds,
     }
-    if extras:
-        from .cache_eval import measure_cache
-        from .routellm import routellm_metrics
 
-        out["sweep"] = lambda_sweep(r, test, lambdas, best, oracle)
-        out["verifier_sweep"] = verifier_sweep(r, test, cascade_turns, verifier)
-        if progress:
-            progress(f"[{ds.name}] RouteLLM strong/weak slice, decision cache")
-        out["routellm"] = routellm_metrics(ds, prep, config, folds)
-        out["cache"] = measure_cache(safe["learned"], get_encoder(config.encoder), ds, test, n=600, seed=config.seed)
-    eval_only = ds.indices("eval_only")
-    if len(eval_only):
-        out["eval_only"] = [asdict(m) for m in single_turn_table(r, eval_only, config.lam, safe).rows]
-    out["seconds"] = round(time.perf_counter() - started, 1)
-    out["_routers"] = r  # dropped before writing JSON; lets callers add measurements without refitting
+
+def _extras(
+    ds: ReplayDataset,
+    test: Any,
+    r: Routers,
+    prep: Any,
+    config: TrainConfig,
+    safe: dict[str, Any],
+    sweep: tuple[tuple[float, ...], float, float],
+    cascade_turns: int,
+    verifier: Verifier,
+    folds: int,
+    progress: Progress | None,
+) -> dict[str, Any]:
+    """The λ and verifier sweeps, the RouteLLM slice and the decision cache (``extras=True``).
+    ``sweep``: the λ values, the best single model's score and the oracle's."""
+    from .cache_eval import measure_cache
+    from .routellm import routellm_metrics
+
+    lambdas, best, oracle = sweep
+    out: dict[str, Any] = {}
+    out["sweep"] = lambda_sweep(r, test, lambdas, best, oracle)
+    out["verifier_sweep"] = verifier_sweep(r, test, cascade_turns, verifier)
+    if progress:
+        progress(f"[{ds.name}] RouteLLM strong/weak slice, decision cache")
+    out["routellm"] = routellm_metrics(ds, prep, config, folds)
+    out["cache"] = measure_cache(safe["learned"], get_encoder(config.encoder), ds, test, n=600, seed=config.seed)
     return out
 
 

@@ -228,6 +228,20 @@ def load_live_checkpoint(path: Path, config: LiveConfig) -> LiveState:
     return state
 
 
+async def _start(trainer: LiveTrainer, state: LiveState | None, n_tasks: int, progress: Progress | None) -> LiveState:
+    """The training state: a new one (baselines measured), or the resumed checkpoint's put back in ``trainer``."""
+    if state is None:
+        state = await trainer.new_state()
+        if progress:
+            progress(
+                f"[live] {n_tasks} tasks, {len(trainer.models)} models, {trainer.n_params} parameters; "
+                f"rules reward {state.baselines['rules']['reward']:.3f}, start {state.best_val:.3f}"
+            )
+    else:
+        trainer.mean, trainer.proj, trainer.models = state.mean, state.proj, state.models
+    return state
+
+
 async def train_live(
     pool: Pool,
     tasks: list[Task],
@@ -241,15 +255,7 @@ async def train_live(
     started = time.perf_counter()
     state = load_live_checkpoint(checkpoint, config) if resume and checkpoint and checkpoint.is_file() else None
     trainer = LiveTrainer(pool, tasks, config, cache=state.cache if state else None)
-    if state is None:
-        state = await trainer.new_state()
-        if progress:
-            progress(
-                f"[live] {len(tasks)} tasks, {len(trainer.models)} models, {trainer.n_params} parameters; "
-                f"rules reward {state.baselines['rules']['reward']:.3f}, start {state.best_val:.3f}"
-            )
-    else:
-        trainer.mean, trainer.proj, trainer.models = state.mean, state.proj, state.models
+    state = await _start(trainer, state, len(tasks), progress)
     stopped = None
     while state.generation < config.generations:
         record = await trainer.step(state)

@@ -12,7 +12,7 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ from .requestlog import configure as configure_request_log
 from .responses import complete, model_card, settle, tier_card
 from .routing import fallback_chain
 from .schemas import ChatCompletionRequest, ErrorResponse, ModelCard, ModelList, PodiumOptions
-from .service import Service, model_not_found
+from .service import Plan, Service, model_not_found
 from .stream import stream_response
 from .tiers import TierSet, load_tiers
 from .traces import Traces
@@ -86,9 +86,42 @@ def create_app(
     own_telemetry = telemetry is None
     metrics.telemetry = otel_from_env() if telemetry is None else telemetry
     guard = KeyGuard(ring, store.spend)
+    _share_state(ring, service, metrics)
+    app = FastAPI(
+        title="podium",
+        version="0.1.0",
+        lifespan=_lifespan(service, ring, store, guard, metrics, own_telemetry=own_telemetry),
+        default_response_class=ScrubbedJSON,
+        description="OpenAI-compatible multi-agent orchestration: tiers are virtual models.",
+    )
+    app.state.service, app.state.keys, app.state.traces, app.state.metrics = service, ring, store, metrics
+    app.state.guard = guard
+    install_error_handlers(app, metrics)
+    add_middleware(app, ring, hosts, cors, max_body_bytes)
+    authenticate, limited = auth_dependencies(guard, metrics)
+    add_api_routes(app, limited)
+    add_ops_routes(app, authenticate)
+    if ring.open and store.store is not None:
+        # The viewer shows every stored prompt: served only in keyless (loopback-only) mode.
+        from ..traces.viewer import asgi_app
+
+        app.mount("/ui", asgi_app(store.store))  # type: ignore[arg-type]  # Starlette wants MutableMapping scopes; the viewer takes dicts
+    app.openapi = lambda: openapi_without_422(app)  # type: ignore[method-assign]
+    return app
+
+
+def _share_state(ring: KeyRing, service: Service, metrics: Metrics) -> None:
+    """With ``PODIUM_REDIS_URL``, keep the keys' limits in the shared state; export its health."""
     if ring.state is None and redis_url():
         ring.state = open_state()
     metrics.watch_shared_state(ring.state, service.breakers.shared)
+
+
+def _lifespan(
+    service: Service, ring: KeyRing, store: Traces, guard: KeyGuard, metrics: Metrics, *, own_telemetry: bool
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """The app's lifespan: watch SIGHUP for key reloads; at shutdown close the service, shared
+    state and trace writer, and the telemetry export the app started."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -101,16 +134,13 @@ def create_app(
         if own_telemetry:
             otel_shutdown(metrics.telemetry)
 
-    app = FastAPI(
-        title="podium",
-        version="0.1.0",
-        lifespan=lifespan,
-        default_response_class=ScrubbedJSON,
-        description="OpenAI-compatible multi-agent orchestration: tiers are virtual models.",
-    )
-    app.state.service, app.state.keys, app.state.traces, app.state.metrics = service, ring, store, metrics
-    app.state.guard = guard
-    install_error_handlers(app, metrics)
+    return lifespan
+
+
+def add_middleware(
+    app: FastAPI, ring: KeyRing, hosts: tuple[str, ...], cors: list[str] | None, max_body_bytes: int
+) -> None:
+    """Body limit, Host check (with keys), CORS (when origins are allowed), request log and request id."""
     app.add_middleware(BodyLimit, limit=max_body_bytes)
     if ring.open:  # with keys, a request must carry a key, which a rebinding page does not have
         app.add_middleware(HostCheck, names=frozenset(host_name(h) for h in hosts))
@@ -127,17 +157,6 @@ def create_app(
         )
     app.add_middleware(RequestLog)
     app.add_middleware(RequestId)  # added last: the outermost layer, so every response carries the id
-
-    authenticate, limited = auth_dependencies(guard, metrics)
-    add_api_routes(app, limited)
-    add_ops_routes(app, authenticate)
-    if ring.open and store.store is not None:
-        # The viewer shows every stored prompt: served only in keyless (loopback-only) mode.
-        from ..traces.viewer import asgi_app
-
-        app.mount("/ui", asgi_app(store.store))  # type: ignore[arg-type]  # Starlette wants MutableMapping scopes; the viewer takes dicts
-    app.openapi = lambda: openapi_without_422(app)  # type: ignore[method-assign]
-    return app
 
 
 def openapi_without_422(app: FastAPI) -> dict[str, Any]:
@@ -196,7 +215,6 @@ def add_api_routes(app: FastAPI, limited: Any) -> None:
     store: Traces = app.state.traces
     metrics: Metrics = app.state.metrics
     guard: KeyGuard = app.state.guard
-    pool = service.pool
 
     @app.post("/v1/chat/completions", responses=ERRORS, summary="Create a chat completion (a tier or a pool model)")
     async def chat_completions(request: Request, body: ChatCompletionRequest, key: ApiKey = Depends(limited)) -> Any:
@@ -204,28 +222,7 @@ def add_api_routes(app: FastAPI, limited: Any) -> None:
         fields: dict[str, Any] = getattr(request.state, "log", {})
         fields.update(key=key.name, model=body.model, stream=body.stream)
         guard.admit(key)
-        if body.provider is not None:  # OpenRouter's preferences narrow the request's podium policy
-            options = body.podium or PodiumOptions()
-            narrowed = options.policy().narrow(body.provider.policy(pool))
-            body.podium = options.model_copy(update=narrowed.model_dump())
-        try:
-            plan = service.plan(body, key)
-        except ApiError as err:  # unknown names share one label: clients must not grow the metrics
-            known = body.model in service.tiers or any(m.name == body.model for m in pool.config.models)
-            metrics.request(body.model if known else "(unknown)", "unknown", err.status)
-            raise
-        check_request(body, tier=plan.tier is not None)
-        if plan.tier is None:
-            plan.chain = fallback_chain(plan.model, plan.chain, body.models, body.provider, pool, plan.policy)
-        elif body.models is not None:
-            raise unsupported_on_tier("models", body.model, "per-request model fallbacks")
-        if plan.tier is not None and plan.budget is not None:
-            plan.query += format_instruction(
-                body.response_format.model_dump() if body.response_format is not None else None
-            )
-            view = service.views[plan.tier.name].restrict(plan.policy)
-            check_context_fits(view, plan.query)
-            check_budget_fits(view, plan.query, plan.budget.max_cost_usd, plan.budget.max_tokens)
+        plan = plan_request(body, key, service, metrics)
         fields.update(kind=plan.kind, trace_id=plan.trace_id)
         if body.stream:
             return stream_response(
@@ -236,6 +233,53 @@ def add_api_routes(app: FastAPI, limited: Any) -> None:
             return await complete(plan, service, store, metrics, started, guard, fields)
         finally:
             metrics.in_flight.dec()
+
+    add_model_routes(app, limited)
+
+    @app.get("/v1/traces/{trace_id}", responses=ERRORS, summary="One run's trace, for the key that made it")
+    async def get_trace(trace_id: str, key: ApiKey = Depends(limited)) -> dict[str, Any]:
+        run = await store.get(trace_id, owner=key.name)
+        if run is None:
+            why = "" if store.enabled else " (trace storage is off: PODIUM_TRACES=off)"
+            raise ApiError(
+                404, f"no trace '{trace_id}' for this API key{why}", param="trace_id", code="trace_not_found"
+            )
+        return run
+
+
+def plan_request(body: ChatCompletionRequest, key: ApiKey, service: Service, metrics: Metrics) -> Plan:
+    """The chat request's plan: the key's policy narrowed by the request's provider preferences, its
+    model fallbacks (pool models) or a tier run whose context and budget are checked to fit."""
+    pool = service.pool
+    if body.provider is not None:  # OpenRouter's preferences narrow the request's podium policy
+        options = body.podium or PodiumOptions()
+        narrowed = options.policy().narrow(body.provider.policy(pool))
+        body.podium = options.model_copy(update=narrowed.model_dump())
+    try:
+        plan = service.plan(body, key)
+    except ApiError as err:  # unknown names share one label: clients must not grow the metrics
+        known = body.model in service.tiers or any(m.name == body.model for m in pool.config.models)
+        metrics.request(body.model if known else "(unknown)", "unknown", err.status)
+        raise
+    check_request(body, tier=plan.tier is not None)
+    if plan.tier is None:
+        plan.chain = fallback_chain(plan.model, plan.chain, body.models, body.provider, pool, plan.policy)
+    elif body.models is not None:
+        raise unsupported_on_tier("models", body.model, "per-request model fallbacks")
+    if plan.tier is not None and plan.budget is not None:
+        plan.query += format_instruction(
+            body.response_format.model_dump() if body.response_format is not None else None
+        )
+        view = service.views[plan.tier.name].restrict(plan.policy)
+        check_context_fits(view, plan.query)
+        check_budget_fits(view, plan.query, plan.budget.max_cost_usd, plan.budget.max_tokens)
+    return plan
+
+
+def add_model_routes(app: FastAPI, limited: Any) -> None:
+    """``/v1/models`` and ``/v1/models/{id}``: the tiers and the pool models the key's policy allows."""
+    service: Service = app.state.service
+    pool = service.pool
 
     @app.get("/v1/models", response_model=ModelList, responses=ERRORS, summary="List the tiers and the pool's models")
     async def list_models(key: ApiKey = Depends(limited)) -> ModelList:
@@ -251,16 +295,6 @@ def add_api_routes(app: FastAPI, limited: Any) -> None:
         if spec is None or not key.policy.allows(spec):  # like the chat route: a key learns nothing beyond its policy
             raise model_not_found(model_id)
         return model_card(spec)
-
-    @app.get("/v1/traces/{trace_id}", responses=ERRORS, summary="One run's trace, for the key that made it")
-    async def get_trace(trace_id: str, key: ApiKey = Depends(limited)) -> dict[str, Any]:
-        run = await store.get(trace_id, owner=key.name)
-        if run is None:
-            why = "" if store.enabled else " (trace storage is off: PODIUM_TRACES=off)"
-            raise ApiError(
-                404, f"no trace '{trace_id}' for this API key{why}", param="trace_id", code="trace_not_found"
-            )
-        return run
 
 
 def add_ops_routes(app: FastAPI, authenticate: Any) -> None:

@@ -51,7 +51,14 @@ class Metrics:
             raise missing_extra("prometheus-client", "server") from None
         self._prom = prom
         self.registry = prom.CollectorRegistry()
-        r = self.registry
+        self._request_metrics(prom, self.registry)
+        self._call_metrics(prom, self.registry)
+        if breakers is not None:
+            self.registry.register(BreakerCollector(prom, breakers))
+        self.telemetry: Any = None  # podium.server.otel.Telemetry, when OpenTelemetry is on
+
+    def _request_metrics(self, prom: Any, r: Any) -> None:
+        """Requests, their latency, tokens and cost (registered in this order)."""
         self.requests = prom.Counter(
             "podium_requests",
             "Chat completion requests by requested model and HTTP status.",
@@ -74,6 +81,9 @@ class Metrics:
         self.cost = prom.Counter(
             "podium_cost_usd", "Cost in USD by requested model and pool model.", ["model", "pool_model"], registry=r
         )
+
+    def _call_metrics(self, prom: Any, r: Any) -> None:
+        """Turns, errors, time to first token, upstream latency and requests in flight (in this order)."""
         self.turns = prom.Counter(
             "podium_turns",
             "Model turns by requested model, pool model and role.",
@@ -101,9 +111,6 @@ class Metrics:
             registry=r,
         )
         self.in_flight = prom.Gauge("podium_requests_in_flight", "Chat completion requests being answered.", registry=r)
-        if breakers is not None:
-            r.register(BreakerCollector(prom, breakers))
-        self.telemetry: Any = None  # podium.server.otel.Telemetry, when OpenTelemetry is on
 
     def first_token(self, model: str, kind: str, seconds: float) -> None:
         self.ttft.labels(model, kind).observe(seconds)

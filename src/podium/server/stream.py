@@ -37,7 +37,7 @@ from .schemas import (
     Usage,
     completion_id,
 )
-from .service import Outcome, Plan, Service
+from .service import Outcome, Plan, PlanRun, Service
 
 if TYPE_CHECKING:
     from .metrics import Metrics
@@ -238,11 +238,7 @@ async def sse(
     try:
         run = service.iter(plan, stream=True, on_cancel=on_cancel)
         runs.append(run)
-        workflow = plan.tier is not None and getattr(
-            service.engines[plan.tier.name].coordinator, "plans_workflows", False
-        )
-        max_turns = plan.budget.max_turns if plan.budget is not None else 1
-        gate = AnswerGate(max_turns, workflow, comments=plan.tier is not None)
+        gate = answer_gate(service, plan)
         async with run:
             async for event in run:
                 for kind, value in gate.on_event(event):
@@ -251,10 +247,7 @@ async def sse(
                     elif value:
                         if first:  # the time to the first token of the answer the client sees
                             first = False
-                            ttft = time.perf_counter() - started
-                            metrics.first_token(plan.model, plan.kind, ttft)
-                            if fields is not None:  # the request log's line
-                                fields["ttft_ms"] = round(ttft * 1000, 1)
+                            first_token(metrics, plan, time.perf_counter() - started, fields)
                         yield stream.text(value)
     except ApiError as err:
         yield stream.error(err.message, "server_error", plan.trace_id)
@@ -266,13 +259,39 @@ async def sse(
         log.exception("streaming run failed")
         yield stream.error(f"internal error: {type(exc).__name__}", "server_error", plan.trace_id)
         return
+    for line in await finish(stream, run, store, metrics, started, on_finished):
+        yield line
+
+
+def answer_gate(service: Service, plan: Plan) -> AnswerGate:
+    """The gate that releases the run's answer text (and, on tiers, progress comments) to the client."""
+    workflow = plan.tier is not None and getattr(service.engines[plan.tier.name].coordinator, "plans_workflows", False)
+    max_turns = plan.budget.max_turns if plan.budget is not None else 1
+    return AnswerGate(max_turns, workflow, comments=plan.tier is not None)
+
+
+def first_token(metrics: Metrics, plan: Plan, ttft: float, fields: dict[str, Any] | None) -> None:
+    """Count the time to the first answer text sent, in the metrics and the request log's line."""
+    metrics.first_token(plan.model, plan.kind, ttft)
+    if fields is not None:  # the request log's line
+        fields["ttft_ms"] = round(ttft * 1000, 1)
+
+
+async def finish(
+    stream: EventStream,
+    run: PlanRun,
+    store: Traces,
+    metrics: Metrics,
+    started: float,
+    on_finished: Callable[[RunResult], None] | None,
+) -> list[str]:
+    """Record the finished run; the stream's last lines (its tail, or an error event if it failed)."""
+    plan = stream.plan
     outcome = run.outcome
     assert outcome is not None
     if on_finished is not None:
         on_finished(outcome.result)
     await record_finished(plan, outcome.result, store, metrics, started)
     if outcome.result.status == RunStatus.FAILED and not outcome.result.answer:
-        yield stream.error(f"the run failed: {outcome.result.reason}", "run_failed", outcome.result.run_id)
-        return
-    for line in stream.tail(outcome):
-        yield line
+        return [stream.error(f"the run failed: {outcome.result.reason}", "run_failed", outcome.result.run_id)]
+    return list(stream.tail(outcome))
