@@ -70,3 +70,14 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., Ran]:
         return Ran(code, out.out, out.err)
 
     return run
+
+
+def default_sigint() -> None:
+    """``preexec_fn`` for a child that the test stops with Ctrl-C (SIGINT): give it SIGINT as a user's
+    shell does (default action, unblocked). A child inherits an ignored or blocked SIGINT from this
+    process, and in a full run something in it (a library, not podium) leaves SIGINT so: the child
+    then never sees the signal."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})

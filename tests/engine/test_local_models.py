@@ -124,13 +124,16 @@ async def test_embedded_model_is_loaded_once_and_safe_concurrently() -> None:
 
     from podium.backends import local
 
+    before = set(local._MODELS)  # other tests may have loaded the file with other settings
     engine = Engine(load_pool("embedded"))
     a = engine.backends.get(engine.pool.get("smollm2-precise"))
     b = engine.backends.get(engine.pool.get("smollm2-worker"))
     results = await asyncio.gather(*(backend.complete(REQUEST) for backend in (a, b, a, b)))
     assert all(r.text.strip() for r in results)
     assert results[0].text == results[2].text  # same settings, same answer: no state bleeds between calls
-    assert len({id(m) for m, _ in local._MODELS.values()}) == len(local._MODELS) == 1
+    loaded = [local._MODELS[key] for key in set(local._MODELS) - before]
+    assert len({id(m) for m, _ in local._MODELS.values()}) == len(local._MODELS)  # one Llama per entry
+    assert len(loaded) <= 1 and len(local._MODELS) >= 1  # both pool models share one loaded model
 
 
 def test_podium_ask_embedded_end_to_end() -> None:

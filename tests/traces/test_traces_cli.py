@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import POOLS, REPO, Ran
+from conftest import POOLS, REPO, Ran, default_sigint
 from podium.traces.reports import winning_path
 from podium.traces.store import Store
 from podium.types import Role, RunResult, RunStatus, Turn
@@ -84,6 +84,7 @@ def test_interrupted_cli_run_is_stored(cli, tmp_path: Path, monkeypatch: pytest.
     proc = subprocess.Popen(
         [sys.executable, "-m", "podium", "ask", "--pool", str(pool), "--json", "a question to interrupt"],
         env=env(),
+        preexec_fn=default_sigint,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
