@@ -119,7 +119,7 @@ def test_podium_ui_command(podium_home: Path) -> None:
     import sys
     import time
 
-    from conftest import free_port
+    from conftest import default_sigint, free_port
 
     seed(Store.open(), questions(1), workers=("math-eu",))
     port = free_port()
@@ -129,6 +129,7 @@ def test_podium_ui_command(podium_home: Path) -> None:
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ},
+        preexec_fn=default_sigint,
     )
     try:
         deadline, body = time.monotonic() + 30, None
