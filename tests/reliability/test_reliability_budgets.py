@@ -25,7 +25,8 @@ async def test_deadline_mid_stream_accounts_the_partial_output(fault_server: Fau
     pool = fault_pool(fault_server.url, "drip/deadline", timeout_s=30)
     out = await run_pool(pool, stream=True, budget=Budget(deadline_s=0.5))
     turn = out.result.turns[0]
-    assert out.result.status == RunStatus.BUDGET_EXHAUSTED and out.elapsed < 1.2
+    # the drip alone would run for 30 s; the slack is for a loaded machine
+    assert out.result.status == RunStatus.BUDGET_EXHAUSTED and out.elapsed < 3.0
     assert turn.output == out.received and out.received.startswith("The answer ...")
     assert turn.usage_estimated and turn.completion_tokens > 0 and turn.cost_usd > 0
     assert out.result.cost_usd == turn.cost_usd
