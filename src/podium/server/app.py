@@ -115,7 +115,9 @@ def _share_state(ring: KeyRing, service: Service, metrics: Metrics) -> None:
     """With ``PODIUM_REDIS_URL``, keep the keys' limits in the shared state; export its health."""
     if ring.state is None and redis_url():
         ring.state = open_state()
-    metrics.watch_shared_state(ring.state, service.breakers.shared)
+    from ..state.caches import FALLBACKS  # the response and decision caches'
+
+    metrics.watch_shared_state(ring.state, service.breakers.shared, FALLBACKS)
 
 
 def _lifespan(
