@@ -101,3 +101,39 @@ async def test_one_spend_budget_across_two_replicas(two_replicas: tuple[list[Pod
     assert len(refused) == 8
     runs = [r for r in Store.open(traces_url).runs() if r["owner"] == "team"]
     assert len(runs) == RUNS  # the store agrees: RUNS runs were charged to the key
+
+
+async def test_refused_and_streamed_requests_settle_their_holds(
+    two_replicas: tuple[list[PodiumServer], Path, str],
+) -> None:
+    """A request refused after admission gives its hold back (else the key would be 'busy' for minutes);
+    a streamed run settles its hold with its cost like a plain one."""
+    servers, keys, _ = two_replicas
+    url, team = servers[0].url, {"Authorization": "Bearer sk-team"}
+    async with httpx.AsyncClient() as client:
+        probe = await client.post(
+            f"{url}/v1/chat/completions",
+            json={"model": "eu-solver", "messages": ASK},
+            headers={"Authorization": "Bearer sk-probe"},
+        )
+        keys_file(keys.parent, 2.5 * float(probe.headers["x-podium-cost-usd"]))  # pays for 3 runs
+        await asyncio.sleep(1.2)
+        unknown = await client.post(f"{url}/v1/chat/completions", json={"model": "nope", "messages": ASK}, headers=team)
+        assert unknown.status_code == 404  # admitted (all the budget held: no run priced yet), then refused
+        plain = await client.post(
+            f"{url}/v1/chat/completions", json={"model": "eu-solver", "messages": ASK}, headers=team
+        )
+        assert plain.status_code == 200, plain.text  # not 429 budget_busy: the refused request's hold is gone
+        body = {"model": "eu-solver", "messages": ASK, "stream": True}
+        streamed = await client.post(f"{servers[1].url}/v1/chat/completions", json=body, headers=team)
+        assert streamed.status_code == 200 and "[DONE]" in streamed.text
+        codes = [
+            (
+                await client.post(
+                    f"{url}/v1/chat/completions", json={"model": "eu-solver", "messages": ASK}, headers=team
+                )
+            )
+            for _ in range(2)
+        ]
+    assert [c.status_code for c in codes] == [200, 400], [c.text for c in codes]  # the stream was charged: 3 runs
+    assert codes[1].json()["error"]["code"] == "budget_exceeded"
