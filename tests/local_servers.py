@@ -219,8 +219,9 @@ class RayHead:
 @pytest.fixture(scope="session")
 def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One Ray head for the whole test session (Ray is slow to start on a small machine); yields
-    HOST:PORT. A start that times out under load is tried again (three times in all)."""
-    for attempt in range(3):
+    HOST:PORT. Ray gives its raylet 30 s to register, which a loaded machine can miss: a start that
+    times out is tried again (five times in all)."""
+    for attempt in range(5):
         head = RayHead(tmp_path_factory.mktemp("ray"))
         if head.ready():
             break

@@ -22,6 +22,17 @@ ASK = [{"role": "user", "content": "What is 17 * 23?"}]
 RUNS = 5  # what the budget pays for
 
 
+class Replica(PodiumServer):
+    """A server given more time to come up on a loaded machine (it imports podium and migrates the store)."""
+
+    def _wait_healthy(self, timeout: float = 120.0) -> None:
+        try:
+            super()._wait_healthy(timeout)
+        except RuntimeError:
+            self.stop()  # never leave a server behind
+            raise
+
+
 def keys_file(folder: Path, max_usd: float) -> Path:
     """Two keys: ``probe`` (no budget, to price one run) and ``team`` (a total budget of ``max_usd``)."""
     big = {"requests_per_minute": 60000, "burst": 1000}
@@ -56,7 +67,7 @@ def two_replicas(
     try:
         for name in ("a", "b"):
             (tmp_path / name).mkdir()
-            servers.append(PodiumServer(POOL, tmp_path / name, env=env, args=["--keys", str(keys)]))
+            servers.append(Replica(POOL, tmp_path / name, env=env, args=["--keys", str(keys)]))
         yield servers, keys, env["PODIUM_TRACES_URL"]
     finally:
         for server in servers:
