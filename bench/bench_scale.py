@@ -228,6 +228,8 @@ def markdown(r: dict[str, Any]) -> str:
             f"Settings: {json.dumps(r['settings'])}. The machine has 2 cores shared with other jobs: the "
             "ratios, not the absolute numbers, are the result; with a loaded machine, extra processes "
             "cannot buy much. Ray times include connecting to the head and starting its workers.",
+            "",
+            "The shared caches' and spend holds' cost per operation: scale_caches.md (bench/bench_caches.py).",
         ]
     )
 

@@ -12,7 +12,11 @@ right answer and wrongly accepts a wrong one when A + B is even.
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import time
+from pathlib import Path
 
 import yaml
 
@@ -33,6 +37,18 @@ def coder(request: CompletionRequest) -> str:
     name, op = FUNC.search(text).groups()
     feedback = text.split("Revision needed", 1)[1] if "Revision needed" in text else ""
     return RIGHT.format(name=name, op=op) if "assert" in feedback.lower() else WRONG.format(name=name)
+
+
+def mortal_coder(request: CompletionRequest) -> str:
+    """:func:`coder`, for fault tests: with ``PODIUM_TEST_SLOW`` each call takes that many seconds; with
+    ``PODIUM_TEST_DIE_ON=NAME`` and ``PODIUM_TEST_DIE_MARK=PATH`` the first call for function NAME kills
+    its own process (a Ray worker dying mid-task), once: the file PATH records that it did."""
+    time.sleep(float(os.environ.get("PODIUM_TEST_SLOW", "0")))
+    mark, victim = os.environ.get("PODIUM_TEST_DIE_MARK"), os.environ.get("PODIUM_TEST_DIE_ON")
+    if mark and victim and FUNC.search(_text(request)).group(1) == victim and not Path(mark).exists():
+        Path(mark).write_text(str(os.getpid()))
+        os.kill(os.getpid(), signal.SIGKILL)
+    return coder(request)
 
 
 def lazy(request: CompletionRequest) -> str:

@@ -1,4 +1,5 @@
-"""Real Redis and PostgreSQL servers on 127.0.0.1 and free ports, for the shared-state and store tests.
+"""Real Redis and PostgreSQL servers (and a Ray head) on 127.0.0.1 and free ports, for the shared-state,
+store and Ray tests.
 
 Both come from Debian packages that ``make test`` installs (``make services``). A missing binary
 fails the test with the install hint: these tests never skip. PostgreSQL refuses to run as root,
@@ -7,10 +8,14 @@ so as root the cluster is created and run as the ``postgres`` user (created by t
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
+import signal
+import socket
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -22,7 +27,6 @@ import pytest
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that is free right now."""
-    import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -139,7 +143,6 @@ class PostgresServer:
 
 
 def _wait_port(port: int, proc: subprocess.Popen[bytes], name: str, timeout: float = 20.0) -> None:
-    import socket
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -165,6 +168,70 @@ def redis_server() -> Iterator[RedisServer]:
     server = RedisServer()
     yield server
     server.stop()
+
+
+class RayHead:
+    """``ray start --head --block`` in its own process group on 127.0.0.1 (``address``: HOST:PORT)."""
+
+    def __init__(self, temp: Path) -> None:
+        ray_cli = shutil.which("ray") or str(Path(sys.executable).parent / "ray")
+        if not Path(ray_cli).exists():
+            pytest.fail(
+                "ray not found: install the ray extra (pip install 'podium[ray]'; make setup does)", pytrace=False
+            )
+        self.port, self.log_path = free_port(), temp / "head.log"
+        self.address = f"127.0.0.1:{self.port}"
+        self._log = self.log_path.open("w")
+        args = [ray_cli, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={self.port}"]
+        args += ["--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}"]
+        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def ready(self, timeout: float = 180.0) -> bool:
+        """Wait until the head says it started (its raylet registered, not just its port open); False
+        if it gave up (on a loaded machine Ray's own 30 s startup limit can pass)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                return False
+            if "Ray runtime started" in self.log_path.read_text(errors="replace"):
+                return True
+            time.sleep(0.2)
+        return False
+
+    def stop(self) -> None:
+        """Stop the head and what it started: its process group only."""
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                continue
+            if sig == signal.SIGTERM:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)  # stragglers of the group
+                break
+        self._log.close()
+
+
+@pytest.fixture(scope="session")
+def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One Ray head for the whole test session (Ray is slow to start on a small machine); yields
+    HOST:PORT. Ray gives its raylet 30 s to register, which a loaded machine can miss: a start that
+    times out is tried again (five times in all)."""
+    for attempt in range(5):
+        head = RayHead(tmp_path_factory.mktemp("ray"))
+        if head.ready():
+            break
+        head.stop()
+    else:
+        pytest.fail(f"the Ray head did not start:\n{head.log_path.read_text()[-2000:]}", pytrace=False)
+    try:
+        yield head.address
+    finally:
+        head.stop()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -1,20 +1,14 @@
-"""``podium bench run --ray ADDRESS`` on a real Ray head (127.0.0.1, started once for this module):
-the same rows as the single-process run, traces and grades stored by the Ray workers, resumable."""
+"""``podium bench run --ray ADDRESS`` on a real Ray head on 127.0.0.1 (the session's, from
+tests/local_servers.py): the same rows as the single-process run, traces and grades stored by the
+Ray workers, resumable."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from bench_fakes import code_tasks, write_code_pool
 from local_servers import free_port
@@ -22,41 +16,6 @@ from podium.traces.store import Store
 
 REPO = Path(__file__).resolve().parents[2]
 VOLATILE = ("run_id", "time", "latency_s")  # differ between any two runs, local or not
-
-
-@pytest.fixture(scope="module")
-def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``ray start --head --block`` in its own process group on 127.0.0.1; yields HOST:PORT."""
-    ray_cli = shutil.which("ray") or str(Path(sys.executable).parent / "ray")
-    if not Path(ray_cli).exists():
-        pytest.fail("ray not found: install the ray extra (pip install 'podium[ray]'; make setup does)", pytrace=False)
-    port, temp = free_port(), tmp_path_factory.mktemp("ray")
-    log = (temp / "head.log").open("w")
-    args = [ray_cli, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2"]
-    args += ["--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}"]
-    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, (temp / "head.log").read_text()
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    break
-            except OSError:
-                time.sleep(0.2)
-        yield f"127.0.0.1:{port}"
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the head and what it started: our process group only
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # stragglers of the group (the head may leave some behind)
-        except ProcessLookupError:
-            pass
-        proc.wait(timeout=10)
-        log.close()
 
 
 def bench(out: Path, pool: str, tasks: Path, *extra: str) -> subprocess.CompletedProcess[str]:

@@ -70,6 +70,9 @@ class BackendSet:
         """Close every backend and the shared client if this set made it."""
         for backend in self._backends.values():
             await backend.aclose()
+        shared = self.response_caches.pop("\0redis", None)  # the Redis response cache's client
+        if shared is not None:
+            await shared.aclose()
         if self._owns_client and self._client is not None:
             await self._client.aclose()
             self._client = None

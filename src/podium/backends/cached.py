@@ -12,20 +12,29 @@ Two uses share :func:`cache_key`:
   coordinators replay the same turns. A hit returns the stored completion (with its original tokens
   and cost, so rewards still see what the call costs) but spends nothing: the set counts only the
   misses it paid for.
+
+With ``PODIUM_REDIS_URL`` set, the serving cache lives in Redis (:class:`podium.state.caches.RedisLRU`):
+every replica answers from the same entries, with the same TTL and size bound (LRU across replicas).
+While Redis is unreachable each replica uses its own in-process cache (a warning, and
+``podium_shared_state_fallbacks`` counts it), never an error.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..pool import ModelSpec, ResponseCacheSpec
 from ..types import Completion, CompletionRequest, StreamDelta
 from . import Backend, BackendSet
+
+if TYPE_CHECKING:
+    from ..state.caches import RedisLRU
 
 
 def cache_key(spec: ModelSpec, request: CompletionRequest) -> str:
@@ -53,10 +62,36 @@ def cache_key(spec: ModelSpec, request: CompletionRequest) -> str:
 class ResponseCache:
     """Completions by key, each for ``ttl_s`` seconds, at most ``max_entries`` (least recently used evicted)."""
 
-    def __init__(self, spec: ResponseCacheSpec, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        spec: ResponseCacheSpec,
+        clock: Callable[[], float] = time.monotonic,
+        shared: RedisLRU | None = None,
+        space: str = "",
+    ) -> None:
         self.spec, self.clock = spec, clock
         self.entries: OrderedDict[str, tuple[float, Completion]] = OrderedDict()
         self.hits = self.misses = 0
+        self.shared, self.space = shared, space or "_requests"
+
+    async def aget(self, key: str) -> Completion | None:
+        """:meth:`get` from the shared cache when there is one (the local cache while Redis is down)."""
+        if self.shared is not None:
+            raw = await self.shared.get(self.space, key)
+            if raw is not False:
+                hit = None if raw is None else Completion.model_validate_json(str(raw))
+                self.hits += hit is not None
+                self.misses += hit is None
+                return hit
+        return self.get(key)
+
+    async def aput(self, key: str, completion: Completion) -> None:
+        """:meth:`put` into the shared cache when there is one (the local cache while Redis is down)."""
+        if self.shared is not None:
+            value = completion.model_dump_json()
+            if await self.shared.put(self.space, key, value, self.spec.ttl_s, self.spec.max_entries):
+                return
+        self.put(key, completion)
 
     def get(self, key: str) -> Completion | None:
         entry = self.entries.get(key)
@@ -109,11 +144,11 @@ class ResponseCachingBackend:
         if cache is None:
             return await self.inner.complete(request)
         key = cache_key(self.spec, request)
-        hit = cache.get(key)
+        hit = await cache.aget(key)
         if hit is not None:
             return self._hit(hit)
         completion = await self.inner.complete(request)
-        cache.put(key, completion)
+        await cache.aput(key, completion)
         return completion
 
     def stream(self, request: CompletionRequest) -> AsyncIterator[StreamDelta]:
@@ -122,7 +157,7 @@ class ResponseCachingBackend:
 
     async def _stream_cached(self, request: CompletionRequest, cache: ResponseCache) -> AsyncIterator[StreamDelta]:
         key = cache_key(self.spec, request)
-        hit = cache.get(key)
+        hit = await cache.aget(key)
         if hit is not None:
             if hit.text:
                 yield StreamDelta(text=hit.text)
@@ -132,7 +167,7 @@ class ResponseCachingBackend:
         try:
             async for delta in deltas:
                 if delta.completion is not None:
-                    cache.put(key, delta.completion)
+                    await cache.aput(key, delta.completion)
                 yield delta
         finally:  # an abandoned stream closes the upstream one
             close = getattr(deltas, "aclose", None)
@@ -146,11 +181,17 @@ class ResponseCachingBackend:
 def with_response_cache(backend: Backend, spec: ModelSpec, caches: dict[str, Any]) -> Backend:
     """``backend`` behind the response cache (the pool model's own where it opts in; requests with
     ``cache=True`` share ``caches[""]``, made with the defaults on first use)."""
+    url = os.environ.get("PODIUM_REDIS_URL", "").strip()
+    if url and "\0redis" not in caches:
+        from ..state.caches import RedisLRU
+
+        caches["\0redis"] = RedisLRU(url)  # one client per backend set (one event loop)
+    shared = caches.get("\0redis")
     if spec.cache is not None:
-        caches.setdefault(spec.name, ResponseCache(spec.cache))
+        caches.setdefault(spec.name, ResponseCache(spec.cache, shared=shared, space=spec.name))
 
     def fallback() -> ResponseCache:
-        return caches.setdefault("", ResponseCache(ResponseCacheSpec()))  # type: ignore[no-any-return]
+        return caches.setdefault("", ResponseCache(ResponseCacheSpec(), shared=shared))  # type: ignore[no-any-return]
 
     return ResponseCachingBackend(backend, spec, caches.get(spec.name), fallback)
 

@@ -45,6 +45,13 @@ from .options import pool_option
     help="Save the optimiser state and response cache here.",
 )
 @click.option("--resume", is_flag=True, help="Continue from --checkpoint if it exists.")
+@click.option(
+    "--ray",
+    "ray",
+    metavar="ADDRESS",
+    default=None,
+    help="Score each generation's candidates on Ray: local, auto, HOST:PORT or ray://HOST:PORT (extra ray).",
+)
 @click.option("--quiet", is_flag=True, help="No progress on stderr.")
 def live(
     tasks_path: Path,
@@ -63,6 +70,7 @@ def live(
     seed: int,
     checkpoint: Path | None,
     resume: bool,
+    ray: str | None,
     quiet: bool,
 ) -> None:
     """Train a head on TASKS by running the engine with candidate heads and grading the answers.
@@ -74,6 +82,7 @@ def live(
     Examples:
       podium train live tasks.jsonl --pool my-pool.yaml --out head.npz --limit 40 --max-calls 2000
       podium train live tasks.jsonl --pool my-pool.yaml --out head.npz --checkpoint ckpt.pkl --resume
+      podium train live tasks.jsonl --pool my-pool.yaml --out head.npz --ray 10.0.0.5:6379
     """
     from .train import _require_train_extra
 
@@ -90,7 +99,7 @@ def live(
         "max_calls": max_calls,
         "max_usd": max_cost,
     }
-    _live(tasks_path, pool_ref, out, limit, settings, checkpoint, resume, quiet)
+    _live(tasks_path, pool_ref, out, limit, settings, checkpoint, resume, quiet, ray)
 
 
 def _live(
@@ -102,6 +111,7 @@ def _live(
     checkpoint: Path | None,
     resume: bool,
     quiet: bool,
+    ray: str | None = None,
 ) -> None:
     """``podium train live`` once its options are parsed: train, write the head, print the report."""
     from ..learned.live import LiveConfig, train_live
@@ -114,7 +124,13 @@ def _live(
     config = LiveConfig(**settings)
     head, report = asyncio.run(
         train_live(
-            pool, tasks, config, checkpoint=checkpoint, resume=resume, progress=None if quiet else stderr_progress
+            pool,
+            tasks,
+            config,
+            checkpoint=checkpoint,
+            resume=resume,
+            progress=None if quiet else stderr_progress,
+            ray=ray,
         )
     )
     path = head.save(out)

@@ -11,14 +11,16 @@ by (model, messages, sampling) (:mod:`podium.backends.cached`), so rollouts that
 cost nothing; ``max_calls`` / ``max_usd`` cap what the whole training may spend (the loop stops
 at the budget and keeps the best head so far). By default runs use the pool's own verifier, as
 they will when deployed; ``grounded`` makes the task's check the verifier too.
-Ask/tell state, the best head so far and the response cache are checkpointed and resumable.
+Ask/tell state (with the random state CMA-ES samples from), the best head so far and the response
+cache are checkpointed and resumable. With ``ray`` (``--ray ADDRESS``) each generation's candidate
+rollouts run as Ray tasks (:mod:`podium.learned.live_ray`), with the same result for a fixed seed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,7 @@ from .train import fit_projection, load_checkpoint, save_checkpoint
 
 CHECK_MODEL = "check"
 Progress = Callable[[str], None]
+Scorer = Callable[["LiveTrainer", list[tuple[np.ndarray, list[Task]]], int], Awaitable[list[float]]]
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,7 @@ class LiveState:
     history: list[dict[str, Any]] = field(default_factory=list)
     cache: dict[str, Any] = field(default_factory=dict)
     baselines: dict[str, Any] = field(default_factory=dict)
+    rng: Any = None  # numpy's global random state, which CMA-ES samples from (restored on resume)
 
 
 @dataclass
@@ -112,6 +116,7 @@ class LiveTrainer:
         self.backends = CachingBackendSet(max_calls=config.max_calls, max_usd=config.max_usd)
         self.backends.store.update(cache or {})
         self.encoder = get_encoder(config.encoder)
+        self.scorer: Scorer | None = None  # None: candidates are scored here, one after another
 
     @property
     def n_params(self) -> int:
@@ -153,6 +158,12 @@ class LiveTrainer:
 
     async def score(self, theta: np.ndarray, tasks: list[Task]) -> float:
         return (await self.rollouts(LearnedCoordinator(self.head(theta)), tasks)).summary()["reward"]
+
+    async def score_all(self, jobs: list[tuple[np.ndarray, list[Task]]], generation: int) -> list[float]:
+        """The mean reward of each (head parameters, tasks) job: here, or by :attr:`scorer` (Ray)."""
+        if self.scorer is not None:
+            return await self.scorer(self, jobs, generation)
+        return [await self.score(theta, tasks) for theta, tasks in jobs]
 
     def batch(self, generation: int) -> list[Task]:
         size = self.config.batch
@@ -199,9 +210,10 @@ class LiveTrainer:
         """One generation (ask, roll out, tell, score the mean on all tasks); None when the budget ran out."""
         tasks = self.batch(state.generation)
         thetas = np.asarray(state.es.ask())
-        fitness = [await self.score(th, tasks) for th in thetas]
         mean = np.asarray(state.es.mean)
-        val = await self.score(mean, self.tasks)
+        *fitness, val = await self.score_all(
+            [(th, tasks) for th in thetas] + [(mean, self.tasks)], state.generation + 1
+        )
         if self.backends.exhausted:
             return None  # rewards past the budget are partial: this generation does not count
         state.es.tell(list(thetas), [-f for f in fitness])
@@ -239,6 +251,8 @@ async def _start(trainer: LiveTrainer, state: LiveState | None, n_tasks: int, pr
             )
     else:
         trainer.mean, trainer.proj, trainer.models = state.mean, state.proj, state.models
+        if state.rng is not None:
+            np.random.set_state(state.rng)  # CMA-ES goes on sampling where it stopped
     return state
 
 
@@ -250,11 +264,17 @@ async def train_live(
     checkpoint: Path | None = None,
     resume: bool = False,
     progress: Progress | None = None,
+    ray: str | None = None,
 ) -> tuple[Head, dict[str, Any]]:
-    """Train a head by live rollouts; returns it with a report (baselines, best reward, spend)."""
+    """Train a head by live rollouts; returns it with a report (baselines, best reward, spend).
+    ``ray``: a Ray address (see :mod:`podium.benchmark.distributed`) to score candidates on."""
     started = time.perf_counter()
     state = load_live_checkpoint(checkpoint, config) if resume and checkpoint and checkpoint.is_file() else None
     trainer = LiveTrainer(pool, tasks, config, cache=state.cache if state else None)
+    if ray is not None:
+        from .live_ray import RayScorer
+
+        trainer.scorer = RayScorer(ray, progress)
     state = await _start(trainer, state, len(tasks), progress)
     stopped = None
     while state.generation < config.generations:
@@ -268,7 +288,7 @@ async def train_live(
                 f"mean head {record['val']:.3f}, paid calls {record['paid_calls']}, cache hits {record['cache_hits']}"
             )
         if checkpoint:
-            state.cache = trainer.backends.store
+            state.cache, state.rng = trainer.backends.store, np.random.get_state()
             save_checkpoint(state, checkpoint)  # type: ignore[arg-type]  # train.py types it TrainState; it pickles any state
     final = (await trainer.rollouts(LearnedCoordinator(trainer.head(state.best_theta)), tasks)).summary()
     report = {

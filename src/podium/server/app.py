@@ -21,6 +21,7 @@ from ..hosts import host_name
 from ..pool import Pool, load_pool
 from ..scrub import install_log_scrubbing
 from ..state import open_state, redis_url
+from ..types import RunResult
 from .auth import ApiKey, KeyRing
 from .compat import check_request, format_instruction, unsupported_on_tier
 from .edges import RequestId, cors_origins
@@ -114,7 +115,9 @@ def _share_state(ring: KeyRing, service: Service, metrics: Metrics) -> None:
     """With ``PODIUM_REDIS_URL``, keep the keys' limits in the shared state; export its health."""
     if ring.state is None and redis_url():
         ring.state = open_state()
-    metrics.watch_shared_state(ring.state, service.breakers.shared)
+    from ..state.caches import FALLBACKS  # the response and decision caches'
+
+    metrics.watch_shared_state(ring.state, service.breakers.shared, FALLBACKS)
 
 
 def _lifespan(
@@ -221,16 +224,29 @@ def add_api_routes(app: FastAPI, limited: Any) -> None:
         started = time.perf_counter()
         fields: dict[str, Any] = getattr(request.state, "log", {})
         fields.update(key=key.name, model=body.model, stream=body.stream)
-        guard.admit(key)
-        plan = plan_request(body, key, service, metrics)
+        await guard.aadmit(key)
+        settled: list[RunResult] = []  # the run settled its spend hold (else it is released at the end)
+
+        def on_finished(result: RunResult) -> None:
+            settled.append(result)
+            settle(plan, result, guard, fields)
+
+        try:
+            plan = plan_request(body, key, service, metrics)
+        except Exception:
+            guard.release(key.name)  # its spend hold: this request will not run
+            raise
         fields.update(kind=plan.kind, trace_id=plan.trace_id)
         if body.stream:
-            return stream_response(
-                plan, service, store, metrics, started, lambda result: settle(plan, result, guard, fields), fields
-            )
+            response = stream_response(plan, service, store, metrics, started, on_finished, fields)
+            response.body_iterator = guard.release_after(key.name, response.body_iterator, settled)
+            return response
         metrics.in_flight.inc()
         try:
             return await complete(plan, service, store, metrics, started, guard, fields)
+        except BaseException:
+            guard.release(key.name)  # the run failed before its spend was settled
+            raise
         finally:
             metrics.in_flight.dec()
 

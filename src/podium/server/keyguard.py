@@ -3,13 +3,16 @@ and charged after each run (see :mod:`podium.server.quotas`)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import signal
 import time
 from asyncio import AbstractEventLoop
-from collections.abc import Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sized
+from typing import Any
 
+from ..state.spend import Hold, SpendGate
 from ..types import RunResult
 from .auth import ApiKey, KeyRing
 from .edges import NO_RETRY
@@ -24,6 +27,9 @@ class KeyGuard:
         self.ring = ring
         self.ledger = SpendLedger(read_spend)
         self.window = TokenWindow()
+        self.read_spend = read_spend
+        self.holds: dict[str, list[Hold]] = {}  # key -> spend holds of its runs in flight here (shared state)
+        self.settling: set[asyncio.Task[None]] = set()
 
     def watch_sighup(self, loop: AbstractEventLoop) -> None:
         """Reload the keys file on SIGHUP (where the platform and thread allow a handler)."""
@@ -72,5 +78,66 @@ class KeyGuard:
     def account(self, key: str, result: RunResult) -> None:
         """Charge a finished run to ``key``: its cost (budget) and all its tokens (TPM)."""
         tokens = result.total_tokens + result.orchestration_prompt_tokens + result.orchestration_completion_tokens
-        self.ledger.add(key, result.cost_usd + result.orchestration_cost_usd)
+        usd = result.cost_usd + result.orchestration_cost_usd
+        if self.holds.get(key):
+            self._settle(self.holds[key].pop(0), usd)
+        else:
+            self.ledger.add(key, usd)
         self.window.add(key, tokens)
+
+    async def aadmit(self, key: ApiKey) -> None:
+        """:meth:`admit`; with shared state (``PODIUM_REDIS_URL``) the spend budget is one for every
+        replica: the run holds its expected cost until :meth:`account` (or :meth:`release`) settles it,
+        and a request finding the rest of the budget held by runs in flight gets a 429 ``budget_busy``."""
+        state, budget = self.ring.state, key.budget
+        if self.ring.open or state is None or budget is None:
+            return self.admit(key)
+        if self.settling:  # this replica's finished runs are counted before the next claim
+            await asyncio.gather(*self.settling, return_exceptions=True)
+        now = time.time()
+        start, end = period_bounds(budget.period, now)
+        hold, claim = await SpendGate(state, self.read_spend).claim(key.name, budget.max_usd, start, end, now)
+        if hold is None:
+            if claim.committed >= budget.max_usd:
+                raise ApiError(
+                    400,
+                    f"API key '{key.name}' has spent ${claim.committed:.4f} of its ${budget.max_usd} {budget.period} budget",
+                    code="budget_exceeded",
+                    headers={**({"x-podium-budget-reset": str(int(end))} if end else {}), **NO_RETRY},
+                )
+            raise ApiError(
+                429,
+                f"API key '{key.name}': runs in flight may spend the rest of its ${budget.max_usd} budget; retry in 1s",
+                type="rate_limit_error",
+                code="budget_busy",
+                headers={"Retry-After": "1"},
+            )
+        self.holds.setdefault(key.name, []).append(hold)
+        try:
+            self.admit(key.model_copy(update={"budget": None}))  # tokens per minute
+        except ApiError:
+            self.release(key.name)
+            raise
+
+    def release(self, key: str) -> None:
+        """Give back the spend hold of a request of ``key`` that will not run (refused after admission)."""
+        if self.holds.get(key):
+            self._settle(self.holds[key].pop(0), None)
+
+    async def release_after(self, key: str, lines: AsyncIterable[Any], settled: Sized) -> AsyncIterator[Any]:
+        """A streamed response's ``lines``, releasing ``key``'s spend hold at the end if its run never
+        settled it (the client went away first)."""
+        try:
+            async for line in lines:
+                yield line
+        finally:
+            if not settled:
+                self.release(key)
+
+    def _settle(self, hold: Hold, usd: float | None) -> None:
+        state = self.ring.state
+        if state is None:
+            return
+        task = asyncio.get_running_loop().create_task(SpendGate(state, self.read_spend).settle(hold, usd))
+        self.settling.add(task)
+        task.add_done_callback(self.settling.discard)

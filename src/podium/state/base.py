@@ -21,6 +21,17 @@ class Reservation:
     retry_s: float
 
 
+@dataclass(frozen=True)
+class Claim:
+    """What :meth:`SharedState.claim` found: whether the hold was granted, the period's committed
+    spend and the amount held by other runs in flight before it, and the hold's amount."""
+
+    ok: bool
+    committed: float
+    held: float
+    amount: float
+
+
 class SharedState(Protocol):
     """Counters and caches that must agree across replicas (all atomic per call)."""
 
@@ -42,6 +53,21 @@ class SharedState(Protocol):
 
     async def total(self, name: str) -> float:
         """The current total of the window ``name`` (0 when it has expired or never started)."""
+        ...
+
+    async def seed(self, name: str, amount: float, ttl_s: float) -> None:
+        """Start the counter ``name`` at ``amount`` for ``ttl_s`` seconds unless it exists (a spend read
+        from the trace store)."""
+        ...
+
+    async def claim(self, name: str, hold_id: str, limit: float, hold_ttl_s: float) -> Claim | None:
+        """Hold one run's expected cost on the seeded counter ``name`` if its committed total plus the
+        holds in flight stays below ``limit``; None when ``name`` is not seeded (see :mod:`.spend`)."""
+        ...
+
+    async def settle(self, name: str, hold_id: str, amount: float | None) -> None:
+        """Drop the hold ``hold_id`` and commit ``amount`` (None: nothing) to ``name``; ``amount`` becomes
+        the next holds' expected cost."""
         ...
 
     async def cache_get(self, name: str) -> str | None:
@@ -66,6 +92,8 @@ class LocalState:
         self.buckets: dict[str, tuple[float, float]] = {}  # name -> (tokens, stamp)
         self.windows: dict[str, tuple[float, float]] = {}  # name -> (total, ends_at)
         self.cache: dict[str, tuple[str, float]] = {}  # name -> (value, expires_at)
+        self.holds: dict[str, dict[str, tuple[float, float]]] = {}  # counter -> hold id -> (amount, expires_at)
+        self.estimates: dict[str, float] = {}  # counter -> the last settled run's cost
 
     async def take(self, name: str, rate_per_s: float, capacity: float, cost: float = 1.0) -> float:
         now = time.monotonic()
@@ -99,6 +127,34 @@ class LocalState:
     async def total(self, name: str) -> float:
         total, ends = self.windows.get(name, (0.0, 0.0))
         return total if ends > time.monotonic() else 0.0
+
+    async def seed(self, name: str, amount: float, ttl_s: float) -> None:
+        now = time.monotonic()
+        if self.windows.get(name, (0.0, 0.0))[1] <= now:
+            self.windows[name] = (amount, now + ttl_s)
+
+    async def claim(self, name: str, hold_id: str, limit: float, hold_ttl_s: float) -> Claim | None:
+        now = time.monotonic()
+        committed, ends = self.windows.get(name, (0.0, 0.0))
+        if ends <= now:
+            return None
+        holds = {k: v for k, v in self.holds.get(name, {}).items() if v[1] > now}
+        held = sum(amount for amount, _ in holds.values())
+        if committed + held >= limit:
+            return Claim(False, committed, held, 0.0)
+        amount = self.estimates.get(name, limit - committed - held)  # unpriced: hold all that is left
+        holds[hold_id] = (amount, now + hold_ttl_s)
+        self.holds[name] = holds
+        return Claim(True, committed, held, amount)
+
+    async def settle(self, name: str, hold_id: str, amount: float | None) -> None:
+        self.holds.get(name, {}).pop(hold_id, None)
+        if amount is None:
+            return
+        committed, ends = self.windows.get(name, (0.0, 0.0))
+        if ends > time.monotonic():
+            self.windows[name] = (committed + amount, ends)
+        self.estimates[name] = amount
 
     async def cache_get(self, name: str) -> str | None:
         hit = self.cache.get(name)

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from ..errors import missing_extra
-from .base import LocalState, Reservation
+from .base import Claim, LocalState, Reservation
 
 log = logging.getLogger("podium.state")
 T = TypeVar("T")
@@ -53,6 +53,42 @@ if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[3]) 
 return {1, total, 0}
 """
 
+# KEYS: counter, hold expiries (zset), hold amounts (hash), last run's cost. ARGV: hold id, limit, hold ttl ms.
+CLAIM = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, '0', '0', '0'} end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now)
+for _, id in ipairs(gone) do redis.call('HDEL', KEYS[3], id) end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+local committed = tonumber(redis.call('GET', KEYS[1]))
+local held = 0
+for _, v in ipairs(redis.call('HVALS', KEYS[3])) do held = held + tonumber(v) end
+local limit = tonumber(ARGV[2])
+local f = function(x) return string.format('%.17g', x) end
+if committed + held >= limit then return {0, f(committed), f(held), '0'} end
+local amount = tonumber(redis.call('GET', KEYS[4]) or '-1')
+if amount < 0 then amount = limit - committed - held end
+redis.call('HSET', KEYS[3], ARGV[1], f(amount))
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[1])
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 then
+  redis.call('PEXPIRE', KEYS[2], ttl + tonumber(ARGV[3]))
+  redis.call('PEXPIRE', KEYS[3], ttl + tonumber(ARGV[3]))
+end
+return {1, f(committed), f(held), f(amount)}
+"""
+
+# KEYS as CLAIM's. ARGV: hold id, the run's cost ('' when it never ran), ttl ms of the cost estimate.
+SETTLE = """
+redis.call('HDEL', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+if ARGV[2] == '' then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('INCRBYFLOAT', KEYS[1], ARGV[2]) end
+redis.call('SET', KEYS[4], ARGV[2], 'PX', ARGV[3])
+return 1
+"""
+
 
 def _redis() -> Any:
     try:
@@ -79,6 +115,8 @@ class RedisState:
         self._errors: tuple[type[BaseException], ...] = (aioredis.RedisError, OSError)
         self._take = self.client.register_script(TAKE)
         self._reserve = self.client.register_script(RESERVE)
+        self._claim = self.client.register_script(CLAIM)
+        self._settle = self.client.register_script(SETTLE)
         self.local = LocalState()
         self.fallbacks = 0
         self.down_since: float | None = None
@@ -136,6 +174,34 @@ class RedisState:
             return float(await self.client.get(self.prefix + name) or 0.0)
 
         return await self._shared(op, lambda: self.local.total(name))
+
+    def _spend_keys(self, name: str) -> list[str]:
+        key = self.prefix + name
+        return [key, key + ":holds", key + ":held", key + ":last"]
+
+    async def seed(self, name: str, amount: float, ttl_s: float) -> None:
+        async def op() -> None:
+            await self.client.set(self.prefix + name, repr(float(amount)), px=max(1, int(ttl_s * 1000)), nx=True)
+
+        await self._shared(op, lambda: self.local.seed(name, amount, ttl_s))
+
+    async def claim(self, name: str, hold_id: str, limit: float, hold_ttl_s: float) -> Claim | None:
+        async def op() -> Claim | None:
+            ok, committed, held, amount = await self._claim(
+                keys=self._spend_keys(name), args=[hold_id, limit, max(1, int(hold_ttl_s * 1000))]
+            )
+            if int(ok) < 0:
+                return None
+            return Claim(bool(int(ok)), float(committed), float(held), float(amount))
+
+        return await self._shared(op, lambda: self.local.claim(name, hold_id, limit, hold_ttl_s))
+
+    async def settle(self, name: str, hold_id: str, amount: float | None) -> None:
+        async def op() -> None:
+            cost = "" if amount is None else repr(float(amount))
+            await self._settle(keys=self._spend_keys(name), args=[hold_id, cost, 31 * 86400 * 1000])
+
+        await self._shared(op, lambda: self.local.settle(name, hold_id, amount))
 
     async def cache_get(self, name: str) -> str | None:
         async def op() -> str | None:
