@@ -12,12 +12,13 @@ import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SerializerFunctionWrapHandler,
     ValidationError,
     field_validator,
@@ -68,6 +69,28 @@ class ResponseCacheSpec(BaseModel):
     max_entries: int = Field(default=1024, ge=1)  # least recently used entries go first
 
 
+class DeploymentSpec(BaseModel):
+    """One deployment of a pool model (LiteLLM's ``model_list`` entries sharing a name): where to reach
+    it and its own limits. Keys it does not set come from the model (never from another deployment)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(default=None, min_length=1)  # default: its position, 1-based
+    base_url: str | None = None
+    model: str | None = None
+    api_key_env: str | None = None
+    headers: dict[str, str] | None = None
+    region: str | None = None
+    provider: str | None = None
+    input_usd_per_mtok: float | None = Field(default=None, ge=0)
+    output_usd_per_mtok: float | None = Field(default=None, ge=0)
+    rpm: int | None = Field(default=None, ge=1)  # requests started in any 60 s; over it the deployment is skipped
+    tpm: int | None = Field(default=None, ge=1)  # tokens of calls finished in the last 60 s
+    weight: float = Field(default=1.0, gt=0)  # simple-shuffle: relative share of the traffic
+
+
+RoutingStrategy = Literal["simple-shuffle", "least-busy", "latency", "cost"]
+
+
 class ModelSpec(BaseModel):
     """One pool model. Prices are USD per million tokens.
 
@@ -107,6 +130,25 @@ class ModelSpec(BaseModel):
     headers: dict[str, str] = Field(default_factory=dict)  # openai: extra HTTP headers; "${VAR}" reads the env
     n_threads: int | None = None  # local: llama.cpp threads (default: the physical cores not busy at load)
     options: BaseModel | None = Field(default=None, exclude=True, repr=False)  # the kind's validated keys
+    deployments: list[DeploymentSpec] = Field(default_factory=list)  # several endpoints behind this name
+    routing: RoutingStrategy = "simple-shuffle"  # how a call picks among the deployments
+    routing_seed: int | None = None  # seeds simple-shuffle (tests, reproducible benches)
+    _own_keys: frozenset[str] = PrivateAttr(default=frozenset())  # keys written on the model itself
+    _memo: dict[Any, Any] = PrivateAttr(default_factory=dict)  # derived specs (podium.deployments), shared by copies
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _deployment_defaults(cls, data: Any, handler: Any) -> Any:
+        """A model with deployments takes the keys it does not set from its first deployment; each
+        deployment must make a valid model (checked at load, named in the error)."""
+        from .deployments import check_deployments, fill_from_first
+
+        filled, own = fill_from_first(data)
+        spec = handler(filled)
+        if own is not None:
+            spec._own_keys = own
+            check_deployments(spec)
+        return spec
 
     @model_validator(mode="before")
     @classmethod
@@ -179,6 +221,19 @@ class ModelSpec(BaseModel):
                 if key not in _BACKEND_KEYS:
                     data.setdefault(key, value)
         return data
+
+    def deployment_specs(self) -> list[ModelSpec]:
+        """One spec per deployment, named ``MODEL@DEPLOYMENT`` (empty without deployments)."""
+        from .deployments import deployment_specs
+
+        return deployment_specs(self)
+
+    def under(self, policy: Policy) -> ModelSpec | None:
+        """This model as ``policy`` may use it: None if excluded; a model with deployments keeps only
+        the deployments the policy allows (the same object each time for the same subset)."""
+        from .deployments import restricted
+
+        return restricted(self, policy)
 
     @property
     def provider_name(self) -> str:
@@ -273,11 +328,17 @@ class Policy(BaseModel):
     allowed_regions: list[str] | None = None
 
     def allows(self, spec: ModelSpec) -> bool:
-        """Whether this policy lets a run send data to ``spec``."""
+        """Whether this policy lets a run send data to ``spec`` (with deployments: to one of them)."""
         if self.allowed_models is not None and spec.name not in self.allowed_models:
             return False
         if spec.name in self.exclude_models:
             return False
+        if spec.deployments:
+            return any(self.allows_place(d) for d in spec.deployment_specs())
+        return self.allows_place(spec)
+
+    def allows_place(self, spec: ModelSpec) -> bool:
+        """Whether the provider and region of ``spec`` are allowed (names aside)."""
         if self.allowed_providers is not None and spec.provider_name not in self.allowed_providers:
             return False
         return self.allowed_regions is None or spec.region in self.allowed_regions
@@ -309,7 +370,8 @@ class Pool:
         self.config = config
         self.policy = policy or Policy()
         self.source = source
-        self.models: dict[str, ModelSpec] = {m.name: m for m in config.models if self.policy.allows(m)}
+        allowed = ((m.name, m.under(self.policy)) for m in config.models)
+        self.models: dict[str, ModelSpec] = {name: m for name, m in allowed if m is not None}
         register_env(m.api_key_env for m in config.models)
 
     @property
