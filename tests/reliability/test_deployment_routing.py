@@ -204,3 +204,19 @@ def test_deployment_errors_name_the_model_and_deployment() -> None:
     a, b = ok.get("m").deployment_specs()
     assert (a.api_key_env, b.api_key_env) == ("KEY_A", None)  # the first deployment's keys never leak to another
     assert b.base_url == "http://127.0.0.1:2/v1"
+
+
+async def test_pool_check_probes_every_deployment() -> None:
+    import socket
+
+    from podium.cli.pool import probe_all
+
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:  # bound then closed: nobody listens there
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    deps = [{"name": f"d{i}", "base_url": f"http://127.0.0.1:{p}/v1"} for i, p in enumerate(ports)]
+    config = {"name": "p", "models": [{"name": "m", "backend": "openai", "deployments": deps}]}
+    problems = await probe_all(parse_pool(yaml.safe_dump(config), "p"))
+    assert "m@d0: cannot reach" in (problems["m"] or "") and "m@d1: cannot reach" in (problems["m"] or "")
