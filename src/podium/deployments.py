@@ -10,12 +10,35 @@ deployment only (:func:`restricted`). Routing among them: :mod:`podium.reliabili
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 if TYPE_CHECKING:
     from .pool import ModelSpec, Policy
+
+
+class DeploymentSpec(BaseModel):
+    """One deployment of a pool model (LiteLLM's ``model_list`` entries sharing a name): where to reach
+    it and its own limits. Keys it does not set come from the model (never from another deployment)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(default=None, min_length=1)  # default: its position, 1-based
+    base_url: str | None = None
+    model: str | None = None
+    api_key_env: str | None = None
+    headers: dict[str, str] | None = None
+    region: str | None = None
+    provider: str | None = None
+    input_usd_per_mtok: float | None = Field(default=None, ge=0)
+    output_usd_per_mtok: float | None = Field(default=None, ge=0)
+    rpm: int | None = Field(default=None, ge=1)  # requests started in any 60 s; over it the deployment is skipped
+    tpm: int | None = Field(default=None, ge=1)  # tokens of calls finished in the last 60 s
+    weight: float = Field(default=1.0, gt=0)  # simple-shuffle: relative share of the traffic
+
+
+RoutingStrategy = Literal["simple-shuffle", "least-busy", "latency", "cost"]
+
 
 # The keys a deployment may set that are also keys of the model.
 DEPLOYMENT_KEYS = (

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import (
     BaseModel,
@@ -29,6 +29,8 @@ from pydantic_core import PydanticCustomError
 
 from .checks.spec import CheckSpec
 from .config import parse_yaml, read_text_file
+from .deployments import DeploymentSpec as DeploymentSpec  # re-exported: a pool model's deployments
+from .deployments import RoutingStrategy
 from .errors import ConfigError, PolicyError
 from .roles import POOL_ROLES, PoolRoleName
 from .scrub import register_env
@@ -67,28 +69,6 @@ class ResponseCacheSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     ttl_s: float = Field(default=3600.0, gt=0)  # an entry older than this is a miss
     max_entries: int = Field(default=1024, ge=1)  # least recently used entries go first
-
-
-class DeploymentSpec(BaseModel):
-    """One deployment of a pool model (LiteLLM's ``model_list`` entries sharing a name): where to reach
-    it and its own limits. Keys it does not set come from the model (never from another deployment)."""
-
-    model_config = ConfigDict(extra="forbid")
-    name: str | None = Field(default=None, min_length=1)  # default: its position, 1-based
-    base_url: str | None = None
-    model: str | None = None
-    api_key_env: str | None = None
-    headers: dict[str, str] | None = None
-    region: str | None = None
-    provider: str | None = None
-    input_usd_per_mtok: float | None = Field(default=None, ge=0)
-    output_usd_per_mtok: float | None = Field(default=None, ge=0)
-    rpm: int | None = Field(default=None, ge=1)  # requests started in any 60 s; over it the deployment is skipped
-    tpm: int | None = Field(default=None, ge=1)  # tokens of calls finished in the last 60 s
-    weight: float = Field(default=1.0, gt=0)  # simple-shuffle: relative share of the traffic
-
-
-RoutingStrategy = Literal["simple-shuffle", "least-busy", "latency", "cost"]
 
 
 class ModelSpec(BaseModel):

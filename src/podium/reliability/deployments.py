@@ -28,8 +28,9 @@ from dataclasses import dataclass, field
 
 from ..backends import BackendSet
 from ..backends.base import Backend, estimate_prompt_tokens
+from ..deployments import DeploymentSpec
 from ..errors import BackendError
-from ..pool import DeploymentSpec, ModelSpec
+from ..pool import ModelSpec
 from ..types import Completion, CompletionRequest, StreamDelta
 from .context import call_scope, closing
 
