@@ -82,3 +82,21 @@ async def test_tier_worker_uses_the_deployments(gateway) -> None:
     with pytest.raises(openai.APIStatusError):  # both at their rpm and no fallback: the run fails
         await client.chat.completions.create(model="team", messages=ASK)
     assert (len(eu.bodies), len(us.bodies)) == (2, 2)
+
+
+async def test_the_answering_deployment_is_a_header_and_in_the_trace(gateway) -> None:
+    app, eu, us = gateway
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1")
+    auth = {"Authorization": "Bearer sk-eu"}
+    r = await http.post("/v1/chat/completions", json={"model": "gpt", "messages": ASK}, headers=auth)
+    assert r.status_code == 200 and r.headers["x-podium-deployment"] == "eu-west"
+    assert "127.0.0.1" not in r.headers["x-podium-deployment"]  # the name only, never the base_url
+    trace = (await http.get(f"/v1/traces/{r.headers['x-podium-trace-id']}", headers=auth)).json()
+    assert trace["turns"][0]["model"] == "gpt" and trace["turns"][0]["deployment"] == "eu-west"
+    body = {"model": "gpt", "messages": ASK, "stream": True}
+    async with http.stream("POST", "/v1/chat/completions", json=body, headers=auth) as streamed:
+        assert streamed.status_code == 200
+        run_id = streamed.headers["x-podium-trace-id"]
+        _ = [line async for line in streamed.aiter_lines()]
+    trace = (await http.get(f"/v1/traces/{run_id}", headers=auth)).json()
+    assert trace["turns"][0]["deployment"] == "eu-west"  # a stream's trace says it too

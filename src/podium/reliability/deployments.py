@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from ..backends import BackendSet
 from ..backends.base import Backend, estimate_prompt_tokens
-from ..deployments import DeploymentSpec
+from ..deployments import DeploymentSpec, deployment_name
 from ..errors import BackendError
 from ..pool import ModelSpec
 from ..types import Completion, CompletionRequest, StreamDelta
@@ -194,6 +194,7 @@ class DeploymentsBackend:
                 finally:
                     self._finish(state, completion)
                 state.observe(time.perf_counter() - started)
+                call.deployment = (self.spec.name, deployment_name(self.spec, index))
                 return self._named(completion)
             error = BackendError(f"{self.spec.name}: every deployment failed") if tried else self._busy()
             call.errors.append(str(error))
@@ -216,6 +217,7 @@ class DeploymentsBackend:
                                 first = False
                             if delta.completion is not None:
                                 completion = delta.completion
+                                call.deployment = (self.spec.name, deployment_name(self.spec, index))
                                 delta = StreamDelta(completion=self._named(completion))
                             yield delta
                 except BackendError:
