@@ -18,6 +18,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SerializerFunctionWrapHandler,
     ValidationError,
     field_validator,
@@ -28,6 +29,8 @@ from pydantic_core import PydanticCustomError
 
 from .checks.spec import CheckSpec
 from .config import parse_yaml, read_text_file
+from .deployments import DeploymentSpec as DeploymentSpec  # re-exported: a pool model's deployments
+from .deployments import RoutingStrategy
 from .errors import ConfigError, PolicyError
 from .roles import POOL_ROLES, PoolRoleName
 from .scrub import register_env
@@ -107,6 +110,25 @@ class ModelSpec(BaseModel):
     headers: dict[str, str] = Field(default_factory=dict)  # openai: extra HTTP headers; "${VAR}" reads the env
     n_threads: int | None = None  # local: llama.cpp threads (default: the physical cores not busy at load)
     options: BaseModel | None = Field(default=None, exclude=True, repr=False)  # the kind's validated keys
+    deployments: list[DeploymentSpec] = Field(default_factory=list)  # several endpoints behind this name
+    routing: RoutingStrategy = "simple-shuffle"  # how a call picks among the deployments
+    routing_seed: int | None = None  # seeds simple-shuffle (tests, reproducible benches)
+    _own_keys: frozenset[str] = PrivateAttr(default=frozenset())  # keys written on the model itself
+    _memo: dict[Any, Any] = PrivateAttr(default_factory=dict)  # derived specs (podium.deployments), shared by copies
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _deployment_defaults(cls, data: Any, handler: Any) -> Any:
+        """A model with deployments takes the keys it does not set from its first deployment; each
+        deployment must make a valid model (checked at load, named in the error)."""
+        from .deployments import check_deployments, fill_from_first
+
+        filled, own = fill_from_first(data)
+        spec = handler(filled)
+        if own is not None:
+            spec._own_keys = own
+            check_deployments(spec)
+        return spec
 
     @model_validator(mode="before")
     @classmethod
@@ -179,6 +201,19 @@ class ModelSpec(BaseModel):
                 if key not in _BACKEND_KEYS:
                     data.setdefault(key, value)
         return data
+
+    def deployment_specs(self) -> list[ModelSpec]:
+        """One spec per deployment, named ``MODEL@DEPLOYMENT`` (empty without deployments)."""
+        from .deployments import deployment_specs
+
+        return deployment_specs(self)
+
+    def under(self, policy: Policy) -> ModelSpec | None:
+        """This model as ``policy`` may use it: None if excluded; a model with deployments keeps only
+        the deployments the policy allows (the same object each time for the same subset)."""
+        from .deployments import restricted
+
+        return restricted(self, policy)
 
     @property
     def provider_name(self) -> str:
@@ -273,11 +308,17 @@ class Policy(BaseModel):
     allowed_regions: list[str] | None = None
 
     def allows(self, spec: ModelSpec) -> bool:
-        """Whether this policy lets a run send data to ``spec``."""
+        """Whether this policy lets a run send data to ``spec`` (with deployments: to one of them)."""
         if self.allowed_models is not None and spec.name not in self.allowed_models:
             return False
         if spec.name in self.exclude_models:
             return False
+        if spec.deployments:
+            return any(self.allows_place(d) for d in spec.deployment_specs())
+        return self.allows_place(spec)
+
+    def allows_place(self, spec: ModelSpec) -> bool:
+        """Whether the provider and region of ``spec`` are allowed (names aside)."""
         if self.allowed_providers is not None and spec.provider_name not in self.allowed_providers:
             return False
         return self.allowed_regions is None or spec.region in self.allowed_regions
@@ -309,7 +350,8 @@ class Pool:
         self.config = config
         self.policy = policy or Policy()
         self.source = source
-        self.models: dict[str, ModelSpec] = {m.name: m for m in config.models if self.policy.allows(m)}
+        allowed = ((m.name, m.under(self.policy)) for m in config.models)
+        self.models: dict[str, ModelSpec] = {name: m for name, m in allowed if m is not None}
         register_env(m.api_key_env for m in config.models)
 
     @property

@@ -36,6 +36,7 @@ def answered_turn(
         retries=call.retries,
         attempts=list(call.errors),
         fallback_from=first_choice if served.index > 0 else None,
+        deployment=call.deployment[1] if call.deployment and call.deployment[0] == spec.name else None,
     )
     if role == Role.VERIFIER:
         turn.verdict, turn.diagnosis = parse_verdict(completion.text)

@@ -184,6 +184,7 @@ class Turn(BaseModel):
     fallback_from: str | None = None
     attempts: list[str] = Field(default_factory=list)
     usage_estimated: bool = False
+    deployment: str | None = None  # which deployment of a model with ``deployments:`` answered (its name)
     # workflow runs only (conductor / topologies): which step, what it saw, nesting, wall-clock span
     step: str | None = None
     inputs: list[str] | None = None
@@ -211,6 +212,7 @@ class Turn(BaseModel):
             "fallback_from": self.fallback_from,
             "attempts": list(self.attempts),
             "usage_estimated": self.usage_estimated,
+            **({"deployment": self.deployment} if self.deployment else {}),
             **(
                 {
                     "step": self.step,

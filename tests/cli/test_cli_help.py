@@ -38,6 +38,11 @@ COMMANDS = [
     ["bench"],
     ["bench", "run"],
     ["train", "live"],
+    ["keys"],
+    ["keys", "create"],
+    ["keys", "list"],
+    ["keys", "revoke"],
+    ["keys", "path"],
 ]
 
 

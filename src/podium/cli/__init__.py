@@ -27,6 +27,7 @@ SUBCOMMANDS = {
     "bench": "podium.cli.bench:bench",
     "doctor": "podium.cli.doctor:doctor",
     "demo": "podium.cli.demo:demo",
+    "keys": "podium.cli.keys:keys",
 }
 
 

@@ -45,7 +45,12 @@ def models(pool_ref: str, as_json: bool) -> None:
 
 
 async def probe(spec: ModelSpec, backends: BackendSet) -> str | None:
-    """None if the model looks usable, else what is wrong: its backend's ``check()`` (or why it cannot be built)."""
+    """None if the model looks usable, else what is wrong: its backend's ``check()`` (or why it cannot be built);
+    a model with deployments: each deployment's."""
+    if spec.deployments:
+        found = await asyncio.gather(*(probe(d, backends) for d in spec.deployment_specs()))
+        problems = [f"{d.name}: {p}" for d, p in zip(spec.deployment_specs(), found, strict=True) if p]
+        return "; ".join(problems) or None
     try:
         backend = backends.get(spec)
     except PodiumError as exc:

@@ -26,6 +26,7 @@ from .breaker import (
 )
 from .call import Layers, ModelCall, Served, TextSink
 from .context import CallContext, call_scope, current_call
+from .deployments import DeploymentsBackend, DeploymentsBusy, DeploymentStates, busy_wait, states_for
 from .fallback import AllModelsFailed, FallbackBackend, Prepare
 from .guard import GuardBackend, protected, within
 from .retry import CallReport, RetryBackend, RetryPolicy, with_retries
@@ -41,6 +42,9 @@ __all__ = [
     "CallReport",
     "CircuitBreaker",
     "CircuitOpen",
+    "DeploymentStates",
+    "DeploymentsBackend",
+    "DeploymentsBusy",
     "FallbackBackend",
     "GuardBackend",
     "Layers",
@@ -53,11 +57,13 @@ __all__ = [
     "StreamSplice",
     "TextSink",
     "breaker_file",
+    "busy_wait",
     "call_scope",
     "current_call",
     "default_breakers",
     "endpoint_key",
     "protected",
+    "states_for",
     "with_retries",
     "within",
 ]

@@ -18,6 +18,7 @@ from ..pool import ModelSpec
 from ..types import Completion, CompletionRequest
 from .breaker import BreakerRegistry, default_breakers
 from .context import CallContext, call_scope, closing
+from .deployments import DeploymentsBackend, states_for
 from .fallback import AllModelsFailed, FallbackBackend, Prepare
 from .guard import GuardBackend
 from .retry import RetryBackend, RetryPolicy
@@ -39,15 +40,21 @@ class Layers:
         self.backends = backends or BackendSet()
         self.breakers = breakers or default_breakers()
         self.retry = retry
-        self._stacks: dict[str, RetryBackend] = {}
+        self._stacks: dict[str, Backend] = {}
 
     def get(self, spec: ModelSpec) -> Backend:
-        """``spec``'s stack (rebuilt when the pool's spec of that name changed)."""
-        stack = self._stacks.get(spec.name)
+        """``spec``'s stack (rebuilt when the pool's spec of that name changed). A model with
+        deployments: a :class:`DeploymentsBackend` over each deployment's own stack."""
+        key = spec.name if not spec.deployments else f"{spec.name}|{','.join(d.name or '' for d in spec.deployments)}"
+        stack = self._stacks.get(key)
         if stack is None or stack.spec is not spec:
-            raw = self.backends.get(spec)
-            stack = RetryBackend(GuardBackend(SpliceBackend(raw), self.breakers), self.retry)
-            self._stacks[spec.name] = stack
+            if spec.deployments:
+                parts = [self.get(d) for d in spec.deployment_specs()]
+                stack = DeploymentsBackend(spec, parts, states_for(self.backends))
+            else:
+                raw = self.backends.get(spec)
+                stack = RetryBackend(GuardBackend(SpliceBackend(raw), self.breakers), self.retry)
+            self._stacks[key] = stack
         return stack
 
     def chain(self, specs: Sequence[ModelSpec], prepare: Prepare | None = None) -> FallbackBackend:

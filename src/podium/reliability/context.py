@@ -47,6 +47,7 @@ class CallContext:
     spec: ModelSpec | None = None
     request: CompletionRequest | None = None
     active: ModelSpec | None = None  # the model being tried now (whose text a stream delivers)
+    deployment: tuple[str, str] | None = None  # (model, deployment name) of the deployment that answered
 
     @property
     def consumed(self) -> bool:

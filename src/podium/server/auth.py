@@ -15,8 +15,9 @@ added, revoked or changed without a restart. A file that no longer parses is rep
 and the previous keys stay in force.
 
 Keys are random high-entropy tokens, so one SHA-256 is the right hash (as for GitHub tokens): a
-leaked file does not reveal them, and lookup stays O(1). ``podium serve --new-key NAME`` prints a
-fresh key and the entry to paste.
+leaked file does not reveal them, and lookup stays O(1). ``podium keys create|list|revoke``
+(:mod:`podium.cli.keys`) edits the file; ``podium serve --new-key NAME`` prints a fresh key and the
+entry to paste.
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ class ApiKey(BaseModel):
 
 class KeysFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    keys: list[ApiKey] = Field(min_length=1)
+    keys: list[ApiKey] = Field(default_factory=list)  # empty (every key revoked): every request is refused
 
 
 LOCAL = ApiKey(name="local", sha256="0" * 64)

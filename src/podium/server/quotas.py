@@ -14,13 +14,17 @@ minute's tokens have aged out), like the request rate limit.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from ..backends import BackendSet
+from ..pool import ModelSpec
 
 Period = Literal["hour", "day", "week", "month", "total"]
 SPEND_REFRESH_S = 5.0
@@ -107,3 +111,20 @@ class TokenWindow:
     def add(self, key: str, tokens: int, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
         self._trim(key, now).append((now, tokens))
+
+
+def check_deployments_free(specs: Sequence[ModelSpec], backends: BackendSet) -> None:
+    """429 with ``Retry-After`` when every model of a pass-through chain is a model whose deployments
+    are all over their rpm/tpm limits (see :mod:`podium.reliability.deployments`)."""
+    from ..reliability import busy_wait, states_for
+    from .errors import ApiError
+
+    wait = busy_wait(specs, states_for(backends))
+    if wait is not None:
+        raise ApiError(
+            429,
+            f"every deployment of {', '.join(s.name for s in specs)} is over its rpm/tpm limit; retry in {wait:.1f}s",
+            type="rate_limit_error",
+            code="rate_limit_exceeded",
+            headers={"Retry-After": str(max(1, math.ceil(wait)))},
+        )

@@ -27,6 +27,7 @@ from ..types import Budget, ChatMessage, CompletionRequest, Role, RunResult, Run
 from .auth import ApiKey
 from .compat import upstream_fields
 from .errors import ApiError, bad_request
+from .quotas import check_deployments_free
 from .schemas import ChatCompletionRequest, PodiumOptions
 from .tiers import Tier, TierSet
 
@@ -203,7 +204,12 @@ class Service:
         plan.spec = spec
         allowed = [n for n in spec.fallbacks if n != spec.name and plan.policy.allows(self._spec(n))]
         plan.chain = [spec.name, *allowed]
+        check_deployments_free(self._chain_specs(plan), self.backends)
         return plan
+
+    def _chain_specs(self, plan: Plan) -> list[ModelSpec]:
+        """The pass-through's models as the plan's policy may use them (only allowed deployments)."""
+        return [self._spec(name).under(plan.policy) or self._spec(name) for name in plan.chain]
 
     def _spec(self, name: str) -> ModelSpec:
         return next(m for m in self.pool.config.models if m.name == name)
@@ -313,7 +319,7 @@ class Service:
         started = time.perf_counter()
         call = ModelCall(
             self.layers,
-            [self._spec(name) for name in plan.chain],
+            self._chain_specs(plan),
             CompletionRequest(messages=[]),  # each model's own request: completion_request
             lambda spec, _request: self.completion_request(plan, spec),
         )

@@ -38,6 +38,7 @@ from .schemas import (
     completion_id,
 )
 from .service import Outcome, Plan, PlanRun, Service
+from .speculative import SpeculativeGate
 
 if TYPE_CHECKING:
     from .metrics import Metrics
@@ -263,9 +264,11 @@ async def sse(
         yield line
 
 
-def answer_gate(service: Service, plan: Plan) -> AnswerGate:
+def answer_gate(service: Service, plan: Plan) -> AnswerGate | SpeculativeGate:
     """The gate that releases the run's answer text (and, on tiers, progress comments) to the client."""
     workflow = plan.tier is not None and getattr(service.engines[plan.tier.name].coordinator, "plans_workflows", False)
+    if plan.tier is not None and plan.tier.speculative and not workflow:
+        return SpeculativeGate()
     max_turns = plan.budget.max_turns if plan.budget is not None else 1
     return AnswerGate(max_turns, workflow, comments=plan.tier is not None)
 

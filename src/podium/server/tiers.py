@@ -43,6 +43,7 @@ class Tier(BaseModel):
     deadline_s: float | None = Field(default=None, gt=0)
     max_depth: int = Field(default=2, ge=0, le=5)  # workflow coordinators: nesting of 'self' steps
     max_parallel: int = Field(default=4, ge=1, le=64)  # workflow coordinators: concurrent model calls
+    speculative: bool = False  # streams: send worker drafts at once, revisions after a marker (server/speculative.py)
 
     def pool_view(self, pool: Pool) -> Pool:
         """``pool`` with its models ordered (and defaults cleared) per ``prefer``."""

@@ -103,6 +103,8 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "ALTER TABLE runs ADD COLUMN workflow TEXT",
         ],
     ),
+    # which deployment of a model with ``deployments:`` answered (its name, never its base_url)
+    ("0005_turn_deployment", ["ALTER TABLE turns ADD COLUMN deployment TEXT"]),
 ]
 
 
@@ -306,6 +308,7 @@ class Store(StoreQueries):
             "depth": t.depth,
             "started_at": t.started_at,
             "ended_at": t.ended_at,
+            "deployment": t.deployment,
         }
 
     def grade(
