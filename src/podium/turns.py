@@ -36,6 +36,7 @@ def answered_turn(
         retries=call.retries,
         attempts=list(call.errors),
         fallback_from=first_choice if served.index > 0 else None,
+        tool_calls=completion.tool_calls,
     )
     if role == Role.VERIFIER:
         turn.verdict, turn.diagnosis = parse_verdict(completion.text)
