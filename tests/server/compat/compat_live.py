@@ -10,7 +10,9 @@ reads its user directory: both are pointed at local state here, before any test 
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -65,12 +67,43 @@ class Live:
         self.base = f"{server.url}/v1"
 
 
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+@contextmanager
+def loopback_only() -> Iterator[list[str]]:
+    """Refuse (and list) every connection or name lookup this process makes to anything but 127.0.0.1,
+    so a client that phones home (a price map, telemetry) fails the suite instead of leaving."""
+    attempts: list[str] = []
+    connect, lookup = socket.socket.connect, socket.getaddrinfo
+
+    def guarded_connect(self: socket.socket, address: object) -> None:
+        if self.family in (socket.AF_INET, socket.AF_INET6) and address[0] not in LOOPBACK:  # type: ignore[index]
+            attempts.append(f"connect {address}")
+            raise OSError(f"the compatibility suite never leaves 127.0.0.1 (connect {address})")
+        return connect(self, address)  # type: ignore[arg-type]
+
+    def guarded_lookup(host: object, *args: object, **kwargs: object) -> object:
+        if host not in (*LOOPBACK, None):
+            attempts.append(f"lookup {host}")
+            raise socket.gaierror(f"the compatibility suite never leaves 127.0.0.1 (lookup {host})")
+        return lookup(host, *args, **kwargs)  # type: ignore[arg-type]
+
+    socket.socket.connect, socket.getaddrinfo = guarded_connect, guarded_lookup  # type: ignore[method-assign,assignment]
+    try:
+        yield attempts
+    finally:
+        socket.socket.connect, socket.getaddrinfo = connect, lookup  # type: ignore[method-assign]
+
+
 def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    """The live server for one test module (each module wraps this in its own ``live`` fixture)."""
+    """The live server for one test module (each module wraps this in its own ``live`` fixture); no
+    connection from the test process may leave 127.0.0.1 meanwhile (checked at the end)."""
     home = tmp_path_factory.mktemp("compat")
-    with compat_upstream() as upstream:
+    with loopback_only() as attempts, compat_upstream() as upstream:
         pool, tiers = home / "pool.yaml", home / "tiers.yaml"
         pool.write_text(yaml.safe_dump(pool_config(upstream.url)))
         tiers.write_text(yaml.safe_dump(TIERS))
         with PodiumServer(pool, home, args=["--tiers", str(tiers), "--log-level", "warning"]) as server:
             yield Live(server, upstream)
+    assert attempts == [], f"a client tried to leave 127.0.0.1: {attempts}"
