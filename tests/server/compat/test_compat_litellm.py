@@ -120,3 +120,12 @@ async def test_failed_run_is_not_retried(live: Live) -> None:
         assert caught.value.status_code == 502
         assert len(live.server.runs()) == runs + 1
         assert live.upstream.counts["fail"] - calls == 2  # one run: a call and podium's own single retry
+
+
+def test_litellm_num_retries_does_not_read_the_header(live: Live) -> None:
+    """LiteLLM's own retry layer (``num_retries``, off by default) retries a 502 whatever
+    ``x-should-retry`` says: documented in docs/gateway.md, pinned here so the doc stays true."""
+    runs = len(live.server.runs())
+    with pytest.raises(litellm.BadGatewayError):
+        call(live, "down", messages=ASK, num_retries=2)
+    assert len(live.server.runs()) == runs + 3
