@@ -46,10 +46,13 @@ async def complete(
     """Run a plan to the end and answer with one chat.completion (an error if it produced nothing).
     ``n`` > 1: ``n`` runs of the plan in parallel (each its own trace), one choice each; if any fails,
     the answer is its error (all or nothing, as OpenAI's ``n``)."""
-    copies = [dataclasses.replace(plan, trace_id=new_run_id()) for _ in range((plan.request.n or 1) - 1)]
+    plans = [plan, *(dataclasses.replace(plan, trace_id=new_run_id()) for _ in range((plan.request.n or 1) - 1))]
+    logged: list[dict[str, Any]] = [fields] if len(plans) == 1 else [{} for _ in plans]
     answers = await asyncio.gather(
-        *(answer(p, service, store, metrics, started, guard, fields) for p in [plan, *copies])
+        *(answer(p, service, store, metrics, started, guard, f) for p, f in zip(plans, logged))
     )
+    if len(plans) > 1:
+        fields.update(merge_log_fields(logged))
     failed = next((a for a in answers if isinstance(a, ApiError)), None)
     if failed is not None:
         return error_response(failed)
@@ -58,6 +61,15 @@ async def complete(
     if len(bodies) > 1:
         headers["x-podium-cost-usd"] = headers["x-litellm-response-cost"] = f"{body['usage']['cost']:.8f}"
     return ScrubbedJSON(body, headers=headers)
+
+
+def merge_log_fields(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The request log's fields for ``n`` runs: the first run's, with tokens and cost summed."""
+    merged = {**runs[0], "trace_ids": [r.get("trace_id") for r in runs]}
+    for name in ("prompt_tokens", "completion_tokens", "cost_usd"):
+        merged[name] = round(sum(r.get(name) or 0 for r in runs), 8)
+    merged["usage_estimated"] = any(r.get("usage_estimated") for r in runs)
+    return merged
 
 
 def merge_choices(bodies: list[dict[str, Any]]) -> dict[str, Any]:

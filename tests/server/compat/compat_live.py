@@ -9,6 +9,7 @@ reads its user directory: both are pointed at local state here, before any test 
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from collections.abc import Iterator
@@ -66,6 +67,11 @@ class Live:
         self.url = server.url
         self.base = f"{server.url}/v1"
 
+    def request_log(self) -> list[dict[str, Any]]:
+        """The server's request log lines (``PODIUM_REQUEST_LOG``), oldest first."""
+        path = self.server.home / "requests.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
@@ -104,6 +110,8 @@ def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         pool, tiers = home / "pool.yaml", home / "tiers.yaml"
         pool.write_text(yaml.safe_dump(pool_config(upstream.url)))
         tiers.write_text(yaml.safe_dump(TIERS))
-        with PodiumServer(pool, home, args=["--tiers", str(tiers), "--log-level", "warning"]) as server:
+        log = {"PODIUM_REQUEST_LOG": str(home / "requests.jsonl")}
+        args = ["--tiers", str(tiers), "--log-level", "warning"]
+        with PodiumServer(pool, home, env=log, args=args) as server:
             yield Live(server, upstream)
     assert attempts == [], f"a client tried to leave 127.0.0.1: {attempts}"
