@@ -40,7 +40,7 @@ TIERS = {
 def pool_config(url: str) -> dict[str, Any]:
     """Pass-through models on the upstream (``gpt-up`` priced by the pool, ``priced-up`` by the
     upstream's ``usage.cost``, ``down`` always failing, ``flaky``
-    failing over to ``gpt-up``), and a tier worker ``w-up`` on it too."""
+    failing over to ``gpt-up``, ``cached-up`` with a response cache), and a tier worker ``w-up`` on it too."""
     up = {"backend": "openai", "base_url": url, "region": "eu", "provider": "up-cloud", "context_window": 128000}
     up |= {"max_retries": 0, "breaker_threshold": 0, "timeout_s": 10, "roles": ["worker"]}
     scripted = {"backend": "scripted", "region": "eu", "provider": "local-test"}
@@ -51,12 +51,21 @@ def pool_config(url: str) -> dict[str, Any]:
             {"name": "priced-up", "model": "priced", "input_usd_per_mtok": 1.0, "output_usd_per_mtok": 1.0, **up},
             {"name": "down", "model": "fail", **up, "max_retries": 1},
             {"name": "flaky", "model": "fail", **up, "fallbacks": ["gpt-up"]},
+            {"name": "cached-up", "model": "plain", **up, "cache": True},
             {"name": "w-up", "model": "tier-worker", "input_usd_per_mtok": 1.0, "output_usd_per_mtok": 2.0, **up},
             {"name": "planner", "replies": ["Plan: answer it."], **scripted, "roles": ["thinker", "coordinator"]},
             {"name": "judge", "replies": ["ACCEPT: fine."], **scripted, "roles": ["verifier"]},
         ],
         "defaults": {"worker": "w-up", "thinker": "planner", "verifier": "judge", "coordinator": "planner"},
     }
+
+
+class PatientServer(PodiumServer):
+    """``podium serve`` given 2 minutes to come up: this suite's imports (LiteLLM, langchain) and a
+    loaded test machine can make 30 s too short."""
+
+    def _wait_healthy(self, timeout: float = 120.0) -> None:
+        super()._wait_healthy(timeout)
 
 
 class Live:
@@ -112,6 +121,6 @@ def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         tiers.write_text(yaml.safe_dump(TIERS))
         log = {"PODIUM_REQUEST_LOG": str(home / "requests.jsonl")}
         args = ["--tiers", str(tiers), "--log-level", "warning"]
-        with PodiumServer(pool, home, env=log, args=args) as server:
+        with PatientServer(pool, home, env=log, args=args) as server:
             yield Live(server, upstream)
     assert attempts == [], f"a client tried to leave 127.0.0.1: {attempts}"

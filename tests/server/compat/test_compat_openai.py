@@ -114,6 +114,17 @@ def test_n_runs_in_parallel(live: Live, model: str) -> None:
     assert line["cost_usd"] == pytest.approx(r.usage.cost) and len(line["trace_ids"]) == 3  # type: ignore[attr-defined]
 
 
+def test_response_cache_tells_tool_calls_from_plain_answers(live: Live) -> None:
+    """A cached model answers the same messages with tools by calling them, not with the cached text."""
+    c = client(live)
+    plain = c.chat.completions.create(model="cached-up", messages=ASK)
+    assert plain.choices[0].message.content == REPLY
+    tools = c.chat.completions.create(model="cached-up", messages=ASK, tools=TOOLS)
+    assert tools.choices[0].finish_reason == "tool_calls"
+    again = c.chat.completions.create(model="cached-up", messages=ASK)
+    assert again.choices[0].message.content == REPLY
+
+
 def test_failed_run_is_not_retried_by_the_sdk(live: Live) -> None:
     c = client(live)
     assert c.max_retries == 2
