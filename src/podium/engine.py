@@ -85,6 +85,7 @@ class Engine:
         stream: bool = False,
         check: CheckSpec | dict[str, Any] | None = None,
         cache: bool | None = None,
+        worker_fields: dict[str, Any] | None = None,
     ) -> EngineRun:
         """Orchestrate ``query``, as an async iterator of its events (see :mod:`podium.events`)::
 
@@ -99,7 +100,9 @@ class Engine:
         :data:`podium.checks.CheckSpec`) every verifier turn runs the check instead of a model:
         ACCEPT when it passes, else REVISE with the failing test as diagnosis. ``cache`` sets the
         model calls' response cache (backends/cached.py): True use it, False bypass it, None (default)
-        as each pool model says.
+        as each pool model says. ``worker_fields`` (OpenAI fields such as ``tools``, ``response_format``)
+        go to every worker call, as sent; a worker that answers with tool calls ends the run (turn loop
+        only).
         """
         if not query or not query.strip():
             raise UsageError("the question is empty; pass a question as an argument or on stdin")
@@ -111,7 +114,9 @@ class Engine:
         handlers = [*self.handlers, *([on_event] if on_event else [])]
         if not getattr(self.coordinator, "plans_workflows", False):
             return EngineRun(
-                lambda feed: TurnLoop(self, pool, query, limits, [*handlers, feed], stream, parsed, cache).execute()
+                lambda feed: TurnLoop(
+                    self, pool, query, limits, [*handlers, feed], stream, parsed, cache, worker_fields
+                ).execute()
             )
         if parsed is not None:  # conductor / topology:NAME / workflow:PATH
             raise UsageError(

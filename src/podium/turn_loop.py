@@ -12,7 +12,7 @@ import asyncio
 import inspect
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .checks import CheckSpec, run_check
 from .coordinators.base import RunState
@@ -54,6 +54,7 @@ class TurnLoop:
         stream: bool,
         check: CheckSpec | None = None,
         cache: bool | None = None,
+        worker_fields: dict[str, Any] | None = None,
     ) -> None:
         self.engine = engine
         self.pool = pool
@@ -66,6 +67,7 @@ class TurnLoop:
         self.templates: dict[str, str] = {k: v for k, v in pool.config.prompts.items()}
         self.check = check  # grounded verification: verifier turns run this check
         self.cache = cache  # the request's response-cache choice (None: each pool model's)
+        self.worker_fields = worker_fields or {}  # OpenAI fields every worker call sends (tools, response_format)
         self.result = RunResult(
             query=query,
             status=RunStatus.FAILED,
@@ -143,6 +145,8 @@ class TurnLoop:
             consecutive_failures = consecutive_failures + 1 if turn.error else 0
             if consecutive_failures >= 3:
                 return RunStatus.FAILED, f"3 turns in a row failed; last error: {turn.error}"
+            if turn.tool_calls and not turn.error:  # the client runs the tools, then asks again
+                return RunStatus.ANSWERED, f"worker {turn.model} called tools"
             if turn.verdict == Verdict.ACCEPT:
                 return RunStatus.ACCEPTED, f"verifier {turn.model} accepted"
             if decision.stop_after and not turn.error:
@@ -199,7 +203,7 @@ class TurnLoop:
         call = ModelCall(
             self.engine.layers,
             [self.pool.get(name) for name in self.chain(decision)],
-            _structured(CompletionRequest(messages=messages, cache=self.cache), decision.role),
+            self.request_for(decision.role, messages),
             self.affordable,
             deadline=self.deadline,
         )
@@ -220,6 +224,13 @@ class TurnLoop:
             messages=messages,
             first_choice=decision.model,
         )
+
+    def request_for(self, role: Role, messages: list[ChatMessage]) -> CompletionRequest:
+        """The call a turn makes: verifiers ask for the verdict protocol, workers send ``worker_fields``."""
+        request = _structured(CompletionRequest(messages=messages, cache=self.cache), role)
+        if role == Role.WORKER and self.worker_fields:
+            request.passthrough = dict(self.worker_fields)
+        return request
 
     def check_for(self, decision: Decision) -> tuple[CheckSpec | None, str]:
         """The check that performs this turn, if any: the run's, else a ``backend: check`` verifier's."""

@@ -37,6 +37,7 @@ def answered_turn(
         attempts=list(call.errors),
         fallback_from=first_choice if served.index > 0 else None,
         deployment=call.deployment[1] if call.deployment and call.deployment[0] == spec.name else None,
+        tool_calls=completion.tool_calls,
     )
     if role == Role.VERIFIER:
         turn.verdict, turn.diagnosis = parse_verdict(completion.text)

@@ -185,6 +185,8 @@ class Turn(BaseModel):
     attempts: list[str] = Field(default_factory=list)
     usage_estimated: bool = False
     deployment: str | None = None  # which deployment of a model with ``deployments:`` answered (its name)
+    # a worker's OpenAI tool calls (server: tools given to a tier's workers); payloads stay out of traces
+    tool_calls: list[dict[str, Any]] | None = Field(default=None, exclude=True)
     # workflow runs only (conductor / topologies): which step, what it saw, nesting, wall-clock span
     step: str | None = None
     inputs: list[str] | None = None

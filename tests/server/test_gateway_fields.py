@@ -133,10 +133,9 @@ async def test_image_parts_are_forwarded_to_a_passthrough(gateway) -> None:
 @pytest.mark.parametrize(
     "model, extra, param, code",
     [
-        ("team", {"tools": TOOLS}, "tools", "unsupported_on_tier"),
-        ("gpt-up", {"n": 2}, "n", "unsupported_value"),
+        ("gpt-up", {"n": 2, "stream": True}, "n", "unsupported_value"),
+        ("team", {"n": 9}, "n", "unsupported_value"),
         ("gpt-up", {"modalities": ["text", "audio"]}, "modalities", "invalid_value"),
-        ("gpt-up", {"tools": TOOLS, "stream": True}, "stream", "unsupported_value"),
         (
             "team",
             {

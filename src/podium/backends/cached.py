@@ -47,6 +47,8 @@ def cache_key(spec: ModelSpec, request: CompletionRequest) -> str:
         "structured": request.structured,
         "response_format": request.response_format,
     }
+    if request.passthrough:  # the server's forwarded OpenAI fields (tools, ...); absent: keys as before
+        sampling["passthrough"] = request.passthrough
     payload = json.dumps(
         {
             "model": [spec.name, spec.backend, spec.model],

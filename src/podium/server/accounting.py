@@ -5,7 +5,8 @@ model that answered, a fallback included, as OpenRouter does), ``usage.cost`` (O
 field, which LiteLLM reads, next to podium's ``cost_usd``), and headers:
 
 - ``x-podium-served-model``: the model that wrote the answer (a tier: its last worker);
-- ``x-podium-cost-usd``: the whole run's cost, the coordinator's included;
+- ``x-podium-cost-usd``: the whole run's cost, the coordinator's included; the same figure as
+  ``x-litellm-response-cost``, which LiteLLM's SDK takes as the response cost for any provider;
 - ``x-podium-fallback``: ``FROM->TO`` when a fallback answered;
 - ``x-podium-deployment``: the name of the deployment that answered (a model with ``deployments:``).
 """
@@ -28,7 +29,8 @@ def served_model(result: RunResult) -> str | None:
 
 def identity_headers(result: RunResult) -> dict[str, str]:
     """The served model, total cost and fallback of a finished run, as response headers."""
-    headers = {"x-podium-cost-usd": f"{result.cost_usd + result.orchestration_cost_usd:.8f}"}
+    cost = f"{result.cost_usd + result.orchestration_cost_usd:.8f}"
+    headers = {"x-podium-cost-usd": cost, "x-litellm-response-cost": cost}
     served = served_turn(result)
     if served is not None:
         headers["x-podium-served-model"] = served.model

@@ -2,13 +2,15 @@
 
 | field | pass-through model | tier |
 |---|---|---|
-| ``tools``, ``tool_choice``, ``parallel_tool_calls`` | forwarded; ``tool_calls`` come back | 400 ``unsupported_on_tier`` |
-| ``response_format`` (``json_object`` / ``json_schema``) | forwarded | an instruction added to the task, so the worker writes it and the verifier checks it |
+| ``tools``, ``tool_choice``, ``parallel_tool_calls`` | forwarded; ``tool_calls`` come back | given to every worker call; a worker's tool calls end the run and come back |
+| ``response_format`` (``json_object`` / ``json_schema``) | forwarded | given to every worker call, and an instruction added to the task (the verifier sees it) |
 | ``reasoning_effort`` | forwarded | ignored (noted) |
 | tool-role messages, assistant ``tool_calls`` | forwarded as sent | shown in the transcript as text |
 | image parts (``image_url``) | forwarded as sent | 400 ``unsupported_on_tier`` |
 | ``metadata``, ``store``, ``service_tier``, ``logprobs``, ``top_logprobs``, ``logit_bias``, ``user``, ``seed``, ``top_p``, penalties | accepted and ignored; named in ``podium.ignored`` | same |
-| ``n`` > 1, ``modalities`` other than text, ``audio`` | 400 | 400 |
+| OpenRouter's ``usage: {include: true}`` | a stream ends with a usage chunk (as ``stream_options.include_usage``); plain answers always carry usage | same |
+| ``n`` > 1 | ``n`` runs in parallel, one choice each (not streamed) | same |
+| ``modalities`` other than text, ``audio`` | 400 | 400 |
 
 Forwarded messages keep their OpenAI form (:class:`WireMessage`), while podium's accounting,
 context-window checks and traces see their text.
@@ -42,6 +44,8 @@ IGNORED = (
     "prediction",
 )
 FORWARDED = ("tools", "tool_choice", "parallel_tool_calls", "response_format", "reasoning_effort")
+TO_TIER_WORKERS = ("tools", "tool_choice", "parallel_tool_calls", "response_format")
+MAX_N = 8  # n parallel runs per request: each is a whole run (and costs one)
 
 
 class WireMessage(ChatMessage):
@@ -72,23 +76,25 @@ def ignored_fields(request: ChatCompletionRequest, tier: bool) -> list[str]:
 
 
 def check_request(request: ChatCompletionRequest, tier: bool) -> None:
-    """400 for what podium cannot honour: n > 1, audio, tools or images on a tier, tools when streaming."""
-    if request.n is not None and request.n > 1:
-        raise bad_request("n > 1 is not supported: send n separate requests", param="n", code="unsupported_value")
+    """400 for what podium cannot honour: audio, images on a tier, n > 1 streamed or above :data:`MAX_N`."""
+    n = request.n or 1
+    if n > 1 and request.stream:
+        raise bad_request(
+            "n > 1 is supported without streaming only; send stream: false or n separate requests",
+            param="n",
+            code="unsupported_value",
+        )
+    if n > MAX_N:
+        raise bad_request(f"n is at most {MAX_N} (each choice is a whole run)", param="n", code="unsupported_value")
     if (request.modalities and set(request.modalities) != {"text"}) or request.audio is not None:
         raise bad_request("only text output is supported (modalities: ['text'])", param="modalities")
-    if not tier:
-        if request.tools and request.stream:
-            raise bad_request(
-                "tools with stream: true are not supported yet; send stream: false",
-                param="stream",
-                code="unsupported_value",
-            )
-        return
-    if request.tools or request.tool_choice is not None:
-        raise unsupported_on_tier("tools", request.model)
-    if any(m.has_images() for m in request.messages):
+    if tier and any(m.has_images() for m in request.messages):
         raise unsupported_on_tier("messages", request.model, "image parts")
+
+
+def worker_fields(request: ChatCompletionRequest) -> dict[str, Any]:
+    """What a tier's worker calls send as is: the tools and the response format."""
+    return upstream_fields(request, TO_TIER_WORKERS)
 
 
 def unsupported_on_tier(param: str, model: str, what: str | None = None) -> ApiError:
@@ -101,9 +107,9 @@ def unsupported_on_tier(param: str, model: str, what: str | None = None) -> ApiE
     )
 
 
-def upstream_fields(request: ChatCompletionRequest) -> dict[str, Any]:
-    """The request fields a pass-through forwards to its model, as sent."""
-    out = request.model_dump(include=set(FORWARDED), exclude_none=True)
+def upstream_fields(request: ChatCompletionRequest, names: tuple[str, ...] = FORWARDED) -> dict[str, Any]:
+    """The request fields a pass-through forwards to its model (a tier: its workers), as sent."""
+    out = request.model_dump(include=set(names), exclude_none=True)
     if out.get("response_format", {}).get("type") == "text":
         del out["response_format"]
     return out

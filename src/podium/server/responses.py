@@ -1,16 +1,20 @@
-"""Answering a planned request: a run to one chat.completion, or streamed as SSE chunks; model cards."""
+"""Answering a planned request: a run to one chat.completion (``n`` > 1: ``n`` runs in parallel, one
+choice each), or streamed as SSE chunks; model cards."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import logging
 import time
 from typing import Any
 
 from ..errors import missing_extra
 from ..pool import ModelSpec
-from ..types import RunResult
+from ..types import RunResult, new_run_id
 from .accounting import identity_headers
 from .compat import ignored_fields
+from .errors import ApiError
 from .keyguard import KeyGuard
 from .metrics import Metrics
 from .middleware import ScrubbedJSON, error_response
@@ -39,7 +43,62 @@ async def complete(
     guard: KeyGuard,
     fields: dict[str, Any],
 ) -> JSONResponse:
-    """Run a plan to the end and answer with one chat.completion (an error if it produced nothing)."""
+    """Run a plan to the end and answer with one chat.completion (an error if it produced nothing).
+    ``n`` > 1: ``n`` runs of the plan in parallel (each its own trace), one choice each; if any fails,
+    the answer is its error (all or nothing, as OpenAI's ``n``)."""
+    plans = [plan, *(dataclasses.replace(plan, trace_id=new_run_id()) for _ in range((plan.request.n or 1) - 1))]
+    logged: list[dict[str, Any]] = [fields] if len(plans) == 1 else [{} for _ in plans]
+    answers = await asyncio.gather(
+        *(answer(p, service, store, metrics, started, guard, f) for p, f in zip(plans, logged))
+    )
+    if len(plans) > 1:
+        fields.update(merge_log_fields(logged))
+    failed = next((a for a in answers if isinstance(a, ApiError)), None)
+    if failed is not None:
+        return error_response(failed)
+    bodies = [a for a in answers if not isinstance(a, ApiError)]
+    body, headers = merge_choices([b for b, _ in bodies]), bodies[0][1]
+    if len(bodies) > 1:
+        headers["x-podium-cost-usd"] = headers["x-litellm-response-cost"] = f"{body['usage']['cost']:.8f}"
+    return ScrubbedJSON(body, headers=headers)
+
+
+def merge_log_fields(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The request log's fields for ``n`` runs: the first run's, with tokens and cost summed."""
+    merged = {**runs[0], "trace_ids": [r.get("trace_id") for r in runs]}
+    for name in ("prompt_tokens", "completion_tokens", "cost_usd"):
+        merged[name] = round(sum(r.get(name) or 0 for r in runs), 8)
+    merged["usage_estimated"] = any(r.get("usage_estimated") for r in runs)
+    return merged
+
+
+def merge_choices(bodies: list[dict[str, Any]]) -> dict[str, Any]:
+    """One chat.completion of several runs' answers: choice ``i`` from run ``i``, usage summed."""
+    body = bodies[0]
+    if len(bodies) == 1:
+        return body
+    body["choices"] = [{**b["choices"][0], "index": i} for i, b in enumerate(bodies)]
+    usage = body["usage"]
+    for other in bodies[1:]:
+        for name, value in other["usage"].items():
+            if name == "estimated":
+                usage[name] = usage[name] or value
+            elif isinstance(value, int | float):
+                usage[name] = round(usage[name] + value, 8) if isinstance(value, float) else usage[name] + value
+    body["podium"]["trace_ids"] = [b["podium"]["trace_id"] for b in bodies]
+    return body
+
+
+async def answer(
+    plan: Plan,
+    service: Service,
+    store: Traces,
+    metrics: Metrics,
+    started: float,
+    guard: KeyGuard,
+    fields: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, str]] | ApiError:
+    """One run of the plan: its chat.completion body and headers, or the error it answers with."""
     specs = [service.pool.config_model(n) for n in ([] if plan.tier else plan.chain)]
     breakers = [service.breakers.get(s) for s in specs if s is not None]
     open_before = breakers_wait(breakers) is not None  # refused by open circuits, not failed on its own
@@ -53,7 +112,7 @@ async def complete(
         metrics.run(plan.model, result)
         metrics.request(plan.model, plan.kind, err.status, time.perf_counter() - started)
         await store.record(result, plan.key.name)
-        return error_response(err)
+        return err
     await record_finished(plan, result, store, metrics, started)
     headers |= identity_headers(result)
     body = completion_body(plan, outcome, completion_id())
@@ -65,7 +124,7 @@ async def complete(
     ignored = ignored_fields(plan.request, plan.tier is not None)
     if ignored:
         body["podium"]["ignored"] = ignored
-    return ScrubbedJSON(body, headers=headers)
+    return body, headers
 
 
 def settle(plan: Plan, result: RunResult, guard: KeyGuard, fields: dict[str, Any]) -> None:

@@ -122,6 +122,14 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+class UsageOptions(BaseModel):
+    """OpenRouter's ``usage: {include: true}`` (LiteLLM's ``openrouter/`` models always send it): a
+    stream then ends with a usage chunk, cost included, as with ``stream_options.include_usage``."""
+
+    model_config = ConfigDict(extra="forbid")
+    include: bool | None = None
+
+
 class PodiumOptions(Policy):
     """The ``podium`` body field: narrows the key's policy and the tier's budget for one request."""
 
@@ -177,6 +185,7 @@ class ChatCompletionRequest(BaseModel):
     models: list[str] | None = Field(default=None, min_length=1, max_length=16)
     provider: ProviderPreferences | None = None
     route: Literal["fallback"] | None = None
+    usage: UsageOptions | None = None  # OpenRouter's usage accounting: streams end with usage
     podium: PodiumOptions | None = None
 
     @model_validator(mode="before")
@@ -201,7 +210,9 @@ class ChatCompletionRequest(BaseModel):
 
     @property
     def include_usage(self) -> bool:
-        return bool(self.stream_options and self.stream_options.include_usage)
+        return bool(self.stream_options and self.stream_options.include_usage) or bool(
+            self.usage and self.usage.include
+        )
 
 
 class Usage(BaseModel):
@@ -255,12 +266,13 @@ class ChatCompletion(BaseModel):
 class Delta(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None  # each with its ``index``, as OpenAI streams them
 
 
 class ChunkChoice(BaseModel):
     index: int = 0
     delta: Delta
-    finish_reason: Literal["stop", "length"] | None = None
+    finish_reason: Literal["stop", "length", "tool_calls"] | None = None
     logprobs: None = None
 
 

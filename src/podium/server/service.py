@@ -25,7 +25,7 @@ from ..reliability import Layers, ModelCall, default_breakers
 from ..turns import answered_turn, failed_turn
 from ..types import Budget, ChatMessage, CompletionRequest, Role, RunResult, RunStatus, Turn, new_run_id
 from .auth import ApiKey
-from .compat import upstream_fields
+from .compat import upstream_fields, worker_fields
 from .errors import ApiError, bad_request
 from .quotas import check_deployments_free
 from .schemas import ChatCompletionRequest, PodiumOptions
@@ -78,7 +78,15 @@ class PlanRun(EngineRun):
     def outcome(self) -> Outcome | None:
         if self.result is None:
             return None
-        return Outcome(self.result, self.upstream_finish or finish_reason(self.result), self.upstream_tool_calls)
+        calls = self.upstream_tool_calls or answer_tool_calls(self.result)
+        finish = "tool_calls" if calls else self.upstream_finish or finish_reason(self.result)
+        return Outcome(self.result, finish, calls)
+
+
+def answer_tool_calls(result: RunResult) -> list[dict[str, Any]] | None:
+    """A tier's tool calls: those of the worker turn that ended the run (the client runs them)."""
+    last = next((t for t in reversed(result.turns) if t.role == Role.WORKER and not t.error), None)
+    return last.tool_calls if last is not None and result.status == RunStatus.ANSWERED else None
 
 
 def render_query(messages: list[ChatMessage]) -> str:
@@ -143,6 +151,14 @@ class Service:
     def _plan_tier(self, plan: Plan, tier: Tier, options: PodiumOptions) -> Plan:
         self.check_roles(tier, plan.key.policy, status=403, who=f"API key '{plan.key.name}'")
         self.check_roles(tier, plan.policy, status=400, who="the request's podium policy")
+        if plan.request.tools and getattr(self.engines[tier.name].coordinator, "plans_workflows", False):
+            raise ApiError(
+                400,
+                f"tools are supported on turn-loop tiers and pool models, not on workflow tier '{tier.name}' "
+                f"(coordinator {tier.coordinator})",
+                param="tools",
+                code="unsupported_on_tier",
+            )
         plan.tier = tier
         pool_budget = self.pool.config.budget  # the pool file's limits hold for every tier
         plan.budget = Budget(
@@ -222,6 +238,7 @@ class Service:
         """The plan's run as an async iterator of engine events (:meth:`podium.engine.Engine.iter`):
         a tier's turns, or a pass-through's one worker turn. Stopped midway (the client went away),
         ``on_cancel`` gets the run so far, reason ``interrupted``. ApiError (4xx) if it cannot start."""
+        stream = stream and not plan.request.tools  # tool calls come back whole, after the model finished
         if plan.tier is None:
             run = PlanRun(lambda feed: self._pass_through(plan, feed, stream, on_cancel, run))
             return run
@@ -237,7 +254,14 @@ class Service:
             self.engines[plan.tier.name] if plan.cost_weight is None else self.knob_engine(plan.tier, plan.cost_weight)
         )
         try:
-            tier_run = engine.iter(plan.query, budget=plan.budget, policy=plan.policy, on_event=handle, stream=stream)
+            tier_run = engine.iter(
+                plan.query,
+                budget=plan.budget,
+                policy=plan.policy,
+                on_event=handle,
+                stream=stream,
+                worker_fields=worker_fields(plan.request),
+            )
         except PolicyError as exc:
             raise ApiError(400, str(exc), param="podium", code="no_model_for_role") from None
         except UsageError as exc:

@@ -143,10 +143,31 @@ class EventStream:
         self.plan = plan
         self.id = response_id
         self.created = int(time.time())
+        self.model = plan.model  # a pass-through's chunks: the model that answered (see :meth:`serve`)
+        self.opened = False  # whether the head (the role chunk) was sent
+
+    def serve(self, event: Event) -> None:
+        """Follow which model answers a pass-through, so its chunks carry it (as the plain response's
+        ``model`` does); a tier's chunks carry the tier's name."""
+        if self.plan.tier is not None:
+            return
+        if isinstance(event, TurnDelta) and event.role == Role.WORKER:
+            self.model = event.model
+        elif isinstance(event, RunFinished):
+            last = next((t for t in reversed(event.result.turns) if t.role == Role.WORKER and not t.error), None)
+            self.model = last.model if last is not None else self.model
+
+    def open(self) -> list[str]:
+        """The head if not sent yet: a tier's at once, a pass-through's with its first text (it names the
+        model that answered, known only then)."""
+        if self.opened:
+            return []
+        self.opened = True
+        return [self.head()]
 
     def chunk(self, delta: Delta, finish: str | None = None, **extra: Any) -> str:
         choices = [ChunkChoice(delta=delta, finish_reason=finish)] if extra.get("usage") is None else []  # type: ignore[arg-type]
-        body = ChatCompletionChunk(id=self.id, created=self.created, model=self.plan.model, choices=choices, **extra)
+        body = ChatCompletionChunk(id=self.id, created=self.created, model=self.model, choices=choices, **extra)
         return (
             f"data: {json.dumps(scrub_value(body.model_dump(mode='json', exclude_none=True)), ensure_ascii=False)}\n\n"
         )
@@ -160,7 +181,10 @@ class EventStream:
     def tail(self, outcome: Outcome) -> list[str]:
         """The closing chunks: finish reason (with podium info), usage if asked, ``[DONE]``."""
         result = outcome.result
-        lines = [self.chunk(Delta(), outcome.finish_reason, podium=podium_info(self.plan, result))]
+        lines = self.open()
+        if outcome.tool_calls:  # whole, after the model finished (tool calls are not streamed upstream)
+            lines.append(self.chunk(Delta(tool_calls=[{"index": i, **c} for i, c in enumerate(outcome.tool_calls)])))
+        lines.append(self.chunk(Delta(), outcome.finish_reason, podium=podium_info(self.plan, result)))
         if self.plan.request.include_usage:
             lines.append(self.chunk(Delta(), usage=usage(result)))
         return [*lines, "data: [DONE]\n\n"]
@@ -235,13 +259,16 @@ async def sse(
         store.record_now(result, plan.key.name)
         metrics.request(plan.model, plan.kind, 499, time.perf_counter() - started)
 
-    yield stream.head()
+    if plan.tier is not None:
+        for line in stream.open():
+            yield line
     try:
         run = service.iter(plan, stream=True, on_cancel=on_cancel)
         runs.append(run)
         gate = answer_gate(service, plan)
         async with run:
             async for event in run:
+                stream.serve(event)
                 for kind, value in gate.on_event(event):
                     if kind == "comment":
                         yield f": {value}\n\n"
@@ -249,16 +276,19 @@ async def sse(
                         if first:  # the time to the first token of the answer the client sees
                             first = False
                             first_token(metrics, plan, time.perf_counter() - started, fields)
-                        yield stream.text(value)
+                        for line in [*stream.open(), stream.text(value)]:
+                            yield line
     except ApiError as err:
-        yield stream.error(err.message, "server_error", plan.trace_id)
+        yield "".join([*stream.open(), stream.error(err.message, "server_error", plan.trace_id)])
         return
     except UsageError as err:  # a config problem found mid-run
-        yield stream.error(str(err), "server_error", plan.trace_id)
+        yield "".join([*stream.open(), stream.error(str(err), "server_error", plan.trace_id)])
         return
     except Exception as exc:  # the client gets an error event, never a dead stream
         log.exception("streaming run failed")
-        yield stream.error(f"internal error: {type(exc).__name__}", "server_error", plan.trace_id)
+        yield "".join(
+            [*stream.open(), stream.error(f"internal error: {type(exc).__name__}", "server_error", plan.trace_id)]
+        )
         return
     for line in await finish(stream, run, store, metrics, started, on_finished):
         yield line
@@ -296,5 +326,8 @@ async def finish(
         on_finished(outcome.result)
     await record_finished(plan, outcome.result, store, metrics, started)
     if outcome.result.status == RunStatus.FAILED and not outcome.result.answer:
-        return [stream.error(f"the run failed: {outcome.result.reason}", "run_failed", outcome.result.run_id)]
+        return [
+            *stream.open(),
+            stream.error(f"the run failed: {outcome.result.reason}", "run_failed", outcome.result.run_id),
+        ]
     return list(stream.tail(outcome))
