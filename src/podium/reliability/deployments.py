@@ -14,11 +14,16 @@ A deployment at its ``rpm`` (calls started in the last 60 s) or ``tpm`` (tokens 
 in the last 60 s) is skipped; a failing one falls to the next. When every deployment is over its
 limit the call raises :class:`DeploymentsBusy` (``retry_after``: when the first frees up), so a
 fallback chain moves to its next model and the server answers 429. Counters live in one
-:class:`DeploymentStates` per :class:`~podium.backends.BackendSet`: this process only.
+:class:`DeploymentStates` per :class:`~podium.backends.BackendSet`. With ``PODIUM_REDIS_URL`` the
+rpm and tpm windows are also counted in the shared state (:mod:`podium.state`, fixed 60 s windows
+keyed by ``MODEL@DEPLOYMENT``), so replicas together get each deployment's limits; Redis
+unreachable: each replica counts on its own (a warning, never a failed call).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import random
 import time
 import weakref
@@ -31,9 +36,11 @@ from ..backends.base import Backend, estimate_prompt_tokens
 from ..deployments import DeploymentSpec, deployment_name
 from ..errors import BackendError
 from ..pool import ModelSpec
+from ..state import SharedState, open_state, redis_url
 from ..types import Completion, CompletionRequest, StreamDelta
 from .context import call_scope, closing
 
+log = logging.getLogger("podium.deployments")
 WINDOW_S = 60.0
 EWMA = 0.3  # weight of the newest latency in the moving average
 
@@ -59,6 +66,7 @@ class DeploymentState:
     latency_s: float | None = None
     started: deque[float] = field(default_factory=deque)
     tokens: deque[tuple[float, int]] = field(default_factory=deque)
+    blocked_until: float = 0.0  # the shared state refused a call until then (other replicas' calls)
 
     def prune(self, now: float) -> None:
         while self.started and self.started[0] <= now - WINDOW_S:
@@ -69,7 +77,7 @@ class DeploymentState:
     def wait(self, limits: DeploymentSpec, now: float) -> float:
         """0 if a call may start now, else seconds until the rpm/tpm window lets one through."""
         self.prune(now)
-        waits = [0.0]
+        waits = [0.0, self.blocked_until - now]
         if limits.rpm is not None and len(self.started) >= limits.rpm:
             waits.append(self.started[len(self.started) - limits.rpm] + WINDOW_S - now)
         if limits.tpm is not None:
@@ -91,9 +99,28 @@ class DeploymentStates:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self._states: dict[str, DeploymentState] = {}
+        self._shared: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[str, SharedState]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def get(self, name: str) -> DeploymentState:
         return self._states.setdefault(name, DeploymentState())
+
+    def shared(self) -> SharedState | None:
+        """The replicas' shared state when ``PODIUM_REDIS_URL`` is set (one per event loop), else None."""
+        url = redis_url()
+        if url is None:
+            return None
+        loop = asyncio.get_running_loop()
+        found = self._shared.get(loop)
+        if found is None or found[0] != url:
+            try:
+                found = (url, open_state(url))
+            except Exception as exc:  # e.g. the redis extra missing: count in this process, say so
+                log.warning("deployments: shared state unavailable (%s); rpm/tpm count per replica", exc)
+                return None
+            self._shared[loop] = found
+        return found[1]
 
 
 _STATES: weakref.WeakKeyDictionary[BackendSet, DeploymentStates] = weakref.WeakKeyDictionary()
@@ -119,6 +146,20 @@ def busy_wait(specs: Sequence[ModelSpec], states: DeploymentStates) -> float | N
             return None
         waits.append(wait)
     return min(waits) if waits else None
+
+
+async def _shared_wait(shared: SharedState, name: str, limits: DeploymentSpec) -> float:
+    """0 with the call counted in the replicas' shared rpm window, else seconds until it may start."""
+    key = f"deployment:{name}"
+    if limits.tpm is not None:  # tokens are whole: a total of tpm or more is over (amount 0 takes nothing)
+        tokens = await shared.reserve(f"{key}:tpm", 0.0, limits.tpm - 0.5, WINDOW_S)
+        if not tokens.ok:
+            return max(tokens.retry_s, 0.001)
+    if limits.rpm is not None:
+        calls = await shared.reserve(f"{key}:rpm", 1.0, float(limits.rpm), WINDOW_S)
+        if not calls.ok:
+            return max(calls.retry_s, 0.001)
+    return 0.0
 
 
 class DeploymentsBackend:
@@ -154,21 +195,33 @@ class DeploymentsBackend:
             out.append(pick)
         return out
 
-    def _admit(self, index: int) -> DeploymentState | None:
+    async def _admit(self, index: int) -> DeploymentState | None:
         """The deployment's state with the call counted as started, or None when it is over its limit."""
-        state = self.states.get(self.backends[index].spec.name)
+        name, limits = self.backends[index].spec.name, self.spec.deployments[index]
+        state = self.states.get(name)
         now = self.states.clock()
-        if state.wait(self.spec.deployments[index], now) > 0:
+        if state.wait(limits, now) > 0:
             return None
+        shared = self.states.shared() if limits.rpm is not None or limits.tpm is not None else None
+        if shared is not None:
+            wait = await _shared_wait(shared, name, limits)
+            if wait > 0:
+                state.blocked_until = now + wait
+                return None
         state.started.append(now)
         state.in_flight += 1
         state.calls += 1
         return state
 
-    def _finish(self, state: DeploymentState, completion: Completion | None) -> None:
+    async def _finish(self, index: int, state: DeploymentState, completion: Completion | None) -> None:
         state.in_flight -= 1
-        if completion is not None:
-            state.tokens.append((self.states.clock(), completion.prompt_tokens + completion.completion_tokens))
+        if completion is None:
+            return
+        used = completion.prompt_tokens + completion.completion_tokens
+        state.tokens.append((self.states.clock(), used))
+        shared = self.states.shared() if self.spec.deployments[index].tpm is not None else None
+        if shared is not None:
+            await shared.add(f"deployment:{self.backends[index].spec.name}:tpm", used, WINDOW_S)
 
     def _busy(self) -> DeploymentsBusy:
         now = self.states.clock()
@@ -182,7 +235,7 @@ class DeploymentsBackend:
         with call_scope() as call:
             tried = False
             for index in self.order(request):
-                state = self._admit(index)
+                state = await self._admit(index)
                 if state is None:
                     continue
                 tried = True
@@ -192,7 +245,7 @@ class DeploymentsBackend:
                 except BackendError:
                     continue
                 finally:
-                    self._finish(state, completion)
+                    await self._finish(index, state, completion)
                 state.observe(time.perf_counter() - started)
                 call.deployment = (self.spec.name, deployment_name(self.spec, index))
                 return self._named(completion)
@@ -204,7 +257,7 @@ class DeploymentsBackend:
         with call_scope() as call:
             tried = False
             for index in self.order(request):
-                state = self._admit(index)
+                state = await self._admit(index)
                 if state is None:
                     continue
                 tried = True
@@ -223,7 +276,7 @@ class DeploymentsBackend:
                 except BackendError:
                     continue
                 finally:
-                    self._finish(state, completion)
+                    await self._finish(index, state, completion)
                 return
             error = BackendError(f"{self.spec.name}: every deployment failed") if tried else self._busy()
             call.errors.append(str(error))
