@@ -30,7 +30,8 @@ def blas_threads(n: int = BLAS_THREADS) -> AbstractContextManager[Any]:
         from threadpoolctl import threadpool_limits
     except ImportError:
         return nullcontext()
-    return threadpool_limits(limits=n, user_api="blas")
+    limits: AbstractContextManager[Any] = threadpool_limits(limits=n, user_api="blas")
+    return limits
 
 
 def default_jobs(n_datasets: int) -> int:
