@@ -219,6 +219,12 @@ def eval_group() -> None:
     "--folds", type=click.IntRange(2, 20), default=5, show_default=True, help="Cross-validation folds on train."
 )
 @click.option("--encoder", default=None, help=ENCODER_HELP)
+@click.option(
+    "--jobs",
+    type=click.IntRange(1),
+    default=None,
+    help="Datasets evaluated in parallel processes, one BLAS thread each [default: one per core, at most one per dataset].",
+)
 @click.option("--quiet", is_flag=True, help="No progress on stderr.")
 def eval_replay(
     dataset_dirs: tuple[str, ...],
@@ -231,6 +237,7 @@ def eval_replay(
     false_reject: float | None,
     folds: int,
     encoder: str | None,
+    jobs: int | None,
     quiet: bool,
 ) -> None:
     """Train and compare the learned coordinator with the baselines on each dataset (same settings for all).
@@ -245,25 +252,23 @@ def eval_replay(
     """
     _require_train_extra()
     from ..learned.encoders import get_encoder
-    from ..learned.evaluate import evaluate_dataset, format_table, write_json
+    from ..learned.evaluate import format_table, write_json
+    from ..learned.parallel_eval import evaluate_paths
     from ..learned.replay import load_replay
     from ..learned.simulated_verifier import REALISTIC, Verifier
-    from ..learned.train import TrainConfig, stderr_progress
+    from ..learned.train import TrainConfig
 
-    datasets = [load_replay(p) for p in dataset_dirs]  # fail on a bad folder before any training
+    for p in dataset_dirs:
+        load_replay(p)  # fail on a bad folder before any training
     gens = TrainConfig.generations if generations is None else generations
     config = TrainConfig(seed=seed, generations=gens, encoder=_encoder_spec(encoder))
     get_encoder(config.encoder)  # an unknown encoder or a missing extra fails now, before any training
     fa = REALISTIC.false_accept if false_accept is None else false_accept
     fr = REALISTIC.false_reject if false_reject is None else false_reject
     verifier = Verifier(fa, fr, seed)
-    results = []
-    for ds in datasets:
-        progress = None if quiet else stderr_progress
-        results.append(
-            evaluate_dataset(ds, config, cascade_turns=turns, verifier=verifier, folds=folds, progress=progress)
-        )
-        click.echo(format_table(results[-1]) + "\n")
+    results = evaluate_paths(list(dataset_dirs), config, turns, verifier, folds, quiet, jobs)
+    for result in results:
+        click.echo(format_table(result) + "\n")
     if json_out:
         args = _eval_args(dataset_dirs, turns, seed, fa, fr, folds, generations, encoder)
         write_json(results, json_out, "podium eval replay " + " ".join(shlex.quote(a) for a in args))

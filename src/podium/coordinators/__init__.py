@@ -4,6 +4,8 @@
 - ``prompted``: the pool's coordinator model names the next role (validated, with a fallback).
 - ``fixed`` / ``fixed:MODEL``: one model answers once, the single-model baseline.
 - ``learned:PATH``: a trained TRINITY head (``pip install 'podium[train]'`` to train one).
+- ``tiers:PATH[@W]``: complexity tiers on such a head, a cheap and a strong model per role
+  (:mod:`podium.coordinators.tiers`).
 - ``conductor[:MODEL]``, ``topology:chain|moa|best-of-n|debate``, ``workflow:PATH``: workflow planners
   (:mod:`podium.workflows`); the engine runs their plans as parallel graphs.
 
@@ -75,6 +77,15 @@ def _learned(arg: str) -> Coordinator:
     return LearnedCoordinator.load(path, weight)
 
 
+def _tiers(arg: str) -> Coordinator:
+    if not arg:
+        raise UsageError("the tiers coordinator needs a head file: --coordinator tiers:PATH[@COST_WEIGHT]")
+    from .tiers import TiersCoordinator
+
+    path, weight = split_cost_weight(arg)
+    return TiersCoordinator.load(path, weight)
+
+
 def _planner(name: str) -> Callable[[str], Coordinator]:
     def build(arg: str) -> Coordinator:
         if name == "workflow" and not arg:
@@ -95,6 +106,12 @@ _BUILTINS = (
     CoordinatorType("conductor", _planner("conductor"), "conductor[:MODEL]", "a model writes the workflow"),
     CoordinatorType("topology", _planner("topology"), "topology:chain|moa|best-of-n|debate", "a fixed topology"),
     CoordinatorType("workflow", _planner("workflow"), "workflow:PATH", "a workflow file"),
+    CoordinatorType(
+        "tiers",
+        _tiers,
+        "tiers:PATH[@COST_WEIGHT]",
+        "complexity tiers: a cheap and a strong model per role, switched on the head's predicted difficulty",
+    ),
 )
 
 

@@ -1,0 +1,87 @@
+"""Run ``podium eval replay`` over several datasets in parallel processes, one BLAS thread each.
+
+Datasets are independent (every method is fitted on the dataset's own train split with its own
+seeded randomness), so evaluating them in separate processes gives the same numbers as evaluating
+them one after the other. Each evaluation runs with **one BLAS thread**: on a shared 2-core machine
+OpenBLAS's worker threads spin while waiting for a core (a profile of the old run under load spent
+over half its CPU in QR, SVD and small matrix products), and a fixed thread count also keeps
+floating-point reductions in one order, so a fixed seed reproduces every digit. The cores are used
+by processes instead: the largest dataset starts first.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import Any
+
+from .simulated_verifier import Verifier
+from .train import TrainConfig
+
+BLAS_THREADS = 1
+
+
+def blas_threads(n: int = BLAS_THREADS) -> AbstractContextManager[Any]:
+    """Limit BLAS to ``n`` threads inside the block (threadpoolctl; a no-op when it is missing)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return nullcontext()
+    limits: AbstractContextManager[Any] = threadpool_limits(limits=n, user_api="blas")
+    return limits
+
+
+def default_jobs(n_datasets: int) -> int:
+    """One process per dataset, at most one per available core."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(n_datasets, cores))
+
+
+def evaluate_path(
+    path: str, config: TrainConfig, turns: int, verifier: Verifier, folds: int, quiet: bool
+) -> dict[str, Any]:
+    """One dataset's results (``evaluate_dataset``), with one BLAS thread; picklable (no ``_routers``)."""
+    from .evaluate import evaluate_dataset
+    from .replay import load_replay
+    from .train import stderr_progress
+
+    with blas_threads():
+        result = evaluate_dataset(
+            load_replay(path),
+            config,
+            cascade_turns=turns,
+            verifier=verifier,
+            folds=folds,
+            progress=None if quiet else stderr_progress,
+        )
+    result.pop("_routers", None)
+    return result
+
+
+def dataset_size(path: str) -> int:
+    """Bytes of the dataset's outcome file: the order in which datasets start (largest first)."""
+    outcomes = Path(path) / "outcomes.parquet"
+    return outcomes.stat().st_size if outcomes.is_file() else 0
+
+
+def evaluate_paths(
+    paths: list[str],
+    config: TrainConfig,
+    turns: int,
+    verifier: Verifier,
+    folds: int,
+    quiet: bool,
+    jobs: int | None = None,
+) -> list[dict[str, Any]]:
+    """Results of every dataset, in the order of ``paths``, evaluated in ``jobs`` processes."""
+    jobs = default_jobs(len(paths)) if jobs is None else jobs
+    if jobs <= 1 or len(paths) <= 1:
+        return [evaluate_path(p, config, turns, verifier, folds, quiet) for p in paths]
+    order = sorted(range(len(paths)), key=lambda i: -dataset_size(paths[i]))
+    context = multiprocessing.get_context("spawn")  # no fork of a process whose BLAS threads are running
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        futures = {i: pool.submit(evaluate_path, paths[i], config, turns, verifier, folds, quiet) for i in order}
+        return [futures[i].result() for i in range(len(paths))]
