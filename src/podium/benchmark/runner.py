@@ -174,8 +174,7 @@ class BenchRunner:
         return [(t, n) for t in tasks for n in self.names if (t.id, n) not in done]
 
     async def run_one(self, task: Task, name: str) -> dict[str, Any]:
-        workflow = getattr(self.engines[name].coordinator, "plans_workflows", False)  # graded on the final answer only
-        check = task.check if self.config.grounded and not workflow else None
+        check = task.check if self.config.grounded else None  # workflows: see podium/workflows/grounded.py
         result = await self.engines[name].run(
             task.prompt, budget=self.config.budget, on_event=self.on_event, check=check
         )
