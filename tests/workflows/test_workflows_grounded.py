@@ -90,6 +90,14 @@ async def test_verifier_steps_are_the_checks_verdict_and_its_failure_reaches_the
     ]
     assert checks[0].diagnosis and "390" in checks[0].diagnosis
     assert checks[0].diagnosis in text_of(backends["conductor"].calls[1])  # the follow-up plan sees the failure
+    assert result.workflow["orchestration_calls"] == len(backends["conductor"].calls) == 2
+    from podium.benchmark.runner import summarize_run
+    from podium.checks import run_check
+    from podium.tasks import Task
+
+    task = Task.model_validate({"id": "t", "prompt": "What is 17 * 23?", "check": CHECK_391})
+    row = summarize_run(task, "conductor", result, await run_check(CHECK_391, result.answer or ""))
+    assert row["passed"] and row["turns"] == 4 and row["calls"] == 2 + 2  # two worker steps + two planning calls
 
 
 async def test_nested_conductor_verifiers_are_still_models() -> None:

@@ -102,7 +102,7 @@ def summarize_run(task: Task, coordinator: str, result: RunResult, grade: Any) -
         "cost_usd": result.cost_usd + result.orchestration_cost_usd,
         "tokens": result.total_tokens + result.orchestration_prompt_tokens + result.orchestration_completion_tokens,
         "latency_s": round(result.latency_s, 4),
-        "calls": len(model_turns),
+        "calls": len(model_turns) + int((result.workflow or {}).get("orchestration_calls", 0)),  # + planning calls
         "turns": len(result.turns),
         "answer_model": last_worker.model if last_worker else None,
         "output_chars": len(result.answer or ""),

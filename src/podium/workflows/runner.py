@@ -401,6 +401,7 @@ class WorkflowRun:
             "planner": self.planner.name,
             "max_depth": self.planner.max_depth,
             "max_parallel": self.planner.max_parallel,
+            "orchestration_calls": len(self.orchestration),  # the conductor's own (planning) calls
             "plans": self.plans,
         }
         await self.emit(RunFinished(result))
