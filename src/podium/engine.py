@@ -98,7 +98,9 @@ class Engine:
         left before its end stops, with status ``failed`` and reason ``interrupted``. With
         ``stream`` workers' text arrives as :class:`TurnDelta` events; with ``check`` (a
         :data:`podium.checks.CheckSpec`) every verifier turn runs the check instead of a model:
-        ACCEPT when it passes, else REVISE with the failing test as diagnosis. ``cache`` sets the
+        ACCEPT when it passes, else REVISE with the failing test as diagnosis (in a workflow, its
+        top-level verifier steps, and a final step choosing among answers takes the first that passes:
+        :mod:`podium.workflows.grounded`). ``cache`` sets the
         model calls' response cache (backends/cached.py): True use it, False bypass it, None (default)
         as each pool model says. ``worker_fields`` (OpenAI fields such as ``tools``, ``response_format``)
         go to every worker call, as sent; a worker that answers with tool calls ends the run (turn loop
@@ -118,14 +120,11 @@ class Engine:
                     self, pool, query, limits, [*handlers, feed], stream, parsed, cache, worker_fields
                 ).execute()
             )
-        if parsed is not None:  # conductor / topology:NAME / workflow:PATH
-            raise UsageError(
-                f"--check verifies turn-loop coordinators; '{self.coordinator.name}' writes a workflow "
-                "(grade its final answer instead, as `podium bench run` does)"
-            )
-        from .workflows.runner import WorkflowRun
+        from .workflows.runner import WorkflowRun  # conductor / topology:NAME / workflow:PATH
 
-        return EngineRun(lambda feed: WorkflowRun(self, pool, query, limits, [*handlers, feed], stream).execute())
+        return EngineRun(
+            lambda feed: WorkflowRun(self, pool, query, limits, [*handlers, feed], stream, parsed).execute()
+        )
 
     async def run(
         self,

@@ -177,8 +177,8 @@ def test_shards_split_one_out_folder_between_processes(cli, tmp_path: Path) -> N
     assert code == 2 and "--shard 2/2: expected K/N" in err
 
 
-def test_workflow_coordinators_are_benched_on_their_final_answer(cli, tmp_path: Path) -> None:
-    """A check verifies turn-loop runs only; a workflow coordinator in a grounded bench is graded, not refused."""
+def test_workflow_coordinators_are_benched_with_the_check_as_their_verifier(cli, tmp_path: Path) -> None:
+    """In a grounded bench a workflow's verifier steps are the task's check (turns that are no model call)."""
     pool, tasks, out = write_code_pool(tmp_path), write_tasks(tmp_path, 2), tmp_path / "out"
     code, _, stderr = cli(
         "bench",
@@ -197,3 +197,31 @@ def test_workflow_coordinators_are_benched_on_their_final_answer(cli, tmp_path: 
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert [r["coordinator"] for r in rows] == ["topology:chain", "topology:chain"]
     assert all(r["status"] != "failed" and "error" not in r for r in rows), rows
+    assert all(r["turns"] > r["calls"] for r in rows), rows  # the verify steps ran the check, not the planner
+
+
+def test_shards_never_read_a_half_written_bench_json(tmp_path: Path) -> None:
+    """Shards starting together on one --out read and rewrite bench.json; a reader must never see it empty."""
+    import threading
+
+    from podium.cli.bench import _settings
+
+    settings = {"tasks": "t.jsonl", "pool": "p", "coordinators": ["rules"], "pad": "x" * 200_000}
+    _settings(tmp_path, dict(settings))
+    errors: list[Exception] = []
+    stop = threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            try:
+                json.loads((tmp_path / "bench.json").read_text())
+            except Exception as exc:  # a half-written file, as the second shard saw it
+                errors.append(exc)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    for _ in range(200):
+        _settings(tmp_path, dict(settings))
+    stop.set()
+    reader.join()
+    assert errors == [] and [p.name for p in tmp_path.iterdir()] == ["bench.json"]

@@ -152,7 +152,9 @@ async def test_the_run_deadline_stops_a_running_check_and_its_processes() -> Non
     assert left == []
 
 
-async def test_a_check_with_a_workflow_coordinator_is_a_usage_error_before_any_call() -> None:
+async def test_a_bad_check_with_a_workflow_coordinator_is_a_usage_error_before_any_call() -> None:
+    """A valid check grounds a workflow's verifier steps (tests/workflows/test_workflows_grounded.py); a bad one
+    stops the run before any call, as for the turn loop."""
     import pytest
 
     from podium.errors import UsageError
@@ -163,5 +165,5 @@ async def test_a_check_with_a_workflow_coordinator_is_a_usage_error_before_any_c
         "topology:chain",
         backends=BackendSet(overrides={n: ScriptedBackend(pool.get(n), never) for n in pool.models}),
     )
-    with pytest.raises(UsageError, match="workflow"):
-        await engine.run("What is 17 * 23?", check=NumberCheck(answer=391))
+    with pytest.raises(UsageError, match="bad check"):
+        await engine.run("What is 17 * 23?", check={"type": "nope"})

@@ -102,7 +102,7 @@ def summarize_run(task: Task, coordinator: str, result: RunResult, grade: Any) -
         "cost_usd": result.cost_usd + result.orchestration_cost_usd,
         "tokens": result.total_tokens + result.orchestration_prompt_tokens + result.orchestration_completion_tokens,
         "latency_s": round(result.latency_s, 4),
-        "calls": len(model_turns),
+        "calls": len(model_turns) + int((result.workflow or {}).get("orchestration_calls", 0)),  # + planning calls
         "turns": len(result.turns),
         "answer_model": last_worker.model if last_worker else None,
         "output_chars": len(result.answer or ""),
@@ -174,8 +174,7 @@ class BenchRunner:
         return [(t, n) for t in tasks for n in self.names if (t.id, n) not in done]
 
     async def run_one(self, task: Task, name: str) -> dict[str, Any]:
-        workflow = getattr(self.engines[name].coordinator, "plans_workflows", False)  # graded on the final answer only
-        check = task.check if self.config.grounded and not workflow else None
+        check = task.check if self.config.grounded else None  # workflows: see podium/workflows/grounded.py
         result = await self.engines[name].run(
             task.prompt, budget=self.config.budget, on_event=self.on_event, check=check
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shlex
 import sqlite3
 import sys
@@ -49,7 +50,9 @@ def _settings(out: Path, current: dict[str, Any]) -> None:
             "coordinators": list(dict.fromkeys([*before.get("coordinators", []), *current["coordinators"]])),
         }
     out.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(current, indent=2) + "\n")
+    partial = path.with_name(f".{SETTINGS}.{os.getpid()}")  # shards share OUT: never let one read a half-written file
+    partial.write_text(json.dumps(current, indent=2) + "\n")
+    os.replace(partial, path)
 
 
 def _command_line() -> str:

@@ -104,7 +104,7 @@ _BUILTINS = (
     CoordinatorType("fixed", _fixed, "fixed[:MODEL]", "one model answers once (the single-model baseline)"),
     CoordinatorType("learned", _learned, "learned:PATH[@COST_WEIGHT]", "a trained TRINITY head"),
     CoordinatorType("conductor", _planner("conductor"), "conductor[:MODEL]", "a model writes the workflow"),
-    CoordinatorType("topology", _planner("topology"), "topology:chain|moa|best-of-n|debate", "a fixed topology"),
+    CoordinatorType("topology", _planner("topology"), "topology:chain|moa|best-of-n|debate[:N]", "a fixed topology"),
     CoordinatorType("workflow", _planner("workflow"), "workflow:PATH", "a workflow file"),
     CoordinatorType(
         "tiers",

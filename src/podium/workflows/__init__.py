@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, TypedDict, Unpack
 
+from ..errors import UsageError
 from .types import Step, Workflow, WorkflowError, check_against_pool, parse_workflow
 
 if TYPE_CHECKING:
-    from .planners import Planner
+    from .planners import Planner, TopologyPlanner
 
 __all__ = ["PlannerOptions", "Step", "Workflow", "WorkflowError", "check_against_pool", "get_planner", "parse_workflow"]
 
@@ -31,8 +32,28 @@ def get_planner(name: str, arg: str, **options: Unpack[PlannerOptions]) -> Plann
         from .conductor import ConductorPlanner
 
         return ConductorPlanner(model=arg or None, **options)
-    from .planners import StaticPlanner, TopologyPlanner
+    from .planners import StaticPlanner
 
     if name == "topology":
-        return TopologyPlanner(arg or "chain", **options)
+        return topology_planner(arg, options)
     return StaticPlanner.load(arg, **options)
+
+
+def topology_planner(arg: str, options: PlannerOptions) -> TopologyPlanner:
+    """``topology:NAME[:N]``: N samples (best-of-n), proposers (moa) or rounds (debate)."""
+    from .planners import TopologyPlanner
+
+    kind, _, count = (arg or "chain").partition(":")
+    if not count:
+        return TopologyPlanner(kind, **options)
+    if not count.isdigit() or int(count) < 1 or kind not in ("best-of-n", "moa", "debate"):
+        raise UsageError(
+            f"bad coordinator 'topology:{arg}': N in topology:best-of-n|moa|debate:N is a whole number >= 1 "
+            "(samples, proposers or debate rounds); chain takes none"
+        )
+    if kind == "debate":
+        planner = TopologyPlanner(kind, debate_rounds=int(count), **options)
+    else:
+        planner = TopologyPlanner(kind, n=int(count), **options)
+    planner.name = f"topology:{arg}"
+    return planner

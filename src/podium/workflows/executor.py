@@ -16,15 +16,16 @@ from typing import TYPE_CHECKING
 
 from ..errors import BudgetExhausted
 from ..types import ChatMessage, Turn, Verdict
+from .grounded import check_step, grounded_kind, select_step, worker_answers
 from .types import QUERY, SELF, Step, Workflow
 
 if TYPE_CHECKING:
     from .runner import WorkflowRun
 
 UNAVAILABLE = "(not available: that step failed)"
-VERIFY_SUFFIX = (
-    "Reply with ACCEPT if the answer is correct and complete, otherwise REVISE followed by one sentence "
-    "saying what is wrong. Start your reply with ACCEPT or REVISE."
+VERIFY_SUFFIX = (  # the verdict protocol of the turn loop's verifier (roles.py); calls also ask structured="verdict"
+    "Write one sentence saying what is right or wrong in the answer, then a final line that is exactly "
+    "VERDICT: ACCEPT if it is correct and complete, or exactly VERDICT: REVISE if anything is wrong or missing."
 )
 
 
@@ -61,6 +62,11 @@ def step_messages(step: Step, query: str, outputs: dict[str, str]) -> list[ChatM
     if step.role == "verifier":
         parts.append(VERIFY_SUFFIX)
     return [ChatMessage(role="user", content="\n\n".join(parts))]
+
+
+def verdict_protocol(step: Step) -> dict[str, str]:
+    """Verifier calls ask for the verdict protocol (a grammar where the backend supports one), as in the turn loop."""
+    return {"structured": "verdict"} if step.role == "verifier" else {}
 
 
 def sub_task(step: Step, query: str, outputs: dict[str, str]) -> str:
@@ -130,8 +136,15 @@ def _launch_ready(
             label = f"{prefix}{step.id}"
             reason = f"{origin}; step {step.id}"
             final = depth == 0 and step.id == final_id and step.role != "verifier"
+            answers = worker_answers([r for r in deps if r is not None])
+            grounded = grounded_kind(run.check, step, depth, final_id, len(answers))
             if step.model == SELF:
                 coro = run.nested_step(step, sub_task(step, query, outputs), depth, label, reason)
+            elif grounded == "verify":
+                coro = check_step(run, step, answers, depth, label, reason)
+            elif grounded == "select":
+                messages = step_messages(step, query, outputs)
+                coro = select_step(run, step, answers, messages, depth, label, reason, final)
             else:
                 coro = run.model_step(step, step_messages(step, query, outputs), depth, label, reason, final)
             running[asyncio.ensure_future(coro)] = step

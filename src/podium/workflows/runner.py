@@ -21,13 +21,14 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ..backends.base import estimate_prompt_tokens
+from ..checks import CheckSpec
 from ..engine import MAX_FALLBACKS, Event, RunFinished, TurnDelta, TurnFinished, TurnStarted
 from ..errors import BudgetExhausted
 from ..pool import ModelSpec, Pool
 from ..reliability import CallContext, ModelCall
 from ..roles import parse_verdict
 from ..types import Budget, ChatMessage, Completion, CompletionRequest, Role, RunResult, RunStatus, Turn, Usage, Verdict
-from .executor import GraphOutcome, StepResult, best_answer, execute, verdict_of
+from .executor import GraphOutcome, StepResult, best_answer, execute, verdict_of, verdict_protocol
 from .types import Step, Workflow
 
 if TYPE_CHECKING:
@@ -39,9 +40,17 @@ class WorkflowRun:
     """The mutable state of one workflow run, shared by every depth of it."""
 
     def __init__(
-        self, engine: Engine, pool: Pool, query: str, budget: Budget, handlers: list[EventHandler], stream: bool
+        self,
+        engine: Engine,
+        pool: Pool,
+        query: str,
+        budget: Budget,
+        handlers: list[EventHandler],
+        stream: bool,
+        check: CheckSpec | None = None,
     ) -> None:
         self.engine = engine
+        self.check = check  # grounded: the check verifies and selects at the top level (workflows/grounded.py)
         self.planner: Planner = engine.coordinator  # type: ignore[assignment]
         self.pool = pool
         self.query = query
@@ -159,7 +168,7 @@ class WorkflowRun:
                     self.engine.layers,
                     self.chain(step),
                     CompletionRequest(messages=messages),
-                    lambda spec, _request: self.affordable(number, spec, messages),
+                    lambda spec, _request: self.affordable(number, spec, messages, **verdict_protocol(step)),
                     deadline=self.deadline,
                     context=attempts,
                 ).run(sink)
@@ -392,6 +401,7 @@ class WorkflowRun:
             "planner": self.planner.name,
             "max_depth": self.planner.max_depth,
             "max_parallel": self.planner.max_parallel,
+            "orchestration_calls": len(self.orchestration),  # the conductor's own (planning) calls
             "plans": self.plans,
         }
         await self.emit(RunFinished(result))
