@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -76,10 +77,17 @@ class Live:
         self.url = server.url
         self.base = f"{server.url}/v1"
 
-    def request_log(self) -> list[dict[str, Any]]:
-        """The server's request log lines (``PODIUM_REQUEST_LOG``), oldest first."""
-        path = self.server.home / "requests.jsonl"
-        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    def logged(self, trace_id: str, timeout: float = 10.0) -> dict[str, Any]:
+        """The server's request log line (``PODIUM_REQUEST_LOG``) of a trace; written once the response
+        has been sent, so it may come a moment after the client has it."""
+        path, deadline = self.server.home / "requests.jsonl", time.monotonic() + timeout
+        while True:
+            lines = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+            found = next((e for e in lines if e.get("trace_id") == trace_id), None)
+            if found is not None or time.monotonic() > deadline:
+                assert found is not None, f"no request log line for {trace_id}"
+                return found
+            time.sleep(0.05)
 
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")

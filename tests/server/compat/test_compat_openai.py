@@ -107,7 +107,7 @@ def test_n_runs_in_parallel(live: Live, model: str) -> None:
     assert [c.index for c in r.choices] == [0, 1, 2]
     assert all(c.message.content == REPLY for c in r.choices)
     assert len(live.server.runs()) == before + 3
-    line = next(e for e in reversed(live.request_log()) if e.get("trace_id") == r.model_extra["podium"]["trace_id"])
+    line = live.logged(r.model_extra["podium"]["trace_id"])
     one = client(live).chat.completions.create(model=model, messages=ASK)
     assert r.usage is not None and one.usage is not None and r.usage.total_tokens == 3 * one.usage.total_tokens
     assert r.usage.cost == pytest.approx(3 * one.usage.cost)  # type: ignore[attr-defined]
