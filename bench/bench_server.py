@@ -319,14 +319,15 @@ def measure(name: str, url: str, model: str, key: str, concurrencies: list[int],
 
 
 def start_podium(
-    paths: dict[str, Path], work: Path, traces: str, transport: str = "lean"
+    paths: dict[str, Path], work: Path, traces: str, transport: str = "lean", parser: str = "httptools"
 ) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {
         **os.environ,
-        "PODIUM_HOME": str(work / f"home-{traces}-{transport}"),
+        "PODIUM_HOME": str(work / f"home-{traces}-{transport}-{parser}"),
         "PODIUM_TRACES": traces,
         "PODIUM_HTTP_TRANSPORT": transport,
+        "PODIUM_HTTP_PARSER": parser,
     }
     cmd = [
         sys.executable,
@@ -342,9 +343,12 @@ def start_podium(
         "--log-level",
         "warning",
     ]
-    proc = spawn(cmd, env, work / f"podium-{traces}-{transport}.log")
-    wait_up(f"http://127.0.0.1:{port}/healthz", proc, 60)
+    proc = spawn(cmd, env, work / f"podium-{traces}-{transport}-{parser}.log")
+    wait_up(f"http://127.0.0.1:{port}/healthz", proc, 300)
     return proc, f"http://127.0.0.1:{port}/v1/chat/completions"
+
+
+PEER_STARTUP_S = 1500  # LiteLLM's proxy imports for minutes on a loaded 2-core machine (10+ at load 25)
 
 
 def start_litellm(exe: str, paths: dict[str, Path], work: Path) -> tuple[subprocess.Popen, str, float]:
@@ -358,7 +362,7 @@ def start_litellm(exe: str, paths: dict[str, Path], work: Path) -> tuple[subproc
     proc = spawn(
         [exe, "--config", str(paths["litellm"]), "--host", "127.0.0.1", "--port", str(port)], env, work / "litellm.log"
     )
-    startup = wait_up(f"http://127.0.0.1:{port}/health/liveliness", proc, 180)
+    startup = wait_up(f"http://127.0.0.1:{port}/health/liveliness", proc, PEER_STARTUP_S)
     return proc, f"http://127.0.0.1:{port}/v1/chat/completions", startup
 
 
@@ -385,7 +389,7 @@ def run(args: argparse.Namespace) -> dict:
     stub_url = f"http://127.0.0.1:{stub_port}/v1"
     notes: list[str] = []
     try:
-        wait_up(f"{stub_url}/models", procs[0], 30)
+        wait_up(f"{stub_url}/models", procs[0], 300)
         paths = write_configs(work, stub_url)
         targets = [(STUB, f"{stub_url}/chat/completions", MODEL, "none", 1, procs[0].pid)]
         targets += start_peer(exe, args.without_peer, paths, work, procs, notes)
@@ -395,11 +399,11 @@ def run(args: argparse.Namespace) -> dict:
             targets.append((f"podium pass-through (traces {traces})", url, MODEL, PODIUM_KEY, 1, proc.pid))
             if traces == "full":
                 targets.append(("podium tier 'podium'", url, "podium", PODIUM_KEY, 4, proc.pid))
-        if args.before:  # the same server on httpx's default transport (httpcore's pool): before/after in one run
-            proc, url = start_podium(paths, work, "off", "httpcore")
+        if args.before:  # the same server on uvicorn's h11 parser (issue 17's second pass): before/after in one run
+            proc, url = start_podium(paths, work, "off", parser="h11")
             procs.append(proc)
             targets.append(
-                ("podium pass-through (traces off, httpcore pool: before)", url, MODEL, PODIUM_KEY, 1, proc.pid)
+                ("podium pass-through (traces off, h11 parser: before)", url, MODEL, PODIUM_KEY, 1, proc.pid)
             )
         rounds = []
         for i in range(args.rounds):
@@ -607,7 +611,7 @@ def main() -> None:
         help="measure without LiteLLM (the results say so); by default a missing LiteLLM is an error (exit 2)",
     )
     parser.add_argument(
-        "--before", action="store_true", help="also measure podium on httpx's default transport (before/after)"
+        "--before", action="store_true", help="also measure podium on uvicorn's h11 parser (PODIUM_HTTP_PARSER=h11)"
     )
     parser.add_argument("--stub-delay", type=float, default=0.0, help="seconds the stub waits before answering")
     parser.add_argument("--stub", type=int, default=None, help=argparse.SUPPRESS)

@@ -89,11 +89,13 @@ def send_slowly(port: int, pieces: list[bytes], gap_s: float, limit_s: float) ->
     return limit_s
 
 
-@pytest.fixture
-def guarded_server(tmp_path: Path):
+@pytest.fixture(params=["httptools", "h11"])
+def guarded_server(request: pytest.FixtureRequest, tmp_path: Path):
+    """A server with a 2 s head deadline, on each HTTP parser podium runs (PODIUM_HTTP_PARSER)."""
+    env = {"PODIUM_HTTP_PARSER": request.param}
     with (
         FaultServer() as upstream,
-        PodiumServer(write_pool(tmp_path, upstream.url), tmp_path, args=["--header-timeout", "2"]) as server,
+        PodiumServer(write_pool(tmp_path, upstream.url), tmp_path, env=env, args=["--header-timeout", "2"]) as server,
     ):
         yield server
 
@@ -148,3 +150,17 @@ def test_slow_clients_do_not_block_others(guarded_server: PodiumServer) -> None:
             writer.close()
 
     asyncio.run(run())
+
+
+def test_the_parser_is_chosen_by_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from podium.errors import ConfigError
+    from podium.server.http import GuardedH11Protocol, GuardedHttpToolsProtocol, uvicorn_options
+
+    monkeypatch.delenv("PODIUM_HTTP_PARSER", raising=False)
+    assert issubclass(uvicorn_options("info", 3.0)["http"], GuardedHttpToolsProtocol)
+    assert uvicorn_options("info", 3.0)["http"].head_timeout_s == 3.0
+    monkeypatch.setenv("PODIUM_HTTP_PARSER", "h11")
+    assert issubclass(uvicorn_options("info")["http"], GuardedH11Protocol)
+    monkeypatch.setenv("PODIUM_HTTP_PARSER", "zttp")
+    with pytest.raises(ConfigError, match="PODIUM_HTTP_PARSER"):
+        uvicorn_options("info")

@@ -1,24 +1,34 @@
 """How ``podium serve`` runs uvicorn: bounded request heads and a deadline on receiving them.
 
-uvicorn's defaults leave two holes: with ``httptools`` (picked when installed) a request head may
-be any size (one 64 MB header costs the server 115 MB), and no parser closes a connection whose
-head arrives slowly (a byte now and then cancels the keep-alive timer, so a few hundred such
-"slowloris" connections hold the server's sockets for good). So the server uses uvicorn's ``h11``
-parser with a head limit (:data:`MAX_HEAD_BYTES`: a larger head gets 400 and the connection is
-closed) and :class:`GuardedH11Protocol`, which closes a connection (408) whose request head is not
-complete :data:`HEAD_TIMEOUT_S` seconds after it opened or after its previous response ended.
+uvicorn's defaults leave two holes: with ``httptools`` a request head may be any size (one 64 MB
+header costs the server 115 MB), and no parser closes a connection whose head arrives slowly (a
+byte now and then cancels the keep-alive timer, so a few hundred such "slowloris" connections hold
+the server's sockets for good). So both protocols podium runs close them:
+
+* :class:`GuardedHttpToolsProtocol` (the default): uvicorn's ``httptools`` protocol, which costs
+  about a third of the CPU of h11 per request. It counts the bytes of a request head as they arrive
+  and refuses one over :data:`MAX_HEAD_BYTES` (400, connection closed) before httptools buffers more
+  than one read of it.
+* :class:`GuardedH11Protocol` (``PODIUM_HTTP_PARSER=h11``): uvicorn's pure-Python ``h11`` protocol
+  with h11's own head limit.
+
+Both close a connection (408) whose request head is not complete :data:`HEAD_TIMEOUT_S` seconds after
+it opened or after its previous response ended.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 MAX_HEAD_BYTES = 64 * 1024  # request line plus headers
 HEAD_TIMEOUT_S = 10.0  # to receive a whole request head
 KEEP_ALIVE_S = 5  # idle time between requests on one connection
+PARSER_ENV = "PODIUM_HTTP_PARSER"  # httptools (default) or h11
 TIMEOUT_408 = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain\r\ncontent-length: 22\r\nconnection: close\r\n\r\nrequest head too slow\n"
 
 
@@ -55,9 +65,107 @@ class GuardedH11Protocol(H11Protocol):
         self.transport.close()
 
 
+class _HeadTooLarge(Exception):
+    """Raised from a parser callback: the complete head is over the limit."""
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a bounded request head and a deadline for it (module doc).
+
+    ``_in_head``: from the end of the previous request (or the connection's start) to the end of
+    the next head; the bytes received meanwhile are counted after each read. A head that completes
+    within one read is measured by the parser's callbacks instead."""
+
+    head_timeout_s = HEAD_TIMEOUT_S
+    max_head_bytes = MAX_HEAD_BYTES
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        self._in_head, self._head_bytes, self._head_size = True, 0, 0
+        self._head_deadline: Any = None
+        self._arm_head_deadline()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            if self._in_head and self._head_bytes + len(data) > self.max_head_bytes:
+                head = self._head_bytes
+                super().data_received(data)  # the head may end early in this read
+                if self._in_head and head + len(data) > self.max_head_bytes:
+                    raise _HeadTooLarge
+            else:
+                super().data_received(data)
+            if self._in_head:
+                self._head_bytes += len(data)
+        except _HeadTooLarge:
+            self._refuse_head()
+
+    def _refuse_head(self) -> None:
+        if self.transport.is_closing():
+            return
+        if self.cycle is None or self.cycle.response_complete:
+            self.send_400_response("Request head too large.")
+        self.transport.close()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._head_size = 0
+
+    def on_url(self, url: bytes) -> None:
+        super().on_url(url)
+        self._head_size += len(url) + 16  # the method, the version and the line's spaces and CRLF
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        super().on_header(name, value)
+        self._head_size += len(name) + len(value) + 4
+        if self._head_size > self.max_head_bytes:
+            raise _HeadTooLarge  # httptools re-raises it from feed_data
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        if self._head_deadline is not None:
+            self._head_deadline.cancel()
+            self._head_deadline = None
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._in_head, self._head_bytes = True, 0  # what follows is the next request's head
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._in_head:
+            self._arm_head_deadline()  # the next request on this connection gets its own deadline
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if getattr(self, "_head_deadline", None) is not None:
+            self._head_deadline.cancel()
+        super().connection_lost(exc)
+
+    def _arm_head_deadline(self) -> None:
+        if self._head_deadline is not None:
+            self._head_deadline.cancel()
+        self._head_deadline = self.loop.call_later(self.head_timeout_s, self._head_deadline_passed)
+
+    def _head_deadline_passed(self) -> None:
+        self._head_deadline = None
+        if self.transport.is_closing() or not self._in_head:
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            return  # a response is on its way; the deadline is armed again when it ends
+        self.transport.write(TIMEOUT_408)
+        self.transport.close()
+
+
 def uvicorn_options(log_level: str, head_timeout_s: float = HEAD_TIMEOUT_S) -> dict[str, Any]:
-    """Keyword arguments for ``uvicorn.run`` / ``uvicorn.Config``: the limits above."""
-    protocol = type("GuardedH11Protocol", (GuardedH11Protocol,), {"head_timeout_s": head_timeout_s})
+    """Keyword arguments for ``uvicorn.run`` / ``uvicorn.Config``: the limits above, on the parser
+    ``PODIUM_HTTP_PARSER`` names (``httptools``, the default, or ``h11``)."""
+    parser = os.environ.get(PARSER_ENV, "httptools").strip().lower() or "httptools"
+    if parser not in ("httptools", "h11"):
+        from ..errors import ConfigError
+
+        raise ConfigError(f"{PARSER_ENV}={parser!r} is not a parser podium runs; use 'httptools' or 'h11'")
+    base: type = GuardedHttpToolsProtocol if parser == "httptools" else GuardedH11Protocol
+    protocol = type(base.__name__, (base,), {"head_timeout_s": head_timeout_s})
     return {
         "http": protocol,
         "h11_max_incomplete_event_size": MAX_HEAD_BYTES,

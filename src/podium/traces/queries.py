@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 from ..errors import UsageError
 from .rows import _like_prefix, _run_dict, _run_filters, _turn_dict
+from .run_models import RUN_MODEL_SUMS
 
 
 class Connection(Protocol):
@@ -126,35 +127,40 @@ class StoreQueries:
             return [dict(r) for r in conn.execute(sql, args)]
 
     def model_aggregates(self, *, since: Any = None, until: Any = None) -> list[dict[str, Any]]:
-        """Per model, summed in SQL (one GROUP BY, memory flat in the number of runs): calls, runs,
-        calls per role, tokens, cost, failed calls, verdicts, retries and accepted runs."""
+        """Per model, summed in SQL (memory flat in the number of runs): calls, runs, calls per role,
+        tokens, cost, failed calls, verdicts, retries and accepted runs.
+
+        Reads ``run_models`` (one row per run and model, see :mod:`podium.traces.run_models`) through
+        its covering index: one scan in model order, with no per-turn lookup and no distinct count."""
+        # aliased r: the time filters name r.started_at, which run_models carries from its run
         where, args = _run_filters(None, None, since, until, None, None)
-        failed = "(t.error IS NOT NULL AND t.error <> '')"
+        sums = ", ".join(f"sum(r.{c}) AS {c}" for c in RUN_MODEL_SUMS)
         sql = (
-            "SELECT t.model AS model, count(*) AS calls, count(DISTINCT t.run_id) AS runs, "
-            "sum(CASE WHEN t.role = 'thinker' THEN 1 ELSE 0 END) AS thinker, "
-            "sum(CASE WHEN t.role = 'worker' THEN 1 ELSE 0 END) AS worker, "
-            "sum(CASE WHEN t.role = 'verifier' THEN 1 ELSE 0 END) AS verifier, "
-            "sum(t.prompt_tokens) AS prompt_tokens, sum(t.completion_tokens) AS completion_tokens, "
-            f"sum(t.cost_usd) AS cost_usd, sum(CASE WHEN {failed} THEN 1 ELSE 0 END) AS failed, "
-            f"sum(CASE WHEN NOT {failed} AND t.verdict IS NOT NULL AND t.verdict <> '' THEN 1 ELSE 0 END) AS verdicts, "
-            f"sum(CASE WHEN NOT {failed} AND t.verdict = 'ACCEPT' THEN 1 ELSE 0 END) AS accepts, "
-            "sum(t.retries) AS retries, "
-            "count(DISTINCT CASE WHEN r.status = 'accepted' THEN t.run_id END) AS accepted_runs "
-            f"FROM turns t JOIN runs r ON r.id = t.run_id {where} GROUP BY t.model ORDER BY t.model"
+            f"SELECT r.model AS model, count(*) AS runs, sum(r.accepted) AS accepted_runs, {sums} "
+            f"FROM run_models r {where} GROUP BY r.model ORDER BY r.model"
         )
         with self._read() as conn:
             return [dict(row) for row in conn.execute(sql, args)]
 
-    def ok_latencies(self, *, since: Any = None, until: Any = None) -> Iterator[tuple[str, float]]:
-        """``(model, latency_s)`` of every successful call, ordered by model then latency, streamed
-        from the cursor (never all in memory): what percentiles need."""
-        where, args = _run_filters(None, None, since, until, None, None)
-        where = (where + " AND" if where else "WHERE") + " (t.error IS NULL OR t.error = '')"
+    def ok_latency_ranks(
+        self, model: str, ranks: Iterable[int], *, since: Any = None, until: Any = None
+    ) -> dict[int, float]:
+        """The latencies at ``ranks`` (0-based, ascending) among ``model``'s successful calls, and at
+        the rank after each: read by ``OFFSET`` along the ``turns_ok_latency`` index, never all of them."""
+        runs, args = _run_filters(None, None, since, until, None, None)
+        # a filter is a set of run ids, built once per query (probing runs for each turn is ~10x slower),
+        # so a filtered query reads the whole span of ranks at once
+        only = f" AND t.run_id IN (SELECT r.id FROM runs r {runs})" if runs else ""
         sql = (
-            f"SELECT t.model, t.latency_s FROM turns t JOIN runs r ON r.id = t.run_id {where} "
-            "ORDER BY t.model, t.latency_s"
+            f"SELECT t.latency_s FROM turns t WHERE t.model = ? AND (t.error IS NULL OR t.error = ''){only} "
+            "ORDER BY t.latency_s LIMIT ? OFFSET ?"
         )
+        wanted = sorted(set(ranks))
+        spans = [(wanted[0], wanted[-1] + 2)] if runs and wanted else [(r, r + 2) for r in wanted]
+        out: dict[int, float] = {}
         with self._read() as conn:
-            for row in conn.execute(sql, args):  # by index: PostgreSQL rows are dicts, unpacking one gives its keys
-                yield row[0], row[1]
+            for start, stop in spans:
+                if start not in out:
+                    for i, row in enumerate(conn.execute(sql, [model, *args, stop - start, start])):
+                        out[start + i] = row[0]
+        return out

@@ -44,11 +44,16 @@ def model_stats(store: Store, *, since: Any = None, until: Any = None) -> list[d
 
     ``accept_rate`` is the share of runs the model took part in that a verifier accepted;
     ``failure_rate`` the share of its calls that ended in an error. Computed in SQL: one GROUP BY
-    for the sums, then the two rows either side of each percentile (memory flat in the data).
+    over the per-run-and-model sums, then the two rows either side of each percentile, read by
+    rank from an index (time and memory flat in the number of stored runs, without filters).
     """
     aggregates = store.model_aggregates(since=since, until=until)
     oks = {agg["model"]: agg["calls"] - agg["failed"] for agg in aggregates}
-    latency = _percentiles(store.ok_latencies(since=since, until=until), oks, (50, 95))
+    latency = {
+        model: _rank_percentiles(store.ok_latency_ranks(model, _ranks(n, QS), since=since, until=until), n, QS)
+        for model, n in oks.items()
+        if n
+    }
     out = []
     for agg in aggregates:
         p50, p95 = latency.get(agg["model"], (None, None))
@@ -73,32 +78,24 @@ def model_stats(store: Store, *, since: Any = None, until: Any = None) -> list[d
     return out
 
 
-def _percentiles(
-    rows: Iterable[tuple[str, float]], counts: dict[str, int], qs: tuple[float, ...]
-) -> dict[str, tuple[float | None, ...]]:
-    """:func:`percentile` per model from ``(model, value)`` rows sorted by model then value, keeping
-    only the values at the ranks needed (``counts``: how many values each model has)."""
-    wanted: dict[str, dict[int, float]] = {}
-    model, rank, needed = None, 0, set[int]()
-    for name, value in rows:
-        if name != model:
-            model, rank = name, 0
-            n = counts.get(name, 0)
-            needed = {r for q in qs for r in (int((n - 1) * q / 100), min(int((n - 1) * q / 100) + 1, n - 1))}
-            wanted[name] = {}
-        if rank in needed:
-            wanted[name][rank] = value
-        rank += 1
-    out: dict[str, tuple[float | None, ...]] = {}
-    for name, values in wanted.items():
-        n = counts[name]
-        result: list[float | None] = []
-        for q in qs:
-            pos = (n - 1) * q / 100
-            low, high = int(pos), min(int(pos) + 1, n - 1)
-            result.append(values[low] + (values[high] - values[low]) * (pos - low))
-        out[name] = tuple(result)
-    return out
+QS = (50.0, 95.0)
+
+
+def _ranks(n: int, qs: tuple[float, ...]) -> set[int]:
+    """The ranks :func:`percentile` reads among ``n`` sorted values: the two either side of each ``q``."""
+    return {r for q in qs for r in (int((n - 1) * q / 100), min(int((n - 1) * q / 100) + 1, n - 1))}
+
+
+def _rank_percentiles(values: dict[int, float], n: int, qs: tuple[float, ...]) -> tuple[float | None, ...]:
+    """:func:`percentile` from the values at :func:`_ranks` (``values``: rank to value)."""
+    out: list[float | None] = []
+    for q in qs:
+        pos = (n - 1) * q / 100
+        low, high = int(pos), min(int(pos) + 1, n - 1)
+        out.append(
+            values[low] + (values[high] - values[low]) * (pos - low) if low in values and high in values else None
+        )
+    return tuple(out)
 
 
 def _round(value: float | None) -> float | None:

@@ -55,7 +55,7 @@ def _run_filters(
         clauses.append("r.status = ?")
         args.append(status)
     if model:
-        clauses.append("r.id IN (SELECT run_id FROM turns WHERE model = ?)")
+        clauses.append("r.id IN (SELECT run_id FROM run_models WHERE model = ?)")
         args.append(model)
     if since is not None:
         clauses.append("r.started_at >= ?")

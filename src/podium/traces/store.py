@@ -43,6 +43,7 @@ from .queries import StoreQueries as StoreQueries
 from .rows import _insert, _private_file
 from .rows import digest as digest
 from .rows import loads_column as loads_column
+from .run_models import RUN_MODELS_MIGRATION, run_model_rows
 from .settings import TRACES_ENV as TRACES_ENV
 from .settings import TRACES_URL_ENV as TRACES_URL_ENV
 from .settings import default_path as default_path
@@ -103,6 +104,7 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             "ALTER TABLE runs ADD COLUMN workflow TEXT",
         ],
     ),
+    ("0004_run_models", RUN_MODELS_MIGRATION),
     # which deployment of a model with ``deployments:`` answered (its name, never its base_url)
     ("0005_turn_deployment", ["ALTER TABLE turns ADD COLUMN deployment TEXT"]),
 ]
@@ -243,9 +245,12 @@ class Store(StoreQueries):
         with self._write() as conn:
             for run_row, turn_rows in rows:
                 conn.execute("DELETE FROM turns WHERE run_id = ?", (run_row["id"],))
+                conn.execute("DELETE FROM run_models WHERE run_id = ?", (run_row["id"],))
                 conn.execute(_insert("runs", run_row, replace=True), run_row)
                 if turn_rows:
                     conn.executemany(_insert("turns", turn_rows[0]), turn_rows)
+                    sums = run_model_rows(run_row, turn_rows)
+                    conn.executemany(_insert("run_models", sums[0]), sums)
         return [run_row["id"] for run_row, _ in rows]
 
     def _rows(
