@@ -117,8 +117,9 @@ class LearnedCoordinator:
             scores["thinker"] = -np.inf
         return Role(max(scores, key=scores.__getitem__))
 
-    def choose_model(self, state: RunState, role: Role, model_logits: np.ndarray) -> tuple[str, str]:
-        """Best allowed head model for ``role``; the pool default when the head has none."""
+    def allowed_mask(self, state: RunState, role: Role) -> np.ndarray:
+        """Which head models may act as ``role`` now: in the pool and policy, not a worker that
+        already failed (a verifier: not the worker it judges), unless that leaves none."""
         allowed = set(state.pool.candidates(role))
         if not allowed & set(self.head.models) and not set(state.pool.models) & set(self.head.models):
             raise UsageError(
@@ -131,7 +132,11 @@ class LearnedCoordinator:
             skip = {last_worker.model}
         in_pool = np.array([m in allowed for m in self.head.models])
         open_ = in_pool & np.array([m not in skip for m in self.head.models])
-        mask = open_ if open_.any() else in_pool
+        return open_ if open_.any() else in_pool
+
+    def choose_model(self, state: RunState, role: Role, model_logits: np.ndarray) -> tuple[str, str]:
+        """Best allowed head model for ``role``; the pool default when the head has none."""
+        mask = self.allowed_mask(state, role)
         if mask.any():
             if role == Role.WORKER:  # the gate and the cost knob pick the worker; other roles: the best logit
                 idx = int(self.head.pick(model_logits[None], mask[None], self.cost_weight)[0])

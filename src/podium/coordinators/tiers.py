@@ -105,19 +105,7 @@ class TiersCoordinator(LearnedCoordinator):
 
     def choose_model(self, state: RunState, role: Role, model_logits: np.ndarray) -> tuple[str, str]:
         """The role's strong model for a hard query, its cheap model otherwise."""
-        allowed = set(state.pool.candidates(role))
-        if not allowed & set(self.head.models) and not set(state.pool.models) & set(self.head.models):
-            raise UsageError(
-                f"head {self.name} was trained for models {self.head.models}; none is in pool "
-                f"'{state.pool.name}': train a head on data recorded with this pool's models"
-            )
-        skip = state.failed_models() if role == Role.WORKER else set()
-        last_worker = state.last_of(Role.WORKER) if role == Role.VERIFIER else None
-        if last_worker is not None:
-            skip = {last_worker.model}
-        in_pool = np.array([m in allowed for m in self.head.models])
-        open_ = in_pool & np.array([m not in skip for m in self.head.models])
-        mask = open_ if open_.any() else in_pool
+        mask = self.allowed_mask(state, role)
         if not mask.any():
             fallback = state.pool.pick(role)
             return fallback, f"tiers: the head has no allowed model for {role.value}; pool default {fallback}"
