@@ -190,3 +190,22 @@ def _cmdline(pid: str) -> bytes:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return b""
+
+
+async def test_one_key_tokens_per_minute_hold_once_across_two_replicas(
+    replicas: list[PodiumServer], tmp_path: Path
+) -> None:
+    async with httpx.AsyncClient() as client:
+        probe = await chat(client, replicas[0].url)  # what one run costs in tokens
+        assert probe.status_code == 200
+        tokens = probe.json()["usage"]["total_tokens"]
+        keys = tmp_path / "keys.yaml"
+        entries = yaml.safe_load(keys.read_text())["keys"]
+        entries[0]["rate_limit"]["tokens_per_minute"] = int(2.5 * tokens)  # the probe plus two runs
+        keys.write_text(yaml.safe_dump({"keys": entries}))  # both replicas reload it on their next request
+        await asyncio.sleep(1.1)  # a new mtime even on a coarse-grained file system
+        urls = itertools.cycle([replicas[1].url, replicas[0].url])
+        codes = [(await chat(client, next(urls))).status_code for _ in range(5)]
+    # the probe and two runs fill the key's minute on both replicas together; counted per replica, all
+    # five would pass (neither replica alone reaches 2.5 runs' tokens before its third run)
+    assert codes == [200, 200, 429, 429, 429], codes

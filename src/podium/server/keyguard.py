@@ -9,15 +9,16 @@ import math
 import signal
 import time
 from asyncio import AbstractEventLoop
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Sized
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine, Sized
 from typing import Any
 
+from ..state.base import SharedState
 from ..state.spend import Hold, SpendGate
 from ..types import RunResult
 from .auth import ApiKey, KeyRing
 from .edges import NO_RETRY
 from .errors import ApiError
-from .quotas import SpendLedger, TokenWindow, period_bounds
+from .quotas import WINDOW_S, SpendLedger, TokenWindow, period_bounds
 
 
 class KeyGuard:
@@ -67,13 +68,7 @@ class KeyGuard:
         if tpm is not None:
             wait = self.window.wait(key.name, tpm)
             if wait > 0:
-                raise ApiError(
-                    429,
-                    f"API key '{key.name}' used its {tpm} tokens per minute; retry in {wait:.1f}s",
-                    type="rate_limit_error",
-                    code="tokens_per_minute_exceeded",
-                    headers={"Retry-After": str(max(1, math.ceil(wait)))},
-                )
+                raise tpm_exceeded(key.name, tpm, wait)
 
     def account(self, key: str, result: RunResult) -> None:
         """Charge a finished run to ``key``: its cost (budget) and all its tokens (TPM)."""
@@ -84,16 +79,21 @@ class KeyGuard:
         else:
             self.ledger.add(key, usd)
         self.window.add(key, tokens)
+        state = self.ring.state
+        if state is not None and tokens:  # every replica's tokens in one window
+            self._track(state.add(tpm_name(key), float(tokens), WINDOW_S))
 
     async def aadmit(self, key: ApiKey) -> None:
         """:meth:`admit`; with shared state (``PODIUM_REDIS_URL``) the spend budget is one for every
         replica: the run holds its expected cost until :meth:`account` (or :meth:`release`) settles it,
         and a request finding the rest of the budget held by runs in flight gets a 429 ``budget_busy``."""
         state, budget = self.ring.state, key.budget
-        if self.ring.open or state is None or budget is None:
+        if self.ring.open or state is None:
             return self.admit(key)
         if self.settling:  # this replica's finished runs are counted before the next claim
             await asyncio.gather(*self.settling, return_exceptions=True)
+        if budget is None:
+            return await self._shared_tpm(state, key)
         now = time.time()
         start, end = period_bounds(budget.period, now)
         hold, claim = await SpendGate(state, self.read_spend).claim(key.name, budget.max_usd, start, end, now)
@@ -114,10 +114,19 @@ class KeyGuard:
             )
         self.holds.setdefault(key.name, []).append(hold)
         try:
-            self.admit(key.model_copy(update={"budget": None}))  # tokens per minute
+            await self._shared_tpm(state, key)
         except ApiError:
             self.release(key.name)
             raise
+
+    async def _shared_tpm(self, state: SharedState, key: ApiKey) -> None:
+        """429 when the key's tokens in the current minute, summed over every replica, reach its limit."""
+        tpm = key.rate_limit.tokens_per_minute
+        if tpm is None:
+            return
+        window = await state.reserve(tpm_name(key.name), 0.0, tpm - 0.5, WINDOW_S)  # whole tokens: tpm is over
+        if not window.ok:
+            raise tpm_exceeded(key.name, tpm, window.retry_s)
 
     def release(self, key: str) -> None:
         """Give back the spend hold of a request of ``key`` that will not run (refused after admission)."""
@@ -136,8 +145,26 @@ class KeyGuard:
 
     def _settle(self, hold: Hold, usd: float | None) -> None:
         state = self.ring.state
-        if state is None:
-            return
-        task = asyncio.get_running_loop().create_task(SpendGate(state, self.read_spend).settle(hold, usd))
+        if state is not None:
+            self._track(SpendGate(state, self.read_spend).settle(hold, usd))
+
+    def _track(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Run ``work`` on the shared state in the background; the next admission waits for it."""
+        task = asyncio.get_running_loop().create_task(work)
         self.settling.add(task)
         task.add_done_callback(self.settling.discard)
+
+
+def tpm_name(key: str) -> str:
+    """The shared-state window of a key's tokens per minute."""
+    return f"key:{key}:tpm"
+
+
+def tpm_exceeded(key: str, tpm: int, wait: float) -> ApiError:
+    return ApiError(
+        429,
+        f"API key '{key}' used its {tpm} tokens per minute; retry in {wait:.1f}s",
+        type="rate_limit_error",
+        code="tokens_per_minute_exceeded",
+        headers={"Retry-After": str(max(1, math.ceil(wait)))},
+    )
