@@ -1,0 +1,70 @@
+"""Where the engine spends its CPU: cProfile of scripted 3-turn runs, with and without the store.
+
+The runs are bench/bench_engine_store.py's (the ``rules`` coordinator, thinker -> worker -> verifier
+ACCEPT, instant scripted models), so what is profiled is the engine, its reliability layers and the
+event handler. With ``--store background`` the trace store's batched writer runs in its own thread,
+which cProfile does not follow: the profile then shows what the store costs the event loop (handing
+events over), not the writer's SQLite work. Runs/s is also measured without the profiler in the same
+process, interleaved, so the profile's share can be read against the real rate.
+
+    python bench/profile_engine.py [--runs 1000] [--concurrency 10] [--store background|none]
+
+Writes bench/results/profile_engine.txt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import io
+import pstats
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_engine_store as bes
+
+VARIANT = {"background": "store (background writer)", "none": "no store"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, default=10)
+    parser.add_argument("--store", choices=sorted(VARIANT), default="background")
+    parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--out", default=str(bes.RESULTS / "profile_engine.txt"))
+    args = parser.parse_args()
+    load_start = bes.uptime()
+    variant = VARIANT[args.store]
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp)
+        asyncio.run(bes.runs_per_s(variant, 100, args.concurrency, db / "warm.db"))  # imports, caches
+        plain = [asyncio.run(bes.runs_per_s(variant, args.runs, args.concurrency, db / "plain0.db"))[0]]
+        profiler = cProfile.Profile()
+        profiler.enable()
+        profiled, _ = asyncio.run(bes.runs_per_s(variant, args.runs, args.concurrency, db / "profiled.db"))
+        profiler.disable()
+        plain.append(asyncio.run(bes.runs_per_s(variant, args.runs, args.concurrency, db / "plain1.db"))[0])
+    head = [
+        f"{args.runs} scripted 3-turn runs, {args.concurrency} concurrent, {variant}, under cProfile: "
+        f"{profiled:.0f} runs/s (without the profiler, before and after: "
+        f"{plain[0]:.0f} and {plain[1]:.0f} runs/s).",
+        f"Load at start: {load_start}",
+        f"Load at end: {bes.uptime()}",
+        "",
+    ]
+    sections = []
+    for key in ("tottime", "cumulative"):
+        buf = io.StringIO()
+        pstats.Stats(profiler, stream=buf).strip_dirs().sort_stats(key).print_stats(args.top)
+        sections.append(f"=== by {key} ===\n" + buf.getvalue().split("\n", 2)[-1])
+    text = "\n".join(head) + "\n".join(sections)
+    print(text)
+    Path(args.out).write_text(text)
+
+
+if __name__ == "__main__":
+    main()
