@@ -68,6 +68,9 @@ _HEX_MAP = bytes(ord("x") if chr(i) in "0123456789abcdefABCDEF" else ord(" ") fo
 _CACHE_MAX_LEN = 64 * 1024  # longer texts are scrubbed without the cache
 
 
+_ANY_TRIGGER = re.compile("|".join(re.escape(t) for triggers, _ in PATTERNS for t in triggers))  # one C scan
+
+
 def _maybe_hex_key(text: str) -> bool:
     return len(text) >= 64 and _HEX_RUN in text.encode("utf-8", "surrogatepass").translate(_HEX_MAP)
 
@@ -293,11 +296,7 @@ def _may_need_scrub(text: str) -> bool:
     secrets: re.Pattern[str] | None = _SECRETS.json_regex() if pinned is _UNSET else pinned  # type: ignore[assignment]
     if secrets is not None and secrets.search(text):
         return True
-    lower = text.lower()
-    for triggers, _ in PATTERNS:
-        if triggers and any(t in lower for t in triggers):
-            return True
-    return _maybe_hex_key(text)
+    return _ANY_TRIGGER.search(text.lower()) is not None or _maybe_hex_key(text)
 
 
 # --- logs --------------------------------------------------------------------------------------

@@ -79,7 +79,9 @@ class _Connection:
             self.writer.transport.abort()
 
     async def send(self, event: Any, timeout: float | None) -> None:
-        data = self.h11.send(event)
+        await self.write(self.h11.send(event), timeout)
+
+    async def write(self, data: bytes | None, timeout: float | None) -> None:
         if data:
             self.writer.write(data)
             if self.writer.transport.get_write_buffer_size():
@@ -173,7 +175,16 @@ class LeanTransport(httpx.AsyncBaseTransport):
 
     async def _send_request(self, conn: _Connection, request: httpx.Request, timeout: float | None) -> None:
         target = request.url.raw_path
-        await conn.send(h11.Request(method=request.method, target=target, headers=request.headers.raw), timeout)
+        head = h11.Request(method=request.method, target=target, headers=request.headers.raw)
+        if isinstance(request.stream, httpx.ByteStream):  # a body in memory (JSON posts): one write, one system call
+            body = request.content
+            data = conn.h11.send(head) or b""
+            if body:
+                data += conn.h11.send(h11.Data(data=body)) or b""
+            data += conn.h11.send(h11.EndOfMessage()) or b""
+            await conn.write(data, timeout)
+            return
+        await conn.send(head, timeout)
         async for chunk in request.stream:  # type: ignore[union-attr]
             if chunk:
                 await conn.send(h11.Data(data=chunk), timeout)
