@@ -319,16 +319,25 @@ def measure(name: str, url: str, model: str, key: str, concurrencies: list[int],
 
 
 def start_podium(
-    paths: dict[str, Path], work: Path, traces: str, transport: str = "lean", parser: str = "httptools"
+    paths: dict[str, Path],
+    work: Path,
+    traces: str,
+    transport: str = "lean",
+    parser: str = "httptools",
+    src: str | None = None,
 ) -> tuple[subprocess.Popen, str]:
+    """``podium serve`` on the stub; ``src``: run the podium package of another source tree (a before)."""
     port = free_port()
+    tag = f"{traces}-{transport}-{parser}" + ("-before" if src else "")
     env = {
         **os.environ,
-        "PODIUM_HOME": str(work / f"home-{traces}-{transport}-{parser}"),
+        "PODIUM_HOME": str(work / f"home-{tag}"),
         "PODIUM_TRACES": traces,
         "PODIUM_HTTP_TRANSPORT": transport,
         "PODIUM_HTTP_PARSER": parser,
     }
+    if src:
+        env["PYTHONPATH"] = os.pathsep.join([src, *filter(None, [os.environ.get("PYTHONPATH")])])
     cmd = [
         sys.executable,
         "-m",
@@ -343,7 +352,7 @@ def start_podium(
         "--log-level",
         "warning",
     ]
-    proc = spawn(cmd, env, work / f"podium-{traces}-{transport}-{parser}.log")
+    proc = spawn(cmd, env, work / f"podium-{tag}.log")
     wait_up(f"http://127.0.0.1:{port}/healthz", proc, 300)
     return proc, f"http://127.0.0.1:{port}/v1/chat/completions"
 
@@ -404,6 +413,12 @@ def run(args: argparse.Namespace) -> dict:
             procs.append(proc)
             targets.append(
                 ("podium pass-through (traces off, h11 parser: before)", url, MODEL, PODIUM_KEY, 1, proc.pid)
+            )
+        if args.before_src:  # the previous code, same machine and rounds: before/after in one run
+            proc, url = start_podium(paths, work, "full", src=args.before_src)
+            procs.append(proc)
+            targets.append(
+                (f"podium pass-through (traces full): {args.before_label}", url, MODEL, PODIUM_KEY, 1, proc.pid)
             )
         rounds = []
         for i in range(args.rounds):
@@ -550,6 +565,7 @@ def config(args: argparse.Namespace, exe: str | None) -> dict:
         "platform": platform.platform(),
         "litellm": version,
         "rounds": args.rounds,
+        "before_src": args.before_src,
         "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "load_generator": "one asyncio process, one raw keep-alive HTTP/1.1 connection per client, non-streaming requests",
@@ -613,6 +629,13 @@ def main() -> None:
     parser.add_argument(
         "--before", action="store_true", help="also measure podium on uvicorn's h11 parser (PODIUM_HTTP_PARSER=h11)"
     )
+    parser.add_argument(
+        "--before-src",
+        default=None,
+        help="also measure the pass-through of the podium package under this source dir (e.g. a git archive of "
+        "an earlier commit's src/): before and after in the same rounds",
+    )
+    parser.add_argument("--before-label", default="before", help="how the --before-src target is named")
     parser.add_argument("--stub-delay", type=float, default=0.0, help="seconds the stub waits before answering")
     parser.add_argument("--stub", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", default=str(RESULTS / "server.json"))

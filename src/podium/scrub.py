@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import os
 import re
@@ -48,10 +49,10 @@ PATTERNS: list[tuple[tuple[str, ...], re.Pattern[str]]] = [
         re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?)(?:(?:bearer|basic|token)\s+)?[^\s\"',;}]+"),
     ),
     (("bearer",), re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{8,}")),
-    (("key",), re.compile(r"(?i)((?:x-)?api[_-]?key[\"']?\s*[:=]\s*[\"']?)[^\s\"',;&}]+")),
+    (("apikey", "api_key", "api-key"), re.compile(r"(?i)((?:x-)?api[_-]?key[\"']?\s*[:=]\s*[\"']?)[^\s\"',;&}]+")),
     (("sk-", "pk-", "rk-"), re.compile(rf"()\b(?:sk|pk|rk)-{_TOKEN}{{16,}}")),
     (
-        ("hf_", "hf-", "gh", "glpat", "xox", "github_pat"),
+        ("hf_", "hf-", *(f"gh{c}{s}" for c in "posur" for s in "_-"), "glpat_", "glpat-", "xox", "github_pat"),
         re.compile(rf"()\b(?:hf|ghp|gho|ghs|ghu|ghr|glpat|xox[abposr]|github_pat)[_-]{_TOKEN}{{16,}}"),
     ),
     (("aiza",), re.compile(rf"()\bAIza{_TOKEN}{{30,}}")),
@@ -65,6 +66,9 @@ PATTERNS: list[tuple[tuple[str, ...], re.Pattern[str]]] = [
 _HEX_RUN = b"x" * 64  # a 64-hex-digit key, after _HEX_MAP: found by one C-level ``in`` instead of a regex scan
 _HEX_MAP = bytes(ord("x") if chr(i) in "0123456789abcdefABCDEF" else ord(" ") for i in range(256))
 _CACHE_MAX_LEN = 64 * 1024  # longer texts are scrubbed without the cache
+
+
+_ANY_TRIGGER = re.compile("|".join(re.escape(t) for triggers, _ in PATTERNS for t in triggers))  # one C scan
 
 
 def _maybe_hex_key(text: str) -> bool:
@@ -85,6 +89,7 @@ class _Secrets:
         self._stamp: int | None = None
         self._values: list[str] = []
         self._regex: re.Pattern[str] | None = None
+        self._json_regex: re.Pattern[str] | None = None
         self._name_looks: dict[str, bool] = {}
         self._lock = threading.Lock()
 
@@ -110,8 +115,15 @@ class _Secrets:
             with self._lock:
                 self._values = self._collect()
                 self._regex = re.compile("|".join(map(re.escape, self._values))) if self._values else None
+                escaped = [json.dumps(v, ensure_ascii=False)[1:-1] for v in self._values]
+                self._json_regex = re.compile("|".join(map(re.escape, escaped))) if escaped else None
                 self._stamp = stamp
         return self._regex
+
+    def json_regex(self) -> re.Pattern[str] | None:
+        """:meth:`regex` for the values as they appear inside JSON strings (``ensure_ascii=False``)."""
+        self.regex()
+        return self._json_regex
 
     def _collect(self) -> list[str]:
         values = set()
@@ -138,12 +150,12 @@ _UNSET = object()
 def secrets_pinned() -> Iterator[None]:
     """Within this block, in this thread, the environment's secrets are looked up once (not once per
     :func:`scrub` call): for code that scrubs many values in a row, such as storing a batch of runs."""
-    previous = getattr(_PINNED, "regex", _UNSET)
-    _PINNED.regex = _SECRETS.regex()
+    previous = getattr(_PINNED, "regex", _UNSET), getattr(_PINNED, "json_regex", _UNSET)
+    _PINNED.regex, _PINNED.json_regex = _SECRETS.regex(), _SECRETS.json_regex()
     try:
         yield
     finally:
-        _PINNED.regex = previous
+        _PINNED.regex, _PINNED.json_regex = previous
 
 
 def _env_regex() -> re.Pattern[str] | None:
@@ -252,6 +264,39 @@ def _scrub_value(value: Any, regex: re.Pattern[str] | None) -> Any:
     if callable(dump) and not isinstance(value, type):
         return _scrub_value(dump(mode="json"), regex)
     return value
+
+
+def dumps_scrubbed(value: Any, **dumps: Any) -> str:
+    """``json.dumps(scrub_value(value), ensure_ascii=False, **dumps)``, cheaper when nothing needs scrubbing.
+
+    The value is serialized first, and the text searched once for what scrubbing any of its strings
+    could change: a secret value (in its JSON-escaped form), a pattern's trigger substring, a
+    64-hex-digit run, a lone surrogate. JSON escapes character by character, so whatever a string
+    holds is in the text too; found (or a value that is not plain JSON), the value is scrubbed as
+    :func:`scrub_value` does and serialized again. So the result is always the same text, and the
+    walk over every string happens only for values that may hold a secret.
+    """
+    try:
+        text = json.dumps(value, ensure_ascii=False, **dumps)
+    except (TypeError, ValueError):
+        text = None
+    if text is not None and not _may_need_scrub(text):
+        return text
+    return json.dumps(_scrub_value(value, _env_regex()), ensure_ascii=False, **dumps)
+
+
+def _may_need_scrub(text: str) -> bool:
+    """Whether scrubbing the strings serialized in ``text`` could change any of them."""
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: clean_text replaces it
+            return True
+    pinned = getattr(_PINNED, "json_regex", _UNSET)
+    secrets: re.Pattern[str] | None = _SECRETS.json_regex() if pinned is _UNSET else pinned  # type: ignore[assignment]
+    if secrets is not None and secrets.search(text):
+        return True
+    return _ANY_TRIGGER.search(text.lower()) is not None or _maybe_hex_key(text)
 
 
 # --- logs --------------------------------------------------------------------------------------

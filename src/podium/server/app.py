@@ -9,44 +9,39 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from ..errors import PodiumError, UsageError, missing_extra
+from ..errors import UsageError, missing_extra
 from ..hosts import host_name
 from ..pool import Pool, load_pool
 from ..scrub import install_log_scrubbing
 from ..state import open_state, redis_url
-from ..types import RunResult
 from .auth import ApiKey, KeyRing
-from .compat import check_request, format_instruction, unsupported_on_tier
+from .chat import Chat, bug_response, error_for
 from .edges import RequestId, cors_origins
 from .errors import ApiError
+from .fastroute import ChatRoute
 from .keyguard import KeyGuard
 from .metrics import Metrics
-from .middleware import BodyLimit, HostCheck, ScrubbedJSON, error_response, validation_message
+from .middleware import BodyLimit, HostCheck, ScrubbedJSON
 from .otel import Telemetry
 from .otel import from_env as otel_from_env
 from .otel import shutdown as otel_shutdown
-from .outcomes import check_budget_fits, check_context_fits
 from .requestlog import RequestLog
 from .requestlog import configure as configure_request_log
-from .responses import complete, model_card, settle, tier_card
-from .routing import fallback_chain
-from .schemas import ChatCompletionRequest, ErrorResponse, ModelCard, ModelList, PodiumOptions
-from .service import Plan, Service, model_not_found
-from .stream import stream_response
+from .responses import model_card, tier_card
+from .schemas import ChatCompletionRequest, ErrorResponse, ModelCard, ModelList
+from .service import Service, model_not_found
 from .tiers import TierSet, load_tiers
 from .traces import Traces
 
 try:
     from fastapi import Depends, FastAPI, Request
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse, PlainTextResponse, Response
+    from fastapi.responses import PlainTextResponse, Response
     from starlette.exceptions import HTTPException as StarletteHTTPException
 except ImportError:  # pragma: no cover - exercised only without the extra
     raise missing_extra("fastapi", "server") from None
@@ -69,13 +64,16 @@ def create_app(
     cors: list[str] | None = None,
     request_log: str | Path | None = None,
     telemetry: Telemetry | None = None,
+    fast_chat: bool = True,
 ) -> FastAPI:
     """Build the server app. ``pool``: a Pool, shipped pool name or YAML path; ``tiers``: a TierSet or
     file (default: the shipped tiers); ``keys``: a KeyRing or keys file (None: no auth, local use);
     ``hosts``: more ``Host`` names a keyless server answers (see :mod:`podium.hosts`); ``cors``: allowed
     browser origins (default: ``PODIUM_CORS_ORIGINS``, else none; see :mod:`podium.server.edges`);
     ``request_log``: a file (``-``: stderr) for the JSON request lines (default: ``PODIUM_REQUEST_LOG``);
-    ``telemetry``: OpenTelemetry export (default: OTLP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set)."""
+    ``telemetry``: OpenTelemetry export (default: OTLP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set);
+    ``fast_chat``: answer JSON chat requests in :class:`~podium.server.fastroute.ChatRoute` (False: all
+    through FastAPI's routing, which answers alike at more CPU per request)."""
     install_log_scrubbing()
     pool = load_pool(pool) if isinstance(pool, str) else pool
     tier_set = tiers if isinstance(tiers, TierSet) else load_tiers(tiers)
@@ -98,9 +96,12 @@ def create_app(
     app.state.service, app.state.keys, app.state.traces, app.state.metrics = service, ring, store, metrics
     app.state.guard = guard
     install_error_handlers(app, metrics)
+    chat = Chat(service, store, metrics, guard)
+    if fast_chat:  # added first: the innermost layer, inside the body limit and every other edge
+        app.add_middleware(ChatRoute, chat=chat)
     add_middleware(app, ring, hosts, cors, max_body_bytes)
-    authenticate, limited = auth_dependencies(guard, metrics)
-    add_api_routes(app, limited)
+    authenticate, limited = auth_dependencies(chat)
+    add_api_routes(app, chat, limited)
     add_ops_routes(app, authenticate)
     if ring.open and store.store is not None:
         # The viewer shows every stored prompt: served only in keyless (loopback-only) mode.
@@ -176,79 +177,28 @@ def openapi_without_422(app: FastAPI) -> dict[str, Any]:
 
 
 def auth_dependencies(
-    guard: KeyGuard, metrics: Metrics
+    chat: Chat,
 ) -> tuple[Callable[[Request], Awaitable[ApiKey]], Callable[[Request, ApiKey], Awaitable[ApiKey]]]:
-    """FastAPI dependencies: ``authenticate`` (401) and ``limited`` (401, then 429 per key, then the
-    key's spend budget and tokens per minute)."""
-    ring = guard.ring
+    """FastAPI dependencies: ``authenticate`` (401) and ``limited`` (401, then 429 per key)."""
 
     # async on purpose: FastAPI runs a sync dependency in a worker thread, two thread hops a request
     async def authenticate(request: Request) -> ApiKey:
-        ring.maybe_reload()
-        key = ring.identify(request.headers.get("authorization"))
-        if key is None:
-            raise ApiError(
-                401,
-                "missing or unknown API key; send 'Authorization: Bearer <key>'",
-                type="authentication_error",
-                code="invalid_api_key",
-            )
-        guard.expired(key)
-        return key
+        return chat.authenticate(request.headers.get("authorization"))
 
     async def limited(request: Request, key: ApiKey = Depends(authenticate)) -> ApiKey:
-        wait = await ring.athrottle(key)
-        if wait > 0:
-            metrics.error("", "rate_limited")
-            raise ApiError(
-                429,
-                f"rate limit of API key '{key.name}' exceeded; retry in {wait:.1f}s",
-                type="rate_limit_error",
-                code="rate_limit_exceeded",
-                headers={"Retry-After": str(max(1, math.ceil(wait)))},
-            )
-        return key
+        return await chat.throttle(key)
 
     return authenticate, limited
 
 
-def add_api_routes(app: FastAPI, limited: Any) -> None:
-    """``/v1/chat/completions``, ``/v1/models`` and ``/v1/traces/{id}``."""
-    service: Service = app.state.service
+def add_api_routes(app: FastAPI, chat: Chat, limited: Any) -> None:
+    """``/v1/chat/completions`` (its JSON requests are answered by :class:`ChatRoute` before they reach
+    FastAPI), ``/v1/models`` and ``/v1/traces/{id}``."""
     store: Traces = app.state.traces
-    metrics: Metrics = app.state.metrics
-    guard: KeyGuard = app.state.guard
 
     @app.post("/v1/chat/completions", responses=ERRORS, summary="Create a chat completion (a tier or a pool model)")
     async def chat_completions(request: Request, body: ChatCompletionRequest, key: ApiKey = Depends(limited)) -> Any:
-        started = time.perf_counter()
-        fields: dict[str, Any] = getattr(request.state, "log", {})
-        fields.update(key=key.name, model=body.model, stream=body.stream)
-        await guard.aadmit(key)
-        settled: list[RunResult] = []  # the run settled its spend hold (else it is released at the end)
-
-        def on_finished(result: RunResult) -> None:
-            settled.append(result)
-            settle(plan, result, guard, fields)
-
-        try:
-            plan = plan_request(body, key, service, metrics)
-        except Exception:
-            guard.release(key.name)  # its spend hold: this request will not run
-            raise
-        fields.update(kind=plan.kind, trace_id=plan.trace_id)
-        if body.stream:
-            response = stream_response(plan, service, store, metrics, started, on_finished, fields)
-            response.body_iterator = guard.release_after(key.name, response.body_iterator, settled)
-            return response
-        metrics.in_flight.inc()
-        try:
-            return await complete(plan, service, store, metrics, started, guard, fields)
-        except BaseException:
-            guard.release(key.name)  # the run failed before its spend was settled
-            raise
-        finally:
-            metrics.in_flight.dec()
+        return await chat.handle(body, key, getattr(request.state, "log", {}))
 
     add_model_routes(app, limited)
 
@@ -261,35 +211,6 @@ def add_api_routes(app: FastAPI, limited: Any) -> None:
                 404, f"no trace '{trace_id}' for this API key{why}", param="trace_id", code="trace_not_found"
             )
         return run
-
-
-def plan_request(body: ChatCompletionRequest, key: ApiKey, service: Service, metrics: Metrics) -> Plan:
-    """The chat request's plan: the key's policy narrowed by the request's provider preferences, its
-    model fallbacks (pool models) or a tier run whose context and budget are checked to fit."""
-    pool = service.pool
-    if body.provider is not None:  # OpenRouter's preferences narrow the request's podium policy
-        options = body.podium or PodiumOptions()
-        narrowed = options.policy().narrow(body.provider.policy(pool))
-        body.podium = options.model_copy(update=narrowed.model_dump())
-    try:
-        plan = service.plan(body, key)
-    except ApiError as err:  # unknown names share one label: clients must not grow the metrics
-        known = body.model in service.tiers or any(m.name == body.model for m in pool.config.models)
-        metrics.request(body.model if known else "(unknown)", "unknown", err.status)
-        raise
-    check_request(body, tier=plan.tier is not None)
-    if plan.tier is None:
-        plan.chain = fallback_chain(plan.model, plan.chain, body.models, body.provider, pool, plan.policy)
-    elif body.models is not None:
-        raise unsupported_on_tier("models", body.model, "per-request model fallbacks")
-    if plan.tier is not None and plan.budget is not None:
-        plan.query += format_instruction(
-            body.response_format.model_dump() if body.response_format is not None else None
-        )
-        view = service.views[plan.tier.name].restrict(plan.policy)
-        check_context_fits(view, plan.query)
-        check_budget_fits(view, plan.query, plan.budget.max_cost_usd, plan.budget.max_tokens)
-    return plan
 
 
 def add_model_routes(app: FastAPI, limited: Any) -> None:
@@ -347,33 +268,18 @@ def add_ops_routes(app: FastAPI, authenticate: Any) -> None:
 
 
 def install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
-    """OpenAI-style bodies for podium's errors, FastAPI's validation errors and HTTP errors."""
+    """OpenAI-style bodies for podium's errors, FastAPI's validation errors and HTTP errors
+    (:func:`podium.server.chat.error_for`), and a 500 for anything else."""
 
-    @app.exception_handler(ApiError)
-    async def on_api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc)
+    async def on_error(request: Request, exc: Exception) -> Response:
+        response = error_for(exc, metrics)
+        assert response is not None  # registered for the classes error_for answers
+        return response
 
-    @app.exception_handler(RequestValidationError)
-    async def on_validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        metrics.error("", "invalid_request")
-        return error_response(validation_message(exc))
+    for kind in (ApiError, RequestValidationError, StarletteHTTPException, UsageError):
+        app.add_exception_handler(kind, on_error)
 
-    @app.exception_handler(StarletteHTTPException)
-    async def on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-        return error_response(
-            ApiError(
-                exc.status_code, str(exc.detail), type=kind, code=str(exc.status_code), headers=dict(exc.headers or {})
-            )
-        )  # e.g. Allow on a 405
+    async def on_bug(request: Request, exc: Exception) -> Response:
+        return bug_response(exc, metrics, request.url.path)
 
-    @app.exception_handler(UsageError)
-    async def on_usage(request: Request, exc: UsageError) -> JSONResponse:
-        return error_response(ApiError(400, str(exc)))
-
-    @app.exception_handler(Exception)
-    async def on_bug(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s", request.url.path)
-        metrics.error("", "server_error")
-        kind = "upstream_error" if isinstance(exc, PodiumError) else "server_error"
-        return error_response(ApiError(500, f"internal error: {type(exc).__name__}", type=kind, code="internal_error"))
+    app.add_exception_handler(Exception, on_bug)

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import missing_extra
 from ..hosts import host_allowed
-from ..scrub import scrub_value
+from ..scrub import dumps_scrubbed
 from .edges import ASGIApp, Message, Receive, Scope, Send
 from .errors import ApiError
 
@@ -25,7 +25,8 @@ class ScrubbedJSON(JSONResponse):
     """Every JSON body the server sends: secrets scrubbed from its values before it is serialized."""
 
     def render(self, content: Any) -> bytes:
-        return super().render(scrub_value(content))
+        # Starlette's JSONResponse.render, the secrets scrubbed (podium.scrub.dumps_scrubbed)
+        return dumps_scrubbed(content, allow_nan=False, indent=None, separators=(",", ":")).encode("utf-8")
 
 
 def error_response(err: ApiError) -> JSONResponse:

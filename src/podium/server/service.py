@@ -49,6 +49,13 @@ class Plan:
     chain: list[str] = field(default_factory=list)
     trace_id: str = field(default_factory=new_run_id)
     cost_weight: float | None = None  # learned tiers: the request's cost knob (body or ``TIER@W`` model name)
+    chats: list[ChatMessage] | None = None  # the request's messages as podium sees them (:meth:`chat_messages`)
+
+    def chat_messages(self) -> list[ChatMessage]:
+        """The request's messages as podium sees them (``to_chat``), made once per request."""
+        if self.chats is None:
+            self.chats = [m.to_chat() for m in self.request.messages]
+        return self.chats
 
     @property
     def model(self) -> str:
@@ -171,7 +178,7 @@ class Service:
             ),
             max_tokens=_narrow("max_tokens", pool_budget.max_tokens, options.max_tokens, tier.name),
         )
-        plan.query = render_query([m.to_chat() for m in plan.request.messages])
+        plan.query = render_query(plan.chat_messages())
         return plan
 
     def check_roles(self, tier: Tier, policy: Policy, *, status: int, who: str) -> None:
@@ -209,7 +216,7 @@ class Service:
             )
         if not any(m.text().strip() for m in plan.request.messages):
             raise bad_request("every message is empty", param="messages", code="empty_messages")
-        prompt = estimate_prompt_tokens([m.to_chat() for m in plan.request.messages])
+        prompt = estimate_prompt_tokens(plan.chat_messages())
         if prompt + (limit or 1) > spec.context_window:
             raise bad_request(
                 f"the messages (about {prompt} tokens) and max_tokens {limit or 1} do not fit model "
@@ -321,7 +328,7 @@ class Service:
     def completion_request(self, plan: Plan, spec: ModelSpec) -> CompletionRequest:
         """The call to ``spec``: a fallback whose context window cannot take the prompt is skipped."""
         r = plan.request
-        messages = [m.to_chat() for m in r.messages if m.text().strip() or m.role == "assistant"]
+        messages = [c for m, c in zip(r.messages, plan.chat_messages()) if m.text().strip() or m.role == "assistant"]
         room = spec.context_window - estimate_prompt_tokens(messages)
         if room < 1:
             raise ContextOverflow(

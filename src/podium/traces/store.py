@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import ConfigError, UsageError  # noqa: F401 (UsageError: re-exported)
-from ..scrub import REDACTED, clean_text, clean_value, scrub, scrub_value, secrets_pinned  # noqa: F401 (REDACTED, scrub: re-exported)
+from ..scrub import REDACTED, clean_text, clean_value, dumps_scrubbed, scrub, scrub_value, secrets_pinned  # noqa: F401 (REDACTED, scrub: re-exported)
 from ..types import RunResult, RunStatus, Turn
 from .queries import Connection as Connection
 from .queries import StoreQueries as StoreQueries
@@ -232,7 +232,7 @@ class Store(StoreQueries):
         ``private`` texts (prompts) are stored as a digest in hash mode."""
         if private and self.text_mode == "hash":
             return digest(json.dumps(clean_value(value), ensure_ascii=False))
-        return json.dumps(scrub_value(value), ensure_ascii=False, sort_keys=isinstance(value, dict))
+        return dumps_scrubbed(value, sort_keys=isinstance(value, dict))
 
     def record(self, result: RunResult, *, source: str | None = None, owner: str | None = None) -> str:
         """Store ``result`` and its turns (replacing any earlier copy of the same run); returns its id."""

@@ -1,0 +1,111 @@
+"""LeanClient.post_json (podium's upstream calls) against a raw HTTP/1.1 server on 127.0.0.1: the bytes
+on the wire and the response are those of httpx's own ``build_request`` + ``send``, cookies go round
+trip, and a client with hooks, auth or proxies takes httpx's own path."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from podium.backends.transport import LeanClient, lean_client
+
+BODY = {"model": "m", "messages": [{"role": "user", "content": "héllo \u2713"}], "max_tokens": 5}
+TIMEOUT = httpx.Timeout(5.0, connect=2.0)
+
+
+class Recorder:
+    """A raw server that keeps each request's bytes; its first answer sets a cookie."""
+
+    def __init__(self) -> None:
+        self.requests: list[bytes] = []
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length")
+                )
+                self.requests.append(head + await reader.readexactly(length))
+                cookie = b"set-cookie: lb=node-7; Path=/\r\n" if len(self.requests) == 1 else b""
+                body = b'{"ok": true}'
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                    + cookie
+                    + b"content-length: %d\r\n\r\n" % len(body)
+                    + body
+                )
+                await writer.drain()
+        writer.close()
+
+
+@contextlib.asynccontextmanager
+async def recorder() -> AsyncIterator[tuple[Recorder, httpx.URL]]:
+    rec = Recorder()
+    server = await asyncio.start_server(rec.handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield rec, httpx.URL(f"http://127.0.0.1:{port}/v1/chat/completions")
+    finally:
+        server.close()
+
+
+async def call(client: httpx.AsyncClient, url: httpx.URL, direct: bool) -> tuple[int, bytes, dict[str, str]]:
+    headers = {"Authorization": "Bearer sk-test", "X-Extra": "1"}
+    if direct:
+        assert isinstance(client, LeanClient)
+        response = await client.post_json(url, BODY, headers, TIMEOUT)
+    else:
+        request = client.build_request("POST", url, json=BODY, headers=headers, timeout=TIMEOUT)
+        response = await client.send(request, stream=True)
+    try:
+        body = await response.aread()
+    finally:
+        await response.aclose()
+    assert response.request.url == url
+    return response.status_code, body, dict(response.headers)
+
+
+async def test_post_json_sends_what_httpx_sends(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    seen: dict[bool, tuple[list[bytes], list[Any]]] = {}
+    for direct in (True, False):
+        async with recorder() as (rec, url), lean_client() as client:
+            assert isinstance(client, LeanClient) and client._direct()
+            answers = [await call(client, url, direct) for _ in range(3)]
+            wire = [re.sub(rb"127\.0\.0\.1:\d+", b"HOST", r) for r in rec.requests]  # each its own port
+            seen[direct] = (wire, answers)
+            assert client.cookies.get("lb") == "node-7"  # kept from the first answer
+    assert seen[True] == seen[False]  # the same bytes on the wire, the same answers
+    wire = seen[True][0]
+    assert b"cookie: lb=node-7" in wire[1].lower() and b"cookie" not in wire[0].lower()
+    assert b"Authorization: Bearer sk-test" in wire[0] and "héllo".encode() in wire[0]
+
+
+async def test_clients_with_hooks_auth_or_proxies_take_httpx_path() -> None:
+    hooked: list[str] = []
+
+    async def hook(request: httpx.Request) -> None:
+        hooked.append(str(request.url))
+
+    async with recorder() as (rec, url):
+        async with lean_client(event_hooks={"request": [hook]}) as client:
+            assert not client._direct()
+            await call(client, url, direct=True)
+        assert hooked == [str(url)]
+        async with lean_client(auth=("user", "pass")) as client:
+            assert not client._direct()
+            await call(client, url, direct=True)
+        assert b"authorization: basic" in rec.requests[-1].lower().replace(b"bearer sk-test", b"")
+        proxied = {"http://127.0.0.1": httpx.AsyncHTTPTransport(proxy="http://127.0.0.1:9")}
+        async with lean_client(mounts=proxied) as client:
+            assert not client._direct()  # a mounted transport (a proxy): httpx's own path
