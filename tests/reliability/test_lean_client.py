@@ -109,3 +109,20 @@ async def test_clients_with_hooks_auth_or_proxies_take_httpx_path() -> None:
         proxied = {"http://127.0.0.1": httpx.AsyncHTTPTransport(proxy="http://127.0.0.1:9")}
         async with lean_client(mounts=proxied) as client:
             assert not client._direct()  # a mounted transport (a proxy): httpx's own path
+
+
+async def test_proxy_from_the_environment_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """HTTP(S)_PROXY / ALL_PROXY in the environment send upstream calls through the proxy, as httpx
+    and the OpenAI SDK do (httpx mounts them only when it builds its own transport)."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    async with recorder() as (proxy, proxy_url):
+        monkeypatch.setenv("HTTP_PROXY", f"http://{proxy_url.host}:{proxy_url.port}")
+        target = httpx.URL("http://127.0.0.1:9/v1/chat/completions")  # nothing listens there
+        async with lean_client() as client:
+            status, body, _ = await call(client, target, direct=isinstance(client, LeanClient))
+        assert status == 200 and body == b'{"ok": true}'
+        assert proxy.requests and proxy.requests[0].startswith(b"POST http://127.0.0.1:9/v1/chat/completions ")
+    async with lean_client(trust_env=False) as client:  # trust_env=False: no proxies, the lean path
+        assert isinstance(client, LeanClient) and client._direct()

@@ -16,8 +16,8 @@ the pool timeout). A request is never retried here. Cleanup is synchronous (abor
 the slot), so a cancellation, however often repeated, cannot leave a connection checked out.
 
 HTTP/1.1 only (what podium's default client uses). httpx mounts proxies from the environment
-(``HTTP(S)_PROXY``) only when it builds its own transport, so a client on this one does not use
-them (``PODIUM_HTTP_TRANSPORT=httpcore`` does); proxies passed as ``mounts`` are used.
+(``HTTP(S)_PROXY``) only when it builds its own transport, so :func:`lean_client` returns httpx's
+default client when the environment names a proxy; proxies passed as ``mounts`` are used.
 
 :class:`LeanClient` (what :func:`lean_client` returns) also sends podium's JSON posts in fewer
 steps (:meth:`LeanClient.post_json`): the same bytes on the wire, without httpx's per-request
@@ -408,13 +408,21 @@ class LeanClient(httpx.AsyncClient):
         return response
 
 
+def _environment_proxies() -> bool:
+    names = ("http_proxy", "https_proxy", "all_proxy")
+    return any(os.environ.get(n) or os.environ.get(n.upper()) for n in names)
+
+
 def lean_client(*, max_connections: int = 256, max_keepalive_connections: int = 64, **kwargs: Any) -> httpx.AsyncClient:
     """An ``httpx.AsyncClient`` on :class:`LeanTransport` (other keyword arguments go to the client).
 
     ``PODIUM_HTTP_TRANSPORT=httpcore`` gives httpx's default transport instead (same limits), to
-    compare the two or to rule this one out.
+    compare the two or to rule this one out; so does a proxy in the environment (``HTTP_PROXY``,
+    ``HTTPS_PROXY``, ``ALL_PROXY``, unless ``trust_env=False``), which only that transport honours.
     """
-    if os.environ.get("PODIUM_HTTP_TRANSPORT", "lean") == "httpcore":
+    if os.environ.get("PODIUM_HTTP_TRANSPORT", "lean") == "httpcore" or (
+        kwargs.get("trust_env", True) and _environment_proxies()
+    ):  # httpx mounts HTTP(S)_PROXY only on a transport it builds itself
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_keepalive_connections)
         return httpx.AsyncClient(limits=limits, **kwargs)
     transport = LeanTransport(max_connections=max_connections, max_keepalive_connections=max_keepalive_connections)
