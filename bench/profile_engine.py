@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_engine_store as bes
 
-VARIANT = {"background": "store (background writer)", "none": "no store"}
+VARIANT = {"background": "store (background writer)", "none": "no store", "process": "store (writer process)"}
 
 
 def main() -> None:

@@ -135,11 +135,17 @@ _UNSET = object()
 
 
 @contextlib.contextmanager
-def secrets_pinned() -> Iterator[None]:
+def secrets_pinned(regex: re.Pattern[str] | object | None = _UNSET) -> Iterator[None]:
     """Within this block, in this thread, the environment's secrets are looked up once (not once per
-    :func:`scrub` call): for code that scrubs many values in a row, such as storing a batch of runs."""
+    :func:`scrub` call): for code that scrubs many values in a row, such as storing a batch of runs.
+
+    ``regex``: use this alternation instead (another process's :func:`secrets_pattern`, compiled);
+    a nested block without one keeps the outer block's."""
     previous = getattr(_PINNED, "regex", _UNSET)
-    _PINNED.regex = _SECRETS.regex()
+    if regex is not _UNSET:
+        _PINNED.regex = regex
+    elif previous is _UNSET:
+        _PINNED.regex = _SECRETS.regex()
     try:
         yield
     finally:
@@ -149,6 +155,13 @@ def secrets_pinned() -> Iterator[None]:
 def _env_regex() -> re.Pattern[str] | None:
     pinned = getattr(_PINNED, "regex", _UNSET)
     return _SECRETS.regex() if pinned is _UNSET else pinned  # type: ignore[return-value]
+
+
+def secrets_pattern() -> str | None:
+    """The source of the current secret alternation (None when there is no secret), for podium's own
+    trace writer process: it scrubs with the secrets of the process that submitted the runs."""
+    regex = _SECRETS.regex()
+    return regex.pattern if regex is not None else None
 
 
 def register_env(names: Iterable[str | None]) -> None:

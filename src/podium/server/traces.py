@@ -24,11 +24,11 @@ class Traces:
 
     def __init__(self, path: str | Path | None = None) -> None:
         from ..traces.store import Store, traces_setting
-        from ..traces.writer import TraceWriter
+        from ..traces.writer import open_writer
 
         self.enabled = traces_setting() != "off"
         self.store = Store.open(path) if self.enabled else None
-        self.writer = TraceWriter(self.store) if self.store is not None else None
+        self.writer = open_writer(self.store) if self.store is not None else None  # $PODIUM_TRACE_WRITER
 
     async def record(self, result: RunResult, owner: str) -> None:
         """Store ``result`` as owned by ``owner``; a storage failure is logged, never fails the request."""

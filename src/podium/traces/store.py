@@ -230,6 +230,8 @@ class Store(StoreQueries):
     def _json(self, value: Any, *, private: bool = False) -> str:
         """``value`` scrubbed, then serialized (never the other way round: that can break the JSON).
         ``private`` texts (prompts) are stored as a digest in hash mode."""
+        if not value and type(value) in (list, dict) and not private:  # most turns' attempts: nothing to scrub
+            return "[]" if type(value) is list else "{}"
         if private and self.text_mode == "hash":
             return digest(json.dumps(clean_value(value), ensure_ascii=False))
         return json.dumps(scrub_value(value), ensure_ascii=False, sort_keys=isinstance(value, dict))
@@ -246,11 +248,11 @@ class Store(StoreQueries):
             for run_row, turn_rows in rows:
                 conn.execute("DELETE FROM turns WHERE run_id = ?", (run_row["id"],))
                 conn.execute("DELETE FROM run_models WHERE run_id = ?", (run_row["id"],))
-                conn.execute(_insert("runs", run_row, replace=True), run_row)
+                conn.execute(_insert_sql("runs", run_row, replace=True), run_row)
                 if turn_rows:
-                    conn.executemany(_insert("turns", turn_rows[0]), turn_rows)
+                    conn.executemany(_insert_sql("turns", turn_rows[0]), turn_rows)
                     sums = run_model_rows(run_row, turn_rows)
-                    conn.executemany(_insert("run_models", sums[0]), sums)
+                    conn.executemany(_insert_sql("run_models", sums[0]), sums)
         return [run_row["id"] for run_row, _ in rows]
 
     def _rows(
@@ -333,19 +335,22 @@ class Store(StoreQueries):
         source: str | None = None,
         owner: str | None = None,
         on_error: Callable[[Exception], None] | None = None,
-        background: bool = False,
+        background: bool | Literal["thread", "process"] = False,
     ) -> Callable[[Any], None]:
         """An engine event handler that stores each run when its ``RunFinished`` event arrives.
 
         Synchronous on purpose: it also runs while a cancelled run unwinds. A storage failure is
         passed to ``on_error`` (if given) instead of failing the run; without ``on_error`` it raises.
-        ``background``: queue the run for a :class:`~podium.traces.writer.TraceWriter` instead (the
-        handler's ``flush()`` waits for it; see that module for what a crash can lose).
+        ``background``: queue the run for a background writer instead (the handler's ``flush()`` waits
+        for it; see :mod:`podium.traces.writer` for what a crash can lose): ``True`` or ``"thread"``, a
+        :class:`~podium.traces.writer.TraceWriter`; ``"process"``, a
+        :class:`~podium.traces.writer_process.ProcessTraceWriter` (for long jobs: the writes run on another core).
         """
         from ..engine import RunFinished
 
         if background:
-            return _background_handler(self, source, owner, on_error)
+            kind = "thread" if background is True else background
+            return _background_handler(self, source, owner, on_error, kind)
 
         def on_event(event: Any) -> None:
             if not isinstance(event, RunFinished):
@@ -377,13 +382,25 @@ class Store(StoreQueries):
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
+_SQL: dict[tuple[str, tuple[str, ...], bool], str] = {}
+
+
+def _insert_sql(table: str, row: dict[str, Any], *, replace: bool = False) -> str:
+    """:func:`~podium.traces.rows._insert`, built once per table and column list."""
+    key = (table, tuple(row), replace)
+    sql = _SQL.get(key)
+    if sql is None:
+        sql = _SQL[key] = _insert(table, row, replace=replace)
+    return sql
+
+
 def _background_handler(
-    store: Store, source: str | None, owner: str | None, on_error: Callable[[Exception], None] | None
+    store: Store, source: str | None, owner: str | None, on_error: Callable[[Exception], None] | None, kind: str
 ) -> Callable[[Any], None]:
     from ..engine import RunFinished
-    from .writer import TraceWriter
+    from .writer import open_writer
 
-    writer = TraceWriter(store, on_error=on_error)
+    writer = open_writer(store, kind, on_error=on_error)
 
     def on_event(event: Any) -> None:
         if isinstance(event, RunFinished):
@@ -391,6 +408,7 @@ def _background_handler(
 
     on_event.flush = writer.flush  # type: ignore[attr-defined]
     on_event.close = writer.close  # type: ignore[attr-defined]
+    on_event.writer = writer  # type: ignore[attr-defined]
     return on_event
 
 

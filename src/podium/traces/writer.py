@@ -23,12 +23,15 @@ failure goes to ``on_error`` and to that run's future.
 from __future__ import annotations
 
 import atexit
+import os
 import queue
 import threading
 import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
+
+from ..errors import ConfigError
 
 if TYPE_CHECKING:
     from ..types import RunResult
@@ -121,20 +124,48 @@ class TraceWriter:
                 return False
 
     def _write(self, batch: list[Item]) -> None:
-        try:
-            ids = self.store.record_many([(r, source, owner) for r, source, owner, _ in batch])
-        except Exception:
-            for result, source, owner, future in batch:  # one by one: a bad run fails alone
-                try:
-                    future.set_result(self.store.record(result, source=source, owner=owner))
-                except Exception as exc:
-                    future.set_exception(exc)
-                    if self.on_error is not None:
-                        self.on_error(exc)
-            return
-        self.batches += 1
-        for (_, _, _, future), run_id in zip(batch, ids, strict=True):
-            future.set_result(run_id)
+        outcomes, batched = write_batch(self.store, [(r, source, owner) for r, source, owner, _ in batch])
+        self.batches += batched
+        for (*_, future), outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                future.set_exception(outcome)
+                if self.on_error is not None:
+                    self.on_error(outcome)
+            else:
+                future.set_result(outcome)
+
+
+def write_batch(
+    store: Store, items: list[tuple[RunResult, str | None, str | None]]
+) -> tuple[list[str | Exception], bool]:
+    """Store ``items`` in one transaction, else (it failed) run by run so that a bad run fails alone.
+    Returns each run's id or error, and whether the one transaction succeeded."""
+    try:
+        return list(store.record_many(items)), True
+    except Exception:
+        outcomes: list[str | Exception] = []
+        for result, source, owner in items:
+            try:
+                outcomes.append(store.record(result, source=source, owner=owner))
+            except Exception as exc:
+                outcomes.append(exc)
+        return outcomes, False
+
+
+WRITER_ENV = "PODIUM_TRACE_WRITER"
+
+
+def open_writer(store: Store, kind: str | None = None, *, on_error: Callable[[Exception], None] | None = None) -> Any:
+    """A background writer for ``store``: ``"process"`` (:class:`~podium.traces.writer_process.ProcessTraceWriter`,
+    the work on another core) or ``"thread"`` (:class:`TraceWriter`); default ``$PODIUM_TRACE_WRITER``, else process."""
+    kind = kind or os.environ.get(WRITER_ENV) or "process"
+    if kind == "thread":
+        return TraceWriter(store, on_error=on_error)
+    if kind == "process":
+        from .writer_process import ProcessTraceWriter
+
+        return ProcessTraceWriter(store, on_error=on_error)
+    raise ConfigError(f"{WRITER_ENV}={kind!r} is not valid; use 'process' or 'thread'")
 
 
 _OPEN: weakref.WeakSet[TraceWriter] = weakref.WeakSet()
