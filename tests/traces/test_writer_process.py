@@ -134,3 +134,17 @@ def test_engine_handler_with_the_writer_process_stores_every_run(tmp_path: Path)
     handler.close()  # type: ignore[attr-defined]
     assert len(Store.open(tmp_path / "e.db").runs(limit=100)) == 60
     assert handler.writer._proc.poll() is not None  # type: ignore[attr-defined]  # the child has exited
+
+
+def test_a_run_twice_in_one_batch_keeps_the_last_copy(store_url: str) -> None:
+    store = Store.open(store_url)
+    first, second, other = result(1, "first"), result(1, "second"), result(2)
+    second.turns.append(second.turns[0].model_copy(update={"turn": 2}))
+    assert store.record_many([(first, "t", None), (other, "t", None), (second, "t", None)]) == [
+        "run_000001",
+        "run_000002",
+        "run_000001",
+    ]
+    stored = store.run("run_000001")
+    assert stored is not None and stored["answer"] == "second" and len(stored["turns"]) == 2
+    assert store.run("run_000002") is not None

@@ -242,18 +242,22 @@ class Store(StoreQueries):
 
     def record_many(self, items: list[tuple[RunResult, str | None, str | None]]) -> list[str]:
         """Store several ``(result, source, owner)`` runs in one transaction; returns their ids."""
+        if not items:
+            return []
         with secrets_pinned():  # the environment's secrets looked up once for the batch
-            rows = [self._rows(result, source, owner) for result, source, owner in items]
-        with self._write() as conn:
-            for run_row, turn_rows in rows:
-                conn.execute("DELETE FROM turns WHERE run_id = ?", (run_row["id"],))
-                conn.execute("DELETE FROM run_models WHERE run_id = ?", (run_row["id"],))
-                conn.execute(_insert_sql("runs", run_row, replace=True), run_row)
-                if turn_rows:
-                    conn.executemany(_insert_sql("turns", turn_rows[0]), turn_rows)
-                    sums = run_model_rows(run_row, turn_rows)
-                    conn.executemany(_insert_sql("run_models", sums[0]), sums)
-        return [run_row["id"] for run_row, _ in rows]
+            rows = {r.run_id: self._rows(r, source, owner) for r, source, owner in items}  # a run twice: the last copy
+        run_rows = [run_row for run_row, _ in rows.values()]
+        turn_rows = [t for _, turns in rows.values() for t in turns]
+        sums = [s for run_row, turns in rows.values() if turns for s in run_model_rows(run_row, turns)]
+        ids = [(run_id,) for run_id in rows]
+        with self._write() as conn:  # one statement per table for the whole batch
+            conn.executemany("DELETE FROM turns WHERE run_id = ?", ids)
+            conn.executemany("DELETE FROM run_models WHERE run_id = ?", ids)
+            conn.executemany(_insert_sql("runs", run_rows[0], replace=True), run_rows)
+            if turn_rows:
+                conn.executemany(_insert_sql("turns", turn_rows[0]), turn_rows)
+                conn.executemany(_insert_sql("run_models", sums[0]), sums)
+        return [r.run_id for r, _, _ in items]
 
     def _rows(
         self, result: RunResult, source: str | None, owner: str | None
