@@ -3,11 +3,12 @@
 The runs are bench/bench_engine_store.py's (the ``rules`` coordinator, thinker -> worker -> verifier
 ACCEPT, instant scripted models), so what is profiled is the engine, its reliability layers and the
 event handler. With ``--store background`` the trace store's batched writer runs in its own thread,
-which cProfile does not follow: the profile then shows what the store costs the event loop (handing
-events over), not the writer's SQLite work. Runs/s is also measured without the profiler in the same
+and with ``--store process`` in a child process, neither of which cProfile follows: the profile then
+shows what the store costs the event loop (handing runs over, and waiting for the GIL while the
+writer's threads hold it), not the writer's SQLite work. Runs/s is also measured without the profiler in the same
 process, interleaved, so the profile's share can be read against the real rate.
 
-    python bench/profile_engine.py [--runs 1000] [--concurrency 10] [--store background|none]
+    python bench/profile_engine.py [--runs 1000] [--concurrency 10] [--store process|background|none]
 
 Writes bench/results/profile_engine.txt.
 """

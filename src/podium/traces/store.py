@@ -404,7 +404,7 @@ def _background_handler(
     from ..engine import RunFinished
     from .writer import open_writer
 
-    writer = open_writer(store, kind, on_error=on_error)
+    writer = open_writer(store, kind, on_error=on_error, linger=0.02)  # nobody waits: larger batches
 
     def on_event(event: Any) -> None:
         if isinstance(event, RunFinished):

@@ -42,6 +42,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -95,12 +96,14 @@ class ProcessTraceWriter:
         on_error: Callable[[Exception], None] | None = None,
         max_restarts: int = 3,
         window: int = 2,
+        linger: float = 0.0,
     ) -> None:
         self.store = store
         self.max_batch = max_batch
         self.on_error = on_error
         self.max_restarts = max_restarts
         self.window = window  # batches sent and not yet acknowledged: while the child is busy, runs gather
+        self.linger = linger  # seconds to let a batch gather before sending it (no caller waits: larger batches)
         self.batches = 0  # batches acknowledged (for tests and benchmarks)
         self.restarts = 0  # children started after one died
         self.in_process = False  # True once the writer gave up on child processes
@@ -218,6 +221,8 @@ class ProcessTraceWriter:
     def _take(self, batch: list[Item]) -> bool:
         """Block for one item, then take what else is queued (up to ``max_batch`` runs); True at the end."""
         item = self._queue.get()
+        if self.linger and item is not _STOP:
+            time.sleep(self.linger)
         while True:
             if item is _STOP:
                 return True
