@@ -148,3 +148,23 @@ def test_a_run_twice_in_one_batch_keeps_the_last_copy(store_url: str) -> None:
     stored = store.run("run_000001")
     assert stored is not None and stored["answer"] == "second" and len(stored["turns"]) == 2
     assert store.run("run_000002") is not None
+
+
+def test_runs_cross_to_the_writer_process_unchanged() -> None:
+    import pickle
+
+    from podium.traces.writer_process import _frame
+
+    engine = Engine(parse_pool(yaml.safe_dump(POOL), "w"), "fixed")
+
+    async def go() -> list[RunResult]:
+        try:
+            return [await engine.run(f"q{i} \ud800 lone surrogate") for i in range(3)]
+        finally:
+            await engine.aclose()
+
+    runs = asyncio.run(go())
+    runs.append(result(9, "text"))
+    back = pickle.loads(_frame(("batch", 1, runs))[4:])[2]
+    assert back == runs and [type(r) for r in back] == [RunResult] * 4
+    assert back[0].turns[0].model_fields_set == runs[0].turns[0].model_fields_set

