@@ -153,7 +153,7 @@ def test_a_run_twice_in_one_batch_keeps_the_last_copy(store_url: str) -> None:
 def test_runs_cross_to_the_writer_process_unchanged() -> None:
     import pickle
 
-    from podium.traces.writer_process import _frame
+    from podium.traces.writer_child import frame
 
     engine = Engine(parse_pool(yaml.safe_dump(POOL), "w"), "fixed")
 
@@ -165,6 +165,6 @@ def test_runs_cross_to_the_writer_process_unchanged() -> None:
 
     runs = asyncio.run(go())
     runs.append(result(9, "text"))
-    back = pickle.loads(_frame(("batch", 1, runs))[4:])[2]
+    back = pickle.loads(frame(("batch", 1, runs))[4:])[2]
     assert back == runs and [type(r) for r in back] == [RunResult] * 4
     assert back[0].turns[0].model_fields_set == runs[0].turns[0].model_fields_set

@@ -5,7 +5,7 @@ core, so they stop competing with the engine or the server for the GIL.
 ``submit() -> Future``, ``flush``, ``close``). In this process a sender thread takes what is queued
 (up to ``max_batch`` runs), pickles the batch in one call and writes it to the child's stdin; a
 reader thread resolves each run's future from the child's acknowledgement. The child
-(``python -m podium.traces.writer_process``, started at the first submission) stores each batch in
+(``python -m podium.traces.writer_child``, started at the first submission) stores each batch in
 one transaction with the same :class:`~podium.traces.store.Store` code, then acknowledges it. What
 is left here is about 50 µs per run (pickling) instead of the whole write.
 
@@ -32,14 +32,10 @@ Durability, exactly (the same as the thread writer's):
 from __future__ import annotations
 
 import atexit
-import io
 import logging
 import os
 import pickle
 import queue
-import re
-import signal
-import struct
 import subprocess
 import sys
 import threading
@@ -49,43 +45,20 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import wait as wait_all
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
-
-from pydantic import BaseModel
+from typing import TYPE_CHECKING, Any
 
 from ..scrub import secrets_pattern, secrets_pinned
 from .writer import write_batch
+from .writer_child import HEADER, WriterProcessError, compile_pattern, frame, read_frame, write_frame
 
 if TYPE_CHECKING:
     from ..types import RunResult
     from .store import Store
 
 log = logging.getLogger("podium.traces")
-_HEADER = struct.Struct("!I")
 _STOP = object()
 _UNSENT = object()
 Item = tuple["RunResult", str | None, str | None, "Future[str]"]
-
-
-class WriterProcessError(RuntimeError):
-    """The trace writer process died or could not start (its runs are sent again, not lost)."""
-
-
-def write_frame(stream: IO[bytes], message: Any) -> None:
-    """One length-prefixed pickled message, in one write."""
-    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    stream.write(_HEADER.pack(len(data)) + data)
-    stream.flush()
-
-
-def read_frame(stream: IO[bytes]) -> Any:
-    """The next message, or None at the end of the stream."""
-    head = stream.read(_HEADER.size)
-    if len(head) < _HEADER.size:
-        return None
-    (size,) = _HEADER.unpack(head)
-    body = stream.read(size)
-    return pickle.loads(body) if len(body) == size else None
 
 
 class ProcessTraceWriter:
@@ -199,7 +172,7 @@ class ProcessTraceWriter:
         package_root = str(Path(__file__).resolve().parents[2])
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
         proc = subprocess.Popen(
-            [sys.executable, "-m", "podium.traces.writer_process"],
+            [sys.executable, "-m", "podium.traces.writer_child"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
@@ -243,20 +216,20 @@ class ProcessTraceWriter:
         with self._io:
             if not self.in_process:
                 self._seq += 1
-                frame = _frame(("batch", self._seq, [(r, source, owner) for r, source, owner, _ in batch]))
-                self._pending[self._seq] = (frame, futures, pattern)
-                self._emit(frame, pattern)
+                data = frame(("batch", self._seq, [(r, source, owner) for r, source, owner, _ in batch]))
+                self._pending[self._seq] = (data, futures, pattern)
+                self._emit(data, pattern)
                 return
         self._write_here([(r, source, owner) for r, source, owner, _ in batch], futures, pattern)
 
-    def _emit(self, frame: bytes, pattern: str | None) -> None:
+    def _emit(self, data: bytes, pattern: str | None) -> None:
         """Send one batch (after the secrets, if they changed); holds ``_io``."""
         assert self._proc is not None and self._proc.stdin is not None
         try:
             if pattern != self._sent_pattern:
                 write_frame(self._proc.stdin, ("secrets", pattern))
                 self._sent_pattern = pattern
-            self._proc.stdin.write(frame)
+            self._proc.stdin.write(data)
             self._proc.stdin.flush()
         except (OSError, ValueError):
             pass  # the child is gone: the reader starts another and sends the pending batches again
@@ -316,8 +289,8 @@ class ProcessTraceWriter:
                         self._acked.notify()
                 else:
                     self.restarts += 1
-                    for _, (frame, _, pattern) in waiting:
-                        self._emit(frame, pattern)
+                    for _, (data, _, pattern) in waiting:
+                        self._emit(data, pattern)
         if self.in_process:
             self._report(
                 WriterProcessError(
@@ -325,8 +298,8 @@ class ProcessTraceWriter:
                     f"storing traces in this process from now on ({runs} runs pending)"
                 )
             )
-            for _, (frame, futures, pattern) in waiting:
-                items = pickle.loads(frame[_HEADER.size :])[2]
+            for _, (data, futures, pattern) in waiting:
+                items = pickle.loads(data[HEADER.size :])[2]
                 self._write_here(items, futures, pattern)
             return False
         self._report(WriterProcessError(f"trace writer process exited with {code}; restarted it, {runs} runs resent"))
@@ -335,7 +308,7 @@ class ProcessTraceWriter:
     def _write_here(
         self, items: list[tuple[RunResult, str | None, str | None]], futures: list[Future[str]], pattern: str | None
     ) -> None:
-        with secrets_pinned(_compile(pattern)):
+        with secrets_pinned(compile_pattern(pattern)):
             outcomes, _ = write_batch(self.store, items)
         self._resolve(futures, outcomes)
 
@@ -353,39 +326,6 @@ class ProcessTraceWriter:
             log.error("trace writer: %s", error)
 
 
-def _frame(message: Any) -> bytes:
-    """``message`` pickled (pydantic models by their state, a third faster than their own reduce)."""
-    buffer = io.BytesIO()
-    buffer.write(_HEADER.pack(0))
-    _ModelPickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(message)
-    data = buffer.getbuffer()
-    data[: _HEADER.size] = _HEADER.pack(len(data) - _HEADER.size)
-    del data
-    return buffer.getvalue()
-
-
-class _ModelPickler(pickle.Pickler):
-    def reducer_override(self, obj: Any) -> Any:
-        if isinstance(obj, BaseModel):  # the same state pydantic's __getstate__ gives, without its overhead
-            state = (obj.__dict__, obj.__pydantic_fields_set__, obj.__pydantic_extra__, obj.__pydantic_private__)
-            return _model, (type(obj), *state)
-        return NotImplemented
-
-
-def _model(cls: type[BaseModel], fields: dict[str, Any], fields_set: set[str], extra: Any, private: Any) -> BaseModel:
-    """A pickled model back, as pydantic's __setstate__ rebuilds it."""
-    model = cls.__new__(cls)
-    object.__setattr__(model, "__dict__", fields)
-    object.__setattr__(model, "__pydantic_fields_set__", fields_set)
-    object.__setattr__(model, "__pydantic_extra__", extra)
-    object.__setattr__(model, "__pydantic_private__", private)
-    return model
-
-
-def _compile(pattern: str | None) -> re.Pattern[str] | None:
-    return re.compile(pattern) if pattern is not None else None
-
-
 _OPEN: weakref.WeakSet[ProcessTraceWriter] = weakref.WeakSet()
 
 
@@ -394,50 +334,3 @@ def _close_all() -> None:
     """At interpreter exit, flush what every open writer still holds."""
     for writer in list(_OPEN):
         writer.close()
-
-
-# --- the child -----------------------------------------------------------------------------------
-
-
-def _portable(outcome: str | Exception) -> str | Exception:
-    """An error that survives pickling back to the parent (else its text in a WriterProcessError)."""
-    if isinstance(outcome, Exception):
-        try:
-            pickle.loads(pickle.dumps(outcome))
-        except Exception:
-            return WriterProcessError(f"{type(outcome).__name__}: {outcome}")
-    return outcome
-
-
-def child_main(stdin: IO[bytes], stdout: IO[bytes]) -> None:
-    """Store the batches read from ``stdin`` (one transaction per batch), acknowledging each on ``stdout``."""
-    from .store import Store
-
-    opening = read_frame(stdin)
-    if opening is None:
-        return
-    _, location, text_mode = opening
-    store = Store.open(location, text_mode=text_mode)
-    write_frame(stdout, ("ready",))
-    regex: re.Pattern[str] | None = None
-    while (message := read_frame(stdin)) is not None:
-        if message[0] == "secrets":
-            regex = _compile(message[1])
-            continue
-        _, seq, items = message
-        with secrets_pinned(regex):
-            outcomes, _ = write_batch(store, items)
-        try:
-            write_frame(stdout, ("ack", seq, [_portable(o) for o in outcomes]))
-        except OSError:
-            pass  # the parent is gone: keep committing what it sent
-    store.close()
-
-
-if __name__ == "__main__":
-    # Ctrl-C and SIGTERM go to the parent, which flushes through us and then closes our stdin.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    out = sys.stdout.buffer
-    sys.stdout = sys.stderr  # stray prints must not corrupt the acknowledgements
-    child_main(sys.stdin.buffer, out)
