@@ -168,3 +168,31 @@ def test_runs_cross_to_the_writer_process_unchanged() -> None:
     back = pickle.loads(frame(("batch", 1, runs))[4:])[2]
     assert back == runs and [type(r) for r in back] == [RunResult] * 4
     assert back[0].turns[0].model_fields_set == runs[0].turns[0].model_fields_set
+
+
+def test_an_unknown_writer_kind_is_a_one_line_config_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from podium.errors import ConfigError
+    from podium.traces.writer import TraceWriter, open_writer
+
+    store = Store.open(tmp_path / "c.db")
+    monkeypatch.setenv("PODIUM_TRACE_WRITER", "fork")
+    with pytest.raises(ConfigError, match="PODIUM_TRACE_WRITER='fork' is not valid; use 'process' or 'thread'"):
+        open_writer(store)
+    monkeypatch.delenv("PODIUM_TRACE_WRITER")
+    assert isinstance(open_writer(store), TraceWriter)  # the default
+    monkeypatch.setenv("PODIUM_TRACE_WRITER", "process")
+    assert isinstance(open_writer(store), ProcessTraceWriter)  # not started until used
+
+
+def test_a_writer_process_that_cannot_start_stores_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    errors: list[Exception] = []
+    writer = ProcessTraceWriter(Store.open(tmp_path / "n.db"), on_error=errors.append)
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python"))
+    futures = [writer.submit(result(i)) for i in range(20)]
+    writer.flush(timeout=30)
+    assert [f.result() for f in futures] == [f"run_{i:06d}" for i in range(20)]
+    assert writer.in_process and len(errors) == 1 and "cannot start the trace writer process" in str(errors[0])
+    writer.close()
+    assert len(Store.open(tmp_path / "n.db").runs(limit=100)) == 20

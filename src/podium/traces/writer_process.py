@@ -161,7 +161,11 @@ class ProcessTraceWriter:
     # --- threads -------------------------------------------------------------------------------
 
     def _start(self) -> None:
-        self._proc = self._spawn()
+        try:
+            self._proc = self._spawn()
+        except OSError as exc:  # no child at all: store the runs in this process, say so once
+            self.in_process = True
+            self._report(WriterProcessError(f"cannot start the trace writer process ({exc}); storing traces here"))
         self._sender = threading.Thread(target=self._send_loop, name="podium-trace-sender", daemon=True)
         self._reader = threading.Thread(target=self._read_loop, name="podium-trace-acks", daemon=True)
         self._sender.start()
@@ -237,7 +241,8 @@ class ProcessTraceWriter:
     def _read_loop(self) -> None:
         while True:
             proc = self._proc
-            assert proc is not None and proc.stdout is not None
+            if proc is None or proc.stdout is None:
+                return
             while (message := read_frame(proc.stdout)) is not None:
                 if message[0] == "ready":
                     self._ready.set()
