@@ -45,6 +45,13 @@ def read_frame(stream: IO[bytes]) -> Any:
     return pickle.loads(body) if len(body) == size else None
 
 
+def dumps(value: Any) -> bytes:
+    """``value`` pickled, pydantic models by their state (a third faster than their own reduce)."""
+    buffer = io.BytesIO()
+    _ModelPickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
+    return buffer.getvalue()
+
+
 def frame(message: Any) -> bytes:
     """``message`` pickled (pydantic models by their state, a third faster than their own reduce)."""
     buffer = io.BytesIO()
@@ -103,7 +110,8 @@ def child_main(stdin: IO[bytes], stdout: IO[bytes]) -> None:
         if message[0] == "secrets":
             regex = compile_pattern(message[1])
             continue
-        _, seq, items = message
+        _, seq, blobs = message
+        items = [pickle.loads(blob) for blob in blobs]  # each (run, source, owner), pickled by the caller
         with secrets_pinned(regex):
             outcomes, _ = write_batch(store, items)
         try:
