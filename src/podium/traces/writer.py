@@ -168,7 +168,7 @@ def open_writer(
     """A background writer for ``store``: ``"thread"`` (:class:`TraceWriter`) or ``"process"``
     (:class:`~podium.traces.writer_process.ProcessTraceWriter`: the work on another core, for a
     long-lived server or job on a machine with a core to spare; it costs a child process of ~50 MB and
-    ~0.5 s of start-up CPU). Default ``$PODIUM_TRACE_WRITER``, else thread. ``linger``: seconds a
+    ~1 s to start). Default ``$PODIUM_TRACE_WRITER``, else thread. ``linger``: seconds a
     process writer lets a batch gather, for callers that do not wait for the commit."""
     kind = kind or os.environ.get(WRITER_ENV) or "thread"
     if kind == "thread":
