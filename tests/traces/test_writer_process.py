@@ -196,3 +196,12 @@ def test_a_writer_process_that_cannot_start_stores_here(tmp_path: Path, monkeypa
     assert writer.in_process and len(errors) == 1 and "cannot start the trace writer process" in str(errors[0])
     writer.close()
     assert len(Store.open(tmp_path / "n.db").runs(limit=100)) == 20
+
+
+def test_a_run_that_cannot_be_pickled_fails_its_future_not_the_caller(tmp_path: Path) -> None:
+    writer = ProcessTraceWriter(Store.open(tmp_path / "p.db"))
+    bad = result(1).model_copy(update={"workflow": {"lock": threading.Lock()}})
+    future = writer.submit(bad)  # does not raise in the engine's event handler
+    assert future.exception(timeout=30) is not None
+    assert writer.submit(result(2)).result(timeout=30) == "run_000002"
+    writer.close()

@@ -102,9 +102,12 @@ class ProcessTraceWriter:
     def submit(self, result: RunResult, *, source: str | None = None, owner: str | None = None) -> Future[str]:
         """Queue ``result``; the future gives its run id once committed (or the storage error)."""
         future: Future[str] = Future()
-        blob = dumps((result, source, owner))  # here, not in the sender: no GIL hand-off for it
+        try:
+            blob = dumps((result, source, owner))  # here, not in the sender: no GIL hand-off for it
+        except Exception:  # a run that cannot be pickled: stored here and now
+            blob = None
         with self._lock:
-            if self._closed:  # after close: store it here and now rather than drop it
+            if self._closed or blob is None:  # after close: store it here and now rather than drop it
                 try:
                     future.set_result(self.store.record(result, source=source, owner=owner))
                 except Exception as exc:
