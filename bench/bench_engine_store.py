@@ -1,11 +1,13 @@
 """The trace store on the engine's path: scripted 3-turn runs per second without a store, with the
-store written synchronously in the event loop (what ``Store.handler()`` does), and with the
-background batched writer (``Store.handler(background=True)``, podium.traces.writer).
+store written synchronously in the event loop (what ``Store.handler()`` does), with the
+background batched writer thread (``Store.handler(background=True)``, podium.traces.writer) and
+with the writer process (``Store.handler(background="process")``, podium.traces.writer_process).
 
 Each run: the ``rules`` coordinator, thinker -> worker -> verifier (ACCEPT), instant scripted
 models, so what is timed is the engine and the store. Variants are interleaved within each round
 (order rotated); ratios are taken within a round, then min/median/max over rounds. The background
-variant's time includes its final flush (every run committed before the clock stops).
+variants' times include their final flush (every run committed before the clock stops). The writer
+process is started before the clock (a server starts it once); its start-up time is reported apart.
 
     python bench/bench_engine_store.py [--runs 2000] [--concurrency 10] [--rounds 3]
 
@@ -17,18 +19,27 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from podium.engine import Engine
 from podium.pool import ModelSpec, Pool, PoolConfig
 from podium.traces.store import Store
 
 RESULTS = Path(__file__).resolve().parent / "results"
-VARIANTS = ["no store", "store (sync, before)", "store (background writer)"]
+VARIANTS = ["no store", "store (sync, before)", "store (background writer)", "store (writer process)"]
+RATIOS = {
+    "ratio_sync_store_vs_none": VARIANTS[1],
+    "ratio_background_store_vs_none": VARIANTS[2],
+    "ratio_process_store_vs_none": VARIANTS[3],
+}
+STARTUP: list[float] = []  # the writer process's start-up times (s)
+COSTS: dict[str, list[tuple[float, float, float]]] = {}  # variant: (CPU ms/run here, in the writer process, runs/batch)
 
 
 def pool() -> Pool:
@@ -42,10 +53,18 @@ def pool() -> Pool:
 
 
 async def runs_per_s(variant: str, runs: int, concurrency: int, db: Path) -> tuple[float, int]:
+    """Runs/s of ``variant`` (every run committed); also notes its CPU per run and batch size in COSTS."""
     engine = Engine(pool(), "rules")
-    handler = None
+    handler: Any = None
+    child = None
     if variant != "no store":
-        handler = Store.open(db).handler(source="bench", background=variant.endswith("writer)"))
+        kind = {VARIANTS[2]: "thread", VARIANTS[3]: "process"}.get(variant, False)
+        handler = Store.open(db).handler(source="bench", background=kind)  # type: ignore[arg-type]
+        if kind == "process":
+            began = time.perf_counter()
+            assert handler.writer.start()
+            STARTUP.append(time.perf_counter() - began)
+            child = handler.writer._proc.pid
     left = [runs]
     turns = [0]
 
@@ -55,14 +74,26 @@ async def runs_per_s(variant: str, runs: int, concurrency: int, db: Path) -> tup
             result = await engine.run("What is 40 + 2? Explain the steps.", on_event=handler)
             turns[0] += len(result.turns)
 
-    started = time.perf_counter()
+    child_cpu = _cpu_s(child)
+    cpu, started = time.process_time(), time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    close = getattr(handler, "close", None)
-    if close is not None:
-        close()  # flush: every run committed
-    elapsed = time.perf_counter() - started
+    if hasattr(handler, "flush"):
+        handler.flush()  # every run committed
+    elapsed, cpu, child_cpu = time.perf_counter() - started, time.process_time() - cpu, _cpu_s(child) - child_cpu
+    batches = getattr(getattr(handler, "writer", None), "batches", 0)
+    if hasattr(handler, "close"):
+        handler.close()
     await engine.aclose()
+    COSTS.setdefault(variant, []).append((cpu / runs * 1e3, child_cpu / runs * 1e3, runs / batches if batches else 0))
     return runs / elapsed, turns[0]
+
+
+def _cpu_s(pid: int | None) -> float:
+    """CPU seconds (user + system) of process ``pid`` so far (0 for None)."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def stats(xs: list[float]) -> dict[str, float]:
@@ -84,9 +115,10 @@ def main() -> None:
     rounds: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
         asyncio.run(runs_per_s("no store", 100, args.concurrency, Path(tmp) / "warm.db"))  # imports, caches
+        COSTS.clear()
         for r in range(args.rounds):
             row: dict[str, float] = {}
-            for variant in VARIANTS[r % 3 :] + VARIANTS[: r % 3]:
+            for variant in VARIANTS[r % len(VARIANTS) :] + VARIANTS[: r % len(VARIANTS)]:
                 rate, turns = asyncio.run(
                     runs_per_s(variant, args.runs, args.concurrency, Path(tmp) / f"{r}-{variant}.db")
                 )
@@ -102,8 +134,11 @@ def main() -> None:
         "turns_per_run": 3,
         "rounds": rounds,
         "runs_per_s": {v: stats([row[v] for row in rounds]) for v in VARIANTS},
-        "ratio_sync_store_vs_none": stats([row[VARIANTS[1]] / row[VARIANTS[0]] for row in rounds]),
-        "ratio_background_store_vs_none": stats([row[VARIANTS[2]] / row[VARIANTS[0]] for row in rounds]),
+        **{key: stats([row[v] / row[VARIANTS[0]] for row in rounds]) for key, v in RATIOS.items()},
+        "writer_process_startup_s": stats(STARTUP),
+        "cpu_ms_per_run_here": {v: stats([c[0] for c in COSTS[v]]) for v in VARIANTS},
+        "cpu_ms_per_run_writer_process": stats([c[1] for c in COSTS[VARIANTS[3]]]),
+        "runs_per_batch": {v: stats([c[2] for c in COSTS[v]]) for v in VARIANTS[2:]},
         "target": "store on >= 0.8 of store off",
         "load": {"start": load_start, "end": uptime()},
     }
@@ -114,15 +149,19 @@ def main() -> None:
         f"{args.runs} scripted 3-turn runs (rules), {args.concurrency} concurrent, {args.rounds} rounds; "
         "median (min–max).",
         "",
-        "| variant | runs/s | × no store (same round) |",
-        "|---|---:|---:|",
+        "| variant | runs/s | × no store (same round) | CPU ms/run, this process | in the writer process | runs/batch |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for i, v in enumerate(VARIANTS):
         s = report["runs_per_s"][v]
-        ratio = (
-            "1" if i == 0 else _fmt(report["ratio_sync_store_vs_none" if i == 1 else "ratio_background_store_vs_none"])
+        ratio = "1" if i == 0 else _fmt(report[next(k for k, x in RATIOS.items() if x == v)])
+        here = _fmt(report["cpu_ms_per_run_here"][v])
+        child = _fmt(report["cpu_ms_per_run_writer_process"]) if v == VARIANTS[3] else ""
+        batch = f"{report['runs_per_batch'][v]['median']:.0f}" if v in VARIANTS[2:] else ""
+        lines.append(
+            f"| {v} | {s['median']:.0f} ({s['min']:.0f}–{s['max']:.0f}) | {ratio} | {here} | {child} | {batch} |"
         )
-        lines.append(f"| {v} | {s['median']:.0f} ({s['min']:.0f}–{s['max']:.0f}) | {ratio} |")
+    lines += ["", f"Writer process start-up (before the clock): {_fmt(report['writer_process_startup_s'])} s."]
     text = "\n".join(lines)
     print(text)
     out = Path(args.out)

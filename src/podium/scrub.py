@@ -147,11 +147,18 @@ _UNSET = object()
 
 
 @contextlib.contextmanager
-def secrets_pinned() -> Iterator[None]:
+def secrets_pinned(patterns: tuple[re.Pattern[str], re.Pattern[str]] | object | None = _UNSET) -> Iterator[None]:
     """Within this block, in this thread, the environment's secrets are looked up once (not once per
-    :func:`scrub` call): for code that scrubs many values in a row, such as storing a batch of runs."""
+    :func:`scrub` call): for code that scrubs many values in a row, such as storing a batch of runs.
+
+    ``patterns``: use these instead (another process's :func:`secrets_pattern`, compiled: the plain
+    and the JSON-escaped alternation; None: no secrets); a nested block without them keeps the outer
+    block's."""
     previous = getattr(_PINNED, "regex", _UNSET), getattr(_PINNED, "json_regex", _UNSET)
-    _PINNED.regex, _PINNED.json_regex = _SECRETS.regex(), _SECRETS.json_regex()
+    if patterns is not _UNSET:
+        _PINNED.regex, _PINNED.json_regex = patterns if isinstance(patterns, tuple) else (None, None)
+    elif previous[0] is _UNSET:
+        _PINNED.regex, _PINNED.json_regex = _SECRETS.regex(), _SECRETS.json_regex()
     try:
         yield
     finally:
@@ -161,6 +168,14 @@ def secrets_pinned() -> Iterator[None]:
 def _env_regex() -> re.Pattern[str] | None:
     pinned = getattr(_PINNED, "regex", _UNSET)
     return _SECRETS.regex() if pinned is _UNSET else pinned  # type: ignore[return-value]
+
+
+def secrets_pattern() -> tuple[str, str] | None:
+    """The sources of the current secret alternations, plain and JSON-escaped (None when there is no
+    secret), for podium's own trace writer process: it scrubs with the secrets of the process that
+    submitted the runs."""
+    regex, json_regex = _SECRETS.regex(), _SECRETS.json_regex()
+    return (regex.pattern, json_regex.pattern) if regex is not None and json_regex is not None else None
 
 
 def register_env(names: Iterable[str | None]) -> None:

@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 
 import httpx
+import pytest
 import yaml
 
 from podium.engine import Engine
@@ -84,29 +85,49 @@ async def _load(url: str, acknowledged: list[str], stop: asyncio.Event) -> None:
     await asyncio.gather(*(client() for _ in range(20)))
 
 
-async def _kill_mid_load(tmp_path: Path, sig: int) -> tuple[list[str], set[str]]:
+def _children(pid: int) -> set[int]:
+    return {int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()}
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
+    except FileNotFoundError:
+        return True
+
+
+async def _kill_mid_load(tmp_path: Path, sig: int, writer: str = "process") -> tuple[list[str], set[str]]:
     pool = tmp_path / "pool.yaml"
     pool.write_text(yaml.safe_dump(POOL))
-    server = PodiumServer(pool, tmp_path)
+    server = PodiumServer(pool, tmp_path, env={"PODIUM_TRACE_WRITER": writer})
+    children: set[int] = set()
     acknowledged: list[str] = []
     stop = asyncio.Event()
     try:
         load = asyncio.ensure_future(_load(server.url, acknowledged, stop))
         while len(acknowledged) < 100:  # well into the load
             await asyncio.sleep(0.05)
+        children = _children(server.proc.pid)
+        assert len(children) == (1 if writer == "process" else 0), children
         server.proc.send_signal(sig)
         await asyncio.to_thread(server.proc.wait, 30)
         stop.set()
         await load
     finally:
         server.stop()
+    for _ in range(200):  # the writer process commits what it has read, then exits: no orphan left
+        if all(_gone(pid) for pid in children):
+            break
+        await asyncio.sleep(0.05)
+    assert all(_gone(pid) for pid in children)
     with sqlite3.connect(tmp_path / "podium.db") as conn:
         stored = {r[0] for r in conn.execute("SELECT id FROM runs")}
     return acknowledged, stored
 
 
-async def test_kill_9_mid_load_loses_no_acknowledged_run(tmp_path: Path) -> None:
-    acknowledged, stored = await _kill_mid_load(tmp_path, signal.SIGKILL)
+@pytest.mark.parametrize("writer", ["process", "thread"])
+async def test_kill_9_mid_load_loses_no_acknowledged_run(tmp_path: Path, writer: str) -> None:
+    acknowledged, stored = await _kill_mid_load(tmp_path, signal.SIGKILL, writer)
     assert len(acknowledged) >= 100
     assert set(acknowledged) <= stored, f"{len(set(acknowledged) - stored)} acknowledged runs lost"
 

@@ -3,8 +3,9 @@
 ``GET /v1/traces/{id}`` reads back through :meth:`Traces.get` with the caller's key name as
 owner, so a key sees its own runs and no other's. ``PODIUM_TRACES=off`` keeps nothing (the
 route then answers 404 and says why). Writes go to a background :class:`~podium.traces.writer.TraceWriter`
-(batched, off the event loop); a request is answered once its run is committed, so a crash after an
-answer cannot lose that answer's trace.
+(batched, off the event loop; ``PODIUM_TRACE_WRITER=process``: a writer process instead, see
+:mod:`podium.traces.writer_process`); a request is answered once its run is committed, so a crash
+after an answer cannot lose that answer's trace.
 """
 
 from __future__ import annotations
@@ -24,11 +25,11 @@ class Traces:
 
     def __init__(self, path: str | Path | None = None) -> None:
         from ..traces.store import Store, traces_setting
-        from ..traces.writer import TraceWriter
+        from ..traces.writer import open_writer
 
         self.enabled = traces_setting() != "off"
         self.store = Store.open(path) if self.enabled else None
-        self.writer = TraceWriter(self.store) if self.store is not None else None
+        self.writer = open_writer(self.store) if self.store is not None else None  # $PODIUM_TRACE_WRITER
 
     async def record(self, result: RunResult, owner: str) -> None:
         """Store ``result`` as owned by ``owner``; a storage failure is logged, never fails the request."""

@@ -230,6 +230,8 @@ class Store(StoreQueries):
     def _json(self, value: Any, *, private: bool = False) -> str:
         """``value`` scrubbed, then serialized (never the other way round: that can break the JSON).
         ``private`` texts (prompts) are stored as a digest in hash mode."""
+        if not value and type(value) in (list, dict) and not private:  # most turns' attempts: nothing to scrub
+            return "[]" if type(value) is list else "{}"
         if private and self.text_mode == "hash":
             return digest(json.dumps(clean_value(value), ensure_ascii=False))
         return dumps_scrubbed(value, sort_keys=isinstance(value, dict))
@@ -240,18 +242,22 @@ class Store(StoreQueries):
 
     def record_many(self, items: list[tuple[RunResult, str | None, str | None]]) -> list[str]:
         """Store several ``(result, source, owner)`` runs in one transaction; returns their ids."""
+        if not items:
+            return []
         with secrets_pinned():  # the environment's secrets looked up once for the batch
-            rows = [self._rows(result, source, owner) for result, source, owner in items]
-        with self._write() as conn:
-            for run_row, turn_rows in rows:
-                conn.execute("DELETE FROM turns WHERE run_id = ?", (run_row["id"],))
-                conn.execute("DELETE FROM run_models WHERE run_id = ?", (run_row["id"],))
-                conn.execute(_insert("runs", run_row, replace=True), run_row)
-                if turn_rows:
-                    conn.executemany(_insert("turns", turn_rows[0]), turn_rows)
-                    sums = run_model_rows(run_row, turn_rows)
-                    conn.executemany(_insert("run_models", sums[0]), sums)
-        return [run_row["id"] for run_row, _ in rows]
+            rows = {r.run_id: self._rows(r, source, owner) for r, source, owner in items}  # a run twice: the last copy
+        run_rows = [run_row for run_row, _ in rows.values()]
+        turn_rows = [t for _, turns in rows.values() for t in turns]
+        sums = [s for run_row, turns in rows.values() if turns for s in run_model_rows(run_row, turns)]
+        ids = [(run_id,) for run_id in rows]
+        with self._write() as conn:  # one statement per table for the whole batch
+            conn.executemany("DELETE FROM turns WHERE run_id = ?", ids)
+            conn.executemany("DELETE FROM run_models WHERE run_id = ?", ids)
+            conn.executemany(_insert_sql("runs", run_rows[0], replace=True), run_rows)
+            if turn_rows:
+                conn.executemany(_insert_sql("turns", turn_rows[0]), turn_rows)
+                conn.executemany(_insert_sql("run_models", sums[0]), sums)
+        return [r.run_id for r, _, _ in items]
 
     def _rows(
         self, result: RunResult, source: str | None, owner: str | None
@@ -333,19 +339,22 @@ class Store(StoreQueries):
         source: str | None = None,
         owner: str | None = None,
         on_error: Callable[[Exception], None] | None = None,
-        background: bool = False,
+        background: bool | Literal["thread", "process"] = False,
     ) -> Callable[[Any], None]:
         """An engine event handler that stores each run when its ``RunFinished`` event arrives.
 
         Synchronous on purpose: it also runs while a cancelled run unwinds. A storage failure is
         passed to ``on_error`` (if given) instead of failing the run; without ``on_error`` it raises.
-        ``background``: queue the run for a :class:`~podium.traces.writer.TraceWriter` instead (the
-        handler's ``flush()`` waits for it; see that module for what a crash can lose).
+        ``background``: queue the run for a background writer instead (the handler's ``flush()`` waits
+        for it; see :mod:`podium.traces.writer` for what a crash can lose): ``True`` or ``"thread"``, a
+        :class:`~podium.traces.writer.TraceWriter`; ``"process"``, a
+        :class:`~podium.traces.writer_process.ProcessTraceWriter` (for long jobs: the writes run on another core).
         """
         from ..engine import RunFinished
 
         if background:
-            return _background_handler(self, source, owner, on_error)
+            kind = "thread" if background is True else background
+            return _background_handler(self, source, owner, on_error, kind)
 
         def on_event(event: Any) -> None:
             if not isinstance(event, RunFinished):
@@ -377,13 +386,25 @@ class Store(StoreQueries):
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
+_SQL: dict[tuple[str, tuple[str, ...], bool], str] = {}
+
+
+def _insert_sql(table: str, row: dict[str, Any], *, replace: bool = False) -> str:
+    """:func:`~podium.traces.rows._insert`, built once per table and column list."""
+    key = (table, tuple(row), replace)
+    sql = _SQL.get(key)
+    if sql is None:
+        sql = _SQL[key] = _insert(table, row, replace=replace)
+    return sql
+
+
 def _background_handler(
-    store: Store, source: str | None, owner: str | None, on_error: Callable[[Exception], None] | None
+    store: Store, source: str | None, owner: str | None, on_error: Callable[[Exception], None] | None, kind: str
 ) -> Callable[[Any], None]:
     from ..engine import RunFinished
-    from .writer import TraceWriter
+    from .writer import open_writer
 
-    writer = TraceWriter(store, on_error=on_error)
+    writer = open_writer(store, kind, on_error=on_error, linger=0.02)  # nobody waits: larger batches
 
     def on_event(event: Any) -> None:
         if isinstance(event, RunFinished):
@@ -391,6 +412,7 @@ def _background_handler(
 
     on_event.flush = writer.flush  # type: ignore[attr-defined]
     on_event.close = writer.close  # type: ignore[attr-defined]
+    on_event.writer = writer  # type: ignore[attr-defined]
     return on_event
 
 

@@ -16,6 +16,9 @@ Durability, exactly:
   normal exit, an exception or SIGTERM/SIGINT handled by the application flushes them
   (:meth:`close`, also registered with :mod:`atexit`).
 
+:class:`~podium.traces.writer_process.ProcessTraceWriter` does the same work in a child process (the
+same interface and guarantees; ``PODIUM_TRACE_WRITER=process`` or ``Store.handler(background="process")``).
+
 A batch that fails is retried run by run, so one bad run cannot take its batch-mates with it; each
 failure goes to ``on_error`` and to that run's future.
 """
@@ -23,12 +26,15 @@ failure goes to ``on_error`` and to that run's future.
 from __future__ import annotations
 
 import atexit
+import os
 import queue
 import threading
 import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
+
+from ..errors import ConfigError
 
 if TYPE_CHECKING:
     from ..types import RunResult
@@ -121,20 +127,57 @@ class TraceWriter:
                 return False
 
     def _write(self, batch: list[Item]) -> None:
-        try:
-            ids = self.store.record_many([(r, source, owner) for r, source, owner, _ in batch])
-        except Exception:
-            for result, source, owner, future in batch:  # one by one: a bad run fails alone
-                try:
-                    future.set_result(self.store.record(result, source=source, owner=owner))
-                except Exception as exc:
-                    future.set_exception(exc)
-                    if self.on_error is not None:
-                        self.on_error(exc)
-            return
-        self.batches += 1
-        for (_, _, _, future), run_id in zip(batch, ids, strict=True):
-            future.set_result(run_id)
+        outcomes, batched = write_batch(self.store, [(r, source, owner) for r, source, owner, _ in batch])
+        self.batches += batched
+        for (*_, future), outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                future.set_exception(outcome)
+                if self.on_error is not None:
+                    self.on_error(outcome)
+            else:
+                future.set_result(outcome)
+
+
+def write_batch(
+    store: Store, items: list[tuple[RunResult, str | None, str | None]]
+) -> tuple[list[str | Exception], bool]:
+    """Store ``items`` in one transaction, else (it failed) run by run so that a bad run fails alone.
+    Returns each run's id or error, and whether the one transaction succeeded."""
+    try:
+        return list(store.record_many(items)), True
+    except Exception:
+        outcomes: list[str | Exception] = []
+        for result, source, owner in items:
+            try:
+                outcomes.append(store.record(result, source=source, owner=owner))
+            except Exception as exc:
+                outcomes.append(exc)
+        return outcomes, False
+
+
+WRITER_ENV = "PODIUM_TRACE_WRITER"
+
+
+def open_writer(
+    store: Store,
+    kind: str | None = None,
+    *,
+    on_error: Callable[[Exception], None] | None = None,
+    linger: float = 0.0,
+) -> Any:
+    """A background writer for ``store``: ``"thread"`` (:class:`TraceWriter`) or ``"process"``
+    (:class:`~podium.traces.writer_process.ProcessTraceWriter`: the work on another core, for a
+    long-lived server or job on a machine with a core to spare; it costs a child process of ~50 MB and
+    ~1 s to start). Default ``$PODIUM_TRACE_WRITER``, else thread. ``linger``: seconds a
+    process writer lets a batch gather, for callers that do not wait for the commit."""
+    kind = kind or os.environ.get(WRITER_ENV) or "thread"
+    if kind == "thread":
+        return TraceWriter(store, on_error=on_error)
+    if kind == "process":
+        from .writer_process import ProcessTraceWriter
+
+        return ProcessTraceWriter(store, on_error=on_error, linger=linger)
+    raise ConfigError(f"{WRITER_ENV}={kind!r} is not valid; use 'process' or 'thread'")
 
 
 _OPEN: weakref.WeakSet[TraceWriter] = weakref.WeakSet()

@@ -1,0 +1,348 @@
+"""Trace writes in a separate process: the scrubbing, row building and SQL of every run on another
+core, so they stop competing with the engine or the server for the GIL.
+
+:class:`ProcessTraceWriter` is a drop-in for :class:`~podium.traces.writer.TraceWriter` (the same
+``submit() -> Future``, ``flush``, ``close``). :meth:`submit` pickles the run in the caller's
+thread (≈ 40 µs; done there, it needs no GIL hand-off); a sender thread takes what is queued (up to
+``max_batch`` runs) and writes it to the child's stdin as one batch; a reader thread resolves each
+run's future from the child's acknowledgement. The child (``python -m podium.traces.writer_child``,
+started at the first submission) stores each batch in one transaction with the same
+:class:`~podium.traces.store.Store` code, then acknowledges it.
+
+Scrubbing still happens before anything is written, in the child, with *this* process's secrets:
+the sender passes the current secret alternation (:func:`podium.scrub.secrets_pattern`) over the
+child's stdin pipe whenever it changes. Secrets never go on a command line or to disk; the store's
+location (a PostgreSQL URL may hold a password) goes the same way.
+
+Durability, exactly (the same as the thread writer's):
+
+* a future completes only after the child has committed its run (SQLite: WAL, ``synchronous=NORMAL``);
+  a caller that waits for it (the server, before it answers) cannot lose that run to a ``kill -9``
+  of either process. If this process is killed, the child still commits every batch it has read,
+  then exits when its stdin closes;
+* runs submitted but not yet acknowledged live in this process until acknowledged: a SIGKILL of
+  this process may lose them (as with the thread writer); a normal exit or SIGTERM/SIGINT handled by
+  the application flushes them (:meth:`close`, also registered with :mod:`atexit`);
+* if the child dies (killed, crashed), nothing is silently lost: the error is reported (``on_error``,
+  else the ``podium.traces`` log), a new child is started and every unacknowledged batch is sent
+  again (storing a run twice replaces the first copy). After ``max_restarts`` deaths in a row with no
+  batch acknowledged in between, the writer stops using a process and stores runs in its own thread.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import pickle
+import queue
+import subprocess
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import wait as wait_all
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..scrub import secrets_pattern, secrets_pinned
+from .writer import write_batch
+from .writer_child import HEADER, WriterProcessError, compile_pattern, dumps, frame, read_frame, write_frame
+
+if TYPE_CHECKING:
+    from ..types import RunResult
+    from .store import Store
+
+log = logging.getLogger("podium.traces")
+_STOP = object()
+_UNSENT = object()
+Item = tuple[bytes, "Future[str]"]  # a pickled (run, source, owner) and its future
+
+
+class ProcessTraceWriter:
+    """Background, batched :meth:`Store.record` in a child process (see the module doc)."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        max_batch: int = 256,
+        on_error: Callable[[Exception], None] | None = None,
+        max_restarts: int = 3,
+        window: int = 2,
+        linger: float = 0.0,
+    ) -> None:
+        self.store = store
+        self.max_batch = max_batch
+        self.on_error = on_error
+        self.max_restarts = max_restarts
+        self.window = window  # batches sent and not yet acknowledged: while the child is busy, runs gather
+        self.linger = linger  # seconds to let a batch gather before sending it (no caller waits: larger batches)
+        self.batches = 0  # batches acknowledged (for tests and benchmarks)
+        self.restarts = 0  # children started after one died
+        self.in_process = False  # True once the writer gave up on child processes
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._lock = threading.Lock()  # submissions against close
+        self._io = threading.Lock()  # the child's stdin, its replacement, the pending batches' order
+        self._pending: dict[int, tuple[bytes, list[Future[str]], tuple[str, str] | None]] = {}
+        self._acked = threading.Condition()
+        self._outstanding: set[Future[str]] = set()
+        self._seq = 0
+        self._failures = 0  # child deaths since the last acknowledgement
+        self._sent_pattern: object = _UNSENT
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._ready = threading.Event()
+        self._closed = False
+        self._closing = False
+
+    # --- the caller's side ---------------------------------------------------------------------
+
+    def submit(self, result: RunResult, *, source: str | None = None, owner: str | None = None) -> Future[str]:
+        """Queue ``result``; the future gives its run id once committed (or the storage error)."""
+        future: Future[str] = Future()
+        try:
+            blob = dumps((result, source, owner))  # here, not in the sender: no GIL hand-off for it
+        except Exception:  # a run that cannot be pickled: stored here and now
+            blob = None
+        with self._lock:
+            if self._closed or blob is None:  # after close: store it here and now rather than drop it
+                try:
+                    future.set_result(self.store.record(result, source=source, owner=owner))
+                except Exception as exc:
+                    future.set_exception(exc)
+                return future
+            if self._proc is None and not self.in_process:
+                self._start()
+            self._outstanding.add(future)
+            future.add_done_callback(self._outstanding.discard)
+            self._queue.put((blob, future))
+        return future
+
+    def start(self, timeout: float | None = 30.0) -> bool:
+        """Start the child now (not at the first submission) and wait until it has opened the store."""
+        with self._lock:
+            if self._proc is None and not self._closed and not self.in_process:
+                self._start()
+        return self._ready.wait(timeout)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every run submitted before this call is committed (or failed)."""
+        _, not_done = wait_all(list(self._outstanding), timeout)
+        if not_done:
+            raise TimeoutError(f"{len(not_done)} trace writes still pending after {timeout} s")
+
+    def close(self, timeout: float | None = 30.0) -> None:
+        """Flush, then stop the threads and the child. Idempotent; later submissions are stored synchronously."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._proc is None and not self.in_process:
+                return
+            self._queue.put(_STOP)
+        self._sender.join(timeout)
+        try:
+            self.flush(timeout)
+        finally:
+            with self._io:
+                self._closing = True
+                proc = self._proc
+                if proc is not None and proc.stdin is not None:
+                    try:
+                        proc.stdin.close()  # the child exits once it has read everything
+                    except OSError:
+                        pass
+            if proc is not None:
+                try:
+                    proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+            self._reader.join(timeout)
+            _OPEN.discard(self)
+
+    # --- threads -------------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        try:
+            self._proc = self._spawn()
+        except OSError as exc:  # no child at all: store the runs in this process, say so once
+            self.in_process = True
+            self._report(WriterProcessError(f"cannot start the trace writer process ({exc}); storing traces here"))
+        self._sender = threading.Thread(target=self._send_loop, name="podium-trace-sender", daemon=True)
+        self._reader = threading.Thread(target=self._read_loop, name="podium-trace-acks", daemon=True)
+        self._sender.start()
+        self._reader.start()
+        _OPEN.add(self)
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        package_root = str(Path(__file__).resolve().parents[2])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "podium.traces.writer_child"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+        )
+        assert proc.stdin is not None
+        location = getattr(self.store, "url", None) or str(self.store.path)
+        write_frame(proc.stdin, ("open", location, self.store.text_mode))
+        self._sent_pattern = _UNSENT
+        return proc
+
+    def _send_loop(self) -> None:
+        while True:
+            with self._acked:  # at most ``window`` batches in flight: fewer, larger batches under load
+                self._acked.wait_for(lambda: len(self._pending) < self.window or self.in_process)
+            batch: list[Item] = []
+            stop = self._take(batch)
+            if batch:
+                self._send(batch)
+            if stop:
+                return
+
+    def _take(self, batch: list[Item]) -> bool:
+        """Block for one item, then take what else is queued (up to ``max_batch`` runs); True at the end."""
+        item = self._queue.get()
+        if self.linger and item is not _STOP:
+            time.sleep(self.linger)
+        while True:
+            if item is _STOP:
+                return True
+            batch.append(item)
+            if len(batch) >= self.max_batch:
+                return False
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return False
+
+    def _send(self, batch: list[Item]) -> None:
+        futures = [future for _, future in batch]
+        pattern = secrets_pattern()
+        with self._io:
+            if not self.in_process:
+                self._seq += 1
+                data = frame(("batch", self._seq, [blob for blob, _ in batch]))
+                self._pending[self._seq] = (data, futures, pattern)
+                self._emit(data, pattern)
+                return
+        self._write_here([pickle.loads(blob) for blob, _ in batch], futures, pattern)
+
+    def _emit(self, data: bytes, pattern: tuple[str, str] | None) -> None:
+        """Send one batch (after the secrets, if they changed); holds ``_io``."""
+        assert self._proc is not None and self._proc.stdin is not None
+        try:
+            if pattern != self._sent_pattern:
+                write_frame(self._proc.stdin, ("secrets", pattern))
+                self._sent_pattern = pattern
+            self._proc.stdin.write(data)
+            self._proc.stdin.flush()
+        except (OSError, ValueError):
+            pass  # the child is gone: the reader starts another and sends the pending batches again
+
+    def _read_loop(self) -> None:
+        while True:
+            proc = self._proc
+            if proc is None or proc.stdout is None:
+                return
+            while (message := read_frame(proc.stdout)) is not None:
+                if message[0] == "ready":
+                    self._ready.set()
+                elif message[0] == "ack":
+                    self._acknowledge(message[1], message[2])
+            code = proc.wait()
+            if self._closing:
+                if self._pending:
+                    self._fail_pending(WriterProcessError(f"trace writer process exited with {code} at close"))
+                return
+            if not self._replace(proc, code):
+                return
+
+    def _acknowledge(self, seq: int, outcomes: list[str | Exception]) -> None:
+        self._failures = 0
+        self.batches += 1
+        with self._acked:
+            entry = self._pending.pop(seq, None)
+            self._acked.notify()
+        if entry is not None:
+            self._resolve(entry[1], outcomes)
+
+    def _resolve(self, futures: list[Future[str]], outcomes: list[str | Exception]) -> None:
+        for future, outcome in zip(futures, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                future.set_exception(outcome)
+                self._report(outcome)
+            else:
+                future.set_result(outcome)
+
+    def _replace(self, dead: subprocess.Popen[bytes], code: int | str) -> bool:
+        """Start a new child and resend what the dead one did not acknowledge; False: write here from now on."""
+        with self._io:
+            self._failures += 1
+            waiting = sorted(self._pending.items())
+            runs = sum(len(futures) for _, (_, futures, _) in waiting)
+            if self._failures > self.max_restarts:
+                self.in_process = True
+                self._pending.clear()
+                with self._acked:
+                    self._acked.notify()
+            else:
+                try:
+                    self._proc = self._spawn()
+                except OSError as exc:
+                    code, self.in_process = f"{code} and could not be restarted ({exc})", True
+                    self._pending.clear()
+                    with self._acked:
+                        self._acked.notify()
+                else:
+                    self.restarts += 1
+                    for _, (data, _, pattern) in waiting:
+                        self._emit(data, pattern)
+        if self.in_process:
+            self._report(
+                WriterProcessError(
+                    f"trace writer process exited with {code} {self._failures} times in a row; "
+                    f"storing traces in this process from now on ({runs} runs pending)"
+                )
+            )
+            for _, (data, futures, pattern) in waiting:
+                items = [pickle.loads(blob) for blob in pickle.loads(data[HEADER.size :])[2]]
+                self._write_here(items, futures, pattern)
+            return False
+        self._report(WriterProcessError(f"trace writer process exited with {code}; restarted it, {runs} runs resent"))
+        return True
+
+    def _write_here(
+        self,
+        items: list[tuple[RunResult, str | None, str | None]],
+        futures: list[Future[str]],
+        pattern: tuple[str, str] | None,
+    ) -> None:
+        with secrets_pinned(compile_pattern(pattern)):
+            outcomes, _ = write_batch(self.store, items)
+        self._resolve(futures, outcomes)
+
+    def _fail_pending(self, error: Exception) -> None:
+        for _, futures, _ in self._pending.values():
+            for future in futures:
+                future.set_exception(error)
+        self._pending.clear()
+        self._report(error)
+
+    def _report(self, error: Exception) -> None:
+        if self.on_error is not None:
+            self.on_error(error)
+        else:
+            log.error("trace writer: %s", error)
+
+
+_OPEN: weakref.WeakSet[ProcessTraceWriter] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    """At interpreter exit, flush what every open writer still holds."""
+    for writer in list(_OPEN):
+        writer.close()
