@@ -9,6 +9,7 @@ from typing import cast
 
 import numpy as np
 
+from .memo import MIN_ROWS, Memo, fingerprint
 from .replay import ReplayDataset
 from .simulated_verifier import PASS_SCORE, Verifier, accept_matrix
 
@@ -33,8 +34,19 @@ class Problem:
         return cls(z, scores, known, ds.costs[rows] / cost_unit, accept)
 
 
+PROJECTIONS = Memo(256 << 20)  # the same rows' PCA recurs (e.g. a RouteLLM slice that keeps every row)
+
+
 def fit_projection(emb: np.ndarray, k: int, seed: int = 0, whiten: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and (whitened, or orthonormal) PCA basis (D, k) of ``emb``, by randomized SVD (seeded)."""
+    """Mean and (whitened, or orthonormal) PCA basis (D, k) of ``emb``, by randomized SVD (seeded).
+
+    Memoised by content (:mod:`podium.learned.memo`): the arrays returned are read-only."""
+    if len(emb) < MIN_ROWS:
+        return _fit_projection(emb, k, seed, whiten)
+    return PROJECTIONS.get(fingerprint("pca", emb, k, seed, whiten), lambda: _fit_projection(emb, k, seed, whiten))
+
+
+def _fit_projection(emb: np.ndarray, k: int, seed: int, whiten: bool) -> tuple[np.ndarray, np.ndarray]:
     mean = emb.mean(axis=0)
     x = (emb - mean).astype(np.float32)
     k = max(1, min(k, x.shape[1], len(x) - 1))
@@ -84,8 +96,17 @@ def cascade_rollout(
     failed = np.zeros((n_pop, n, n_models), dtype=bool)
     done = np.zeros((n_pop, n), dtype=bool)
     final, spent, calls = np.zeros((n_pop, n)), np.zeros((n_pop, n)), np.zeros((n_pop, n))
-    for _ in range(turns):
-        logits = base + np.matmul(failed.astype(base.dtype), w_fail)
+    penalty = np.zeros(
+        base.shape, np.result_type(base, w_fail)
+    )  # Σ of the failed models' rows of w_fail, while at most 2 have failed
+    for turn in range(turns):
+        if turn == 0:
+            logits = base  # nothing failed yet: failed @ w_fail is 0
+        elif turn <= 2:
+            # the same sum as failed @ w_fail: with 0/1 weights and at most 2 terms, any order gives fl(a + b)
+            logits = base + penalty
+        else:
+            logits = base + np.matmul(failed.astype(base.dtype), w_fail)
         open_ = p.available[None] & ~failed
         choice = np.argmax(np.where(open_, logits, -np.inf), axis=2)
         act = ~done & open_.any(axis=2)
@@ -95,6 +116,8 @@ def cascade_rollout(
         calls += act
         done |= act & ((score >= PASS_SCORE) if p.accept is None else p.accept[rows, choice])
         failed[pops[act], rows[act], choice[act]] = True
+        if turn < 2 and turn + 1 < turns:
+            penalty += np.where(act[..., None], w_fail[pops, choice], 0.0)
     return final, spent, calls
 
 
