@@ -120,3 +120,11 @@ def test_memoised_knn_features_and_projection_equal_a_fresh_computation() -> Non
     fresh = memory.features(emb.copy(), np.arange(400))
     again = memory.features(emb, np.arange(400))
     assert np.array_equal(first, fresh) and np.array_equal(first, again)
+
+
+def test_freed_memory_is_kept_where_glibc_allows_it() -> None:
+    import platform
+
+    from podium.learned.parallel_eval import keep_freed_memory
+
+    assert keep_freed_memory() is (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
