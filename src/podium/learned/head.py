@@ -25,9 +25,12 @@ import numpy as np
 
 from ..errors import UsageError
 from ..roles import TURN_ROLES
+from .memo import MIN_ROWS, Memo, fingerprint
 
 ROLE_NAMES = TURN_ROLES  # the head's role logits, in this order
 FORMAT = "podium-head/1"
+NEIGHBOURS = Memo(384 << 20)  # (n, kmax) neighbour rows of many encodings at once
+PROJECTED = Memo(256 << 20)  # [z, 1, knn] of many encodings at once
 MEMORY_ARRAYS = ("mem_mean", "mem_basis", "mem_emb", "mem_scores", "mem_known", "mem_prior")
 
 
@@ -67,8 +70,9 @@ class KnnMemory:
 
     def neighbours(self, x: np.ndarray, self_rows: np.ndarray | None) -> np.ndarray:
         """(n, kmax) memory rows most similar to unit vectors ``x``, leaving out ``self_rows[i]`` (if ≥ 0)."""
-        kmax = min(max(self.ks), len(self.emb) - 1)
-        sims = x @ self.emb.T.astype(np.float32)
+        kmax = self.kmax
+        memory = self.emb if self.emb.dtype == np.float32 else self.emb.astype(np.float32)
+        sims = x @ memory.T  # no copy of the memory per query (a view has the same layout as the old copy)
         top = np.argpartition(-sims, kmax, axis=1)[:, : kmax + 1]
         top = np.take_along_axis(top, np.argsort(-np.take_along_axis(sims, top, axis=1), axis=1), axis=1)
         drop = np.full(len(x), kmax)  # without a self row, the (kmax + 1)-th is dropped
@@ -79,12 +83,35 @@ class KnnMemory:
         keep[np.arange(len(x)), drop] = False
         return top[keep].reshape(len(x), kmax)
 
+    @property
+    def kmax(self) -> int:
+        return min(max(self.ks), len(self.emb) - 1)
+
+    def key(self) -> tuple[Any, ...]:
+        """What the features depend on besides the query (for :func:`podium.learned.memo.fingerprint`)."""
+        return (self.mean, self.basis, self.emb, self.scores, self.known, self.prior, self.ks, self.smooth)
+
+    def all_neighbours(self, emb: np.ndarray, self_rows: np.ndarray | None = None) -> np.ndarray:
+        """:meth:`neighbours` of encodings ``emb`` (n, D), 1024 rows at a time; memoised for many rows."""
+        emb = np.atleast_2d(emb)
+
+        def compute() -> np.ndarray:
+            x, out = self.embed(emb), []
+            for start in range(0, len(x), 1024):
+                rows = None if self_rows is None else self_rows[start : start + 1024]
+                out.append(self.neighbours(x[start : start + 1024], rows))
+            return np.vstack(out)
+
+        if len(emb) < MIN_ROWS:
+            return compute()
+        key = fingerprint("neighbours", emb, self_rows, self.mean, self.basis, self.emb, self.kmax)
+        return NEIGHBOURS.get(key, compute)
+
     def features(self, emb: np.ndarray, self_rows: np.ndarray | None = None) -> np.ndarray:
         """(n, len(ks) · M) smoothed neighbour success rates; ``self_rows`` as in :meth:`neighbours`."""
-        x, out = self.embed(emb), []
-        for start in range(0, len(x), 1024):
-            rows = None if self_rows is None else self_rows[start : start + 1024]
-            nb = self.neighbours(x[start : start + 1024], rows)
+        neighbours, out = self.all_neighbours(emb, self_rows), []
+        for start in range(0, len(neighbours), 1024):
+            nb = neighbours[start : start + 1024]
             num = np.cumsum(self.scores[nb], axis=1)
             den = np.cumsum(self.known[nb], axis=1, dtype=np.float32)
             feats = [
@@ -183,8 +210,19 @@ class Head:
         return k + 1 + n_knn + n_models
 
     def project(self, emb: np.ndarray, self_rows: np.ndarray | None = None) -> np.ndarray:
-        """``[z, 1, knn]`` for encodings ``emb`` of shape (n, D); ``self_rows``: see :class:`KnnMemory`."""
-        z = (np.atleast_2d(emb) - self.mean) @ self.proj
+        """``[z, 1, knn]`` for encodings ``emb`` of shape (n, D); ``self_rows``: see :class:`KnnMemory`.
+
+        Memoised for many rows (every head trained on one split shares its projection and memory, and
+        evaluation projects the same rows for each of them); the array returned is then read-only."""
+        emb = np.atleast_2d(emb)
+        if len(emb) < MIN_ROWS:
+            return self._project(emb, self_rows)
+        memory = self.memory.key() if self.memory is not None else ()
+        key = fingerprint("project", emb, self_rows, self.mean, self.proj, *memory)
+        return PROJECTED.get(key, lambda: self._project(emb, self_rows))
+
+    def _project(self, emb: np.ndarray, self_rows: np.ndarray | None) -> np.ndarray:
+        z = (emb - self.mean) @ self.proj
         parts = [z, np.ones((len(z), 1), dtype=z.dtype)]
         if self.memory is not None:
             parts.append(self.memory.features(emb, self_rows).astype(z.dtype))

@@ -9,6 +9,7 @@ from typing import cast
 
 import numpy as np
 
+from .memo import MIN_ROWS, Memo, fingerprint
 from .replay import ReplayDataset
 from .simulated_verifier import PASS_SCORE, Verifier, accept_matrix
 
@@ -33,8 +34,19 @@ class Problem:
         return cls(z, scores, known, ds.costs[rows] / cost_unit, accept)
 
 
+PROJECTIONS = Memo(256 << 20)  # the same rows' PCA recurs (e.g. a RouteLLM slice that keeps every row)
+
+
 def fit_projection(emb: np.ndarray, k: int, seed: int = 0, whiten: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and (whitened, or orthonormal) PCA basis (D, k) of ``emb``, by randomized SVD (seeded)."""
+    """Mean and (whitened, or orthonormal) PCA basis (D, k) of ``emb``, by randomized SVD (seeded).
+
+    Memoised by content (:mod:`podium.learned.memo`): the arrays returned are read-only."""
+    if len(emb) < MIN_ROWS:
+        return _fit_projection(emb, k, seed, whiten)
+    return PROJECTIONS.get(fingerprint("pca", emb, k, seed, whiten), lambda: _fit_projection(emb, k, seed, whiten))
+
+
+def _fit_projection(emb: np.ndarray, k: int, seed: int, whiten: bool) -> tuple[np.ndarray, np.ndarray]:
     mean = emb.mean(axis=0)
     x = (emb - mean).astype(np.float32)
     k = max(1, min(k, x.shape[1], len(x) - 1))
@@ -77,7 +89,48 @@ def single_rewards(weights: np.ndarray, p: Problem, lam: float) -> np.ndarray:
 def cascade_rollout(
     base: np.ndarray, w_fail: np.ndarray, p: Problem, turns: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Run the cascade for P heads: returns final score (P, n), summed cost (P, n), calls (P, n)."""
+    """Run the cascade for P heads: returns final score (P, n), summed cost (P, n), calls (P, n).
+
+    Turn t's logits are ``base + failed @ w_fail`` over the models not yet tried. After the first
+    turn only the (head, item) pairs still open are rolled on, and the failed models' rows of
+    ``w_fail`` are summed directly: with 0/1 indicators and at most two failures (``turns`` ≤ 3)
+    any summation order gives the same ``fl(a + b)`` as the matrix product, so the outcome is
+    bit-identical to :func:`dense_rollout` (used for longer cascades)."""
+    if turns > 3:
+        return dense_rollout(base, w_fail, p, turns)
+    n_pop, n, n_models = base.shape
+    masked = np.where(p.available[None], base, -np.inf)
+    choice = np.argmax(masked, axis=2)  # turn 1: nothing failed yet
+    n_open = p.available.sum(axis=1)
+    pp, ii = np.nonzero(np.broadcast_to(n_open > 0, (n_pop, n)))
+    cc = choice[pp, ii]
+    final, spent, calls = np.zeros((n_pop, n)), np.zeros((n_pop, n)), np.zeros((n_pop, n))
+    tried: list[np.ndarray] = []
+    penalty = np.zeros((len(pp), n_models), np.result_type(base, w_fail))
+    for turn in range(turns):
+        if turn:
+            logits = masked[pp, ii] + penalty
+            rows = np.arange(len(pp))
+            for c in tried:
+                logits[rows, c] = -np.inf
+            cc = np.argmax(logits, axis=1)
+        score = p.scores[ii, cc]
+        final[pp, ii] = score
+        spent[pp, ii] += p.cost[ii, cc]
+        calls[pp, ii] += 1.0
+        ok = (score >= PASS_SCORE) if p.accept is None else p.accept[ii, cc]
+        go = ~ok & (n_open[ii] > turn + 1)  # rejected, and an untried model is left
+        if turn + 1 < turns:
+            penalty = penalty[go] + w_fail[pp[go], cc[go]]
+            tried = [c[go] for c in tried] + [cc[go]]
+            pp, ii = pp[go], ii[go]
+    return final, spent, calls
+
+
+def dense_rollout(
+    base: np.ndarray, w_fail: np.ndarray, p: Problem, turns: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`cascade_rollout` for every (head, item) pair at every turn, as a matrix product."""
     n_pop, n, n_models = base.shape
     rows = np.arange(n)[None, :].repeat(n_pop, 0)
     pops = np.arange(n_pop)[:, None].repeat(n, 1)

@@ -70,7 +70,31 @@ def accept_matrix(scores: np.ndarray, verifier: Verifier, rows: np.ndarray | Non
         return correct
     n, m = correct.shape
     ids = np.arange(n) if rows is None else np.asarray(rows)
-    u = np.empty((n, m))
-    for i, row in enumerate(ids):  # one stream per item: stable across subsets and orders
-        u[i] = np.random.default_rng((verifier.seed, int(row))).random(m)
+    u = _uniforms(verifier.seed, m, ids)
     return np.where(correct, u >= verifier.false_reject, u < verifier.false_accept)
+
+
+_DRAWS: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}  # (seed, M) -> (drawn mask, draws) by row
+
+
+def _uniforms(seed: int, m: int, ids: np.ndarray) -> np.ndarray:
+    """(n, m) uniform draws, one seeded stream per item row (stable across subsets and orders).
+
+    Each row's stream is drawn once per process and kept: replay evaluation asks for the same rows'
+    verdicts at many error rates and in every fold, and creating a generator per row dominated."""
+    ids = ids.astype(np.int64, copy=False)
+    if len(ids) == 0:
+        return np.empty((0, m))
+    drawn, draws = _DRAWS.get((seed, m), (np.zeros(0, dtype=bool), np.empty((0, m))))
+    top = int(ids.max()) + 1
+    if top > len(drawn) or int(ids.min()) < 0:
+        if int(ids.min()) < 0:  # negative ids: no cache (never the case for dataset rows)
+            return np.stack([np.random.default_rng((seed, int(r))).random(m) for r in ids])
+        drawn = np.concatenate([drawn, np.zeros(top - len(drawn), dtype=bool)])
+        draws = np.concatenate([draws, np.empty((top - len(draws), m))])
+    for row in np.unique(ids[~drawn[ids]]):
+        draws[row] = np.random.default_rng((seed, int(row))).random(m)
+        drawn[row] = True
+    _DRAWS[(seed, m)] = (drawn, draws)
+    out: np.ndarray = draws[ids]
+    return out

@@ -1,0 +1,130 @@
+"""The eval-replay speedups are exact: memoised, cached and vectorised paths give the same bits as
+the plain computation they replace."""
+
+from __future__ import annotations
+
+from statistics import NormalDist
+
+import numpy as np
+import pytest
+
+from podium.learned import head as head_mod
+from podium.learned.head import KnnMemory
+from podium.learned.memo import Memo, fingerprint
+from podium.learned.rewards import Problem, cascade_rollout, fit_projection
+from podium.learned.simulated_verifier import Verifier, accept_matrix
+from podium.learned.stats import interval, lower_bound
+
+
+def dense_rollout(
+    base: np.ndarray, w_fail: np.ndarray, p: Problem, turns: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The cascade rollout as first written: failed-model indicators times W_fail at every turn."""
+    n_pop, n, n_models = base.shape
+    rows = np.arange(n)[None, :].repeat(n_pop, 0)
+    pops = np.arange(n_pop)[:, None].repeat(n, 1)
+    failed = np.zeros((n_pop, n, n_models), dtype=bool)
+    done = np.zeros((n_pop, n), dtype=bool)
+    final, spent, calls = np.zeros((n_pop, n)), np.zeros((n_pop, n)), np.zeros((n_pop, n))
+    for _ in range(turns):
+        logits = base + np.matmul(failed.astype(base.dtype), w_fail)
+        open_ = p.available[None] & ~failed
+        choice = np.argmax(np.where(open_, logits, -np.inf), axis=2)
+        act = ~done & open_.any(axis=2)
+        score, cost = p.scores[rows, choice], p.cost[rows, choice]
+        final = np.where(act, score, final)
+        spent += np.where(act, cost, 0.0)
+        calls += act
+        done |= act & ((score >= 0.5) if p.accept is None else p.accept[rows, choice])
+        failed[pops[act], rows[act], choice[act]] = True
+    return final, spent, calls
+
+
+@pytest.mark.parametrize("turns", [1, 2, 3, 4, 5])
+def test_cascade_rollout_matches_the_dense_rollout_bit_for_bit(turns: int) -> None:
+    rng = np.random.default_rng(turns)
+    for trial in range(12):
+        n_pop, n, m = 5, 200, 9
+        base = rng.normal(size=(n_pop, n, m)).astype(np.float32 if trial % 3 == 0 else np.float64)
+        # near-ties between base logits and failure penalties make any rounding difference show
+        w_fail = np.round(rng.normal(size=(n_pop, m, m)), 1) * [1e-3, 1.0, 100.0][trial % 3]
+        accept = rng.random((n, m)) < 0.3 if trial % 2 else None
+        p = Problem(np.zeros((n, 1)), rng.random((n, m)), rng.random((n, m)) < 0.8, rng.random((n, m)), accept)
+        got, want = cascade_rollout(base, w_fail, p, turns), dense_rollout(base, w_fail, p, turns)
+        for a, b in zip(got, want):
+            assert np.array_equal(a, b)
+
+
+def test_accept_matrix_draws_once_per_item_and_matches_a_fresh_generator() -> None:
+    rng = np.random.default_rng(0)
+    scores = rng.random((300, 6))
+    v = Verifier(0.2, 0.1, seed=11)
+    rows = rng.permutation(5000)[:300]
+    expected = np.stack([np.random.default_rng((11, int(r))).random(6) for r in rows])
+    want = np.where(scores >= 0.5, expected >= 0.1, expected < 0.2)
+    assert np.array_equal(accept_matrix(scores, v, rows), want)
+    assert np.array_equal(accept_matrix(scores[::-1], v, rows[::-1]), want[::-1])  # cached draws, other order
+    assert np.array_equal(accept_matrix(scores[:50], v, rows[:50]), want[:50])
+
+
+def test_bootstrap_intervals_reuse_the_same_resamples_as_a_fresh_draw() -> None:
+    values = np.random.default_rng(3).normal(size=257)
+    idx = np.random.default_rng(0).integers(0, 257, size=(1000, 257))
+    boots = values[idx].mean(axis=1)
+    tail = (1 - 0.95) / 2
+    want = (float(np.quantile(boots, tail)), float(np.quantile(boots, 1 - tail)))
+    for _ in range(2):  # the second call hits the cached indices
+        assert interval(values) == want
+    assert lower_bound(values, 0.05) == float(values.mean() - NormalDist().inv_cdf(0.95) * boots.std())
+
+
+def test_memo_is_bounded_keyed_by_content_and_read_only() -> None:
+    memo = Memo(max_bytes=3 * 800)
+    calls = []
+
+    def make(i: int) -> np.ndarray:
+        calls.append(i)
+        return np.full(100, float(i))
+
+    for i in range(4):
+        memo.get(fingerprint(np.arange(5) + i), lambda i=i: make(i))
+    assert calls == [0, 1, 2, 3]
+    out = memo.get(fingerprint(np.arange(5) + 3), lambda: make(99))  # a copy of the same content hits
+    assert calls == [0, 1, 2, 3] and out[0] == 3.0
+    memo.get(fingerprint(np.arange(5)), lambda: make(0))  # the oldest was evicted (3 arrays fit)
+    assert calls == [0, 1, 2, 3, 0]
+    with pytest.raises(ValueError):
+        out[0] = 1.0
+    assert fingerprint(np.zeros(3, np.float32)) != fingerprint(np.zeros(3, np.float64))
+    assert fingerprint(np.zeros((2, 3))) != fingerprint(np.zeros((3, 2)))
+
+
+def test_memoised_knn_features_and_projection_equal_a_fresh_computation() -> None:
+    rng = np.random.default_rng(5)
+    emb = rng.normal(size=(400, 48)).astype(np.float32)
+    mean, basis = fit_projection(emb, 16, whiten=False)
+    assert fit_projection(emb.copy(), 16, whiten=False)[1] is basis  # memoised by content
+    memory = KnnMemory(
+        mean,
+        basis,
+        np.zeros((0, 0), np.float32),
+        rng.random((400, 4)).astype(np.float32),
+        rng.random((400, 4)) < 0.9,
+        np.full(4, 0.5, np.float32),
+        (5, 20),
+        1.0,
+    )
+    memory.emb = memory.embed(emb)
+    first = memory.features(emb, np.arange(400))
+    head_mod.NEIGHBOURS.clear()
+    fresh = memory.features(emb.copy(), np.arange(400))
+    again = memory.features(emb, np.arange(400))
+    assert np.array_equal(first, fresh) and np.array_equal(first, again)
+
+
+def test_freed_memory_is_kept_where_glibc_allows_it() -> None:
+    import platform
+
+    from podium.learned.parallel_eval import keep_freed_memory
+
+    assert keep_freed_memory() is (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
