@@ -11,33 +11,9 @@ import pytest
 from podium.learned import head as head_mod
 from podium.learned.head import KnnMemory
 from podium.learned.memo import Memo, fingerprint
-from podium.learned.rewards import Problem, cascade_rollout, fit_projection
+from podium.learned.rewards import Problem, cascade_rollout, dense_rollout, fit_projection
 from podium.learned.simulated_verifier import Verifier, accept_matrix
 from podium.learned.stats import interval, lower_bound
-
-
-def dense_rollout(
-    base: np.ndarray, w_fail: np.ndarray, p: Problem, turns: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The cascade rollout as first written: failed-model indicators times W_fail at every turn."""
-    n_pop, n, n_models = base.shape
-    rows = np.arange(n)[None, :].repeat(n_pop, 0)
-    pops = np.arange(n_pop)[:, None].repeat(n, 1)
-    failed = np.zeros((n_pop, n, n_models), dtype=bool)
-    done = np.zeros((n_pop, n), dtype=bool)
-    final, spent, calls = np.zeros((n_pop, n)), np.zeros((n_pop, n)), np.zeros((n_pop, n))
-    for _ in range(turns):
-        logits = base + np.matmul(failed.astype(base.dtype), w_fail)
-        open_ = p.available[None] & ~failed
-        choice = np.argmax(np.where(open_, logits, -np.inf), axis=2)
-        act = ~done & open_.any(axis=2)
-        score, cost = p.scores[rows, choice], p.cost[rows, choice]
-        final = np.where(act, score, final)
-        spent += np.where(act, cost, 0.0)
-        calls += act
-        done |= act & ((score >= 0.5) if p.accept is None else p.accept[rows, choice])
-        failed[pops[act], rows[act], choice[act]] = True
-    return final, spent, calls
 
 
 @pytest.mark.parametrize("turns", [1, 2, 3, 4, 5])

@@ -66,3 +66,17 @@ def cors_origins(configured: list[str] | None) -> list[str]:
     if configured is not None:
         return configured
     return [o.strip() for o in os.environ.get("PODIUM_CORS_ORIGINS", "").split(",") if o.strip()]
+
+
+def replay_body(body: bytes, receive: Receive) -> Receive:
+    """``receive`` with ``body`` handed out again first."""
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay

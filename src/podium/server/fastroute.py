@@ -24,7 +24,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from .chat import Chat, bug_response, error_for
-from .edges import ASGIApp, Message, Receive, Scope, Send
+from .edges import ASGIApp, Receive, Scope, Send, replay_body
 from .schemas import ChatCompletionRequest
 
 try:
@@ -78,7 +78,7 @@ class ChatRoute:
         except Exception:
             data = None
         if data is None:  # FastAPI's own answer (invalid JSON, no body, ...)
-            await self.app(scope, _replay(body, receive), send)
+            await self.app(scope, replay_body(body, receive), send)
             return
         try:
             response = await self._answer(scope, data)
@@ -97,17 +97,3 @@ class ChatRoute:
         state = scope.setdefault("state", {})
         fields: dict[str, Any] = state.get("log", {})
         return await chat.handle(request, key, fields)
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """``receive`` with ``body`` handed out again first."""
-    replayed = False
-
-    async def replay() -> Message:
-        nonlocal replayed
-        if not replayed:
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay

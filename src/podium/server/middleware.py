@@ -9,7 +9,7 @@ from typing import Any
 from ..errors import missing_extra
 from ..hosts import host_allowed
 from ..scrub import dumps_scrubbed
-from .edges import ASGIApp, Message, Receive, Scope, Send
+from .edges import ASGIApp, Receive, Scope, Send, replay_body
 from .errors import ApiError
 
 try:
@@ -80,16 +80,7 @@ class BodyLimit:
             more = message.get("more_body", False)
             if len(body) > self.limit:
                 return await self._too_large(scope, receive, send)
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
+        await self.app(scope, replay_body(body, receive), send)
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         err = ApiError(413, f"the request body exceeds {self.limit} bytes", code="request_too_large")
