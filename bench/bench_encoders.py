@@ -40,6 +40,7 @@ ENCODERS: dict[str, dict[str, Any]] = {
     "minilm": {"name": "minilm", "max_tokens": 64},
     "smollm2": {"name": "smollm2", "layers": 8, "max_tokens": 64},
 }
+SET_ORDER = ["llmrouter_9model", "routerdc_7x7b", "mmlu_pro", "routerbench_subset"]
 ROWS = ("best_single", "per_task", "mf", "knn", "predictor", "learned_ungated", "learned", "learned@cap", "oracle")
 
 
@@ -210,9 +211,15 @@ def report_full(out: dict[str, Any]) -> str:
         )
     lines += ["", "Safe head's CV choice per row:", ""]
     lines += [f"- {r['dataset']} / {r['encoder']}: {r['cv']['reason']}" for r in out["results"]]
-    lines += ["", "Encoding (fresh texts only, niced, while other jobs ran; empty when already cached):", ""]
-    lines += [f"- {k}: {json.dumps(w)}" for k, w in out["warm"].items() if w["fresh"]]
-    lines += [f"- cold encoding runs: {c}" for c in out.get("cold", [])]
+    lines += [
+        "",
+        "Times: cold = encoding the whole set into the on-disk cache (`warm --full`, nice 19 while other jobs ran; "
+        "wall and CPU seconds below); warm = the `eval s` column (the evaluation with every encoding cached; "
+        "`encode one text` is the encoder's own cost per decision, `decision p50` the whole decision in wall time).",
+        "",
+    ]
+    lines += [f"- cold: {c}" for c in out.get("cold", [])]
+    lines += [f"- encoded during eval: {k}: {json.dumps(w)}" for k, w in out["warm"].items() if w["fresh"]]
     return "\n".join(lines) + "\n"
 
 
@@ -309,8 +316,13 @@ def main() -> None:
         Path(a.out + ".md").write_text(report(out))
         print(report(out))
         return
-    if a.what == "report":  # the tables again from a results .json (ARGS: its path)
+    if a.what == "report":  # the tables again from a results .json (ARGS: its path), plus cold encoding runs
         out = json.loads(Path(a.args[0]).read_text())
+        for log in a.warm_logs:  # `warm --full` summary lines: "[set] encoder: {...}"
+            cold = [line for line in Path(log).read_text().splitlines() if line.startswith("[")]
+            out["cold"] = sorted(set(out.get("cold", [])) | set(cold))
+        out["results"].sort(key=lambda r: (SET_ORDER.index(r["dataset"]), list(ENCODERS).index(r["encoder"])))
+        Path(a.args[0]).write_text(json.dumps(out, indent=1, default=float))
         text = report_full(out) if out.get("full") else report(out)
         Path(a.out + ".md").write_text(text)
         print(text)
