@@ -11,7 +11,9 @@ encodings (encode + cosine against every train item). Ratios are learned / peer.
 
     python bench/bench_decision_latency.py [--dataset ../shared/data/routing/mmlu_pro] [--n 1000]
 
-Writes bench/results/decision_latency.json.
+Writes bench/results/decision_latency.json. With ``--encoders hashed,minilm,smollm2`` it times the
+whole decision per encoder instead (heads trained on a small subsample; wall and CPU time), into
+bench/results/encoders_decision_latency.{md,json}.
 """
 
 from __future__ import annotations
@@ -120,11 +122,92 @@ async def interleaved(coordinators: dict, knn, pool: Pool, texts: list[str], mod
     return times
 
 
+def encoder_coordinator(ds, spec: dict, name: str) -> LearnedCoordinator:
+    """A briefly trained safe-path head on ``ds`` with encoder ``spec``, loaded as the coordinator."""
+    config = TrainConfig(generations=5, encoder=spec)
+    prep = prepare(ds, config)
+    head = train_head(prep, config, progress=None)
+    order = np.argsort(-np.nanmean(np.where(ds.known[prep.train_rows], ds.scores[prep.train_rows], np.nan), axis=0))
+    head.gate = Gate(order, 0.05)
+    attach_knob(head, prep, np.ones(len(head.models)))
+    path = head.save(RESULTS / f"latency_head_{name}.npz")
+    coordinator = LearnedCoordinator.load(path)
+    path.unlink()
+    return coordinator
+
+
+def encoders_run(args: argparse.Namespace) -> None:
+    """Whole-decision latency per encoder, interleaved per text (wall and CPU time of ``decide``).
+
+    Heads are trained on a small fixed subsample (latency does not depend on how well a head is
+    trained, and the LM encoders would otherwise encode the whole set first)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_encoders import ENCODERS, subsample
+
+    ds = subsample(load_replay(args.dataset), args.train_items, 20, 0)
+    names = args.encoders.split(",")
+    coordinators = {name: encoder_coordinator(ds, ENCODERS[name], name) for name in names}
+    pool, models = pool_for(ds.models), list(ds.models)
+    rng = np.random.default_rng(0)
+    texts = [transcript_text(rng) for _ in range(args.n + 5)]
+    wall: dict[str, list[float]] = {n: [] for n in names}
+    cpu: dict[str, list[float]] = {n: [] for n in names}
+    for i, text in enumerate(texts):
+        for name in names[i % len(names) :] + names[: i % len(names)]:
+            state = state_for(pool, text, models)
+            w, c = time.perf_counter(), time.process_time()
+            loop_decide(coordinators[name], state)
+            if i >= 5:  # the first few warm the caches
+                wall[name].append(time.perf_counter() - w)
+                cpu[name].append(time.process_time() - c)
+    uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    rows = {n: {"wall": percentiles(wall[n]), "cpu": percentiles(cpu[n]), "encoder": ENCODERS[n]} for n in names}
+    result = {
+        "command": "python bench/bench_decision_latency.py " + " ".join(sys.argv[1:]),
+        "dataset": ds.name,
+        "models": len(models),
+        "decisions": args.n,
+        "transcript_tokens": 256,
+        "target_p50_ms": 20.0,
+        "load": uptime,
+        "encoders": rows,
+    }
+    lines = [
+        "# Whole-decision latency of the learned coordinator per encoder (one decision at a time)",
+        "",
+        f"Command: `OPENBLAS_NUM_THREADS=1 {result['command']}`; {args.n} decisions, fresh ~256-token transcripts, "
+        f"{ds.name} pool ({len(models)} models), interleaved per text; load at the end: `{uptime}` (2 shared cores).",
+        "",
+        "| encoder | wall p50 ms | wall p99 ms | CPU p50 ms | CPU p99 ms | CPU p50 / 20 ms target |",
+        "|---|---|---|---|---|---|",
+    ]
+    for n, r in rows.items():
+        lines.append(
+            f"| {n} | {r['wall']['p50_ms']:.1f} | {r['wall']['p99_ms']:.1f} | {r['cpu']['p50_ms']:.1f} | "
+            f"{r['cpu']['p99_ms']:.1f} | {r['cpu']['p50_ms'] / 20:.2f}x |"
+        )
+    print("\n".join(lines))
+    (RESULTS / "encoders_decision_latency.json").write_text(json.dumps(result, indent=1))
+    (RESULTS / "encoders_decision_latency.md").write_text("\n".join(lines) + "\n")
+
+
+LOOP = asyncio.new_event_loop()
+
+
+def loop_decide(coordinator: LearnedCoordinator, state: RunState) -> None:
+    LOOP.run_until_complete(coordinator.decide(state))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default=str(ROOT.parent / "shared" / "data" / "routing" / "mmlu_pro"))
     parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--encoders", help="e.g. hashed,minilm,smollm2: whole-decision latency per encoder instead")
+    parser.add_argument("--train-items", type=int, default=150, help="with --encoders: train items of the heads")
     args = parser.parse_args()
+    if args.encoders:
+        encoders_run(args)
+        return
     ds = load_replay(args.dataset)
     config = TrainConfig(generations=5)
     prep = prepare(ds, config)

