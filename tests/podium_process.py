@@ -54,7 +54,7 @@ class PodiumServer:
         )
         self._wait_healthy()
 
-    def _wait_healthy(self, timeout: float = 30.0) -> None:
+    def _wait_healthy(self, timeout: float = 60.0) -> None:  # start-up at load 10 on 2 cores took > 30 s
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -221,7 +221,8 @@ async def normal(client: httpx.AsyncClient, i: int) -> int:
 
 async def test_soak_server_abandoned_streams_and_slow_clients(server: ServerProcess, tmp_path: Path) -> None:
     with PodiumServer(server_pool(server.url, tmp_path), tmp_path, args=["--header-timeout", "2"]) as podium:
-        async with httpx.AsyncClient(base_url=podium.url, timeout=60) as client:
+        # generous budgets: these check for hangs and leaks, not speed (a loaded 2-core box once took > 60 s)
+        async with httpx.AsyncClient(base_url=podium.url, timeout=120) as client:
             assert await normal(client, 1) == 200
             base_sockets, base_upstream = podium.sockets(), server.stats()["open_connections"]
             base_kinds = podium.describe_fds()
@@ -236,7 +237,7 @@ async def test_soak_server_abandoned_streams_and_slow_clients(server: ServerProc
             jobs += [limited(slow_head(podium.port)) for _ in range(SLOW_HEADS)]
             jobs += [limited(slow_reader(podium.port, "drip")) for _ in range(SLOW_READERS)]
             jobs += [limited(normal(client, i)) for i in range(NORMAL)]
-            results = await asyncio.wait_for(asyncio.gather(*jobs), timeout=120)
+            results = await asyncio.wait_for(asyncio.gather(*jobs), timeout=240)
             elapsed = time.perf_counter() - started
             statuses = [r for r in results if isinstance(r, int)]
             assert statuses.count(200) == NORMAL, statuses
@@ -262,4 +263,4 @@ async def test_soak_server_abandoned_streams_and_slow_clients(server: ServerProc
     assert len(runs) == expected, f"{expected - len(runs)} traces lost"
     drips = (ABANDONED + 1) // 2 + SLOW_READERS  # a drip stream never ends: all of these were cut by their client
     assert sum(status == "interrupted" for _, status in runs) >= drips
-    assert elapsed < 100
+    assert elapsed < 200
