@@ -39,6 +39,20 @@ _CPU_PROFILE = (
 )
 
 
+def thread_cpu(pid: int) -> dict[tuple[str, str], float]:
+    """CPU seconds of each thread of ``pid`` so far, by (thread id, name) (Linux /proc)."""
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        out[(task.name, name)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
 def start(
     paths: dict[str, Path], work: Path, traces: str, profile: Path | None, clock: str = "wall"
 ) -> tuple[subprocess.Popen, str]:
@@ -86,6 +100,17 @@ def main() -> None:
                 stub_rows = bs.measure(
                     "stub", f"{stub_url}/chat/completions", bs.MODEL, "x", [args.concurrency], args.requests, stub.pid
                 )
+                if profile is None:  # the same load again, its CPU split by thread (loop vs trace writer)
+                    before = thread_cpu(proc.pid)
+                    bs.measure("podium", url, bs.MODEL, bs.PODIUM_KEY, [args.concurrency], args.requests, proc.pid)
+                    after = thread_cpu(proc.pid)
+                    used = {t: cpu - before.get(t, 0.0) for t, cpu in after.items()}
+                    split = ", ".join(
+                        f"{'event loop' if tid == str(proc.pid) else 'thread ' + tid} {1000 * cpu / args.requests:.3f}"
+                        for (tid, _), cpu in sorted(used.items(), key=lambda kv: -kv[1])
+                        if cpu > 0
+                    )
+                    print(f"CPU ms/request by thread (the same load again, without profiler): {split}", file=out)
             finally:  # SIGINT: uvicorn re-raises it as KeyboardInterrupt, and cProfile still writes its file
                 proc.send_signal(signal.SIGINT)
                 proc.wait(timeout=60)
