@@ -168,3 +168,46 @@ async def test_reused_headers_send_what_httpx_sends(monkeypatch: pytest.MonkeyPa
         with pytest.raises(httpx.LocalProtocolError):  # a wrong Content-Length of the caller's: refused, as h11 does
             await client.post_json(url, BODY, {"Content-Length": "3"}, TIMEOUT)
         assert rec.requests == []
+
+
+def test_without_httptools_the_default_client_is_used(tmp_path: Any) -> None:
+    """An install without httptools (it comes with podium and uvicorn[standard], but may be absent)
+    gets httpx's default client, which still posts to a real server on 127.0.0.1."""
+    import os
+    import subprocess
+    import sys
+
+    script = """
+import asyncio, sys
+sys.modules["httptools"] = None  # import httptools now raises ImportError
+import httpx
+from podium.backends.transport import LeanTransport, lean_client
+from podium.errors import MissingDependencyError
+
+async def main():
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with lean_client() as client:
+        assert type(client) is httpx.AsyncClient, type(client)
+        response = await client.post(f"http://127.0.0.1:{port}/", json={"a": 1})
+        assert response.status_code == 200 and response.content == b"ok", response
+    try:
+        LeanTransport()
+    except MissingDependencyError as exc:
+        assert "httptools" in str(exc)
+    else:
+        raise AssertionError("LeanTransport without httptools")
+    print("fallback ok")
+
+async def answer(reader, writer):
+    await reader.readuntil(b"\\r\\n\\r\\n")
+    await reader.readexactly(7)
+    writer.write(b"HTTP/1.1 200 OK\\r\\ncontent-length: 2\\r\\n\\r\\nok")
+    await writer.drain()
+    writer.close()
+
+asyncio.run(main())
+"""
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 0 and "fallback ok" in proc.stdout, proc.stderr[-2000:]

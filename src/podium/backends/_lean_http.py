@@ -24,8 +24,14 @@ import contextlib
 import re
 from collections.abc import AsyncIterator, Callable, Iterator
 
-import httptools
 import httpx
+
+try:
+    import httptools
+
+    HTTPTOOLS = True
+except ImportError:  # a core install without httptools: lean_client then gives httpx's default client
+    HTTPTOOLS = False
 
 Origin = tuple[bytes, str, int]
 READ_SIZE = 64 * 1024

@@ -41,7 +41,8 @@ from typing import Any
 
 import httpx
 
-from podium.backends._lean_http import READ_SIZE, Connection, Origin, Protocol, mapped
+from podium.backends._lean_http import HTTPTOOLS, READ_SIZE, Connection, Origin, Protocol, mapped
+from podium.errors import missing_extra
 
 _httpx_log = logging.getLogger("httpx")
 
@@ -67,6 +68,8 @@ class LeanTransport(httpx.AsyncBaseTransport):
         keepalive_expiry: float = 5.0,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        if not HTTPTOOLS:
+            raise missing_extra("httptools", "server")
         self.max_connections = max_connections
         self.max_keepalive = max_keepalive_connections
         self.keepalive_expiry = keepalive_expiry
@@ -356,10 +359,13 @@ def lean_client(*, max_connections: int = 256, max_keepalive_connections: int = 
 
     ``PODIUM_HTTP_TRANSPORT=httpcore`` gives httpx's default transport instead (same limits), to
     compare the two or to rule this one out; so does a proxy in the environment (``HTTP_PROXY``,
-    ``HTTPS_PROXY``, ``ALL_PROXY``, unless ``trust_env=False``), which only that transport honours.
+    ``HTTPS_PROXY``, ``ALL_PROXY``, unless ``trust_env=False``), which only that transport honours,
+    and an install without httptools (a dependency of podium, also brought by uvicorn[standard]).
     """
-    if os.environ.get("PODIUM_HTTP_TRANSPORT", "lean") == "httpcore" or (
-        kwargs.get("trust_env", True) and _environment_proxies()
+    if (
+        not HTTPTOOLS
+        or os.environ.get("PODIUM_HTTP_TRANSPORT", "lean") == "httpcore"
+        or (kwargs.get("trust_env", True) and _environment_proxies())
     ):  # httpx mounts HTTP(S)_PROXY only on a transport it builds itself
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_keepalive_connections)
         return httpx.AsyncClient(limits=limits, **kwargs)
