@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -289,12 +290,25 @@ async def load(url: str, model: str, key: str, concurrency: int, total: int) -> 
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process so far (Linux /proc)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU seconds so far of a process and of every live process below it (Linux /proc):
+    a server whose trace writer runs in a child process is charged that child's CPU too."""
+    total, todo, seen = 0.0, [pid], set()
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            if p == pid:
+                return float("nan")
+            continue  # a child that has just exited
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        for children in Path(f"/proc/{p}/task").glob("*/children"):
+            with contextlib.suppress(OSError):
+                todo += [int(c) for c in children.read_text().split()]
+    return total
 
 
 def measure(name: str, url: str, model: str, key: str, concurrencies: list[int], total: int, pid: int) -> list[dict]:
@@ -325,12 +339,15 @@ def start_podium(
     transport: str = "lean",
     parser: str = "httptools",
     src: str | None = None,
+    writer: str | None = None,
 ) -> tuple[subprocess.Popen, str]:
-    """``podium serve`` on the stub; ``src``: run the podium package of another source tree (a before)."""
+    """``podium serve`` on the stub; ``src``: run the podium package of another source tree (a before);
+    ``writer``: ``PODIUM_TRACE_WRITER`` (``process``: the trace writer in a child process)."""
     port = free_port()
-    tag = f"{traces}-{transport}-{parser}" + ("-before" if src else "")
+    tag = f"{traces}-{transport}-{parser}" + ("-before" if src else "") + (f"-{writer}" if writer else "")
     env = {
         **os.environ,
+        **({"PODIUM_TRACE_WRITER": writer} if writer else {}),
         "PODIUM_HOME": str(work / f"home-{tag}"),
         "PODIUM_TRACES": traces,
         "PODIUM_HTTP_TRANSPORT": transport,
@@ -408,6 +425,10 @@ def run(args: argparse.Namespace) -> dict:
             targets.append((f"podium pass-through (traces {traces})", url, MODEL, PODIUM_KEY, 1, proc.pid))
             if traces == "full":
                 targets.append(("podium tier 'podium'", url, "podium", PODIUM_KEY, 4, proc.pid))
+        if args.writer_process:  # the trace writer in a child process, its CPU counted (cpu_seconds)
+            proc, url = start_podium(paths, work, "full", writer="process")
+            procs.append(proc)
+            targets.append((WRITER_PROCESS, url, MODEL, PODIUM_KEY, 1, proc.pid))
         if args.before:  # the same server on uvicorn's h11 parser (issue 17's second pass): before/after in one run
             proc, url = start_podium(paths, work, "off", parser="h11")
             procs.append(proc)
@@ -417,9 +438,7 @@ def run(args: argparse.Namespace) -> dict:
         if args.before_src:  # the previous code, same machine and rounds: before/after in one run
             proc, url = start_podium(paths, work, "full", src=args.before_src)
             procs.append(proc)
-            targets.append(
-                (f"podium pass-through (traces full): {args.before_label}", url, MODEL, PODIUM_KEY, 1, proc.pid)
-            )
+            targets.append((f"{BEFORE_PREFIX}{args.before_label}", url, MODEL, PODIUM_KEY, 1, proc.pid))
         rounds = []
         for i in range(args.rounds):
             order = targets[i % len(targets) :] + targets[: i % len(targets)]  # rotate: no target always first
@@ -446,6 +465,8 @@ def run(args: argparse.Namespace) -> dict:
 
 
 STUB = "stub (direct)"
+BEFORE_PREFIX = "podium pass-through (traces full): "  # the --before-src target's name starts so
+WRITER_PROCESS = "podium pass-through (traces full, writer process; its CPU counted)"
 PEER = "litellm proxy"
 
 
@@ -514,7 +535,12 @@ def ratios(rows: list[dict]) -> list[dict]:
             continue
         conc = row["concurrency"]
         stub, peer = by.get((STUB, conc)), by.get((PEER, conc))
+        before = next((r for (t, c), r in by.items() if c == conc and t.startswith(BEFORE_PREFIX)), None)
         ratio = {"target": row["target"], "concurrency": conc, "round": row.get("round")}
+        if before and before is not row and before["server_cpu_ms_per_request"]:
+            ratio["server_cpu_x_before"] = round(
+                row["server_cpu_ms_per_request"] / before["server_cpu_ms_per_request"], 3
+            )
         if stub and stub["rps"]:
             ratio["fraction_of_stub_throughput"] = round(row["rps"] / stub["rps"], 4)
         if peer and peer["rps"] and row["p50_ms"] and peer["p50_ms"]:
@@ -599,6 +625,7 @@ def table(report: dict) -> str:
         ("throughput_x_litellm", "req/s × LiteLLM"),
         ("p50_latency_x_litellm", "p50 × LiteLLM"),
         ("server_cpu_x_litellm", "CPU/req × LiteLLM"),
+        ("server_cpu_x_before", "CPU/req × before (same round)"),
     ]
     present = [(f, h) for f, h in fields if any(f in r for r in report["ratios"])]
     if present:
@@ -634,6 +661,11 @@ def main() -> None:
         default=None,
         help="also measure the pass-through of the podium package under this source dir (e.g. a git archive of "
         "an earlier commit's src/): before and after in the same rounds",
+    )
+    parser.add_argument(
+        "--writer-process",
+        action="store_true",
+        help="also measure the pass-through with PODIUM_TRACE_WRITER=process (the child's CPU counted)",
     )
     parser.add_argument("--before-label", default="before", help="how the --before-src target is named")
     parser.add_argument("--stub-delay", type=float, default=0.0, help="seconds the stub waits before answering")

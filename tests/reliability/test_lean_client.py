@@ -126,3 +126,88 @@ async def test_proxy_from_the_environment_is_used(monkeypatch: pytest.MonkeyPatc
         assert proxy.requests and proxy.requests[0].startswith(b"POST http://127.0.0.1:9/v1/chat/completions ")
     async with lean_client(trust_env=False) as client:  # trust_env=False: no proxies, the lean path
         assert isinstance(client, LeanClient) and client._direct()
+
+
+async def test_reused_headers_send_what_httpx_sends(monkeypatch: pytest.MonkeyPatch) -> None:
+    """post_json builds a post's headers once per URL and header set, then fills in each body's length:
+    bodies of other lengths, other header sets (overriding Content-Type or Host), the client's headers
+    changed between calls, and a caller's own Content-Length still give httpx's bytes on the wire."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    bodies = [BODY, {"messages": [{"content": "x" * 1000}]}, {"a": None, "b": [1.5, True]}, BODY]
+    header_sets = [
+        {"Authorization": "Bearer sk-test"},
+        {"Authorization": "Bearer sk-test", "Content-Type": "application/json; charset=utf-8"},
+        {"Host": "example.test", "X-Extra": "2"},
+    ]
+    seen: dict[bool, list[bytes]] = {}
+    for direct in (True, False):
+        async with recorder() as (rec, url), lean_client() as client:
+            client.cookies.jar.clear()
+            for round_ in range(2):
+                if round_:
+                    client.headers["X-Client"] = "changed"
+                for headers in header_sets:
+                    for body in bodies:
+                        client.cookies.jar.clear()  # the recorder's cookie would send every call httpx's way
+                        if direct:
+                            response = await client.post_json(url, body, headers, TIMEOUT)
+                        else:
+                            request = client.build_request("POST", url, json=body, headers=headers, timeout=TIMEOUT)
+                            response = await client.send(request, stream=True)
+                        await response.aread()
+                        await response.aclose()
+                        assert response.request.url == url
+            seen[direct] = [re.sub(rb"127\.0\.0\.1:\d+", b"HOST", r) for r in rec.requests]
+            if direct:
+                assert isinstance(client, LeanClient) and len(client._templates) == 6
+    assert seen[True] == seen[False] and len(seen[True]) == 24
+    assert b"X-Client: changed" in seen[True][-1] and b"Host: example.test" in seen[True][-1]
+    async with recorder() as (rec, url), lean_client() as client:
+        assert isinstance(client, LeanClient)
+        with pytest.raises(httpx.LocalProtocolError):  # a wrong Content-Length of the caller's: refused, as h11 does
+            await client.post_json(url, BODY, {"Content-Length": "3"}, TIMEOUT)
+        assert rec.requests == []
+
+
+def test_without_httptools_the_default_client_is_used(tmp_path: Any) -> None:
+    """An install without httptools (it comes with podium and uvicorn[standard], but may be absent)
+    gets httpx's default client, which still posts to a real server on 127.0.0.1."""
+    import os
+    import subprocess
+    import sys
+
+    script = """
+import asyncio, sys
+sys.modules["httptools"] = None  # import httptools now raises ImportError
+import httpx
+from podium.backends.transport import LeanTransport, lean_client
+from podium.errors import MissingDependencyError
+
+async def main():
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with lean_client() as client:
+        assert type(client) is httpx.AsyncClient, type(client)
+        response = await client.post(f"http://127.0.0.1:{port}/", json={"a": 1})
+        assert response.status_code == 200 and response.content == b"ok", response
+    try:
+        LeanTransport()
+    except MissingDependencyError as exc:
+        assert "httptools" in str(exc)
+    else:
+        raise AssertionError("LeanTransport without httptools")
+    print("fallback ok")
+
+async def answer(reader, writer):
+    await reader.readuntil(b"\\r\\n\\r\\n")
+    await reader.readexactly(7)
+    writer.write(b"HTTP/1.1 200 OK\\r\\ncontent-length: 2\\r\\n\\r\\nok")
+    await writer.drain()
+    writer.close()
+
+asyncio.run(main())
+"""
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 0 and "fallback ok" in proc.stdout, proc.stderr[-2000:]

@@ -14,6 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("fastapi", reason="fastapi is in the 'server' extra")
 
@@ -21,7 +23,9 @@ from echo_upstream import echo_upstream
 from faults.helpers import model
 from faults.server import FaultServer
 from podium.pool import parse_pool
+from podium.scrub import clean_text
 from podium.server.app import create_app
+from podium.server.schemas import may_hold_surrogates
 from podium.server.traces import Traces
 
 KEY = "gsk_8fK2mN4pQ6rS8tU0vW2xY4zA6bC8dE0fG2hJ4"  # a Groq-shaped key in an innocently named variable
@@ -117,6 +121,19 @@ async def test_lone_surrogates_are_replaced_and_the_run_is_stored(fault_server: 
             assert r.status_code == 200, r.text
             trace = await c.get(f"/v1/traces/{r.headers['x-podium-trace-id']}")
             assert trace.status_code == 200 and trace.json()["query"] == "what is \ufffd and \ufffd?"
+        # json.loads decodes bytes with surrogatepass: encoded surrogates (UTF-8, UTF-16) and upper-case
+        # escapes give lone surrogates too (the fast route skips the cleaning walk only when none can)
+        for raw in (
+            b'{"model": "m", "messages": [{"role": "user", "content": "what is \xed\xa0\x80 and \xed\xbf\xbf?"}]}',
+            b'{"model": "m", "messages": [{"role": "user", "content": "what is \\uD800 and \\uDFFF?"}]}',
+            '{"model": "m", "messages": [{"role": "user", "content": "what is \\ud800 and \\udfff?"}]}'.encode(
+                "utf-16-le"
+            ),
+        ):
+            r = await c.post("/v1/chat/completions", content=raw, headers={"content-type": "application/json"})
+            assert r.status_code == 200, (raw, r.text)
+            trace = await c.get(f"/v1/traces/{r.headers['x-podium-trace-id']}")
+            assert trace.json()["query"] == "what is \ufffd and \ufffd?", raw
 
 
 def test_cli_question_with_invalid_utf8_is_answered_and_stored(
@@ -216,3 +233,21 @@ def test_rows_corrupted_by_older_versions_still_read(tmp_path: Path) -> None:
     assert run["turns"][0]["attempts"] == ['["m: {"a": "Bearer [REDACTED]"}"]']
     assert store.runs()[0]["id"] == run_id
     audit_regions(store, ["eu"])  # the residency proof reads it too
+
+
+PIECES = ["a", " ", "é", "✓", "\\", "\ud800", "\udbff", "\udc00", "\udfff", "\ud83d\ude00", "\x00", "\u00ff"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from(PIECES)).map("".join) | st.text(),
+    st.sampled_from(["utf-8", "utf-16-le", "utf-16-be", "utf-32-le", "utf-32"]),
+    st.booleans(),
+)
+def test_bodies_without_surrogates_are_told_apart(text: str, encoding: str, ascii_only: bool) -> None:
+    """may_hold_surrogates (the fast route's reason to skip the cleaning walk) is never False for a
+    body that json.loads reads into a string with a lone surrogate."""
+    body = json.dumps({"content": text}, ensure_ascii=ascii_only).encode(encoding, "surrogatepass")
+    decoded = json.loads(body)["content"]
+    has_lone = decoded != clean_text(decoded)
+    assert may_hold_surrogates(body) or not has_lone

@@ -47,16 +47,19 @@ def _retry_after(response: httpx.Response) -> float | None:
 async def _read_limited(response: httpx.Response, url: str) -> bytes:
     """The body, refused as soon as it exceeds MAX_RESPONSE_BYTES (declared or actual)."""
     declared = response.headers.get("content-length", "")
-    too_big = BackendError(f"response from {url} exceeds {MAX_RESPONSE_BYTES} bytes", retryable=True)
     if declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
-        raise too_big
+        raise _too_big(url)
     chunks, size = [], 0
     async for chunk in response.aiter_bytes():
         size += len(chunk)
         if size > MAX_RESPONSE_BYTES:
-            raise too_big
+            raise _too_big(url)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _too_big(url: str) -> BackendError:
+    return BackendError(f"response from {url} exceeds {MAX_RESPONSE_BYTES} bytes", retryable=True)
 
 
 def _status_error(response: httpx.Response, body: str) -> BackendError:

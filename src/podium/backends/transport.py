@@ -15,7 +15,9 @@ malformed response, or the server closing before it), ``PoolTimeout`` (no connec
 the pool timeout). A request is never retried here. Cleanup is synchronous (abort the socket, free
 the slot), so a cancellation, however often repeated, cannot leave a connection checked out.
 
-HTTP/1.1 only (what podium's default client uses). httpx mounts proxies from the environment
+HTTP/1.1 only (what podium's default client uses). One connection's wire work (the request head
+written as bytes, the response parsed by httptools in C rather than h11 in Python, and the checks h11
+made) is in :mod:`podium.backends._lean_http`. httpx mounts proxies from the environment
 (``HTTP(S)_PROXY``) only when it builds its own transport, so :func:`lean_client` returns httpx's
 default client when the environment names a proxy; proxies passed as ``mounts`` are used.
 
@@ -28,74 +30,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import ssl
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
-import h11
 import httpx
 
-Origin = tuple[bytes, str, int]
-_READ_SIZE = 64 * 1024
+from podium.backends._lean_http import HTTPTOOLS, READ_SIZE, Connection, Origin, Protocol, mapped
+from podium.errors import missing_extra
+
 _httpx_log = logging.getLogger("httpx")
-
-
-class _Protocol(asyncio.StreamReaderProtocol):
-    """asyncio's stream protocol, telling the pool when the peer closes (so an idle connection the
-    server closed is released at once, not when it is next taken)."""
-
-    on_close: Callable[[], None] | None = None
-
-    def eof_received(self) -> bool:
-        keep = bool(super().eof_received())
-        if self.on_close is not None:
-            self.on_close()
-        return keep
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        super().connection_lost(exc)
-        if self.on_close is not None:
-            self.on_close()
-
-
-class _Connection:
-    """One HTTP/1.1 connection: asyncio streams plus an h11 state machine."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, origin: Origin) -> None:
-        self.reader, self.writer, self.origin = reader, writer, origin
-        self.h11 = h11.Connection(h11.CLIENT)
-        self.idle_since = 0.0
-
-    def usable(self, now: float, expiry: float) -> bool:
-        """Still worth reusing: not closed by the peer (EOF already seen by the loop), not expired."""
-        return not (self.reader.at_eof() or self.writer.transport.is_closing() or now - self.idle_since > expiry)
-
-    def abort(self) -> None:
-        with contextlib.suppress(Exception):  # a transport of a closed loop may refuse; it is gone either way
-            self.writer.transport.abort()
-
-    async def send(self, event: Any, timeout: float | None) -> None:
-        await self.write(self.h11.send(event), timeout)
-
-    async def write(self, data: bytes | None, timeout: float | None) -> None:
-        if data:
-            self.writer.write(data)
-            if self.writer.transport.get_write_buffer_size():
-                async with asyncio.timeout(timeout):
-                    await self.writer.drain()
-
-    async def next_event(self, timeout: float | None) -> Any:
-        while True:
-            event = self.h11.next_event()
-            if event is not h11.NEED_DATA:
-                return event
-            async with asyncio.timeout(timeout):
-                data = await self.reader.read(_READ_SIZE)
-            self.h11.receive_data(data)  # b"" marks EOF; h11 then raises on a message left unfinished
 
 
 class _Slots:
@@ -103,7 +52,7 @@ class _Slots:
 
     def __init__(self, origin: Origin) -> None:
         self.origin = origin
-        self.idle: deque[_Connection] = deque()
+        self.idle: deque[Connection] = deque()
         self.open = 0
         self.waiters: deque[asyncio.Future[None]] = deque()
 
@@ -119,12 +68,14 @@ class LeanTransport(httpx.AsyncBaseTransport):
         keepalive_expiry: float = 5.0,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        if not HTTPTOOLS:
+            raise missing_extra("httptools", "server")
         self.max_connections = max_connections
         self.max_keepalive = max_keepalive_connections
         self.keepalive_expiry = keepalive_expiry
         self._ssl = ssl_context
         self._pools: dict[Origin, _Slots] = {}
-        self._live: set[_Connection] = set()  # every open connection, idle or in use: aclose closes them all
+        self._live: set[Connection] = set()  # every open connection, idle or in use: aclose closes them all
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def _slots(self, origin: Origin) -> _Slots:
@@ -137,7 +88,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
             slots = self._pools[origin] = _Slots(origin)
         return slots
 
-    def _drop_all(self) -> list[_Connection]:
+    def _drop_all(self) -> list[Connection]:
         dropped = list(self._live)
         for conn in dropped:
             conn.abort()
@@ -155,48 +106,28 @@ class LeanTransport(httpx.AsyncBaseTransport):
         slots = self._slots(origin)
         conn = await self._acquire(slots, origin, timeouts, request)
         try:
-            with _mapped(request, "write"):
-                await self._send_request(conn, request, timeouts.get("write"))
-            with _mapped(request, "read"):
-                head = await conn.next_event(timeouts.get("read"))
-                while isinstance(head, h11.InformationalResponse):  # 100 Continue and the like
-                    head = await conn.next_event(timeouts.get("read"))
-            if not isinstance(head, h11.Response):  # the server closed without answering
-                raise httpx.RemoteProtocolError("Server disconnected without sending a response.", request=request)
+            with mapped(request, "write"):
+                await conn.send_request(request, timeouts.get("write"))
+            with mapped(request, "read"):
+                status, reason, headers = await conn.read_head(timeouts.get("read"))
         except BaseException:
             self._discard(slots, conn)
             raise
         return httpx.Response(
-            head.status_code,
-            headers=head.headers.raw_items(),
+            status,
+            headers=headers,
             stream=_Body(self, slots, conn, request, timeouts.get("read")),
-            extensions={"http_version": b"HTTP/1.1", "reason_phrase": head.reason},
+            extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason},
         )
-
-    async def _send_request(self, conn: _Connection, request: httpx.Request, timeout: float | None) -> None:
-        target = request.url.raw_path
-        head = h11.Request(method=request.method, target=target, headers=request.headers.raw)
-        if isinstance(request.stream, httpx.ByteStream):  # a body in memory (JSON posts): one write, one system call
-            body = request.content
-            data = conn.h11.send(head) or b""
-            if body:
-                data += conn.h11.send(h11.Data(data=body)) or b""
-            data += conn.h11.send(h11.EndOfMessage()) or b""
-            await conn.write(data, timeout)
-            return
-        await conn.send(head, timeout)
-        async for chunk in request.stream:  # type: ignore[union-attr]
-            if chunk:
-                await conn.send(h11.Data(data=chunk), timeout)
-        await conn.send(h11.EndOfMessage(), timeout)
 
     async def _acquire(
         self, slots: _Slots, origin: Origin, timeouts: dict[str, float | None], request: httpx.Request
-    ) -> _Connection:
+    ) -> Connection:
         while True:
             now = time.monotonic()
             while slots.idle:
                 conn = slots.idle.pop()
+                conn.protocol.idle = False
                 if conn.usable(now, self.keepalive_expiry):
                     return conn
                 self._abort(conn)
@@ -226,7 +157,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
                 raise httpx.PoolTimeout("no connection available within the pool timeout", request=request) from None
             raise
 
-    async def _connect(self, origin: Origin, timeout: float | None, request: httpx.Request) -> _Connection:
+    async def _connect(self, origin: Origin, timeout: float | None, request: httpx.Request) -> Connection:
         scheme, host, port = origin
         context = None
         if scheme == b"https":
@@ -234,11 +165,11 @@ class LeanTransport(httpx.AsyncBaseTransport):
                 self._ssl = httpx.create_ssl_context()
             context = self._ssl
         loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(limit=_READ_SIZE, loop=loop)
+        reader = asyncio.StreamReader(limit=READ_SIZE, loop=loop)
         try:
             async with asyncio.timeout(timeout):
                 transport, protocol = await loop.create_connection(
-                    lambda: _Protocol(reader, loop=loop),
+                    lambda: Protocol(reader, loop=loop),
                     host,
                     port,
                     ssl=context,
@@ -248,40 +179,40 @@ class LeanTransport(httpx.AsyncBaseTransport):
             raise httpx.ConnectTimeout(f"connecting to {host}:{port} timed out", request=request) from None
         except OSError as exc:
             raise httpx.ConnectError(str(exc) or type(exc).__name__, request=request) from None
-        conn = _Connection(reader, asyncio.StreamWriter(transport, protocol, reader, loop), origin)
+        conn = Connection(reader, asyncio.StreamWriter(transport, protocol, reader, loop), protocol, origin)
         protocol.on_close = lambda: self._peer_closed(conn)
         self._live.add(conn)
         return conn
 
-    def _peer_closed(self, conn: _Connection) -> None:
-        """The server closed ``conn``: if it is idle, drop it now (a busy one sees EOF when read)."""
+    def _peer_closed(self, conn: Connection) -> None:
+        """The server closed ``conn`` or sent it something unasked: if it is idle, drop it now (a busy one sees it when read)."""
         slots = self._pools.get(conn.origin)
         if slots is not None and conn in slots.idle:
             slots.idle.remove(conn)
             self._abort(conn)
             self._free(slots)
 
-    def _release(self, slots: _Slots, conn: _Connection) -> None:
+    def _release(self, slots: _Slots, conn: Connection) -> None:
         """After a response was read to its end: keep the connection if both sides can go on, else close it."""
         if self._pools.get(slots.origin) is not slots:  # the pool was reset meanwhile
             self._abort(conn)
             return
-        if conn.h11.our_state is h11.DONE and conn.h11.their_state is h11.DONE and len(slots.idle) < self.max_keepalive:
-            conn.h11.start_next_cycle()
+        if conn.reusable and len(slots.idle) < self.max_keepalive:
             conn.idle_since = now = time.monotonic()
             while slots.idle and now - slots.idle[0].idle_since > self.keepalive_expiry:  # the oldest first
                 self._abort(slots.idle.popleft())
                 slots.open -= 1
+            conn.protocol.idle = True
             slots.idle.append(conn)
             self._wake(slots)
             return
         self._discard(slots, conn)
 
-    def _abort(self, conn: _Connection) -> None:
+    def _abort(self, conn: Connection) -> None:
         conn.abort()
         self._live.discard(conn)
 
-    def _discard(self, slots: _Slots, conn: _Connection) -> None:
+    def _discard(self, slots: _Slots, conn: Connection) -> None:
         self._abort(conn)
         self._free(slots)
 
@@ -310,48 +241,28 @@ class _Body(httpx.AsyncByteStream):
     """The response body, read from the connection as it is iterated; closing hands the connection back."""
 
     def __init__(
-        self, transport: LeanTransport, slots: _Slots, conn: _Connection, request: httpx.Request, timeout: float | None
+        self, transport: LeanTransport, slots: _Slots, conn: Connection, request: httpx.Request, timeout: float | None
     ) -> None:
         self._transport, self._slots, self._conn = transport, slots, conn
         self._request, self._timeout = request, timeout
         self._closed = False
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        conn = self._conn
-        with _mapped(self._request, "read"):
-            while not self._closed:
-                event = await conn.next_event(self._timeout)
-                if isinstance(event, h11.Data):
-                    yield bytes(event.data)
-                elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)):
+        with mapped(self._request, "read"):
+            async for chunk in self._conn.body(self._timeout):
+                if self._closed:
                     break
+                yield chunk
 
     async def aclose(self) -> None:
         if self._closed:
             return
         self._closed = True
         conn = self._conn
-        if conn.h11.their_state is h11.DONE:
+        if conn.done:
             self._transport._release(self._slots, conn)
         else:  # closed before the end of the body: the connection cannot be reused
             self._transport._discard(self._slots, conn)
-
-
-@contextlib.contextmanager
-def _mapped(request: httpx.Request, phase: str) -> Iterator[None]:
-    """asyncio/h11 errors as the httpx exceptions httpcore raises in the same situation."""
-    try:
-        yield
-    except TimeoutError:
-        timeout: type[httpx.TimeoutException] = httpx.WriteTimeout if phase == "write" else httpx.ReadTimeout
-        raise timeout(f"{phase} timed out", request=request) from None
-    except h11.RemoteProtocolError as exc:
-        raise httpx.RemoteProtocolError(str(exc) or "server disconnected", request=request) from None
-    except h11.LocalProtocolError as exc:
-        raise httpx.LocalProtocolError(str(exc), request=request) from None
-    except OSError as exc:
-        error: type[httpx.NetworkError] = httpx.WriteError if phase == "write" else httpx.ReadError
-        raise error(str(exc) or type(exc).__name__, request=request) from None
 
 
 class LeanClient(httpx.AsyncClient):
@@ -363,6 +274,7 @@ class LeanClient(httpx.AsyncClient):
         # Mounted transports (proxies passed as ``mounts``) or a non-default encoding: every request
         # takes httpx's own path. (An httpx without these attributes: the same.)
         self._plain = not getattr(self, "_mounts", True) and getattr(self, "_default_encoding", None) == "utf-8"
+        self._templates: dict[tuple[Any, ...], tuple[httpx.URL, httpx.Headers | None]] = {}
 
     def _direct(self) -> bool:
         """Whether :meth:`post_json` can skip httpx's client steps: none of them would do anything."""
@@ -374,6 +286,25 @@ class LeanClient(httpx.AsyncClient):
             and not self.follow_redirects
             and not any(self.event_hooks.values())
         )
+
+    def _template(self, url: httpx.URL, headers: dict[str, str]) -> httpx.Headers | None:
+        """The headers httpx's ``Request(json=...)`` gives a post of ``headers`` to ``url`` (Host first,
+        then the client's and the call's, then Content-Length and Content-Type), built by httpx once
+        per URL and headers and then reused with each body's length. None when the caller sets the
+        framing itself (``Content-Length``/``Transfer-Encoding``): httpx's own path then."""
+        key = (id(url), tuple(headers.items()), tuple(self.headers.raw))
+        hit = self._templates.get(key)
+        if hit is not None and hit[0] is url:
+            return hit[1]
+        merged = httpx.Headers(self.headers)
+        merged.update(headers)
+        template = None
+        if "content-length" not in merged and "transfer-encoding" not in merged:
+            template = httpx.Request("POST", url, json=0, headers=merged).headers  # Content-Length: 1, replaced
+        if len(self._templates) >= 64:  # bounded: URLs and header sets are few (one per backend)
+            self._templates.clear()
+        self._templates[key] = (url, template)
+        return template
 
     async def post_json(
         self, url: httpx.URL, body: Any, headers: dict[str, str], timeout: httpx.Timeout
@@ -387,11 +318,21 @@ class LeanClient(httpx.AsyncClient):
         if not self._direct():
             request = self.build_request("POST", url, json=body, headers=headers, timeout=timeout)
             return await self.send(request, stream=True)
-        merged = httpx.Headers(self.headers)
-        merged.update(headers)
-        cookies = self.cookies if len(self.cookies.jar) else None
         extensions = {"timeout": timeout.as_dict()}
-        request = httpx.Request("POST", url, json=body, headers=merged, cookies=cookies, extensions=extensions)
+        template = None if len(self.cookies.jar) else self._template(url, headers)
+        if template is None:  # cookies to send, or a caller's own framing headers: httpx builds it
+            merged = httpx.Headers(self.headers)
+            merged.update(headers)
+            cookies = self.cookies if len(self.cookies.jar) else None
+            request = httpx.Request("POST", url, json=body, headers=merged, cookies=cookies, extensions=extensions)
+        else:
+            content = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+            filled = httpx.Headers(template)
+            filled["Content-Length"] = str(len(content))
+            request = httpx.Request(
+                "POST", url, headers=filled, stream=httpx.ByteStream(content), extensions=extensions
+            )
+            request.read()
         response = await self.lean.handle_async_request(request)
         response.request = request
         if "set-cookie" in response.headers or "set-cookie2" in response.headers:
@@ -418,10 +359,13 @@ def lean_client(*, max_connections: int = 256, max_keepalive_connections: int = 
 
     ``PODIUM_HTTP_TRANSPORT=httpcore`` gives httpx's default transport instead (same limits), to
     compare the two or to rule this one out; so does a proxy in the environment (``HTTP_PROXY``,
-    ``HTTPS_PROXY``, ``ALL_PROXY``, unless ``trust_env=False``), which only that transport honours.
+    ``HTTPS_PROXY``, ``ALL_PROXY``, unless ``trust_env=False``), which only that transport honours,
+    and an install without httptools (a dependency of podium, also brought by uvicorn[standard]).
     """
-    if os.environ.get("PODIUM_HTTP_TRANSPORT", "lean") == "httpcore" or (
-        kwargs.get("trust_env", True) and _environment_proxies()
+    if (
+        not HTTPTOOLS
+        or os.environ.get("PODIUM_HTTP_TRANSPORT", "lean") == "httpcore"
+        or (kwargs.get("trust_env", True) and _environment_proxies())
     ):  # httpx mounts HTTP(S)_PROXY only on a transport it builds itself
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_keepalive_connections)
         return httpx.AsyncClient(limits=limits, **kwargs)

@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from .chat import Chat, bug_response, error_for
 from .edges import ASGIApp, Receive, Scope, Send, replay_body
-from .schemas import ChatCompletionRequest
+from .schemas import ChatCompletionRequest, may_hold_surrogates
 
 try:
     from fastapi.exceptions import RequestValidationError
@@ -81,16 +81,17 @@ class ChatRoute:
             await self.app(scope, replay_body(body, receive), send)
             return
         try:
-            response = await self._answer(scope, data)
+            response = await self._answer(scope, data, may_hold_surrogates(body))
         except Exception as exc:
             response = error_for(exc, self.chat.metrics) or bug_response(exc, self.chat.metrics, scope["path"])
         await response(scope, receive, send)
 
-    async def _answer(self, scope: Scope, data: Any) -> Any:
+    async def _answer(self, scope: Scope, data: Any, clean: bool = True) -> Any:
         chat = self.chat
         key = await chat.throttle(chat.authenticate(_header(scope, b"authorization")))
         try:
-            request = ChatCompletionRequest.model_validate(data, from_attributes=True)  # as FastAPI validates
+            context = None if clean else {"clean_text": False}  # nothing to clean: skip the walk over the body
+            request = ChatCompletionRequest.model_validate(data, from_attributes=True, context=context)  # as FastAPI
         except ValidationError as exc:
             errors = [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
             raise RequestValidationError(errors, body=data) from None

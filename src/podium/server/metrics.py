@@ -51,6 +51,7 @@ class Metrics:
             raise missing_extra("prometheus-client", "server") from None
         self._prom = prom
         self.registry = prom.CollectorRegistry()
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._request_metrics(prom, self.registry)
         self._call_metrics(prom, self.registry)
         if breakers is not None:
@@ -112,8 +113,19 @@ class Metrics:
         )
         self.in_flight = prom.Gauge("podium_requests_in_flight", "Chat completion requests being answered.", registry=r)
 
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, looked up once: prometheus_client checks and locks on every call,
+        and always hands back the same child for the same labels (nothing here removes one)."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            if len(self._children) >= 10_000:  # bounded, though label values are pool models and fixed words
+                self._children.clear()
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def first_token(self, model: str, kind: str, seconds: float) -> None:
-        self.ttft.labels(model, kind).observe(seconds)
+        self._child(self.ttft, model, kind).observe(seconds)
 
     def watch_shared_state(self, *sources: object) -> None:
         """``podium_shared_state_fallbacks``: limit and breaker operations answered from this replica's
@@ -127,12 +139,12 @@ class Metrics:
 
     def request(self, model: str, kind: str, status: int, latency_s: float | None = None) -> None:
         """Count one finished request (and its latency when it ran)."""
-        self.requests.labels(model, kind, str(status)).inc()
+        self._child(self.requests, model, kind, str(status)).inc()
         if latency_s is not None:
-            self.latency.labels(model, kind).observe(latency_s)
+            self._child(self.latency, model, kind).observe(latency_s)
 
     def error(self, model: str, error_type: str, pool_model: str = "") -> None:
-        self.errors.labels(model, pool_model, error_type).inc()
+        self._child(self.errors, model, pool_model, error_type).inc()
 
     def run(self, model: str, result: RunResult) -> None:
         """Account every turn of a run, plus the coordinator's own tokens and cost (and export its
@@ -143,18 +155,18 @@ class Metrics:
             except Exception as exc:
                 log.warning("OpenTelemetry export of run %s failed: %s", result.run_id, exc)
         for t in result.turns:
-            self.turns.labels(model, t.model, t.role.value).inc()
-            self.tokens.labels(model, t.model, "prompt").inc(t.prompt_tokens)
-            self.tokens.labels(model, t.model, "completion").inc(t.completion_tokens)
-            self.cost.labels(model, t.model).inc(t.cost_usd)
+            self._child(self.turns, model, t.model, t.role.value).inc()
+            self._child(self.tokens, model, t.model, "prompt").inc(t.prompt_tokens)
+            self._child(self.tokens, model, t.model, "completion").inc(t.completion_tokens)
+            self._child(self.cost, model, t.model).inc(t.cost_usd)
             if t.latency_s:
-                self.upstream.labels(t.model).observe(t.latency_s)
+                self._child(self.upstream, t.model).observe(t.latency_s)
             if t.error:
                 self.error(model, "turn_failed", t.model)
         orchestration = result.orchestration_prompt_tokens + result.orchestration_completion_tokens
         if orchestration:
-            self.tokens.labels(model, "(coordinator)", "orchestration").inc(orchestration)
-            self.cost.labels(model, "(coordinator)").inc(result.orchestration_cost_usd)
+            self._child(self.tokens, model, "(coordinator)", "orchestration").inc(orchestration)
+            self._child(self.cost, model, "(coordinator)").inc(result.orchestration_cost_usd)
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""

@@ -7,11 +7,12 @@ a top-level ``podium`` object) that the client keeps as extra attributes.
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from ..pool import Policy
 from ..scrub import clean_value
@@ -190,9 +191,12 @@ class ChatCompletionRequest(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _clean_text(cls, data: Any) -> Any:
+    def _clean_text(cls, data: Any, info: ValidationInfo) -> Any:
         """Lone surrogates (valid JSON escapes, invalid text) become U+FFFD at the boundary, so the
-        run can be sent upstream, answered and stored like any other."""
+        run can be sent upstream, answered and stored like any other. A caller that has checked the
+        raw body cannot hold one (:func:`may_hold_surrogates`) passes ``context={"clean_text": False}``."""
+        if info.context is not None and info.context.get("clean_text") is False:
+            return data
         return clean_value(data)
 
     @field_validator("stop", mode="before")
@@ -213,6 +217,18 @@ class ChatCompletionRequest(BaseModel):
         return bool(self.stream_options and self.stream_options.include_usage) or bool(
             self.usage and self.usage.include
         )
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
+
+
+def may_hold_surrogates(body: bytes) -> bool:
+    """Whether ``json.loads(body)`` can give a string with a lone surrogate: from a ``\\uD800``-style
+    escape, or (``json.loads`` decodes bytes with ``surrogatepass``) from encoded surrogates, which
+    need bytes over 127 in UTF-8, -16 and -32 alike. A body with NUL bytes may be UTF-16 or -32 (how
+    ``json.loads`` tells them), whose escapes the search below would not see. False: every string
+    ``json.loads`` gives is clean already."""
+    return not body.isascii() or b"\x00" in body or _SURROGATE_ESCAPE.search(body) is not None
 
 
 class Usage(BaseModel):

@@ -11,7 +11,10 @@ after an answer cannot lose that answer's trace.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections import deque
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +33,15 @@ class Traces:
         self.enabled = traces_setting() != "off"
         self.store = Store.open(path) if self.enabled else None
         self.writer = open_writer(self.store) if self.store is not None else None  # $PODIUM_TRACE_WRITER
+        self._handoff = _Handoff()
 
     async def record(self, result: RunResult, owner: str) -> None:
         """Store ``result`` as owned by ``owner``; a storage failure is logged, never fails the request."""
         if self.writer is None:
             return
+        waiter = self._handoff.wait(self.writer.submit(result, source="server", owner=owner))
         try:
-            await asyncio.wrap_future(self.writer.submit(result, source="server", owner=owner))
+            await waiter
         except Exception as exc:  # the answer matters more than its trace
             log.error("could not store trace %s: %s", result.run_id, exc)
 
@@ -76,3 +81,55 @@ class Traces:
         if self.store is None:
             return "off (PODIUM_TRACES=off)"
         return self.store.location
+
+
+class _Handoff:
+    """The writer's commits, back on the event loop: an asyncio future per run, resolved in batches.
+
+    ``asyncio.wrap_future`` wakes the loop once per commit (a system call from the writer thread) and,
+    if the waiting request is cancelled, cancels the writer's future, which then fails the writer's
+    ``set_result`` (and stopped its thread). Here the writer's futures are never cancelled, and a
+    batch of commits wakes the loop once.
+    """
+
+    def __init__(self) -> None:
+        self._done: deque[tuple[asyncio.Future[str], Future[str]]] = deque()
+        self._scheduled = False  # a drain is due on the loop (set by the writer's thread, cleared by the loop)
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def wait(self, committed: Future[str]) -> asyncio.Future[str]:
+        """An asyncio future with ``committed``'s outcome; cancelling it leaves ``committed`` alone."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._loop, self._scheduled = loop, False
+        waiter: asyncio.Future[str] = loop.create_future()
+        committed.add_done_callback(lambda f: self._landed(loop, waiter, f))
+        return waiter
+
+    def _landed(self, loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[str], committed: Future[str]) -> None:
+        self._done.append((waiter, committed))  # appended before the flag is read: the drain cannot miss it
+        if not self._scheduled or loop is not self._loop:
+            self._scheduled = True
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+                loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        self._scheduled = False  # cleared before draining: a commit landing now schedules another drain
+        here = asyncio.get_running_loop()
+        while self._done:
+            waiter, committed = self._done.popleft()
+            if waiter.get_loop() is here:
+                _settle(waiter, committed)
+            else:  # a waiter of another loop (one app served from two loops in turn): settled there
+                with contextlib.suppress(RuntimeError):
+                    waiter.get_loop().call_soon_threadsafe(_settle, waiter, committed)
+
+
+def _settle(waiter: asyncio.Future[str], committed: Future[str]) -> None:
+    if waiter.done():  # the request was cancelled meanwhile
+        return
+    exc = committed.exception()
+    if exc is not None:
+        waiter.set_exception(exc)
+    else:
+        waiter.set_result(committed.result())

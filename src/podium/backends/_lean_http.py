@@ -1,0 +1,271 @@
+"""One HTTP/1.1 client connection for :mod:`podium.backends.transport`: the request written as bytes,
+the response parsed by httptools (llhttp, in C) instead of h11's pure-Python state machine.
+
+What h11 checked, this module checks too, with the same httpx exceptions:
+
+* the request: the method, target, header names and values must be valid HTTP/1.1 (one regular
+  expression over the head; otherwise ``LocalProtocolError``); a body must match its framing
+  (``Content-Length`` exactly, or ``Transfer-Encoding: chunked``, written chunk by chunk; a body
+  without either is refused);
+* the response: a malformed head or body, a head over :data:`MAX_HEAD_BYTES`, or the peer closing
+  before the end of a framed body is a ``RemoteProtocolError``; the server closing before any byte
+  of the response is "Server disconnected without sending a response." (as before); 1xx responses
+  are skipped; a body framed by the end of the connection ends there; a response to ``HEAD`` has
+  no body; trailers are dropped (as httpcore does).
+* reuse: a connection goes back to the pool only if the response was read to its end, both sides
+  allow keep-alive (HTTP/1.1 without ``Connection: close`` on either side) and nothing followed the
+  response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import AsyncIterator, Callable, Iterator
+
+import httpx
+
+try:
+    import httptools
+
+    HTTPTOOLS = True
+except ImportError:  # a core install without httptools: lean_client then gives httpx's default client
+    HTTPTOOLS = False
+
+Origin = tuple[bytes, str, int]
+READ_SIZE = 64 * 1024
+MAX_HEAD_BYTES = 100 * 1024  # httpcore's limit for h11's incomplete events (a response head)
+
+_TOKEN = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"
+_VCHAR = rb"[\x21-\x7e\x80-\xff]"
+_VALUE = rb"(?:" + _VCHAR + rb"(?:[\t\x20-\x7e\x80-\xff]*" + _VCHAR + rb")?)?"
+_HEAD = re.compile(_TOKEN + rb" [\x21-\x7e\x80-\xff]+ HTTP/1\.1\r\n(?:" + _TOKEN + rb": " + _VALUE + rb"\r\n)*\r\n")
+
+
+class Protocol(asyncio.StreamReaderProtocol):
+    """asyncio's stream protocol, telling the pool when the peer closes or sends anything to an idle
+    connection (so the pool drops it at once, not when it is next taken)."""
+
+    on_close: Callable[[], None] | None = None
+    idle = False  # in the pool: any byte now is out of step (a HEAD body, a 408 before closing): drop it
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.idle and self.on_close is not None:
+            self.on_close()
+
+    def eof_received(self) -> bool:
+        keep = bool(super().eof_received())
+        if self.on_close is not None:
+            self.on_close()
+        return keep
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self.on_close is not None:
+            self.on_close()
+
+
+def request_head(request: httpx.Request) -> tuple[bytes, int | None, bool, bool]:
+    """The request head as bytes, its ``Content-Length`` (or None), whether the body is chunked and
+    whether the request asks to close the connection after the response."""
+    parts = [request.method.encode("ascii", "replace"), b" ", request.url.raw_path, b" HTTP/1.1\r\n"]
+    length: int | None = None
+    chunked = close = False
+    for name, value in request.headers.raw:
+        parts += (name, b": ", value, b"\r\n")
+        lower = name.lower()
+        if lower == b"content-length":
+            if not value.isdigit() or (length is not None and int(value) != length):
+                raise httpx.LocalProtocolError(f"invalid Content-Length {value!r}", request=request)
+            length = int(value)
+        elif lower == b"transfer-encoding":
+            if value.lower() != b"chunked":
+                raise httpx.LocalProtocolError("only Transfer-Encoding: chunked is supported", request=request)
+            chunked = True
+        elif lower == b"connection":
+            close = close or b"close" in value.lower()
+    parts.append(b"\r\n")
+    head = b"".join(parts)
+    if _HEAD.fullmatch(head) is None:
+        raise httpx.LocalProtocolError("illegal request line or header name/value", request=request)
+    return head, (None if chunked else length), chunked, close
+
+
+class Connection:
+    """One HTTP/1.1 connection: asyncio streams, the request written as bytes, the response parsed by
+    httptools (a new parser per response; its callbacks are this object's ``on_*`` methods)."""
+
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, protocol: Protocol, origin: Origin
+    ) -> None:
+        self.reader, self.writer, self.protocol, self.origin = reader, writer, protocol, origin
+        self.idle_since = 0.0
+        self.done = False  # the response was read to its end
+        self.reusable = False  # ... and the connection may carry another request
+        self._start(head_only=False)
+
+    def _start(self, *, head_only: bool) -> None:
+        self._parser = httptools.HttpResponseParser(self)
+        self._head_only, self._close_requested = head_only, False
+        self._received = 0  # bytes of the current response so far (bounded until its head is complete)
+        self._reason, self._framed = b"", False
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._status = 0  # set once the final (non-1xx) head is complete
+        self._chunks: list[bytes] = []
+        self.done = self.reusable = False
+
+    def usable(self, now: float, expiry: float) -> bool:
+        """Still worth reusing: not closed by the peer (EOF already seen by the loop), not expired."""
+        stray = getattr(
+            self.reader, "_buffer", b""
+        )  # bytes that came in after the response and before the pool took it
+        return not (
+            stray or self.reader.at_eof() or self.writer.transport.is_closing() or now - self.idle_since > expiry
+        )
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):  # a transport of a closed loop may refuse; it is gone either way
+            self.writer.transport.abort()
+
+    # -- the request --------------------------------------------------------------------------
+
+    async def send_request(self, request: httpx.Request, timeout: float | None) -> None:
+        head, length, chunked, close = request_head(request)
+        self._start(head_only=request.method == "HEAD")
+        self._close_requested = close
+        if isinstance(request.stream, httpx.ByteStream):  # a body in memory (JSON posts): one write, one system call
+            body = request.content
+            self._check_length(request, len(body), length, chunked)
+            if chunked and body:
+                body = b"%x\r\n%b\r\n0\r\n\r\n" % (len(body), body)
+            elif chunked:
+                body = b"0\r\n\r\n"
+            await self.write(head + body, timeout)
+            return
+        await self.write(head, timeout)
+        sent = 0
+        async for chunk in request.stream:  # type: ignore[union-attr]
+            if chunk:
+                sent += len(chunk)
+                if length is not None and sent > length:
+                    raise httpx.LocalProtocolError("Too much data for declared Content-Length", request=request)
+                await self.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk, timeout)
+        self._check_length(request, sent, length, chunked)
+        if chunked:
+            await self.write(b"0\r\n\r\n", timeout)
+
+    @staticmethod
+    def _check_length(request: httpx.Request, sent: int, length: int | None, chunked: bool) -> None:
+        if not chunked and sent != (length or 0):
+            raise httpx.LocalProtocolError(f"a body of {sent} bytes for Content-Length {length}", request=request)
+
+    async def write(self, data: bytes, timeout: float | None) -> None:
+        self.writer.write(data)
+        if self.writer.transport.get_write_buffer_size():
+            async with asyncio.timeout(timeout):
+                await self.writer.drain()
+
+    # -- the response -------------------------------------------------------------------------
+
+    async def read_head(self, timeout: float | None) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        """Status, reason and raw headers of the final response (1xx responses skipped)."""
+        while not self._status:
+            await self._receive(timeout)
+        return self._status, self._reason, self._headers
+
+    async def body(self, timeout: float | None) -> AsyncIterator[bytes]:
+        """The response body as it arrives."""
+        while True:
+            if self._chunks:
+                chunks, self._chunks = self._chunks, []
+                yield chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            if self.done:
+                return
+            await self._receive(timeout)
+
+    async def _receive(self, timeout: float | None) -> None:
+        async with asyncio.timeout(timeout):
+            data = await self.reader.read(READ_SIZE)
+        if not data:
+            self._eof()
+            return
+        if self.done:  # bytes after the end of the response: this connection is out of step
+            self.reusable = False
+            return
+        self._received += len(data)
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError:
+            if not self.done:
+                raise
+            self.reusable = False  # garbage after a complete response: the response stands, the connection goes
+        if not self._status and self._received > MAX_HEAD_BYTES:
+            raise httpx.RemoteProtocolError(f"response head over {MAX_HEAD_BYTES} bytes")
+
+    def _eof(self) -> None:
+        if self._status and not self._framed and not self.done:  # a body that ends with the connection
+            self.done, self.reusable = True, False
+        elif not self._received:
+            raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+        elif not self.done:
+            raise httpx.RemoteProtocolError("peer closed connection without sending complete message body")
+
+    # httptools callbacks (called from feed_data)
+    def on_status(self, reason: bytes) -> None:
+        if not self.done:
+            self._reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._status:  # trailers: dropped, as httpcore drops them
+            return
+        self._headers.append((name, value.rstrip(b" \t")))  # h11 drops trailing whitespace; llhttp keeps it
+        lower = name.lower()
+        if lower == b"content-length" or lower == b"transfer-encoding":
+            self._framed = True
+
+    def on_headers_complete(self) -> None:
+        if self.done:  # another response after the end of this one: out of step
+            self.reusable = False
+            return
+        code = self._parser.get_status_code()
+        if code < 200:  # informational (100 Continue...): skipped, the final response follows
+            self._reason, self._headers, self._framed = b"", [], False
+            return
+        self._status = code
+        if self._head_only:
+            self._finish()
+
+    def on_body(self, body: bytes) -> None:
+        if self.done:  # a body after a HEAD response's head, or data after the end: do not reuse
+            self.reusable = False
+            return
+        self._chunks.append(body)
+
+    def on_message_complete(self) -> None:
+        if self._status and not self.done:
+            self._finish()
+
+    def _finish(self) -> None:
+        self.done = True
+        self.reusable = self._parser.should_keep_alive() and not self._close_requested
+
+
+@contextlib.contextmanager
+def mapped(request: httpx.Request, phase: str) -> Iterator[None]:
+    """asyncio/httptools errors as the httpx exceptions httpcore raises in the same situation."""
+    try:
+        yield
+    except TimeoutError:
+        timeout: type[httpx.TimeoutException] = httpx.WriteTimeout if phase == "write" else httpx.ReadTimeout
+        raise timeout(f"{phase} timed out", request=request) from None
+    except httpx.HTTPError as exc:
+        if getattr(exc, "_request", None) is None:
+            exc.request = request
+        raise
+    except httptools.HttpParserError as exc:  # malformed, or an upgrade nobody asked for
+        raise httpx.RemoteProtocolError(str(exc) or "malformed response", request=request) from None
+    except OSError as exc:
+        error: type[httpx.NetworkError] = httpx.WriteError if phase == "write" else httpx.ReadError
+        raise error(str(exc) or type(exc).__name__, request=request) from None
