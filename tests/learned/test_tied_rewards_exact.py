@@ -47,10 +47,17 @@ def reference_rollout(
 def reference_tied(thetas: np.ndarray, p: Problem, ridge: np.ndarray, n_knn: int, lam: float, mode: str) -> np.ndarray:
     """The tied rewards before this change: whole (P, n, M) arrays and ``einsum``."""
     n_z, n_models = ridge.shape
-    ridge_z = p.z[:, :n_z] @ ridge
     knn = p.z[:, n_z : n_z + n_knn * n_models].reshape(len(p.z), n_knn, n_models).transpose(1, 0, 2)
+    return reference_tied_parts(thetas, p, p.z[:, :n_z] @ ridge, np.ascontiguousarray(knn), lam, mode)
+
+
+def reference_tied_parts(
+    thetas: np.ndarray, p: Problem, ridge_z: np.ndarray, knn: np.ndarray, lam: float, mode: str
+) -> np.ndarray:
+    """:func:`reference_tied` from ``ridge(z)`` and the float32 kNN rates, computed once per problem as before."""
+    n_knn, n_models = len(knn), ridge_z.shape[1]
     base = thetas[:, 0, None, None] * ridge_z[None]
-    base += np.einsum("pj,jnm->pnm", thetas[:, 1 : 1 + n_knn], np.ascontiguousarray(knn))
+    base += np.einsum("pj,jnm->pnm", thetas[:, 1 : 1 + n_knn], knn)
     base += thetas[:, None, 1 + n_knn : 1 + n_knn + n_models]
     if mode == "single":
         unknown = ~p.available
