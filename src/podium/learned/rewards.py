@@ -87,43 +87,65 @@ def single_rewards(weights: np.ndarray, p: Problem, lam: float) -> np.ndarray:
 
 
 def cascade_rollout(
-    base: np.ndarray, w_fail: np.ndarray, p: Problem, turns: int
+    base: np.ndarray, w_fail: np.ndarray, p: Problem, turns: int, masked: bool = False
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Run the cascade for P heads: returns final score (P, n), summed cost (P, n), calls (P, n).
 
-    Turn t's logits are ``base + failed @ w_fail`` over the models not yet tried. After the first
-    turn only the (head, item) pairs still open are rolled on, and the failed models' rows of
-    ``w_fail`` are summed directly: with 0/1 indicators and at most two failures (``turns`` ≤ 3)
-    any summation order gives the same ``fl(a + b)`` as the matrix product, so the outcome is
-    bit-identical to :func:`dense_rollout` (used for longer cascades)."""
+    Turn t's logits are ``base + failed @ w_fail`` over the models not yet tried (``masked``:
+    ``base`` already holds ``-inf`` where an outcome is unknown). After the first turn only the
+    (head, item) pairs still open are rolled on, and the failed models' rows of ``w_fail`` are
+    summed directly: with 0/1 indicators and at most two failures (``turns`` ≤ 3) any summation
+    order gives the same ``fl(a + b)`` as the matrix product, so the outcome is bit-identical to
+    :func:`dense_rollout` (used for longer cascades)."""
     if turns > 3:
         return dense_rollout(base, w_fail, p, turns)
-    n_pop, n, n_models = base.shape
-    masked = np.where(p.available[None], base, -np.inf)
-    choice = np.argmax(masked, axis=2)  # turn 1: nothing failed yet
+    logits = base if masked else np.where(p.available[None], base, -np.inf)
+    return rollout_from(logits, np.argmax(logits, axis=2), w_fail, p, turns)
+
+
+def rollout_from(
+    masked: np.ndarray, choice: np.ndarray, w_fail: np.ndarray, p: Problem, turns: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`cascade_rollout` from the masked logits (P, n, M) and their row-wise argmax (P, n).
+
+    Turn 1 is dense (every head and item); later turns follow the open pairs by flat indices
+    into the (P·n) rows, which is the same arithmetic as 2-D fancy indexing with fewer passes."""
+    n_pop, n, n_models = masked.shape
     n_open = p.available.sum(axis=1)
-    pp, ii = np.nonzero(np.broadcast_to(n_open > 0, (n_pop, n)))
-    cc = choice[pp, ii]
+    live = n_open > 0
+    idx = choice + (np.arange(n) * n_models)[None]  # item-model cell of each (head, item)
+    score = p.scores.ravel()[idx]
     final, spent, calls = np.zeros((n_pop, n)), np.zeros((n_pop, n)), np.zeros((n_pop, n))
-    tried: list[np.ndarray] = []
-    penalty = np.zeros((len(pp), n_models), np.result_type(base, w_fail))
-    for turn in range(turns):
-        if turn:
-            logits = masked[pp, ii] + penalty
-            rows = np.arange(len(pp))
-            for c in tried:
-                logits[rows, c] = -np.inf
-            cc = np.argmax(logits, axis=1)
-        score = p.scores[ii, cc]
-        final[pp, ii] = score
-        spent[pp, ii] += p.cost[ii, cc]
-        calls[pp, ii] += 1.0
-        ok = (score >= PASS_SCORE) if p.accept is None else p.accept[ii, cc]
-        go = ~ok & (n_open[ii] > turn + 1)  # rejected, and an untried model is left
+    np.copyto(final, score, where=live)
+    np.add(spent, p.cost.ravel()[idx], out=spent, where=live)
+    np.add(calls, 1.0, out=calls, where=live)
+    if turns == 1:
+        return final, spent, calls
+    ok = (score >= PASS_SCORE) if p.accept is None else p.accept.ravel()[idx]
+    flat = np.flatnonzero(~ok & (n_open > 1))  # rejected, and an untried model is left
+    pp, ii, cc = flat // n, flat % n, choice.ravel()[flat]
+    w_rows = w_fail.reshape(n_pop * n_models, n_models)
+    dtype = np.result_type(masked, w_fail)
+    penalty = np.take(w_rows, pp * n_models + cc, axis=0).astype(dtype, copy=False) + 0.0  # zeros + w_fail[pp, cc]
+    tried = [cc]
+    rows2d, outs = masked.reshape(n_pop * n, n_models), (final.ravel(), spent.ravel(), calls.ravel())
+    for turn in range(1, turns):
+        logits = np.take(rows2d, flat, axis=0) + penalty
+        rows = np.arange(len(flat)) * n_models
+        for c in tried:
+            logits.ravel()[rows + c] = -np.inf
+        cc = np.argmax(logits, axis=1)
+        cell = ii * n_models + cc
+        score = p.scores.ravel()[cell]
+        outs[0][flat] = score
+        outs[1][flat] += p.cost.ravel()[cell]
+        outs[2][flat] += 1.0
         if turn + 1 < turns:
-            penalty = penalty[go] + w_fail[pp[go], cc[go]]
-            tried = [c[go] for c in tried] + [cc[go]]
-            pp, ii = pp[go], ii[go]
+            ok = (score >= PASS_SCORE) if p.accept is None else p.accept.ravel()[cell]
+            keep = np.flatnonzero(~ok & (n_open[ii] > turn + 1))
+            penalty = np.take(penalty, keep, axis=0) + np.take(w_rows, pp[keep] * n_models + cc[keep], axis=0)
+            tried = [c[keep] for c in tried] + [cc[keep]]
+            flat, pp, ii = flat[keep], pp[keep], ii[keep]
     return final, spent, calls
 
 

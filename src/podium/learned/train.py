@@ -34,9 +34,11 @@ from typing import Any, cast
 import numpy as np
 
 from ..errors import UsageError, missing_extra
-from .encoders import EmbeddingCache, Encoder, get_encoder
-from .head import ROLE_NAMES, Head, KnnMemory
-from .replay import ReplayDataset
+from .encoders import get_encoder
+from .head import ROLE_NAMES, Head
+from .prepared import Prepared as Prepared
+from .prepared import embed as embed
+from .prepared import prepare as prepare
 from .rewards import Problem as Problem
 from .rewards import cascade_rewards as cascade_rewards
 from .rewards import cascade_rollout as cascade_rollout
@@ -44,6 +46,7 @@ from .rewards import fit_projection as fit_projection
 from .rewards import ridge_warm_start as ridge_warm_start
 from .rewards import single_rewards as single_rewards
 from .simulated_verifier import PASS_SCORE, Verifier
+from .tied import TiedParts, tied_cascade_rewards, tied_single_rewards
 
 SHRINK = (0.0, 0.25, 0.5, 0.75, 1.0)  # warm start: share of the ridge fit vs the best-single prior (or kNN)
 KNN_SCALE = 0.25  # CMA-ES step scale of the tied parameters (kNN weights are ~1/n_knn)
@@ -95,19 +98,6 @@ def stderr_progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def embed(
-    ds: ReplayDataset,
-    encoder: Encoder,
-    cache_root: Path | None = None,
-    use_cache: bool = True,
-    progress: Progress | None = None,
-) -> np.ndarray:
-    """Encodings of every item of ``ds`` (cached on disk by text hash; slow encoders report an ETA)."""
-    if use_cache:
-        return EmbeddingCache(encoder, cache_root).encode(ds.texts, progress)
-    return encoder.encode(ds.texts)
-
-
 class Trainer:
     """sep-CMA-ES over the head's model weights, as explicit ask/tell steps.
 
@@ -121,7 +111,7 @@ class Trainer:
         self.n_fail = n_models if config.mode == "cascade" else 0
         self.shape = (ridge.shape[0] + n_knn * n_models + self.n_fail, n_models)
         self.scale = KNN_SCALE if n_knn else (float(np.std(ridge)) or 1.0)
-        self._parts: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._parts: dict[int, TiedParts] = {}
         self.x0 = self.tied_start() if n_knn else self.warm_start(ridge)
 
     def mean_cost(self) -> np.ndarray:
@@ -185,33 +175,18 @@ class Trainer:
             return single_rewards(weights, p, self.config.lam)
         return cascade_rewards(weights, p, self.config.lam, self.config.turns)
 
-    def parts(self, p: Problem) -> tuple[np.ndarray, np.ndarray]:
-        """``ridge(z)`` (n, M) and the kNN rates (n_knn, n, M) of ``p``, computed once per problem."""
+    def parts(self, p: Problem) -> TiedParts:
+        """``ridge(z)``, the kNN rates and the unknown cells of ``p``, computed once per problem."""
         key = id(p)
         if key not in self._parts:
-            n_z, n_models = self.ridge.shape
-            knn = p.z[:, n_z : n_z + self.n_knn * n_models].reshape(len(p.z), self.n_knn, n_models).transpose(1, 0, 2)
-            self._parts[key] = (p.z[:, :n_z] @ self.ridge, np.ascontiguousarray(knn))
+            self._parts[key] = TiedParts.of(p, self.ridge, self.n_knn)
         return self._parts[key]
 
     def tied_rewards(self, thetas: np.ndarray, p: Problem) -> np.ndarray:
-        """Same as expanding the tied parameters into weights, at a fraction of the cost."""
-        ridge_z, knn = self.parts(p)
-        n_models, n_knn = self.ridge.shape[1], self.n_knn
-        # (γ·ridge + Σ a·knn) + c, in place: the same additions in the same order, fewer (P, n, M) passes
-        base = thetas[:, 0, None, None] * ridge_z[None]
-        base += np.einsum("pj,jnm->pnm", thetas[:, 1 : 1 + n_knn], knn)
-        base += thetas[:, None, 1 + n_knn : 1 + n_knn + n_models]
+        """Same as expanding the tied parameters into weights, at a fraction of the cost (:mod:`.tied`)."""
         if self.config.mode == "single":
-            unknown = ~p.available
-            if unknown.any():
-                base[:, unknown] = -np.inf  # as np.where(available, base, -inf), without a copy
-            choice = np.argmax(base, axis=2)
-            rows = np.arange(len(p.z))[None, :]
-            return cast(np.ndarray, (p.scores[rows, choice] - self.config.lam * p.cost[rows, choice]).mean(axis=1))
-        w_fail = thetas[:, 1 + n_knn + n_models :].reshape(len(thetas), n_models, n_models)
-        final, spent, _ = cascade_rollout(base, w_fail, p, self.config.turns)
-        return cast(np.ndarray, (final - self.config.lam * spent).mean(axis=1))
+            return tied_single_rewards(thetas, self.parts(p), p, self.config.lam)
+        return tied_cascade_rewards(thetas, self.parts(p), p, self.config.lam, self.config.turns)
 
     def new_state(self) -> TrainState:
         try:
@@ -265,86 +240,6 @@ def load_checkpoint(path: Path, config: Any, kind: type[Any] = TrainState) -> An
     if not isinstance(state, kind) or state.config != config:
         raise UsageError(f"{path}: checkpoint was made with other settings; delete it or use the same options")
     return state
-
-
-@dataclass
-class Prepared:
-    """A dataset encoded and split for training."""
-
-    ds: ReplayDataset
-    emb: np.ndarray
-    train_rows: np.ndarray
-    fit_rows: np.ndarray
-    val_rows: np.ndarray
-    cost_unit: float
-    _projections: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
-    _memories: dict[tuple[Any, ...], KnnMemory] = field(default_factory=dict)
-    _features: dict[tuple[Any, ...], np.ndarray] = field(default_factory=dict)
-
-    def memory(self, config: TrainConfig) -> KnnMemory | None:
-        """The kNN memory over all train rows (None when ``config.knn_ks`` is empty)."""
-        if not config.knn_ks:
-            return None
-        key = (config.knn_ks, config.knn_dim, config.knn_smooth)
-        if key not in self._memories:
-            rows = self.train_rows
-            mean, basis = fit_projection(self.emb[rows], config.knn_dim, whiten=False)
-            scores, known = np.nan_to_num(self.ds.scores[rows]).astype(np.float32), self.ds.known[rows]
-            prior = (scores * known).sum(axis=0) / known.sum(axis=0).clip(min=1)
-            memory = KnnMemory(
-                mean,
-                basis,
-                np.zeros((0, 0), np.float32),
-                scores,
-                known,
-                prior.astype(np.float32),
-                tuple(config.knn_ks),
-                config.knn_smooth,
-            )
-            memory.emb = memory.embed(self.emb[rows])
-            self._memories[key] = memory
-        return self._memories[key]
-
-    def projected(self, head: Head, config: TrainConfig, which: str) -> np.ndarray:
-        """``head.project`` of the fit or val rows (leave-one-out kNN features), cached per settings."""
-        key = (which, config.k, config.knn_ks, config.knn_dim, config.knn_smooth)
-        if key not in self._features:
-            rows = self.fit_rows if which == "fit" else self.val_rows
-            self._features[key] = head.project(self.emb[rows], self.self_rows(rows))
-        return self._features[key]
-
-    def self_rows(self, rows: np.ndarray) -> np.ndarray:
-        """Position of each train row in the kNN memory (to leave it out of its own neighbours)."""
-        return np.searchsorted(self.train_rows, rows)
-
-    def projection(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The PCA projection of the fit rows (computed once per ``k``)."""
-        if k not in self._projections:
-            self._projections[k] = fit_projection(self.emb[self.fit_rows], k)
-        return self._projections[k]
-
-
-def prepare(
-    ds: ReplayDataset,
-    config: TrainConfig,
-    emb: np.ndarray | None = None,
-    cache_root: Path | None = None,
-    progress: Progress | None = None,
-) -> Prepared:
-    """Encode ``ds`` and split its train rows into fit / validation (seeded)."""
-    train_rows = ds.indices("train")
-    if len(train_rows) < 10:
-        raise UsageError(
-            f"dataset {ds.name}: only {len(train_rows)} train items; at least 10 are needed (from your own "
-            "runs: about 15 distinct questions answered and verified, since ~70% of items go to train)"
-        )
-    if emb is None:
-        emb = embed(ds, get_encoder(config.encoder), cache_root, progress=progress)
-    perm = np.random.default_rng(config.seed).permutation(train_rows)
-    n_val = max(1, int(round(len(perm) * config.val_frac)))
-    known_costs = ds.costs[train_rows][ds.known[train_rows]]
-    cost_unit = float(known_costs.mean()) if known_costs.size and known_costs.mean() > 0 else 1.0
-    return Prepared(ds, emb, train_rows, np.sort(perm[n_val:]), np.sort(perm[:n_val]), cost_unit)
 
 
 def train_head(
