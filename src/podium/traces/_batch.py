@@ -94,6 +94,11 @@ MODEL_COLUMNS = ["run_id", "model", "started_at", "accepted", *RUN_MODEL_SUMS]
 _ROLE_SUM = {"thinker": 5, "worker": 6, "verifier": 7}  # positions in MODEL_COLUMNS
 
 
+# json.dumps(value, ensure_ascii=False[, sort_keys=True]) without building an encoder per call
+_ENCODE = json.JSONEncoder(ensure_ascii=False).encode
+_ENCODE_SORTED = json.JSONEncoder(ensure_ascii=False, sort_keys=True).encode
+
+
 def _insert(table: str, columns: Sequence[str], *, replace: bool = False) -> str:
     marks = ", ".join("?" * len(columns))
     return f"INSERT {'OR REPLACE ' if replace else ''}INTO {table} ({', '.join(columns)}) VALUES ({marks})"
@@ -285,8 +290,8 @@ class _Columns:
         if not value and type(value) in (list, dict) and not private:  # most turns' attempts
             return "[]" if type(value) is list else "{}"
         if private and self.hashed:
-            return digest(json.dumps(clean_value(value), ensure_ascii=False))
+            return digest(_ENCODE(clean_value(value)))
         sort = isinstance(value, dict)
         if self.clean:
-            return json.dumps(value, ensure_ascii=False, sort_keys=sort)
+            return (_ENCODE_SORTED if sort else _ENCODE)(value)
         return dumps_scrubbed(value, sort_keys=sort)
