@@ -147,6 +147,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         return child(args.child, args.runs, args.concurrency, Path(args.out))
+    if args.before_src and not (Path(args.before_src) / "podium" / "traces" / "store.py").is_file():
+        parser.error(f"--before-src {args.before_src}: no podium/traces/store.py there (give a tree's src/)")
     variants = VARIANTS + (list(BEFORE) if args.before_src else [])
     load_start = uptime()
     rounds: list[dict[str, float]] = []
