@@ -8,6 +8,10 @@ shows what the store costs the event loop (handing runs over, and waiting for th
 writer's threads hold it), not the writer's SQLite work. Runs/s is also measured without the profiler in the same
 process, interleaved, so the profile's share can be read against the real rate.
 
+With ``--store process`` the file also profiles the writer process's work on the same runs, in
+this process: decoding each run (:func:`podium.traces._batch.decode`), scrubbing, building the rows
+and the SQL, in batches as large as the child received them.
+
 ``--timer cpu`` (the default) profiles with the event-loop thread's CPU clock, so neither the
 operating system's preemption on a loaded machine nor waits for the GIL (while another thread holds
 it) are charged to whichever function was running; ``--timer wall`` keeps both.
@@ -25,6 +29,7 @@ import asyncio
 import cProfile
 import io
 import pstats
+import statistics
 import sys
 import tempfile
 import time
@@ -73,9 +78,48 @@ def main() -> None:
     buf = io.StringIO()  # what handing runs to the store costs this thread
     pstats.Stats(profiler, stream=buf).strip_dirs().sort_stats("cumulative").print_stats(r"store\.py|writer|queue")
     sections.append("=== the store's share (handler, writer, queue) ===\n" + buf.getvalue().split("\n", 2)[-1])
+    if args.store == "process":
+        sections.append(child_profile(args.runs, args.concurrency, args.top))
     text = "\n".join(head) + "\n".join(sections)
     print(text)
     Path(args.out).write_text(text)
+
+
+def child_profile(runs: int, concurrency: int, top: int) -> str:
+    """cProfile of what the writer child does per batch, run here on ``runs`` engine runs."""
+    from podium.engine import Engine, RunFinished
+    from podium.traces._batch import decode, encode
+    from podium.traces.store import Store
+    from podium.traces.writer import write_batch
+
+    blobs: list[bytes] = []
+    engine = Engine(bes.pool(), "rules")
+
+    def keep(event: object) -> None:
+        if isinstance(event, RunFinished):
+            blobs.append(encode(event.result))
+
+    async def go() -> None:
+        await asyncio.gather(*(engine.run("What is 40 + 2? Explain the steps.", on_event=keep) for _ in range(runs)))
+        await engine.aclose()
+
+    asyncio.run(go())
+    batch = max(1, int(statistics.median([c[2] for c in bes.COSTS.get(bes.VARIANTS[3], [(0, 0, 128)])]) or 128))
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store.open(Path(tmp) / "child.db")
+        profiler = cProfile.Profile(time.process_time)
+        began = time.process_time()
+        profiler.enable()
+        for i in range(0, len(blobs), batch):
+            write_batch(store, [(decode(b), "bench", None) for b in blobs[i : i + batch]])
+        profiler.disable()
+        took = time.process_time() - began
+    buf = io.StringIO()
+    pstats.Stats(profiler, stream=buf).strip_dirs().sort_stats("tottime").print_stats(top)
+    return (
+        f"=== the writer child's work, profiled here: {runs} runs in batches of {batch}, "
+        f"{took / runs * 1e3:.3f} ms/run under the profiler ===\n" + buf.getvalue().split("\n", 2)[-1]
+    )
 
 
 if __name__ == "__main__":

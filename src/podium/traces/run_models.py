@@ -1,15 +1,13 @@
 """Per run and model, the sums ``traces stats`` reads: calls, calls per role, tokens, cost, failed
 calls, verdicts, accepts, retries, and whether the run was accepted.
 
-The store writes these rows with the run's turns (:func:`run_model_rows`, in the same transaction,
-replaced with them), and migration ``0004_run_models`` computes them once for the runs already
+The store writes these rows with the run's turns (:mod:`._batch`: the same definitions, in the same
+transaction, replaced with them), and migration ``0004_run_models`` computes them once for the runs already
 stored. ``traces stats`` then scans one narrow covering index in model order: no per-turn lookup of
 the run's status and no ``count(DISTINCT run_id)`` sort, which made it grow with every turn row.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 RUN_MODEL_SUMS = [
     "calls",
@@ -56,28 +54,3 @@ RUN_MODELS_MIGRATION = [
     "CREATE INDEX turns_ok_latency ON turns(model, latency_s, run_id, error) WHERE error IS NULL OR error = ''",
     "DROP INDEX turns_model",  # `ls --model` now finds runs by run_models_stats: one index less per turn
 ]
-
-
-def run_model_rows(run_row: dict[str, Any], turn_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The ``run_models`` rows of one stored run (``run_row`` and ``turn_rows`` as written), with the
-    same definitions as the migration's SQL: a call failed when its error is non-empty; verdicts and
-    accepts count successful calls only."""
-    out: dict[str, dict[str, Any]] = {}
-    accepted = int(run_row["status"] == "accepted")
-    for t in turn_rows:
-        row = out.get(t["model"])
-        if row is None:
-            row = out[t["model"]] = {"run_id": run_row["id"], "model": t["model"], "started_at": run_row["started_at"]}
-            row.update(dict.fromkeys(RUN_MODEL_SUMS, 0), accepted=accepted)
-        failed = bool(t["error"])
-        row["calls"] += 1
-        if t["role"] in ("thinker", "worker", "verifier"):
-            row[t["role"]] += 1
-        row["prompt_tokens"] += t["prompt_tokens"]
-        row["completion_tokens"] += t["completion_tokens"]
-        row["cost_usd"] += t["cost_usd"]
-        row["failed"] += failed
-        row["verdicts"] += not failed and bool(t["verdict"])
-        row["accepts"] += not failed and t["verdict"] == "ACCEPT"
-        row["retries"] += t["retries"]
-    return list(out.values())

@@ -25,25 +25,25 @@ Typical use::
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import ConfigError, UsageError  # noqa: F401 (UsageError: re-exported)
-from ..scrub import REDACTED, clean_text, clean_value, dumps_scrubbed, scrub, scrub_value, secrets_pinned  # noqa: F401 (REDACTED, scrub: re-exported)
-from ..types import RunResult, RunStatus, Turn
+from ..scrub import REDACTED, scrub, secrets_pinned  # noqa: F401 (REDACTED: re-exported)
+from ..types import RunResult
+from ._batch import Item, Rows
 from .queries import Connection as Connection
 from .queries import StoreQueries as StoreQueries
-from .rows import _insert, _private_file
+from .rows import _private_file
 from .rows import digest as digest
 from .rows import loads_column as loads_column
-from .run_models import RUN_MODELS_MIGRATION, run_model_rows
+from .run_models import RUN_MODELS_MIGRATION
 from .settings import TRACES_ENV as TRACES_ENV
 from .settings import TRACES_URL_ENV as TRACES_URL_ENV
 from .settings import default_path as default_path
@@ -227,100 +227,20 @@ class Store(StoreQueries):
             return None
         return digest(value) if self.text_mode == "hash" else scrub(value)
 
-    def _json(self, value: Any, *, private: bool = False) -> str:
-        """``value`` scrubbed, then serialized (never the other way round: that can break the JSON).
-        ``private`` texts (prompts) are stored as a digest in hash mode."""
-        if not value and type(value) in (list, dict) and not private:  # most turns' attempts: nothing to scrub
-            return "[]" if type(value) is list else "{}"
-        if private and self.text_mode == "hash":
-            return digest(json.dumps(clean_value(value), ensure_ascii=False))
-        return dumps_scrubbed(value, sort_keys=isinstance(value, dict))
-
     def record(self, result: RunResult, *, source: str | None = None, owner: str | None = None) -> str:
         """Store ``result`` and its turns (replacing any earlier copy of the same run); returns its id."""
         return self.record_many([(result, source, owner)])[0]
 
-    def record_many(self, items: list[tuple[RunResult, str | None, str | None]]) -> list[str]:
-        """Store several ``(result, source, owner)`` runs in one transaction; returns their ids."""
+    def record_many(self, items: Sequence[Item]) -> list[str]:
+        """Store several ``(result, source, owner)`` runs in one transaction; returns their ids. A
+        result may also be given in its plain form (:func:`podium.traces._batch.plain`)."""
         if not items:
             return []
         with secrets_pinned():  # the environment's secrets looked up once for the batch
-            rows = {r.run_id: self._rows(r, source, owner) for r, source, owner in items}  # a run twice: the last copy
-        run_rows = [run_row for run_row, _ in rows.values()]
-        turn_rows = [t for _, turns in rows.values() for t in turns]
-        sums = [s for run_row, turns in rows.values() if turns for s in run_model_rows(run_row, turns)]
-        ids = [(run_id,) for run_id in rows]
-        with self._write() as conn:  # one statement per table for the whole batch
-            conn.executemany("DELETE FROM turns WHERE run_id = ?", ids)
-            conn.executemany("DELETE FROM run_models WHERE run_id = ?", ids)
-            conn.executemany(_insert_sql("runs", run_rows[0], replace=True), run_rows)
-            if turn_rows:
-                conn.executemany(_insert_sql("turns", turn_rows[0]), turn_rows)
-                conn.executemany(_insert_sql("run_models", sums[0]), sums)
-        return [r.run_id for r, _, _ in items]
-
-    def _rows(
-        self, result: RunResult, source: str | None, owner: str | None
-    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        status = result.status.value
-        if result.status == RunStatus.FAILED and result.reason.startswith("interrupted"):
-            status = "interrupted"
-        run_row = {
-            "id": result.run_id,
-            "started_at": result.started_at,
-            "finished_at": result.started_at + result.latency_s,
-            "query": self._text(result.query),
-            "query_hash": digest(result.query),
-            "pool": result.pool,
-            "policy": self._json(result.policy),
-            "coordinator": result.coordinator,
-            "status": status,
-            "reason": scrub(result.reason),
-            "answer": self._text(result.answer),
-            "prompt_tokens": sum(t.prompt_tokens for t in result.turns),
-            "completion_tokens": sum(t.completion_tokens for t in result.turns),
-            "total_tokens": result.total_tokens,
-            "cost_usd": result.cost_usd,
-            "orchestration_tokens": result.orchestration_prompt_tokens + result.orchestration_completion_tokens,
-            "orchestration_cost_usd": result.orchestration_cost_usd,
-            "latency_s": result.latency_s,
-            "n_turns": len(result.turns),
-            "source": source,
-            "owner": owner,
-            "text_mode": self.text_mode,
-            "workflow": self._json(result.workflow, private=True) if result.workflow is not None else None,
-        }
-        return run_row, [self._turn_row(result.run_id, t) for t in result.turns]
-
-    def _turn_row(self, run_id: str, t: Turn) -> dict[str, Any]:
-        return {
-            "run_id": run_id,
-            "turn": t.turn,
-            "role": t.role.value,
-            "model": t.model,
-            "provider": t.provider,
-            "region": t.region,
-            "reason": scrub(t.reason),
-            "prompt": self._json([m.model_dump() for m in t.messages], private=True),
-            "response": self._text(t.output),
-            "prompt_tokens": t.prompt_tokens,
-            "completion_tokens": t.completion_tokens,
-            "cost_usd": t.cost_usd,
-            "latency_s": t.latency_s,
-            "verdict": t.verdict.value if t.verdict else None,
-            "diagnosis": self._text(t.diagnosis),
-            "error": scrub(t.error),
-            "retries": t.retries,
-            "fallback_from": t.fallback_from,
-            "attempts": self._json(t.attempts),
-            "usage_estimated": int(t.usage_estimated),
-            "step": t.step,
-            "inputs": json.dumps(t.inputs) if t.inputs is not None else None,
-            "depth": t.depth,
-            "started_at": t.started_at,
-            "ended_at": t.ended_at,
-            "deployment": t.deployment,
-        }
+            rows = Rows(items, self.text_mode)
+        with self._write() as conn:
+            rows.write(conn)
+        return rows.ids
 
     def grade(
         self, run_id: str, *, score: float, source: str, task_id: str | None = None, detail: str | None = None
@@ -386,18 +306,6 @@ class Store(StoreQueries):
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
-_SQL: dict[tuple[str, tuple[str, ...], bool], str] = {}
-
-
-def _insert_sql(table: str, row: dict[str, Any], *, replace: bool = False) -> str:
-    """:func:`~podium.traces.rows._insert`, built once per table and column list."""
-    key = (table, tuple(row), replace)
-    sql = _SQL.get(key)
-    if sql is None:
-        sql = _SQL[key] = _insert(table, row, replace=replace)
-    return sql
-
-
 def _background_handler(
     store: Store, source: str | None, owner: str | None, on_error: Callable[[Exception], None] | None, kind: str
 ) -> Callable[[Any], None]:
@@ -408,7 +316,7 @@ def _background_handler(
 
     def on_event(event: Any) -> None:
         if isinstance(event, RunFinished):
-            writer.submit(event.result, source=source, owner=owner)
+            writer.enqueue(event.result, source=source, owner=owner)
 
     on_event.flush = writer.flush  # type: ignore[attr-defined]
     on_event.close = writer.close  # type: ignore[attr-defined]

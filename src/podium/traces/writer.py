@@ -26,11 +26,13 @@ failure goes to ``on_error`` and to that run's future.
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import queue
 import threading
+import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
@@ -38,9 +40,11 @@ from ..errors import ConfigError
 
 if TYPE_CHECKING:
     from ..types import RunResult
+    from ._batch import Item as BatchItem
     from .store import Store
 
-Item = tuple["RunResult", str | None, str | None, "Future[str]"]
+log = logging.getLogger("podium.traces")
+Item = tuple["RunResult", str | None, str | None, "Future[str] | None"]
 _STOP = object()
 
 
@@ -48,11 +52,17 @@ class TraceWriter:
     """Background, batched :meth:`Store.record` (see the module doc)."""
 
     def __init__(
-        self, store: Store, *, max_batch: int = 256, on_error: Callable[[Exception], None] | None = None
+        self,
+        store: Store,
+        *,
+        max_batch: int = 256,
+        on_error: Callable[[Exception], None] | None = None,
+        linger: float = 0.0,
     ) -> None:
         self.store = store
         self.max_batch = max_batch
         self.on_error = on_error
+        self.linger = linger  # seconds to let a batch gather (no caller waits: fewer, larger batches)
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._closed = False
@@ -62,19 +72,24 @@ class TraceWriter:
     def submit(self, result: RunResult, *, source: str | None = None, owner: str | None = None) -> Future[str]:
         """Queue ``result``; the future gives its run id once committed (or the storage error)."""
         future: Future[str] = Future()
+        self._put(result, source, owner, future)
+        return future
+
+    def enqueue(self, result: RunResult, *, source: str | None = None, owner: str | None = None) -> None:
+        """:meth:`submit` for a caller that does not wait for the commit (the engine's event handler):
+        no future; a storage error goes to ``on_error``. :meth:`flush` still waits for it."""
+        self._put(result, source, owner, None)
+
+    def _put(self, result: RunResult, source: str | None, owner: str | None, future: Future[str] | None) -> None:
         with self._lock:
             if self._closed:  # after close: store it here and now rather than drop it
-                try:
-                    future.set_result(self.store.record(result, source=source, owner=owner))
-                except Exception as exc:
-                    future.set_exception(exc)
-                return future
+                write_one(self.store, (result, source, owner), future, self.on_error)
+                return
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="podium-trace-writer", daemon=True)
                 self._thread.start()
                 _OPEN.add(self)
             self._queue.put((result, source, owner, future))
-        return future
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every run submitted before this call is committed (or failed)."""
@@ -112,6 +127,8 @@ class TraceWriter:
     def _take(self, batch: list[Item], markers: list[Future[str]]) -> bool:
         """Block for one item, then take what else is queued (up to ``max_batch`` runs); True at the end."""
         item = self._queue.get()
+        if self.linger and isinstance(item, tuple):
+            time.sleep(self.linger)
         while True:
             if item is _STOP:
                 return True
@@ -130,26 +147,44 @@ class TraceWriter:
         outcomes, batched = write_batch(self.store, [(r, source, owner) for r, source, owner, _ in batch])
         self.batches += batched
         for (*_, future), outcome in zip(batch, outcomes, strict=True):
-            if isinstance(outcome, Exception):
-                future.set_exception(outcome)
-                if self.on_error is not None:
-                    self.on_error(outcome)
-            else:
-                future.set_result(outcome)
+            settle(future, outcome, self.on_error)
 
 
-def write_batch(
-    store: Store, items: list[tuple[RunResult, str | None, str | None]]
-) -> tuple[list[str | Exception], bool]:
-    """Store ``items`` in one transaction, else (it failed) run by run so that a bad run fails alone.
-    Returns each run's id or error, and whether the one transaction succeeded."""
+def settle(future: Future[str] | None, outcome: str | Exception, on_error: Callable[[Exception], None] | None) -> None:
+    """Give ``outcome`` to ``future`` (if any); an error also goes to ``on_error``."""
+    if isinstance(outcome, Exception):
+        if future is not None:
+            future.set_exception(outcome)
+        if on_error is not None:
+            on_error(outcome)
+        elif future is None:  # nobody else would hear of it
+            log.error("trace writer: %s", outcome)
+    elif future is not None:
+        future.set_result(outcome)
+
+
+def write_one(
+    store: Store, item: BatchItem, future: Future[str] | None, on_error: Callable[[Exception], None] | None
+) -> None:
+    outcome: str | Exception
+    try:
+        outcome = store.record_many([item])[0]
+    except Exception as exc:
+        outcome = exc
+    settle(future, outcome, on_error)
+
+
+def write_batch(store: Store, items: Sequence[BatchItem]) -> tuple[list[str | Exception], bool]:
+    """Store ``items`` (each ``(run or its plain form, source, owner)``) in one transaction, else (it
+    failed) run by run so that a bad run fails alone. Returns each run's id or error, and whether the
+    one transaction succeeded."""
     try:
         return list(store.record_many(items)), True
     except Exception:
         outcomes: list[str | Exception] = []
-        for result, source, owner in items:
+        for item in items:
             try:
-                outcomes.append(store.record(result, source=source, owner=owner))
+                outcomes.append(store.record_many([item])[0])
             except Exception as exc:
                 outcomes.append(exc)
         return outcomes, False
@@ -168,11 +203,11 @@ def open_writer(
     """A background writer for ``store``: ``"thread"`` (:class:`TraceWriter`) or ``"process"``
     (:class:`~podium.traces.writer_process.ProcessTraceWriter`: the work on another core, for a
     long-lived server or job on a machine with a core to spare; it costs a child process of ~50 MB and
-    ~1 s to start). Default ``$PODIUM_TRACE_WRITER``, else thread. ``linger``: seconds a
-    process writer lets a batch gather, for callers that do not wait for the commit."""
+    ~1 s to start). Default ``$PODIUM_TRACE_WRITER``, else thread. ``linger``: seconds the writer
+    lets a batch gather, for callers that do not wait for the commit."""
     kind = kind or os.environ.get(WRITER_ENV) or "thread"
     if kind == "thread":
-        return TraceWriter(store, on_error=on_error)
+        return TraceWriter(store, on_error=on_error, linger=linger)
     if kind == "process":
         from .writer_process import ProcessTraceWriter
 

@@ -19,6 +19,7 @@ from typing import IO, Any
 from pydantic import BaseModel
 
 from ..scrub import secrets_pinned
+from ._batch import decode
 from .writer import write_batch
 
 HEADER = struct.Struct("!I")
@@ -28,10 +29,15 @@ class WriterProcessError(RuntimeError):
     """The trace writer process died or could not start (its runs are sent again, not lost)."""
 
 
+def pack(message: Any) -> bytes:
+    """One length-prefixed pickled message (of plain values: runs travel encoded, :func:`._batch.encode`)."""
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return HEADER.pack(len(data)) + data
+
+
 def write_frame(stream: IO[bytes], message: Any) -> None:
     """One length-prefixed pickled message, in one write."""
-    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    stream.write(HEADER.pack(len(data)) + data)
+    stream.write(pack(message))
     stream.flush()
 
 
@@ -111,8 +117,8 @@ def child_main(stdin: IO[bytes], stdout: IO[bytes]) -> None:
         if message[0] == "secrets":
             regex = compile_pattern(message[1])
             continue
-        _, seq, blobs = message
-        items = [pickle.loads(blob) for blob in blobs]  # each (run, source, owner), pickled by the caller
+        _, seq, runs = message
+        items = [(decode(blob), source, owner) for blob, source, owner in runs]  # encoded by the caller
         with secrets_pinned(regex):
             outcomes, _ = write_batch(store, items)
         try:

@@ -2,10 +2,12 @@
 core, so they stop competing with the engine or the server for the GIL.
 
 :class:`ProcessTraceWriter` is a drop-in for :class:`~podium.traces.writer.TraceWriter` (the same
-``submit() -> Future``, ``flush``, ``close``). :meth:`submit` pickles the run in the caller's
-thread (≈ 40 µs; done there, it needs no GIL hand-off); a sender thread takes what is queued (up to
-``max_batch`` runs) and writes it to the child's stdin as one batch; a reader thread resolves each
-run's future from the child's acknowledgement. The child (``python -m podium.traces.writer_child``,
+``submit() -> Future``, ``enqueue``, ``flush``, ``close``). :meth:`submit` encodes the run in the
+caller's thread as the JSON pydantic-core writes for it (≈ 5 µs, :func:`podium.traces._batch.encode`;
+done there, it needs no GIL hand-off); a sender thread takes what is queued (up to ``max_batch``
+runs) and writes it to the child's stdin as one batch; a reader thread resolves each run's future
+from the child's acknowledgement. :meth:`enqueue` (the engine's event handler: nobody waits for the
+commit) makes no future at all; :meth:`flush` waits for both by counting the runs settled. The child (``python -m podium.traces.writer_child``,
 started at the first submission) stores each batch in one transaction with the same
 :class:`~podium.traces.store.Store` code, then acknowledges it.
 
@@ -43,13 +45,13 @@ import time
 import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
-from concurrent.futures import wait as wait_all
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..scrub import secrets_pattern, secrets_pinned
-from .writer import write_batch
-from .writer_child import HEADER, WriterProcessError, compile_pattern, dumps, frame, read_frame, write_frame
+from ._batch import decode, encode
+from .writer import settle, write_batch, write_one
+from .writer_child import HEADER, WriterProcessError, compile_pattern, pack, read_frame, write_frame
 
 if TYPE_CHECKING:
     from ..types import RunResult
@@ -58,7 +60,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("podium.traces")
 _STOP = object()
 _UNSENT = object()
-Item = tuple[bytes, "Future[str]"]  # a pickled (run, source, owner) and its future
+Item = tuple[bytes, str | None, str | None, "Future[str] | None"]  # an encoded run, source, owner, future
 
 
 class ProcessTraceWriter:
@@ -86,9 +88,10 @@ class ProcessTraceWriter:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._lock = threading.Lock()  # submissions against close
         self._io = threading.Lock()  # the child's stdin, its replacement, the pending batches' order
-        self._pending: dict[int, tuple[bytes, list[Future[str]], tuple[str, str] | None]] = {}
-        self._acked = threading.Condition()
-        self._outstanding: set[Future[str]] = set()
+        self._pending: dict[int, tuple[bytes, list[Future[str] | None], tuple[str, str] | None]] = {}
+        self._acked = threading.Condition()  # batches acknowledged, runs finished (committed or failed)
+        self._queued = 0  # runs queued for the child so far
+        self._finished = 0  # of those, runs committed or failed
         self._seq = 0
         self._failures = 0  # child deaths since the last acknowledgement
         self._sent_pattern: object = _UNSENT
@@ -102,23 +105,27 @@ class ProcessTraceWriter:
     def submit(self, result: RunResult, *, source: str | None = None, owner: str | None = None) -> Future[str]:
         """Queue ``result``; the future gives its run id once committed (or the storage error)."""
         future: Future[str] = Future()
+        self._put(result, source, owner, future)
+        return future
+
+    def enqueue(self, result: RunResult, *, source: str | None = None, owner: str | None = None) -> None:
+        """:meth:`submit` for a caller that does not wait for the commit (the engine's event handler):
+        no future; a storage error goes to ``on_error`` (else the log). :meth:`flush` still waits for it."""
+        self._put(result, source, owner, None)
+
+    def _put(self, result: RunResult, source: str | None, owner: str | None, future: Future[str] | None) -> None:
         try:
-            blob = dumps((result, source, owner))  # here, not in the sender: no GIL hand-off for it
-        except Exception:  # a run that cannot be pickled: stored here and now
+            blob = encode(result)  # here, not in the sender: no GIL hand-off for it
+        except Exception:  # a run that cannot be encoded: stored here and now
             blob = None
         with self._lock:
             if self._closed or blob is None:  # after close: store it here and now rather than drop it
-                try:
-                    future.set_result(self.store.record(result, source=source, owner=owner))
-                except Exception as exc:
-                    future.set_exception(exc)
-                return future
+                write_one(self.store, (result, source, owner), future, self._report)
+                return
             if self._proc is None and not self.in_process:
                 self._start()
-            self._outstanding.add(future)
-            future.add_done_callback(self._outstanding.discard)
-            self._queue.put((blob, future))
-        return future
+            self._queued += 1
+            self._queue.put((blob, source, owner, future))
 
     def start(self, timeout: float | None = 30.0) -> bool:
         """Start the child now (not at the first submission) and wait until it has opened the store."""
@@ -129,9 +136,11 @@ class ProcessTraceWriter:
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every run submitted before this call is committed (or failed)."""
-        _, not_done = wait_all(list(self._outstanding), timeout)
-        if not_done:
-            raise TimeoutError(f"{len(not_done)} trace writes still pending after {timeout} s")
+        with self._lock:
+            target = self._queued
+        with self._acked:
+            if not self._acked.wait_for(lambda: self._finished >= target, timeout):
+                raise TimeoutError(f"{target - self._finished} trace writes still pending after {timeout} s")
 
     def close(self, timeout: float | None = 30.0) -> None:
         """Flush, then stop the threads and the child. Idempotent; later submissions are stored synchronously."""
@@ -219,16 +228,17 @@ class ProcessTraceWriter:
                 return False
 
     def _send(self, batch: list[Item]) -> None:
-        futures = [future for _, future in batch]
+        futures = [future for *_, future in batch]
+        runs = [(blob, source, owner) for blob, source, owner, _ in batch]
         pattern = secrets_pattern()
         with self._io:
             if not self.in_process:
                 self._seq += 1
-                data = frame(("batch", self._seq, [blob for blob, _ in batch]))
+                data = pack(("batch", self._seq, runs))
                 self._pending[self._seq] = (data, futures, pattern)
                 self._emit(data, pattern)
                 return
-        self._write_here([pickle.loads(blob) for blob, _ in batch], futures, pattern)
+        self._write_here(runs, futures, pattern)
 
     def _emit(self, data: bytes, pattern: tuple[str, str] | None) -> None:
         """Send one batch (after the secrets, if they changed); holds ``_io``."""
@@ -265,17 +275,19 @@ class ProcessTraceWriter:
         self.batches += 1
         with self._acked:
             entry = self._pending.pop(seq, None)
-            self._acked.notify()
+            self._acked.notify_all()
         if entry is not None:
             self._resolve(entry[1], outcomes)
 
-    def _resolve(self, futures: list[Future[str]], outcomes: list[str | Exception]) -> None:
+    def _resolve(self, futures: list[Future[str] | None], outcomes: list[str | Exception]) -> None:
         for future, outcome in zip(futures, outcomes, strict=True):
-            if isinstance(outcome, Exception):
-                future.set_exception(outcome)
-                self._report(outcome)
-            else:
-                future.set_result(outcome)
+            settle(future, outcome, self._report)
+        self._finish(len(futures))
+
+    def _finish(self, runs: int) -> None:
+        with self._acked:
+            self._finished += runs
+            self._acked.notify_all()
 
     def _replace(self, dead: subprocess.Popen[bytes], code: int | str) -> bool:
         """Start a new child and resend what the dead one did not acknowledge; False: write here from now on."""
@@ -287,7 +299,7 @@ class ProcessTraceWriter:
                 self.in_process = True
                 self._pending.clear()
                 with self._acked:
-                    self._acked.notify()
+                    self._acked.notify_all()
             else:
                 try:
                     self._proc = self._spawn()
@@ -295,7 +307,7 @@ class ProcessTraceWriter:
                     code, self.in_process = f"{code} and could not be restarted ({exc})", True
                     self._pending.clear()
                     with self._acked:
-                        self._acked.notify()
+                        self._acked.notify_all()
                 else:
                     self.restarts += 1
                     for _, (data, _, pattern) in waiting:
@@ -308,28 +320,31 @@ class ProcessTraceWriter:
                 )
             )
             for _, (data, futures, pattern) in waiting:
-                items = [pickle.loads(blob) for blob in pickle.loads(data[HEADER.size :])[2]]
-                self._write_here(items, futures, pattern)
+                self._write_here(pickle.loads(data[HEADER.size :])[2], futures, pattern)
             return False
         self._report(WriterProcessError(f"trace writer process exited with {code}; restarted it, {runs} runs resent"))
         return True
 
     def _write_here(
         self,
-        items: list[tuple[RunResult, str | None, str | None]],
-        futures: list[Future[str]],
+        runs: list[tuple[bytes, str | None, str | None]],
+        futures: list[Future[str] | None],
         pattern: tuple[str, str] | None,
     ) -> None:
         with secrets_pinned(compile_pattern(pattern)):
-            outcomes, _ = write_batch(self.store, items)
+            outcomes, _ = write_batch(self.store, [(decode(blob), source, owner) for blob, source, owner in runs])
         self._resolve(futures, outcomes)
 
     def _fail_pending(self, error: Exception) -> None:
+        runs = 0
         for _, futures, _ in self._pending.values():
+            runs += len(futures)
             for future in futures:
-                future.set_exception(error)
+                if future is not None:
+                    future.set_exception(error)
         self._pending.clear()
         self._report(error)
+        self._finish(runs)
 
     def _report(self, error: Exception) -> None:
         if self.on_error is not None:
