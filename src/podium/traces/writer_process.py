@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..scrub import secrets_pattern, secrets_pinned
 from ._batch import decode, encode
-from .writer import settle, write_batch, write_one
+from .writer import hand_over_gil, settle, write_batch, write_one
 from .writer_child import HEADER, WriterProcessError, compile_pattern, pack, read_frame, write_frame
 
 if TYPE_CHECKING:
@@ -75,6 +75,7 @@ class ProcessTraceWriter:
         max_restarts: int = 3,
         window: int = 2,
         linger: float = 0.0,
+        handoff: int = 64,
     ) -> None:
         self.store = store
         self.max_batch = max_batch
@@ -82,6 +83,7 @@ class ProcessTraceWriter:
         self.max_restarts = max_restarts
         self.window = window  # batches sent and not yet acknowledged: while the child is busy, runs gather
         self.linger = linger  # seconds to let a batch gather before sending it (no caller waits: larger batches)
+        self.handoff = handoff  # runs queued at which the caller hands the GIL to the sender (see _put)
         self.batches = 0  # batches acknowledged (for tests and benchmarks)
         self.restarts = 0  # children started after one died
         self.in_process = False  # True once the writer gave up on child processes
@@ -126,6 +128,8 @@ class ProcessTraceWriter:
                 self._start()
             self._queued += 1
             self._queue.put((blob, source, owner, future))
+        if self._queue.qsize() >= self.handoff and self._queued % self.handoff == 0:
+            hand_over_gil()
 
     def start(self, timeout: float | None = 30.0) -> bool:
         """Start the child now (not at the first submission) and wait until it has opened the store."""
@@ -214,7 +218,7 @@ class ProcessTraceWriter:
     def _take(self, batch: list[Item]) -> bool:
         """Block for one item, then take what else is queued (up to ``max_batch`` runs); True at the end."""
         item = self._queue.get()
-        if self.linger and item is not _STOP:
+        if self.linger and item is not _STOP and self._queue.qsize() < self.handoff:
             time.sleep(self.linger)
         while True:
             if item is _STOP:
