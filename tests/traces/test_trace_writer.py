@@ -136,3 +136,21 @@ async def test_sigterm_mid_load_stores_every_answered_run(tmp_path: Path) -> Non
     acknowledged, stored = await _kill_mid_load(tmp_path, signal.SIGTERM)
     assert len(acknowledged) >= 100
     assert set(acknowledged) <= stored
+
+
+@pytest.mark.parametrize("kind", ["thread", "process"])
+def test_a_cancelled_future_does_not_stop_the_writer(tmp_path: Path, kind: str) -> None:
+    # A caller may cancel the future it was given (a request that gave up waiting): the writer must
+    # still store that run and go on with the next ones, not die on InvalidStateError.
+    from podium.traces.writer_process import ProcessTraceWriter
+
+    store = Store.open(tmp_path / "c.db")
+    writer = TraceWriter(store) if kind == "thread" else ProcessTraceWriter(store)
+    try:
+        cancelled = writer.submit(result(1))
+        assert cancelled.cancel()
+        later = [writer.submit(result(i)) for i in range(2, 6)]
+        assert [f.result(timeout=30) for f in later] == [f"run_{i:06d}" for i in range(2, 6)]
+    finally:
+        writer.close()
+    assert count(tmp_path / "c.db") == 5  # the cancelled run is stored all the same

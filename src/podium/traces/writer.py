@@ -33,7 +33,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
@@ -166,15 +166,24 @@ def hand_over_gil() -> None:
 
 def settle(future: Future[str] | None, outcome: str | Exception, on_error: Callable[[Exception], None] | None) -> None:
     """Give ``outcome`` to ``future`` (if any); an error also goes to ``on_error``."""
+    delivered = future is not None and _deliver(future, outcome)
     if isinstance(outcome, Exception):
-        if future is not None:
-            future.set_exception(outcome)
         if on_error is not None:
             on_error(outcome)
-        elif future is None:  # nobody else would hear of it
+        elif not delivered:  # nobody else would hear of it
             log.error("trace writer: %s", outcome)
-    elif future is not None:
-        future.set_result(outcome)
+
+
+def _deliver(future: Future[str], outcome: str | Exception) -> bool:
+    """Set the future's outcome; False if its caller had cancelled it (the run is stored all the same)."""
+    try:
+        if isinstance(outcome, Exception):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+    except InvalidStateError:
+        return False
+    return True
 
 
 def write_one(
