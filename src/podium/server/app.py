@@ -30,11 +30,12 @@ from .middleware import BodyLimit, HostCheck, ScrubbedJSON
 from .otel import Telemetry
 from .otel import from_env as otel_from_env
 from .otel import shutdown as otel_shutdown
+from .plan import model_not_found
 from .requestlog import RequestLog
 from .requestlog import configure as configure_request_log
 from .responses import model_card, tier_card
 from .schemas import ChatCompletionRequest, ErrorResponse, ModelCard, ModelList
-from .service import Service, model_not_found
+from .service import Service
 from .tiers import TierSet, load_tiers
 from .traces import Traces
 

@@ -21,10 +21,11 @@ from .keyguard import KeyGuard
 from .metrics import Metrics
 from .middleware import error_response, validation_message
 from .outcomes import check_budget_fits, check_context_fits
+from .plan import Plan
 from .responses import complete, settle
 from .routing import fallback_chain
 from .schemas import ChatCompletionRequest, PodiumOptions
-from .service import Plan, Service
+from .service import Service
 from .stream import stream_response
 from .traces import Traces
 

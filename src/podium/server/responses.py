@@ -19,9 +19,10 @@ from .keyguard import KeyGuard
 from .metrics import Metrics
 from .middleware import ScrubbedJSON, error_response
 from .outcomes import breakers_wait, failed_run_error
+from .plan import Plan
 from .requestlog import run_fields
 from .schemas import ModelCard, completion_id
-from .service import Plan, Service
+from .service import Service
 from .stream import completion_body, record_finished
 from .tiers import Tier
 from .traces import Traces

@@ -11,105 +11,27 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import cast
 
 from ..backends import BackendSet
 from ..backends.base import estimate_prompt_tokens
 from ..coordinators.base import Coordinator
 from ..engine import Engine
 from ..errors import ContextOverflow, PolicyError, UsageError
-from ..events import EngineRun, Event, Feed, RunFinished, TurnDelta, TurnFinished, TurnStarted
+from ..events import Event, Feed, RunFinished, TurnDelta, TurnFinished, TurnStarted
 from ..pool import ModelSpec, Policy, Pool
 from ..reliability import Layers, ModelCall, default_breakers
 from ..turns import answered_turn, failed_turn
-from ..types import Budget, ChatMessage, CompletionRequest, Role, RunResult, RunStatus, Turn, new_run_id
+from ..types import Budget, CompletionRequest, Role, RunResult, RunStatus, Turn
 from .auth import ApiKey
 from .compat import upstream_fields, worker_fields
 from .errors import ApiError, bad_request
+from .plan import Outcome, Plan, PlanRun, least, model_not_found, narrow, render_query
 from .quotas import check_deployments_free
 from .schemas import ChatCompletionRequest, PodiumOptions
 from .tiers import Tier, TierSet
 
 TextSink = Callable[[ModelSpec, str], Awaitable[None] | None]
-LABELS = {"system": "Instructions", "user": "User", "assistant": "Assistant"}
-
-
-@dataclass
-class Plan:
-    """A validated request, ready to run."""
-
-    request: ChatCompletionRequest
-    key: ApiKey
-    policy: Policy
-    tier: Tier | None = None
-    spec: ModelSpec | None = None
-    budget: Budget | None = None
-    query: str = ""
-    chain: list[str] = field(default_factory=list)
-    trace_id: str = field(default_factory=new_run_id)
-    cost_weight: float | None = None  # learned tiers: the request's cost knob (body or ``TIER@W`` model name)
-    chats: list[ChatMessage] | None = None  # the request's messages as podium sees them (:meth:`chat_messages`)
-
-    def chat_messages(self) -> list[ChatMessage]:
-        """The request's messages as podium sees them (``to_chat``), made once per request."""
-        if self.chats is None:
-            self.chats = [m.to_chat() for m in self.request.messages]
-        return self.chats
-
-    @property
-    def model(self) -> str:
-        return self.request.model
-
-    @property
-    def kind(self) -> str:
-        return "tier" if self.tier else "model"
-
-
-@dataclass
-class Outcome:
-    """A finished run and the finish reason to report."""
-
-    result: RunResult
-    finish_reason: str = "stop"
-    tool_calls: list[dict[str, Any]] | None = None  # a pass-through model's tool calls (podium.server.compat)
-
-
-class PlanRun(EngineRun):
-    """A plan's run in progress (:meth:`Service.iter`); ``outcome`` once it has finished."""
-
-    upstream_finish: str | None = None  # a pass-through's: the model's own finish reason
-    upstream_tool_calls: list[dict[str, Any]] | None = None  # a pass-through's: the model's tool calls
-
-    @property
-    def outcome(self) -> Outcome | None:
-        if self.result is None:
-            return None
-        calls = self.upstream_tool_calls or answer_tool_calls(self.result)
-        finish = "tool_calls" if calls else self.upstream_finish or finish_reason(self.result)
-        return Outcome(self.result, finish, calls)
-
-
-def answer_tool_calls(result: RunResult) -> list[dict[str, Any]] | None:
-    """A tier's tool calls: those of the worker turn that ended the run (the client runs them)."""
-    last = next((t for t in reversed(result.turns) if t.role == Role.WORKER and not t.error), None)
-    return last.tool_calls if last is not None and result.status == RunStatus.ANSWERED else None
-
-
-def render_query(messages: list[ChatMessage]) -> str:
-    """The task text a tier orchestrates: a lone message as is, a conversation as a labelled transcript."""
-    chats = [m for m in messages if m.content.strip()]
-    if not any(m.role == "user" for m in chats):
-        raise bad_request(
-            "messages must contain at least one non-empty user message", param="messages", code="empty_messages"
-        )
-    if len(chats) == 1:
-        return chats[0].content
-    return "\n\n".join(f"{LABELS[m.role]}: {m.content}" for m in chats)
-
-
-def finish_reason(result: RunResult) -> str:
-    return "stop" if result.status in (RunStatus.ACCEPTED, RunStatus.ANSWERED) else "length"
 
 
 class Service:
@@ -169,14 +91,14 @@ class Service:
         plan.tier = tier
         pool_budget = self.pool.config.budget  # the pool file's limits hold for every tier
         plan.budget = Budget(
-            max_turns=_narrow("max_turns", tier.max_turns, options.max_turns, tier.name),
-            max_cost_usd=_narrow(
-                "max_cost_usd", _least(tier.max_cost_usd, pool_budget.max_cost_usd), options.max_cost_usd, tier.name
+            max_turns=narrow("max_turns", tier.max_turns, options.max_turns, tier.name),
+            max_cost_usd=narrow(
+                "max_cost_usd", least(tier.max_cost_usd, pool_budget.max_cost_usd), options.max_cost_usd, tier.name
             ),
-            deadline_s=_narrow(
-                "deadline_s", _least(tier.deadline_s, pool_budget.deadline_s), options.deadline_s, tier.name
+            deadline_s=narrow(
+                "deadline_s", least(tier.deadline_s, pool_budget.deadline_s), options.deadline_s, tier.name
             ),
-            max_tokens=_narrow("max_tokens", pool_budget.max_tokens, options.max_tokens, tier.name),
+            max_tokens=narrow("max_tokens", pool_budget.max_tokens, options.max_tokens, tier.name),
         )
         plan.query = render_query(plan.chat_messages())
         return plan
@@ -413,31 +335,3 @@ def with_cost_weight(coordinator: Coordinator, cost_weight: float) -> Coordinato
     if hasattr(coordinator, "with_cost_weight"):
         return cast(Coordinator, coordinator.with_cost_weight(cost_weight))
     return None
-
-
-def model_not_found(name: str) -> ApiError:
-    return ApiError(
-        404,
-        f"model '{name}' does not exist; GET /v1/models lists the tiers and models served",
-        param="model",
-        code="model_not_found",
-    )
-
-
-def _least(*values: float | None) -> float | None:
-    """The smallest of the limits that are set (None: no limit)."""
-    present = [v for v in values if v is not None]
-    return min(present) if present else None
-
-
-def _narrow(name: str, tier_value: Any, asked: Any, tier: str) -> Any:
-    """The request's value if it is within the tier's limit; ApiError if it would widen it."""
-    if asked is None:
-        return tier_value
-    if tier_value is not None and asked > tier_value:
-        raise bad_request(
-            f"podium.{name} {asked} exceeds tier '{tier}''s limit of {tier_value}; a request may only narrow it",
-            param=f"podium.{name}",
-            code="policy_widening",
-        )
-    return asked

@@ -27,6 +27,7 @@ from ..events import EngineRun, Event, RunFinished, TurnDelta, TurnStarted
 from ..scrub import scrub_value
 from ..types import Role, RunResult, RunStatus
 from .errors import ApiError
+from .plan import Outcome, Plan, PlanRun
 from .schemas import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -37,7 +38,7 @@ from .schemas import (
     Usage,
     completion_id,
 )
-from .service import Outcome, Plan, PlanRun, Service
+from .service import Service
 from .speculative import SpeculativeGate
 
 if TYPE_CHECKING:
