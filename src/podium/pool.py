@@ -32,6 +32,7 @@ from .config import parse_yaml, read_text_file
 from .deployments import DeploymentSpec as DeploymentSpec  # re-exported: a pool model's deployments
 from .deployments import RoutingStrategy
 from .errors import ConfigError, PolicyError
+from .policy import Policy as Policy  # re-exported: podium.pool.Policy is where users import it
 from .roles import POOL_ROLES, PoolRoleName
 from .scrub import register_env
 from .suggest import did_you_mean
@@ -296,51 +297,6 @@ class PoolConfig(BaseModel):
                 if fb not in names:
                     raise ValueError(f"model '{m.name}': fallback '{fb}' is not a model of this pool")
         return self
-
-
-class Policy(BaseModel):
-    """Restrictions on which models a run may use (per API key or per request)."""
-
-    model_config = ConfigDict(extra="forbid")
-    allowed_models: list[str] | None = None
-    exclude_models: list[str] = Field(default_factory=list)
-    allowed_providers: list[str] | None = None
-    allowed_regions: list[str] | None = None
-
-    def allows(self, spec: ModelSpec) -> bool:
-        """Whether this policy lets a run send data to ``spec`` (with deployments: to one of them)."""
-        if self.allowed_models is not None and spec.name not in self.allowed_models:
-            return False
-        if spec.name in self.exclude_models:
-            return False
-        if spec.deployments:
-            return any(self.allows_place(d) for d in spec.deployment_specs())
-        return self.allows_place(spec)
-
-    def allows_place(self, spec: ModelSpec) -> bool:
-        """Whether the provider and region of ``spec`` are allowed (names aside)."""
-        if self.allowed_providers is not None and spec.provider_name not in self.allowed_providers:
-            return False
-        return self.allowed_regions is None or spec.region in self.allowed_regions
-
-    def narrow(self, other: Policy) -> Policy:
-        """The intersection of two policies: ``other`` can only restrict ``self`` further."""
-
-        def meet(a: list[str] | None, b: list[str] | None) -> list[str] | None:
-            if a is None:
-                return b
-            return a if b is None else [x for x in a if x in b]
-
-        return Policy(
-            allowed_models=meet(self.allowed_models, other.allowed_models),
-            exclude_models=sorted(set(self.exclude_models) | set(other.exclude_models)),
-            allowed_providers=meet(self.allowed_providers, other.allowed_providers),
-            allowed_regions=meet(self.allowed_regions, other.allowed_regions),
-        )
-
-    def describe(self) -> dict[str, Any]:
-        """Only the fields that restrict something."""
-        return self.model_dump(exclude_defaults=True)
 
 
 class Pool:
