@@ -10,7 +10,8 @@ import pytest
 from test_replay_data import MODELS, TASK_WORDS, make_dataset
 
 from podium.cli import main
-from podium.learned.evaluate import evaluate_dataset, format_table
+from podium.learned.eval_report import format_table
+from podium.learned.evaluate import evaluate_dataset
 from podium.learned.replay import load_replay
 from podium.learned.train import TrainConfig, load_checkpoint, prepare, train_head
 

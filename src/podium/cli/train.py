@@ -252,7 +252,7 @@ def eval_replay(
     """
     _require_train_extra()
     from ..learned.encoders import get_encoder
-    from ..learned.evaluate import format_table, write_json
+    from ..learned.eval_report import format_table, write_json
     from ..learned.parallel_eval import evaluate_paths
     from ..learned.replay import load_replay
     from ..learned.simulated_verifier import REALISTIC, Verifier
@@ -308,7 +308,7 @@ def _eval_args(
 def _plots(results: list[Any], plot_path: Path) -> None:
     """The cost–quality plot at ``plot_path`` and the cascade gain vs verifier accuracy next to it."""
     from ..learned.eval_plot import plot_verifier_gain
-    from ..learned.evaluate import plot
+    from ..learned.eval_report import plot
 
     plot(results, plot_path)
     verifier_path = plot_path.with_name(plot_path.stem + "_verifier" + (plot_path.suffix or ".png"))
