@@ -6,7 +6,8 @@ core, so they stop competing with the engine or the server for the GIL.
 caller's thread as the JSON pydantic-core writes for it (≈ 5 µs, :func:`podium.traces._batch.encode`;
 done there, it needs no GIL hand-off); a sender thread takes what is queued (up to ``max_batch``
 runs) and writes it to the child's stdin as one batch; a reader thread resolves each run's future
-from the child's acknowledgement. :meth:`enqueue` (the engine's event handler: nobody waits for the
+from the child's acknowledgement. When ``handoff`` runs are waiting, the caller hands the GIL to the sender
+once (:func:`podium.traces.writer.hand_over_gil`): a busy event loop would otherwise starve it. :meth:`enqueue` (the engine's event handler: nobody waits for the
 commit) makes no future at all; :meth:`flush` waits for both by counting the runs settled. The child (``python -m podium.traces.writer_child``,
 started at the first submission) stores each batch in one transaction with the same
 :class:`~podium.traces.store.Store` code, then acknowledges it.
