@@ -222,17 +222,31 @@ def stream_response(
     stream = EventStream(plan, completion_id())
     headers = {"x-podium-trace-id": plan.trace_id, "cache-control": "no-cache"}
     runs: list[EngineRun] = []
-    lines = sse(stream, service, store, metrics, started, runs, on_finished, fields)
-    return RunStream(lines, runs, media_type="text/event-stream", headers=headers)
+    recorded: list[bool] = []  # once the run went to the store (at its end, or cancelled)
+    lines = sse(stream, service, store, metrics, started, runs, on_finished, fields, recorded)
+
+    def store_unsent() -> None:
+        # A run can finish as its client hangs up: a tier's answer is released at the run's end, so the
+        # response can end at that chunk and the generator never reaches finish(). Stored here instead.
+        result = runs[0].result if runs else None
+        if result is not None and not recorded:
+            recorded.append(True)
+            store.record_now(result, plan.key.name)
+            metrics.request(plan.model, plan.kind, 499, time.perf_counter() - started)
+
+    return RunStream(lines, runs, store_unsent, media_type="text/event-stream", headers=headers)
 
 
 class RunStream(StreamingResponse):
     """A streamed run's response: however the response ends (finished, client gone before the first
     chunk or between two), the run does not outlive it."""
 
-    def __init__(self, content: AsyncIterator[str], runs: list[EngineRun], **kwargs: Any) -> None:
+    def __init__(
+        self, content: AsyncIterator[str], runs: list[EngineRun], on_end: Callable[[], None], **kwargs: Any
+    ) -> None:
         super().__init__(content, **kwargs)
         self.runs = runs
+        self.on_end = on_end  # after the response, however it ended: stores a finished run not yet stored
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         try:
@@ -240,6 +254,7 @@ class RunStream(StreamingResponse):
         finally:
             for run in self.runs:
                 run.stop()  # synchronous: Starlette may be cancelling us again
+            self.on_end()
 
 
 async def sse(
@@ -251,12 +266,16 @@ async def sse(
     runs: list[EngineRun],
     on_finished: Callable[[RunResult], None] | None = None,
     fields: dict[str, Any] | None = None,
+    recorded: list[bool] | None = None,
 ) -> AsyncIterator[str]:
-    """The SSE lines of one streamed run: the head, the answer as the gate releases it, the tail."""
+    """The SSE lines of one streamed run: the head, the answer as the gate releases it, the tail.
+    ``recorded`` gets an entry once the run has gone to the store."""
     plan = stream.plan
     first = True
+    recorded = [] if recorded is None else recorded
 
     def on_cancel(result: RunResult) -> None:
+        recorded.append(True)
         store.record_now(result, plan.key.name)
         metrics.request(plan.model, plan.kind, 499, time.perf_counter() - started)
 
@@ -291,6 +310,7 @@ async def sse(
             [*stream.open(), stream.error(f"internal error: {type(exc).__name__}", "server_error", plan.trace_id)]
         )
         return
+    recorded.append(True)  # finish() hands the run to the store before its first suspension
     for line in await finish(stream, run, store, metrics, started, on_finished):
         yield line
 
