@@ -223,7 +223,7 @@ def stream_response(
     headers = {"x-podium-trace-id": plan.trace_id, "cache-control": "no-cache"}
     runs: list[EngineRun] = []
     recorded: list[bool] = []  # once the run went to the store (at its end, or cancelled)
-    lines = sse(stream, service, store, metrics, started, runs, on_finished, fields, recorded)
+    lines = sse(stream, service, store, metrics, started, runs, on_finished, fields, recorded=recorded)
 
     def store_unsent() -> None:
         # A run can finish as its client hangs up: a tier's answer is released at the run's end, so the
@@ -266,13 +266,13 @@ async def sse(
     runs: list[EngineRun],
     on_finished: Callable[[RunResult], None] | None = None,
     fields: dict[str, Any] | None = None,
-    recorded: list[bool] | None = None,
+    *,
+    recorded: list[bool],
 ) -> AsyncIterator[str]:
     """The SSE lines of one streamed run: the head, the answer as the gate releases it, the tail.
     ``recorded`` gets an entry once the run has gone to the store."""
     plan = stream.plan
     first = True
-    recorded = [] if recorded is None else recorded
 
     def on_cancel(result: RunResult) -> None:
         recorded.append(True)

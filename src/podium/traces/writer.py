@@ -166,7 +166,7 @@ def hand_over_gil() -> None:
 
 def settle(future: Future[str] | None, outcome: str | Exception, on_error: Callable[[Exception], None] | None) -> None:
     """Give ``outcome`` to ``future`` (if any); an error also goes to ``on_error``."""
-    delivered = future is not None and _deliver(future, outcome)
+    delivered = future is not None and deliver(future, outcome)
     if isinstance(outcome, Exception):
         if on_error is not None:
             on_error(outcome)
@@ -174,7 +174,7 @@ def settle(future: Future[str] | None, outcome: str | Exception, on_error: Calla
             log.error("trace writer: %s", outcome)
 
 
-def _deliver(future: Future[str], outcome: str | Exception) -> bool:
+def deliver(future: Future[str], outcome: str | Exception) -> bool:
     """Set the future's outcome; False if its caller had cancelled it (the run is stored all the same)."""
     try:
         if isinstance(outcome, Exception):

@@ -6,11 +6,12 @@ core, so they stop competing with the engine or the server for the GIL.
 caller's thread as the JSON pydantic-core writes for it (≈ 5 µs, :func:`podium.traces._batch.encode`;
 done there, it needs no GIL hand-off); a sender thread takes what is queued (up to ``max_batch``
 runs) and writes it to the child's stdin as one batch; a reader thread resolves each run's future
-from the child's acknowledgement. When ``handoff`` runs are waiting, the caller hands the GIL to the sender
-once (:func:`podium.traces.writer.hand_over_gil`): a busy event loop would otherwise starve it. :meth:`enqueue` (the engine's event handler: nobody waits for the
-commit) makes no future at all; :meth:`flush` waits for both by counting the runs settled. The child (``python -m podium.traces.writer_child``,
-started at the first submission) stores each batch in one transaction with the same
-:class:`~podium.traces.store.Store` code, then acknowledges it.
+from the child's acknowledgement. When ``handoff`` runs are waiting, the caller hands the GIL to the
+sender once (:func:`podium.traces.writer.hand_over_gil`): a busy event loop would otherwise starve
+it. :meth:`enqueue` (the engine's event handler: nobody waits for the commit) makes no future at
+all; :meth:`flush` waits for both by counting the runs settled. The child (``python -m
+podium.traces.writer_child``, started at the first submission) stores each batch in one transaction
+with the same :class:`~podium.traces.store.Store` code, then acknowledges it.
 
 Scrubbing still happens before anything is written, in the child, with *this* process's secrets:
 the sender passes the current secret alternation (:func:`podium.scrub.secrets_pattern`) over the
@@ -51,7 +52,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..scrub import secrets_pattern, secrets_pinned
 from ._batch import decode, encode
-from .writer import hand_over_gil, settle, write_batch, write_one
+from .writer import deliver, hand_over_gil, settle, write_batch, write_one
 from .writer_child import HEADER, WriterProcessError, compile_pattern, pack, read_frame, write_frame
 
 if TYPE_CHECKING:
@@ -346,7 +347,7 @@ class ProcessTraceWriter:
             runs += len(futures)
             for future in futures:
                 if future is not None:
-                    future.set_exception(error)
+                    deliver(future, error)  # reported once below
         self._pending.clear()
         self._report(error)
         self._finish(runs)
