@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..events import EngineRun
+from ..events import EngineRun, Runner
 from ..pool import ModelSpec, Policy
 from ..types import Budget, ChatMessage, Role, RunResult, RunStatus, new_run_id
 from .auth import ApiKey
@@ -57,18 +57,31 @@ class Outcome:
     tool_calls: list[dict[str, Any]] | None = None  # a pass-through model's tool calls (podium.server.compat)
 
 
-class PlanRun(EngineRun):
-    """A plan's run in progress (:meth:`Service.iter`); ``outcome`` once it has finished."""
+@dataclass
+class Upstream:
+    """What a pass-through's model said besides its text: its own finish reason and tool calls."""
 
-    upstream_finish: str | None = None  # a pass-through's: the model's own finish reason
-    upstream_tool_calls: list[dict[str, Any]] | None = None  # a pass-through's: the model's tool calls
+    finish: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+
+
+class PlanRun(EngineRun):
+    """A plan's run in progress (:meth:`Service.iter`); ``outcome`` once it has finished.
+
+    A pass-through's runner fills ``upstream``, which it shares with the run instead of holding the
+    run itself: a runner that refers to its run makes a reference cycle, and every request's objects
+    would then wait for the garbage collector instead of being freed when the request ends."""
+
+    def __init__(self, runner: Runner, upstream: Upstream | None = None) -> None:
+        super().__init__(runner)
+        self.upstream = upstream or Upstream()
 
     @property
     def outcome(self) -> Outcome | None:
         if self.result is None:
             return None
-        calls = self.upstream_tool_calls or answer_tool_calls(self.result)
-        finish = "tool_calls" if calls else self.upstream_finish or finish_reason(self.result)
+        calls = self.upstream.tool_calls or answer_tool_calls(self.result)
+        finish = "tool_calls" if calls else self.upstream.finish or finish_reason(self.result)
         return Outcome(self.result, finish, calls)
 
 

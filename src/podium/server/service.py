@@ -26,7 +26,7 @@ from ..types import Budget, CompletionRequest, Role, RunResult, RunStatus, Turn
 from .auth import ApiKey
 from .compat import upstream_fields, worker_fields
 from .errors import ApiError, bad_request
-from .plan import Outcome, Plan, PlanRun, least, model_not_found, narrow, render_query
+from .plan import Outcome, Plan, PlanRun, Upstream, least, model_not_found, narrow, render_query
 from .quotas import check_deployments_free
 from .schemas import ChatCompletionRequest, PodiumOptions
 from .tiers import Tier, TierSet
@@ -169,8 +169,8 @@ class Service:
         ``on_cancel`` gets the run so far, reason ``interrupted``. ApiError (4xx) if it cannot start."""
         stream = stream and not plan.request.tools  # tool calls come back whole, after the model finished
         if plan.tier is None:
-            run = PlanRun(lambda feed: self._pass_through(plan, feed, stream, on_cancel, run))
-            return run
+            upstream = Upstream()
+            return PlanRun(lambda feed: self._pass_through(plan, feed, stream, on_cancel, upstream), upstream)
         assert plan.budget is not None
 
         def handle(event: Event) -> None:
@@ -213,7 +213,7 @@ class Service:
         feed: Feed,
         stream: bool,
         on_cancel: Callable[[RunResult], None] | None,
-        run: PlanRun,
+        upstream: Upstream,
     ) -> RunResult:
         """The pass-through as engine events: one worker turn (its text streamed live), then the run."""
 
@@ -227,7 +227,7 @@ class Service:
         outcome = await self.pass_through(plan, sink, cancelled)
         feed(TurnFinished(outcome.result.turns[0]))
         feed(RunFinished(outcome.result))
-        run.upstream_finish, run.upstream_tool_calls = outcome.finish_reason, outcome.tool_calls
+        upstream.finish, upstream.tool_calls = outcome.finish_reason, outcome.tool_calls
         return outcome.result
 
     def knob_engine(self, tier: Tier, cost_weight: float) -> Engine:
