@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 from typing import Any
@@ -125,6 +126,7 @@ def serve(
 
     app = _app(pool_ref, tiers_file, keys_file, max_body, host, port)
     if workers == 1:
+        tune_garbage_collector()
         uvicorn.run(app, host=host, port=port, **uvicorn_options(log_level, header_timeout))
         return
     settings = {"pool": pool_ref, "tiers": tiers_file, "keys": keys_file, "max_body": max_body, "host": host}
@@ -178,13 +180,33 @@ def worker_app() -> Any:
     from ..server.app import create_app
 
     settings = json.loads(os.environ[WORKER_ENV])
-    return create_app(
+    app = create_app(
         settings["pool"],
         tiers=settings["tiers"],
         keys=settings["keys"],
         max_body_bytes=settings["max_body"],
         hosts=(settings["host"],),
     )
+    tune_garbage_collector()
+    return app
+
+
+def tune_garbage_collector() -> None:
+    """Keep the garbage collector's passes off what a server process keeps anyway.
+
+    - What was built before serving (modules, pydantic schemas, the pool, the app) is frozen: full
+      collections walked all of it every few hundred requests, about 90 ms each, 0.15 ms per
+      request at 50 clients. Garbage is collected first; frozen objects are still freed by
+      reference counting.
+    - The middle generation is collected 10× less often: a request's objects are promoted to it while
+      the request is in flight and are freed by reference counting soon after, so its collections
+      mostly walked live requests (≈ 55 µs per request).
+
+    Measured in docs/performance.md, session 7."""
+    gc.collect()
+    gc.freeze()
+    young, _, old = gc.get_threshold()
+    gc.set_threshold(young, 100, old)
 
 
 def __getattr__(name: str) -> Any:
