@@ -37,7 +37,11 @@ class Policy(BaseModel):
         return self.allowed_regions is None or spec.region in self.allowed_regions
 
     def narrow(self, other: Policy) -> Policy:
-        """The intersection of two policies: ``other`` can only restrict ``self`` further."""
+        """The intersection of two policies: ``other`` can only restrict ``self`` further. ``self``
+        itself when ``other`` restricts nothing and ``self`` is already in the intersection's form
+        (most requests: no ``podium.policy`` of their own)."""
+        if other.unrestricted() and self.exclude_models == sorted(set(self.exclude_models)):
+            return self
 
         def meet(a: list[str] | None, b: list[str] | None) -> list[str] | None:
             if a is None:
@@ -50,6 +54,10 @@ class Policy(BaseModel):
             allowed_providers=meet(self.allowed_providers, other.allowed_providers),
             allowed_regions=meet(self.allowed_regions, other.allowed_regions),
         )
+
+    def unrestricted(self) -> bool:
+        """Whether this policy restricts nothing."""
+        return not self.exclude_models and self.allowed_models is self.allowed_providers is self.allowed_regions is None
 
     def describe(self) -> dict[str, Any]:
         """Only the fields that restrict something."""

@@ -34,6 +34,10 @@ from .tiers import Tier, TierSet
 TextSink = Callable[[ModelSpec, str], Awaitable[None] | None]
 
 
+NO_OPTIONS = PodiumOptions()  # a request without a ``podium`` field (read only)
+NO_POLICY = Policy()
+
+
 class Service:
     """The server's pool, tiers and engines; shared by every request."""
 
@@ -56,8 +60,8 @@ class Service:
 
     def plan(self, request: ChatCompletionRequest, key: ApiKey) -> Plan:
         """Resolve the model, merge policies and budgets; ApiError (4xx) on anything invalid."""
-        options = request.podium or PodiumOptions()
-        policy = key.policy.narrow(options.policy())
+        options = request.podium or NO_OPTIONS
+        policy = key.policy.narrow(NO_POLICY if options is NO_OPTIONS else options.policy())
         plan = Plan(request=request, key=key, policy=policy)
         if request.model in self.tiers:
             plan.cost_weight = options.cost_weight
