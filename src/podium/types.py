@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum
@@ -12,6 +11,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import BudgetExhausted
+from .ids import random_hex
 
 
 class Role(str, Enum):
@@ -273,7 +273,7 @@ class Budget(BaseModel):
 
 def new_run_id() -> str:
     """A sortable unique run id."""
-    return f"run_{int(time.time() * 1000):x}_{uuid.uuid4().hex[:8]}"
+    return f"run_{int(time.time() * 1000):x}_{random_hex(8)}"
 
 
 class RunResult(BaseModel):

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import os
 import re
-import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+
+from ..ids import random_hex
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -36,7 +37,7 @@ def request_id(headers: list[tuple[bytes, bytes]]) -> str:
             text = value.decode("latin-1")
             if _VALID_ID.match(text):
                 return text
-    return f"req_{uuid.uuid4().hex[:24]}"
+    return f"req_{random_hex(24)}"
 
 
 class RequestId:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import re
 import time
-import uuid
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from ..ids import random_hex
 from ..pool import Policy
 from ..scrub import clean_value
 from ..types import ChatMessage
@@ -334,4 +334,4 @@ class ErrorResponse(BaseModel):
 
 
 def completion_id() -> str:
-    return f"chatcmpl-{uuid.uuid4().hex[:24]}"
+    return f"chatcmpl-{random_hex(24)}"
