@@ -13,7 +13,8 @@ the server's sockets for good). So both protocols podium runs close them:
   with h11's own head limit.
 
 Both close a connection (408) whose request head is not complete :data:`HEAD_TIMEOUT_S` seconds after
-it opened or after its previous response ended.
+it opened or after its previous response ended. The httptools protocol also joins a response's head
+and body into one send (:class:`JoinedWrites`).
 """
 
 from __future__ import annotations
@@ -69,6 +70,40 @@ class _HeadTooLarge(Exception):
     """Raised from a parser callback: the complete head is over the limit."""
 
 
+class JoinedWrites:
+    """A connection's transport whose writes within one pass of the event loop go out as one send.
+
+    uvicorn writes a response's head and its body separately, so every answer cost two system calls
+    and two TCP segments (each woke the client). The first write of a pass is held, later ones join
+    it, and the whole is written when the loop runs the flush scheduled with it (still in this pass),
+    or at once by :meth:`close`. Everything else is the transport's own."""
+
+    __slots__ = ("_held", "_loop", "_transport")
+
+    def __init__(self, transport: Any, loop: Any) -> None:
+        self._transport, self._loop = transport, loop
+        self._held: list[bytes] | None = None
+
+    def write(self, data: bytes) -> None:
+        if self._held is None:
+            self._held = [data]
+            self._loop.call_soon(self.flush)
+        else:
+            self._held.append(data)
+
+    def flush(self) -> None:
+        held, self._held = self._held, None
+        if held and not self._transport.is_closing():
+            self._transport.write(held[0] if len(held) == 1 else b"".join(held))
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a bounded request head and a deadline for it (module doc).
 
@@ -80,7 +115,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     max_head_bytes = MAX_HEAD_BYTES
 
     def connection_made(self, transport: Any) -> None:
-        super().connection_made(transport)
+        super().connection_made(JoinedWrites(transport, self.loop))  # type: ignore[arg-type]  # a Transport in all but name
         self._in_head, self._head_bytes, self._head_size = True, 0, 0
         self._head_deadline: Any = None
         self._arm_head_deadline()
