@@ -42,7 +42,7 @@ from typing import Any
 import httpx
 
 from podium.backends._lean_http import HTTPTOOLS, READ_SIZE, Connection, Origin, Protocol, mapped
-from podium.errors import missing_extra
+from podium.errors import MissingDependencyError
 
 _httpx_log = logging.getLogger("httpx")
 
@@ -69,7 +69,9 @@ class LeanTransport(httpx.AsyncBaseTransport):
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if not HTTPTOOLS:
-            raise missing_extra("httptools", "server")
+            raise MissingDependencyError(
+                "httptools is not installed, and podium's upstream HTTP client needs it: pip install 'httptools>=0.6'"
+            )
         self.max_connections = max_connections
         self.max_keepalive = max_keepalive_connections
         self.keepalive_expiry = keepalive_expiry
