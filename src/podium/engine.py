@@ -136,9 +136,19 @@ class Engine:
         stream: bool = False,
         check: CheckSpec | dict[str, Any] | None = None,
         cache: bool | None = None,
+        worker_fields: dict[str, Any] | None = None,
     ) -> RunResult:
         """Orchestrate ``query`` to an answer (:meth:`iter`, run to its end). Raises only UsageError."""
-        run = self.iter(query, budget=budget, policy=policy, on_event=on_event, stream=stream, check=check, cache=cache)
+        run = self.iter(
+            query,
+            budget=budget,
+            policy=policy,
+            on_event=on_event,
+            stream=stream,
+            check=check,
+            cache=cache,
+            worker_fields=worker_fields,
+        )
         return await run.to_end()
 
     async def aclose(self) -> None:

@@ -201,3 +201,20 @@ async def test_policy_leaving_no_thinker_or_verifier_still_answers(coordinator: 
     result = await engine.run("q", policy=Policy(allowed_regions=["eu"]))
     assert [(t.role.value, t.model) for t in result.turns] == [("worker", "doer")]
     assert result.status == RunStatus.ANSWERED and "unverified" in result.reason and result.answer == "42"
+
+
+async def test_run_sends_worker_fields_to_worker_calls_only() -> None:
+    """``Engine.run`` takes ``worker_fields`` as ``iter`` does: every worker call sends them as is."""
+    sent: dict[str, list[dict]] = {"solver": [], "planner": [], "checker": []}
+
+    def recorder(name: str, reply: str):
+        return lambda r: sent[name].append(dict(r.passthrough)) or reply
+
+    engine = engine_with(
+        solver=recorder("solver", "391"), planner=recorder("planner", "plan"), checker=recorder("checker", "ACCEPT")
+    )
+    fields = {"response_format": {"type": "json_object"}}
+    result = await engine.run("What is 17 * 23?", worker_fields=fields)
+    assert result.status == RunStatus.ACCEPTED
+    assert sent["solver"] == [fields]
+    assert sent["planner"] == [{}] and sent["checker"] == [{}]
