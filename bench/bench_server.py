@@ -340,11 +340,13 @@ def start_podium(
     parser: str = "httptools",
     src: str | None = None,
     writer: str | None = None,
+    workers: int = 1,
 ) -> tuple[subprocess.Popen, str]:
     """``podium serve`` on the stub; ``src``: run the podium package of another source tree (a before);
     ``writer``: ``PODIUM_TRACE_WRITER`` (``process``: the trace writer in a child process)."""
     port = free_port()
     tag = f"{traces}-{transport}-{parser}" + ("-before" if src else "") + (f"-{writer}" if writer else "")
+    tag += f"-{workers}w" if workers > 1 else ""
     env = {
         **os.environ,
         **({"PODIUM_TRACE_WRITER": writer} if writer else {}),
@@ -368,6 +370,7 @@ def start_podium(
         str(port),
         "--log-level",
         "warning",
+        *(["--workers", str(workers)] if workers > 1 else []),
     ]
     proc = spawn(cmd, env, work / f"podium-{tag}.log")
     wait_up(f"http://127.0.0.1:{port}/healthz", proc, 300)
@@ -429,6 +432,10 @@ def run(args: argparse.Namespace) -> dict:
             proc, url = start_podium(paths, work, "full", writer="process")
             procs.append(proc)
             targets.append((WRITER_PROCESS, url, MODEL, PODIUM_KEY, 1, proc.pid))
+        if args.workers > 1:  # `podium serve --workers N`: N processes, every one's CPU counted (cpu_seconds)
+            proc, url = start_podium(paths, work, "full", workers=args.workers)
+            procs.append(proc)
+            targets.append((f"{WORKERS_PREFIX}{args.workers} workers)", url, MODEL, PODIUM_KEY, 1, proc.pid))
         if args.before:  # the same server on uvicorn's h11 parser (issue 17's second pass): before/after in one run
             proc, url = start_podium(paths, work, "off", parser="h11")
             procs.append(proc)
@@ -467,6 +474,7 @@ def run(args: argparse.Namespace) -> dict:
 STUB = "stub (direct)"
 BEFORE_PREFIX = "podium pass-through (traces full): "  # the --before-src target's name starts so
 WRITER_PROCESS = "podium pass-through (traces full, writer process; its CPU counted)"
+WORKERS_PREFIX = "podium pass-through (traces full, "
 PEER = "litellm proxy"
 
 
@@ -666,6 +674,12 @@ def main() -> None:
         "--writer-process",
         action="store_true",
         help="also measure the pass-through with PODIUM_TRACE_WRITER=process (the child's CPU counted)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="also measure the pass-through on `podium serve --workers N` (N > 1; every process's CPU counted)",
     )
     parser.add_argument("--before-label", default="before", help="how the --before-src target is named")
     parser.add_argument("--stub-delay", type=float, default=0.0, help="seconds the stub waits before answering")
