@@ -33,29 +33,40 @@ PARSER_ENV = "PODIUM_HTTP_PARSER"  # httptools (default) or h11
 TIMEOUT_408 = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain\r\ncontent-length: 22\r\nconnection: close\r\n\r\nrequest head too slow\n"
 
 
-class GuardedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol, plus a deadline for each request head (see the module doc)."""
+class _HeadDeadline:
+    """The deadline for a connection's next request head, shared by both protocols (module doc)."""
 
     head_timeout_s = HEAD_TIMEOUT_S
+    loop: Any
+    _head_deadline: Any = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head_deadline()
+        super().connection_lost(exc)  # type: ignore[misc]  # the protocol's own, next in the MRO
+
+    def _arm_head_deadline(self) -> None:
+        self._cancel_head_deadline()
+        self._head_deadline = self.loop.call_later(self.head_timeout_s, self._head_deadline_passed)
+
+    def _cancel_head_deadline(self) -> None:
+        if self._head_deadline is not None:
+            self._head_deadline.cancel()
+            self._head_deadline = None
+
+    def _head_deadline_passed(self) -> None:
+        raise NotImplementedError
+
+
+class GuardedH11Protocol(_HeadDeadline, H11Protocol):
+    """uvicorn's h11 protocol, plus a deadline for each request head (see the module doc)."""
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
-        self._head_deadline: Any = None
         self._arm_head_deadline()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
         self._arm_head_deadline()  # the next request on this connection gets its own deadline
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if getattr(self, "_head_deadline", None) is not None:
-            self._head_deadline.cancel()
-        super().connection_lost(exc)
-
-    def _arm_head_deadline(self) -> None:
-        if self._head_deadline is not None:
-            self._head_deadline.cancel()
-        self._head_deadline = self.loop.call_later(self.head_timeout_s, self._head_deadline_passed)
 
     def _head_deadline_passed(self) -> None:
         self._head_deadline = None
@@ -104,20 +115,18 @@ class JoinedWrites:
         return getattr(self._transport, name)
 
 
-class GuardedHttpToolsProtocol(HttpToolsProtocol):
+class GuardedHttpToolsProtocol(_HeadDeadline, HttpToolsProtocol):
     """uvicorn's httptools protocol with a bounded request head and a deadline for it (module doc).
 
     ``_in_head``: from the end of the previous request (or the connection's start) to the end of
     the next head; the bytes received meanwhile are counted after each read. A head that completes
     within one read is measured by the parser's callbacks instead."""
 
-    head_timeout_s = HEAD_TIMEOUT_S
     max_head_bytes = MAX_HEAD_BYTES
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(JoinedWrites(transport, self.loop))  # type: ignore[arg-type]  # a Transport in all but name
         self._in_head, self._head_bytes, self._head_size = True, 0, 0
-        self._head_deadline: Any = None
         self._arm_head_deadline()
 
     def data_received(self, data: bytes) -> None:
@@ -157,9 +166,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        if self._head_deadline is not None:
-            self._head_deadline.cancel()
-            self._head_deadline = None
+        self._cancel_head_deadline()
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
@@ -170,16 +177,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_response_complete()
         if self._in_head:
             self._arm_head_deadline()  # the next request on this connection gets its own deadline
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if getattr(self, "_head_deadline", None) is not None:
-            self._head_deadline.cancel()
-        super().connection_lost(exc)
-
-    def _arm_head_deadline(self) -> None:
-        if self._head_deadline is not None:
-            self._head_deadline.cancel()
-        self._head_deadline = self.loop.call_later(self.head_timeout_s, self._head_deadline_passed)
 
     def _head_deadline_passed(self) -> None:
         self._head_deadline = None
