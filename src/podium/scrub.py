@@ -87,6 +87,33 @@ def literal_trie(words: Iterable[str]) -> str:
 
 
 _ANY_TRIGGER = re.compile(literal_trie(t for triggers, _ in PATTERNS for t in triggers))  # one C scan
+_RARE = "zqjx8k_-b"  # characters rare in prose and in a run's JSON, rarest first
+
+
+def anchored_scans(words: Iterable[str]) -> list[tuple[str, re.Pattern[str]]]:
+    """``(anchor, regex)`` pairs that together find exactly what an alternation of ``words`` finds,
+    each word looked for from its rarest character (:data:`_RARE`, else its first), the characters
+    before it checked behind.
+
+    A regex that starts with one literal character skips to it in a tight C loop; an alternation of
+    several first characters (the trie) runs the matcher at every position that could start one: about
+    a third of an English text. ``anchor in text`` (memchr) also skips a regex that cannot match.
+    """
+    groups: dict[str, list[str]] = {}
+    for word in sorted(set(words) - {""}):
+        i = min(range(len(word)), key=lambda k: (_RARE.find(word[k]) % (len(_RARE) + 1), k))
+        behind = f"(?<={re.escape(word[: i + 1])})" if i else ""
+        groups.setdefault(word[i], []).append(behind + re.escape(word[i + 1 :]))
+    return [(a, re.compile(re.escape(a) + "(?:" + "|".join(alts) + ")")) for a, alts in sorted(groups.items())]
+
+
+_TRIGGER_SCANS = anchored_scans(t for triggers, _ in PATTERNS for t in triggers)
+
+
+def has_trigger(lower: str) -> bool:
+    """Whether the lower-cased text ``lower`` contains any pattern's trigger (:data:`_ANY_TRIGGER`'s
+    answer, about five times faster on a run's JSON)."""
+    return any(anchor in lower and regex.search(lower) is not None for anchor, regex in _TRIGGER_SCANS)
 
 
 def _maybe_hex_key(text: str) -> bool:
@@ -329,7 +356,7 @@ def _may_need_scrub(text: str) -> bool:
     secrets: re.Pattern[str] | None = _SECRETS.json_regex() if pinned is _UNSET else pinned  # type: ignore[assignment]
     if secrets is not None and secrets.search(text):
         return True
-    return _ANY_TRIGGER.search(text.lower()) is not None or _maybe_hex_key(text)
+    return has_trigger(text.lower()) or _maybe_hex_key(text)
 
 
 # --- logs --------------------------------------------------------------------------------------
