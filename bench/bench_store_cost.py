@@ -157,7 +157,6 @@ def child(case: str, n: int, profile: bool) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         if mode == "child":
             if profile:
-
                 data = child_input(runs[100:], Path(tmp) / "bench.db")
                 cProfile.runctx("child_main(io.BytesIO(data), io.BytesIO())", globals(), locals(), sort="tottime")
                 return
@@ -177,6 +176,40 @@ def child(case: str, n: int, profile: bool) -> None:
         timed()
         cpu = time.process_time() - cpu
     print(json.dumps({"cpu_ms_per_run": cpu / n * 1e3}))
+
+
+def split(kind: str, n: int) -> None:
+    """Where the writer process's CPU goes for ``n`` runs (``--split-child``): decoding, the scrub
+    check, building the rows, and SQLite (the statements and the commit); prints µs per run as JSON."""
+    import gc
+
+    from podium.scrub import _may_need_scrub, secrets_pinned
+    from podium.traces._batch import Rows, decode, encode
+    from podium.traces.store import Store
+
+    blobs = [encode(r) for r in make_runs(kind, n + 100)]
+    gc.collect()
+    gc.freeze()  # both trees alike: the parts, not the collector (the writer process now freezes too)
+    took = dict.fromkeys(["decode", "scrub check", "rows", "sqlite"], 0.0)
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store.open(Path(tmp) / "split.db")
+        for start in range(0, n + 100, BATCH["child"]):
+            t0 = time.process_time()
+            items = [(decode(b), "api", None) for b in blobs[start : start + BATCH["child"]]]
+            t1 = time.process_time()
+            for (_, text), _, _ in items:
+                _may_need_scrub(text or "")
+            t2 = time.process_time()
+            with secrets_pinned(None):
+                rows = Rows(items, "full")  # (its own scrub check again: subtracted below)
+            t3 = time.process_time()
+            with store._write() as conn:
+                rows.write(conn)
+            t4 = time.process_time()
+            if start >= 100:  # after a warm-up batch
+                for key, spent in zip(took, (t1 - t0, t2 - t1, t3 - t2 - (t2 - t1), t4 - t3)):
+                    took[key] += spent
+    print(json.dumps({k: v / n * 1e6 for k, v in took.items()}))
 
 
 def measure(case: str, src: str, n: int) -> float:
@@ -200,14 +233,22 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--before-src", help="another tree's src/, measured in the same rounds")
     parser.add_argument("--profile", help="print a cProfile of one case (e.g. 3-turn:child) and stop")
+    parser.add_argument("--split", action="store_true", help="where the writer process's CPU goes, per tree")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--split-child", help=argparse.SUPPRESS)
     parser.add_argument("--out", default=str(RESULTS / "store_cost.json"))
     args = parser.parse_args()
+    if args.split_child:
+        split(args.split_child, args.runs)
+        return
     if args.child or args.profile:
         child(args.child or args.profile, args.runs, bool(args.profile))
         return
     here = str(Path(__file__).resolve().parents[1] / "src")
     trees = {"after": here, **({"before": args.before_src} if args.before_src else {})}
+    if args.split:
+        split_report(args, trees)
+        return
     load_start, began = uptime(), time.perf_counter()
     got: dict[str, dict[str, list[float]]] = {t: {c: [] for c in CASES} for t in trees}
     total = args.rounds * len(trees) * len(CASES)
@@ -234,6 +275,45 @@ def main() -> None:
     out.write_text(json.dumps(report, indent=2) + "\n")
     out.with_suffix(".md").write_text(table(report) + "\n")
     print(table(report))
+
+
+def split_report(args: argparse.Namespace, trees: dict[str, str]) -> None:
+    """``--split``: each tree's writer-process CPU by part, min over ``--rounds`` (interleaved)."""
+    load = uptime()
+    got: dict[str, list[dict[str, float]]] = {}
+    for _ in range(args.rounds):
+        for kind in ("1-turn", "3-turn"):
+            for tree, src in trees.items():
+                env = {
+                    **os.environ,
+                    "PYTHONPATH": src,
+                    "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+                    "OPENAI_API_KEY": FAKE_KEY,
+                }
+                cmd = [sys.executable, __file__, "--split-child", kind, "--runs", str(args.runs)]
+                out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout.splitlines()[-1]
+                got.setdefault(f"{kind} {tree}", []).append(json.loads(out))
+    lines = [
+        "# Where the writer process's CPU goes (bench/bench_store_cost.py --split)",
+        "",
+        f"Load at start: `{load}`  ",
+        f"Load at end: `{uptime()}`",
+        "",
+        f"{args.runs} runs, batches of {BATCH['child']}, µs per run, min over {args.rounds} rounds (each part's own min)."
+        + (f" before: `{args.before_src}`." if args.before_src else ""),
+        "",
+        "| runs, tree | decode | scrub check | rows | SQLite (statements, commit) | total |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, samples in got.items():
+        parts = {k: min(s[k] for s in samples) for k in samples[0]}
+        lines.append(
+            f"| {name} | " + " | ".join(f"{v:.1f}" for v in parts.values()) + f" | {sum(parts.values()):.1f} |"
+        )
+    text = "\n".join(lines) + "\n"
+    (RESULTS / "store_cost_split.md").write_text(text)
+    (RESULTS / "store_cost_split.json").write_text(json.dumps(got, indent=2) + "\n")
+    print(text)
 
 
 def table(report: dict[str, Any]) -> str:

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from podium import scrub as scrub_module
-from podium.scrub import _may_need_scrub, anchored_scans, has_trigger
+from podium.scrub import _may_need_scrub, alternatives, anchored_scans, has_trigger
 
 TRIGGERS = sorted({t for triggers, _ in scrub_module.PATTERNS for t in triggers})
 PLAIN = re.compile("|".join(re.escape(t) for t in TRIGGERS))
@@ -44,3 +44,31 @@ def test_each_anchor_scan_starts_with_its_literal_anchor() -> None:
 def test_a_clean_run_json_has_no_trigger() -> None:
     text = '{"run_id":"run_1","prompt_tokens":52,"fallback_from":null,"usage_estimated":false,"query":"What is 4+2?"}'
     assert not has_trigger(text.lower())
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.text(min_size=1), min_size=1, max_size=5), st.text())
+def test_the_secret_literals_are_the_alternations_values(values: list[str], text: str) -> None:
+    pattern = re.compile("|".join(map(re.escape, values)))
+    assert alternatives(pattern.pattern) == tuple(values)
+    planted = text + values[-1] + text
+    for sample in (text, planted):
+        assert any(v in sample for v in alternatives(pattern.pattern)) == bool(pattern.search(sample))
+
+
+def test_a_planted_secret_is_found_among_several(monkeypatch: pytest.MonkeyPatch) -> None:
+    from podium.scrub import refresh
+
+    keys = {"A_API_KEY": "sk-first-0123456789abcdef", "B_TOKEN": "zz-second-secret-value", "C_SECRET": 'q\\u"ote-d'}
+    for name, value in keys.items():
+        monkeypatch.setenv(name, value)
+    refresh()
+    try:
+        import json
+
+        for value in keys.values():
+            assert _may_need_scrub(json.dumps({"output": f"say {value} now"}, ensure_ascii=False))
+        assert not _may_need_scrub('{"output": "nothing here"}')
+    finally:
+        monkeypatch.undo()
+        refresh()
