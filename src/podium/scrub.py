@@ -123,7 +123,10 @@ _TRIGGER_SCANS = anchored_scans(t for triggers, _ in PATTERNS for t in triggers)
 def has_trigger(lower: str) -> bool:
     """Whether the lower-cased text ``lower`` contains any pattern's trigger (:data:`_ANY_TRIGGER`'s
     answer, about five times faster on a run's JSON)."""
-    return any(anchor in lower and regex.search(lower) is not None for anchor, regex in _TRIGGER_SCANS)
+    for anchor, regex in _TRIGGER_SCANS:
+        if anchor in lower and regex.search(lower) is not None:
+            return True
+    return False
 
 
 def _maybe_hex_key(text: str) -> bool:
