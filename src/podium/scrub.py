@@ -122,8 +122,8 @@ _TRIGGER_SCANS = anchored_scans(t for triggers, _ in PATTERNS for t in triggers)
 
 def has_trigger(lower: str) -> bool:
     """Whether the lower-cased text ``lower`` contains any pattern's trigger (:data:`_ANY_TRIGGER`'s
-    answer, about five times faster on a run's JSON)."""
-    for anchor, regex in _TRIGGER_SCANS:
+    answer, about three times faster on a run's JSON)."""
+    for anchor, regex in _TRIGGER_SCANS:  # noqa: SIM110 (a loop: no generator object per stored run)
         if anchor in lower and regex.search(lower) is not None:
             return True
     return False
