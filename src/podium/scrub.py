@@ -87,6 +87,46 @@ def literal_trie(words: Iterable[str]) -> str:
 
 
 _ANY_TRIGGER = re.compile(literal_trie(t for triggers, _ in PATTERNS for t in triggers))  # one C scan
+_RARE = "zqjx8k_-b"  # characters rare in prose and in a run's JSON, rarest first
+
+
+def anchored_scans(words: Iterable[str]) -> list[tuple[str, re.Pattern[str]]]:
+    """``(anchor, regex)`` pairs that together find exactly what an alternation of ``words`` finds,
+    each word looked for from its rarest character (:data:`_RARE`, else its first): the anchor, then
+    what follows it, then (looking behind) the whole word.
+
+    A regex that starts with one literal character skips to it in a tight C loop; an alternation of
+    several first characters (the trie) runs the matcher at every position that could start one: about
+    a third of an English text. ``anchor in text`` (memchr) also skips a regex that cannot match.
+    """
+    groups: dict[str, dict[str, list[str]]] = {}  # anchor: what follows it: the whole words
+    for word in sorted(set(words) - {""}):
+        i = min(range(len(word)), key=lambda k: (_RARE.find(word[k]) % (len(_RARE) + 1), k))
+        groups.setdefault(word[i], {}).setdefault(word[i + 1 :], []).append(word)
+    scans = []
+    for anchor, by_rest in sorted(groups.items()):
+        alts = []
+        for rest, whole in by_rest.items():
+            widths: dict[int, list[str]] = {}
+            for word in whole:
+                widths.setdefault(len(word), []).append(word)
+            behind = [f"(?<={literal_trie(same)})" for same in widths.values()]  # one fixed width each
+            starts = any(word.startswith(anchor + rest) for word in whole)  # nothing before the anchor
+            alts.append(re.escape(rest) + ("" if starts else "(?:" + "|".join(behind) + ")"))
+        scans.append((anchor, re.compile(re.escape(anchor) + "(?:" + "|".join(alts) + ")")))
+    return scans
+
+
+_TRIGGER_SCANS = anchored_scans(t for triggers, _ in PATTERNS for t in triggers)
+
+
+def has_trigger(lower: str) -> bool:
+    """Whether the lower-cased text ``lower`` contains any pattern's trigger (:data:`_ANY_TRIGGER`'s
+    answer, about three times faster on a run's JSON)."""
+    for anchor, regex in _TRIGGER_SCANS:  # noqa: SIM110 (a loop: no generator object per stored run)
+        if anchor in lower and regex.search(lower) is not None:
+            return True
+    return False
 
 
 def _maybe_hex_key(text: str) -> bool:
@@ -327,9 +367,30 @@ def _may_need_scrub(text: str) -> bool:
             return True
     pinned = getattr(_PINNED, "json_regex", _UNSET)
     secrets: re.Pattern[str] | None = _SECRETS.json_regex() if pinned is _UNSET else pinned  # type: ignore[assignment]
-    if secrets is not None and secrets.search(text):
+    if secrets is not None and any(value in text for value in alternatives(secrets.pattern)):
         return True
-    return _ANY_TRIGGER.search(text.lower()) is not None or _maybe_hex_key(text)
+    return has_trigger(text.lower()) or _maybe_hex_key(text)
+
+
+@functools.lru_cache(maxsize=16)
+def alternatives(pattern: str) -> tuple[str, ...]:
+    """The literals of an alternation of :func:`re.escape`'d strings (the secrets'): ``value in text``
+    for each finds what the regex finds, far faster once the values start with different characters
+    (the regex engine then tries its matcher at every position)."""
+    values, current, escaped = [], [], False
+    for char in pattern:
+        if escaped:
+            current.append(char)  # re.escape escapes a character by a backslash before it, nothing else
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == "|":
+            values.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    values.append("".join(current))
+    return tuple(values)
 
 
 # --- logs --------------------------------------------------------------------------------------

@@ -107,6 +107,9 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
     ("0004_run_models", RUN_MODELS_MIGRATION),
     # which deployment of a model with ``deployments:`` answered (its name, never its base_url)
     ("0005_turn_deployment", ["ALTER TABLE turns ADD COLUMN deployment TEXT"]),
+    # no query filters or sorts by query_hash: its index (random keys, a leaf page dirtied per stored run)
+    # only cost every write
+    ("0006_drop_runs_query_hash", ["DROP INDEX IF EXISTS runs_query_hash"]),
 ]
 
 

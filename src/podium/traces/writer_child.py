@@ -8,6 +8,7 @@ Run as ``python -m podium.traces.writer_child`` by :class:`~podium.traces.writer
 
 from __future__ import annotations
 
+import gc
 import io
 import pickle
 import re
@@ -111,6 +112,9 @@ def child_main(stdin: IO[bytes], stdout: IO[bytes]) -> None:
         return
     _, location, text_mode = opening
     store = Store.open(location, text_mode=text_mode)
+    # Everything alive now (modules, the store) lives as long as the process: the collector need not
+    # walk it again at each full collection. A batch's rows are acyclic and freed by refcounting.
+    gc.freeze()
     write_frame(stdout, ("ready",))
     regex: tuple[re.Pattern[str], re.Pattern[str]] | None = None
     while (message := read_frame(stdin)) is not None:
