@@ -23,7 +23,7 @@ import numpy as np
 from .rewards import Problem, pick_untried, rollout_from, untried_logits
 
 CHUNK_CELLS = 1 << 16  # (head, row, model) cells per block: 512 KiB of float64 per buffer
-FAST_CELLS = 1 << 16  # cells per block of the float32 argmax (256 KiB)
+FAST_CELLS = 1 << 17  # cells per block of the float32 argmax (256 KiB)
 U32 = 2.0**-24  # unit roundoff of float32
 Block = tuple[int, int, np.ndarray, np.ndarray | None]  # start, stop, float32 features, float32 mask
 
@@ -130,6 +130,7 @@ def tied_choice(thetas: np.ndarray, parts: TiedParts, approx: np.ndarray | None 
     bias = np.ascontiguousarray(thetas[:, n_feat : n_feat + n_models], dtype=np.float32)[:, :, None]
     slack = (2.0 * margin(thetas, parts)).astype(np.float32)[:, None, None]
     choice = np.empty((n_pop, n), dtype=np.intp)
+    index_count = np.stack([np.arange(n_models), np.ones(n_models)]).astype(np.float32)
     for start, stop, feats, mask in parts.blocks(_block_rows(n_pop, n_models, FAST_CELLS)):
         out = (coef @ feats).reshape(n_pop, n_models, stop - start)
         out += bias
@@ -137,12 +138,12 @@ def tied_choice(thetas: np.ndarray, parts: TiedParts, approx: np.ndarray | None 
             out += mask[None]
         if approx is not None:
             approx[:, start:stop] = out.transpose(0, 2, 1)
-        near = out >= out.max(axis=1, keepdims=True) - slack
-        choice[:, start:stop] = np.argmax(near, axis=1)
-        if np.count_nonzero(near) != near.shape[0] * near.shape[2]:
-            pp, ii = np.nonzero(near.sum(axis=1) > 1)
-            if len(pp):
-                choice[pp, start + ii] = np.argmax(exact_rows(thetas, parts, pp, start + ii), axis=1)
+        near = (out >= out.max(axis=1, keepdims=True) - slack).astype(np.float32)
+        found = np.matmul(index_count, near)  # (P, 2, r): the near models' index sum and count, exact
+        choice[:, start:stop] = found[:, 0]  # the index of the only near model, where there is one
+        pp, ii = np.nonzero(found[:, 1] > 1.5)
+        if len(pp):
+            choice[pp, start + ii] = np.argmax(exact_rows(thetas, parts, pp, start + ii), axis=1)
     return choice
 
 
