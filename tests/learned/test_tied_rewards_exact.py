@@ -141,3 +141,66 @@ def test_tied_logits_equal_the_einsum_logits_bit_for_bit() -> None:
         got, rows = np.empty_like(want), slice(5, n - 3)
         tied.tied_block(got[:, rows], np.empty_like(got[:, rows]), thetas, TiedParts.of(p, ridge, n_knn), rows)
         assert np.array_equal(got[:, rows], want[:, rows])
+
+
+def near_tie_problem(
+    rng: np.random.Generator, n_pop: int, n: int, m: int, n_knn: int, k: int, extra: int = 0
+) -> tuple[Problem, np.ndarray, np.ndarray]:
+    """Models in pairs whose logits differ by ε ∈ {0, ±1e-12, ±1e-9} on every row although their
+    terms differ (the second's ridge bias is δ higher and its c lower by γ·δ): float32 rounds
+    the two sides differently and orders many pairs wrongly; the float64 code does not."""
+    p = problem(rng, n, m, 1, k + 1 + n_knn * m)
+    p.z[:, k] = 1.0
+    rates = rng.random((n, n_knn, m)).astype(np.float32)
+    rates[:, :, 1::2] = rates[:, :, 0::2]
+    p.z[:, k + 1 :] = rates.reshape(n, -1)
+    ridge = rng.normal(size=(k + 1, m))
+    ridge[:, 1::2] = ridge[:, 0::2]
+    ridge[k, 1::2] += 0.37
+    thetas = rng.normal(size=(n_pop, 1 + n_knn + m + extra))
+    c = thetas[:, 1 + n_knn : 1 + n_knn + m]
+    eps = rng.choice([0.0, 1e-12, -1e-12, 1e-9, -1e-9], size=(n_pop, m // 2))
+    c[:, 1::2] = c[:, 0::2] - thetas[:, :1] * 0.37 + eps
+    return p, ridge, thetas
+
+
+def test_float32_choice_is_the_float64_argmax_on_ties_and_near_ties() -> None:
+    """The float32 pass cannot order these rows; the margin sends them to the exact logits."""
+    rng = np.random.default_rng(5)
+    naive_wrong = 0
+    for trial in range(10):
+        n_pop, n, m, n_knn, k = 1 + trial % 4, 200 + trial, 4 + 2 * (trial % 4), 1 + trial % 3, 6
+        p, ridge, thetas = near_tie_problem(rng, n_pop, n, m, n_knn, k)
+        parts = TiedParts.of(p, ridge, n_knn)
+        exact = np.empty((n_pop, n, m))
+        tied.tied_block(exact, np.empty_like(exact), thetas, parts, slice(0, n))
+        want = np.argmax(exact, axis=2)
+        assert np.array_equal(tied.tied_choice(thetas, parts), want)
+        t32, r32, k32 = thetas.astype(np.float32), parts.ridge_z.astype(np.float32), parts.knn.astype(np.float32)
+        naive32 = t32[:, 0, None, None] * r32[None] + np.einsum("pj,jnm->pnm", t32[:, 1 : 1 + n_knn], k32)
+        naive32 += t32[:, None, 1 + n_knn :]
+        naive32[:, ~p.available] = -np.inf
+        naive_wrong += int((np.argmax(naive32, axis=2) != want).sum())
+        for lam in (0.0, 0.3):  # and so the rewards, in both modes
+            assert np.array_equal(
+                tied_single_rewards(thetas, parts, p, lam), reference_tied(thetas, p, ridge, n_knn, lam, "single")
+            )
+    assert naive_wrong > 0  # float32 logits alone would change choices here
+
+
+def test_cascade_turns_after_the_first_follow_the_float64_logits_on_near_ties() -> None:
+    rng = np.random.default_rng(6)
+    for trial in range(10):
+        n_pop, n, m, n_knn, k = 1 + trial % 4, 150 + trial, 4 + 2 * (trial % 3), 1 + trial % 3, 5
+        p, ridge, thetas = near_tie_problem(rng, n_pop, n, m, n_knn, k, m * m)
+        w_fail = thetas[:, 1 + n_knn + m :].reshape(n_pop, m, m)
+        w_fail[:] = np.round(w_fail, 1)
+        w_fail[:, :, 1::2] = w_fail[:, :, 0::2]  # the penalties keep each pair's near-tie
+        parts = TiedParts.of(p, ridge, n_knn)
+        for turns in (2, 3):
+            got = tied_cascade_rewards(thetas, parts, p, 0.3, turns)
+            exact = np.empty((n_pop, n, m))
+            tied.tied_block(exact, np.empty_like(exact), thetas, parts, slice(0, n))
+            final, spent, _ = cascade_rollout(exact, w_fail, p, turns, masked=True)
+            assert np.array_equal(got, (final - 0.3 * spent).mean(axis=1))
+        assert np.array_equal(got, reference_tied(thetas, p, ridge, n_knn, 0.3, "cascade"))

@@ -112,15 +112,29 @@ class KnnMemory:
         neighbours, out = self.all_neighbours(emb, self_rows), []
         for start in range(0, len(neighbours), 1024):
             nb = neighbours[start : start + 1024]
-            num = np.cumsum(self.scores[nb], axis=1)
-            den = np.cumsum(self.known[nb], axis=1, dtype=np.float32)
-            feats = [
-                (num[:, min(k, nb.shape[1]) - 1] + self.smooth * self.prior)
-                / (den[:, min(k, nb.shape[1]) - 1] + self.smooth)
-                for k in self.ks
-            ]
+            sums = self._prefix_sums(nb, [min(k, nb.shape[1]) - 1 for k in self.ks])
+            feats = [(num + self.smooth * self.prior) / (den + self.smooth) for num, den in sums]
             out.append(np.hstack(feats))
         return np.vstack(out).astype(np.float32)
+
+    def _prefix_sums(self, nb: np.ndarray, at: list[int]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(score sum, known count) over the first ``i + 1`` neighbours, for each ``i`` in ``at``.
+
+        The running sums ``np.cumsum`` makes along the neighbours (same additions, same order): for
+        many rows one neighbour column at a time, without the (n, kmax, M) gathered and summed arrays."""
+        if len(nb) < MIN_ROWS:
+            num = np.cumsum(self.scores[nb], axis=1)
+            den = np.cumsum(self.known[nb], axis=1, dtype=np.float32)
+            return [(num[:, i], den[:, i]) for i in at]
+        num = self.scores[nb[:, 0]]
+        den = self.known[nb[:, 0]].astype(np.float32)
+        sums = [(num.copy(), den.copy())] if 0 in at else []
+        for j in range(1, max(at) + 1):
+            num += self.scores[nb[:, j]]
+            den += self.known[nb[:, j]]
+            if j in at:
+                sums.append((num.copy(), den.copy()))
+        return [sums[sorted(set(at)).index(i)] for i in at]
 
     def arrays(self) -> dict[str, np.ndarray]:
         values = (

@@ -4,7 +4,9 @@ PCA projection of the encodings. Pure numpy, no optimiser state (that is :mod:`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import cast
 
 import numpy as np
@@ -12,6 +14,8 @@ import numpy as np
 from .memo import MIN_ROWS, Memo, fingerprint
 from .replay import ReplayDataset
 from .simulated_verifier import PASS_SCORE, Verifier, accept_matrix
+
+Pick = Callable[[np.ndarray, np.ndarray, list[np.ndarray]], np.ndarray]  # (flat, penalty, tried) -> models
 
 
 @dataclass
@@ -104,13 +108,21 @@ def cascade_rollout(
 
 
 def rollout_from(
-    masked: np.ndarray, choice: np.ndarray, w_fail: np.ndarray, p: Problem, turns: int
+    masked: np.ndarray | None,
+    choice: np.ndarray,
+    w_fail: np.ndarray,
+    p: Problem,
+    turns: int,
+    pick: Pick | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`cascade_rollout` from the masked logits (P, n, M) and their row-wise argmax (P, n).
 
     Turn 1 is dense (every head and item); later turns follow the open pairs by flat indices
-    into the (P·n) rows, which is the same arithmetic as 2-D fancy indexing with fewer passes."""
-    n_pop, n, n_models = masked.shape
+    into the (P·n) rows, which is the same arithmetic as 2-D fancy indexing with fewer passes.
+    ``pick(flat, penalty, tried)``, if given, makes the later turns' choices instead of the argmax of
+    ``masked`` (which may then be None): the untried model with the largest masked logit plus
+    penalty, for the (P·n) rows ``flat``."""
+    (n_pop, n), n_models = choice.shape, p.scores.shape[1]
     n_open = p.available.sum(axis=1)
     live = n_open > 0
     idx = choice + (np.arange(n) * n_models)[None]  # item-model cell of each (head, item)
@@ -125,16 +137,15 @@ def rollout_from(
     flat = np.flatnonzero(~ok & (n_open > 1))  # rejected, and an untried model is left
     pp, ii, cc = flat // n, flat % n, choice.ravel()[flat]
     w_rows = w_fail.reshape(n_pop * n_models, n_models)
-    dtype = np.result_type(masked, w_fail)
+    dtype = np.result_type(np.float64 if masked is None else masked, w_fail)
     penalty = np.take(w_rows, pp * n_models + cc, axis=0).astype(dtype, copy=False) + 0.0  # zeros + w_fail[pp, cc]
     tried = [cc]
-    rows2d, outs = masked.reshape(n_pop * n, n_models), (final.ravel(), spent.ravel(), calls.ravel())
+    if pick is None:
+        assert masked is not None
+        pick = partial(pick_untried, masked.reshape(n_pop * n, n_models))
+    outs = final.ravel(), spent.ravel(), calls.ravel()
     for turn in range(1, turns):
-        logits = np.take(rows2d, flat, axis=0) + penalty
-        rows = np.arange(len(flat)) * n_models
-        for c in tried:
-            logits.ravel()[rows + c] = -np.inf
-        cc = np.argmax(logits, axis=1)
+        cc = pick(flat, penalty, tried)
         cell = ii * n_models + cc
         score = p.scores.ravel()[cell]
         outs[0][flat] = score
@@ -147,6 +158,20 @@ def rollout_from(
             tried = [c[keep] for c in tried] + [cc[keep]]
             flat, pp, ii = flat[keep], pp[keep], ii[keep]
     return final, spent, calls
+
+
+def untried_logits(rows: np.ndarray, flat: np.ndarray, penalty: np.ndarray, tried: list[np.ndarray]) -> np.ndarray:
+    """``rows[flat] + penalty`` with the models already tried at ``−inf`` (one row per open pair)."""
+    logits: np.ndarray = np.take(rows, flat, axis=0) + penalty
+    cells = np.arange(len(flat)) * rows.shape[1]
+    for c in tried:
+        logits.ravel()[cells + c] = -np.inf
+    return logits
+
+
+def pick_untried(rows: np.ndarray, flat: np.ndarray, penalty: np.ndarray, tried: list[np.ndarray]) -> np.ndarray:
+    """The argmax of :func:`untried_logits`: the next model of each open pair."""
+    return cast(np.ndarray, np.argmax(untried_logits(rows, flat, penalty, tried), axis=1))
 
 
 def dense_rollout(
