@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -75,3 +76,24 @@ def test_overhead_is_against_raw_httpx_of_the_same_round() -> None:
     podium = next(r for r in bench.summarize(rows) if r["client"] == "podium")
     assert podium["overhead_ms"] == {"min": 1.0, "median": 1.5, "max": 2.0}
     assert podium["overhead_x_litellm"] == {"min": 0.1, "median": 0.3, "max": 0.5}
+
+
+def test_the_gc_probe_counts_collections_and_their_cpu(tmp_path: Path) -> None:
+    """bench/gc_probe (loaded through PYTHONPATH, as bench_server_gc.py loads it) reports each
+    generation's collections and CPU on SIGUSR1; the benchmark diffs two reports around a load run."""
+    out = tmp_path / "probe.jsonl"
+    code = (
+        "import gc, os, signal\n"
+        "os.kill(os.getpid(), signal.SIGUSR1)\n"
+        "for _ in range(3):\n"
+        "    junk = [[] for _ in range(10_000)]\n"
+        "    gc.collect(0); gc.collect(2)\n"
+        "os.kill(os.getpid(), signal.SIGUSR1)\n"
+    )
+    env = {**os.environ, "PODIUM_GC_PROBE": str(out), "PYTHONPATH": str(BENCH / "gc_probe")}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    first, second = (json.loads(line) for line in out.read_text().splitlines())
+    assert second["collections"][0] - first["collections"][0] >= 3
+    assert second["collections"][2] - first["collections"][2] >= 3
+    assert second["gc_cpu_s"][2] > first["gc_cpu_s"][2] and second["process_cpu_s"] >= first["process_cpu_s"]
