@@ -86,7 +86,6 @@ def literal_trie(words: Iterable[str]) -> str:
     return body + ("?" if end else "")
 
 
-_ANY_TRIGGER = re.compile(literal_trie(t for triggers, _ in PATTERNS for t in triggers))  # one C scan
 _RARE = "zqjx8k_-b"  # characters rare in prose and in a run's JSON, rarest first
 
 
@@ -121,8 +120,8 @@ _TRIGGER_SCANS = anchored_scans(t for triggers, _ in PATTERNS for t in triggers)
 
 
 def has_trigger(lower: str) -> bool:
-    """Whether the lower-cased text ``lower`` contains any pattern's trigger (:data:`_ANY_TRIGGER`'s
-    answer, about three times faster on a run's JSON)."""
+    """Whether the lower-cased text ``lower`` contains any pattern's trigger: what one alternation of
+    them all (or their :func:`literal_trie`) finds, about three times faster on a run's JSON."""
     for anchor, regex in _TRIGGER_SCANS:  # noqa: SIM110 (a loop: no generator object per stored run)
         if anchor in lower and regex.search(lower) is not None:
             return True
