@@ -57,7 +57,9 @@ class Policy(BaseModel):
 
     def unrestricted(self) -> bool:
         """Whether this policy restricts nothing."""
-        return not self.exclude_models and self.allowed_models is self.allowed_providers is self.allowed_regions is None
+        return not self.exclude_models and all(
+            v is None for v in (self.allowed_models, self.allowed_providers, self.allowed_regions)
+        )
 
     def describe(self) -> dict[str, Any]:
         """Only the fields that restrict something."""

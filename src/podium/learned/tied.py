@@ -20,7 +20,7 @@ from typing import cast
 
 import numpy as np
 
-from .rewards import Problem, pick_untried, rollout_from, untried_logits
+from .rewards import Problem, dense_rollout, pick_untried, rollout_from, untried_logits
 
 CHUNK_CELLS = 1 << 16  # (head, row, model) cells per block: 512 KiB of float64 per buffer
 FAST_CELLS = 1 << 17  # cells per block of the float32 argmax (256 KiB)
@@ -194,14 +194,13 @@ def tied_single_rewards(thetas: np.ndarray, parts: TiedParts, p: Problem, lam: f
 def tied_cascade_rewards(thetas: np.ndarray, parts: TiedParts, p: Problem, lam: float, turns: int) -> np.ndarray:
     """Mean reward (P,) of cascade-mode tied heads (:func:`podium.learned.rewards.cascade_rollout`).
 
-    The first turn's choice is :func:`tied_choice`; later turns add failure penalties to the exact
-    logits of the pairs still open (:func:`exact_rows`), as the whole-array rollout does."""
+    Up to 3 turns: the first turn's choice is :func:`tied_choice`, and later turns add failure
+    penalties to the float32 logits of the pairs still open, verified like it (:class:`UntriedPick`).
+    Longer cascades roll out the exact logits of every block (:func:`tied_block`) as before."""
     n_pop, (n, n_models) = len(thetas), parts.ridge_z.shape
     n_knn = len(parts.knn)
     w_fail = thetas[:, 1 + n_knn + n_models :].reshape(n_pop, n_models, n_models)
     if turns > 3:
-        from .rewards import dense_rollout
-
         step = _block_rows(n_pop, n_models)
         masked, tmp = np.empty((n_pop, n, n_models)), np.empty((n_pop, step, n_models))
         for start in range(0, n, step):
