@@ -197,10 +197,11 @@ def test_cascade_turns_after_the_first_follow_the_float64_logits_on_near_ties() 
         w_fail[:] = np.round(w_fail, 1)
         w_fail[:, :, 1::2] = w_fail[:, :, 0::2]  # the penalties keep each pair's near-tie
         parts = TiedParts.of(p, ridge, n_knn)
-        for turns in (2, 3):
+        for turns in (2, 3, 4):  # 4: longer cascades take the exact blocks and the dense rollout
             got = tied_cascade_rewards(thetas, parts, p, 0.3, turns)
             exact = np.empty((n_pop, n, m))
             tied.tied_block(exact, np.empty_like(exact), thetas, parts, slice(0, n))
             final, spent, _ = cascade_rollout(exact, w_fail, p, turns, masked=True)
             assert np.array_equal(got, (final - 0.3 * spent).mean(axis=1))
+        got = tied_cascade_rewards(thetas, parts, p, 0.3, 3)
         assert np.array_equal(got, reference_tied(thetas, p, ridge, n_knn, 0.3, "cascade"))
