@@ -341,9 +341,11 @@ def start_podium(
     src: str | None = None,
     writer: str | None = None,
     workers: int = 1,
+    extra_env: dict[str, str] | None = None,
 ) -> tuple[subprocess.Popen, str]:
     """``podium serve`` on the stub; ``src``: run the podium package of another source tree (a before);
-    ``writer``: ``PODIUM_TRACE_WRITER`` (``process``: the trace writer in a child process)."""
+    ``writer``: ``PODIUM_TRACE_WRITER`` (``process``: the trace writer in a child process); ``extra_env``
+    is added to the server's environment (``src`` still comes first on its ``PYTHONPATH``)."""
     port = free_port()
     tag = f"{traces}-{transport}-{parser}" + ("-before" if src else "") + (f"-{writer}" if writer else "")
     tag += f"-{workers}w" if workers > 1 else ""
@@ -354,9 +356,10 @@ def start_podium(
         "PODIUM_TRACES": traces,
         "PODIUM_HTTP_TRANSPORT": transport,
         "PODIUM_HTTP_PARSER": parser,
+        **(extra_env or {}),
     }
     if src:
-        env["PYTHONPATH"] = os.pathsep.join([src, *filter(None, [os.environ.get("PYTHONPATH")])])
+        env["PYTHONPATH"] = os.pathsep.join([src, *filter(None, [env.get("PYTHONPATH")])])
     cmd = [
         sys.executable,
         "-m",

@@ -42,10 +42,10 @@ def snapshot(pid: int, probe: Path) -> dict:
 
 def start(paths: dict[str, Path], work: Path, label: str, src: str | None) -> tuple:
     probe = work / f"gc-{label}.jsonl"
-    os.environ["PODIUM_GC_PROBE"] = str(probe)
-    base = os.environ.get("PYTHONPATH_BASE", "")
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROBE), base]))
-    proc, url = bs.start_podium(paths, work, "full", src=src)
+    path = os.pathsep.join(filter(None, [str(PROBE), os.environ.get("PYTHONPATH")]))
+    proc, url = bs.start_podium(
+        paths, work, "full", src=src, extra_env={"PODIUM_GC_PROBE": str(probe), "PYTHONPATH": path}
+    )
     return proc, url, probe
 
 
@@ -79,7 +79,6 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="podium-gc-"))
     stub_port = bs.free_port()
     stub = bs.spawn([sys.executable, bs.__file__, "--stub", str(stub_port)], dict(os.environ), work / "stub.log")
-    os.environ.setdefault("PYTHONPATH_BASE", os.environ.get("PYTHONPATH", ""))
     servers = {}
     load_start = bs.uptime()
     try:
