@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -134,3 +135,16 @@ def test_embedding_cache_by_text_hash_under_podium_home(tmp_path: Path, monkeypa
     assert enc.encoded == 3
     assert again[0][0] == 2 and again[1][0] == 1 and first[2][0] == 1
     assert list((tmp_path / "home" / "embeddings").glob("counting-*/*.npz"))
+
+
+def test_embedding_cache_skips_another_process_half_written_shard(tmp_path: Path) -> None:
+    """Two eval workers share the cache folder: one must not read the other's temp file while it is
+    being written (a cold `eval replay --jobs 2` died with BadZipFile), nor a torn shard."""
+    enc = CountingEncoder()
+    cache = EmbeddingCache(enc, tmp_path)
+    EmbeddingCache(enc, tmp_path).encode(["a"])
+    (cache.folder / f".0123.{os.getpid() + 1}.tmp.npz").write_bytes(b"PK\x03\x04 half a zip")
+    (cache.folder / "4567.npz").write_bytes(b"not a zip at all")
+    vectors = cache.encode(["a", "bb"])
+    assert vectors[:, 0].tolist() == [1, 2]
+    assert enc.encoded == 2  # "a" came from the good shard, "bb" was encoded

@@ -17,6 +17,7 @@ import json
 import os
 import re
 import time
+import zipfile
 import zlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -149,11 +150,12 @@ class EmbeddingCache:
     def _load(self) -> dict[bytes, np.ndarray]:
         if self._index is None:
             self._index = {}
-            for shard in sorted(self.folder.glob("*.npz")) if self.folder.is_dir() else []:
+            shards = sorted(self.folder.glob("[!.]*.npz")) if self.folder.is_dir() else []
+            for shard in shards:  # ".NAME.PID.tmp.npz": another process is still writing it
                 try:
                     with np.load(shard, allow_pickle=False) as data:
                         keys, vecs = data["keys"], data["vectors"]
-                except (OSError, ValueError, KeyError):
+                except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
                     continue  # a torn or foreign file: recompute what it held
                 for key, vec in zip(keys, vecs):
                     self._index[key.tobytes()] = vec
