@@ -13,6 +13,7 @@ encoder spec, under the podium home (``$PODIUM_HOME``, else the user data dir).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -72,41 +73,63 @@ class HashedNgramEncoder:
         half = self.max_chars // 2
         return text[:half] + " " + text[-half:]
 
-    def _features(self, text: str) -> np.ndarray:
-        """Hash values (uint64) of every byte n-gram and word of ``text``."""
-        data = np.frombuffer(self._clip(text).lower().encode("utf-8"), dtype=np.uint8).astype(np.uint64)
-        parts = []
-        for n, mult in self._mults.items():
-            if len(data) >= n:
-                windows = np.lib.stride_tricks.sliding_window_view(data, n)
-                parts.append((windows * mult).sum(axis=1) * np.uint64(n * 7919 + 1))
-        words = _WORD.findall(self._clip(text).lower())
-        if words:
-            parts.append(
-                np.array([zlib.crc32(w.encode("utf-8")) for w in words], dtype=np.uint64) * np.uint64(2654435761)
-            )
-        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint64)
+    def encode(self, texts: list[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for start in range(0, len(texts), 256):  # a chunk's arrays stay a few MB
+            out[start : start + 256] = self._encode_chunk(texts[start : start + 256])
+        return out
 
     def encode_one(self, text: str) -> np.ndarray:
         """The vector of one text."""
-        h = self._features(text)
-        vec = np.zeros(self.dim, dtype=np.float64)
-        if len(h):
-            mixed = h ^ (h >> np.uint64(29))
-            idx = (mixed % np.uint64(self.dim)).astype(np.int64)
-            sign = np.where((mixed >> np.uint64(40)) & np.uint64(1), 1.0, -1.0)
-            np.add.at(vec, idx, sign)
-            vec = np.sign(vec) * np.log1p(np.abs(vec))
-            norm = np.linalg.norm(vec)
+        return self.encode([text])[0]
+
+    def _encode_chunk(self, texts: list[str]) -> np.ndarray:
+        """Every text of the chunk at once: the hashes of all texts, then one count per (text, bucket).
+
+        The vectors are the same bits as hashing one text at a time: the hashes are integers (any order
+        of their uint64 additions wraps to the same value), the counts are sums of ±1, exact in float64,
+        and each row's norm is the same ``np.linalg.norm`` of the same row."""
+        lowered = [self._clip(t).lower() for t in texts]
+        hashes, owners = self._ngram_hashes([t.encode("utf-8") for t in lowered])
+        words = [_WORD.findall(t) for t in lowered]
+        crc = map(zlib.crc32, map(str.encode, itertools.chain.from_iterable(words)))
+        hashes.append(np.fromiter(crc, dtype=np.uint64) * np.uint64(2654435761))
+        owners.append(np.repeat(np.arange(len(words)), [len(w) for w in words]))
+        h, owner = np.concatenate(hashes), np.concatenate(owners)
+        mixed = h ^ (h >> np.uint64(29))
+        dim = np.uint64(self.dim)
+        bucket = mixed & (dim - np.uint64(1)) if self.dim & (self.dim - 1) == 0 else mixed % dim
+        sign = ((mixed >> np.uint64(40)) & np.uint64(1)).astype(np.float64) * 2.0 - 1.0
+        cells = owner * self.dim + bucket.astype(np.int64)
+        counts = np.bincount(cells, weights=sign, minlength=len(texts) * self.dim).reshape(len(texts), self.dim)
+        magnitude = np.abs(counts)  # log1p of the few distinct counts, looked up
+        log1p = np.log1p(np.arange(int(magnitude.max(initial=0)) + 1, dtype=np.float64))
+        vec = np.sign(counts) * log1p[magnitude.astype(np.intp)]
+        for row in vec:
+            norm = np.linalg.norm(row)
             if norm > 0:
-                vec /= norm
+                row /= norm
         return vec.astype(np.float32)
 
-    def encode(self, texts: list[str]) -> np.ndarray:
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for i, text in enumerate(texts):
-            out[i] = self.encode_one(text)
-        return out
+    def _ngram_hashes(self, raw: list[bytes]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Hash of every byte n-gram inside one text, and the text it belongs to."""
+        lengths = np.array([len(b) for b in raw], dtype=np.int64)
+        data = np.frombuffer(b"".join(raw), dtype=np.uint8).astype(np.uint64)
+        owner = np.repeat(np.arange(len(raw)), lengths)
+        starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+        left = np.repeat(lengths, lengths) - (np.arange(len(data)) - starts)  # bytes to the end of its text
+        hashes, owners = [], []
+        for n, mult in self._mults.items():
+            m = len(data) - n + 1
+            if m <= 0:
+                continue
+            h = data[:m] * mult[0]
+            for j in range(1, n):
+                h += data[j : j + m] * mult[j]
+            inside = left[:m] >= n
+            hashes.append(h[inside] * np.uint64(n * 7919 + 1))
+            owners.append(owner[:m][inside])
+        return hashes, owners
 
 
 ENCODERS: dict[str, Callable[..., Encoder]] = {"hashed": HashedNgramEncoder}
