@@ -81,7 +81,8 @@ class HashedNgramEncoder:
 
     def encode_one(self, text: str) -> np.ndarray:
         """The vector of one text."""
-        return self.encode([text])[0]
+        vector: np.ndarray = self.encode([text])[0]
+        return vector
 
     def _encode_chunk(self, texts: list[str]) -> np.ndarray:
         """Every text of the chunk at once: the hashes of all texts, then one count per (text, bucket).
