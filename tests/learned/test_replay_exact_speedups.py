@@ -98,6 +98,22 @@ def test_memoised_knn_features_and_projection_equal_a_fresh_computation() -> Non
     assert np.array_equal(first, fresh) and np.array_equal(first, again)
 
 
+def test_memoised_knn_baseline_neighbours_equal_a_fresh_search() -> None:
+    from podium.learned import baselines
+
+    rng = np.random.default_rng(8)
+    train, query = rng.normal(size=(300, 24)).astype(np.float32), rng.normal(size=(64, 24)).astype(np.float32)
+    baselines.KNN_NEIGHBOURS.clear()
+    misses = baselines.KNN_NEIGHBOURS.misses
+    first = baselines.knn_neighbours(train, query, 10)
+    again = baselines.knn_neighbours(train.copy(), query.copy(), 10)  # the RouteLLM slice's copies hit
+    assert again is first and baselines.KNN_NEIGHBOURS.misses == misses + 1
+    sims = query @ train.T
+    want = np.argsort(-sims, axis=1, kind="stable")[:, :10]
+    assert np.array_equal(first, want)  # no ties in random floats: the stable order is the order
+    assert baselines.knn_neighbours(train, query[:5], 10).tolist() == want[:5].tolist()  # few rows: not memoised
+
+
 def test_freed_memory_is_kept_where_glibc_allows_it() -> None:
     import platform
 

@@ -9,9 +9,22 @@ from __future__ import annotations
 
 import numpy as np
 
+from .memo import MIN_ROWS, Memo, fingerprint
+
+KNN_NEIGHBOURS = Memo(64 << 20)  # the RouteLLM slice searches the same rows again when it keeps them all
+
 
 def knn_neighbours(train_emb: np.ndarray, query: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the ``k`` most similar train rows per query row, most similar first (cosine)."""
+    """Indices of the ``k`` most similar train rows per query row, most similar first (cosine).
+
+    Memoised by content for many queries (:mod:`podium.learned.memo`): the array is then read-only."""
+    if len(query) < MIN_ROWS:
+        return _knn_neighbours(train_emb, query, k)
+    key = fingerprint("knn", train_emb, query, k)
+    return KNN_NEIGHBOURS.get(key, lambda: _knn_neighbours(train_emb, query, k))
+
+
+def _knn_neighbours(train_emb: np.ndarray, query: np.ndarray, k: int) -> np.ndarray:
     k = min(k, len(train_emb))
     out = np.zeros((len(query), k), dtype=np.int64)
     for start in range(0, len(query), 1024):

@@ -66,11 +66,13 @@ def measure_cache(
 ) -> list[dict[str, Any]]:
     """Hit rate, quality change (paired, 95% CI) and p50 latency of cached vs fresh decisions."""
     stream = query_stream(ds.texts, rows, n, share, seed)
-    scores = np.nan_to_num(ds.scores)
-    fresh_score, fresh_ms = _fresh(head, encoder, ds, stream, scores)
+    scores, known = np.nan_to_num(ds.scores), ds.known  # ds.known builds the whole mask: once, not per query
+    fresh_score, fresh_ms = _fresh(head, encoder, known, stream, scores)
     out = []
     for threshold in thresholds:
-        cached_score, hit_ms, miss_ms, kinds, hits, wrong_item = _cached(head, encoder, ds, stream, scores, threshold)
+        cached_score, hit_ms, miss_ms, kinds, hits, wrong_item = _cached(
+            head, encoder, known, stream, scores, threshold
+        )
         hits_arr, kinds_arr = np.array(hits), np.array(kinds)
         lo, hi = paired_interval(np.array(cached_score), np.array(fresh_score), seed=seed)
         out.append(
@@ -94,21 +96,21 @@ def measure_cache(
 
 
 def _fresh(
-    head: Head, encoder: Encoder, ds: ReplayDataset, stream: Any, scores: np.ndarray
+    head: Head, encoder: Encoder, known: np.ndarray, stream: Any, scores: np.ndarray
 ) -> tuple[list[float], list[float]]:
     """Each query's score and decision time (ms) without a cache."""
     fresh_score: list[float] = []
     fresh_ms: list[float] = []
     for row, text, _ in stream:
         t = time.perf_counter()
-        choice = head.pick(head.logits(encoder.encode([text]))[:, : head.n_models], ds.known[row][None])[0]
+        choice = head.pick(head.logits(encoder.encode([text]))[:, : head.n_models], known[row][None])[0]
         fresh_ms.append((time.perf_counter() - t) * 1e3)
         fresh_score.append(scores[row, choice])
     return fresh_score, fresh_ms
 
 
 def _cached(
-    head: Head, encoder: Encoder, ds: ReplayDataset, stream: Any, scores: np.ndarray, threshold: float
+    head: Head, encoder: Encoder, known: np.ndarray, stream: Any, scores: np.ndarray, threshold: float
 ) -> tuple[list[float], list[float], list[float], list[str], list[bool], int]:
     """The stream through a decision cache at ``threshold``: each query's score, the hit and miss
     times (ms), each query's kind and whether it hit, and how many hits came from another item."""
@@ -129,7 +131,7 @@ def _cached(
         else:
             cached_row, logits = cast(tuple[int, np.ndarray], value)  # what this loop put
             wrong_item += cached_row != row
-        choice = head.pick(logits[None], ds.known[row][None])[0]
+        choice = head.pick(logits[None], known[row][None])[0]
         (miss_ms if value is None else hit_ms).append((time.perf_counter() - t) * 1e3)
         cached_score.append(scores[row, choice])
         kinds.append(kind)

@@ -33,12 +33,13 @@ from ..coordinators import get_coordinator
 from ..coordinators.base import Coordinator
 from ..coordinators.learned import LearnedCoordinator
 from ..engine import Engine
-from ..errors import UsageError, missing_extra
+from ..errors import UsageError
 from ..pool import Pool
 from ..tasks import Task
 from ..types import Budget
 from .encoders import get_encoder
 from .head import ROLE_NAMES, Head
+from .lazy_cma import load_cma
 from .train import fit_projection, load_checkpoint, save_checkpoint
 
 CHECK_MODEL = "check"
@@ -173,10 +174,7 @@ class LiveTrainer:
         return [self.tasks[i] for i in sorted(rng.choice(len(self.tasks), size, replace=False))]
 
     async def new_state(self) -> LiveState:
-        try:
-            import cma
-        except ImportError:
-            raise missing_extra("cma", "train") from None
+        cma = load_cma()
         self.fit()
         c = self.config
         x0 = np.zeros(self.n_params)

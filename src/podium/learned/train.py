@@ -33,9 +33,10 @@ from typing import Any, cast
 
 import numpy as np
 
-from ..errors import UsageError, missing_extra
+from ..errors import UsageError
 from .encoders import get_encoder
 from .head import ROLE_NAMES, Head
+from .lazy_cma import load_cma
 from .prepared import Prepared as Prepared
 from .prepared import embed as embed
 from .prepared import prepare as prepare
@@ -189,10 +190,7 @@ class Trainer:
         return tied_cascade_rewards(thetas, self.parts(p), p, self.config.lam, self.config.turns)
 
     def new_state(self) -> TrainState:
-        try:
-            import cma
-        except ImportError:
-            raise missing_extra("cma", "train") from None
+        cma = load_cma()
         c = self.config
         scale = self.scale
         opts = {"CMA_diagonal": True, "seed": c.seed + 1, "verbose": -9, "maxiter": max(c.generations, 1)}
