@@ -96,3 +96,25 @@ def test_coordinator_reuses_cached_logits_and_replay_measure(tmp_path, monkeypat
     assert (out["p50_ms_fresh"] > 0 and out["score_change_ci"][0] <= 0 <= out["score_change_ci"][1]) or out[
         "hits_from_another_item"
     ] > 0
+
+
+def test_replay_measure_misses_decide_as_the_fresh_pass(tmp_path, monkeypatch) -> None:
+    """A miss reuses the fresh pass's logits for the same query: with a cache that hits only on the
+    same text, every decision and score equals the fresh one; a loose cache hits across items."""
+    from test_replay_data import make_dataset
+
+    from podium.learned.cache_eval import measure_cache
+    from podium.learned.encoders import get_encoder
+    from podium.learned.replay import load_replay
+    from podium.learned.train import TrainConfig, prepare, train_head
+
+    monkeypatch.setenv("PODIUM_HOME", str(tmp_path / "home"))
+    config = TrainConfig(k=16, generations=3, encoder={"name": "hashed", "dim": 512}, knn_ks=(5, 20))
+    ds = load_replay(make_dataset(tmp_path / "s", per_task=30))
+    head = train_head(prepare(ds, config), config, progress=None)
+    rows = ds.indices("test")
+    exact, loose = measure_cache(head, get_encoder(head.encoder), ds, rows, n=len(rows), thresholds=(1.0, 1e-6))
+    assert exact["hits_from_another_item"] == 0 and exact["hit_rate_by_kind"]["original"] == 0.0
+    assert exact["score_cached"] == exact["score_fresh"] and exact["score_change_ci"] == [0.0, 0.0]
+    assert exact["p50_ms_miss"] > 0
+    assert loose["hit_rate"] > 0.9 and loose["hits_from_another_item"] > 0 and loose["p50_ms_hit"] > 0
