@@ -15,9 +15,9 @@ import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
-from pathlib import Path
 from typing import Any
 
+from .replay import ReplayDataset
 from .simulated_verifier import Verifier
 from .train import TrainConfig
 
@@ -59,18 +59,17 @@ def default_jobs(n_datasets: int) -> int:
     return max(1, min(n_datasets, cores))
 
 
-def evaluate_path(
-    path: str, config: TrainConfig, turns: int, verifier: Verifier, folds: int, quiet: bool
+def evaluate_one(
+    ds: ReplayDataset, config: TrainConfig, turns: int, verifier: Verifier, folds: int, quiet: bool
 ) -> dict[str, Any]:
     """One dataset's results (``evaluate_dataset``), with one BLAS thread; picklable (no ``_routers``)."""
     from .evaluate import evaluate_dataset
-    from .replay import load_replay
     from .train import stderr_progress
 
     keep_freed_memory()
     with blas_threads():
         result = evaluate_dataset(
-            load_replay(path),
+            ds,
             config,
             cascade_turns=turns,
             verifier=verifier,
@@ -81,14 +80,8 @@ def evaluate_path(
     return result
 
 
-def dataset_size(path: str) -> int:
-    """Bytes of the dataset's outcome file: the order in which datasets start (largest first)."""
-    outcomes = Path(path) / "outcomes.parquet"
-    return outcomes.stat().st_size if outcomes.is_file() else 0
-
-
-def evaluate_paths(
-    paths: list[str],
+def evaluate_datasets(
+    datasets: list[ReplayDataset],
     config: TrainConfig,
     turns: int,
     verifier: Verifier,
@@ -96,12 +89,15 @@ def evaluate_paths(
     quiet: bool,
     jobs: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Results of every dataset, in the order of ``paths``, evaluated in ``jobs`` processes."""
-    jobs = default_jobs(len(paths)) if jobs is None else jobs
-    if jobs <= 1 or len(paths) <= 1:
-        return [evaluate_path(p, config, turns, verifier, folds, quiet) for p in paths]
-    order = sorted(range(len(paths)), key=lambda i: -dataset_size(paths[i]))
+    """Results of every dataset, in the order given, evaluated in ``jobs`` processes.
+
+    The datasets travel to the workers already loaded (the caller loaded them to check them), and the
+    largest, by recorded cells, starts first."""
+    jobs = default_jobs(len(datasets)) if jobs is None else jobs
+    if jobs <= 1 or len(datasets) <= 1:
+        return [evaluate_one(ds, config, turns, verifier, folds, quiet) for ds in datasets]
+    order = sorted(range(len(datasets)), key=lambda i: -datasets[i].scores.size)
     context = multiprocessing.get_context("spawn")  # no fork of a process whose BLAS threads are running
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        futures = {i: pool.submit(evaluate_path, paths[i], config, turns, verifier, folds, quiet) for i in order}
-        return [futures[i].result() for i in range(len(paths))]
+        futures = {i: pool.submit(evaluate_one, datasets[i], config, turns, verifier, folds, quiet) for i in order}
+        return [futures[i].result() for i in range(len(datasets))]
