@@ -91,6 +91,9 @@ def test_memoised_knn_features_and_projection_equal_a_fresh_computation() -> Non
         1.0,
     )
     memory.emb = memory.embed(emb)
+    assert memory.embed(emb.copy()) is memory.emb  # memoised by content (a RouteLLM slice's copy hits)
+    head_mod.EMBEDDED.clear()
+    assert np.array_equal(memory.embed(emb), memory.emb) and memory.embed(emb) is not memory.emb
     first = memory.features(emb, np.arange(400))
     head_mod.NEIGHBOURS.clear()
     fresh = memory.features(emb.copy(), np.arange(400))

@@ -31,6 +31,7 @@ ROLE_NAMES = TURN_ROLES  # the head's role logits, in this order
 FORMAT = "podium-head/1"
 NEIGHBOURS = Memo(384 << 20)  # (n, kmax) neighbour rows of many encodings at once
 PROJECTED = Memo(256 << 20)  # [z, 1, knn] of many encodings at once
+EMBEDDED = Memo(256 << 20)  # many encodings in a kNN memory's space
 MEMORY_ARRAYS = ("mem_mean", "mem_basis", "mem_emb", "mem_scores", "mem_known", "mem_prior")
 
 
@@ -63,8 +64,15 @@ class KnnMemory:
         return len(self.ks) * int(self.scores.shape[1])
 
     def embed(self, emb: np.ndarray) -> np.ndarray:
-        """Unit vectors in the memory's space."""
-        x = ((np.atleast_2d(emb) - self.mean) @ self.basis).astype(np.float32)
+        """Unit vectors in the memory's space (memoised for many rows: a RouteLLM slice that keeps
+        every row builds the same memories again)."""
+        emb = np.atleast_2d(emb)
+        if len(emb) < MIN_ROWS:
+            return self._embed(emb)
+        return EMBEDDED.get(fingerprint("embed", emb, self.mean, self.basis), lambda: self._embed(emb))
+
+    def _embed(self, emb: np.ndarray) -> np.ndarray:
+        x = ((emb - self.mean) @ self.basis).astype(np.float32)
         unit: np.ndarray = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-9)
         return unit
 
