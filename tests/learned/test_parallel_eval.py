@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from test_replay_data import make_dataset
 
-from podium.learned.parallel_eval import blas_threads, evaluate_datasets, evaluate_one
+from podium.learned.parallel_eval import blas_threads, evaluate_one, evaluate_paths
 from podium.learned.replay import load_replay
 from podium.learned.simulated_verifier import Verifier
 from podium.learned.train import TrainConfig
@@ -29,10 +29,10 @@ def without_timings(value: Any) -> Any:
 
 def test_parallel_results_equal_sequential_ones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PODIUM_HOME", str(tmp_path / "home"))
-    datasets = [load_replay(make_dataset(tmp_path / f"d{s}", per_task=25, seed=s)) for s in (1, 2)]
+    paths = [str(make_dataset(tmp_path / f"d{s}", per_task=25, seed=s)) for s in (1, 2)]
     verifier = Verifier(0.2, 0.1, 0)
-    one_by_one = [evaluate_one(ds, TINY, 2, verifier, 3, quiet=True) for ds in datasets]
-    parallel = evaluate_datasets(datasets, TINY, 2, verifier, 3, quiet=True, jobs=2)
+    one_by_one = [evaluate_one(load_replay(p), TINY, 2, verifier, 3, quiet=True) for p in paths]
+    parallel = evaluate_paths(paths, TINY, 2, verifier, 3, quiet=True, jobs=2)
     assert [r["dataset"]["name"] for r in parallel] == ["d1", "d2"]  # the order of the arguments
     assert without_timings(parallel) == without_timings(one_by_one)
     assert one_by_one[0]["methods"] != one_by_one[1]["methods"]  # two different datasets, not one twice

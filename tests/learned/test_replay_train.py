@@ -142,3 +142,18 @@ def test_cli_bad_dataset_is_one_clear_error(tmp_path: Path, capsys: pytest.Captu
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "not a directory" in err and "Traceback" not in err
+
+
+def test_cli_bad_dataset_among_good_ones_fails_before_any_training(
+    tmp_path: Path, capfd: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With worker processes (started while the folders are checked), a bad folder still fails
+    first: one line, exit 2, and no dataset started ("encoding" is the first progress line)."""
+    monkeypatch.setenv("PODIUM_HOME", str(tmp_path / "home"))
+    good = str(make_dataset(tmp_path / "good", per_task=25))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", "replay", good, str(tmp_path / "missing"), "--jobs", "2", "--generations", "1"])
+    assert exit_info.value.code == 2
+    err = capfd.readouterr().err  # the workers' stderr too
+    assert "not a directory" in err and "Traceback" not in err and "encoding" not in err
+    assert len(err.strip().splitlines()) == 1

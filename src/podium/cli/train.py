@@ -256,19 +256,17 @@ def eval_replay(
     _require_train_extra()
     from ..learned.encoders import get_encoder
     from ..learned.eval_report import format_table, write_json
-    from ..learned.parallel_eval import evaluate_datasets
-    from ..learned.replay import load_replay
+    from ..learned.parallel_eval import evaluate_paths
     from ..learned.simulated_verifier import REALISTIC, Verifier
     from ..learned.train import TrainConfig
 
-    datasets = [load_replay(p) for p in dataset_dirs]  # a bad folder fails before any training
     gens = TrainConfig.generations if generations is None else generations
     config = TrainConfig(seed=seed, generations=gens, encoder=_encoder_spec(encoder))
     get_encoder(config.encoder)  # an unknown encoder or a missing extra fails now, before any training
     fa = REALISTIC.false_accept if false_accept is None else false_accept
     fr = REALISTIC.false_reject if false_reject is None else false_reject
     verifier = Verifier(fa, fr, seed)
-    results = evaluate_datasets(datasets, config, turns, verifier, folds, quiet, jobs)
+    results = evaluate_paths(list(dataset_dirs), config, turns, verifier, folds, quiet, jobs)
     for result in results:
         click.echo(format_table(result) + "\n")
     if json_out:

@@ -17,7 +17,7 @@ from concurrent.futures import ProcessPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
-from .replay import ReplayDataset
+from .replay import ReplayDataset, load_replay
 from .simulated_verifier import Verifier
 from .train import TrainConfig
 
@@ -80,8 +80,16 @@ def evaluate_one(
     return result
 
 
-def evaluate_datasets(
-    datasets: list[ReplayDataset],
+def warm_up() -> None:
+    """Import what evaluating needs (a worker does this while the parent loads the datasets)."""
+    from .evaluate import evaluate_dataset  # noqa: F401
+    from .lazy_cma import load_cma
+
+    load_cma()
+
+
+def evaluate_paths(
+    paths: list[str],
     config: TrainConfig,
     turns: int,
     verifier: Verifier,
@@ -89,15 +97,20 @@ def evaluate_datasets(
     quiet: bool,
     jobs: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Results of every dataset, in the order given, evaluated in ``jobs`` processes.
+    """Results of every dataset folder, in the order given, evaluated in ``jobs`` processes.
 
-    The datasets travel to the workers already loaded (the caller loaded them to check them), and the
-    largest, by recorded cells, starts first."""
-    jobs = default_jobs(len(datasets)) if jobs is None else jobs
-    if jobs <= 1 or len(datasets) <= 1:
+    Every folder is loaded and checked here before any training starts (a bad one fails first); the
+    worker processes start and import meanwhile, then receive the loaded datasets, the largest (by
+    recorded cells) first."""
+    jobs = default_jobs(len(paths)) if jobs is None else jobs
+    if jobs <= 1 or len(paths) <= 1:
+        datasets = [load_replay(p) for p in paths]
         return [evaluate_one(ds, config, turns, verifier, folds, quiet) for ds in datasets]
-    order = sorted(range(len(datasets)), key=lambda i: -datasets[i].scores.size)
     context = multiprocessing.get_context("spawn")  # no fork of a process whose BLAS threads are running
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        for _ in range(jobs):  # one submit starts one worker
+            pool.submit(warm_up)
+        datasets = [load_replay(p) for p in paths]
+        order = sorted(range(len(datasets)), key=lambda i: -datasets[i].scores.size)
         futures = {i: pool.submit(evaluate_one, datasets[i], config, turns, verifier, folds, quiet) for i in order}
         return [futures[i].result() for i in range(len(datasets))]
