@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 RESULTS = HERE / "results"
-SHARED = HERE.parent.parent / "shared" / "data" / "routing"
+SHARED = ROOT.parent / "shared" / "data" / "routing"
 SETS = ("mmlu_pro", "routerdc_7x7b", "routerbench_subset", "llmrouter_9model")
 ARGS = ["--turns", "3", "--seed", "0", "--false-accept", "0.2", "--false-reject", "0.1", "--folds", "5", "--quiet"]
 
@@ -37,11 +38,12 @@ def run_once(src: str, out: Path) -> dict[str, Any]:
     """One cold ``eval replay`` with ``src`` first on the path: wall, CPU (all child processes), numbers."""
     with tempfile.TemporaryDirectory(prefix="replay-wall-") as home:
         env = {**os.environ, "PODIUM_HOME": home, "PYTHONPATH": src}
-        cmd = [sys.executable, "-m", "podium", "eval", "replay", *(str(SHARED / s) for s in SETS), *ARGS]
+        sets = [os.path.relpath(SHARED / s, ROOT) for s in SETS]  # as replay_eval.json recorded them
+        cmd = [sys.executable, "-m", "podium", "eval", "replay", *sets, *ARGS]
         load = os.getloadavg()[0]
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
-        proc = subprocess.run([*cmd, "--json-out", str(out)], env=env, capture_output=True, text=True)
+        proc = subprocess.run([*cmd, "--json-out", str(out)], env=env, capture_output=True, text=True, cwd=ROOT)
         wall = time.perf_counter() - started
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
@@ -69,7 +71,7 @@ def main() -> None:
     missing = [s for s in SETS if not (SHARED / s).is_dir()]
     if missing:
         parser.error(f"shared sets missing under {SHARED}: {', '.join(missing)}")
-    trees = {"before": str(Path(args.before_src).resolve()), "after": str(HERE.parent / "src")}
+    trees = {"before": str(Path(args.before_src).resolve()), "after": str(ROOT / "src")}
     rounds: list[dict[str, Any]] = []
     started = time.perf_counter()
     total = 2 * args.rounds
