@@ -241,13 +241,10 @@ def evaluate_dataset(
     extras: bool = True,
     folds: int = FOLDS,
     latency_items: int = 200,
-    routellm: bool = True,
 ) -> dict[str, Any]:
     """Every method on one dataset's test split (and its ``eval_only`` split, single-turn, if any).
 
-    Decision latency is timed on the first ``latency_items`` test texts (fewer for slow encoders).
-    ``routellm=False`` leaves the RouteLLM slice's entry ``None`` for a caller that computes it
-    elsewhere (:func:`podium.learned.routellm.slice_metrics`, the same numbers)."""
+    Decision latency is timed on the first ``latency_items`` test texts (fewer for slow encoders)."""
     config = config or TrainConfig()
     started = time.perf_counter()
     test = ds.indices("test")
@@ -270,20 +267,7 @@ def evaluate_dataset(
     out = _summary(ds, test, r, prep, config, verifier, table, safe, cascade_plan)
     if extras:
         out.update(
-            _extras(
-                ds,
-                test,
-                r,
-                prep,
-                config,
-                safe,
-                (lambdas, best, oracle),
-                cascade_turns,
-                verifier,
-                folds,
-                progress,
-                routellm,
-            )
+            _extras(ds, test, r, prep, config, safe, (lambdas, best, oracle), cascade_turns, verifier, folds, progress)
         )
     eval_only = ds.indices("eval_only")
     if len(eval_only):
@@ -346,9 +330,8 @@ def _extras(
     verifier: Verifier,
     folds: int,
     progress: Progress | None,
-    routellm: bool,
 ) -> dict[str, Any]:
-    """The λ and verifier sweeps, the RouteLLM slice (``None`` unless ``routellm``) and the decision cache (``extras=True``).
+    """The λ and verifier sweeps, the RouteLLM slice and the decision cache (``extras=True``).
     ``sweep``: the λ values, the best single model's score and the oracle's."""
     from .cache_eval import measure_cache
     from .routellm import routellm_metrics
@@ -359,6 +342,6 @@ def _extras(
     out["verifier_sweep"] = verifier_sweep(r, test, cascade_turns, verifier)
     if progress:
         progress(f"[{ds.name}] RouteLLM strong/weak slice, decision cache")
-    out["routellm"] = routellm_metrics(ds, prep, config, folds) if routellm else None
+    out["routellm"] = routellm_metrics(ds, prep, config, folds)
     out["cache"] = measure_cache(safe["learned"], get_encoder(config.encoder), ds, test, n=600, seed=config.seed)
     return out

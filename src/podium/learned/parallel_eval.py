@@ -6,15 +6,14 @@ them one after the other. Each evaluation runs with **one BLAS thread**: on a sh
 OpenBLAS's worker threads spin while waiting for a core (a profile of the old run under load spent
 over half its CPU in QR, SVD and small matrix products), and a fixed thread count also keeps
 floating-point reductions in one order, so a fixed seed reproduces every digit. The cores are used
-by processes instead: the largest task starts first.
+by processes instead: the largest dataset starts first.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
-import time
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
@@ -61,13 +60,7 @@ def default_jobs(n_datasets: int) -> int:
 
 
 def evaluate_one(
-    ds: ReplayDataset,
-    config: TrainConfig,
-    turns: int,
-    verifier: Verifier,
-    folds: int,
-    quiet: bool,
-    routellm: bool = True,
+    ds: ReplayDataset, config: TrainConfig, turns: int, verifier: Verifier, folds: int, quiet: bool
 ) -> dict[str, Any]:
     """One dataset's results (``evaluate_dataset``), with one BLAS thread; picklable (no ``_routers``)."""
     from .evaluate import evaluate_dataset
@@ -82,21 +75,9 @@ def evaluate_one(
             verifier=verifier,
             folds=folds,
             progress=None if quiet else stderr_progress,
-            routellm=routellm,
         )
     result.pop("_routers", None)
     return result
-
-
-def slice_one(ds: ReplayDataset, config: TrainConfig, folds: int) -> tuple[dict[str, Any], float]:
-    """The RouteLLM slice of ``ds`` on its own, with one BLAS thread, and the seconds it took."""
-    from .routellm import slice_metrics
-
-    keep_freed_memory()
-    started = time.perf_counter()
-    with blas_threads():
-        out = slice_metrics(ds, config, folds)
-    return out, time.perf_counter() - started
 
 
 def warm_up() -> None:
@@ -119,9 +100,8 @@ def evaluate_paths(
     """Results of every dataset folder, in the order given, evaluated in ``jobs`` processes.
 
     Every folder is loaded and checked here before any training starts (a bad one fails first); the
-    worker processes start and import meanwhile, then receive the loaded datasets. A RouteLLM slice
-    that shares no work with its dataset's evaluation is a task of its own (the same numbers), so that
-    the processes balance; the largest tasks (by recorded cells) start first."""
+    worker processes start and import meanwhile, then receive the loaded datasets, the largest (by
+    recorded cells) first."""
     jobs = default_jobs(len(paths)) if jobs is None else jobs
     if jobs <= 1 or len(paths) <= 1:
         datasets = [load_replay(p) for p in paths]
@@ -131,33 +111,6 @@ def evaluate_paths(
         for _ in range(jobs):  # one submit starts one worker
             pool.submit(warm_up)
         datasets = [load_replay(p) for p in paths]
-        tasks = _tasks(datasets)
-        apart = {i for _, i, part in tasks if part == "slice"}
-        futures: dict[tuple[int, str], Future[Any]] = {}
-        for _, i, part in sorted(tasks, reverse=True):  # the largest first
-            if part == "dataset":
-                args = (datasets[i], config, turns, verifier, folds, quiet, i not in apart)
-                futures[(i, part)] = pool.submit(evaluate_one, *args)
-            else:
-                futures[(i, part)] = pool.submit(slice_one, datasets[i], config, folds)
-        return [_joined(futures, i) for i in range(len(datasets))]
-
-
-def _tasks(datasets: list[ReplayDataset]) -> list[tuple[int, int, str]]:
-    """(size, dataset index, part) of every task: each dataset, and apart from it the RouteLLM slices
-    that share no work with their dataset's evaluation (:func:`podium.learned.routellm.separable`), so
-    that the processes can balance. Size: recorded cells, the order in which tasks start."""
-    from .routellm import separable, slice_size
-
-    tasks = [(ds.scores.size, i, "dataset") for i, ds in enumerate(datasets)]
-    tasks += [(slice_size(ds), i, "slice") for i, ds in enumerate(datasets) if separable(ds)]
-    return tasks
-
-
-def _joined(futures: dict[tuple[int, str], Future[Any]], i: int) -> dict[str, Any]:
-    """Dataset ``i``'s results, its slice's put back where ``evaluate_dataset`` would have put it."""
-    result: dict[str, Any] = futures[(i, "dataset")].result()
-    if (i, "slice") in futures:
-        result["routellm"], seconds = futures[(i, "slice")].result()
-        result["seconds"] = round(result["seconds"] + seconds, 1)
-    return result
+        order = sorted(range(len(datasets)), key=lambda i: -datasets[i].scores.size)
+        futures = {i: pool.submit(evaluate_one, datasets[i], config, turns, verifier, folds, quiet) for i in order}
+        return [futures[i].result() for i in range(len(datasets))]

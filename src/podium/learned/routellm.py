@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .replay import ReplayDataset
-from .routers import Routers, ranking, selection_of, train_means, train_means_of
+from .routers import Routers, ranking, selection_of, train_means
 from .train import Prepared, TrainConfig, prepare
 
 SHARES = np.linspace(0.0, 1.0, 51)
@@ -31,10 +31,7 @@ KNOB = tuple(float(w) for w in np.round(np.linspace(0.0, 1.0, 21), 2))
 
 def pick_pair(prep: Prepared) -> tuple[int, int]:
     """(strong, weak) model indices: the best by train score, and the cheapest other one."""
-    return _pick_pair(*train_means(prep))
-
-
-def _pick_pair(score: np.ndarray, cost: np.ndarray) -> tuple[int, int]:
+    score, cost = train_means(prep)
     strong = int(ranking(score, -cost)[0])
     others = [m for m in ranking(-cost, -score) if m != strong and np.isfinite(cost[m]) and score[m] >= 0]
     return strong, int(others[0])
@@ -56,26 +53,6 @@ def pair_dataset(ds: ReplayDataset, strong: int, weak: int) -> tuple[ReplayDatas
         costs=ds.costs[np.ix_(rows, np.array(cols))],
     )
     return sub, rows
-
-
-def separable(ds: ReplayDataset) -> bool:
-    """Whether the slice drops train rows. It then shares no PCA, neighbour search or kNN memory with
-    the dataset's own evaluation (which a slice keeping every row reuses from the memos), so it can
-    run in another process at no extra cost (:mod:`podium.learned.parallel_eval`)."""
-    train = ds.indices("train")
-    strong, weak = _pick_pair(*train_means_of(ds, train))
-    return not bool((ds.known[train, strong] & ds.known[train, weak]).all())
-
-
-def slice_size(ds: ReplayDataset) -> int:
-    """Recorded cells of the slice (two per row where both models' outcomes are known)."""
-    strong, weak = _pick_pair(*train_means_of(ds, ds.indices("train")))
-    return 2 * int((ds.known[:, strong] & ds.known[:, weak]).sum())
-
-
-def slice_metrics(ds: ReplayDataset, config: TrainConfig, folds: int) -> dict[str, Any]:
-    """:func:`routellm_metrics` of ``ds`` on its own (``ds`` encoded and split as its evaluation does)."""
-    return routellm_metrics(ds, prepare(ds, config), config, folds)
 
 
 def pgr_curve(advantage: np.ndarray, strong: np.ndarray, weak: np.ndarray) -> dict[str, Any]:

@@ -40,7 +40,6 @@ from .crossval import (
 )
 from .head import Gate, Head, masked_argmax
 from .knob import attach_knob
-from .replay import ReplayDataset
 from .simulated_verifier import PERFECT, Verifier
 from .train import Prepared, Progress, TrainConfig, fit_projection, train_head
 
@@ -55,11 +54,7 @@ def ranking(values: np.ndarray, tiebreak: np.ndarray) -> np.ndarray:
 
 def train_means(prep: Prepared) -> tuple[np.ndarray, np.ndarray]:
     """Per-model mean train score and mean train cost (known outcomes only)."""
-    return train_means_of(prep.ds, prep.train_rows)
-
-
-def train_means_of(ds: ReplayDataset, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`train_means` of ``rows`` of ``ds``."""
+    ds, rows = prep.ds, prep.train_rows
     with np.errstate(invalid="ignore"):
         score = np.nan_to_num(np.nanmean(ds.scores[rows], axis=0), nan=-1.0)
         cost = np.where(ds.known[rows], ds.costs[rows], np.nan)
