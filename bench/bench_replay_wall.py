@@ -9,7 +9,7 @@ within each round, so a load change between rounds does not enter it.
     python bench/bench_replay_wall.py --before-src DIR [--rounds 3]
 
 ``DIR`` is another tree's ``src/`` (``git archive COMMIT src | tar -x -C /tmp/old``). Writes
-``bench/results/replay_wall.json`` and ``.md``.
+``bench/results/replay_wall.json`` and ``.md`` (``--name`` another name).
 """
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before-src", required=True, help="an earlier tree's src/ (git archive)")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--name", default="replay_wall", help="results file name under bench/results/")
     args = parser.parse_args()
     if not (Path(args.before_src) / "podium" / "learned").is_dir():
         parser.error(f"--before-src {args.before_src}: no podium/learned there (give a tree's src/)")
@@ -88,8 +89,8 @@ def main() -> None:
             rounds.append(row)
     report = summarise(args, rounds)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "replay_wall.json").write_text(json.dumps(report, indent=1) + "\n")
-    (RESULTS / "replay_wall.md").write_text(table(report))
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(report, indent=1) + "\n")
+    (RESULTS / f"{args.name}.md").write_text(table(report))
     print(table(report))
 
 
