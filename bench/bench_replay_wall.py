@@ -34,6 +34,21 @@ SETS = ("mmlu_pro", "routerdc_7x7b", "routerbench_subset", "llmrouter_9model")
 ARGS = ["--turns", "3", "--seed", "0", "--false-accept", "0.2", "--false-reject", "0.1", "--folds", "5", "--quiet"]
 
 
+class RunFailed(Exception):
+    """A run exited non-zero (session 7's code could die of an embedding-cache race, fixed in session 8)."""
+
+
+def run_retried(src: str, out: Path, failures: list[str], tries: int = 3) -> dict[str, Any]:
+    """:func:`run_once`, run again after a failure (each failure recorded); the last failure stops the benchmark."""
+    for attempt in range(tries):
+        try:
+            return run_once(src, out)
+        except RunFailed as exc:
+            failures.append(str(exc))
+            print(f"{exc} (attempt {attempt + 1} of {tries})", flush=True)
+    raise SystemExit(failures[-1])
+
+
 def run_once(src: str, out: Path) -> dict[str, Any]:
     """One cold ``eval replay`` with ``src`` first on the path: wall, CPU (all child processes), numbers."""
     with tempfile.TemporaryDirectory(prefix="replay-wall-") as home:
@@ -47,7 +62,7 @@ def run_once(src: str, out: Path) -> dict[str, Any]:
         wall = time.perf_counter() - started
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
-        raise SystemExit(f"eval replay failed ({src}): {proc.stderr.strip().splitlines()[-1:]}")
+        raise RunFailed(f"eval replay failed ({src}): {proc.stderr.strip().splitlines()[-1:]}")
     diff = subprocess.run(
         [sys.executable, str(HERE / "replay_diff.py"), str(RESULTS / "replay_eval.json"), str(out)],
         capture_output=True,
@@ -74,13 +89,14 @@ def main() -> None:
         parser.error(f"shared sets missing under {SHARED}: {', '.join(missing)}")
     trees = {"before": str(Path(args.before_src).resolve()), "after": str(ROOT / "src")}
     rounds: list[dict[str, Any]] = []
+    failures: dict[str, list[str]] = {"before": [], "after": []}
     started = time.perf_counter()
     total = 2 * args.rounds
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
             row: dict[str, Any] = {}
             for label in ("before", "after") if r % 2 == 0 else ("after", "before"):
-                row[label] = run_once(trees[label], Path(tmp) / f"{label}{r}.json")
+                row[label] = run_retried(trees[label], Path(tmp) / f"{label}{r}.json", failures[label])
                 done = 2 * r + len(row)
                 eta = (time.perf_counter() - started) / done * (total - done)
                 print(f"round {r + 1}/{args.rounds} {label}: {row[label]}  ETA {eta / 60:.1f} min", flush=True)
@@ -88,6 +104,7 @@ def main() -> None:
             row["cpu_ratio"] = round(row["after"]["cpu_s"] / row["before"]["cpu_s"], 3)
             rounds.append(row)
     report = summarise(args, rounds)
+    report["failed_runs"] = failures  # not in the rounds: each was run again
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(report, indent=1) + "\n")
     (RESULTS / f"{args.name}.md").write_text(table(report))
@@ -139,6 +156,9 @@ def table(report: dict[str, Any]) -> str:
         f"after / before, paired per round: wall {ratio['median']:.3f} ({ratio['min']:.3f}–{ratio['max']:.3f}), "
         f"CPU {cpu['median']:.3f} ({cpu['min']:.3f}–{cpu['max']:.3f}); 1-minute load at the starts "
         f"{s['load_1m']['min']:.2f}–{s['load_1m']['max']:.2f}. Target: after ≤ 120 s wall.",
+        "",
+        "Runs that failed and were run again: "
+        + ("; ".join(f"{k}: {len(v)} ({v[0]})" for k, v in report.get("failed_runs", {}).items() if v) or "none"),
         "",
     ]
     return "\n".join(lines)

@@ -46,3 +46,6 @@ def test_ratios_are_paired_within_rounds() -> None:
     assert s["before"]["identical_every_round"] and not s["after"]["identical_every_round"]
     table = bench.table(report)
     assert "| after | 180.0 (120.0–240.0) | 315.0 (210.0–420.0) | False |" in table
+    assert "failed and were run again: none" in table
+    report["failed_runs"] = {"before": ["eval replay failed (old): BadZipFile"], "after": []}
+    assert "run again: before: 1 (eval replay failed (old): BadZipFile)" in bench.table(report)
