@@ -86,7 +86,6 @@ class Routers:
         self.train_emb = prep.emb[train]
         self.heads: dict[tuple[float, str, Verifier], Head] = {}  # (λ, mode, verifier)
         self.folds: dict[tuple[str, Verifier], FoldHeads] = {}  # (mode, verifier)
-        self._knn_cache: dict[tuple[tuple[int, ...], bytes, bytes], np.ndarray] = {}
 
     @cached_property
     def knn_k(self) -> int:
@@ -136,12 +135,7 @@ class Routers:
 
     def knn(self, emb: np.ndarray, known: np.ndarray, lam: float) -> np.ndarray:
         ds, train = self.prep.ds, self.prep.train_rows
-        key = (emb.shape, emb[:4].tobytes(), emb[-4:].tobytes())
-        pred = self._knn_cache.get(key) if len(emb) > 1 else None
-        if pred is None:
-            pred = knn_predict(self.train_emb, ds.scores[train], ds.known[train], emb, self.knn_k)
-            if len(emb) > 1:
-                self._knn_cache[key] = pred
+        pred = knn_predict(self.train_emb, ds.scores[train], ds.known[train], emb, self.knn_k)  # search memoised
         return masked_argmax(pred - lam * self.cost_by_model, known)
 
     def predictor(self, emb: np.ndarray, known: np.ndarray, lam: float) -> np.ndarray:
