@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from ..errors import missing_extra
+from .doctor import EXTRAS
 from .options import SuggestingGroup
 
 
@@ -39,7 +40,7 @@ ENCODER_HELP = (
 )
 
 
-TRAIN_MODULES = ("numpy", "cma", "pyarrow", "xxhash")  # what the train extra provides
+TRAIN_MODULES = tuple(EXTRAS["train"][0])  # what the train extra provides (as podium doctor checks it)
 
 
 def _require_train_extra() -> None:
