@@ -167,8 +167,9 @@ class UntriedPick:
         cls, thetas: np.ndarray, parts: TiedParts, approx: np.ndarray, w_fail: np.ndarray, turns: int
     ) -> UntriedPick:
         w_max = np.abs(w_fail).reshape(len(w_fail), -1).max(axis=1, initial=0.0)
-        scale = margin(thetas, parts) / (2.0 * (len(parts.knn) + 5) * U32)  # ≥ S of :func:`margin`
-        return cls(thetas, parts, approx, 2.0 * margin(thetas, parts) + 2.0**-48 * (scale + turns * w_max))
+        bound = margin(thetas, parts)
+        scale = bound / (2.0 * (len(parts.knn) + 5) * U32)  # ≥ S of :func:`margin`
+        return cls(thetas, parts, approx, 2.0 * bound + 2.0**-48 * (scale + turns * w_max))
 
     def __call__(self, flat: np.ndarray, penalty: np.ndarray, tried: list[np.ndarray]) -> np.ndarray:
         n, n_models = self.parts.ridge_z.shape
