@@ -13,7 +13,7 @@ import pytest
 
 from podium.errors import UsageError
 from podium.learned.encoders import EmbeddingCache, HashedNgramEncoder, get_encoder, podium_home, register_encoder
-from podium.learned.replay import UNIFORM_CALL_COST, ReplayDataError, load_replay
+from podium.learned.replay import UNIFORM_CALL_COST, ReplayDataError, load_replay, resolve_costs
 
 TASK_WORDS = {
     "fruit": "apple banana cherry grape mango peach plum kiwi lemon melon",
@@ -148,3 +148,44 @@ def test_embedding_cache_skips_another_process_half_written_shard(tmp_path: Path
     vectors = cache.encode(["a", "bb"])
     assert vectors[:, 0].tolist() == [1, 2]
     assert enc.encoded == 2  # "a" came from the good shard, "bb" was encoded
+
+
+def _reference_cells(folder: Path, ids: list[object], models: list[str]) -> list[np.ndarray]:
+    """The outcome grid as the loader built it before it was vectorised: one row at a time."""
+    table = pq.read_table(folder / "outcomes.parquet")
+    n, row, col = len(ids), {item: i for i, item in enumerate(ids)}, {m: j for j, m in enumerate(models)}
+    grids = [np.full((n, len(models)), np.nan) for _ in range(3)]
+    columns = [
+        table.column(c).to_pylist() if c in table.column_names else [None] * table.num_rows
+        for c in ("item_id", "model", "score", "cost_usd", "output_chars")
+    ]
+    for item, model, *values in zip(*columns):
+        i = row.get(item)
+        if i is None:
+            continue
+        for grid, value in zip(grids, values):
+            grid[i, col[model]] = np.nan if value is None else float(value)
+    return grids
+
+
+def test_outcome_grid_matches_the_row_by_row_reference_bit_for_bit(tmp_path: Path) -> None:
+    folder = make_dataset(tmp_path / "synth", per_task=12, seed=3)
+    table = pq.read_table(folder / "outcomes.parquet").to_pylist()
+    rng = np.random.default_rng(1)
+    extra = []
+    for k in range(40):  # repeated (item, model) pairs (the last counts), unlisted items, missing values
+        base = dict(table[int(rng.integers(len(table)))])
+        base["score"] = None if k % 7 == 0 else float(rng.random())
+        base["cost_usd"] = None if k % 3 else float(rng.random())
+        base["output_chars"] = int(rng.integers(0, 900)) if k % 2 else None
+        if k % 5 == 0:
+            base["item_id"] = f"unlisted-{k}"
+        extra.append(base)
+    schema = pq.read_schema(folder / "outcomes.parquet")
+    pq.write_table(pa.Table.from_pylist(table + extra, schema=schema), folder / "outcomes.parquet", row_group_size=50)
+    ds = load_replay(folder)
+    scores, recorded, chars = _reference_cells(folder, list(ds.item_ids), ds.models)
+    assert scores.tobytes() == ds.scores.tobytes()  # NaN where unknown, the last of repeated rows, same bits
+    costs, source = resolve_costs(ds.texts, ds.models, ds.prices, recorded, chars)
+    assert (costs.tobytes(), source) == (ds.costs.tobytes(), ds.cost_source)
+    assert "recorded" in source and not np.isnan(chars).all()  # the cost and length columns were read

@@ -77,7 +77,8 @@ class ReplayDataset:
         }
 
 
-def _read_table(path: Path, columns: list[str]) -> dict[str, Any]:
+def _read_arrow(path: Path, columns: list[str]) -> Any:
+    """The parquet table at ``path`` (a ``pyarrow.Table``), checked for ``columns``."""
     try:
         import pyarrow.parquet as pq
     except ImportError:
@@ -90,7 +91,53 @@ def _read_table(path: Path, columns: list[str]) -> dict[str, Any]:
     missing = [c for c in columns if c not in table.column_names]
     if missing:
         raise ReplayDataError(f"{path}: missing column(s) {missing}; see docs/learned-coordinator.md for the format")
+    return table
+
+
+def _read_table(path: Path, columns: list[str]) -> dict[str, Any]:
+    table = _read_arrow(path, columns)
     return {c: table.column(c).to_pylist() for c in columns}
+
+
+def _floats(table: Any, column: str) -> np.ndarray:
+    """A column as float64, missing values (and a missing column) as NaN: ``float(v)`` of each value."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if column not in table.column_names:
+        return np.full(table.num_rows, np.nan)
+    values = table.column(column)
+    if pa.types.is_floating(values.type) or pa.types.is_integer(values.type):
+        floats: np.ndarray = pc.cast(values, pa.float64(), safe=False).to_numpy(zero_copy_only=False)
+        return floats
+    return np.array(values.to_pylist(), dtype=np.float64)  # None becomes NaN, like the rest
+
+
+def _lookup(values: Any, index: dict[Any, int]) -> np.ndarray:
+    """``index.get(v, -1)`` for each value of an arrow column, looked up once per distinct value."""
+    encoded = values.combine_chunks().dictionary_encode()
+    distinct = [index.get(v, -1) for v in encoded.dictionary.to_pylist()] + [index.get(None, -1)]  # last: null
+    codes = encoded.indices.fill_null(len(distinct) - 1).to_numpy(zero_copy_only=False)
+    found: np.ndarray = np.array(distinct, dtype=np.intp)[codes]
+    return found
+
+
+def _cells(outcomes: Any, row: dict[Any, int], col: dict[Any, int], n: int) -> list[np.ndarray]:
+    """(n, len(col)) score, recorded cost and output length of every outcome row (NaN where none).
+
+    Outcome rows for items not listed are ignored; where an (item, model) pair recurs, the last row
+    counts."""
+    i, j = _lookup(outcomes.column("item_id"), row), _lookup(outcomes.column("model"), col)
+    listed = np.flatnonzero(i >= 0)
+    cell = i[listed] * len(col) + j[listed]
+    _, first_from_end = np.unique(cell[::-1], return_index=True)
+    last = listed[len(cell) - 1 - first_from_end]  # the last outcome row of each cell
+    out = []
+    for column in ("score", "cost_usd", "output_chars"):
+        grid = np.full(n * len(col), np.nan)
+        grid[i[last] * len(col) + j[last]] = _floats(outcomes, column)[last]
+        out.append(grid.reshape(n, len(col)))
+    return out
 
 
 def _read_prices(path: Path) -> dict[str, Any]:
@@ -139,29 +186,14 @@ def load_replay(path: str | Path) -> ReplayDataset:
     """Load a replay dataset folder, or a shipped one by name (see module docstring for the format)."""
     folder = dataset_folder(path)
     items = _read_table(folder / "items.parquet", ["item_id", "task", "split", "text"])
-    outcomes = _read_table(folder / "outcomes.parquet", ["item_id", "model", "score"])
-    extra = _optional_columns(folder / "outcomes.parquet", ["cost_usd", "output_chars"], len(outcomes["item_id"]))
+    outcomes = _read_arrow(folder / "outcomes.parquet", ["item_id", "model", "score"])
     prices = _read_prices(folder / "models.json")
     ids = items["item_id"]
     row = {item: i for i, item in enumerate(ids)}
     if len(row) != len(ids):
         raise ReplayDataError(f"{folder / 'items.parquet'}: item_id values are not unique")
-    models = sorted(set(outcomes["model"]) | set(prices))
-    col = {m: j for j, m in enumerate(models)}
-    n, k = len(ids), len(models)
-    scores = np.full((n, k), np.nan)
-    recorded = np.full((n, k), np.nan)
-    chars = np.full((n, k), np.nan)
-    for item, model, score, usd, out in zip(
-        outcomes["item_id"], outcomes["model"], outcomes["score"], extra["cost_usd"], extra["output_chars"]
-    ):
-        i = row.get(item)
-        if i is None:
-            continue  # an outcome for an item not listed: ignored
-        j = col[model]
-        scores[i, j] = np.nan if score is None else float(score)
-        recorded[i, j] = np.nan if usd is None else float(usd)
-        chars[i, j] = np.nan if out is None else float(out)
+    models = sorted(set(outcomes.column("model").unique().to_pylist()) | set(prices))
+    scores, recorded, chars = _cells(outcomes, row, {m: j for j, m in enumerate(models)}, len(ids))
     texts = [t or "" for t in items["text"]]
     costs, source = resolve_costs(texts, models, prices, recorded, chars)
     splits = np.array([s or "train" for s in items["split"]])
@@ -181,15 +213,6 @@ def load_replay(path: str | Path) -> ReplayDataset:
         source,
         prices,
     )
-
-
-def _optional_columns(path: Path, columns: list[str], n: int) -> dict[str, Any]:
-    import pyarrow.parquet as pq
-
-    names = pq.read_schema(path).names
-    present = [c for c in columns if c in names]
-    data = _read_table(path, present) if present else {}
-    return {c: data.get(c, [None] * n) for c in columns}
 
 
 def resolve_costs(
