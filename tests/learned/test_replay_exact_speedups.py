@@ -7,13 +7,15 @@ from statistics import NormalDist
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from podium.learned import head as head_mod
 from podium.learned.head import KnnMemory
 from podium.learned.memo import Memo, fingerprint
 from podium.learned.rewards import Problem, cascade_rollout, dense_rollout, fit_projection
 from podium.learned.simulated_verifier import Verifier, accept_matrix
-from podium.learned.stats import interval, lower_bound
+from podium.learned.stats import bootstrap_means, interval, lower_bound
 
 
 @pytest.mark.parametrize("turns", [1, 2, 3, 4, 5])
@@ -123,3 +125,23 @@ def test_freed_memory_is_kept_where_glibc_allows_it() -> None:
     from podium.learned.parallel_eval import keep_freed_memory
 
     assert keep_freed_memory() is (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(1, 3000),
+    st.sampled_from([(0, 1), (-1, 1), (-40, 40), (-3000, 3000)]),
+    st.integers(0, 3),
+    st.booleans(),
+)
+def test_integer_valued_bootstrap_shortcut_equals_the_resampled_means(
+    n: int, span: tuple[int, int], seed: int, fractional: bool
+) -> None:
+    """0/1 scores and their differences take the draw-count product; any other values the plain path.
+    Both give the bits of the mean over each resample, as the plain code computes it."""
+    rng = np.random.default_rng(n + seed)
+    values = rng.integers(span[0], span[1] + 1, n).astype(np.float64)
+    if fractional:
+        values[rng.integers(n)] += 0.25  # one non-integer value: the plain path
+    want = values[np.random.default_rng(seed).integers(0, n, size=(200, n))].mean(axis=1)
+    assert bootstrap_means(values, n_boot=200, seed=seed).tobytes() == want.tobytes()

@@ -27,12 +27,38 @@ def _resample_index(n: int, n_boot: int, seed: int) -> np.ndarray:
     return idx
 
 
+@lru_cache(maxsize=4)
+def _resample_counts(n: int, n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot, n) float32: how often each item is drawn in each resample of :func:`_resample_index`."""
+    idx = _resample_index(n, n_boot, seed)
+    flat = (np.arange(n_boot, dtype=np.int64)[:, None] * n + idx).ravel()
+    counts = np.bincount(flat, minlength=n_boot * n).reshape(n_boot, n).astype(np.float32)
+    counts.setflags(write=False)
+    return counts
+
+
+def _exact_in_float32(values: np.ndarray) -> bool:
+    """Whether ``values`` are integers so small that every resample's sum is exact in float32 (and float64)."""
+    if not len(values):
+        return False
+    top = float(np.abs(values).max())
+    return top * len(values) < 2.0**24 and bool(np.array_equal(values, np.round(values)))
+
+
 def bootstrap_means(values: np.ndarray, n_boot: int = N_BOOT, seed: int = 0) -> np.ndarray:
-    """(n_boot,) means of ``values`` (n,) over item resamples; all rows of a 2-D ``values`` (k, n) at once."""
+    """(n_boot,) means of ``values`` (n,) over item resamples; all rows of a 2-D ``values`` (k, n) at once.
+
+    Integer-valued ``values`` (0/1 scores and their differences) take a shortcut with the same bits:
+    each resample's sum is an integer below 2²⁴, which every order of addition (the mean's pairwise
+    sum, a float32 product with the draw counts) computes exactly."""
     values = np.asarray(values, dtype=np.float64)
     n = values.shape[-1]
     if n == 0:
         return np.zeros(n_boot)
+    if values.ndim == 1 and _exact_in_float32(values):
+        sums = _resample_counts(n, n_boot, seed) @ values.astype(np.float32)
+        exact: np.ndarray = sums.astype(np.float64) / n
+        return exact
     idx = _resample_index(n, n_boot, seed)
     if values.ndim == 1:
         means: np.ndarray = values[idx].mean(axis=1)
