@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from podium.learned import head as head_mod
 from podium.learned.head import KnnMemory
 from podium.learned.memo import Memo, fingerprint
-from podium.learned.rewards import Problem, cascade_rollout, dense_rollout, fit_projection
+from podium.learned.rewards import Problem, cascade_rollout, dense_rollout, fit_projection, ridge_warm_start
 from podium.learned.simulated_verifier import Verifier, accept_matrix
 from podium.learned.stats import bootstrap_means, interval, lower_bound
 
@@ -145,3 +145,29 @@ def test_integer_valued_bootstrap_shortcut_equals_the_resampled_means(
         values[rng.integers(n)] += 0.25  # one non-integer value: the plain path
     want = values[np.random.default_rng(seed).integers(0, n, size=(200, n))].mean(axis=1)
     assert bootstrap_means(values, n_boot=200, seed=seed).tobytes() == want.tobytes()
+
+
+def test_ridge_warm_start_sharing_the_gram_of_equal_masks_is_bit_identical() -> None:
+    """Models known on the same rows share ``x'x + reg``: the same product of the same rows, so the
+    same bits as building it per model (the loop kept here as the reference)."""
+    rng = np.random.default_rng(5)
+    n, k, m = 700, 9, 8
+    z = np.hstack([rng.normal(size=(n, k)), np.ones((n, 1))])
+    available = np.ones((n, m), dtype=bool)
+    available[rng.random(n) < 0.2, 3] = False  # model 3 alone; models 5 and 6 share a mask; 7 is never known
+    holes = rng.random(n) < 0.1
+    available[holes, 5] = available[holes, 6] = False
+    available[:, 7] = False
+    p = Problem(z, rng.random((n, m)), available, rng.random((n, m)))
+    want = np.zeros((k + 1, m))
+    reg = 1.5 * np.eye(k + 1)
+    reg[-1, -1] = 0.0
+    for j in range(m):
+        rows = available[:, j]
+        if not rows.any():
+            want[-1, j] = -10.0
+            continue
+        x = z[rows]
+        want[:, j] = np.linalg.solve(x.T @ x + reg, x.T @ p.scores[rows, j])
+        want[-1, j] -= 0.3 * p.cost[rows, j].mean()
+    assert ridge_warm_start(p, 1.5, 0.3).tobytes() == want.tobytes()

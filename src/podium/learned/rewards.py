@@ -69,13 +69,18 @@ def ridge_warm_start(p: Problem, alpha: float, lam: float) -> np.ndarray:
     w = np.zeros((n_feat, n_models))
     reg = alpha * np.eye(n_feat)
     reg[-1, -1] = 0.0  # the bias is not shrunk
+    grams: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}  # models known on the same rows share x and x'x + reg
     for m in range(n_models):
         rows = p.available[:, m]
         if rows.sum() == 0:
             w[-1, m] = -10.0
             continue
-        x, y = p.z[rows], p.scores[rows, m]
-        w[:, m] = np.linalg.solve(x.T @ x + reg, x.T @ y)
+        key = np.packbits(rows).tobytes()
+        if key not in grams:
+            x = p.z[rows]
+            grams[key] = (x, x.T @ x + reg)
+        x, gram = grams[key]
+        w[:, m] = np.linalg.solve(gram, x.T @ p.scores[rows, m])
         w[-1, m] -= lam * p.cost[rows, m].mean()
     return w
 
