@@ -172,3 +172,18 @@ def test_capped_selection_keeps_cv_cost_within_the_fallback(tmp_path: Path, monk
 
     chosen = [c for c in single_candidates(r.prep, fh, (0.0, 1.0), (0.0, 0.3)) if c.name == sel["chosen"]][0]
     assert chosen.costs.mean() <= fold_fallback(r.prep, fh).costs.mean()
+
+
+def test_memoised_mf_and_logistic_predictions_equal_a_fresh_computation(synth) -> None:
+    """The λ sweep asks both routers about the same rows again: a hit is the computation on equal rows."""
+    from podium.learned import routers as routers_mod
+    from podium.learned.baselines import predict_logistic, predict_mf
+
+    r = Routers(prepare(synth, TrainConfig(generations=2)), TrainConfig(generations=2), None, folds=3)
+    emb = r.prep.emb[synth.indices("test")]
+    routers_mod.PREDICTIONS.clear()
+    mf, logistic = r.mf_scores(emb), r.logistic_scores(emb)
+    assert r.mf_scores(emb.copy()) is mf and r.logistic_scores(emb.copy()) is logistic  # hits by content
+    assert mf.tobytes() == predict_mf(r.mf_params, r.mf_input(emb)).tobytes()
+    assert logistic.tobytes() == predict_logistic(r.logistic, emb).tobytes()
+    assert r.mf_scores(emb[:3]) is not r.mf_scores(emb[:3])  # few rows: computed, not memoised

@@ -40,10 +40,12 @@ from .crossval import (
 )
 from .head import Gate, Head, masked_argmax
 from .knob import attach_knob
+from .memo import MIN_ROWS, Memo, fingerprint
 from .simulated_verifier import PERFECT, Verifier
 from .train import Prepared, Progress, TrainConfig, fit_projection, train_head
 
 KNN_KS = (5, 20, 50, 100)
+PREDICTIONS = Memo(64 << 20)  # the λ sweep asks the MF and logistic routers about the same test rows again
 COST_SLACK = 1e-9  # relative tolerance of the cost cap (uniform costs tie exactly)
 
 
@@ -112,8 +114,19 @@ class Routers:
         return fit_mf(self.mf_input(self.train_emb), ds.scores[train], ds.known[train], seed=self.config.seed)
 
     def mf_scores(self, emb: np.ndarray) -> np.ndarray:
-        """Predicted score per model of the MF router."""
-        return predict_mf(self.mf_params, self.mf_input(emb))
+        """Predicted score per model of the MF router (memoised by content for many rows)."""
+        if len(emb) < MIN_ROWS:
+            return predict_mf(self.mf_params, self.mf_input(emb))
+        key = fingerprint("mf", emb, *self.mf_basis, *self.mf_params)
+        return PREDICTIONS.get(key, lambda: predict_mf(self.mf_params, self.mf_input(emb)))
+
+    def logistic_scores(self, emb: np.ndarray) -> np.ndarray:
+        """Predicted score per model of the logistic predictor (memoised by content for many rows)."""
+        if len(emb) < MIN_ROWS:
+            return predict_logistic(self.logistic, emb)
+        return PREDICTIONS.get(
+            fingerprint("logistic", emb, self.logistic), lambda: predict_logistic(self.logistic, emb)
+        )
 
     @cached_property
     def task_table(self) -> dict[str, np.ndarray]:
@@ -139,7 +152,7 @@ class Routers:
         return masked_argmax(pred - lam * self.cost_by_model, known)
 
     def predictor(self, emb: np.ndarray, known: np.ndarray, lam: float) -> np.ndarray:
-        return masked_argmax(predict_logistic(self.logistic, emb) - lam * self.cost_by_model, known)
+        return masked_argmax(self.logistic_scores(emb) - lam * self.cost_by_model, known)
 
     def mf(self, emb: np.ndarray, known: np.ndarray, lam: float) -> np.ndarray:
         return masked_argmax(self.mf_scores(emb) - lam * self.cost_by_model, known)
