@@ -171,3 +171,17 @@ def test_ridge_warm_start_sharing_the_gram_of_equal_masks_is_bit_identical() -> 
         want[:, j] = np.linalg.solve(x.T @ x + reg, x.T @ p.scores[rows, j])
         want[-1, j] -= 0.3 * p.cost[rows, j].mean()
     assert ridge_warm_start(p, 1.5, 0.3).tobytes() == want.tobytes()
+
+
+def test_bootstrap_shortcut_keeps_its_draw_counts_within_the_memory_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    from podium.learned import stats
+
+    values = np.random.default_rng(2).integers(0, 2, 500).astype(np.float64)
+    want = values[np.random.default_rng(0).integers(0, 500, size=(100, 500))].mean(axis=1)
+    monkeypatch.setattr(stats, "COUNT_CELLS", 100 * 500 - 1)  # one cell short: the plain path
+    stats._resample_counts.cache_clear()
+    assert bootstrap_means(values, n_boot=100).tobytes() == want.tobytes()
+    assert stats._resample_counts.cache_info().currsize == 0
+    monkeypatch.setattr(stats, "COUNT_CELLS", 100 * 500)
+    assert bootstrap_means(values, n_boot=100).tobytes() == want.tobytes()
+    assert stats._resample_counts.cache_info().currsize == 1

@@ -27,19 +27,24 @@ def _resample_index(n: int, n_boot: int, seed: int) -> np.ndarray:
     return idx
 
 
+COUNT_CELLS = 1 << 25  # largest (n_boot × n) draw-count matrix kept (128 MiB of float32)
+
+
 @lru_cache(maxsize=4)
 def _resample_counts(n: int, n_boot: int, seed: int) -> np.ndarray:
     """(n_boot, n) float32: how often each item is drawn in each resample of :func:`_resample_index`."""
     idx = _resample_index(n, n_boot, seed)
-    flat = (np.arange(n_boot, dtype=np.int64)[:, None] * n + idx).ravel()
-    counts = np.bincount(flat, minlength=n_boot * n).reshape(n_boot, n).astype(np.float32)
+    counts = np.empty((n_boot, n), dtype=np.float32)
+    for b in range(n_boot):
+        counts[b] = np.bincount(idx[b], minlength=n)
     counts.setflags(write=False)
     return counts
 
 
-def _exact_in_float32(values: np.ndarray) -> bool:
-    """Whether ``values`` are integers so small that every resample's sum is exact in float32 (and float64)."""
-    if not len(values):
+def _exact_in_float32(values: np.ndarray, n_boot: int) -> bool:
+    """Whether ``values`` are integers so small that every resample's sum is exact in float32 (and float64),
+    and few enough that the draw counts fit in :data:`COUNT_CELLS`."""
+    if not len(values) or n_boot * len(values) > COUNT_CELLS:
         return False
     top = float(np.abs(values).max())
     return top * len(values) < 2.0**24 and bool(np.array_equal(values, np.round(values)))
@@ -55,7 +60,7 @@ def bootstrap_means(values: np.ndarray, n_boot: int = N_BOOT, seed: int = 0) -> 
     n = values.shape[-1]
     if n == 0:
         return np.zeros(n_boot)
-    if values.ndim == 1 and _exact_in_float32(values):
+    if values.ndim == 1 and _exact_in_float32(values, n_boot):
         sums = _resample_counts(n, n_boot, seed) @ values.astype(np.float32)
         exact: np.ndarray = sums.astype(np.float64) / n
         return exact
