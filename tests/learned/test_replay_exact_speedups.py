@@ -77,6 +77,16 @@ def test_memo_is_bounded_keyed_by_content_and_read_only() -> None:
     assert fingerprint(np.zeros((2, 3))) != fingerprint(np.zeros((3, 2)))
 
 
+def test_memo_for_rows_computes_few_rows_and_memoises_many() -> None:
+    from podium.learned.memo import MIN_ROWS
+
+    memo, calls = Memo(max_bytes=1 << 20), []
+    for n in (MIN_ROWS - 1, MIN_ROWS - 1, MIN_ROWS, MIN_ROWS):
+        rows = np.ones((n, 2))
+        memo.for_rows(n, lambda n=n: calls.append(n) or np.zeros(n), "tag", rows)
+    assert calls == [MIN_ROWS - 1, MIN_ROWS - 1, MIN_ROWS]  # a single decision is not fingerprinted
+
+
 def test_memoised_knn_features_and_projection_equal_a_fresh_computation() -> None:
     rng = np.random.default_rng(5)
     emb = rng.normal(size=(400, 48)).astype(np.float32)

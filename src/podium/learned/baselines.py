@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .memo import MIN_ROWS, Memo, fingerprint
+from .memo import Memo
 
 KNN_NEIGHBOURS = Memo(64 << 20)  # the RouteLLM slice searches the same rows again when it keeps them all
 
@@ -18,10 +18,7 @@ def knn_neighbours(train_emb: np.ndarray, query: np.ndarray, k: int) -> np.ndarr
     """Indices of the ``k`` most similar train rows per query row, most similar first (cosine).
 
     Memoised by content for many queries (:mod:`podium.learned.memo`): the array is then read-only."""
-    if len(query) < MIN_ROWS:
-        return _knn_neighbours(train_emb, query, k)
-    key = fingerprint("knn", train_emb, query, k)
-    return KNN_NEIGHBOURS.get(key, lambda: _knn_neighbours(train_emb, query, k))
+    return KNN_NEIGHBOURS.for_rows(len(query), lambda: _knn_neighbours(train_emb, query, k), "knn", train_emb, query, k)
 
 
 def _knn_neighbours(train_emb: np.ndarray, query: np.ndarray, k: int) -> np.ndarray:

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..errors import UsageError
 from ..roles import TURN_ROLES
-from .memo import MIN_ROWS, Memo, fingerprint
+from .memo import MIN_ROWS, Memo
 
 ROLE_NAMES = TURN_ROLES  # the head's role logits, in this order
 FORMAT = "podium-head/1"
@@ -67,9 +67,7 @@ class KnnMemory:
         """Unit vectors in the memory's space (memoised for many rows: a RouteLLM slice that keeps
         every row builds the same memories again)."""
         emb = np.atleast_2d(emb)
-        if len(emb) < MIN_ROWS:
-            return self._embed(emb)
-        return EMBEDDED.get(fingerprint("embed", emb, self.mean, self.basis), lambda: self._embed(emb))
+        return EMBEDDED.for_rows(len(emb), lambda: self._embed(emb), "embed", emb, self.mean, self.basis)
 
     def _embed(self, emb: np.ndarray) -> np.ndarray:
         x = ((emb - self.mean) @ self.basis).astype(np.float32)
@@ -110,10 +108,8 @@ class KnnMemory:
                 out.append(self.neighbours(x[start : start + 1024], rows))
             return np.vstack(out)
 
-        if len(emb) < MIN_ROWS:
-            return compute()
-        key = fingerprint("neighbours", emb, self_rows, self.mean, self.basis, self.emb, self.kmax)
-        return NEIGHBOURS.get(key, compute)
+        parts = ("neighbours", emb, self_rows, self.mean, self.basis, self.emb, self.kmax)
+        return NEIGHBOURS.for_rows(len(emb), compute, *parts)
 
     def features(self, emb: np.ndarray, self_rows: np.ndarray | None = None) -> np.ndarray:
         """(n, len(ks) · M) smoothed neighbour success rates; ``self_rows`` as in :meth:`neighbours`."""
@@ -237,11 +233,9 @@ class Head:
         Memoised for many rows (every head trained on one split shares its projection and memory, and
         evaluation projects the same rows for each of them); the array returned is then read-only."""
         emb = np.atleast_2d(emb)
-        if len(emb) < MIN_ROWS:
-            return self._project(emb, self_rows)
         memory = self.memory.key() if self.memory is not None else ()
-        key = fingerprint("project", emb, self_rows, self.mean, self.proj, *memory)
-        return PROJECTED.get(key, lambda: self._project(emb, self_rows))
+        parts = ("project", emb, self_rows, self.mean, self.proj, *memory)
+        return PROJECTED.for_rows(len(emb), lambda: self._project(emb, self_rows), *parts)
 
     def _project(self, emb: np.ndarray, self_rows: np.ndarray | None) -> np.ndarray:
         z = (emb - self.mean) @ self.proj

@@ -91,6 +91,13 @@ class Memo:
                 self._bytes -= _nbytes(old)
         return value
 
+    def for_rows(self, n_rows: int, compute: Callable[[], T], *parts: Any) -> T:
+        """``compute()`` on fewer than :data:`MIN_ROWS` rows; else the result memoised under
+        ``fingerprint(*parts)`` (``parts`` name every input of ``compute``)."""
+        if n_rows < MIN_ROWS:
+            return compute()
+        return self.get(fingerprint(*parts), compute)
+
     def clear(self) -> None:
         self._items.clear()
         self._bytes = 0

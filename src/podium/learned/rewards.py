@@ -11,7 +11,7 @@ from typing import cast
 
 import numpy as np
 
-from .memo import MIN_ROWS, Memo, fingerprint
+from .memo import Memo
 from .replay import ReplayDataset
 from .simulated_verifier import PASS_SCORE, Verifier, accept_matrix
 
@@ -45,9 +45,7 @@ def fit_projection(emb: np.ndarray, k: int, seed: int = 0, whiten: bool = True) 
     """Mean and (whitened, or orthonormal) PCA basis (D, k) of ``emb``, by randomized SVD (seeded).
 
     Memoised by content (:mod:`podium.learned.memo`): the arrays returned are read-only."""
-    if len(emb) < MIN_ROWS:
-        return _fit_projection(emb, k, seed, whiten)
-    return PROJECTIONS.get(fingerprint("pca", emb, k, seed, whiten), lambda: _fit_projection(emb, k, seed, whiten))
+    return PROJECTIONS.for_rows(len(emb), lambda: _fit_projection(emb, k, seed, whiten), "pca", emb, k, seed, whiten)
 
 
 def _fit_projection(emb: np.ndarray, k: int, seed: int, whiten: bool) -> tuple[np.ndarray, np.ndarray]:

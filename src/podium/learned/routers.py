@@ -40,7 +40,7 @@ from .crossval import (
 )
 from .head import Gate, Head, masked_argmax
 from .knob import attach_knob
-from .memo import MIN_ROWS, Memo, fingerprint
+from .memo import Memo
 from .simulated_verifier import PERFECT, Verifier
 from .train import Prepared, Progress, TrainConfig, fit_projection, train_head
 
@@ -115,17 +115,13 @@ class Routers:
 
     def mf_scores(self, emb: np.ndarray) -> np.ndarray:
         """Predicted score per model of the MF router (memoised by content for many rows)."""
-        if len(emb) < MIN_ROWS:
-            return predict_mf(self.mf_params, self.mf_input(emb))
-        key = fingerprint("mf", emb, *self.mf_basis, *self.mf_params)
-        return PREDICTIONS.get(key, lambda: predict_mf(self.mf_params, self.mf_input(emb)))
+        parts = ("mf", emb, *self.mf_basis, *self.mf_params)
+        return PREDICTIONS.for_rows(len(emb), lambda: predict_mf(self.mf_params, self.mf_input(emb)), *parts)
 
     def logistic_scores(self, emb: np.ndarray) -> np.ndarray:
         """Predicted score per model of the logistic predictor (memoised by content for many rows)."""
-        if len(emb) < MIN_ROWS:
-            return predict_logistic(self.logistic, emb)
-        return PREDICTIONS.get(
-            fingerprint("logistic", emb, self.logistic), lambda: predict_logistic(self.logistic, emb)
+        return PREDICTIONS.for_rows(
+            len(emb), lambda: predict_logistic(self.logistic, emb), "logistic", emb, self.logistic
         )
 
     @cached_property
