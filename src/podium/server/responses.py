@@ -49,9 +49,12 @@ async def complete(
     the answer is its error (all or nothing, as OpenAI's ``n``)."""
     plans = [plan, *(dataclasses.replace(plan, trace_id=new_run_id()) for _ in range((plan.request.n or 1) - 1))]
     logged: list[dict[str, Any]] = [fields] if len(plans) == 1 else [{} for _ in plans]
-    answers = await asyncio.gather(
-        *(answer(p, service, store, metrics, started, guard, f) for p, f in zip(plans, logged))
-    )
+    if len(plans) == 1:  # most requests: no task of its own (gather would make one)
+        answers = [await answer(plan, service, store, metrics, started, guard, fields)]
+    else:
+        answers = await asyncio.gather(
+            *(answer(p, service, store, metrics, started, guard, f) for p, f in zip(plans, logged))
+        )
     if len(plans) > 1:
         fields.update(merge_log_fields(logged))
     failed = next((a for a in answers if isinstance(a, ApiError)), None)
