@@ -169,3 +169,46 @@ async def test_json_chat_requests_bypass_fastapi(tmp_path: Path, monkeypatch: py
             calls.clear()
             await client.request(**chat({"model": "eu-solver", "messages": ASK}, ctype="text/plain"))
             assert len(calls) == 1  # other content types are FastAPI's to answer
+
+
+async def test_completion_bodies_are_their_schema_dump(tmp_path: Path) -> None:
+    """A chat.completion is written as a dict (no models on the hot path): it must be exactly what
+    the ChatCompletion schema, which the OpenAPI document shows, validates and dumps it to."""
+    from podium.server.schemas import ChatCompletion
+
+    app = create_app(POOL, keys=keys_file(tmp_path), traces=Traces(tmp_path / "t.db"))
+    asks = [
+        {"model": "eu-solver", "messages": ASK},
+        {"model": "podium", "messages": ASK},
+        {"model": "eu-solver", "messages": ASK, "n": 2, "seed": 3},
+        {"model": "eu-solver", "messages": ASK, "max_tokens": 5},
+    ]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1") as client:
+        for ask in asks:
+            response = await client.request(**chat(ask))
+            assert response.status_code == 200, response.text
+            body = response.json()
+            assert ChatCompletion.model_validate(body).model_dump(mode="json") == body
+            assert body["usage"]["cost"] == round(
+                body["usage"]["cost_usd"] + body["usage"]["orchestration_cost_usd"], 8
+            )
+
+
+async def test_every_answer_passes_podiums_edges_a_500_included(tmp_path: Path) -> None:
+    """podium's edges sit in front of FastAPI's own stack (podium.server.app.PodiumApp): a route's
+    unexpected exception is answered by FastAPI's error layer inside them, so even that 500 carries
+    the request id, as every other answer does."""
+    app = create_app(POOL, keys=keys_file(tmp_path), traces=Traces(tmp_path / "t.db"))
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("a bug")
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+        response = await client.get("/boom", headers={"x-request-id": "trace-me-1"})
+        assert response.status_code == 500
+        assert response.json()["error"]["code"] == "internal_error"
+        assert response.headers["x-request-id"] == "trace-me-1"
+        ok = await client.request(**chat({"model": "eu-solver", "messages": ASK}))
+        assert ok.status_code == 200 and ok.headers["x-request-id"].startswith("req_")
