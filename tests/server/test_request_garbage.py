@@ -91,7 +91,14 @@ def test_a_served_app_is_built_out_of_the_collectors_reach(tmp_path: Path) -> No
     """What a worker built before serving (modules, schemas, pool, app) is frozen: full collections
     no longer walk it (about 90 ms each, every few hundred requests, before). ``podium serve`` with
     one process calls the same function before uvicorn starts."""
-    settings = {"pool": SERVER_POOL, "tiers": None, "keys": None, "max_body": 1 << 20, "host": "127.0.0.1"}
+    settings = {
+        "pool": SERVER_POOL,
+        "tiers": None,
+        "keys": None,
+        "max_body": 1 << 20,
+        "host": "127.0.0.1",
+        "workers": 2,
+    }
     code = (
         "import gc, json, os, sys\n"
         "from podium.cli.serve import WORKER_ENV, worker_app\n"

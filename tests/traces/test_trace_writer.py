@@ -154,3 +154,41 @@ def test_a_cancelled_future_does_not_stop_the_writer(tmp_path: Path, kind: str) 
     finally:
         writer.close()
     assert count(tmp_path / "c.db") == 5  # the cancelled run is stored all the same
+
+
+def test_the_server_writer_is_a_process_only_with_a_core_to_spare(monkeypatch: pytest.MonkeyPatch) -> None:
+    from podium.server.traces import server_writer, usable_cores
+
+    monkeypatch.delenv("PODIUM_TRACE_WRITER", raising=False)
+    cores = usable_cores()
+    assert cores >= 1
+    assert server_writer(1) == ("process" if cores > 1 else "thread")
+    assert server_writer(cores) == "thread"  # a worker on every core: no core for a writer
+    monkeypatch.setenv("PODIUM_TRACE_WRITER", "thread")
+    assert server_writer(1) == "thread"  # the environment decides when set
+    monkeypatch.setenv("PODIUM_TRACE_WRITER", "process")
+    assert server_writer(cores) == "process"
+
+
+async def test_podium_serve_writes_traces_from_a_child_when_a_core_is_spare(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from podium.server.traces import usable_cores
+
+    monkeypatch.delenv("PODIUM_TRACE_WRITER", raising=False)
+    pool = tmp_path / "pool.yaml"
+    pool.write_text(yaml.safe_dump(POOL))
+    server = PodiumServer(pool, tmp_path)
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+            body = {"model": "echo", "messages": [{"role": "user", "content": "hello"}]}
+            response = await http.post("/v1/chat/completions", json=body)
+        assert response.status_code == 200
+        children = _children(server.proc.pid)
+        assert len(children) == (1 if usable_cores() > 1 else 0), children
+        for pid in children:
+            assert b"podium.traces.writer_child" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    finally:
+        server.stop()
+    with sqlite3.connect(tmp_path / "podium.db") as conn:
+        assert conn.execute("SELECT id FROM runs").fetchone()[0] == response.headers["x-podium-trace-id"]

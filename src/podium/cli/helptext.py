@@ -18,7 +18,8 @@ Environment variables:
   PODIUM_SERVE_WORKER  (set by `podium serve --workers` for its worker processes)
   PODIUM_HTTP_TRANSPORT  httpcore: use httpx's default pool instead of podium's lean transport
   PODIUM_HTTP_PARSER   `podium serve`: httptools (default) | h11, the request parser
-  PODIUM_TRACE_WRITER  `podium serve`: thread (default) | process, where traces are written
+  PODIUM_TRACE_WRITER  `podium serve`: process | thread, where traces are written (default:
+                       process when a core is spare beyond the workers, else thread)
   PODIUM_CORS_ORIGINS  `podium serve`: browser origins allowed (comma-separated, * = any)
   PODIUM_REQUEST_LOG   `podium serve`: file for one JSON line per request (- = stderr)
   OTEL_EXPORTER_OTLP_ENDPOINT  `podium serve`: export OpenTelemetry spans and metrics

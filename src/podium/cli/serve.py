@@ -130,6 +130,7 @@ def serve(
         uvicorn.run(app, host=host, port=port, **uvicorn_options(log_level, header_timeout))
         return
     settings = {"pool": pool_ref, "tiers": tiers_file, "keys": keys_file, "max_body": max_body, "host": host}
+    settings |= {"workers": workers}
     _run_workers(uvicorn, workers, host, port, log_level, header_timeout, settings)
 
 
@@ -138,9 +139,11 @@ def _app(pool_ref: str, tiers_file: str | None, keys_file: str | None, max_body:
     from ..pool import load_pool
     from ..preflight import check_pool
     from ..server.app import create_app
+    from ..server.traces import Traces, server_writer
 
     check_pool(load_pool(pool_ref))  # refuse to start rather than answer 502 to every request
-    app = create_app(pool_ref, tiers=tiers_file, keys=keys_file, max_body_bytes=max_body, hosts=(host,))
+    traces = Traces(writer=server_writer())
+    app = create_app(pool_ref, tiers=tiers_file, keys=keys_file, max_body_bytes=max_body, hosts=(host,), traces=traces)
     if keys_file is None:
         click.echo(f"podium serve: no --keys file, so no authentication: binding {host} only (local use).", err=True)
     tiers = ", ".join(app.state.service.tiers)
@@ -178,6 +181,7 @@ def _run_workers(
 def worker_app() -> Any:
     """The app of one ``--workers`` process, built from the settings ``serve`` left in the environment."""
     from ..server.app import create_app
+    from ..server.traces import Traces, server_writer
 
     settings = json.loads(os.environ[WORKER_ENV])
     app = create_app(
@@ -186,6 +190,7 @@ def worker_app() -> Any:
         keys=settings["keys"],
         max_body_bytes=settings["max_body"],
         hosts=(settings["host"],),
+        traces=Traces(writer=server_writer(settings["workers"])),
     )
     tune_garbage_collector()
     return app

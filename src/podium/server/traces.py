@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections import deque
 from concurrent.futures import Future
 from pathlib import Path
@@ -26,13 +27,14 @@ log = logging.getLogger("podium.server")
 class Traces:
     """Persist and fetch server runs (``path=None``: the store's default, ``$PODIUM_HOME/podium.db``)."""
 
-    def __init__(self, path: str | Path | None = None) -> None:
+    def __init__(self, path: str | Path | None = None, *, writer: str | None = None) -> None:
         from ..traces.store import Store, traces_setting
         from ..traces.writer import open_writer
 
         self.enabled = traces_setting() != "off"
         self.store = Store.open(path) if self.enabled else None
-        self.writer = open_writer(self.store) if self.store is not None else None  # $PODIUM_TRACE_WRITER
+        # writer: "thread" or "process" (default: $PODIUM_TRACE_WRITER, else thread; `podium serve`: server_writer)
+        self.writer = open_writer(self.store, writer) if self.store is not None else None
         self._handoff = _Handoff()
 
     async def record(self, result: RunResult, owner: str) -> None:
@@ -133,3 +135,22 @@ def _settle(waiter: asyncio.Future[str], committed: Future[str]) -> None:
         waiter.set_exception(exc)
     else:
         waiter.set_result(committed.result())
+
+
+def server_writer(workers: int = 1) -> str:
+    """The trace writer ``podium serve`` runs: ``$PODIUM_TRACE_WRITER`` when set; else a writer process
+    when the cores this process may use outnumber the server's workers (the rows and SQL of every
+    run then go to a core the event loop does not use: about 1.17× the requests per second on two
+    cores, ``docs/performance.md``), else the thread (no core to spare: a process only adds work)."""
+    from ..traces.writer import WRITER_ENV
+
+    chosen = os.environ.get(WRITER_ENV)
+    if chosen:
+        return chosen
+    return "process" if usable_cores() > workers else "thread"
+
+
+def usable_cores() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
