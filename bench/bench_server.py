@@ -431,10 +431,15 @@ def run(args: argparse.Namespace) -> dict:
             targets.append((f"podium pass-through (traces {traces})", url, MODEL, PODIUM_KEY, 1, proc.pid))
             if traces == "full":
                 targets.append(("podium tier 'podium'", url, "podium", PODIUM_KEY, 4, proc.pid))
-        if args.writer_process:  # the trace writer in a child process, its CPU counted (cpu_seconds)
-            proc, url = start_podium(paths, work, "full", writer="process")
-            procs.append(proc)
-            targets.append((WRITER_PROCESS, url, MODEL, PODIUM_KEY, 1, proc.pid))
+        notes.append(f"`podium serve`'s own trace writer on this machine (the default targets): {default_writer()}.")
+        for writer, wanted, name in (
+            ("process", args.writer_process, WRITER_PROCESS),
+            ("thread", args.writer_thread, WRITER_THREAD),
+        ):
+            if wanted:  # the trace writer chosen explicitly; a child process's CPU is counted (cpu_seconds)
+                proc, url = start_podium(paths, work, "full", writer=writer)
+                procs.append(proc)
+                targets.append((name, url, MODEL, PODIUM_KEY, 1, proc.pid))
         if args.workers > 1:  # `podium serve --workers N`: N processes, every one's CPU counted (cpu_seconds)
             proc, url = start_podium(paths, work, "full", workers=args.workers)
             procs.append(proc)
@@ -477,8 +482,17 @@ def run(args: argparse.Namespace) -> dict:
 STUB = "stub (direct)"
 BEFORE_PREFIX = "podium pass-through (traces full): "  # the --before-src target's name starts so
 WRITER_PROCESS = "podium pass-through (traces full, writer process; its CPU counted)"
+WRITER_THREAD = "podium pass-through (traces full, thread writer)"
 WORKERS_PREFIX = "podium pass-through (traces full, "
 PEER = "litellm proxy"
+
+
+def default_writer() -> str:
+    """The trace writer ``podium serve`` (one worker) picks here: ``podium.server.traces.server_writer``."""
+    sys.path.insert(0, str(REPO / "src"))
+    from podium.server.traces import server_writer
+
+    return server_writer(1)
 
 
 def uptime() -> str:
@@ -677,6 +691,11 @@ def main() -> None:
         "--writer-process",
         action="store_true",
         help="also measure the pass-through with PODIUM_TRACE_WRITER=process (the child's CPU counted)",
+    )
+    parser.add_argument(
+        "--writer-thread",
+        action="store_true",
+        help="also measure the pass-through with PODIUM_TRACE_WRITER=thread (the default before session 10)",
     )
     parser.add_argument(
         "--workers",
