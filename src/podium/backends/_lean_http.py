@@ -22,7 +22,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
+from types import TracebackType
 
 import httpx
 
@@ -252,20 +253,32 @@ class Connection:
         self.reusable = self._parser.should_keep_alive() and not self._close_requested
 
 
-@contextlib.contextmanager
-def mapped(request: httpx.Request, phase: str) -> Iterator[None]:
-    """asyncio/httptools errors as the httpx exceptions httpcore raises in the same situation."""
-    try:
-        yield
-    except TimeoutError:
-        timeout: type[httpx.TimeoutException] = httpx.WriteTimeout if phase == "write" else httpx.ReadTimeout
-        raise timeout(f"{phase} timed out", request=request) from None
-    except httpx.HTTPError as exc:
-        if getattr(exc, "_request", None) is None:
-            exc.request = request
-        raise
-    except httptools.HttpParserError as exc:  # malformed, or an upgrade nobody asked for
-        raise httpx.RemoteProtocolError(str(exc) or "malformed response", request=request) from None
-    except OSError as exc:
-        error: type[httpx.NetworkError] = httpx.WriteError if phase == "write" else httpx.ReadError
-        raise error(str(exc) or type(exc).__name__, request=request) from None
+class mapped:  # used as a function: ``with mapped(request, phase):``
+    """asyncio/httptools errors as the httpx exceptions httpcore raises in the same situation.
+
+    A class rather than a ``contextmanager`` generator: three of these wrap every upstream request."""
+
+    __slots__ = ("phase", "request")
+
+    def __init__(self, request: httpx.Request, phase: str) -> None:
+        self.request, self.phase = request, phase
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if exc is None:
+            return
+        request, phase = self.request, self.phase
+        if isinstance(exc, TimeoutError):
+            timeout: type[httpx.TimeoutException] = httpx.WriteTimeout if phase == "write" else httpx.ReadTimeout
+            raise timeout(f"{phase} timed out", request=request) from None
+        if isinstance(exc, httpx.HTTPError):
+            if getattr(exc, "_request", None) is None:
+                exc.request = request
+            return
+        if isinstance(exc, httptools.HttpParserError):  # malformed, or an upgrade nobody asked for
+            raise httpx.RemoteProtocolError(str(exc) or "malformed response", request=request) from None
+        if isinstance(exc, OSError):
+            error: type[httpx.NetworkError] = httpx.WriteError if phase == "write" else httpx.ReadError
+            raise error(str(exc) or type(exc).__name__, request=request) from None

@@ -10,10 +10,11 @@ never see each other's), and read back by whoever started the call, even if it w
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
-from contextlib import aclosing, contextmanager
-from contextvars import ContextVar
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import TYPE_CHECKING, cast
 
 from ..pool import ModelSpec
@@ -63,23 +64,31 @@ def current_call() -> CallContext | None:
     return _current.get()
 
 
-@contextmanager
-def call_scope(context: CallContext | None = None) -> Iterator[CallContext]:
+class call_scope:  # used as a function: ``with call_scope() as call:``
     """Make ``context`` current (a fresh one if None), unless a call is already in progress: a layer
-    called by another layer joins the outer call instead of starting its own."""
-    active = _current.get()
-    if active is not None and context is None:
-        yield active
-        return
-    ctx = context or CallContext()
-    token = _current.set(ctx)
-    try:
-        yield ctx
-    finally:
-        try:
-            _current.reset(token)
-        except ValueError:  # an abandoned stream finalized by the event loop runs in another context
-            pass
+    called by another layer joins the outer call instead of starting its own. (A class rather than a
+    ``contextmanager`` generator: every model call enters two of these.)"""
+
+    __slots__ = ("context", "token")
+
+    def __init__(self, context: CallContext | None = None) -> None:
+        self.context = context
+        self.token: Token[CallContext | None] | None = None
+
+    def __enter__(self) -> CallContext:
+        active = _current.get()
+        if active is not None and self.context is None:
+            return active
+        ctx = self.context or CallContext()
+        self.token = _current.set(ctx)
+        return ctx
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if self.token is not None:
+            try:
+                _current.reset(self.token)
+            except ValueError:  # an abandoned stream finalized by the event loop runs in another context
+                pass
 
 
 def closing(stream: AsyncIterator[StreamDelta]) -> aclosing[AsyncGenerator[StreamDelta, None]]:
