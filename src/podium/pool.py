@@ -308,6 +308,9 @@ class Pool:
         self.source = source
         allowed = ((m.name, m.under(self.policy)) for m in config.models)
         self.models: dict[str, ModelSpec] = {name: m for name, m in allowed if m is not None}
+        self._configured: dict[str, ModelSpec] = {}  # every model of the file by name, allowed or not
+        for m in config.models:
+            self._configured.setdefault(m.name, m)
         register_env(m.api_key_env for m in config.models)
 
     @property
@@ -326,7 +329,7 @@ class Pool:
 
     def config_model(self, name: str) -> ModelSpec | None:
         """The pool file's model called ``name``, allowed or not (None if there is none)."""
-        return next((m for m in self.config.models if m.name == name), None)
+        return self._configured.get(name)
 
     def candidates(self, role: Role | str) -> list[str]:
         """Allowed models that may take ``role``, in pool order."""

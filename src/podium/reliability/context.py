@@ -43,7 +43,7 @@ class CallContext:
     deadline: float | None = None
     errors: list[str] = field(default_factory=list)
     retries: int = 0
-    splice: StreamSplice = field(default_factory=_new_splice)
+    _splice: StreamSplice | None = field(default=None, repr=False)  # made on first use: most calls never stream
     index: int | None = None
     spec: ModelSpec | None = None
     request: CompletionRequest | None = None
@@ -51,9 +51,16 @@ class CallContext:
     deployment: tuple[str, str] | None = None  # (model, deployment name) of the deployment that answered
 
     @property
+    def splice(self) -> StreamSplice:
+        """The streamed text and what broken streams consumed (made on first use)."""
+        if self._splice is None:
+            self._splice = _new_splice()
+        return self._splice
+
+    @property
     def consumed(self) -> bool:
         """Whether the call got as far as a model: an attempt failed or a broken stream was charged."""
-        return bool(self.errors) or self.splice.charged
+        return bool(self.errors) or (self._splice is not None and self._splice.charged)
 
 
 _current: ContextVar[CallContext | None] = ContextVar("podium_call", default=None)

@@ -36,6 +36,7 @@ TextSink = Callable[[ModelSpec, str], Awaitable[None] | None]
 
 NO_OPTIONS = PodiumOptions()  # a request without a ``podium`` field (read only)
 NO_POLICY = Policy()
+NO_REQUEST = CompletionRequest(messages=[])  # a pass-through's ModelCall: each model gets its own (read only)
 
 
 class Service:
@@ -77,7 +78,7 @@ class Service:
             if not 0 <= plan.cost_weight <= 1:
                 raise bad_request(f"model '{request.model}': cost weight must be in [0, 1]", param="model")
             return self._plan_tier(plan, self.tiers[base], options)
-        if request.model in {m.name for m in self.pool.config.models}:
+        if self.pool.config_model(request.model) is not None:
             return self._plan_model(plan, options)
         raise model_not_found(request.model)
 
@@ -122,7 +123,7 @@ class Service:
                 )
 
     def _plan_model(self, plan: Plan, options: PodiumOptions) -> Plan:
-        spec = next(m for m in self.pool.config.models if m.name == plan.model)
+        spec = self._spec(plan.model)
         if not plan.key.policy.allows(spec):  # 404 like an unknown model: a key must not learn what it may not see
             raise model_not_found(plan.model)
         if not plan.policy.allows(spec):
@@ -161,7 +162,9 @@ class Service:
         return [self._spec(name).under(plan.policy) or self._spec(name) for name in plan.chain]
 
     def _spec(self, name: str) -> ModelSpec:
-        return next(m for m in self.pool.config.models if m.name == name)
+        spec = self.pool.config_model(name)
+        assert spec is not None  # the plan's names are the pool's (its fallbacks are checked on load)
+        return spec
 
     # running
 
@@ -277,7 +280,7 @@ class Service:
         call = ModelCall(
             self.layers,
             self._chain_specs(plan),
-            CompletionRequest(messages=[]),  # each model's own request: completion_request
+            NO_REQUEST,  # each model's own request: completion_request
             lambda spec, _request: self.completion_request(plan, spec),
         )
         try:
