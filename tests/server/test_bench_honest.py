@@ -97,3 +97,31 @@ def test_the_gc_probe_counts_collections_and_their_cpu(tmp_path: Path) -> None:
     assert second["collections"][0] - first["collections"][0] >= 3
     assert second["collections"][2] - first["collections"][2] >= 3
     assert second["gc_cpu_s"][2] > first["gc_cpu_s"][2] and second["process_cpu_s"] >= first["process_cpu_s"]
+
+
+def test_missing_py_spy_stops_the_profile(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "profile_server_spy.py"), "--py-spy", str(tmp_path / "no-py-spy")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and "py-spy not found" in proc.stderr
+
+
+def test_the_py_spy_summary_splits_loop_threads_and_child(tmp_path: Path) -> None:
+    spy = _load("profile_server_spy")
+    serve = 'process 1:"python -m podium serve"'
+    site = "/v/lib/python3.11/site-packages"
+    raw = tmp_path / "samples.txt"
+    raw.write_text(
+        f"{serve};Runner.run (/usr/lib/python3.11/asyncio/runners.py:118) 6\n"
+        f"{serve};ChatRoute._answer (/w/src/podium/server/fastroute.py:100);validate ({site}/pydantic/main.py:792) 3\n"
+        f"{serve};Thread.run (/usr/lib/python3.11/threading.py:975);_send (/w/src/podium/traces/writer_process.py:9) 1\n"
+        f'process 2:"python -m podium.traces.writer_child";main (/w/src/podium/traces/writer_child.py:5) 10\n'
+    )
+    text = spy.summarize(raw, 5)
+    assert "samples: 20 at 200 Hz" in text
+    assert " 50.0%  trace writer child process" in text and " 45.0%  event loop" in text
+    assert " 66.7%  asyncio" in text and " 33.3%  pydantic" in text  # shares of the event loop's samples
+    assert "validate (pydantic/main.py:792)" in text
