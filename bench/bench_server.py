@@ -10,7 +10,9 @@ Everything runs on 127.0.0.1, each server in its own process:
 
 For each target and each concurrency (50 and 200 clients) a fixed number of non-streaming
 requests is sent by an asyncio load generator, in ``--rounds`` rounds (every target in each round,
-order rotated). Ratios (podium / LiteLLM, podium / stub) are computed within a round, then reported
+order rotated): ``--requests`` to each pass-through, ten times as many to the stub (``--stub-scale``)
+and a quarter as many to the slow targets (the tier, LiteLLM), so each measurement lasts about as
+long and none is only its start-up and tail. Ratios (podium / LiteLLM, podium / stub) are computed within a round, then reported
 as min/median/max over rounds, with the machine's load. Writes bench/results/server.{json,md}.
 
     .venv/bin/python bench/bench_server.py [--requests 1000] [--litellm /path/to/litellm] [--without-peer]
@@ -423,14 +425,16 @@ def run(args: argparse.Namespace) -> dict:
     try:
         wait_up(f"{stub_url}/models", procs[0], 300)
         paths = write_configs(work, stub_url)
-        targets = [(STUB, f"{stub_url}/chat/completions", MODEL, "none", 1, procs[0].pid)]
+        # each target's share of --requests, so that every measurement lasts about as long: the stub answers
+        # ten times faster than podium (1000 requests were 70 ms of it: start and tail, not throughput)
+        targets = [(STUB, f"{stub_url}/chat/completions", MODEL, "none", args.stub_scale, procs[0].pid)]
         targets += start_peer(exe, args.without_peer, paths, work, procs, notes)
         for traces in ("full", "off"):
             proc, url = start_podium(paths, work, traces)
             procs.append(proc)
             targets.append((f"podium pass-through (traces {traces})", url, MODEL, PODIUM_KEY, 1, proc.pid))
             if traces == "full":
-                targets.append(("podium tier 'podium'", url, "podium", PODIUM_KEY, 4, proc.pid))
+                targets.append(("podium tier 'podium'", url, "podium", PODIUM_KEY, 0.25, proc.pid))
         notes.append(f"`podium serve`'s own trace writer on this machine (the default targets): {default_writer()}.")
         for writer, wanted, name in (
             ("process", args.writer_process, WRITER_PROCESS),
@@ -460,8 +464,8 @@ def run(args: argparse.Namespace) -> dict:
             print(f"round {i + 1}/{args.rounds}", flush=True)
             rows = [
                 {**row, "round": i + 1}
-                for name, url, model, key, div, pid in order
-                for row in measure(name, url, model, key, args.concurrency, max(50, args.requests // div), pid)
+                for name, url, model, key, scale, pid in order
+                for row in measure(name, url, model, key, args.concurrency, max(50, int(args.requests * scale)), pid)
             ]
             rounds.append(rows)
     finally:
@@ -525,7 +529,7 @@ def start_peer(
     notes.append(
         f"LiteLLM proxy started in {startup:.1f}s, offline (LITELLM_LOCAL_MODEL_COST_MAP=True), master key set, 1 worker."
     )
-    return [(PEER, url, MODEL, LITELLM_KEY, 1, proc.pid)]
+    return [(PEER, url, MODEL, LITELLM_KEY, 0.25, proc.pid)]  # 10+ times slower than podium
 
 
 def _stats(values: list[float]) -> dict[str, float]:
@@ -609,6 +613,12 @@ def config(args: argparse.Namespace, exe: str | None) -> dict:
             pass
     return {
         "requests_per_case": args.requests,
+        "requests_scale": {
+            "stub": args.stub_scale,
+            "litellm proxy": 0.25,
+            "podium tier": 0.25,
+            "podium pass-through": 1,
+        },
         "concurrency": args.concurrency,
         "stub_delay_s": args.stub_delay,
         "cpus": os.cpu_count(),
@@ -669,7 +679,12 @@ def table(report: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--requests", type=int, default=1000, help="requests per target and concurrency")
+    parser.add_argument(
+        "--requests",
+        type=int,
+        default=1000,
+        help="requests per pass-through target and concurrency (the stub: --stub-scale times as many)",
+    )
     parser.add_argument("--concurrency", type=int, nargs="+", default=[50, 200])
     parser.add_argument("--litellm", default=None, help="path to the litellm executable (LiteLLM proxy)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds; each reports every target (min/median/max)")
@@ -704,6 +719,12 @@ def main() -> None:
         help="also measure the pass-through on `podium serve --workers N` (N > 1; every process's CPU counted)",
     )
     parser.add_argument("--before-label", default="before", help="how the --before-src target is named")
+    parser.add_argument(
+        "--stub-scale",
+        type=float,
+        default=10.0,
+        help="the stub gets this many times --requests (it is ~10x faster: a window as long as podium's)",
+    )
     parser.add_argument("--stub-delay", type=float, default=0.0, help="seconds the stub waits before answering")
     parser.add_argument("--stub", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", default=str(RESULTS / "server.json"))
