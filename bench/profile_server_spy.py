@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_server as bs
 
 RATE = 200  # samples per second
+NATIVE = "(no Python frame: C code, the garbage collector)"
 
 
 def find_py_spy(given: str | None) -> str | None:
@@ -41,6 +42,12 @@ def find_py_spy(given: str | None) -> str | None:
         return given if Path(given).exists() else None
     beside = Path(sys.executable).parent / "py-spy"
     return str(beside) if beside.exists() else shutil.which("py-spy")
+
+
+def thread_cpu(pid: int) -> float:
+    """CPU seconds so far of the main thread of ``pid`` (the event loop's; Linux /proc)."""
+    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def where(stack: str) -> str:
@@ -56,7 +63,7 @@ def package(frame: str) -> str:
     """``podium/server/chat.py`` for podium's modules, else the top-level package or module."""
     match = re.search(r"\((.*?):\d+\)$", frame)
     if not match:
-        return "(native)"
+        return NATIVE
     path = re.sub(r"^.*?/site-packages/", "", match.group(1))
     path = re.sub(r"^.*?/src/(podium/)", r"\1", path)
     if path.startswith("podium/"):
@@ -70,7 +77,7 @@ def summarize(raw: Path, top: int) -> str:
     packages: collections.Counter[str] = collections.Counter()
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
-        if not stack:
+        if not stack or not count.isdigit():  # a frame name py-spy wrote with a line break in it
             continue
         n = int(count)
         part = where(stack)
@@ -78,7 +85,8 @@ def summarize(raw: Path, top: int) -> str:
         if part != "event loop":
             continue
         leaf = stack.split(";")[-1]
-        own[re.sub(r"\(.*?/(site-packages|src)/", "(", leaf)] += n
+        name = NATIVE if leaf.startswith("process ") else re.sub(r"\(.*?/(site-packages|src)/", "(", leaf)
+        own[name] += n
         packages[package(leaf)] += n
     total, loop = sum(parts.values()), parts["event loop"]
     out = [f"samples: {total} at {RATE} Hz ({total / RATE:.1f} CPU-s)"]
@@ -125,9 +133,10 @@ def main() -> None:
             while recorder.poll() is None:
                 sent += asyncio.run(bs.load(url, bs.MODEL, bs.PODIUM_KEY, args.concurrency, 1000))["ok"]
             lines.append(f"sampled while {sent} requests were answered ({sent / (time.monotonic() - started):.0f}/s)")
-            cpu = bs.cpu_seconds(proc.pid)
+            cpu, loop_cpu = bs.cpu_seconds(proc.pid), thread_cpu(proc.pid)
             row = asyncio.run(bs.load(url, bs.MODEL, bs.PODIUM_KEY, args.concurrency, 3000))
             podium_cpu = 1000 * (bs.cpu_seconds(proc.pid) - cpu) / row["ok"]
+            loop_cpu = thread_cpu(proc.pid) - loop_cpu
         finally:
             bs.stop(proc)
         cpu = bs.cpu_seconds(stub.pid)
@@ -135,6 +144,10 @@ def main() -> None:
         stub_cpu = 1000 * (bs.cpu_seconds(stub.pid) - cpu) / stub_row["ok"]
     finally:
         bs.stop(stub)
+    lines.append(
+        f"without the profiler: the event loop's thread {1000 * loop_cpu / row['ok']:.3f} ms CPU/request, busy "
+        f"{loop_cpu / row['wall_s']:.0%} of the time (the bottleneck when near 100%)"
+    )
     lines.append(
         f"without the profiler: podium {row['rps']} req/s at {podium_cpu:.3f} ms CPU/request (its child counted); "
         f"the stub {stub_row['rps']} req/s at {stub_cpu:.3f} ms; podium/stub {row['rps'] / stub_row['rps']:.3f}"
