@@ -140,8 +140,8 @@ def _settle(waiter: asyncio.Future[str], committed: Future[str]) -> None:
 def server_writer(workers: int = 1) -> str:
     """The trace writer ``podium serve`` runs: ``$PODIUM_TRACE_WRITER`` when set; else a writer process
     when the cores this process may use outnumber the server's workers (the rows and SQL of every
-    run then go to a core the event loop does not use: about 1.17× the requests per second on two
-    cores, ``docs/performance.md``), else the thread (no core to spare: a process only adds work)."""
+    run then go to a core the event loop does not use: 1.07× the thread's requests per second on two
+    cores, docs/performance.md "Session 10"), else the thread (no core to spare: a process only adds work)."""
     from ..traces.writer import WRITER_ENV
 
     chosen = os.environ.get(WRITER_ENV)
