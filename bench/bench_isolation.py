@@ -1,6 +1,6 @@
 """What cancellation-safe upstream I/O costs per call: ``OpenAIBackend.complete`` / ``.stream``
 (isolated in their own task, see podium/backends/isolation.py) versus the same calls made directly in
-the caller's task (``_complete`` / ``_stream``: the previous behaviour), against the same loopback stub
+the caller's task (``_read`` / ``_stream``: the previous behaviour), against the same loopback stub
 (tests/faults/server.py in its own process), interleaved call by call so machine load hits both alike.
 
     python bench/bench_isolation.py [--calls 300]
@@ -56,7 +56,7 @@ async def measure(url: str, calls: int) -> dict:
             pass
 
     variants = {
-        "complete": {"isolated": lambda: backend.complete(REQUEST), "direct": lambda: backend._complete(REQUEST)},
+        "complete": {"isolated": lambda: backend.complete(REQUEST), "direct": lambda: backend._read(REQUEST)},
         "stream": {
             "isolated": lambda: drain(backend.stream(REQUEST)),
             "direct": lambda: drain(backend._stream(REQUEST)),

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from podium.backends.transport import LeanClient, lean_client
+from podium.backends._lean_client import LeanClient, lean_client
 
 BODY = {"model": "m", "messages": [{"role": "user", "content": "héllo \u2713"}], "max_tokens": 5}
 TIMEOUT = httpx.Timeout(5.0, connect=2.0)
@@ -58,9 +58,15 @@ async def recorder() -> AsyncIterator[tuple[Recorder, httpx.URL]]:
         server.close()
 
 
-async def call(client: httpx.AsyncClient, url: httpx.URL, direct: bool) -> tuple[int, bytes, dict[str, str]]:
+async def call(client: httpx.AsyncClient, url: httpx.URL, mode: str) -> tuple[int, bytes, dict[str, str]]:
+    """One post of BODY: ``read`` (post_json_read), ``post`` (post_json) or ``httpx`` (build_request + send)."""
     headers = {"Authorization": "Bearer sk-test", "X-Extra": "1"}
-    if direct:
+    if mode == "read":
+        assert isinstance(client, LeanClient)
+        reply = await client.post_json_read(url, BODY, headers, TIMEOUT, 1 << 20)
+        assert reply.url == url
+        return reply.status, reply.body, dict(httpx.Headers(reply.headers))
+    if mode == "post":
         assert isinstance(client, LeanClient)
         response = await client.post_json(url, BODY, headers, TIMEOUT)
     else:
@@ -77,16 +83,16 @@ async def call(client: httpx.AsyncClient, url: httpx.URL, direct: bool) -> tuple
 async def test_post_json_sends_what_httpx_sends(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
         monkeypatch.delenv(name, raising=False)
-    seen: dict[bool, tuple[list[bytes], list[Any]]] = {}
-    for direct in (True, False):
+    seen: dict[str, tuple[list[bytes], list[Any]]] = {}
+    for mode in ("read", "post", "httpx"):
         async with recorder() as (rec, url), lean_client() as client:
             assert isinstance(client, LeanClient) and client._direct()
-            answers = [await call(client, url, direct) for _ in range(3)]
+            answers = [await call(client, url, mode) for _ in range(3)]
             wire = [re.sub(rb"127\.0\.0\.1:\d+", b"HOST", r) for r in rec.requests]  # each its own port
-            seen[direct] = (wire, answers)
+            seen[mode] = (wire, answers)
             assert client.cookies.get("lb") == "node-7"  # kept from the first answer
-    assert seen[True] == seen[False]  # the same bytes on the wire, the same answers
-    wire = seen[True][0]
+    assert seen["read"] == seen["post"] == seen["httpx"]  # the same bytes on the wire, the same answers
+    wire = seen["read"][0]
     assert b"cookie: lb=node-7" in wire[1].lower() and b"cookie" not in wire[0].lower()
     assert b"Authorization: Bearer sk-test" in wire[0] and "héllo".encode() in wire[0]
 
@@ -100,11 +106,11 @@ async def test_clients_with_hooks_auth_or_proxies_take_httpx_path() -> None:
     async with recorder() as (rec, url):
         async with lean_client(event_hooks={"request": [hook]}) as client:
             assert not client._direct()
-            await call(client, url, direct=True)
+            await call(client, url, "read")
         assert hooked == [str(url)]
         async with lean_client(auth=("user", "pass")) as client:
             assert not client._direct()
-            await call(client, url, direct=True)
+            await call(client, url, "read")
         assert b"authorization: basic" in rec.requests[-1].lower().replace(b"bearer sk-test", b"")
         proxied = {"http://127.0.0.1": httpx.AsyncHTTPTransport(proxy="http://127.0.0.1:9")}
         async with lean_client(mounts=proxied) as client:
@@ -121,7 +127,7 @@ async def test_proxy_from_the_environment_is_used(monkeypatch: pytest.MonkeyPatc
         monkeypatch.setenv("HTTP_PROXY", f"http://{proxy_url.host}:{proxy_url.port}")
         target = httpx.URL("http://127.0.0.1:9/v1/chat/completions")  # nothing listens there
         async with lean_client() as client:
-            status, body, _ = await call(client, target, direct=isinstance(client, LeanClient))
+            status, body, _ = await call(client, target, "read" if isinstance(client, LeanClient) else "httpx")
         assert status == 200 and body == b'{"ok": true}'
         assert proxy.requests and proxy.requests[0].startswith(b"POST http://127.0.0.1:9/v1/chat/completions ")
     async with lean_client(trust_env=False) as client:  # trust_env=False: no proxies, the lean path
@@ -140,17 +146,21 @@ async def test_reused_headers_send_what_httpx_sends(monkeypatch: pytest.MonkeyPa
         {"Authorization": "Bearer sk-test", "Content-Type": "application/json; charset=utf-8"},
         {"Host": "example.test", "X-Extra": "2"},
     ]
-    seen: dict[bool, list[bytes]] = {}
-    for direct in (True, False):
+    seen: dict[str, list[bytes]] = {}
+    for mode in ("read", "post", "httpx"):
         async with recorder() as (rec, url), lean_client() as client:
-            client.cookies.jar.clear()
+            assert isinstance(client, LeanClient)
             for round_ in range(2):
                 if round_:
                     client.headers["X-Client"] = "changed"
                 for headers in header_sets:
                     for body in bodies:
                         client.cookies.jar.clear()  # the recorder's cookie would send every call httpx's way
-                        if direct:
+                        if mode == "read":
+                            reply = await client.post_json_read(url, body, headers, TIMEOUT, 1 << 20)
+                            assert reply.url == url and reply.body == b'{"ok": true}'
+                            continue
+                        if mode == "post":
                             response = await client.post_json(url, body, headers, TIMEOUT)
                         else:
                             request = client.build_request("POST", url, json=body, headers=headers, timeout=TIMEOUT)
@@ -158,15 +168,17 @@ async def test_reused_headers_send_what_httpx_sends(monkeypatch: pytest.MonkeyPa
                         await response.aread()
                         await response.aclose()
                         assert response.request.url == url
-            seen[direct] = [re.sub(rb"127\.0\.0\.1:\d+", b"HOST", r) for r in rec.requests]
-            if direct:
-                assert isinstance(client, LeanClient) and len(client._templates) == 6
-    assert seen[True] == seen[False] and len(seen[True]) == 24
-    assert b"X-Client: changed" in seen[True][-1] and b"Host: example.test" in seen[True][-1]
+            seen[mode] = [re.sub(rb"127\.0\.0\.1:\d+", b"HOST", r) for r in rec.requests]
+            if mode != "httpx":
+                assert len(client._plans) == 6
+    assert seen["read"] == seen["post"] == seen["httpx"] and len(seen["read"]) == 24
+    assert b"X-Client: changed" in seen["read"][-1] and b"Host: example.test" in seen["read"][-1]
     async with recorder() as (rec, url), lean_client() as client:
         assert isinstance(client, LeanClient)
         with pytest.raises(httpx.LocalProtocolError):  # a wrong Content-Length of the caller's: refused, as h11 does
             await client.post_json(url, BODY, {"Content-Length": "3"}, TIMEOUT)
+        with pytest.raises(httpx.LocalProtocolError):
+            await client.post_json_read(url, BODY, {"Content-Length": "3"}, TIMEOUT, 1 << 20)
         assert rec.requests == []
 
 
@@ -181,7 +193,8 @@ def test_without_httptools_the_default_client_is_used(tmp_path: Any) -> None:
 import asyncio, sys
 sys.modules["httptools"] = None  # import httptools now raises ImportError
 import httpx
-from podium.backends.transport import LeanTransport, lean_client
+from podium.backends.transport import LeanTransport
+from podium.backends._lean_client import lean_client
 from podium.errors import MissingDependencyError
 
 async def main():

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from podium.backends._lean_client import BodyTooLarge, LeanClient
 from podium.backends.transport import LeanTransport
 
 OK = b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n{"ok": 1}\r\n'
@@ -53,6 +54,16 @@ class Upstream:
                     return
                 if path.startswith(b"/slow"):
                     await asyncio.sleep(float(path.split(b"/")[2]))
+                if path == b"/big":  # 1000 bytes, chunked: no length declared
+                    writer.write(
+                        CHUNKED.split(b"\r\n\r\n")[0] + b"\r\n\r\n" + b"3e8\r\n" + b"x" * 1000 + b"\r\n0\r\n\r\n"
+                    )
+                    await writer.drain()
+                    continue
+                if path == b"/says-big":  # declares 10 MB, sends 3 bytes
+                    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 10000000\r\n\r\nabc")
+                    await writer.drain()
+                    continue
                 writer.write(CHUNKED if path == b"/stream" else OK)
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -174,3 +185,48 @@ async def test_an_idle_connection_the_server_closes_is_released_at_once(upstream
         await settle(lambda: not transport._live)
         assert not transport._live  # its socket is closed without waiting for the next request
         assert sum(s.open for s in transport._pools.values()) == 0
+
+
+def post_read(client: LeanClient, url: str, limit: int = 1 << 20):
+    return client.post_json_read(httpx.URL(url), {}, {}, httpx.Timeout(5), limit)
+
+
+async def test_whole_responses_are_read_on_one_kept_alive_connection(upstream: Upstream) -> None:
+    transport = LeanTransport()
+    async with LeanClient(transport=transport) as client:
+        replies = [await post_read(client, f"{upstream.url}/{path}") for path in ("ok", "stream", "ok", "stream")]
+        assert [r.body for r in replies] == [b'{"ok": 1}\r\n', b"data: a\ndata: b\n"] * 2
+        assert replies[1].header(b"content-type") == "text/event-stream" and replies[0].status == 200
+        assert upstream.connections == 1 and len(transport._live) == 1
+
+
+async def test_bodies_over_the_limit_drop_their_connection(upstream: Upstream) -> None:
+    transport = LeanTransport()
+    async with LeanClient(transport=transport) as client:
+        for path in ("big", "says-big"):
+            with pytest.raises(BodyTooLarge):
+                await post_read(client, f"{upstream.url}/{path}", limit=999)
+            assert sum(s.open for s in transport._pools.values()) == 0 and not transport._live
+        assert len((await post_read(client, f"{upstream.url}/big", limit=1000)).body) == 1000  # at the limit: kept
+        assert len(transport._live) == 1
+    await settle(lambda: upstream.open == 0)
+    assert upstream.connections == 3 and upstream.open == 0
+
+
+async def test_repeated_cancellation_of_whole_reads_leaves_nothing_checked_out(upstream: Upstream) -> None:
+    """post_json_read runs in the caller's task (no isolating task): its cleanup must not await."""
+    transport = LeanTransport(max_connections=4)
+    async with LeanClient(transport=transport) as client:
+        tasks = [asyncio.ensure_future(post_read(client, f"{upstream.url}/slow/1")) for _ in range(8)]
+        await asyncio.sleep(0.1)  # four sending or waiting for the head, four waiting for a connection
+        for _ in range(3):  # cancelled again while unwinding, as Starlette does
+            for task in tasks:
+                task.cancel()
+            await asyncio.sleep(0)
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert all(isinstance(r, asyncio.CancelledError) for r in results)
+        assert sum(s.open for s in transport._pools.values()) == 0 and not transport._live
+        replies = await asyncio.gather(*(post_read(client, f"{upstream.url}/ok") for _ in range(4)))
+        assert all(r.status == 200 for r in replies)
+    await settle(lambda: upstream.open == 0)
+    assert upstream.open == 0

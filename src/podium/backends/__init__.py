@@ -52,7 +52,7 @@ class BackendSet:
     @property
     def client(self) -> httpx.AsyncClient:
         if self._client is None:
-            from .transport import lean_client  # O(1) keep-alive pool: see podium.backends.transport
+            from ._lean_client import lean_client  # O(1) keep-alive pool: see podium.backends.transport
 
             self._client = lean_client(max_connections=256, max_keepalive_connections=64)
         return self._client

@@ -44,6 +44,10 @@ _VALUE = rb"(?:" + _VCHAR + rb"(?:[\t\x20-\x7e\x80-\xff]*" + _VCHAR + rb")?)?"
 _HEAD = re.compile(_TOKEN + rb" [\x21-\x7e\x80-\xff]+ HTTP/1\.1\r\n(?:" + _TOKEN + rb": " + _VALUE + rb"\r\n)*\r\n")
 
 
+class BodyTooLarge(Exception):
+    """A response body over the caller's limit (:meth:`Connection.read_body`); the connection is dropped."""
+
+
 class Protocol(asyncio.StreamReaderProtocol):
     """asyncio's stream protocol, telling the pool when the peer closes or sends anything to an idle
     connection (so the pool drops it at once, not when it is next taken)."""
@@ -115,6 +119,7 @@ class Connection:
         self._headers: list[tuple[bytes, bytes]] = []
         self._status = 0  # set once the final (non-1xx) head is complete
         self._chunks: list[bytes] = []
+        self._length = self._size = 0  # the declared Content-Length (0: none) and the body's bytes so far
         self.done = self.reusable = False
 
     def usable(self, now: float, expiry: float) -> bool:
@@ -162,6 +167,12 @@ class Connection:
         if not chunked and sent != (length or 0):
             raise httpx.LocalProtocolError(f"a body of {sent} bytes for Content-Length {length}", request=request)
 
+    async def send_bytes(self, data: bytes, close: bool, timeout: float | None) -> None:
+        """Send a request already written as bytes (head and body, checked by the caller)."""
+        self._start(head_only=False)
+        self._close_requested = close
+        await self.write(data, timeout)
+
     async def write(self, data: bytes, timeout: float | None) -> None:
         self.writer.write(data)
         if self.writer.transport.get_write_buffer_size():
@@ -184,6 +195,16 @@ class Connection:
                 yield chunks[0] if len(chunks) == 1 else b"".join(chunks)
             if self.done:
                 return
+            await self._receive(timeout)
+
+    async def read_body(self, timeout: float | None, limit: int) -> bytes:
+        """The whole response body, refused (:class:`BodyTooLarge`) once it is, or says it is, over ``limit`` bytes."""
+        while True:
+            if self._size > limit or self._length > limit:
+                raise BodyTooLarge(f"over {limit} bytes")
+            if self.done:
+                chunks, self._chunks = self._chunks, []
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
             await self._receive(timeout)
 
     async def _receive(self, timeout: float | None) -> None:
@@ -223,7 +244,10 @@ class Connection:
             return
         self._headers.append((name, value.rstrip(b" \t")))  # h11 drops trailing whitespace; llhttp keeps it
         lower = name.lower()
-        if lower == b"content-length" or lower == b"transfer-encoding":
+        if lower == b"content-length":
+            self._framed = True
+            self._length = int(value) if value.strip().isdigit() else 0  # llhttp refuses a malformed one itself
+        elif lower == b"transfer-encoding":
             self._framed = True
 
     def on_headers_complete(self) -> None:
@@ -232,7 +256,7 @@ class Connection:
             return
         code = self._parser.get_status_code()
         if code < 200:  # informational (100 Continue...): skipped, the final response follows
-            self._reason, self._headers, self._framed = b"", [], False
+            self._reason, self._headers, self._framed, self._length = b"", [], False, 0
             return
         self._status = code
         if self._head_only:
@@ -242,6 +266,7 @@ class Connection:
         if self.done:  # a body after a HEAD response's head, or data after the end: do not reuse
             self.reusable = False
             return
+        self._size += len(body)
         self._chunks.append(body)
 
     def on_message_complete(self) -> None:
@@ -260,7 +285,7 @@ class mapped:  # used as a function: ``with mapped(request, phase):``
 
     __slots__ = ("phase", "request")
 
-    def __init__(self, request: httpx.Request, phase: str) -> None:
+    def __init__(self, request: httpx.Request | None, phase: str) -> None:
         self.request, self.phase = request, phase
 
     def __enter__(self) -> None:
@@ -274,7 +299,7 @@ class mapped:  # used as a function: ``with mapped(request, phase):``
             timeout: type[httpx.TimeoutException] = httpx.WriteTimeout if phase == "write" else httpx.ReadTimeout
             raise timeout(f"{phase} timed out", request=request) from None
         if isinstance(exc, httpx.HTTPError):
-            if getattr(exc, "_request", None) is None:
+            if getattr(exc, "_request", None) is None and request is not None:
                 exc.request = request
             return
         if isinstance(exc, httptools.HttpParserError):  # malformed, or an upgrade nobody asked for

@@ -21,18 +21,17 @@ from ..pool import ModelSpec
 from ..scrub import scrub
 from ..types import Completion, CompletionRequest, StreamDelta
 from ..verdicts import VERDICT_RESPONSE_FORMAT
+from ._lean_client import BodyTooLarge, LeanClient, Reply, lean_client
 from .base import make_completion
 from .isolation import close_response, isolated, pump
-from .transport import LeanClient, lean_client
 
 RETRYABLE_STATUS = {408, 409, 429}
 MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    """``Retry-After`` in seconds: either delta-seconds or an HTTP date."""
-    value = response.headers.get("retry-after")
-    if value is None:
+def _retry_after(value: str) -> float | None:
+    """``Retry-After`` in seconds: either delta-seconds or an HTTP date ("" when absent)."""
+    if not value:
         return None
     try:
         return float(value)
@@ -62,14 +61,15 @@ def _too_big(url: str) -> BackendError:
     return BackendError(f"response from {url} exceeds {MAX_RESPONSE_BYTES} bytes", retryable=True)
 
 
-def _status_error(response: httpx.Response, body: str) -> BackendError:
-    status = response.status_code
+def _status_error(reply: Reply) -> BackendError:
+    status = reply.status
     retryable = status in RETRYABLE_STATUS or status >= 500
+    body = reply.body.decode(errors="replace")
     return BackendError(
-        f"HTTP {status} from {response.request.url}: {scrub(body)[:300]}",  # scrubbed before cut: no key half left
+        f"HTTP {status} from {reply.url}: {scrub(body)[:300]}",  # scrubbed before cut: no key half left
         status=status,
         retryable=retryable,
-        retry_after=_retry_after(response),
+        retry_after=_retry_after(reply.header(b"retry-after")),
     )
 
 
@@ -80,7 +80,7 @@ class OpenAIBackend:
         self.spec = spec
         self._client = client
         self._owns_client = client is None
-        self._parsed_url: tuple[str, httpx.URL] | None = None  # the URL's text and its parse
+        self._parsed: tuple[str, httpx.URL] | None = None  # the URL's text and its parse
 
     @property
     def client(self) -> httpx.AsyncClient:
@@ -141,31 +141,45 @@ class OpenAIBackend:
             body.setdefault("response_format", VERDICT_RESPONSE_FORMAT)
         return body
 
+    def _parsed_url(self) -> httpx.URL:
+        url = self.url
+        if self._parsed is None or self._parsed[0] != url:
+            self._parsed = (url, httpx.URL(url))
+        return self._parsed[1]
+
     async def _send(self, request: CompletionRequest, stream: bool) -> httpx.Response:
         """Send the request; the response's body is still to be read, and must go to :func:`close_response`."""
         client, body, headers = self.client, self._body(request, stream), self._headers()
-        if isinstance(client, LeanClient):  # the same request in fewer steps (podium.backends.transport)
-            url = self.url
-            if self._parsed_url is None or self._parsed_url[0] != url:
-                self._parsed_url = (url, httpx.URL(url))
-            return await client.post_json(self._parsed_url[1], body, headers, self._timeout())
+        if isinstance(client, LeanClient):  # the same request in fewer steps (podium.backends._lean_client)
+            return await client.post_json(self._parsed_url(), body, headers, self._timeout())
         http_request = client.build_request("POST", self.url, json=body, headers=headers, timeout=self._timeout())
         return await client.send(http_request, stream=True)
 
     async def complete(self, request: CompletionRequest) -> Completion:
-        return await isolated(self._complete(request))  # cancelled at most once: see podium.backends.isolation
-
-    async def _complete(self, request: CompletionRequest) -> Completion:
         started = time.perf_counter()
+        client = self.client
         with _mapped_errors(self.url):
-            response = await self._send(request, False)
-            try:
-                body = await _read_limited(response, self.url)
-            finally:
-                await close_response(response)
-        if response.status_code >= 400:
-            raise _status_error(response, body.decode(errors="replace"))
-        data = _parse_json(response, body)
+            if isinstance(client, LeanClient):  # its cleanup never awaits: no task of its own needed
+                body, headers = self._body(request, False), self._headers()
+                reply = await client.post_json_read(
+                    self._parsed_url(), body, headers, self._timeout(), MAX_RESPONSE_BYTES
+                )
+            else:  # cancelled at most once: see podium.backends.isolation
+                reply = await isolated(self._read(request))
+        return self._completion(reply, request, started)
+
+    async def _read(self, request: CompletionRequest) -> Reply:
+        response = await self._send(request, False)
+        try:
+            body = await _read_limited(response, self.url)
+        finally:
+            await close_response(response)
+        return Reply(response.status_code, response.headers.raw, body, response.request.url)
+
+    def _completion(self, reply: Reply, request: CompletionRequest, started: float) -> Completion:
+        if reply.status >= 400:
+            raise _status_error(reply)
+        data = _parse_json(reply)
         try:
             choice = data["choices"][0]
             text = choice["message"].get("content") or ""
@@ -200,8 +214,8 @@ class OpenAIBackend:
             response = await self._send(request, True)
             try:
                 if response.status_code >= 400:
-                    body = (await _read_limited(response, self.url)).decode(errors="replace")
-                    raise _status_error(response, body)
+                    body = await _read_limited(response, self.url)
+                    raise _status_error(Reply(response.status_code, response.headers.raw, body, response.request.url))
                 async for event in _sse_events(response):
                     usage = event.get("usage") or usage
                     for choice in event.get("choices") or []:
@@ -239,16 +253,16 @@ def with_provider_cost(completion: Completion, usage: dict[str, Any]) -> Complet
     return completion
 
 
-def _parse_json(response: httpx.Response, body: bytes) -> dict[str, Any]:
-    ctype = response.headers.get("content-type", "")
+def _parse_json(reply: Reply) -> dict[str, Any]:
+    ctype = reply.header(b"content-type")
     if "json" not in ctype:
-        raise BackendError(f"expected JSON from {response.request.url}, got content-type '{ctype}'", retryable=True)
+        raise BackendError(f"expected JSON from {reply.url}, got content-type '{ctype}'", retryable=True)
     try:
-        data = json.loads(body)
+        data = json.loads(reply.body)
     except ValueError:
-        raise BackendError(f"malformed JSON from {response.request.url}", retryable=True) from None
+        raise BackendError(f"malformed JSON from {reply.url}", retryable=True) from None
     if not isinstance(data, dict):
-        raise BackendError(f"malformed JSON from {response.request.url}: not an object", retryable=True)
+        raise BackendError(f"malformed JSON from {reply.url}: not an object", retryable=True)
     return data
 
 
@@ -306,6 +320,8 @@ class _mapped_errors:
     ) -> Literal[False]:
         if exc is None or isinstance(exc, BackendError):
             return False
+        if isinstance(exc, BodyTooLarge):
+            raise _too_big(self.url) from None
         if isinstance(exc, httpx.TimeoutException):
             raise BackendTimeout(f"timeout calling {self.url}: {type(exc).__name__}") from None
         if isinstance(exc, (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)):

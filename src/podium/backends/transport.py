@@ -21,30 +21,25 @@ made) is in :mod:`podium.backends._lean_http`. httpx mounts proxies from the env
 (``HTTP(S)_PROXY``) only when it builds its own transport, so :func:`lean_client` returns httpx's
 default client when the environment names a proxy; proxies passed as ``mounts`` are used.
 
-:class:`LeanClient` (what :func:`lean_client` returns) also sends podium's JSON posts in fewer
-steps (:meth:`LeanClient.post_json`): the same bytes on the wire, without httpx's per-request
-auth, redirect, hook and URL-merging steps when none of them would do anything.
+:meth:`LeanTransport.exchange` sends a request already written as bytes and reads its whole
+response, for :class:`podium.backends._lean_client.LeanClient` (what :func:`lean_client` returns).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import logging
-import os
 import ssl
 import time
 from collections import deque
 from collections.abc import AsyncIterator
-from typing import Any
 
 import httpx
 
 from podium.backends._lean_http import HTTPTOOLS, READ_SIZE, Connection, Origin, Protocol, mapped
 from podium.errors import MissingDependencyError
 
-_httpx_log = logging.getLogger("httpx")
+__all__ = ["HTTPTOOLS", "LeanTransport"]
 
 
 class _Slots:
@@ -122,8 +117,33 @@ class LeanTransport(httpx.AsyncBaseTransport):
             extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason},
         )
 
+    async def exchange(
+        self, origin: Origin, data: bytes, close: bool, timeouts: dict[str, float | None], limit: int
+    ) -> tuple[int, bytes, list[tuple[bytes, bytes]], bytes]:
+        """Send a request written as bytes and read its whole response: status, reason, raw headers, body.
+
+        For :meth:`LeanClient.post_json_read`. Every cleanup here is synchronous (the connection goes
+        back to the pool or is aborted without an await), so a cancellation, however often repeated,
+        cannot interrupt it: callers need no :func:`podium.backends.isolation.isolated` task. A body
+        over ``limit`` bytes raises :class:`BodyTooLarge` and drops the connection.
+        """
+        slots = self._slots(origin)
+        conn = await self._acquire(slots, origin, timeouts, None)
+        try:
+            with mapped(None, "write"):
+                await conn.send_bytes(data, close, timeouts.get("write"))
+            with mapped(None, "read"):
+                read = timeouts.get("read")
+                status, reason, headers = await conn.read_head(read)
+                body = await conn.read_body(read, limit)
+        except BaseException:
+            self._discard(slots, conn)
+            raise
+        self._release(slots, conn)
+        return status, reason, headers, body
+
     async def _acquire(
-        self, slots: _Slots, origin: Origin, timeouts: dict[str, float | None], request: httpx.Request
+        self, slots: _Slots, origin: Origin, timeouts: dict[str, float | None], request: httpx.Request | None
     ) -> Connection:
         while True:
             now = time.monotonic()
@@ -144,7 +164,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
             self._free(slots)
             raise
 
-    async def _wait_for_slot(self, slots: _Slots, timeout: float | None, request: httpx.Request) -> None:
+    async def _wait_for_slot(self, slots: _Slots, timeout: float | None, request: httpx.Request | None) -> None:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         slots.waiters.append(waiter)
         try:
@@ -159,7 +179,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
                 raise httpx.PoolTimeout("no connection available within the pool timeout", request=request) from None
             raise
 
-    async def _connect(self, origin: Origin, timeout: float | None, request: httpx.Request) -> Connection:
+    async def _connect(self, origin: Origin, timeout: float | None, request: httpx.Request | None) -> Connection:
         scheme, host, port = origin
         context = None
         if scheme == b"https":
@@ -265,111 +285,3 @@ class _Body(httpx.AsyncByteStream):
             self._transport._release(self._slots, conn)
         else:  # closed before the end of the body: the connection cannot be reused
             self._transport._discard(self._slots, conn)
-
-
-class LeanClient(httpx.AsyncClient):
-    """An ``httpx.AsyncClient`` on :class:`LeanTransport` that posts JSON in fewer steps (:meth:`post_json`)."""
-
-    def __init__(self, *, transport: LeanTransport, **kwargs: Any) -> None:
-        super().__init__(transport=transport, **kwargs)
-        self.lean = transport
-        # Mounted transports (proxies passed as ``mounts``) or a non-default encoding: every request
-        # takes httpx's own path. (An httpx without these attributes: the same.)
-        self._plain = not getattr(self, "_mounts", True) and getattr(self, "_default_encoding", None) == "utf-8"
-        self._templates: dict[tuple[Any, ...], tuple[httpx.URL, httpx.Headers | None]] = {}
-
-    def _direct(self) -> bool:
-        """Whether :meth:`post_json` can skip httpx's client steps: none of them would do anything."""
-        return (
-            self._plain
-            and not self.is_closed
-            and self.auth is None
-            and not self.params
-            and not self.follow_redirects
-            and not any(self.event_hooks.values())
-        )
-
-    def _template(self, url: httpx.URL, headers: dict[str, str]) -> httpx.Headers | None:
-        """The headers httpx's ``Request(json=...)`` gives a post of ``headers`` to ``url`` (Host first,
-        then the client's and the call's, then Content-Length and Content-Type), built by httpx once
-        per URL and headers and then reused with each body's length. None when the caller sets the
-        framing itself (``Content-Length``/``Transfer-Encoding``): httpx's own path then."""
-        key = (id(url), tuple(headers.items()), tuple(self.headers.raw))
-        hit = self._templates.get(key)
-        if hit is not None and hit[0] is url:
-            return hit[1]
-        merged = httpx.Headers(self.headers)
-        merged.update(headers)
-        template = None
-        if "content-length" not in merged and "transfer-encoding" not in merged:
-            template = httpx.Request("POST", url, json=0, headers=merged).headers  # Content-Length: 1, replaced
-        if len(self._templates) >= 64:  # bounded: URLs and header sets are few (one per backend)
-            self._templates.clear()
-        self._templates[key] = (url, template)
-        return template
-
-    async def post_json(
-        self, url: httpx.URL, body: Any, headers: dict[str, str], timeout: httpx.Timeout
-    ) -> httpx.Response:
-        """``send(build_request("POST", url, json=body, headers=headers, timeout=timeout), stream=True)``.
-
-        The same request (headers, cookies, body bytes) and the same response, without the client's
-        steps that have nothing to do for podium's upstream calls (no auth flow, redirects, hooks,
-        query parameters or proxies: checked on each call, and otherwise httpx's own path is taken).
-        """
-        if not self._direct():
-            request = self.build_request("POST", url, json=body, headers=headers, timeout=timeout)
-            return await self.send(request, stream=True)
-        extensions = {"timeout": timeout.as_dict()}
-        template = None if len(self.cookies.jar) else self._template(url, headers)
-        if template is None:  # cookies to send, or a caller's own framing headers: httpx builds it
-            merged = httpx.Headers(self.headers)
-            merged.update(headers)
-            cookies = self.cookies if len(self.cookies.jar) else None
-            request = httpx.Request("POST", url, json=body, headers=merged, cookies=cookies, extensions=extensions)
-        else:
-            content = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
-            filled = httpx.Headers(template)
-            filled["Content-Length"] = str(len(content))
-            request = httpx.Request(
-                "POST", url, headers=filled, stream=httpx.ByteStream(content), extensions=extensions
-            )
-            request.read()
-        response = await self.lean.handle_async_request(request)
-        response.request = request
-        if "set-cookie" in response.headers or "set-cookie2" in response.headers:
-            self.cookies.extract_cookies(response)
-        if _httpx_log.isEnabledFor(logging.INFO):
-            _httpx_log.info(
-                'HTTP Request: %s %s "%s %d %s"',
-                request.method,
-                request.url,
-                response.http_version,
-                response.status_code,
-                response.reason_phrase,
-            )
-        return response
-
-
-def _environment_proxies() -> bool:
-    names = ("http_proxy", "https_proxy", "all_proxy")
-    return any(os.environ.get(n) or os.environ.get(n.upper()) for n in names)
-
-
-def lean_client(*, max_connections: int = 256, max_keepalive_connections: int = 64, **kwargs: Any) -> httpx.AsyncClient:
-    """An ``httpx.AsyncClient`` on :class:`LeanTransport` (other keyword arguments go to the client).
-
-    ``PODIUM_HTTP_TRANSPORT=httpcore`` gives httpx's default transport instead (same limits), to
-    compare the two or to rule this one out; so does a proxy in the environment (``HTTP_PROXY``,
-    ``HTTPS_PROXY``, ``ALL_PROXY``, unless ``trust_env=False``), which only that transport honours,
-    and an install without httptools (a dependency of podium, also brought by uvicorn[standard]).
-    """
-    if (
-        not HTTPTOOLS
-        or os.environ.get("PODIUM_HTTP_TRANSPORT", "lean") == "httpcore"
-        or (kwargs.get("trust_env", True) and _environment_proxies())
-    ):  # httpx mounts HTTP(S)_PROXY only on a transport it builds itself
-        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_keepalive_connections)
-        return httpx.AsyncClient(limits=limits, **kwargs)
-    transport = LeanTransport(max_connections=max_connections, max_keepalive_connections=max_keepalive_connections)
-    return LeanClient(transport=transport, **kwargs)
