@@ -7,9 +7,10 @@ good ("ACTIVE" forever); a few hundred of those and every request to every HTTP 
 do cancel repeatedly: Starlette's cancel scope re-cancels a streaming response's task on every loop
 iteration after a client disconnects, and a deadline can follow a disconnect.
 
-So upstream I/O never runs in the caller's task. :func:`isolated` runs a coroutine in its own task
-and :func:`pump` runs an async iterator in its own task; however often the caller is cancelled, that
-task is cancelled exactly once and finishes its cleanup undisturbed. :func:`close_response` closes a
+So upstream I/O through httpx never runs in the caller's task (a non-streamed call on podium's own
+transport does: its cleanup never awaits, see ``LeanTransport.exchange``). :func:`isolated` runs a
+coroutine in its own task and :func:`pump` runs an async iterator in its own task; however often
+the caller is cancelled, that task is cancelled exactly once and finishes its cleanup undisturbed. :func:`close_response` closes a
 response from a task of its own, so even a cancellation of the closing task cannot interrupt it.
 """
 
