@@ -60,6 +60,21 @@ class Upstream:
                     )
                     await writer.drain()
                     continue
+                if path == b"/two-parts":  # a chunked body in two writes, 50 ms apart
+                    writer.write(CHUNKED.split(b"8\r\ndata: b")[0])
+                    await writer.drain()
+                    await asyncio.sleep(0.05)
+                    writer.write(b"8\r\ndata: b\n\r\n0\r\n\r\n")
+                    await writer.drain()
+                    continue
+                if path == b"/huge":  # 2 MiB in 64 chunks of 32 KiB
+                    writer.write(CHUNKED.split(b"\r\n\r\n")[0] + b"\r\n\r\n")
+                    for i in range(64):
+                        writer.write(b"8000\r\n" + bytes([65 + i % 26]) * 0x8000 + b"\r\n")
+                        await writer.drain()
+                    writer.write(b"0\r\n\r\n")
+                    await writer.drain()
+                    continue
                 if path == b"/says-big":  # declares 10 MB, sends 3 bytes
                     writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 10000000\r\n\r\nabc")
                     await writer.drain()
@@ -116,6 +131,38 @@ async def test_streamed_chunks_arrive_in_order(upstream: Upstream) -> None:
         assert lines == ["data: a", "data: b"]
         assert (await client.post(f"{upstream.url}/ok", json={})).status_code == 200
     assert upstream.connections == 1  # the streamed response gave its connection back
+
+
+async def test_what_arrives_while_the_consumer_holds_a_chunk_is_not_lost(upstream: Upstream) -> None:
+    """The socket feeds the parser while the consumer is busy: the rest of the body, and its end,
+    may arrive before the consumer asks again (a bug seen once: the end was seen, the data dropped)."""
+    async with httpx.AsyncClient(transport=LeanTransport()) as client:
+        for _ in range(3):
+            async with client.stream("POST", f"{upstream.url}/two-parts", json={}) as response:
+                parts = []
+                async for chunk in response.aiter_raw():
+                    parts.append(chunk)
+                    await asyncio.sleep(0.2)  # the second part and the end arrive meanwhile
+            assert b"".join(parts) == b"data: a\ndata: b\n"
+        assert upstream.connections == 1  # each read to its end: kept alive
+
+
+async def test_large_bodies_both_ways_with_a_slow_reader(upstream: Upstream) -> None:
+    """8 MiB posted (the socket's buffer fills: the writer waits for it to drain) and 2 MiB read by a
+    consumer slower than the socket (reading pauses, then resumes): every byte in order."""
+    transport = LeanTransport()
+    async with httpx.AsyncClient(transport=transport) as client:
+        assert (await client.post(f"{upstream.url}/ok", content=b"x" * (8 << 20))).status_code == 200
+        paused = False
+        async with client.stream("POST", f"{upstream.url}/huge", json={}) as response:
+            received = bytearray()
+            async for chunk in response.aiter_raw():
+                received += chunk
+                await asyncio.sleep(0.01)
+                paused = paused or any(c._read_paused for c in transport._live)
+        assert received == b"".join(bytes([65 + i % 26]) * 0x8000 for i in range(64))
+        assert paused  # the reader fell behind by more than 256 KiB at least once
+        assert upstream.connections == 1
 
 
 async def test_errors_are_httpx_errors(upstream: Upstream) -> None:

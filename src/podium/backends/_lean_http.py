@@ -48,30 +48,6 @@ class BodyTooLarge(Exception):
     """A response body over the caller's limit (:meth:`Connection.read_body`); the connection is dropped."""
 
 
-class Protocol(asyncio.StreamReaderProtocol):
-    """asyncio's stream protocol, telling the pool when the peer closes or sends anything to an idle
-    connection (so the pool drops it at once, not when it is next taken)."""
-
-    on_close: Callable[[], None] | None = None
-    idle = False  # in the pool: any byte now is out of step (a HEAD body, a 408 before closing): drop it
-
-    def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        if self.idle and self.on_close is not None:
-            self.on_close()
-
-    def eof_received(self) -> bool:
-        keep = bool(super().eof_received())
-        if self.on_close is not None:
-            self.on_close()
-        return keep
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        super().connection_lost(exc)
-        if self.on_close is not None:
-            self.on_close()
-
-
 def request_head(request: httpx.Request) -> tuple[bytes, int | None, bool, bool]:
     """The request head as bytes, its ``Content-Length`` (or None), whether the body is chunked and
     whether the request asks to close the connection after the response."""
@@ -98,17 +74,27 @@ def request_head(request: httpx.Request) -> tuple[bytes, int | None, bool, bool]
     return head, (None if chunked else length), chunked, close
 
 
-class Connection:
-    """One HTTP/1.1 connection: asyncio streams, the request written as bytes, the response parsed by
-    httptools (a new parser per response; its callbacks are this object's ``on_*`` methods)."""
+class Connection(asyncio.Protocol):
+    """One HTTP/1.1 connection, and its asyncio protocol: bytes go from the socket straight into the
+    response parser (httptools; a new parser per response, its callbacks are this object's ``on_*``
+    methods), and a reader waits on one future for what the parser has produced.
 
-    def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, protocol: Protocol, origin: Origin
-    ) -> None:
-        self.reader, self.writer, self.protocol, self.origin = reader, writer, protocol, origin
+    The pool learns through ``on_close`` when the peer closes the connection or sends anything to it
+    while it is idle (so it drops it at once, not when it is next taken)."""
+
+    on_close: Callable[[], None] | None = None
+
+    def __init__(self, origin: Origin, loop: asyncio.AbstractEventLoop) -> None:
+        self.origin, self._loop = origin, loop
+        self.transport: asyncio.Transport | None = None
+        self.closed: asyncio.Future[None] = loop.create_future()  # set when the socket is gone
+        self.idle = False  # in the pool: any byte now is out of step (a HEAD body, a 408 before closing)
+        self.stray = False  # ... and some came: do not reuse
         self.idle_since = 0.0
-        self.done = False  # the response was read to its end
-        self.reusable = False  # ... and the connection may carry another request
+        self._lost = False  # the peer closed, or the socket failed
+        self._waiter: asyncio.Future[None] | None = None  # the reader, waiting for the parser
+        self._drain: asyncio.Future[None] | None = None  # a writer, waiting for the socket's buffer
+        self._write_paused = self._read_paused = False
         self._start(head_only=False)
 
     def _start(self, *, head_only: bool) -> None:
@@ -119,21 +105,93 @@ class Connection:
         self._headers: list[tuple[bytes, bytes]] = []
         self._status = 0  # set once the final (non-1xx) head is complete
         self._chunks: list[bytes] = []
+        self._buffered = 0  # bytes in _chunks (reading pauses above READ_SIZE * 4)
         self._length = self._size = 0  # the declared Content-Length (0: none) and the body's bytes so far
+        self._error: BaseException | None = None  # what the reader raises next (a malformed response, EOF)
         self.done = self.reusable = False
 
     def usable(self, now: float, expiry: float) -> bool:
-        """Still worth reusing: not closed by the peer (EOF already seen by the loop), not expired."""
-        stray = getattr(
-            self.reader, "_buffer", b""
-        )  # bytes that came in after the response and before the pool took it
+        """Still worth reusing: not closed by the peer, nothing came while idle, not expired."""
+        transport = self.transport
         return not (
-            stray or self.reader.at_eof() or self.writer.transport.is_closing() or now - self.idle_since > expiry
+            self.stray or self._lost or transport is None or transport.is_closing() or now - self.idle_since > expiry
         )
 
     def abort(self) -> None:
-        with contextlib.suppress(Exception):  # a transport of a closed loop may refuse; it is gone either way
-            self.writer.transport.abort()
+        if self.transport is not None:
+            with contextlib.suppress(Exception):  # a transport of a closed loop may refuse; it is gone either way
+                self.transport.abort()
+
+    # -- the protocol (called by the event loop) ----------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if self.idle:
+            self.stray = True
+            if self.on_close is not None:
+                self.on_close()
+            return
+        if self.done:  # bytes after the end of the response: this connection is out of step
+            self.reusable = False
+            return
+        self._received += len(data)
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            if not self.done:
+                self._fail(exc)
+            self.reusable = False  # garbage after a complete response: the response stands, the connection goes
+        if not self._status and self._received > MAX_HEAD_BYTES:
+            self._fail(httpx.RemoteProtocolError(f"response head over {MAX_HEAD_BYTES} bytes"))
+        if self._buffered > 4 * READ_SIZE and not self._read_paused and self.transport is not None:
+            self._read_paused = True  # the reader is behind (a slow stream consumer): let TCP push back
+            self.transport.pause_reading()
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self._peer_gone(None)
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._peer_gone(exc)
+        if not self.closed.done():
+            self.closed.set_result(None)
+        drain, self._drain = self._drain, None
+        if drain is not None and not drain.done():
+            drain.set_exception(ConnectionResetError("Connection lost"))
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        drain, self._drain = self._drain, None
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+
+    def _peer_gone(self, exc: Exception | None) -> None:
+        if not self._lost:
+            self._lost = True
+            if self._status and not self._framed and not self.done:  # a body that ends with the connection
+                self.done, self.reusable = True, False
+            elif exc is not None and not self.done:
+                self._fail(exc)
+            elif not self.done:
+                self._fail(self._eof_error())
+            self._wake()
+        if self.on_close is not None:
+            self.on_close()
+
+    def _fail(self, error: BaseException) -> None:
+        if self._error is None:
+            self._error = error
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     # -- the request --------------------------------------------------------------------------
 
@@ -174,65 +232,80 @@ class Connection:
         await self.write(data, timeout)
 
     async def write(self, data: bytes, timeout: float | None) -> None:
-        self.writer.write(data)
-        if self.writer.transport.get_write_buffer_size():
-            async with asyncio.timeout(timeout):
-                await self.writer.drain()
+        transport = self.transport
+        assert transport is not None
+        transport.write(data)
+        if transport.get_write_buffer_size():  # what the socket did not take at once
+            if self._lost or transport.is_closing():
+                raise ConnectionResetError("Connection lost")
+            if self._write_paused:
+                self._drain = self._loop.create_future()
+                await self._until(self._drain, timeout)
 
     # -- the response -------------------------------------------------------------------------
 
     async def read_head(self, timeout: float | None) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         """Status, reason and raw headers of the final response (1xx responses skipped)."""
         while not self._status:
-            await self._receive(timeout)
+            await self._more(timeout)
         return self._status, self._reason, self._headers
 
     async def body(self, timeout: float | None) -> AsyncIterator[bytes]:
         """The response body as it arrives."""
         while True:
             if self._chunks:
-                chunks, self._chunks = self._chunks, []
+                chunks = self._take()
                 yield chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                continue  # more may have come (and the end) while the consumer had it
             if self.done:
                 return
-            await self._receive(timeout)
+            await self._more(timeout)
 
     async def read_body(self, timeout: float | None, limit: int) -> bytes:
         """The whole response body, refused (:class:`BodyTooLarge`) once it is, or says it is, over ``limit`` bytes."""
+        parts: list[bytes] = []
         while True:
             if self._size > limit or self._length > limit:
                 raise BodyTooLarge(f"over {limit} bytes")
+            if self._chunks:
+                parts += self._take()
             if self.done:
-                chunks, self._chunks = self._chunks, []
-                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-            await self._receive(timeout)
+                return parts[0] if len(parts) == 1 else b"".join(parts)
+            await self._more(timeout)
 
-    async def _receive(self, timeout: float | None) -> None:
-        async with asyncio.timeout(timeout):
-            data = await self.reader.read(READ_SIZE)
-        if not data:
-            self._eof()
-            return
-        if self.done:  # bytes after the end of the response: this connection is out of step
-            self.reusable = False
-            return
-        self._received += len(data)
+    def _take(self) -> list[bytes]:
+        chunks, self._chunks, self._buffered = self._chunks, [], 0
+        if self._read_paused and self.transport is not None:
+            self._read_paused = False
+            self.transport.resume_reading()
+        return chunks
+
+    async def _more(self, timeout: float | None) -> None:
+        """Wait until the parser has produced more of the response (or raise what went wrong)."""
+        if self._error is None and self._lost and not self.done:  # gone before this response began
+            self._fail(self._eof_error())
+        if self._error is None:
+            self._waiter = self._loop.create_future()
+            try:
+                await self._until(self._waiter, timeout)
+            finally:
+                self._waiter = None
+        if self._error is not None:
+            raise self._error
+
+    async def _until(self, future: asyncio.Future[None], timeout: float | None) -> None:
+        """Await ``future``; ``TimeoutError`` after ``timeout`` seconds (one timer, no task cancellation)."""
+        timer = None if timeout is None else self._loop.call_later(timeout, _expire, future)
         try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserError:
-            if not self.done:
-                raise
-            self.reusable = False  # garbage after a complete response: the response stands, the connection goes
-        if not self._status and self._received > MAX_HEAD_BYTES:
-            raise httpx.RemoteProtocolError(f"response head over {MAX_HEAD_BYTES} bytes")
+            await future
+        finally:
+            if timer is not None:
+                timer.cancel()
 
-    def _eof(self) -> None:
-        if self._status and not self._framed and not self.done:  # a body that ends with the connection
-            self.done, self.reusable = True, False
-        elif not self._received:
-            raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
-        elif not self.done:
-            raise httpx.RemoteProtocolError("peer closed connection without sending complete message body")
+    def _eof_error(self) -> httpx.RemoteProtocolError:
+        if not self._received:
+            return httpx.RemoteProtocolError("Server disconnected without sending a response.")
+        return httpx.RemoteProtocolError("peer closed connection without sending complete message body")
 
     # httptools callbacks (called from feed_data)
     def on_status(self, reason: bytes) -> None:
@@ -267,6 +340,7 @@ class Connection:
             self.reusable = False
             return
         self._size += len(body)
+        self._buffered += len(body)
         self._chunks.append(body)
 
     def on_message_complete(self) -> None:
@@ -276,6 +350,11 @@ class Connection:
     def _finish(self) -> None:
         self.done = True
         self.reusable = self._parser.should_keep_alive() and not self._close_requested
+
+
+def _expire(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
 
 
 class mapped:  # used as a function: ``with mapped(request, phase):``

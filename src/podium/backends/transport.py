@@ -36,7 +36,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 
-from podium.backends._lean_http import HTTPTOOLS, READ_SIZE, Connection, Origin, Protocol, mapped
+from podium.backends._lean_http import HTTPTOOLS, Connection, Origin, mapped
 from podium.errors import MissingDependencyError
 
 __all__ = ["HTTPTOOLS", "LeanTransport"]
@@ -149,7 +149,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
             now = time.monotonic()
             while slots.idle:
                 conn = slots.idle.pop()
-                conn.protocol.idle = False
+                conn.idle = False
                 if conn.usable(now, self.keepalive_expiry):
                     return conn
                 self._abort(conn)
@@ -187,11 +187,10 @@ class LeanTransport(httpx.AsyncBaseTransport):
                 self._ssl = httpx.create_ssl_context()
             context = self._ssl
         loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(limit=READ_SIZE, loop=loop)
         try:
             async with asyncio.timeout(timeout):
-                transport, protocol = await loop.create_connection(
-                    lambda: Protocol(reader, loop=loop),
+                _, conn = await loop.create_connection(
+                    lambda: Connection(origin, loop),
                     host,
                     port,
                     ssl=context,
@@ -201,8 +200,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
             raise httpx.ConnectTimeout(f"connecting to {host}:{port} timed out", request=request) from None
         except OSError as exc:
             raise httpx.ConnectError(str(exc) or type(exc).__name__, request=request) from None
-        conn = Connection(reader, asyncio.StreamWriter(transport, protocol, reader, loop), protocol, origin)
-        protocol.on_close = lambda: self._peer_closed(conn)
+        conn.on_close = lambda: self._peer_closed(conn)
         self._live.add(conn)
         return conn
 
@@ -224,7 +222,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
             while slots.idle and now - slots.idle[0].idle_since > self.keepalive_expiry:  # the oldest first
                 self._abort(slots.idle.popleft())
                 slots.open -= 1
-            conn.protocol.idle = True
+            conn.idle = True
             slots.idle.append(conn)
             self._wake(slots)
             return
@@ -256,7 +254,7 @@ class LeanTransport(httpx.AsyncBaseTransport):
         if dropped and asyncio.get_running_loop() is self._loop:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(1.0):
-                    await asyncio.gather(*(c.writer.wait_closed() for c in dropped), return_exceptions=True)
+                    await asyncio.gather(*(c.closed for c in dropped), return_exceptions=True)
 
 
 class _Body(httpx.AsyncByteStream):
