@@ -105,13 +105,14 @@ def test_a_served_app_is_built_out_of_the_collectors_reach(tmp_path: Path) -> No
         "os.environ[WORKER_ENV] = sys.argv[1]\n"
         "before = gc.get_freeze_count()\n"
         "app = worker_app()\n"
-        "print(before, gc.get_freeze_count(), gc.get_threshold()[1])\n"
+        "print(before, gc.get_freeze_count(), gc.get_threshold()[0], gc.get_threshold()[1])\n"
     )
     env = {**os.environ, "PODIUM_HOME": str(tmp_path), "PYTHONPATH": os.pathsep.join(sys.path)}
     out = subprocess.run(
         [sys.executable, "-c", code, json.dumps(settings)], env=env, capture_output=True, text=True, timeout=120
     )
     assert out.returncode == 0, out.stderr
-    before, frozen, middle = map(int, out.stdout.split())
+    before, frozen, young, middle = map(int, out.stdout.split())
     assert before == 0 and frozen > 20_000, out.stdout
+    assert young == 7000  # a young collection every 7000 allocations, not 700
     assert middle == 100  # the middle generation: collected every 100 young collections, not 10
