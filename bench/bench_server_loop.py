@@ -30,8 +30,10 @@ from profile_server_spy import thread_cpu
 FIELDS = ("loop_ms_per_request", "process_ms_per_request", "rps")
 
 
-def measure(paths: dict[str, Path], work: Path, src: str | None, requests: int) -> dict[str, float]:
-    proc, url = bs.start_podium(paths, work, "full", src=src)
+def measure(
+    paths: dict[str, Path], work: Path, src: str | None, requests: int, traces: str = "full"
+) -> dict[str, float]:
+    proc, url = bs.start_podium(paths, work, traces, src=src)
     try:
         asyncio.run(bs.load(url, bs.MODEL, bs.PODIUM_KEY, 50, 2000))  # warm-up
         cpu, loop = bs.cpu_seconds(proc.pid), thread_cpu(proc.pid)
@@ -50,11 +52,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--requests", type=int, default=15000)
     parser.add_argument("--before-src", default=None, help="an earlier tree's src/ (git archive)")
+    parser.add_argument("--traces-off", action="store_true", help="also this tree with PODIUM_TRACES=off")
     parser.add_argument("--name", default="", help="results go to server_loop_NAME.*")
     args = parser.parse_args()
     trees: dict[str, str | None] = {"this tree": None}
     if args.before_src:
         trees["before"] = str(Path(args.before_src).resolve())
+    if args.traces_off:
+        trees["this tree, traces off"] = None
     work = Path(tempfile.mkdtemp(prefix="podium-loop-"))
     port = bs.free_port()
     stub = bs.spawn([sys.executable, bs.__file__, "--stub", str(port)], dict(os.environ), work / "stub.log")
@@ -66,7 +71,12 @@ def main() -> None:
         started = time.monotonic()
         for r in range(args.rounds):
             order = list(trees) if r % 2 == 0 else list(reversed(trees))  # alternate who goes first
-            rounds.append({name: measure(paths, work, trees[name], args.requests) for name in order})
+            rounds.append(
+                {
+                    name: measure(paths, work, trees[name], args.requests, "off" if "traces off" in name else "full")
+                    for name in order
+                }
+            )
             eta = (time.monotonic() - started) / (r + 1) * (args.rounds - r - 1)
             print(f"round {r + 1}/{args.rounds}: {json.dumps(rounds[-1])}; ETA {eta:.0f} s", file=sys.stderr)
     finally:
@@ -87,9 +97,9 @@ def _stats(values: list[float]) -> dict[str, float]:
 
 def summarize(rounds: list[dict], trees: list[str]) -> dict[str, dict[str, dict[str, float]]]:
     out = {tree: {f: _stats([rnd[tree][f] for rnd in rounds]) for f in FIELDS} for tree in trees}
-    if "before" in trees:
-        out["this tree × before (same round)"] = {
-            f: _stats([rnd["this tree"][f] / rnd["before"][f] for rnd in rounds]) for f in FIELDS
+    for other in trees[1:]:
+        out[f"this tree × {other} (same round)"] = {
+            f: _stats([rnd["this tree"][f] / rnd[other][f] for rnd in rounds]) for f in FIELDS
         }
     return out
 
@@ -99,7 +109,7 @@ def table(report: dict) -> str:
         f"Load at start: `{report['load'][0]}`  ",
         f"Load at end: `{report['load'][1]}`",
         "",
-        f"`podium serve` pass-through, traces full, 50 clients, {report['config']['requests']} requests a "
+        f"`podium serve` pass-through, traces full unless said, 50 clients, {report['config']['requests']} requests a "
         f"round, {report['config']['rounds']} rounds; median (min–max).",
         "",
         "| tree | event loop CPU ms/request | process CPU ms/request | req/s |",
