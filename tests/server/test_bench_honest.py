@@ -125,3 +125,39 @@ def test_the_py_spy_summary_splits_loop_threads_and_child(tmp_path: Path) -> Non
     assert " 50.0%  trace writer child process" in text and " 45.0%  event loop" in text
     assert " 66.7%  asyncio" in text and " 33.3%  pydantic" in text  # shares of the event loop's samples
     assert "validate (pydantic/main.py:792)" in text
+
+
+def test_upstream_client_ratios_are_taken_within_each_round() -> None:
+    """bench_upstream_client: a tree's ratio to the other (and to the bare protocol) pairs each round's
+    figures; a tree from before post_json_read existed shows "-" for it, not a number."""
+    module = _load("bench_upstream_client")
+
+    def way(us: float) -> dict[str, float]:
+        return {"us_cpu_per_call": us, "calls_per_s": 1.0}
+
+    rounds = [  # the machine slows down in round 2: each tree's figure doubles, the paired ratio does not
+        {"this tree": {"raw": way(10), "post_json_read": way(20), "backend.complete": way(40)},
+         "before": {"raw": way(10), "backend.complete": way(80)}},
+        {"this tree": {"raw": way(20), "post_json_read": way(40), "backend.complete": way(80)},
+         "before": {"raw": way(20), "backend.complete": way(160)}},
+    ]  # fmt: skip
+    args = type("Args", (), {"rounds": 2, "calls": 100, "before_src": "x"})()
+    report = module.summarize(rounds, ["this tree", "before"], args, ["a", "b"])
+    assert report["ratios"]["backend.complete × before"] == {"min": 0.5, "median": 0.5, "max": 0.5}
+    assert report["ratios"]["post_json_read × raw (this tree)"]["median"] == 2.0
+    assert "post_json_read × before" not in report["ratios"]
+    assert "| before | " in module.table(report) and " - |" in module.table(report)
+
+
+def test_server_loop_ratios_are_taken_within_each_round() -> None:
+    module = _load("bench_server_loop")
+    fields = ("loop_ms_per_request", "process_ms_per_request", "rps")
+    rounds = [
+        {"this tree": dict(zip(fields, (0.3, 0.4, 3000.0))), "before": dict(zip(fields, (0.4, 0.5, 2000.0)))},
+        {"this tree": dict(zip(fields, (0.6, 0.8, 1500.0))), "before": dict(zip(fields, (0.8, 1.0, 1000.0)))},
+    ]
+    summary = module.summarize(rounds, ["this tree", "before"])
+    paired = summary["this tree × before (same round)"]
+    assert paired["loop_ms_per_request"] == {"min": 0.75, "median": 0.75, "max": 0.75}
+    assert paired["rps"]["median"] == 1.5
+    assert summary["this tree"]["loop_ms_per_request"]["median"] == 0.45  # the unpaired median mixes rounds
