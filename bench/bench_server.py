@@ -536,6 +536,11 @@ def _stats(values: list[float]) -> dict[str, float]:
     return {"min": min(values), "median": round(statistics.median(values), 3), "max": max(values)}
 
 
+def spread3(values: list[float]) -> dict[str, float]:
+    """min, median and max, each to three decimals (bench_server_loop, bench_upstream_client)."""
+    return {"min": round(min(values), 3), "median": round(statistics.median(values), 3), "max": round(max(values), 3)}
+
+
 def spread(rounds: list[list[dict]]) -> list[dict]:
     """Per target and concurrency: min/median/max over rounds of throughput, latency and server CPU."""
     groups: dict[tuple, list[dict]] = {}

@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -91,15 +90,11 @@ def main() -> None:
     print(f"wrote bench/results/{stem}.md and .json")
 
 
-def _stats(values: list[float]) -> dict[str, float]:
-    return {"min": round(min(values), 3), "median": round(statistics.median(values), 3), "max": round(max(values), 3)}
-
-
 def summarize(rounds: list[dict], trees: list[str]) -> dict[str, dict[str, dict[str, float]]]:
-    out = {tree: {f: _stats([rnd[tree][f] for rnd in rounds]) for f in FIELDS} for tree in trees}
+    out = {tree: {f: bs.spread3([rnd[tree][f] for rnd in rounds]) for f in FIELDS} for tree in trees}
     for other in trees[1:]:
         out[f"this tree × {other} (same round)"] = {
-            f: _stats([rnd["this tree"][f] / rnd[other][f] for rnd in rounds]) for f in FIELDS
+            f: bs.spread3([rnd["this tree"][f] / rnd[other][f] for rnd in rounds]) for f in FIELDS
         }
     return out
 

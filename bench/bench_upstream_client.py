@@ -23,13 +23,16 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+import bench_server as bs
+
 RESULTS = ROOT / "bench" / "results"
 WAYS = ("raw", "post_json_read", "backend.complete")
 CONCURRENCY = 50
@@ -117,10 +120,6 @@ def _run_child(src: Path, port: int, calls: int) -> dict[str, dict[str, float]]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _stats(values: list[float]) -> dict[str, float]:
-    return {"min": round(min(values), 3), "median": round(statistics.median(values), 3), "max": round(max(values), 3)}
-
-
 def _fmt(stats: dict[str, float]) -> str:
     return f"{stats['median']} ({stats['min']}–{stats['max']})"
 
@@ -138,9 +137,6 @@ def main() -> None:
 
         print(json.dumps(uvloop.run(_child(args.child, args.calls))))
         return
-    sys.path.insert(0, str(ROOT / "bench"))
-    import bench_server as bs
-
     trees = {"this tree": ROOT / "src"}
     if args.before_src is not None:
         trees["before"] = args.before_src.resolve()
@@ -171,17 +167,19 @@ def main() -> None:
 def summarize(rounds: list[dict], trees: list[str], args: argparse.Namespace, load: list[str]) -> dict:
     rows = {
         tree: {
-            way: _stats([rnd[tree][way]["us_cpu_per_call"] for rnd in rounds]) for way in WAYS if way in rounds[0][tree]
+            way: bs.spread3([rnd[tree][way]["us_cpu_per_call"] for rnd in rounds])
+            for way in WAYS
+            if way in rounds[0][tree]
         }
         for tree in trees
     }
     ratios: dict[str, dict[str, float]] = {}
     for way in WAYS[1:]:
-        ratios[f"{way} × raw (this tree)"] = _stats(
+        ratios[f"{way} × raw (this tree)"] = bs.spread3(
             [rnd["this tree"][way]["us_cpu_per_call"] / rnd["this tree"]["raw"]["us_cpu_per_call"] for rnd in rounds]
         )
         if "before" in trees and way in rounds[0]["before"]:
-            ratios[f"{way} × before"] = _stats(
+            ratios[f"{way} × before"] = bs.spread3(
                 [rnd["this tree"][way]["us_cpu_per_call"] / rnd["before"][way]["us_cpu_per_call"] for rnd in rounds]
             )
     config = {
