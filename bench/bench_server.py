@@ -541,6 +541,11 @@ def spread3(values: list[float]) -> dict[str, float]:
     return {"min": round(min(values), 3), "median": round(statistics.median(values), 3), "max": round(max(values), 3)}
 
 
+def load_lines(load: list[str]) -> list[str]:
+    """A results table's first lines: ``uptime`` at the start and at the end."""
+    return [f"Load at start: `{load[0]}`  ", f"Load at end: `{load[1]}`", ""]
+
+
 def spread(rounds: list[list[dict]]) -> list[dict]:
     """Per target and concurrency: min/median/max over rounds of throughput, latency and server CPU."""
     groups: dict[tuple, list[dict]] = {}

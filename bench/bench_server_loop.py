@@ -101,9 +101,7 @@ def summarize(rounds: list[dict], trees: list[str]) -> dict[str, dict[str, dict[
 
 def table(report: dict) -> str:
     lines = [
-        f"Load at start: `{report['load'][0]}`  ",
-        f"Load at end: `{report['load'][1]}`",
-        "",
+        *bs.load_lines(report["load"]),
         f"`podium serve` pass-through, traces full unless said, 50 clients, {report['config']['requests']} requests a "
         f"round, {report['config']['rounds']} rounds; median (min–max).",
         "",

@@ -193,9 +193,7 @@ def summarize(rounds: list[dict], trees: list[str], args: argparse.Namespace, lo
 
 def table(report: dict) -> str:
     lines = [
-        f"Load at start: `{report['load'][0]}`  ",
-        f"Load at end: `{report['load'][1]}`",
-        "",
+        *bs.load_lines(report["load"]),
         f"CPU µs per upstream call, median (min–max) over {report['config']['rounds']} rounds of "
         f"{report['config']['calls']} calls from {CONCURRENCY} tasks (the stub's CPU not counted).",
         "",
