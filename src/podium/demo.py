@@ -64,13 +64,15 @@ def load_tasks(path: str | Path | None = None) -> list[DemoTask]:
 
 
 def demo_pool(pool: Pool, *, plan: bool, seed: int | None = DEMO_SEED) -> Pool:
-    """The pool as the demo runs it: local models sample with a fixed ``seed`` (the same prompt gives
-    the same answer, so the loop's first answer is the single call's answer); without ``plan`` no
-    model may take the planner role (the engine then starts with the worker)."""
+    """The pool as the demo runs it: local models sample with a fixed ``seed`` and evaluate every
+    prompt whole (``prompt_cache: false``: a cached prefix can change a greedy choice), so the same
+    prompt gives the same answer and the loop's first answer is the single call's answer; without
+    ``plan`` no model may take the planner role (the engine then starts with the worker)."""
     config = pool.config.model_copy(deep=True)
     for spec in config.models:
         if seed is not None and spec.backend == "local":
             spec.extra_body = {**spec.extra_body, "seed": seed}
+            spec.prompt_cache = False
         if not plan:
             spec.roles = [r for r in spec.roles if r != "thinker"]
     if not plan:

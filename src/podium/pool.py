@@ -53,6 +53,7 @@ _BACKEND_KEYS = (
     "function",
     "check",
     "n_threads",
+    "prompt_cache",
     "headers",
 )
 
@@ -110,6 +111,7 @@ class ModelSpec(BaseModel):
     check: CheckSpec | None = None  # check: the static check this verifier runs (e.g. a regex)
     headers: dict[str, str] = Field(default_factory=dict)  # openai: extra HTTP headers; "${VAR}" reads the env
     n_threads: int | None = None  # local: llama.cpp threads (default: the physical cores not busy at load)
+    prompt_cache: bool | None = None  # local: reuse the KV cache of the previous prompt (None: yes; see LocalOptions)
     options: BaseModel | None = Field(default=None, exclude=True, repr=False)  # the kind's validated keys
     deployments: list[DeploymentSpec] = Field(default_factory=list)  # several endpoints behind this name
     routing: RoutingStrategy = "simple-shuffle"  # how a call picks among the deployments

@@ -115,6 +115,24 @@ async def test_engine_runs_turns_on_real_server(llama_server: str) -> None:
     assert result.turns[0].role.value == "thinker" and result.answer
 
 
+async def test_without_prompt_cache_the_first_answer_is_every_answer() -> None:
+    """``prompt_cache: false`` evaluates each prompt whole: at temperature 0 the first call, the
+    calls after it and a stream all say the same, whatever was asked before (the demo relies on it)."""
+    from podium.demo import demo_pool
+
+    engine = Engine(demo_pool(load_pool("embedded"), plan=True))
+    backend = engine.backends.get(engine.pool.get("smollm2-precise"))
+    other = CompletionRequest(
+        messages=[ChatMessage(role="user", content="Name a fruit.")], max_tokens=12, temperature=0
+    )
+    await backend.complete(other)  # a different prompt in the cache, then this one three times
+    answers = [(await backend.complete(REQUEST)).text for _ in range(2)]
+    deltas = [d async for d in backend.stream(REQUEST)]
+    answers.append(deltas[-1].completion.text)
+    assert answers[0].strip() and answers == [answers[0]] * 3, answers
+    await engine.aclose()
+
+
 async def test_embedded_backend_streams_and_completes() -> None:
     engine = Engine(load_pool("embedded"))
     backend = engine.backends.get(engine.pool.get("smollm2-precise"))

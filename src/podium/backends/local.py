@@ -159,12 +159,18 @@ class LocalBackend:
     def _llama(self) -> tuple[Any, threading.Lock]:
         return load_llama(self.path, min(self.spec.context_window, 8192), getattr(self.spec, "n_threads", None))
 
+    def _forget(self, llama: Any) -> None:
+        """With ``prompt_cache: false``, drop the previous prompt's KV cache (call under the model's lock)."""
+        if self.spec.prompt_cache is False:
+            llama.reset()
+
     async def complete(self, request: CompletionRequest) -> Completion:
         started = time.perf_counter()
         llama, lock = await asyncio.to_thread(self._llama)
 
         def run() -> dict[str, Any]:
             with lock:
+                self._forget(llama)
                 return cast(dict[str, Any], llama.create_chat_completion(**self._kwargs(request, False)))
 
         try:
@@ -193,6 +199,7 @@ class LocalBackend:
         def produce() -> None:
             try:
                 with lock:
+                    self._forget(llama)
                     for chunk in llama.create_chat_completion(**self._kwargs(request, True)):
                         loop.call_soon_threadsafe(queue.put_nowait, chunk)
             except Exception as exc:  # handed to the consumer, re-raised there

@@ -62,6 +62,10 @@ class LocalOptions(BackendOptions):
     model: str = Field(min_length=1)  # a GGUF path or package:NAME
     extra_body: dict[str, Any] = Field(default_factory=dict)  # llama.cpp sampling options
     n_threads: int | None = Field(default=None, ge=1)  # llama.cpp threads (default: physical cores not busy at load)
+    # Reuse llama.cpp's KV cache of the previous prompt's common prefix (None or true: yes, fast). false:
+    # every call evaluates its whole prompt, so temperature 0 gives the same answer whatever came
+    # before (reuse evaluates the rest in a smaller batch, which can flip a greedy choice on some CPUs).
+    prompt_cache: bool | None = None
 
 
 class ScriptedOptions(BackendOptions):

@@ -54,10 +54,11 @@ async def run_demo(pool_ref: str, tasks_file: str | None, max_turns: int, plan: 
     finally:
         await single.aclose()
     click.echo("\n".join(["-" * 98, *summary(results)]))
-    click.echo(
-        "Seconds favour the loop: its first call repeats the single call's prompt, which llama.cpp has "
-        "already evaluated; compare model calls."
-    )
+    if pool.name == "embedded":
+        click.echo(
+            "Each call evaluates its whole prompt (the demo pool's prompt_cache: false: a cached prefix can "
+            "change a greedy answer), so both arms pay for every prompt; compare model calls."
+        )
     click.echo("\nEvery run is stored: `podium traces ls` lists them, `podium traces show ID --full` shows each turn.")
 
 
