@@ -23,7 +23,7 @@ from podium.backends.isolation import close_response, isolated
 from podium.backends.transport import HTTPTOOLS, LeanTransport
 
 _httpx_log = logging.getLogger("httpx")
-__all__ = ["BodyTooLarge", "LeanClient", "Reply", "lean_client"]
+__all__ = ["BodyTooLarge", "LeanClient", "Reply", "lean_client", "read_limited", "read_reply"]
 
 
 @dataclass(slots=True)
@@ -157,20 +157,30 @@ class LeanClient(httpx.AsyncClient):
     async def _read_via_httpx(
         self, url: httpx.URL, body: Any, headers: dict[str, str], timeout: httpx.Timeout, limit: int
     ) -> Reply:
-        response = await self.post_json(url, body, headers, timeout)
-        try:
-            declared = response.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > limit:
-                raise BodyTooLarge(f"over {limit} bytes")
-            chunks, size = [], 0
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > limit:
-                    raise BodyTooLarge(f"over {limit} bytes")
-                chunks.append(chunk)
-        finally:
-            await close_response(response)
-        return Reply(response.status_code, response.headers.raw, b"".join(chunks), url)
+        return await read_reply(await self.post_json(url, body, headers, timeout), limit)
+
+
+async def read_limited(response: httpx.Response, limit: int) -> bytes:
+    """The body of ``response``, refused (:class:`BodyTooLarge`) once it is, or says it is, over ``limit`` bytes."""
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(f"over {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"over {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_reply(response: httpx.Response, limit: int) -> Reply:
+    """``response`` read (:func:`read_limited`) and closed (:func:`close_response`, whatever happens)."""
+    try:
+        body = await read_limited(response, limit)
+    finally:
+        await close_response(response)
+    return Reply(response.status_code, response.headers.raw, body, response.request.url)
 
 
 def _json_bytes(body: Any) -> bytes:

@@ -21,7 +21,7 @@ from ..pool import ModelSpec
 from ..scrub import scrub
 from ..types import Completion, CompletionRequest, StreamDelta
 from ..verdicts import VERDICT_RESPONSE_FORMAT
-from ._lean_client import BodyTooLarge, LeanClient, Reply, lean_client
+from ._lean_client import BodyTooLarge, LeanClient, Reply, lean_client, read_limited, read_reply
 from .base import make_completion
 from .isolation import close_response, isolated, pump
 
@@ -41,20 +41,6 @@ def _retry_after(value: str) -> float | None:
         return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
     except (TypeError, ValueError):
         return None
-
-
-async def _read_limited(response: httpx.Response, url: str) -> bytes:
-    """The body, refused as soon as it exceeds MAX_RESPONSE_BYTES (declared or actual)."""
-    declared = response.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
-        raise _too_big(url)
-    chunks, size = [], 0
-    async for chunk in response.aiter_bytes():
-        size += len(chunk)
-        if size > MAX_RESPONSE_BYTES:
-            raise _too_big(url)
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _too_big(url: str) -> BackendError:
@@ -169,12 +155,7 @@ class OpenAIBackend:
         return self._completion(reply, request, started)
 
     async def _read(self, request: CompletionRequest) -> Reply:
-        response = await self._send(request, False)
-        try:
-            body = await _read_limited(response, self.url)
-        finally:
-            await close_response(response)
-        return Reply(response.status_code, response.headers.raw, body, response.request.url)
+        return await read_reply(await self._send(request, False), MAX_RESPONSE_BYTES)
 
     def _completion(self, reply: Reply, request: CompletionRequest, started: float) -> Completion:
         if reply.status >= 400:
@@ -214,7 +195,7 @@ class OpenAIBackend:
             response = await self._send(request, True)
             try:
                 if response.status_code >= 400:
-                    body = await _read_limited(response, self.url)
+                    body = await read_limited(response, MAX_RESPONSE_BYTES)
                     raise _status_error(Reply(response.status_code, response.headers.raw, body, response.request.url))
                 async for event in _sse_events(response):
                     usage = event.get("usage") or usage
