@@ -129,8 +129,14 @@ def serve(
         tune_garbage_collector()
         uvicorn.run(app, host=host, port=port, **uvicorn_options(log_level, header_timeout))
         return
-    settings = {"pool": pool_ref, "tiers": tiers_file, "keys": keys_file, "max_body": max_body, "host": host}
-    settings |= {"workers": workers}
+    settings = {
+        "pool": pool_ref,
+        "tiers": tiers_file,
+        "keys": keys_file,
+        "max_body": max_body,
+        "host": host,
+        "workers": workers,
+    }
     _run_workers(uvicorn, workers, host, port, log_level, header_timeout, settings)
 
 
