@@ -434,7 +434,7 @@ def run(args: argparse.Namespace) -> dict:
             procs.append(proc)
             targets.append((f"podium pass-through (traces {traces})", url, MODEL, PODIUM_KEY, 1, proc.pid))
             if traces == "full":
-                targets.append(("podium tier 'podium'", url, "podium", PODIUM_KEY, 0.25, proc.pid))
+                targets.append(("podium tier 'podium'", url, "podium", PODIUM_KEY, SLOW_SCALE, proc.pid))
         notes.append(f"`podium serve`'s own trace writer on this machine (the default targets): {default_writer()}.")
         for writer, wanted, name in (
             ("process", args.writer_process, WRITER_PROCESS),
@@ -484,6 +484,7 @@ def run(args: argparse.Namespace) -> dict:
 
 
 STUB = "stub (direct)"
+SLOW_SCALE = 0.25  # the share of --requests the slow targets get (the tier, LiteLLM: 4-10+ times slower)
 BEFORE_PREFIX = "podium pass-through (traces full): "  # the --before-src target's name starts so
 WRITER_PROCESS = "podium pass-through (traces full, writer process; its CPU counted)"
 WRITER_THREAD = "podium pass-through (traces full, thread writer)"
@@ -529,7 +530,7 @@ def start_peer(
     notes.append(
         f"LiteLLM proxy started in {startup:.1f}s, offline (LITELLM_LOCAL_MODEL_COST_MAP=True), master key set, 1 worker."
     )
-    return [(PEER, url, MODEL, LITELLM_KEY, 0.25, proc.pid)]  # 10+ times slower than podium
+    return [(PEER, url, MODEL, LITELLM_KEY, SLOW_SCALE, proc.pid)]
 
 
 def _stats(values: list[float]) -> dict[str, float]:
@@ -625,8 +626,8 @@ def config(args: argparse.Namespace, exe: str | None) -> dict:
         "requests_per_case": args.requests,
         "requests_scale": {
             "stub": args.stub_scale,
-            "litellm proxy": 0.25,
-            "podium tier": 0.25,
+            "litellm proxy": SLOW_SCALE,
+            "podium tier": SLOW_SCALE,
             "podium pass-through": 1,
         },
         "concurrency": args.concurrency,
