@@ -150,7 +150,7 @@ def _lifespan(
         await service.aclose()
         if ring.state is not None:
             await ring.state.aclose()
-        store.close()  # commit the traces still queued
+        await store.aclose()  # commit the traces still queued
         if own_telemetry:
             otel_shutdown(metrics.telemetry)
 

@@ -3,8 +3,9 @@
 ``GET /v1/traces/{id}`` reads back through :meth:`Traces.get` with the caller's key name as
 owner, so a key sees its own runs and no other's. ``PODIUM_TRACES=off`` keeps nothing (the
 route then answers 404 and says why). Writes go to a background :class:`~podium.traces.writer.TraceWriter`
-(batched, off the event loop; ``PODIUM_TRACE_WRITER=process``: a writer process instead, see
-:mod:`podium.traces.writer_process`); a request is answered once its run is committed, so a crash
+(batched, off the event loop) or, with ``PODIUM_TRACE_WRITER=process`` (what ``podium serve`` picks
+when it has a core to spare, :func:`server_writer`), to a writer process driven from the event loop
+(:mod:`podium.traces.writer_loop`); a request is answered once its run is committed, so a crash
 after an answer cannot lose that answer's trace.
 """
 
@@ -19,6 +20,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
+from ..traces.writer_loop import LoopTraceWriter
 from ..types import RunResult
 
 log = logging.getLogger("podium.server")
@@ -29,26 +31,38 @@ class Traces:
 
     def __init__(self, path: str | Path | None = None, *, writer: str | None = None) -> None:
         from ..traces.store import Store, traces_setting
-        from ..traces.writer import open_writer
+        from ..traces.writer import WRITER_ENV, open_writer
 
         self.enabled = traces_setting() != "off"
         self.store = Store.open(path) if self.enabled else None
         # writer: "thread" or "process" (default: $PODIUM_TRACE_WRITER, else thread; `podium serve`: server_writer)
-        self.writer = open_writer(self.store, writer) if self.store is not None else None
+        kind = writer or os.environ.get(WRITER_ENV) or "thread"
+        self.writer: Any = None
+        if self.store is not None:
+            self.writer = LoopTraceWriter(self.store) if kind == "process" else open_writer(self.store, kind)
         self._handoff = _Handoff()
 
     async def record(self, result: RunResult, owner: str) -> None:
         """Store ``result`` as owned by ``owner``; a storage failure is logged, never fails the request."""
         if self.writer is None:
             return
-        waiter = self._handoff.wait(self.writer.submit(result, source="server", owner=owner))
         try:
-            await waiter
+            if isinstance(self.writer, LoopTraceWriter):
+                await self.writer.record(result, source="server", owner=owner)
+            else:
+                await self._handoff.wait(self.writer.submit(result, source="server", owner=owner))
         except Exception as exc:  # the answer matters more than its trace
             log.error("could not store trace %s: %s", result.run_id, exc)
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
         """Commit what is queued and stop the writer (server shutdown)."""
+        if isinstance(self.writer, LoopTraceWriter):
+            await self.writer.aclose()
+        else:
+            await asyncio.to_thread(self.close)
+
+    def close(self) -> None:
+        """:meth:`aclose`, when no event loop runs."""
         if self.writer is not None:
             self.writer.close()
 

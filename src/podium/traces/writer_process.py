@@ -48,6 +48,7 @@ import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
+from subprocess import PIPE
 from typing import TYPE_CHECKING, Any
 
 from ..scrub import secrets_pattern, secrets_pinned
@@ -192,17 +193,7 @@ class ProcessTraceWriter:
         _OPEN.add(self)
 
     def _spawn(self) -> subprocess.Popen[bytes]:
-        package_root = str(Path(__file__).resolve().parents[2])
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "podium.traces.writer_child"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env=env,
-        )
-        assert proc.stdin is not None
-        location = getattr(self.store, "url", None) or str(self.store.path)
-        write_frame(proc.stdin, ("open", location, self.store.text_mode))
+        proc = spawn_child(self.store)
         self._sent_pattern = _UNSENT
         return proc
 
@@ -337,9 +328,7 @@ class ProcessTraceWriter:
         futures: list[Future[str] | None],
         pattern: tuple[str, str] | None,
     ) -> None:
-        with secrets_pinned(compile_pattern(pattern)):
-            outcomes, _ = write_batch(self.store, [(decode(blob), source, owner) for blob, source, owner in runs])
-        self._resolve(futures, outcomes)
+        self._resolve(futures, write_here(self.store, runs, pattern))
 
     def _fail_pending(self, error: Exception) -> None:
         runs = 0
@@ -357,6 +346,27 @@ class ProcessTraceWriter:
             self.on_error(error)
         else:
             log.error("trace writer: %s", error)
+
+
+def spawn_child(store: Store) -> subprocess.Popen[bytes]:
+    """Start ``python -m podium.traces.writer_child`` and tell it where ``store`` is (over its stdin:
+    a PostgreSQL URL may hold a password, which must not go on a command line)."""
+    package_root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.Popen([sys.executable, "-m", "podium.traces.writer_child"], stdin=PIPE, stdout=PIPE, env=env)
+    assert proc.stdin is not None
+    location = getattr(store, "url", None) or str(store.path)
+    write_frame(proc.stdin, ("open", location, store.text_mode))
+    return proc
+
+
+def write_here(
+    store: Store, runs: list[tuple[bytes, str | None, str | None]], pattern: tuple[str, str] | None
+) -> list[str | Exception]:
+    """What the child does with a batch, in this process (when no child can be used): each run's id or error."""
+    with secrets_pinned(compile_pattern(pattern)):
+        outcomes, _ = write_batch(store, [(decode(blob), source, owner) for blob, source, owner in runs])
+    return outcomes
 
 
 _OPEN: weakref.WeakSet[ProcessTraceWriter] = weakref.WeakSet()
