@@ -74,6 +74,7 @@ def package(frame: str) -> str:
 def summarize(raw: Path, top: int) -> str:
     parts: collections.Counter[str] = collections.Counter()
     own: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
     packages: collections.Counter[str] = collections.Counter()
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
@@ -88,6 +89,8 @@ def summarize(raw: Path, top: int) -> str:
         name = NATIVE if leaf.startswith("process ") else re.sub(r"\(.*?/(site-packages|src)/", "(", leaf)
         own[name] += n
         packages[package(leaf)] += n
+        for frame in {re.sub(r":\d+\)$", ")", f) for f in stack.split(";")[1:]}:  # not the process
+            inclusive[frame] += n
     total, loop = sum(parts.values()), parts["event loop"]
     out = [f"samples: {total} at {RATE} Hz ({total / RATE:.1f} CPU-s)"]
     out += [f"  {100 * n / total:5.1f}%  {name}" for name, n in parts.most_common()]
@@ -95,6 +98,8 @@ def summarize(raw: Path, top: int) -> str:
     out += [f"  {100 * n / loop:5.1f}%  {name}" for name, n in packages.most_common(top)]
     out += ["", f"event loop, top {top} functions by own time:"]
     out += [f"  {100 * n / loop:5.2f}%  {name}" for name, n in own.most_common(top)]
+    out += ["", f"event loop, top {2 * top} functions by inclusive time (their own and their callees'):"]
+    out += [f"  {100 * n / loop:5.2f}%  {name}" for name, n in inclusive.most_common(2 * top)]
     return "\n".join(out)
 
 

@@ -277,3 +277,25 @@ async def test_repeated_cancellation_of_whole_reads_leaves_nothing_checked_out(u
         assert all(r.status == 200 for r in replies)
     await settle(lambda: upstream.open == 0)
     assert upstream.open == 0
+
+
+async def test_each_wait_on_a_kept_alive_connection_keeps_its_own_read_timeout(upstream: Upstream) -> None:
+    # Each wait's read timeout on one kept-alive connection is its own: a short one after a long one
+    # fires on time, a long one after short ones does not fire at their deadlines (guards any timer
+    # shared across a connection's waits; a lazily moved one measured no faster, session 12).
+    loop = asyncio.get_running_loop()
+    async with httpx.AsyncClient(transport=LeanTransport()) as client:
+        assert (await client.post(f"{upstream.url}/ok", json={}, timeout=httpx.Timeout(5, read=30))).status_code == 200
+        started = loop.time()
+        with pytest.raises(httpx.ReadTimeout):  # the timer was armed for 30 s: moved to 0.1 s
+            await client.post(f"{upstream.url}/slow/1", json={}, timeout=httpx.Timeout(5, read=0.1))
+        assert 0.09 <= loop.time() - started < 0.5
+    async with httpx.AsyncClient(transport=LeanTransport()) as client:
+        for _ in range(3):  # each leaves the timer armed for its own 0.15 s deadline
+            assert (await client.post(f"{upstream.url}/ok", json={}, timeout=httpx.Timeout(5, read=0.15))).is_success
+        slow = await client.post(f"{upstream.url}/slow/0.3", json={}, timeout=httpx.Timeout(5, read=1))
+        assert slow.status_code == 200  # the earlier deadlines passed while it waited: it was not expired
+        started = loop.time()
+        with pytest.raises(httpx.ReadTimeout):
+            await client.post(f"{upstream.url}/slow/1", json={}, timeout=httpx.Timeout(5, read=0.2))
+        assert 0.19 <= loop.time() - started < 0.6

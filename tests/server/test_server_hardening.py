@@ -108,6 +108,45 @@ def test_slow_request_head_is_cut_off(guarded_server: PodiumServer) -> None:
     assert took < 5.0
 
 
+def read_response(sock: socket.socket) -> bytes:
+    """One whole response with a Content-Length (h11 sends its head and body in two writes)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(4096)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(v) for k, _, v in (h.partition(b":") for h in head.split(b"\r\n")) if k.lower() == b"content-length"
+    )
+    while len(body) < length:
+        body += sock.recv(4096)
+    return data
+
+
+def test_each_request_on_a_kept_alive_connection_gets_its_own_head_deadline(guarded_server: PodiumServer) -> None:
+    # Requests 1.2 s apart on one connection outlast the first 2 s deadline and are all answered;
+    # silence after the last answer is cut about 2 s later, not at the first deadline and not at
+    # uvicorn's 5 s keep-alive (the deadline is re-armed per response: podium.server.http).
+    request = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", guarded_server.port)) as sock:
+        sock.settimeout(5)
+        for i in range(4):
+            if i:
+                time.sleep(1.2)
+            sock.sendall(request)
+            assert read_response(sock).startswith(b"HTTP/1.1 200"), f"request {i + 1} not answered"
+        answered = time.monotonic()
+        sock.settimeout(0.1)
+        while True:
+            try:
+                if not sock.recv(4096):
+                    break
+            except TimeoutError:
+                assert time.monotonic() - answered < 4.5, "the idle connection was never cut"
+            except OSError:
+                break
+        assert 1.8 <= time.monotonic() - answered < 4.5
+
+
 def test_huge_request_head_is_refused_without_memory_growth(guarded_server: PodiumServer) -> None:
     before = guarded_server.rss_kib()
     status = b""
