@@ -157,7 +157,8 @@ def test_a_cancelled_future_does_not_stop_the_writer(tmp_path: Path, kind: str) 
 
 
 def test_the_server_writer_is_a_process_only_with_a_core_to_spare(monkeypatch: pytest.MonkeyPatch) -> None:
-    from podium.server.traces import server_writer, usable_cores
+    from podium.cores import usable_cores
+    from podium.server.traces import server_writer
 
     monkeypatch.delenv("PODIUM_TRACE_WRITER", raising=False)
     cores = usable_cores()
@@ -173,7 +174,7 @@ def test_the_server_writer_is_a_process_only_with_a_core_to_spare(monkeypatch: p
 async def test_podium_serve_writes_traces_from_a_child_when_a_core_is_spare(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from podium.server.traces import usable_cores
+    from podium.cores import usable_cores
 
     monkeypatch.delenv("PODIUM_TRACE_WRITER", raising=False)
     pool = tmp_path / "pool.yaml"

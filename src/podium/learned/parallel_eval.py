@@ -12,11 +12,11 @@ by processes instead: the largest dataset starts first.
 from __future__ import annotations
 
 import multiprocessing
-import os
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
+from ..cores import usable_cores
 from .replay import ReplayDataset, load_replay
 from .simulated_verifier import Verifier
 from .train import TrainConfig
@@ -55,8 +55,7 @@ def keep_freed_memory(limit: int = 1 << 30) -> bool:
 
 def default_jobs(n_datasets: int) -> int:
     """One process per dataset, at most one per available core."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(n_datasets, cores))
+    return max(1, min(n_datasets, usable_cores()))
 
 
 def evaluate_one(

@@ -20,6 +20,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
+from ..cores import usable_cores
 from ..traces.writer_loop import LoopTraceWriter
 from ..types import RunResult
 
@@ -162,9 +163,3 @@ def server_writer(workers: int = 1) -> str:
     if chosen:
         return chosen
     return "process" if usable_cores() > workers else "thread"
-
-
-def usable_cores() -> int:
-    """The CPUs this process may run on (its affinity mask where the OS has one)."""
-    affinity = getattr(os, "sched_getaffinity", None)
-    return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
