@@ -181,3 +181,18 @@ def test_a_second_event_loop_gets_a_child_of_its_own(tmp_path: Path) -> None:
     assert old is not None and writer._child is not old and old.proc.wait(30) == 0  # it exited of itself
     writer.close()  # no loop runs: the synchronous close
     assert len(Store.open(tmp_path / "two.db").runs(limit=100)) == 60
+
+
+def test_aclose_while_the_child_is_still_starting_answers_every_waiting_run(tmp_path: Path) -> None:
+    # aclose() right after the first records: the child is started during the drain; it must be
+    # taken into use (not left running) and every waiting record answered, not hung or dropped.
+    writer = LoopTraceWriter(Store.open(tmp_path / "early.db"))
+
+    async def go() -> list[str]:
+        waiting = asyncio.gather(*(writer.record(result(i)) for i in range(30)))
+        await asyncio.sleep(0)  # queued; the child is not started yet
+        await asyncio.wait_for(writer.aclose(timeout=20), 10)
+        return list(await asyncio.wait_for(waiting, 5))
+
+    assert asyncio.run(go()) == ids(0, 30)
+    assert len(Store.open(tmp_path / "early.db").runs(limit=100)) == 30

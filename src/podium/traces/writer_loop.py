@@ -116,11 +116,11 @@ class LoopTraceWriter:
         """Wait for every queued run, then stop the child. Later records are stored synchronously."""
         if self._closed:
             return
-        self._closed = True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while (self._queue or self._pending) and loop.time() < deadline and self._loop is loop:
-            await asyncio.sleep(0.005)
+            await asyncio.sleep(0.005)  # the writer still works meanwhile: a child may still be starting
+        self._closed = True
         child, self._child = self._child, None
         if child is not None:
             child.detach()  # here: its pipes belong to this loop
@@ -139,11 +139,13 @@ class LoopTraceWriter:
         _OPEN.discard(self)
         if child is not None:
             child.wait(timeout)
-        leftover = [run for run, _ in self._queue] + [run for batch in self._pending.values() for run in batch.runs]
+        leftover = list(self._queue) + [item for b in self._pending.values() for item in zip(b.runs, b.futures)]
         self._queue.clear()
         self._pending.clear()
-        if leftover:  # nobody waits for them any more; a copy the child also stored is replaced
-            write_here(self.store, leftover, secrets_pattern())
+        if leftover:  # stored here; a copy the child also stored is replaced
+            outcomes = write_here(self.store, [run for run, _ in leftover], secrets_pattern())
+            for (_, future), outcome in zip(leftover, outcomes, strict=True):
+                _settle(future, outcome)
         if self._here is not None:
             self._here.shutdown()
 
@@ -197,7 +199,9 @@ class LoopTraceWriter:
                 child = await _Child.start(self.store, loop, self._message, self._gone)
             except OSError as exc:
                 problem = f"could not be started ({exc})"
-        if loop is not self._loop or self._closed:
+        if loop is not self._loop or self._closed:  # not wanted any more
+            if not problem:
+                child.detach()
             return
         self._starting = False
         waiting = sorted(self._pending.items())
@@ -260,15 +264,14 @@ def _settle(future: asyncio.Future[str], outcome: str | Exception) -> bool:
     """Give ``outcome`` to ``future``; False if nobody waits for it any more."""
     if future.done() or future.get_loop().is_closed():
         return False
-    setter = future.set_exception if isinstance(outcome, Exception) else future.set_result
     try:
         running = asyncio.get_running_loop()
     except RuntimeError:
         running = None
     if future.get_loop() is running:
-        setter(outcome)  # type: ignore[arg-type]
+        _set_unless_done(future, outcome)
         return True
-    try:  # a waiter of the loop that served before this one
+    try:  # a waiter of another loop (one that served before this one), or called from a thread
         future.get_loop().call_soon_threadsafe(_set_unless_done, future, outcome)
     except RuntimeError:
         return False
