@@ -32,12 +32,12 @@ class Traces:
 
     def __init__(self, path: str | Path | None = None, *, writer: str | None = None) -> None:
         from ..traces.store import Store, traces_setting
-        from ..traces.writer import WRITER_ENV, open_writer
+        from ..traces.writer import open_writer, writer_kind
 
         self.enabled = traces_setting() != "off"
         self.store = Store.open(path) if self.enabled else None
         # writer: "thread" or "process" (default: $PODIUM_TRACE_WRITER, else thread; `podium serve`: server_writer)
-        kind = writer or os.environ.get(WRITER_ENV) or "thread"
+        kind = writer_kind(writer)
         self.writer: Any = None
         if self.store is not None:
             self.writer = LoopTraceWriter(self.store) if kind == "process" else open_writer(self.store, kind)

@@ -216,6 +216,11 @@ def write_batch(store: Store, items: Sequence[BatchItem]) -> tuple[list[str | Ex
 WRITER_ENV = "PODIUM_TRACE_WRITER"
 
 
+def writer_kind(kind: str | None = None) -> str:
+    """``kind``, else ``$PODIUM_TRACE_WRITER``, else ``"thread"`` (checked by :func:`open_writer`)."""
+    return kind or os.environ.get(WRITER_ENV) or "thread"
+
+
 def open_writer(
     store: Store,
     kind: str | None = None,
@@ -228,7 +233,7 @@ def open_writer(
     long-lived server or job on a machine with a core to spare; it costs a child process of ~50 MB and
     ~1 s to start). Default ``$PODIUM_TRACE_WRITER``, else thread. ``linger``: seconds the writer
     lets a batch gather, for callers that do not wait for the commit."""
-    kind = kind or os.environ.get(WRITER_ENV) or "thread"
+    kind = writer_kind(kind)
     if kind == "thread":
         return TraceWriter(store, on_error=on_error, linger=linger)
     if kind == "process":
