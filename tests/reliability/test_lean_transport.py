@@ -287,11 +287,11 @@ async def test_each_wait_on_a_kept_alive_connection_keeps_its_own_read_timeout(u
     async with httpx.AsyncClient(transport=LeanTransport()) as client:
         assert (await client.post(f"{upstream.url}/ok", json={}, timeout=httpx.Timeout(5, read=30))).status_code == 200
         started = loop.time()
-        with pytest.raises(httpx.ReadTimeout):  # the timer was armed for 30 s: moved to 0.1 s
+        with pytest.raises(httpx.ReadTimeout):  # after a 30 s wait on this connection: 0.1 s here
             await client.post(f"{upstream.url}/slow/1", json={}, timeout=httpx.Timeout(5, read=0.1))
         assert 0.09 <= loop.time() - started < 0.5
     async with httpx.AsyncClient(transport=LeanTransport()) as client:
-        for _ in range(3):  # each leaves the timer armed for its own 0.15 s deadline
+        for _ in range(3):  # each with its own 0.15 s deadline, passed while the next waits
             assert (await client.post(f"{upstream.url}/ok", json={}, timeout=httpx.Timeout(5, read=0.15))).is_success
         slow = await client.post(f"{upstream.url}/slow/0.3", json={}, timeout=httpx.Timeout(5, read=1))
         assert slow.status_code == 200  # the earlier deadlines passed while it waited: it was not expired
