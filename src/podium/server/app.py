@@ -22,17 +22,16 @@ from ..scrub import install_log_scrubbing
 from ..state import open_state, redis_url
 from .auth import ApiKey, KeyRing
 from .chat import Chat, bug_response, error_for
-from .edges import ASGIApp, Receive, RequestId, Scope, Send, cors_origins
+from .edges import ASGIApp, Receive, RequestEdge, Scope, Send, cors_origins
 from .errors import ApiError
 from .fastroute import ChatRoute
 from .keyguard import KeyGuard
 from .metrics import Metrics
-from .middleware import BodyLimit, HostCheck, ScrubbedJSON
+from .middleware import RequestGate, ScrubbedJSON
 from .otel import Telemetry
 from .otel import from_env as otel_from_env
 from .otel import shutdown as otel_shutdown
 from .plan import model_not_found
-from .requestlog import RequestLog
 from .requestlog import configure as configure_request_log
 from .responses import model_card, tier_card
 from .schemas import ChatCompletionRequest, ErrorResponse, ModelCard, ModelList
@@ -197,9 +196,9 @@ def wrap(layers: list[Layer], app: ASGIApp) -> ASGIApp:
 
 
 def edge_layers(ring: KeyRing, hosts: tuple[str, ...], cors: list[str] | None, max_body_bytes: int) -> list[Layer]:
-    """Outermost first: request id (so every response carries it), request log, CORS (when origins
-    are allowed), Host check (without keys) and body limit."""
-    layers: list[Layer] = [(RequestId, {}), (RequestLog, {})]
+    """Outermost first: request id and request log (so every response carries the id), CORS (when
+    origins are allowed), then the Host check (without keys) and body limit."""
+    layers: list[Layer] = [(RequestEdge, {})]
     origins = cors_origins(cors)
     if origins:
         from starlette.middleware.cors import CORSMiddleware
@@ -211,9 +210,9 @@ def edge_layers(ring: KeyRing, hosts: tuple[str, ...], cors: list[str] | None, m
             "expose_headers": ["x-request-id", "x-podium-trace-id", "x-should-retry"],
         }
         layers.append((CORSMiddleware, cors_options))
-    if ring.open:  # with keys, a request must carry a key, which a rebinding page does not have
-        layers.append((HostCheck, {"names": frozenset(host_name(h) for h in hosts)}))
-    layers.append((BodyLimit, {"limit": max_body_bytes}))
+    # with keys, a request must carry a key, which a rebinding page does not have: no Host check
+    names = frozenset(host_name(h) for h in hosts) if ring.open else None
+    layers.append((RequestGate, {"limit": max_body_bytes, "names": names}))
     return layers
 
 

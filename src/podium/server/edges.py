@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Awaitable, Callable, MutableMapping
+import time
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 from ..ids import random_hex
+from . import requestlog
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -30,7 +32,7 @@ NO_RETRY = {"x-should-retry": "false"}
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
-def request_id(headers: list[tuple[bytes, bytes]]) -> str:
+def request_id(headers: Iterable[tuple[bytes, bytes]]) -> str:
     """The client's ``x-request-id`` when it is a sane token, else a fresh ``req_...`` id."""
     for name, value in headers:
         if name == b"x-request-id":
@@ -40,8 +42,11 @@ def request_id(headers: list[tuple[bytes, bytes]]) -> str:
     return f"req_{random_hex(24)}"
 
 
-class RequestId:
-    """ASGI middleware: puts the request id in ``scope["state"]["request_id"]`` and on the response."""
+class RequestEdge:
+    """ASGI middleware, the outermost: the request id (in ``scope["state"]["request_id"]`` and on the
+    response) and, while request lines are written, the request's line once its response has been
+    sent (:mod:`podium.server.requestlog`; routes add fields to ``scope["state"]["log"]``). Both
+    through one wrapper of ``send``: this runs on every request."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -50,16 +55,29 @@ class RequestId:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid = request_id(list(scope.get("headers") or []))
-        scope.setdefault("state", {})["request_id"] = rid
+        rid = request_id(scope["headers"])
+        state = scope.setdefault("state", {})
+        state["request_id"] = rid
+        own = (b"x-request-id", rid.encode())
+        status = 0
 
         async def send_with_id(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
-                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
-                message["headers"] = [*headers, (b"x-request-id", rid.encode())]
+                status = message["status"]
+                message["headers"] = [*(h for h in message.get("headers", ()) if h[0].lower() != own[0]), own]
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        if not requestlog.enabled():
+            await self.app(scope, receive, send_with_id)
+            return
+        started = time.perf_counter()
+        fields: dict[str, Any] = {}
+        state["log"] = fields
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            requestlog.write_line(scope, status, started, fields)
 
 
 def cors_origins(configured: list[str] | None) -> list[str]:

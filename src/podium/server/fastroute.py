@@ -25,6 +25,7 @@ from pydantic import ValidationError
 
 from .chat import Chat, bug_response, error_for
 from .edges import ASGIApp, Receive, Scope, Send, replay_body
+from .middleware import BODY
 from .schemas import ChatCompletionRequest, may_hold_surrogates
 
 try:
@@ -66,19 +67,22 @@ class ChatRoute:
         ):
             await self.app(scope, receive, send)
             return
-        body, more = b"", True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
+        body = scope.get(BODY)
+        if body is None:  # no RequestGate outside: read it here
+            body, more = b"", True
+            while more:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                body += message.get("body", b"")
+                more = message.get("more_body", False)
+            receive = replay_body(body, receive)
         try:
             data = json.loads(body) if body else None
         except Exception:
             data = None
         if data is None:  # FastAPI's own answer (invalid JSON, no body, ...)
-            await self.app(scope, replay_body(body, receive), send)
+            await self.app(scope, receive, send)
             return
         try:
             response = await self._answer(scope, data, may_hold_surrogates(body))

@@ -1,5 +1,5 @@
-"""ASGI layers and error bodies of the server app: scrubbed JSON, the keyless Host check, the body
-limit, and FastAPI validation errors as OpenAI-style 400s."""
+"""ASGI layers and error bodies of the server app: scrubbed JSON, the request gate (the keyless Host
+check and the body limit), and FastAPI validation errors as OpenAI-style 400s."""
 
 from __future__ import annotations
 
@@ -33,42 +33,41 @@ def error_response(err: ApiError) -> JSONResponse:
     return ScrubbedJSON(err.body(), status_code=err.status, headers=err.headers)
 
 
-class HostCheck:
-    """ASGI middleware of a keyless server: 421 unless ``Host`` passes :func:`podium.hosts.host_allowed`."""
+BODY = "podium.body"  # the scope key under which RequestGate hands on the request body it read
 
-    def __init__(self, app: ASGIApp, names: frozenset[str]) -> None:
+
+class RequestGate:
+    """ASGI middleware, the edges a request passes before any route, in one layer (it runs on every
+    request):
+
+    - without API keys (``names`` given): 421 unless ``Host`` passes :func:`podium.hosts.host_allowed`;
+    - a body over ``limit`` bytes: 413, OpenAI-style (a declared ``content-length`` over it is
+      refused before any of the body is read);
+    - the body, read here once, goes on in ``scope["podium.body"]`` for a route that wants it whole
+      (:class:`podium.server.fastroute.ChatRoute`) and is handed out again by ``receive``."""
+
+    def __init__(self, app: ASGIApp, limit: int, names: frozenset[str] | None = None) -> None:
         self.app = app
+        self.limit = limit
         self.names = names
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
+        kind = scope["type"]
+        if kind not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        host = next((v for k, v in scope.get("headers") or [] if k == b"host"), b"").decode("latin-1")
-        if host_allowed(host, self.names):
+        host: bytes | None = None
+        declared = None
+        for name, value in scope["headers"]:
+            if name == b"host":
+                host = value if host is None else host  # the first, as Starlette reads it
+            elif name == b"content-length":
+                declared = value
+        if self.names is not None and not host_allowed((host or b"").decode("latin-1"), self.names):
+            return await self._misdirected(scope, receive, send)
+        if kind != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
-        err = ApiError(
-            421,
-            "a server without API keys answers only requests addressed to a loopback name or an IP "
-            "address (DNS rebinding protection); use http://127.0.0.1:PORT",
-            code="misdirected_request",
-        )
-        await error_response(err)(scope, receive, send)
-
-
-class BodyLimit:
-    """ASGI middleware: answer 413 (OpenAI-style) to a request body over ``limit`` bytes."""
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app = app
-        self.limit = limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             return await self._too_large(scope, receive, send)
         body, more = b"", True
@@ -80,7 +79,17 @@ class BodyLimit:
             more = message.get("more_body", False)
             if len(body) > self.limit:
                 return await self._too_large(scope, receive, send)
+        scope[BODY] = body
         await self.app(scope, replay_body(body, receive), send)
+
+    async def _misdirected(self, scope: Scope, receive: Receive, send: Send) -> None:
+        err = ApiError(
+            421,
+            "a server without API keys answers only requests addressed to a loopback name or an IP "
+            "address (DNS rebinding protection); use http://127.0.0.1:PORT",
+            code="misdirected_request",
+        )
+        await error_response(err)(scope, receive, send)
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         err = ApiError(413, f"the request body exceeds {self.limit} bytes", code="request_too_large")

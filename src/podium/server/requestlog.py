@@ -1,6 +1,6 @@
 """One JSON line per request: who asked for what, what answered, how it ended, how long, what it cost.
 
-Written to the logger ``podium.requests`` at INFO; ``PODIUM_REQUEST_LOG`` (or
+Written by :class:`podium.server.edges.RequestEdge` to the logger ``podium.requests`` at INFO; ``PODIUM_REQUEST_LOG`` (or
 ``create_app(request_log=...)``) set to a file path, or ``-`` for stderr, sends the lines there.
 A line holds names, ids and figures only: the key's *name*, never the key, no headers, no message
 text. Fields: ``ts``, ``request_id``, ``method``, ``path``, ``status``, ``latency_ms``, and for
@@ -16,6 +16,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import MutableMapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,9 +24,9 @@ from typing import Any
 from ..scrub import scrub_value
 from ..types import RunResult
 from .accounting import served_model
-from .edges import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("podium.requests")
+Scope = MutableMapping[str, Any]
 
 
 def configure(target: str | Path | None) -> None:
@@ -58,37 +59,20 @@ def run_fields(result: RunResult) -> dict[str, Any]:
     }
 
 
-class RequestLog:
-    """ASGI middleware: one line per HTTP request once its response has been sent (a stream's end
-    included). Routes add fields to ``request.state.log``."""
+def enabled() -> bool:
+    """Whether request lines are written (the logger takes INFO)."""
+    return log.isEnabledFor(logging.INFO)
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not log.isEnabledFor(logging.INFO):
-            await self.app(scope, receive, send)
-            return
-        started, status = time.perf_counter(), 0
-        fields: dict[str, Any] = {}
-        scope.setdefault("state", {})["log"] = fields
-
-        async def watch(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, watch)
-        finally:
-            line = {
-                "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
-                "request_id": scope["state"].get("request_id"),
-                "method": scope.get("method"),
-                "path": scope.get("path"),
-                "status": status or 499,
-                "latency_ms": round((time.perf_counter() - started) * 1000, 1),
-                **fields,
-            }
-            log.info(json.dumps(scrub_value(line), ensure_ascii=False, default=str))
+def write_line(scope: Scope, status: int, started: float, fields: dict[str, Any]) -> None:
+    """The request's line, once its response has been sent (``status`` 0: none was, logged as 499)."""
+    line = {
+        "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        "request_id": scope["state"].get("request_id"),
+        "method": scope.get("method"),
+        "path": scope.get("path"),
+        "status": status or 499,
+        "latency_ms": round((time.perf_counter() - started) * 1000, 1),
+        **fields,
+    }
+    log.info(json.dumps(scrub_value(line), ensure_ascii=False, default=str))
