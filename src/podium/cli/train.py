@@ -94,20 +94,7 @@ def train() -> None:
 )
 @click.option("--encoder", default=None, help=ENCODER_HELP)
 @click.option("--quiet", is_flag=True, help="No progress on stderr.")
-def train_replay(
-    dataset_dir: str,
-    out: Path,
-    mode: str,
-    lam: float,
-    turns: int,
-    generations: int | None,
-    seed: int,
-    checkpoint: Path | None,
-    resume: bool,
-    folds: int,
-    encoder: str | None,
-    quiet: bool,
-) -> None:
+def train_replay(dataset_dir: str, **options: Any) -> None:
     """Train a head on the train split of a replay dataset and write it to --out.
 
     Single mode (default): the head is *safe*: it falls back to the best single model unless K-fold
@@ -138,7 +125,7 @@ def train_replay(
       podium ask --pool replay-example --coordinator learned:head.npz "What is 12 * 7?"
     """
     _require_train_extra()
-    _train_replay(dataset_dir, out, mode, lam, turns, generations, seed, checkpoint, resume, folds, encoder, quiet)
+    _train_replay(dataset_dir, **options)  # the options, typed, are _train_replay's parameters
 
 
 def _train_replay(
