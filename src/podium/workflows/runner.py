@@ -20,13 +20,13 @@ import inspect
 import time
 from typing import TYPE_CHECKING, Any
 
+from .. import turns
 from ..backends.base import estimate_prompt_tokens
 from ..checks import CheckSpec
 from ..engine import MAX_FALLBACKS, Event, RunFinished, TurnDelta, TurnFinished, TurnStarted
 from ..errors import BudgetExhausted
 from ..pool import ModelSpec, Pool
 from ..reliability import CallContext, ModelCall
-from ..roles import parse_verdict
 from ..types import Budget, ChatMessage, Completion, CompletionRequest, Role, RunResult, RunStatus, Turn, Usage, Verdict
 from .executor import GraphOutcome, StepResult, best_answer, execute, verdict_of, verdict_protocol
 from .types import Step, Workflow
@@ -184,71 +184,20 @@ class WorkflowRun:
                 await self.record(turn)
                 return StepResult(step, error=turn.error, turn=turn)
             self.in_flight.pop(number, None)
-            turn = self.make_turn(number, step, served.spec, messages, served.completion, label, depth, started)
-            turn.retries, turn.attempts = attempts.retries, attempts.errors
-            turn.fallback_from = step.model if served.index > 0 else None
-            turn.reason = reason
-            await self.record(turn)
+            role = Role(step.role)
+            turn = turns.answered_turn(
+                number, role, served, attempts, reason=reason, messages=messages, first_choice=step.model
+            )
+            await self.record(placed(turn, step, label, depth, started))
             return StepResult(step, output=turn.output, turn=turn)
-
-    def make_turn(
-        self,
-        number: int,
-        step: Step,
-        spec: ModelSpec,
-        messages: list[ChatMessage],
-        c: Completion,
-        label: str,
-        depth: int,
-        started: float,
-    ) -> Turn:
-        turn = Turn(
-            turn=number,
-            role=Role(step.role),
-            model=spec.name,
-            provider=spec.provider_name,
-            region=spec.region,
-            messages=messages,
-            output=c.text,
-            prompt_tokens=c.prompt_tokens,
-            completion_tokens=c.completion_tokens,
-            cost_usd=c.cost_usd,
-            latency_s=c.latency_s,
-            usage_estimated=c.usage_estimated,
-            step=label,
-            inputs=list(step.access),
-            depth=depth,
-            started_at=started,
-            ended_at=time.time(),
-        )
-        if step.role == "verifier":
-            turn.verdict, turn.diagnosis = parse_verdict(c.text)
-        return turn
 
     def failed_turn(self, number: int, note: str | None = None) -> Turn:
         """The trace record of an in-flight step no model completed (or a budget cut)."""
         step, messages, depth, label, reason, attempts, started = self.in_flight.pop(number)
-        errors, splice = [*attempts.errors, *([note] if note else [])], attempts.splice
-        return Turn(
-            turn=number,
-            role=Role(step.role),
-            model=step.model,
-            reason=reason,
-            messages=messages,
-            error="; ".join(errors) or "no provider available",
-            retries=attempts.retries,
-            attempts=errors,
-            output=splice.sent,
-            prompt_tokens=splice.prompt_tokens,
-            completion_tokens=splice.completion_tokens,
-            cost_usd=splice.cost_usd,
-            usage_estimated=splice.charged,
-            step=label,
-            inputs=list(step.access),
-            depth=depth,
-            started_at=started,
-            ended_at=time.time(),
+        turn = turns.failed_turn(
+            number, Role(step.role), step.model, attempts, reason=reason, messages=messages, note=note
         )
+        return placed(turn, step, label, depth, started)
 
     async def record(self, turn: Turn) -> None:
         self.turns.append(turn)
@@ -406,3 +355,10 @@ class WorkflowRun:
         }
         await self.emit(RunFinished(result))
         return result
+
+
+def placed(turn: Turn, step: Step, label: str, depth: int, started: float) -> Turn:
+    """``turn`` with its place in the workflow: the step's label and inputs, its depth, when it ran."""
+    turn.step, turn.inputs, turn.depth = label, list(step.access), depth
+    turn.started_at, turn.ended_at = started, time.time()
+    return turn
