@@ -143,7 +143,7 @@ class _Secrets:
 
     def __init__(self) -> None:
         self.names: set[str] = set()
-        self._stamp: int | None = None
+        self._seen: tuple[int, dict[Any, Any]] | None = None  # (names, environment) the values came from
         self._values: list[str] = []
         self._regex: re.Pattern[str] | None = None
         self._json_regex: re.Pattern[str] | None = None
@@ -155,26 +155,26 @@ class _Secrets:
         if new:
             with self._lock:
                 self.names |= new
-                self._stamp = None
+                self._seen = None
 
-    def _current_stamp(self) -> int:
-        """A fingerprint of the environment: hashing its raw (bytes) items is cheap, since bytes cache
-        their hash; decoding and testing every variable is what the cache saves."""
+    def _environment(self) -> dict[Any, Any]:
+        """The environment's raw items (``os.environ``'s own dict where there is one, not a copy)."""
         raw = getattr(os.environ, "_data", None)
-        if isinstance(raw, dict):
-            return hash((len(self.names), tuple(raw.items())))
-        return hash((len(self.names), tuple(os.environ.items())))
+        return raw if isinstance(raw, dict) else dict(os.environ)
 
     def regex(self) -> re.Pattern[str] | None:
         """One alternation of every secret value (longest first), or None when there is none."""
-        stamp = self._current_stamp()
-        if stamp != self._stamp:
+        now = (len(self.names), self._environment())
+        # Compared with a copy of what the values came from: one C-level pass over the raw items,
+        # whose values are mostly the very same objects (a hash of them all cost five times as much).
+        if now != self._seen:
             with self._lock:
+                seen = (now[0], dict(now[1]))
                 self._values = self._collect()
                 self._regex = re.compile("|".join(map(re.escape, self._values))) if self._values else None
                 escaped = [json.dumps(v, ensure_ascii=False)[1:-1] for v in self._values]
                 self._json_regex = re.compile("|".join(map(re.escape, escaped))) if escaped else None
-                self._stamp = stamp
+                self._seen = seen
         return self._regex
 
     def json_regex(self) -> re.Pattern[str] | None:
@@ -193,7 +193,7 @@ class _Secrets:
         return sorted(values, key=len, reverse=True)
 
     def refresh(self) -> None:
-        self._stamp = None
+        self._seen = None
 
 
 _SECRETS = _Secrets()

@@ -63,6 +63,14 @@ def test_cache_follows_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert scrub("second-token-value-2") == REDACTED
 
 
+def test_a_value_changed_in_place_is_a_secret_without_a_refresh(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MY_OTHER_TOKEN", "first-token-value-3")
+    assert scrub("first-token-value-3") == REDACTED
+    monkeypatch.setenv("MY_OTHER_TOKEN", "second-token-value-4")  # same variables, one value new
+    assert scrub("second-token-value-4") == REDACTED
+    assert scrub("first-token-value-3") == "first-token-value-3"  # no longer in the environment
+
+
 @pytest.mark.parametrize(
     "text", ['api_key=x\\"', 'Authorization: Bearer abcdefgh12345678\\"}', 'say "hi" \\\\ api-key: "k\\"']
 )
