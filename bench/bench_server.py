@@ -524,13 +524,23 @@ def start_peer(
         proc, url, startup = start_litellm(exe, paths, work)
     except RuntimeError as exc:
         raise PeerMissing(
-            f"error: LiteLLM proxy could not start: {exc}; see {work / 'litellm.log'} (or pass --without-peer)"
+            f"error: LiteLLM proxy could not start: {exc}; see {work / 'litellm.log'}{missing_module(work)} "
+            "(or pass --without-peer)"
         ) from None
     procs.append(proc)
     notes.append(
         f"LiteLLM proxy started in {startup:.1f}s, offline (LITELLM_LOCAL_MODEL_COST_MAP=True), master key set, 1 worker."
     )
     return [(PEER, url, MODEL, LITELLM_KEY, SLOW_SCALE, proc.pid)]
+
+
+def missing_module(work: Path) -> str:
+    """``: <the import error>; install ...`` when the proxy died importing a module its extras did not
+    bring (litellm itself installed without ``[proxy]``), else nothing."""
+    log = work / "litellm.log"
+    lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+    errors = [line for line in lines if line.startswith(("ImportError", "ModuleNotFoundError"))]
+    return f": {errors[-1]}; install the proxy's extras: pip install 'podium[bench]'" if errors else ""
 
 
 def _stats(values: list[float]) -> dict[str, float]:

@@ -33,6 +33,24 @@ def test_missing_litellm_is_an_error_not_a_silent_omission(tmp_path: Path) -> No
     assert not out.exists()  # nothing reported
 
 
+def test_a_litellm_without_its_proxy_extras_is_an_error_that_says_what_to_install(tmp_path: Path) -> None:
+    fake = tmp_path / "litellm"  # what litellm's CLI does when installed without [proxy]
+    fake.write_text('#!/bin/sh\necho "ImportError: backoff is not installed. Please install it" >&2\nexit 1\n')
+    fake.chmod(0o755)
+    out = tmp_path / "server.json"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "bench_server.py"), "--litellm", str(fake), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ},
+    )
+    assert proc.returncode == 2
+    assert "could not start" in proc.stderr and "ImportError: backoff is not installed" in proc.stderr
+    assert "pip install 'podium[bench]'" in proc.stderr
+    assert not out.exists()
+
+
 def _row(target: str, rnd: int, rps: float, p50: float = 10.0, cpu: float = 1.0) -> dict:
     return {
         "target": target,
