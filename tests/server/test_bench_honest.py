@@ -179,3 +179,28 @@ def test_server_loop_ratios_are_taken_within_each_round() -> None:
     assert paired["loop_ms_per_request"] == {"min": 0.75, "median": 0.75, "max": 0.75}
     assert paired["rps"]["median"] == 1.5
     assert summary["this tree"]["loop_ms_per_request"]["median"] == 0.45  # the unpaired median mixes rounds
+
+
+def test_call_path_ratios_are_taken_within_each_round(tmp_path: Path) -> None:
+    module = _load("bench_call_path")
+    values = dict.fromkeys(module.ITEMS, 1.0)
+    rounds = [
+        {"this tree": {**values, "call, layers": 10.0}, "before": {**values, "call, layers": 20.0}},
+        {"this tree": {**values, "call, layers": 30.0}, "before": {**values, "call, layers": 60.0}},
+    ]
+    items = module.summarize(rounds)
+    assert items["call, layers"]["ratio"] == {"median": 0.5, "min": 0.5, "max": 0.5}
+    assert items["call, layers"]["this tree"]["median"] == 20.0  # the unpaired median mixes rounds
+    src = str(BENCH.parent / "src")
+    proc = subprocess.run(  # both trees this one: each item is timed for real and the report written
+        [sys.executable, str(BENCH / "bench_call_path.py"), "--before-src", src, "--rounds", "2", "--calls", "200"]
+        + ["--blocks", "1", "--name", "t", "--results", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "call_path_t.json").read_text())
+    assert len(report["per_round"]) == 2
+    assert all(report["items"][item]["this tree"]["min"] > 0 for item in module.ITEMS)
+    assert "| call, layers |" in (tmp_path / "call_path_t.md").read_text()
