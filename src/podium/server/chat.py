@@ -96,14 +96,14 @@ class Chat:
             response = stream_response(plan, service, store, metrics, started, on_finished, fields)
             response.body_iterator = guard.release_after(key.name, response.body_iterator, settled)
             return response
-        metrics.in_flight.inc()
+        metrics.in_flight += 1
         try:
             return await complete(plan, service, store, metrics, started, guard, fields)
         except BaseException:
             guard.release(key.name)  # the run failed before its spend was settled
             raise
         finally:
-            metrics.in_flight.dec()
+            metrics.in_flight -= 1
 
 
 def plan_request(body: ChatCompletionRequest, key: ApiKey, service: Service, metrics: Metrics) -> Plan:

@@ -7,11 +7,18 @@ so several apps in one process (tests) never share counters.
 Also: time to first token of streamed answers, each upstream call's latency per pool model, the
 requests in flight, and each endpoint's circuit-breaker state (read when scraped:
 0 closed, 1 half-open, 2 open).
+
+Counters and histograms are podium's own :class:`Family` objects, written at a scrape exactly as
+prometheus_client's ``Counter`` and ``Histogram`` write theirs (tests compare the two to the line).
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
+import math
+import os
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -41,6 +48,83 @@ class BreakerCollector:
         yield family
 
 
+def _go_float(value: float) -> str:
+    from prometheus_client.utils import floatToGoString
+
+    return str(floatToGoString(value))  # type: ignore[no-untyped-call]
+
+
+class Family:
+    """A counter or histogram kept in plain dicts, turned into prometheus_client's samples when
+    scraped, written as its own ``Counter`` and ``Histogram`` write them (``_total``; ``_bucket``,
+    ``_count``, ``_sum``; ``_created`` unless ``PROMETHEUS_DISABLE_CREATED_SERIES``).
+
+    prometheus_client takes a lock and walks its buckets in Python on every increment; a request
+    made eight of those. Here an increment is a dict lookup and an addition: only the event loop
+    adds, so nothing needs a lock, and a scrape reads a copy of the dict.
+    """
+
+    def __init__(self, kind: str, name: str, doc: str, labels: list[str], buckets: tuple[float, ...] = ()) -> None:
+        self.kind, self.name, self.doc, self.labels = kind, name, doc, labels
+        self.bounds = (*map(float, buckets), math.inf) if kind == "histogram" else ()
+        self.le = [_go_float(b) for b in self.bounds]  # each bucket's label, as prometheus_client writes it
+        self.series: dict[tuple[str, ...], list[float]] = {}  # a counter: [total]; a histogram: [per bucket..., sum]
+        self.created: dict[tuple[str, ...], float] = {}
+
+    def _new(self, key: tuple[str, ...]) -> list[float]:
+        self.created[key] = time.time()
+        values = self.series[key] = [0.0] * (len(self.bounds) + 1 if self.bounds else 1)
+        return values
+
+    def inc(self, key: tuple[str, ...], amount: float = 1.0) -> None:
+        if amount < 0:
+            raise ValueError("Counters can only be incremented by non-negative amounts.")
+        (self.series.get(key) or self._new(key))[0] += amount
+
+    def observe(self, key: tuple[str, ...], amount: float) -> None:
+        values = self.series.get(key) or self._new(key)
+        values[-1] += amount
+        if amount <= math.inf:  # not NaN: the first bucket whose bound holds it, as prometheus_client counts
+            values[bisect.bisect_left(self.bounds, amount)] += 1
+
+    def metric(self, created: bool) -> Any:
+        """The family and its samples, as prometheus_client's collectors hand them to the exposition."""
+        from prometheus_client.core import Metric
+
+        metric = Metric(self.name, self.doc, self.kind)
+        for key, values in list(self.series.items()):
+            labels = dict(zip(self.labels, key))
+            if self.kind == "counter":
+                metric.add_sample(self.name + "_total", labels, values[0])
+            else:
+                count = 0.0
+                for le, n in zip(self.le, values):
+                    count += n
+                    metric.add_sample(self.name + "_bucket", {**labels, "le": le}, count)
+                metric.add_sample(self.name + "_count", labels, count)
+                metric.add_sample(self.name + "_sum", labels, values[-1])
+            if created:
+                metric.add_sample(self.name + "_created", labels, self.created[key])
+        return metric
+
+
+class Families:
+    """The collector of podium's :class:`Family` objects, in the order given."""
+
+    def __init__(self, families: list[Family]) -> None:
+        self.families = families
+        self.created = os.environ.get("PROMETHEUS_DISABLE_CREATED_SERIES", "False").lower() not in ("true", "1", "t")
+
+    def describe(self) -> list[Any]:
+        from prometheus_client.core import Metric
+
+        return [Metric(f.name, f.doc, f.kind) for f in self.families]
+
+    def collect(self) -> Iterator[Any]:
+        for family in self.families:
+            yield family.metric(self.created)
+
+
 class Metrics:
     """The server's counters and histograms."""
 
@@ -51,81 +135,74 @@ class Metrics:
             raise missing_extra("prometheus-client", "server") from None
         self._prom = prom
         self.registry = prom.CollectorRegistry()
-        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
-        self._request_metrics(prom, self.registry)
-        self._call_metrics(prom, self.registry)
+        self.registry.register(Families([*self._request_metrics(), *self._call_metrics()]))
+        self.in_flight = 0  # chat completion requests being answered (the gauge reads it when scraped)
+        gauge = prom.Gauge(
+            "podium_requests_in_flight", "Chat completion requests being answered.", registry=self.registry
+        )
+        gauge.set_function(lambda: float(self.in_flight))
         if breakers is not None:
             self.registry.register(BreakerCollector(prom, breakers))
         self.telemetry: Any = None  # podium.server.otel.Telemetry, when OpenTelemetry is on
 
-    def _request_metrics(self, prom: Any, r: Any) -> None:
-        """Requests, their latency, tokens and cost (registered in this order)."""
-        self.requests = prom.Counter(
+    def _request_metrics(self) -> list[Family]:
+        """Requests, their latency, tokens and cost (exposed in this order)."""
+        self.requests = Family(
+            "counter",
             "podium_requests",
             "Chat completion requests by requested model and HTTP status.",
             ["model", "kind", "status"],
-            registry=r,
         )
-        self.latency = prom.Histogram(
+        self.latency = Family(
+            "histogram",
             "podium_request_latency_seconds",
             "Time to the end of a chat completion.",
             ["model", "kind"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+            LATENCY_BUCKETS,
         )
-        self.tokens = prom.Counter(
+        self.tokens = Family(
+            "counter",
             "podium_tokens",
             "Tokens by requested model, pool model and type.",
             ["model", "pool_model", "type"],
-            registry=r,
         )
-        self.cost = prom.Counter(
-            "podium_cost_usd", "Cost in USD by requested model and pool model.", ["model", "pool_model"], registry=r
+        self.cost = Family(
+            "counter", "podium_cost_usd", "Cost in USD by requested model and pool model.", ["model", "pool_model"]
         )
+        return [self.requests, self.latency, self.tokens, self.cost]
 
-    def _call_metrics(self, prom: Any, r: Any) -> None:
-        """Turns, errors, time to first token, upstream latency and requests in flight (in this order)."""
-        self.turns = prom.Counter(
+    def _call_metrics(self) -> list[Family]:
+        """Turns, errors, time to first token and upstream latency (exposed in this order)."""
+        self.turns = Family(
+            "counter",
             "podium_turns",
             "Model turns by requested model, pool model and role.",
             ["model", "pool_model", "role"],
-            registry=r,
         )
-        self.errors = prom.Counter(
+        self.errors = Family(
+            "counter",
             "podium_errors",
             "Errors: failed requests by type, failed turns by pool model.",
             ["model", "pool_model", "type"],
-            registry=r,
         )
-        self.ttft = prom.Histogram(
+        self.ttft = Family(
+            "histogram",
             "podium_time_to_first_token_seconds",
             "Streamed answers: time from the request to the first answer text sent.",
             ["model", "kind"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+            LATENCY_BUCKETS,
         )
-        self.upstream = prom.Histogram(
+        self.upstream = Family(
+            "histogram",
             "podium_upstream_latency_seconds",
             "Each model call's latency, by pool model (retries included).",
             ["pool_model"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+            LATENCY_BUCKETS,
         )
-        self.in_flight = prom.Gauge("podium_requests_in_flight", "Chat completion requests being answered.", registry=r)
-
-    def _child(self, metric: Any, *labels: str) -> Any:
-        """``metric.labels(*labels)``, looked up once: prometheus_client checks and locks on every call,
-        and always hands back the same child for the same labels (nothing here removes one)."""
-        key = (id(metric), labels)
-        child = self._children.get(key)
-        if child is None:
-            if len(self._children) >= 10_000:  # bounded, though label values are pool models and fixed words
-                self._children.clear()
-            child = self._children[key] = metric.labels(*labels)
-        return child
+        return [self.turns, self.errors, self.ttft, self.upstream]
 
     def first_token(self, model: str, kind: str, seconds: float) -> None:
-        self._child(self.ttft, model, kind).observe(seconds)
+        self.ttft.observe((model, kind), seconds)
 
     def watch_shared_state(self, *sources: object) -> None:
         """``podium_shared_state_fallbacks``: limit and breaker operations answered from this replica's
@@ -139,12 +216,12 @@ class Metrics:
 
     def request(self, model: str, kind: str, status: int, latency_s: float | None = None) -> None:
         """Count one finished request (and its latency when it ran)."""
-        self._child(self.requests, model, kind, str(status)).inc()
+        self.requests.inc((model, kind, str(status)))
         if latency_s is not None:
-            self._child(self.latency, model, kind).observe(latency_s)
+            self.latency.observe((model, kind), latency_s)
 
     def error(self, model: str, error_type: str, pool_model: str = "") -> None:
-        self._child(self.errors, model, pool_model, error_type).inc()
+        self.errors.inc((model, pool_model, error_type))
 
     def run(self, model: str, result: RunResult) -> None:
         """Account every turn of a run, plus the coordinator's own tokens and cost (and export its
@@ -155,18 +232,18 @@ class Metrics:
             except Exception as exc:
                 log.warning("OpenTelemetry export of run %s failed: %s", result.run_id, exc)
         for t in result.turns:
-            self._child(self.turns, model, t.model, t.role.value).inc()
-            self._child(self.tokens, model, t.model, "prompt").inc(t.prompt_tokens)
-            self._child(self.tokens, model, t.model, "completion").inc(t.completion_tokens)
-            self._child(self.cost, model, t.model).inc(t.cost_usd)
+            self.turns.inc((model, t.model, t.role.value))
+            self.tokens.inc((model, t.model, "prompt"), t.prompt_tokens)
+            self.tokens.inc((model, t.model, "completion"), t.completion_tokens)
+            self.cost.inc((model, t.model), t.cost_usd)
             if t.latency_s:
-                self._child(self.upstream, t.model).observe(t.latency_s)
+                self.upstream.observe((t.model,), t.latency_s)
             if t.error:
                 self.error(model, "turn_failed", t.model)
         orchestration = result.orchestration_prompt_tokens + result.orchestration_completion_tokens
         if orchestration:
-            self._child(self.tokens, model, "(coordinator)", "orchestration").inc(orchestration)
-            self._child(self.cost, model, "(coordinator)").inc(result.orchestration_cost_usd)
+            self.tokens.inc((model, "(coordinator)", "orchestration"), orchestration)
+            self.cost.inc((model, "(coordinator)"), result.orchestration_cost_usd)
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""

@@ -1,0 +1,157 @@
+"""The server's metrics are kept in plain dicts (:class:`podium.server.metrics.Family`), yet
+``GET /metrics`` reads exactly as prometheus_client's own Counter, Histogram and Gauge write it."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import prometheus_client as prom
+import pytest
+
+from podium.server.metrics import LATENCY_BUCKETS, Metrics
+from podium.types import Role, RunResult, RunStatus, Turn
+
+LATENCIES = [0.001, 0.005, 0.0051, 0.3, 2.5, 119.0, 500.0, 0.0]
+
+
+def run_with(turns: list[Turn], orchestration: int = 0) -> RunResult:
+    return RunResult(
+        run_id="r-1",
+        query="q",
+        answer="a",
+        status=RunStatus.ANSWERED,
+        pool="p",
+        coordinator="fixed",
+        turns=turns,
+        orchestration_prompt_tokens=orchestration,
+        orchestration_cost_usd=0.25 if orchestration else 0.0,
+    )
+
+
+def turn(model: str, latency: float, error: str | None = None) -> Turn:
+    return Turn(
+        turn=1,
+        role=Role.WORKER,
+        model=model,
+        prompt_tokens=7,
+        completion_tokens=3,
+        cost_usd=0.1,
+        latency_s=latency,
+        error=error,
+    )
+
+
+def reference() -> prom.CollectorRegistry:
+    """What prometheus_client's own metrics write for the operations :func:`exercise` performs."""
+    r = prom.CollectorRegistry()
+    requests = prom.Counter(
+        "podium_requests",
+        "Chat completion requests by requested model and HTTP status.",
+        ["model", "kind", "status"],
+        registry=r,
+    )
+    latency = prom.Histogram(
+        "podium_request_latency_seconds",
+        "Time to the end of a chat completion.",
+        ["model", "kind"],
+        buckets=LATENCY_BUCKETS,
+        registry=r,
+    )
+    tokens = prom.Counter(
+        "podium_tokens", "Tokens by requested model, pool model and type.", ["model", "pool_model", "type"], registry=r
+    )
+    cost = prom.Counter(
+        "podium_cost_usd", "Cost in USD by requested model and pool model.", ["model", "pool_model"], registry=r
+    )
+    turns = prom.Counter(
+        "podium_turns",
+        "Model turns by requested model, pool model and role.",
+        ["model", "pool_model", "role"],
+        registry=r,
+    )
+    errors = prom.Counter(
+        "podium_errors",
+        "Errors: failed requests by type, failed turns by pool model.",
+        ["model", "pool_model", "type"],
+        registry=r,
+    )
+    ttft = prom.Histogram(
+        "podium_time_to_first_token_seconds",
+        "Streamed answers: time from the request to the first answer text sent.",
+        ["model", "kind"],
+        buckets=LATENCY_BUCKETS,
+        registry=r,
+    )
+    upstream = prom.Histogram(
+        "podium_upstream_latency_seconds",
+        "Each model call's latency, by pool model (retries included).",
+        ["pool_model"],
+        buckets=LATENCY_BUCKETS,
+        registry=r,
+    )
+    in_flight = prom.Gauge("podium_requests_in_flight", "Chat completion requests being answered.", registry=r)
+    for i, seconds in enumerate(LATENCIES):
+        model = "tier-a" if i % 2 else "m1"
+        requests.labels(model, "model", "200").inc()
+        latency.labels(model, "model").observe(seconds)
+        ttft.labels(model, "stream").observe(seconds / 2)
+        for t in ("m1", "m2"):
+            turns.labels(model, t, "worker").inc()
+            tokens.labels(model, t, "prompt").inc(7)
+            tokens.labels(model, t, "completion").inc(3)
+            cost.labels(model, t).inc(0.1)
+            if seconds:  # a turn without a latency is not observed
+                upstream.labels(t).observe(seconds)
+        errors.labels(model, "m2", "turn_failed").inc()
+        tokens.labels(model, "(coordinator)", "orchestration").inc(5)
+        cost.labels(model, "(coordinator)").inc(0.25)
+    requests.labels("m1", "model", "429").inc()
+    errors.labels("m1", "", "rate_limited").inc()
+    in_flight.inc(2)
+    return r
+
+
+def exercise(metrics: Metrics) -> None:
+    for i, seconds in enumerate(LATENCIES):
+        model = "tier-a" if i % 2 else "m1"
+        metrics.run(model, run_with([turn("m1", seconds), turn("m2", seconds, error="boom")], orchestration=5))
+        metrics.request(model, "model", 200, seconds)
+        metrics.first_token(model, "stream", seconds / 2)
+    metrics.request("m1", "model", 429)
+    metrics.error("m1", "rate_limited")
+    metrics.in_flight += 2
+
+
+def without_created(text: str) -> tuple[str, list[str]]:
+    """The exposition without its ``_created`` values (times), and those lines' names and labels."""
+    created = re.findall(r"^(\S+_created(?:\{[^}]*\})?) \S+$", text, flags=re.M)
+    return re.sub(r"^(\S+_created(?:\{[^}]*\})?) \S+$", r"\1 T", text, flags=re.M), created
+
+
+def test_the_exposition_is_prometheus_clients_own_to_the_line() -> None:
+    metrics = Metrics()
+    exercise(metrics)
+    ours, ours_created = without_created(metrics.render()[0].decode())
+    theirs, theirs_created = without_created(prom.generate_latest(reference()).decode())
+    assert ours == theirs
+    assert ours_created == theirs_created and len(ours_created) > 20
+    assert 'podium_requests_total{kind="model",model="m1",status="200"} 4.0' in ours
+
+
+def test_created_series_follow_prometheus_clients_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROMETHEUS_DISABLE_CREATED_SERIES", "True")
+    metrics = Metrics()
+    exercise(metrics)
+    text = metrics.render()[0].decode()
+    assert "_created" not in text and "podium_requests_total" in text
+
+
+def test_a_counter_refuses_a_negative_amount_and_a_nan_latency_counts_in_no_bucket() -> None:
+    metrics = Metrics()
+    with pytest.raises(ValueError, match="non-negative"):
+        metrics.tokens.inc(("m", "p", "prompt"), -1)
+    metrics.request("m", "model", 200, math.nan)
+    text = metrics.render()[0].decode()
+    assert 'podium_request_latency_seconds_count{kind="model",model="m"} 0.0' in text
+    assert 'podium_request_latency_seconds_sum{kind="model",model="m"} NaN' in text
