@@ -6,7 +6,8 @@ and another, interleaved: the reliability stack of a model call, and the scrub c
 - ``call, bare``: the same ModelCall with the backend itself in place of the stack, so the
   difference is the stack's cost;
 - ``answer, dumps_scrubbed``: a chat.completion body serialized as the server sends it;
-- ``answer, json.dumps``: the same without the scrub check.
+- ``answer, json.dumps``: the same without the scrub check;
+- ``metrics, one request``: a pass-through's metric updates (in flight, its run, the request).
 
 Each round runs one process per tree (order alternating); each process times every item in blocks
 of ``--calls`` and keeps the fastest of ``--blocks`` blocks (the least disturbed by the machine's other
@@ -30,7 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-ITEMS = ["call, layers", "call, bare", "answer, dumps_scrubbed", "answer, json.dumps"]
+ITEMS = ["call, layers", "call, bare", "answer, dumps_scrubbed", "answer, json.dumps", "metrics, one request"]
 
 CHILD = r"""
 import asyncio, json, sys, time
@@ -38,6 +39,8 @@ from podium.pool import ModelSpec
 from podium.reliability import BreakerRegistry, Layers, ModelCall
 from podium.backends import BackendSet
 from podium.scrub import dumps_scrubbed
+from podium.server.metrics import Metrics
+from podium.types import Role, RunResult, Turn
 from podium.types import ChatMessage, Completion, CompletionRequest, Usage
 
 calls, blocks = int(sys.argv[1]), int(sys.argv[2])
@@ -60,6 +63,22 @@ body = {"id": "chatcmpl-0123456789abcdef01234567", "object": "chat.completion", 
         "finish_reason": "stop"}], "usage": {"prompt_tokens": 20, "completion_tokens": 8, "total_tokens": 28,
         "cost": 0.0}, "podium": {"trace_id": "r-0123456789abcdef", "served_model": "m", "models": ["m"]}}
 dumps = {"allow_nan": False, "indent": None, "separators": (",", ":")}
+metrics = Metrics()
+turn = Turn(turn=1, role=Role.WORKER, model="m", prompt_tokens=20, completion_tokens=8, latency_s=0.01)
+run = RunResult(run_id="r-1", query="q", answer="a", status="answered", pool="p", coordinator="passthrough", turns=[turn])
+
+
+def count_one():  # the in-flight gauge was prometheus_client's own before session 14, a plain int since
+    if isinstance(metrics.in_flight, int):
+        metrics.in_flight += 1
+    else:
+        metrics.in_flight.inc()
+    metrics.run("m", run)
+    metrics.request("m", "model", 200, 0.02)
+    if isinstance(metrics.in_flight, int):
+        metrics.in_flight -= 1
+    else:
+        metrics.in_flight.dec()
 
 
 async def timed(make):
@@ -82,6 +101,8 @@ async def main():
     async def plain(): return json.dumps(body, ensure_ascii=False, **dumps)
     out["answer, dumps_scrubbed"] = await timed(scrubbed)
     out["answer, json.dumps"] = await timed(plain)
+    async def counted(): count_one()
+    out["metrics, one request"] = await timed(counted)
     print(json.dumps(out))
 
 
