@@ -5,7 +5,9 @@ and another, interleaved: the reliability stack of a model call, and the scrub c
   guard with its total time limit, splice) to an in-process backend that answers at once;
 - ``call, bare``: the same ModelCall with the backend itself in place of the stack, so the
   difference is the stack's cost;
-- ``answer, dumps_scrubbed``: a chat.completion body serialized as the server sends it;
+- ``answer, rendered``: a chat.completion body as the server writes it (``ScrubbedJSON.render``);
+- ``answer, dumps_scrubbed``: the same body through json.dumps with the scrub check (the server's
+  way before session 14's pydantic-core path);
 - ``answer, json.dumps``: the same without the scrub check;
 - ``metrics, one request``: a pass-through's metric updates (in flight, its run, the request).
 
@@ -31,7 +33,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-ITEMS = ["call, layers", "call, bare", "answer, dumps_scrubbed", "answer, json.dumps", "metrics, one request"]
+ITEMS = [
+    "call, layers",
+    "call, bare",
+    "answer, rendered",
+    "answer, dumps_scrubbed",
+    "answer, json.dumps",
+    "metrics, one request",
+]
 
 CHILD = r"""
 import asyncio, json, sys, time
@@ -40,6 +49,7 @@ from podium.reliability import BreakerRegistry, Layers, ModelCall
 from podium.backends import BackendSet
 from podium.scrub import dumps_scrubbed
 from podium.server.metrics import Metrics
+from podium.server.middleware import ScrubbedJSON
 from podium.types import Role, RunResult, Turn
 from podium.types import ChatMessage, Completion, CompletionRequest, Usage
 
@@ -97,6 +107,9 @@ async def main():
     out = {}
     out["call, layers"] = await timed(lambda: ModelCall(layers, [spec], request, lambda s, r: r).run())
     out["call, bare"] = await timed(lambda: ModelCall(bare, [spec], request, lambda s, r: r).run())
+    response = ScrubbedJSON({})
+    async def rendered(): return response.render(body)
+    out["answer, rendered"] = await timed(rendered)
     async def scrubbed(): return dumps_scrubbed(body, **dumps)
     async def plain(): return json.dumps(body, ensure_ascii=False, **dumps)
     out["answer, dumps_scrubbed"] = await timed(scrubbed)
