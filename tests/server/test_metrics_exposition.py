@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import math
 import re
+from typing import Any
 
 import prometheus_client as prom
 import pytest
 
-from podium.server.metrics import LATENCY_BUCKETS, Metrics
+from podium.server.metrics import LATENCY_BUCKETS, Family, Metrics
 from podium.types import Role, RunResult, RunStatus, Turn
 
 LATENCIES = [0.001, 0.005, 0.0051, 0.3, 2.5, 119.0, 500.0, 0.0]
@@ -42,53 +43,28 @@ def turn(model: str, latency: float, error: str | None = None) -> Turn:
     )
 
 
-def reference() -> prom.CollectorRegistry:
+def twin(family: Family, registry: prom.CollectorRegistry) -> Any:
+    """prometheus_client's own metric of ``family``'s name, help, labels and buckets."""
+    if family.kind == "counter":
+        return prom.Counter(family.name, family.doc, family.labels, registry=registry)
+    return prom.Histogram(family.name, family.doc, family.labels, buckets=family.bounds, registry=registry)
+
+
+def reference(ours: Metrics) -> prom.CollectorRegistry:
     """What prometheus_client's own metrics write for the operations :func:`exercise` performs."""
     r = prom.CollectorRegistry()
-    requests = prom.Counter(
-        "podium_requests",
-        "Chat completion requests by requested model and HTTP status.",
-        ["model", "kind", "status"],
-        registry=r,
-    )
-    latency = prom.Histogram(
-        "podium_request_latency_seconds",
-        "Time to the end of a chat completion.",
-        ["model", "kind"],
-        buckets=LATENCY_BUCKETS,
-        registry=r,
-    )
-    tokens = prom.Counter(
-        "podium_tokens", "Tokens by requested model, pool model and type.", ["model", "pool_model", "type"], registry=r
-    )
-    cost = prom.Counter(
-        "podium_cost_usd", "Cost in USD by requested model and pool model.", ["model", "pool_model"], registry=r
-    )
-    turns = prom.Counter(
-        "podium_turns",
-        "Model turns by requested model, pool model and role.",
-        ["model", "pool_model", "role"],
-        registry=r,
-    )
-    errors = prom.Counter(
-        "podium_errors",
-        "Errors: failed requests by type, failed turns by pool model.",
-        ["model", "pool_model", "type"],
-        registry=r,
-    )
-    ttft = prom.Histogram(
-        "podium_time_to_first_token_seconds",
-        "Streamed answers: time from the request to the first answer text sent.",
-        ["model", "kind"],
-        buckets=LATENCY_BUCKETS,
-        registry=r,
-    )
-    upstream = prom.Histogram(
-        "podium_upstream_latency_seconds",
-        "Each model call's latency, by pool model (retries included).",
-        ["pool_model"],
-        buckets=LATENCY_BUCKETS,
-        registry=r,
+    requests, latency, tokens, cost, turns, errors, ttft, upstream = (
+        twin(f, r)
+        for f in (
+            ours.requests,
+            ours.latency,
+            ours.tokens,
+            ours.cost,
+            ours.turns,
+            ours.errors,
+            ours.ttft,
+            ours.upstream,
+        )
     )
     in_flight = prom.Gauge("podium_requests_in_flight", "Chat completion requests being answered.", registry=r)
     for i, seconds in enumerate(LATENCIES):
@@ -131,9 +107,10 @@ def without_created(text: str) -> tuple[str, list[str]]:
 
 def test_the_exposition_is_prometheus_clients_own_to_the_line() -> None:
     metrics = Metrics()
+    assert metrics.latency.bounds == (*LATENCY_BUCKETS, math.inf) == metrics.upstream.bounds
     exercise(metrics)
     ours, ours_created = without_created(metrics.render()[0].decode())
-    theirs, theirs_created = without_created(prom.generate_latest(reference()).decode())
+    theirs, theirs_created = without_created(prom.generate_latest(reference(metrics)).decode())
     assert ours == theirs
     assert ours_created == theirs_created and len(ours_created) > 20
     assert 'podium_requests_total{kind="model",model="m1",status="200"} 4.0' in ours
