@@ -14,7 +14,7 @@ export CMAKE_ARGS
 BUILD_NOTE := note: the first setup compiles llama.cpp (llama-cpp-python): about 1000 CPU-seconds: some 9 minutes on an idle 2-core machine, much longer on a busy one (bench/results/setup.md). Progress below every 15 s; full log in
 PIP_INSTALL = $(PY) -m pip install -v --progress-bar off
 
-.PHONY: demo test setup setup-local browser services bench lint
+.PHONY: demo test setup setup-local browser services bench bench-peers lint
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -63,3 +63,10 @@ test: setup browser services lint
 
 bench: setup
 	$(PY) bench/bench_decision_latency.py
+
+# The peers and profiler the server benchmarks need (LiteLLM's proxy, py-spy): not podium dependencies.
+bench-peers: $(VENV)/.bench-installed
+
+$(VENV)/.bench-installed: pyproject.toml $(VENV)/.all-installed
+	$(PIP_INSTALL) -e '.[bench]' 2>&1 | $(PYTHON) scripts/pip_progress.py $(VENV)/setup-bench.log
+	touch $@

@@ -517,7 +517,7 @@ def start_peer(
         return []
     if exe is None:
         raise PeerMissing(
-            "error: LiteLLM proxy not found: install it (pip install 'podium[bench]' or 'litellm[proxy]') or pass "
+            "error: LiteLLM proxy not found: install it (make bench-peers, or pip install 'podium[bench]') or pass "
             "--litellm PATH; to measure podium against the stub only, pass --without-peer"
         )
     try:
@@ -540,7 +540,9 @@ def missing_module(work: Path) -> str:
     log = work / "litellm.log"
     lines = log.read_text(errors="replace").splitlines() if log.exists() else []
     errors = [line for line in lines if line.startswith(("ImportError", "ModuleNotFoundError"))]
-    return f": {errors[-1]}; install the proxy's extras: pip install 'podium[bench]'" if errors else ""
+    return (
+        f": {errors[-1]}; install the proxy's extras: make bench-peers (pip install 'podium[bench]')" if errors else ""
+    )
 
 
 def _stats(values: list[float]) -> dict[str, float]:
