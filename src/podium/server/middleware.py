@@ -6,11 +6,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from pydantic_core import PydanticSerializationError, to_json
-
 from ..errors import missing_extra
 from ..hosts import host_allowed
-from ..scrub import _may_need_scrub, dumps_scrubbed
+from ..scrub import compact_json_scrubbed
 from .edges import ASGIApp, Receive, Scope, Send, replay_body
 from .errors import ApiError
 
@@ -27,17 +25,8 @@ class ScrubbedJSON(JSONResponse):
     """Every JSON body the server sends: secrets scrubbed from its values before it is serialized."""
 
     def render(self, content: Any) -> bytes:
-        # pydantic-core writes a plain JSON body five times faster than json.dumps (2 vs 12 us for an
-        # answer), the same values, a float maybe spelled otherwise (0.000012 for 1.2e-05). What it
-        # would write differently takes Starlette's way, json.dumps with the secrets scrubbed: a
-        # non-finite float (refused there), a lone surrogate (it raises), a text to scrub.
-        try:
-            raw = to_json(content, inf_nan_mode="constants")
-        except (PydanticSerializationError, ValueError, TypeError):
-            raw = None
-        if raw is not None and b"NaN" not in raw and b"Infinity" not in raw and not _may_need_scrub(raw.decode()):
-            return raw
-        return dumps_scrubbed(content, allow_nan=False, indent=None, separators=(",", ":")).encode("utf-8")
+        # Starlette's JSONResponse.render (compact, UTF-8, no NaN), the secrets scrubbed
+        return compact_json_scrubbed(content)
 
 
 def error_response(err: ApiError) -> JSONResponse:
