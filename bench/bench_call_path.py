@@ -78,16 +78,18 @@ turn = Turn(turn=1, role=Role.WORKER, model="m", prompt_tokens=20, completion_to
 run = RunResult(run_id="r-1", query="q", answer="a", status="answered", pool="p", coordinator="passthrough", turns=[turn])
 
 
-def count_one():  # the in-flight gauge was prometheus_client's own before session 14, a plain int since
-    if isinstance(metrics.in_flight, int):
-        metrics.in_flight += 1
-    else:
-        metrics.in_flight.inc()
+def count_one():
+    metrics.in_flight += 1
     metrics.run("m", run)
     metrics.request("m", "model", 200, 0.02)
-    if isinstance(metrics.in_flight, int):
-        metrics.in_flight -= 1
-    else:
+    metrics.in_flight -= 1
+
+
+if not isinstance(metrics.in_flight, int):  # before session 14 the in-flight gauge was prometheus_client's own
+    def count_one():
+        metrics.in_flight.inc()
+        metrics.run("m", run)
+        metrics.request("m", "model", 200, 0.02)
         metrics.in_flight.dec()
 
 

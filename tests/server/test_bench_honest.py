@@ -19,15 +19,15 @@ def _load(name: str):
     return module
 
 
+def bench_server_with(litellm: Path, out: Path) -> subprocess.CompletedProcess[str]:
+    """``bench_server.py`` run with ``litellm`` as its peer's executable, results to ``out``."""
+    command = [sys.executable, str(BENCH / "bench_server.py"), "--litellm", str(litellm), "--out", str(out)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, env={**os.environ})
+
+
 def test_missing_litellm_is_an_error_not_a_silent_omission(tmp_path: Path) -> None:
     out = tmp_path / "server.json"
-    proc = subprocess.run(
-        [sys.executable, str(BENCH / "bench_server.py"), "--litellm", str(tmp_path / "no-litellm"), "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ},
-    )
+    proc = bench_server_with(tmp_path / "no-litellm", out)
     assert proc.returncode == 2
     assert "LiteLLM proxy not found" in proc.stderr and "--without-peer" in proc.stderr
     assert not out.exists()  # nothing reported
@@ -38,13 +38,7 @@ def test_a_litellm_without_its_proxy_extras_is_an_error_that_says_what_to_instal
     fake.write_text('#!/bin/sh\necho "ImportError: backoff is not installed. Please install it" >&2\nexit 1\n')
     fake.chmod(0o755)
     out = tmp_path / "server.json"
-    proc = subprocess.run(
-        [sys.executable, str(BENCH / "bench_server.py"), "--litellm", str(fake), "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ},
-    )
+    proc = bench_server_with(fake, out)
     assert proc.returncode == 2
     assert "could not start" in proc.stderr and "ImportError: backoff is not installed" in proc.stderr
     assert "pip install 'podium[bench]'" in proc.stderr
