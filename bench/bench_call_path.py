@@ -1,5 +1,6 @@
-"""Microseconds a pass-through spends in two per-request pieces of podium's own Python, on this tree
-and another, interleaved: the reliability stack of a model call, and the scrub check of the answer.
+"""Microseconds a pass-through spends in podium's own Python, on this tree and another, interleaved:
+pieces of a request (the reliability stack of a model call, the answer's body, the metrics) and a
+whole request in-process.
 
 - ``call, layers``: one :class:`~podium.reliability.ModelCall` through the model's stack (retry,
   guard with its total time limit, splice) to an in-process backend that answers at once;
@@ -9,13 +10,20 @@ and another, interleaved: the reliability stack of a model call, and the scrub c
 - ``answer, dumps_scrubbed``: the same body through json.dumps with the scrub check (the server's
   way before session 14's pydantic-core path);
 - ``answer, json.dumps``: the same without the scrub check;
-- ``metrics, one request``: a pass-through's metric updates (in flight, its run, the request).
+- ``metrics, one request``: a pass-through's metric updates (in flight, its run, the request);
+- ``request, in-process``: a whole pass-through request through the app's ASGI layers (key check,
+  validation, plan, the model call through its stack, accounting, the answer's body), with the
+  model's backend answering at once, traces off and no sockets: podium's own Python per request,
+  without uvicorn, the upstream HTTP client or the trace store.
 
-Each round runs one process per tree (order alternating); each process times every item in blocks
-of ``--calls`` and keeps the fastest of ``--blocks`` blocks (the least disturbed by the machine's other
-work). Ratios this tree / the other are taken within a round, reported as median (min–max).
+One process per tree stays loaded for the whole run (the collector set as ``podium serve`` sets
+it), and the two take turns: for each item, ``--rounds`` pairs of blocks of about ``--block-s``
+seconds, one per tree back to back, which goes first alternating. The shared machine's speed drifts
+by up to 2x within a minute (session 15: the same code measured 0.54-1.76x itself in separate
+processes a few seconds apart), so a ratio is only taken between two blocks timed back to back:
+this tree / the other per pair, reported as median (min–max) over the pairs.
 
-    .venv/bin/python bench/bench_call_path.py --before-src DIR/src [--rounds 7] [--name NAME]
+    .venv/bin/python bench/bench_call_path.py --before-src DIR/src [--rounds 15] [--name NAME]
 
 Writes bench/results/call_path_NAME.{json,md}.
 """
@@ -28,6 +36,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -40,6 +49,7 @@ ITEMS = [
     "answer, dumps_scrubbed",
     "answer, json.dumps",
     "metrics, one request",
+    "request, in-process",
 ]
 
 CHILD = r"""
@@ -53,7 +63,7 @@ from podium.server.middleware import ScrubbedJSON
 from podium.types import Role, RunResult, Turn
 from podium.types import ChatMessage, Completion, CompletionRequest, Usage
 
-calls, blocks = int(sys.argv[1]), int(sys.argv[2])
+work = sys.argv[1]
 spec = ModelSpec(name="m", backend="openai", model="x", base_url="http://127.0.0.1:9/v1")
 completion = Completion(text="ACCEPT: the answer is 391.", model="m", usage=Usage(prompt_tokens=20, completion_tokens=8))
 request = CompletionRequest(messages=[ChatMessage(role="user", content="What is 17 * 23?")], max_tokens=64)
@@ -93,44 +103,122 @@ if not isinstance(metrics.in_flight, int):  # before session 14 the in-flight ga
         metrics.in_flight.dec()
 
 
-async def timed(make):
-    for _ in range(calls // 10):
-        await make()
-    best = float("inf")
-    for _ in range(blocks):
-        start = time.perf_counter()
-        for _ in range(calls):
-            await make()
-        best = min(best, (time.perf_counter() - start) / calls * 1e6)
-    return best
+def request_app():
+    # the server app over a one-model pool whose backend answers at once (traces off: see the doc)
+    import pathlib, yaml
+    from podium.server.app import create_app
+    from podium.server.auth import hash_key
+    root = pathlib.Path(work)
+    pool = {"name": "bench", "models": [{"name": "m", "backend": "openai", "base_url": "http://127.0.0.1:9/v1",
+            "model": "m", "max_tokens": 64, "max_retries": 0}]}
+    keys = {"keys": [{"name": "bench", "sha256": hash_key("sk-bench"), "rate_limit": {"requests_per_minute": 10**9}}]}
+    (root / "pool.yaml").write_text(yaml.safe_dump(pool))
+    (root / "keys.yaml").write_text(yaml.safe_dump(keys))
+    app = create_app(str(root / "pool.yaml"), keys=str(root / "keys.yaml"))
+    app.state.service.backends._backends["m"] = Instant()  # in place of the HTTP backend
+    return app
+
+
+app = request_app()
+payload = json.dumps({"model": "m", "messages": [{"role": "user", "content": "What is 17 * 23?"}], "max_tokens": 32}).encode()
+heads = [(b"host", b"127.0.0.1:8000"), (b"content-type", b"application/json"),
+         (b"content-length", str(len(payload)).encode()), (b"authorization", b"Bearer sk-bench")]
+sent = []
+
+
+async def receive(): return {"type": "http.request", "body": payload, "more_body": False}
+async def send(message): sent.append(message)
+
+
+async def one_request():
+    sent.clear()
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions", "query_string": b"",
+             "root_path": "", "headers": heads, "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000)}
+    await app(scope, receive, send)
+    assert sent[0]["status"] == 200, sent
 
 
 async def main():
-    out = {}
-    out["call, layers"] = await timed(lambda: ModelCall(layers, [spec], request, lambda s, r: r).run())
-    out["call, bare"] = await timed(lambda: ModelCall(bare, [spec], request, lambda s, r: r).run())
     response = ScrubbedJSON({})
     async def rendered(): return response.render(body)
-    out["answer, rendered"] = await timed(rendered)
     async def scrubbed(): return dumps_scrubbed(body, **dumps)
     async def plain(): return json.dumps(body, ensure_ascii=False, **dumps)
-    out["answer, dumps_scrubbed"] = await timed(scrubbed)
-    out["answer, json.dumps"] = await timed(plain)
     async def counted(): count_one()
-    out["metrics, one request"] = await timed(counted)
-    print(json.dumps(out))
+    makers = {
+        "call, layers": lambda: ModelCall(layers, [spec], request, lambda s, r: r).run(),
+        "call, bare": lambda: ModelCall(bare, [spec], request, lambda s, r: r).run(),
+        "answer, rendered": rendered,
+        "answer, dumps_scrubbed": scrubbed,
+        "answer, json.dumps": plain,
+        "metrics, one request": counted,
+        "request, in-process": one_request,
+    }
+    import gc
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(7000, 100, gc.get_threshold()[2])  # as podium serve sets it
+    print("ready", flush=True)
+    for line in sys.stdin:  # "ITEM\tCALLS": time one block, answer with microseconds per call
+        item, calls = line.rstrip("\n").split("\t")
+        make = makers[item]
+        start = time.perf_counter()
+        for _ in range(int(calls)):
+            await make()
+        print((time.perf_counter() - start) / int(calls) * 1e6, flush=True)
 
 
 asyncio.run(main())
 """
 
 
-def measure(src: str, calls: int, blocks: int) -> dict[str, float]:
-    env = {**os.environ, "PYTHONPATH": src}
-    out = subprocess.run(
-        [sys.executable, "-c", CHILD, str(calls), str(blocks)], env=env, capture_output=True, text=True, check=True
-    )
-    return json.loads(out.stdout)
+class Tree:
+    """One tree's child process, loaded once, timing one block of an item when asked."""
+
+    def __init__(self, src: str, work: str) -> None:
+        Path(work).mkdir()
+        env = {**os.environ, "PYTHONPATH": src, "PODIUM_TRACES": "off", "PODIUM_HOME": work}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", CHILD, work], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        if self._line() != "ready":
+            raise SystemExit(f"the child for {src} did not start (exit {self.proc.wait()})")
+
+    def _line(self) -> str:
+        assert self.proc.stdout is not None
+        return self.proc.stdout.readline().strip()
+
+    def block(self, item: str, calls: int) -> float:
+        """Microseconds per call of ``item`` over ``calls`` calls."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(f"{item}\t{calls}\n")
+        self.proc.stdin.flush()
+        line = self._line()
+        if not line:
+            raise SystemExit(f"a child died timing {item!r} (exit {self.proc.wait()})")
+        return float(line)
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(timeout=30)
+
+
+def measure(trees: dict[str, Tree], rounds: int, block_s: float) -> list[dict[str, dict[str, float]]]:
+    """Each item: a warm-up block per tree sizes the blocks to about ``block_s``; then ``rounds``
+    pairs of blocks, one per tree back to back (which goes first alternates)."""
+    per_round: list[dict[str, dict[str, float]]] = [{name: {} for name in trees} for _ in range(rounds)]
+    started = time.time()
+    for n, item in enumerate(ITEMS):
+        warm = max(tree.block(item, 50) for tree in trees.values())
+        calls = max(20, int(block_s / (warm / 1e6)))
+        for i in range(rounds):
+            order = list(trees) if i % 2 == 0 else list(reversed(trees))
+            for name in order:
+                per_round[i][name][item] = trees[name].block(item, calls)
+        eta = (time.time() - started) / (n + 1) * (len(ITEMS) - n - 1)
+        print(f"{item}: {calls} calls a block, {rounds} pairs; ETA {eta:.0f} s", file=sys.stderr)
+    return per_round
 
 
 def summarize(per_round: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, dict[str, float]]]:
@@ -150,8 +238,8 @@ def spread(values: list[float]) -> dict[str, float]:
 
 def table(report: dict) -> str:
     rows = [
-        f"Microseconds per item (fastest block of {report['blocks']} × {report['calls']}), {report['rounds']} rounds; "
-        "median (min–max).",
+        f"Microseconds per call of each item, in blocks of about {report['block_s']} s; {report['rounds']} pairs of "
+        "blocks per item, one per tree back to back; median (min–max).",
         "",
         "| item | this tree µs | before µs | this tree × before (same round) |",
         "|---|---:|---:|---:|",
@@ -169,27 +257,25 @@ def table(report: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--before-src", required=True, help="another tree's src/ (git archive)")
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--calls", type=int, default=20000)
-    parser.add_argument("--blocks", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=15, help="pairs of blocks per item")
+    parser.add_argument("--block-s", type=float, default=0.3, help="seconds a block lasts (about)")
     parser.add_argument("--name", default="latest")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where the .json and .md go")
     args = parser.parse_args()
-    trees = {"this tree": str(ROOT / "src"), "before": args.before_src}
-    per_round: list[dict[str, dict[str, float]]] = []
-    started = time.time()
     load = [os.getloadavg()]
-    for i in range(args.rounds):
-        order = list(trees) if i % 2 == 0 else list(reversed(trees))
-        per_round.append({name: measure(trees[name], args.calls, args.blocks) for name in order})
-        eta = (time.time() - started) / (i + 1) * (args.rounds - i - 1)
-        print(f"round {i + 1}/{args.rounds}: {json.dumps(per_round[-1])}; ETA {eta:.0f} s", file=sys.stderr)
+    with tempfile.TemporaryDirectory() as work:
+        srcs = {"this tree": str(ROOT / "src"), "before": args.before_src}
+        trees = {name: Tree(src, str(Path(work) / name.replace(" ", "_"))) for name, src in srcs.items()}
+        try:
+            per_round = measure(trees, args.rounds, args.block_s)
+        finally:
+            for tree in trees.values():
+                tree.close()
     load.append(os.getloadavg())
     items = summarize(per_round)
     report = {
         "rounds": args.rounds,
-        "calls": args.calls,
-        "blocks": args.blocks,
+        "block_s": args.block_s,
         "before_src": args.before_src,
         "load_1m_start_end": [round(load[0][0], 2), round(load[1][0], 2)],
         "items": items,

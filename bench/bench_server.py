@@ -15,6 +15,11 @@ and a quarter as many to the slow targets (the tier, LiteLLM), so each measureme
 long and none is only its start-up and tail. Ratios (podium / LiteLLM, podium / stub) are computed within a round, then reported
 as min/median/max over rounds, with the machine's load. Writes bench/results/server.{json,md}.
 
+The stub is measured again right before each podium pass-through target (``--stub-beside``, the
+default), and a target's share of the stub is taken against the stub measured just before it: the
+shared machine's speed drifts by up to twofold within a round of half a minute or more, which moved
+a share measured against one stub run per round between 6% and 18% (session 14).
+
     .venv/bin/python bench/bench_server.py [--requests 1000] [--litellm /path/to/litellm] [--without-peer]
 
 A missing or failing LiteLLM is an error (exit 2), never a silent omission; ``--without-peer``
@@ -461,6 +466,8 @@ def run(args: argparse.Namespace) -> dict:
         rounds = []
         for i in range(args.rounds):
             order = targets[i % len(targets) :] + targets[: i % len(targets)]  # rotate: no target always first
+            if args.stub_beside:
+                order = beside_stub(order, targets[0])
             print(f"round {i + 1}/{args.rounds}", flush=True)
             rows = [
                 {**row, "round": i + 1}
@@ -485,6 +492,7 @@ def run(args: argparse.Namespace) -> dict:
 
 STUB = "stub (direct)"
 SLOW_SCALE = 0.25  # the share of --requests the slow targets get (the tier, LiteLLM: 4-10+ times slower)
+PASS_THROUGH = "podium pass-through"  # the targets the stub is measured beside
 BEFORE_PREFIX = "podium pass-through (traces full): "  # the --before-src target's name starts so
 WRITER_PROCESS = "podium pass-through (traces full, writer process; its CPU counted)"
 WRITER_THREAD = "podium pass-through (traces full, thread writer)"
@@ -578,15 +586,32 @@ def spread(rounds: list[list[dict]]) -> list[dict]:
     return out
 
 
+def beside_stub(order: list[tuple], stub: tuple) -> list[tuple]:
+    """A round's targets with the stub measured right before each podium pass-through (and not
+    otherwise): the share of each is then taken against a stub measured seconds, not a round, apart."""
+    out: list[tuple] = []
+    for target in order:
+        if target is stub:
+            continue
+        if target[0].startswith(PASS_THROUGH):
+            out.append(stub)
+        out.append(target)
+    return out
+
+
 def ratios(rows: list[dict]) -> list[dict]:
-    """Within one round: each podium target against LiteLLM (if measured) and against the stub (the floor)."""
+    """Within one round: each podium target against LiteLLM (if measured) and against the stub (the
+    floor): the stub measured last before it in the round, else the round's only stub measurement."""
     by = {(r["target"], r["concurrency"]): r for r in rows}
+    last_stub: dict[int, dict] = {}
     out = []
     for row in rows:
+        if row["target"] == STUB:
+            last_stub[row["concurrency"]] = row
         if not row["target"].startswith("podium") or not row["rps"]:
             continue
         conc = row["concurrency"]
-        stub, peer = by.get((STUB, conc)), by.get((PEER, conc))
+        stub, peer = last_stub.get(conc) or by.get((STUB, conc)), by.get((PEER, conc))
         before = next((r for (t, c), r in by.items() if c == conc and t.startswith(BEFORE_PREFIX)), None)
         ratio = {"target": row["target"], "concurrency": conc, "round": row.get("round")}
         if before and before is not row and before["server_cpu_ms_per_request"]:
@@ -649,6 +674,7 @@ def config(args: argparse.Namespace, exe: str | None) -> dict:
         "platform": platform.platform(),
         "litellm": version,
         "rounds": args.rounds,
+        "stub_beside": args.stub_beside,
         "before_src": args.before_src,
         "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -711,6 +737,13 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[50, 200])
     parser.add_argument("--litellm", default=None, help="path to the litellm executable (LiteLLM proxy)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds; each reports every target (min/median/max)")
+    parser.add_argument(
+        "--stub-beside",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="measure the stub right before each podium pass-through and take its share against that "
+        "(default); --no-stub-beside: once per round",
+    )
     parser.add_argument(
         "--without-peer",
         action="store_true",

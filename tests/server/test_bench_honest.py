@@ -79,6 +79,22 @@ def test_server_ratios_are_taken_within_each_round() -> None:
     assert podium_row["rps"] == {"min": 20.0, "median": 110.0, "max": 200.0} and podium_row["rounds"] == 2
 
 
+def test_each_share_of_the_stub_is_against_the_stub_measured_just_before_it() -> None:
+    bench = _load("bench_server")
+    full, tier = "podium pass-through (traces full)", "podium tier 'podium'"
+    stub = (bench.STUB, "url", "m", "k", 10, 1)
+    targets = [stub, (bench.PEER,), (full,), (tier,), ("podium pass-through (traces off)",)]
+    order = bench.beside_stub(targets[2:] + targets[:2], stub)  # a rotated round
+    assert [t[0] for t in order] == [bench.STUB, full, tier, bench.STUB, targets[4][0], bench.PEER]
+    # the machine halved its speed between the two stub runs: each share is against its own neighbour
+    rows = [_row(bench.STUB, 1, 1000.0), _row(full, 1, 100.0), _row(tier, 1, 30.0), _row(bench.STUB, 1, 500.0)]
+    rows += [_row("podium pass-through (traces off)", 1, 60.0), _row(bench.PEER, 1, 10.0)]
+    shares = {r["target"]: r["fraction_of_stub_throughput"] for r in bench.ratios(rows)}
+    assert shares == {full: 0.1, tier: 0.03, "podium pass-through (traces off)": 0.12}
+    alone = bench.ratios([_row(full, 1, 100.0), _row(bench.STUB, 1, 400.0)])  # --no-stub-beside: the round's stub
+    assert alone[0]["fraction_of_stub_throughput"] == 0.25
+
+
 def test_overhead_is_against_raw_httpx_of_the_same_round() -> None:
     bench = _load("bench_overhead")
     rows = []
@@ -187,8 +203,8 @@ def test_call_path_ratios_are_taken_within_each_round(tmp_path: Path) -> None:
     assert items["call, layers"]["this tree"]["median"] == 20.0  # the unpaired median mixes rounds
     src = str(BENCH.parent / "src")
     proc = subprocess.run(  # both trees this one: each item is timed for real and the report written
-        [sys.executable, str(BENCH / "bench_call_path.py"), "--before-src", src, "--rounds", "2", "--calls", "200"]
-        + ["--blocks", "1", "--name", "t", "--results", str(tmp_path)],
+        [sys.executable, str(BENCH / "bench_call_path.py"), "--before-src", src, "--rounds", "2"]
+        + ["--block-s", "0.02", "--name", "t", "--results", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=120,
