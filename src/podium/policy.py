@@ -63,4 +63,6 @@ class Policy(BaseModel):
 
     def describe(self) -> dict[str, Any]:
         """Only the fields that restrict something."""
+        if self.unrestricted():
+            return {}  # every field at its default: what the dump would give, without it (each run)
         return self.model_dump(exclude_defaults=True)

@@ -27,3 +27,16 @@ def test_narrowing_by_nothing_still_gives_the_intersections_form() -> None:
     narrowed = key.narrow(Policy())
     assert narrowed is not key and narrowed.exclude_models == ["x", "y"]
     assert narrowed.describe() == key.narrow(Policy(exclude_models=["x"])).describe()
+
+
+def test_describe_names_only_what_restricts() -> None:
+    open_policy = Policy()
+    assert open_policy.describe() == {}
+    first = open_policy.describe()
+    first["allowed_models"] = ["x"]  # a run's copy: changing it changes no other run's
+    assert open_policy.describe() == {}
+    assert Policy(exclude_models=["a"]).describe() == {"exclude_models": ["a"]}
+    assert Policy(allowed_regions=["eu"], allowed_models=["m"]).describe() == {
+        "allowed_models": ["m"],
+        "allowed_regions": ["eu"],
+    }

@@ -67,6 +67,7 @@ class OpenAIBackend:
         self._client = client
         self._owns_client = client is None
         self._parsed: tuple[str, httpx.URL] | None = None  # the URL's text and its parse
+        self._timeouts: tuple[tuple[float | None, ...], httpx.Timeout] | None = None  # the spec's limits, as httpx's
 
     @property
     def client(self) -> httpx.AsyncClient:
@@ -100,8 +101,12 @@ class OpenAIBackend:
         return {**extra, "Authorization": f"Bearer {key}"} if key else extra
 
     def _timeout(self) -> httpx.Timeout:
-        read = self.spec.first_byte_timeout_s or self.spec.timeout_s
-        return httpx.Timeout(self.spec.timeout_s, connect=self.spec.connect_timeout_s, read=read)
+        spec = self.spec
+        limits = (spec.timeout_s, spec.connect_timeout_s, spec.first_byte_timeout_s)
+        if self._timeouts is None or self._timeouts[0] != limits:  # made once, not on every call
+            read = spec.first_byte_timeout_s or spec.timeout_s
+            self._timeouts = (limits, httpx.Timeout(spec.timeout_s, connect=spec.connect_timeout_s, read=read))
+        return self._timeouts[1]
 
     def _body(self, request: CompletionRequest, stream: bool) -> dict[str, Any]:
         body: dict[str, Any] = {

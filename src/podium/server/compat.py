@@ -109,6 +109,8 @@ def unsupported_on_tier(param: str, model: str, what: str | None = None) -> ApiE
 
 def upstream_fields(request: ChatCompletionRequest, names: tuple[str, ...] = FORWARDED) -> dict[str, Any]:
     """The request fields a pass-through forwards to its model (a tier: its workers), as sent."""
+    if all(getattr(request, name) is None for name in names):
+        return {}  # most requests: nothing to dump (the dump with include= costs 3 µs)
     out = request.model_dump(include=set(names), exclude_none=True)
     if out.get("response_format", {}).get("type") == "text":
         del out["response_format"]

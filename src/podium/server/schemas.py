@@ -82,11 +82,19 @@ class Message(BaseModel):
             return self.content
         return "".join(p.text if isinstance(p, TextPart) else "[image]" for p in self.content)
 
+    def _plain(self) -> bool:
+        """No field but ``role`` and ``content`` set (its wire form is those two)."""
+        return self.name is None and self.tool_calls is None and self.tool_call_id is None and self.refusal is None
+
     def has_images(self) -> bool:
         return isinstance(self.content, list) and any(isinstance(p, ImagePart) for p in self.content)
 
     def to_chat(self) -> ChatMessage:
         """The text view podium accounts for, carrying the message as sent for an OpenAI upstream."""
+        content = self.content
+        if type(content) is str and self.role != "tool" and self._plain():  # most messages: the view is the text
+            role = "system" if self.role == "developer" else self.role
+            return WireMessage(role=role, content=content, wire={"role": role, "content": content})
         view = text_view(self.role, self.text(), [c.model_dump() for c in self.tool_calls or []], self.tool_call_id)
         wire = self.model_dump(exclude_none=True)
         if self.role == "developer":

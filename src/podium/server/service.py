@@ -205,9 +205,12 @@ class Service:
         return PlanRun(tier_run.runner)
 
     async def run(self, plan: Plan) -> Outcome:
-        """Run the plan to the end (:meth:`iter`): a tier's orchestration, or the pass-through."""
-        run = self.iter(plan)
+        """Run the plan to the end: a tier's orchestration (:meth:`iter`), or the pass-through, awaited
+        as it is (its events would go to nobody: :meth:`_pass_through` is for runs that are iterated)."""
         try:
+            if plan.tier is None:
+                return await self.pass_through(plan)
+            run = self.iter(plan)
             await run.to_end()
         except UsageError as exc:  # a config problem found mid-run
             raise bad_request(str(exc), param="messages") from None
