@@ -34,24 +34,39 @@ TIMEOUT_408 = b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain\r\ncont
 
 
 class _HeadDeadline:
-    """The deadline for a connection's next request head, shared by both protocols (module doc)."""
+    """The deadline for a connection's next request head, shared by both protocols (module doc).
+
+    One timer per connection, moved lazily: arming only records when the head is due, and a timer
+    that fires before that time is set again for it (a head that completed in time needs no
+    cancelling: the protocol's check finds no head pending). Cancelling and making a timer on every
+    request cost more than the rest of this class; the timer now fires at most once per
+    ``head_timeout_s`` on a busy connection."""
 
     head_timeout_s = HEAD_TIMEOUT_S
     loop: Any
-    _head_deadline: Any = None
+    _head_deadline: Any = None  # the timer, while one is set
+    _head_due = 0.0  # loop time by which the pending head must be complete
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_deadline()
         super().connection_lost(exc)  # type: ignore[misc]  # the protocol's own, next in the MRO
 
     def _arm_head_deadline(self) -> None:
-        self._cancel_head_deadline()
-        self._head_deadline = self.loop.call_later(self.head_timeout_s, self._head_deadline_passed)
+        self._head_due = self.loop.time() + self.head_timeout_s
+        if self._head_deadline is None:
+            self._head_deadline = self.loop.call_at(self._head_due, self._head_timer)
 
     def _cancel_head_deadline(self) -> None:
         if self._head_deadline is not None:
             self._head_deadline.cancel()
             self._head_deadline = None
+
+    def _head_timer(self) -> None:
+        self._head_deadline = None
+        if self.loop.time() < self._head_due - 0.005:  # armed again since (a later head): wait for that one
+            self._head_deadline = self.loop.call_at(self._head_due, self._head_timer)
+            return
+        self._head_deadline_passed()
 
     def _head_deadline_passed(self) -> None:
         raise NotImplementedError
@@ -69,7 +84,6 @@ class GuardedH11Protocol(_HeadDeadline, H11Protocol):
         self._arm_head_deadline()  # the next request on this connection gets its own deadline
 
     def _head_deadline_passed(self) -> None:
-        self._head_deadline = None
         if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
             return  # the head arrived (the request is being read or answered)
         if self.conn.our_state is h11.IDLE:
@@ -165,8 +179,7 @@ class GuardedHttpToolsProtocol(_HeadDeadline, HttpToolsProtocol):
             raise _HeadTooLarge  # httptools re-raises it from feed_data
 
     def on_headers_complete(self) -> None:
-        self._in_head = False
-        self._cancel_head_deadline()
+        self._in_head = False  # the deadline's timer finds no head pending (see _HeadDeadline)
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
@@ -179,7 +192,6 @@ class GuardedHttpToolsProtocol(_HeadDeadline, HttpToolsProtocol):
             self._arm_head_deadline()  # the next request on this connection gets its own deadline
 
     def _head_deadline_passed(self) -> None:
-        self._head_deadline = None
         if self.transport.is_closing() or not self._in_head:
             return
         if self.cycle is not None and not self.cycle.response_complete:
