@@ -70,7 +70,7 @@ request = CompletionRequest(messages=[ChatMessage(role="user", content="What is 
 
 
 class Instant:
-    def __init__(self): self.spec = spec
+    def __init__(self, model=None): self.spec = model or spec
     async def complete(self, request): return completion
     async def aclose(self): pass
 
@@ -115,7 +115,9 @@ def request_app():
     (root / "pool.yaml").write_text(yaml.safe_dump(pool))
     (root / "keys.yaml").write_text(yaml.safe_dump(keys))
     app = create_app(str(root / "pool.yaml"), keys=str(root / "keys.yaml"))
-    app.state.service.backends._backends["m"] = Instant()  # in place of the HTTP backend
+    service = app.state.service
+    # in place of the HTTP backend, with the pool's own spec (another would rebuild the stack each call)
+    service.backends._backends["m"] = Instant(service.pool.config_model("m"))
     return app
 
 
@@ -241,7 +243,7 @@ def table(report: dict) -> str:
         f"Microseconds per call of each item, in blocks of about {report['block_s']} s; {report['rounds']} pairs of "
         "blocks per item, one per tree back to back; median (min–max).",
         "",
-        "| item | this tree µs | before µs | this tree × before (same round) |",
+        "| item | this tree µs | before µs | this tree × before (same pair) |",
         "|---|---:|---:|---:|",
     ]
     for item in ITEMS:
