@@ -1,6 +1,6 @@
-"""A model call's total time limit (:func:`podium.reliability.within`) behaves as ``asyncio.timeout``
-does: its own expiry becomes a BackendTimeout, anyone else's cancellation stays a cancellation, and
-the task is left owing no cancellation either way."""
+"""A model call's total time limit (:func:`podium.reliability.within`; a stream's in the guard layer)
+behaves as ``asyncio.timeout`` does: its own expiry becomes a BackendTimeout, anyone else's
+cancellation stays a cancellation, and the task is left owing no cancellation either way."""
 
 from __future__ import annotations
 
@@ -68,5 +68,40 @@ async def test_a_call_that_swallows_the_expiry_answers_and_the_task_owes_nothing
         return "never"
 
     assert await within(0.02, stubborn) == "kept going"
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0
+
+
+async def test_a_stream_that_swallows_the_expiry_times_out_and_the_task_owes_nothing() -> None:
+    from podium.pool import ModelSpec
+    from podium.reliability import BreakerRegistry
+    from podium.reliability.guard import GuardBackend
+    from podium.types import CompletionRequest, StreamDelta
+
+    class Stubborn:
+        """Keeps going through the limit's cancellation once, then waits again."""
+
+        spec = ModelSpec(name="stubborn", backend="scripted", timeout_s=0.02)
+
+        async def complete(self, request: CompletionRequest) -> None:
+            raise AssertionError("streamed only")
+
+        async def stream(self, request: CompletionRequest):  # type: ignore[no-untyped-def]
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                pass
+            yield StreamDelta(text="kept going")
+            await asyncio.sleep(10)
+            yield StreamDelta(text="never")
+
+        async def aclose(self) -> None:
+            pass
+
+    got = []
+    with pytest.raises(BackendTimeout):
+        async for delta in GuardBackend(Stubborn(), BreakerRegistry()).stream(CompletionRequest(messages=[])):
+            got.append(delta.text)
+    assert got == ["kept going"]  # the limit had run out: raised before waiting again
     task = asyncio.current_task()
     assert task is not None and task.cancelling() == 0

@@ -92,7 +92,8 @@ async def protected(breaker: CircuitBreaker, timeout_s: float | None, call: Call
 class _StreamLimit:
     """A stream's total time limit: one timer per attempt, which cancels the task only while it
     waits on the upstream (a generator must never cancel its caller's own work between deltas);
-    a limit that ran out in between is raised before the next wait."""
+    a limit that ran out in between is raised before the next wait. Like :func:`within`, it leaves the
+    task owing no cancellation of its own, even when the stream swallowed it."""
 
     def __init__(self, timeout_s: float) -> None:
         loop = asyncio.get_running_loop()
@@ -114,11 +115,20 @@ class _StreamLimit:
         try:
             return await anext(deltas)
         except asyncio.CancelledError:
-            if self.cancelled and self.task is not None and self.task.uncancel() == 0:
+            if self._withdraw() == 0:
                 raise _timeout(self.timeout_s) from None  # ours, and nobody else cancelled the task
             raise
         finally:
             self.waiting = False
+            self._withdraw()  # fired, but the stream went on: the task owes no cancellation
+
+    def _withdraw(self) -> int | None:
+        """The task's cancellations still requested once the timer's own is withdrawn (None: it had
+        not cancelled the task, or that was already withdrawn)."""
+        if not self.cancelled or self.task is None:
+            return None
+        self.cancelled = False
+        return self.task.uncancel()
 
     def close(self) -> None:
         self.timer.cancel()
