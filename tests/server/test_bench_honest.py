@@ -214,3 +214,16 @@ def test_call_path_ratios_are_taken_within_each_round(tmp_path: Path) -> None:
     assert len(report["per_round"]) == 2
     assert all(report["items"][item]["this tree"]["min"] > 0 for item in module.ITEMS)
     assert "| call, layers |" in (tmp_path / "call_path_t.md").read_text()
+
+
+def test_the_timer_bench_times_both_ways_in_each_round(tmp_path: Path) -> None:
+    bench = _load("bench_timers")
+    rounds = [{"timer made and cancelled": 4.0, "deadline moved lazily": 1.0}] * 2
+    rounds.append({"timer made and cancelled": 10.0, "deadline moved lazily": 2.0})
+    assert bench.report(rounds, "x")["saved_us"] == {"median": 3.0, "min": 3.0, "max": 8.0}
+    command = [sys.executable, str(BENCH / "bench_timers.py"), "--rounds", "2", "--calls", "2000", "--name", "t"]
+    proc = subprocess.run([*command, "--results", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "timers_t.json").read_text())
+    assert len(report["per_round"]) == 2 and report["timer made and cancelled"]["min"] > 0
+    assert "| saved (same round) |" in (tmp_path / "timers_t.md").read_text()
