@@ -98,15 +98,14 @@ class _StreamLimit:
     def __init__(self, timeout_s: float) -> None:
         loop = asyncio.get_running_loop()
         self.timeout_s = timeout_s
-        self.task = asyncio.current_task()
-        self.waiting = self.expired = self.cancelled = False
+        self.cancel = _Expiry(asyncio.current_task())  # fired only while waiting (see _expire)
+        self.waiting = self.expired = False
         self.timer = loop.call_at(loop.time() + timeout_s, self._expire)
 
     def _expire(self) -> None:
         self.expired = True
-        if self.waiting and self.task is not None:
-            self.cancelled = True
-            self.task.cancel()
+        if self.waiting:
+            self.cancel.fire()
 
     async def next(self, deltas: AsyncIterator[StreamDelta]) -> StreamDelta:
         if self.expired:
@@ -115,20 +114,12 @@ class _StreamLimit:
         try:
             return await anext(deltas)
         except asyncio.CancelledError:
-            if self._withdraw() == 0:
+            if self.cancel.take() == 0:
                 raise _timeout(self.timeout_s) from None  # ours, and nobody else cancelled the task
             raise
         finally:
             self.waiting = False
-            self._withdraw()  # fired, but the stream went on: the task owes no cancellation
-
-    def _withdraw(self) -> int | None:
-        """The task's cancellations still requested once the timer's own is withdrawn (None: it had
-        not cancelled the task, or that was already withdrawn)."""
-        if not self.cancelled or self.task is None:
-            return None
-        self.cancelled = False
-        return self.task.uncancel()
+            self.cancel.take()  # fired, but the stream went on: the task owes no cancellation
 
     def close(self) -> None:
         self.timer.cancel()
