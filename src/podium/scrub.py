@@ -371,10 +371,10 @@ def compact_json_scrubbed(value: Any) -> bytes:
     non-finite float (json.dumps refuses it), a text to scrub (the same search as
     :func:`dumps_scrubbed`'s)."""
     try:
-        raw = to_json(value, inf_nan_mode="constants")
+        raw: bytes | None = to_json(value, inf_nan_mode="constants")
     except (PydanticSerializationError, ValueError, TypeError):
-        return dumps_scrubbed(value, **_COMPACT).encode()
-    if b"NaN" in raw or b"Infinity" in raw:  # a non-finite float, or only a text that says so
+        raw = None
+    if raw is None or b"NaN" in raw or b"Infinity" in raw:  # also a non-finite float (or a text that says so)
         return dumps_scrubbed(value, **_COMPACT).encode()
     if _may_need_scrub(raw.decode()):
         return json.dumps(_scrub_value(value, _env_regex()), ensure_ascii=False, **_COMPACT).encode()
