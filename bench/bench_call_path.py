@@ -285,11 +285,16 @@ def main() -> None:
     }
     text = table(report)
     print(text)
-    args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / f"call_path_{args.name}.json").write_text(json.dumps(report, indent=2))
-    md = f"# Call path ({args.name})\n\nLoad (1 min) at start and end: {report['load_1m_start_end']}.\n\n{text}\n"
-    (args.results / f"call_path_{args.name}.md").write_text(md)
-    print(f"wrote {args.results}/call_path_{args.name}.md and .json")
+    write_results(args.results, f"call_path_{args.name}", f"Call path ({args.name})", report, text)
+
+
+def write_results(results: Path, stem: str, title: str, report: dict, text: str) -> None:
+    """``report`` as ``STEM.json`` and ``text`` (a table) as ``STEM.md`` under its title and the load."""
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"{stem}.json").write_text(json.dumps(report, indent=2))
+    md = f"# {title}\n\nLoad (1 min) at start and end: {report['load_1m_start_end']}.\n\n{text}\n"
+    (results / f"{stem}.md").write_text(md)
+    print(f"wrote {results}/{stem}.md and .json")
 
 
 if __name__ == "__main__":

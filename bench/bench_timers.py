@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import statistics
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_call_path import write_results
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -108,11 +110,7 @@ def main() -> None:
     rep["load_1m_start_end"] = [round(load, 2), round(os.getloadavg()[0], 2)]
     text = table(rep)
     print(text)
-    args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / f"timers_{args.name}.json").write_text(json.dumps(rep, indent=2))
-    md = f"# Timers ({args.name})\n\nLoad (1 min) at start and end: {rep['load_1m_start_end']}.\n\n{text}\n"
-    (args.results / f"timers_{args.name}.md").write_text(md)
-    print(f"wrote {args.results}/timers_{args.name}.md and .json")
+    write_results(args.results, f"timers_{args.name}", f"Timers ({args.name})", rep, text)
 
 
 if __name__ == "__main__":
