@@ -124,6 +124,22 @@ def test_created_series_follow_prometheus_clients_switch(monkeypatch: pytest.Mon
     assert "_created" not in text and "podium_requests_total" in text
 
 
+def test_created_series_follow_prometheus_clients_disable_function() -> None:
+    # prometheus_client's own switch is a function as well as the variable read at its import
+    import prometheus_client.metrics as prom_metrics
+
+    was = prom_metrics._use_created
+    prom.disable_created_metrics()
+    try:
+        metrics = Metrics()
+        exercise(metrics)
+        text = metrics.render()[0].decode()
+        assert "_created" not in text and "podium_requests_total" in text
+        assert text == prom.generate_latest(reference(metrics)).decode()
+    finally:
+        prom_metrics._use_created = was
+
+
 def test_a_counter_refuses_a_negative_amount_and_a_nan_latency_counts_in_no_bucket() -> None:
     metrics = Metrics()
     with pytest.raises(ValueError, match="non-negative"):

@@ -57,7 +57,8 @@ def _go_float(value: float) -> str:
 class Family:
     """A counter or histogram kept in plain dicts, turned into prometheus_client's samples when
     scraped, written as its own ``Counter`` and ``Histogram`` write them (``_total``; ``_bucket``,
-    ``_count``, ``_sum``; ``_created`` unless ``PROMETHEUS_DISABLE_CREATED_SERIES``).
+    ``_count``, ``_sum``; ``_created`` unless ``PROMETHEUS_DISABLE_CREATED_SERIES`` or
+    prometheus_client's ``disable_created_metrics()`` turned them off).
 
     prometheus_client takes a lock and walks its buckets in Python on every increment; a request
     made eight of those. Here an increment is a dict lookup and an addition: only the event loop
@@ -115,14 +116,23 @@ class Families:
         self.families = families
         self.created = os.environ.get("PROMETHEUS_DISABLE_CREATED_SERIES", "False").lower() not in ("true", "1", "t")
 
+    def _created(self) -> bool:
+        """Whether ``_created`` series are written: not when the variable said so when these families were
+        made, nor when prometheus_client's own switch is off (its ``disable_created_metrics()``, or the
+        variable as it was when prometheus_client was imported)."""
+        from prometheus_client import metrics
+
+        return self.created and bool(getattr(metrics, "_use_created", True))
+
     def describe(self) -> list[Any]:
         from prometheus_client.core import Metric
 
         return [Metric(f.name, f.doc, f.kind) for f in self.families]
 
     def collect(self) -> Iterator[Any]:
+        created = self._created()
         for family in self.families:
-            yield family.metric(self.created)
+            yield family.metric(created)
 
 
 class Metrics:
