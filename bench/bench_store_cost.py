@@ -14,6 +14,10 @@ over rounds, and after / before within each round.
 
 ``--profile 1-turn:in-process`` (or ``3-turn:child`` ...) prints a cProfile of that case instead.
 Writes bench/results/store_cost.json and .md.
+
+``--split [--batch N]``: where the writer process's CPU goes, by part (decode, scrub check, rows,
+SQLite's statements, its commit), in batches of N runs (default 100; ``podium serve``'s batches at 50
+clients hold about 15): bench/results/store_cost_split_batchN.{md,json}.
 """
 
 from __future__ import annotations
@@ -178,9 +182,10 @@ def child(case: str, n: int, profile: bool) -> None:
     print(json.dumps({"cpu_ms_per_run": cpu / n * 1e3}))
 
 
-def split(kind: str, n: int) -> None:
-    """Where the writer process's CPU goes for ``n`` runs (``--split-child``): decoding, the scrub
-    check, building the rows, and SQLite (the statements and the commit); prints µs per run as JSON."""
+def split(kind: str, n: int, batch: int) -> None:
+    """Where the writer process's CPU goes for ``n`` runs in batches of ``batch`` (``--split-child``):
+    decoding, the scrub check, building the rows, SQLite's statements and its commit; prints µs per
+    run as JSON."""
     import gc
 
     from podium.scrub import _may_need_scrub, secrets_pinned
@@ -190,12 +195,13 @@ def split(kind: str, n: int) -> None:
     blobs = [encode(r) for r in make_runs(kind, n + 100)]
     gc.collect()
     gc.freeze()  # both trees alike: the parts, not the collector (the writer process now freezes too)
-    took = dict.fromkeys(["decode", "scrub check", "rows", "sqlite"], 0.0)
+    took = dict.fromkeys(["decode", "scrub check", "rows", "statements", "commit"], 0.0)
+    timed = 0
     with tempfile.TemporaryDirectory() as tmp:
         store = Store.open(Path(tmp) / "split.db")
-        for start in range(0, n + 100, BATCH["child"]):
+        for start in range(0, n + 100, batch):
             t0 = time.process_time()
-            items = [(decode(b), "api", None) for b in blobs[start : start + BATCH["child"]]]
+            items = [(decode(b), "api", None) for b in blobs[start : start + batch]]
             t1 = time.process_time()
             for (_, text), _, _ in items:
                 _may_need_scrub(text or "")
@@ -205,11 +211,13 @@ def split(kind: str, n: int) -> None:
             t3 = time.process_time()
             with store._write() as conn:
                 rows.write(conn)
-            t4 = time.process_time()
-            if start >= 100:  # after a warm-up batch
-                for key, spent in zip(took, (t1 - t0, t2 - t1, t3 - t2 - (t2 - t1), t4 - t3)):
+                t4 = time.process_time()
+            t5 = time.process_time()  # the commit (WAL frames written; a checkpoint now and then)
+            if start >= 100:  # after the warm-up runs
+                timed += len(items)
+                for key, spent in zip(took, (t1 - t0, t2 - t1, t3 - t2 - (t2 - t1), t4 - t3, t5 - t4)):
                     took[key] += spent
-    print(json.dumps({k: v / n * 1e6 for k, v in took.items()}))
+    print(json.dumps({k: v / timed * 1e6 for k, v in took.items()}))
 
 
 def measure(case: str, src: str, n: int) -> float:
@@ -234,12 +242,15 @@ def main() -> None:
     parser.add_argument("--before-src", help="another tree's src/, measured in the same rounds")
     parser.add_argument("--profile", help="print a cProfile of one case (e.g. 3-turn:child) and stop")
     parser.add_argument("--split", action="store_true", help="where the writer process's CPU goes, per tree")
+    parser.add_argument(
+        "--batch", type=int, default=BATCH["child"], help="--split: runs per batch (the server's are often ~15)"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--split-child", help=argparse.SUPPRESS)
     parser.add_argument("--out", default=str(RESULTS / "store_cost.json"))
     args = parser.parse_args()
     if args.split_child:
-        split(args.split_child, args.runs)
+        split(args.split_child, args.runs, args.batch)
         return
     if args.child or args.profile:
         child(args.child or args.profile, args.runs, bool(args.profile))
@@ -290,7 +301,16 @@ def split_report(args: argparse.Namespace, trees: dict[str, str]) -> None:
                     "LITELLM_LOCAL_MODEL_COST_MAP": "True",
                     "OPENAI_API_KEY": FAKE_KEY,
                 }
-                cmd = [sys.executable, __file__, "--split-child", kind, "--runs", str(args.runs)]
+                cmd = [
+                    sys.executable,
+                    __file__,
+                    "--split-child",
+                    kind,
+                    "--runs",
+                    str(args.runs),
+                    "--batch",
+                    str(args.batch),
+                ]
                 out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout.splitlines()[-1]
                 got.setdefault(f"{kind} {tree}", []).append(json.loads(out))
     lines = [
@@ -299,11 +319,11 @@ def split_report(args: argparse.Namespace, trees: dict[str, str]) -> None:
         f"Load at start: `{load}`  ",
         f"Load at end: `{uptime()}`",
         "",
-        f"{args.runs} runs, batches of {BATCH['child']}, µs per run, min over {args.rounds} rounds (each part's own min)."
+        f"{args.runs} runs, batches of {args.batch}, µs per run, min over {args.rounds} rounds (each part's own min)."
         + (f" before: `{args.before_src}`." if args.before_src else ""),
         "",
-        "| runs, tree | decode | scrub check | rows | SQLite (statements, commit) | total |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| runs, tree | decode | scrub check | rows | SQLite statements | SQLite commit | total |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, samples in got.items():
         parts = {k: min(s[k] for s in samples) for k in samples[0]}
@@ -311,8 +331,9 @@ def split_report(args: argparse.Namespace, trees: dict[str, str]) -> None:
             f"| {name} | " + " | ".join(f"{v:.1f}" for v in parts.values()) + f" | {sum(parts.values()):.1f} |"
         )
     text = "\n".join(lines) + "\n"
-    (RESULTS / "store_cost_split.md").write_text(text)
-    (RESULTS / "store_cost_split.json").write_text(json.dumps(got, indent=2) + "\n")
+    stem = f"store_cost_split_batch{args.batch}"  # (store_cost_split.md: session 7's, batches of 100)
+    (RESULTS / f"{stem}.md").write_text(text)
+    (RESULTS / f"{stem}.json").write_text(json.dumps(got, indent=2) + "\n")
     print(text)
 
 
