@@ -1,4 +1,4 @@
-"""The anchored trigger scan (podium.scrub.has_trigger, which decides whether a stored run's strings
+"""The anchored trigger scan (podium._secret_shapes.has_trigger, which decides whether a stored run's strings
 need scrubbing) finds exactly what the plain alternation of every pattern's triggers finds: near
 misses, triggers split across anchors, triggers at the text's edges and inside a run's JSON."""
 
@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from podium import scrub as scrub_module
-from podium.scrub import _may_need_scrub, alternatives, anchored_scans, has_trigger
+from podium._secret_shapes import anchored_scans, has_trigger
+from podium.scrub import _may_need_scrub, alternatives
 
 TRIGGERS = sorted({t for triggers, _ in scrub_module.PATTERNS for t in triggers})
 PLAIN = re.compile("|".join(re.escape(t) for t in TRIGGERS))
