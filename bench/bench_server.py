@@ -25,6 +25,9 @@ a share measured against one stub run per round between 6% and 18% (session 14).
 A missing or failing LiteLLM is an error (exit 2), never a silent omission; ``--without-peer``
 measures podium against the stub only and says so in the results.
 
+``--render FILE.json`` measures nothing: it computes a saved report's ratios again from its rounds'
+rows (e.g. a ratio added since it was measured) and rewrites the file and its ``.md``.
+
 LiteLLM is not a podium dependency: install it anywhere (``pip install 'litellm[proxy]'``) and
 pass its ``litellm`` executable (default: ``litellm`` on PATH or next to this Python).
 """
@@ -490,6 +493,13 @@ def run(args: argparse.Namespace) -> dict:
     }
 
 
+def rerender(report: dict) -> dict:
+    """A saved report with its ratios computed again from its rounds' rows (what a newer version of
+    :func:`ratios` takes from the same measurements)."""
+    per_round = [ratios(rows) for rows in report["rounds"]]
+    return {**report, "ratios": spread_ratios(per_round), "ratios_per_round": per_round}
+
+
 STUB = "stub (direct)"
 SLOW_SCALE = 0.25  # the share of --requests the slow targets get (the tier, LiteLLM: 4-10+ times slower)
 PASS_THROUGH = "podium pass-through"  # the targets the stub is measured beside
@@ -618,6 +628,8 @@ def ratios(rows: list[dict]) -> list[dict]:
             ratio["server_cpu_x_before"] = round(
                 row["server_cpu_ms_per_request"] / before["server_cpu_ms_per_request"], 3
             )
+        if before and before is not row and before["rps"]:
+            ratio["throughput_x_before"] = round(row["rps"] / before["rps"], 3)
         if stub and stub["rps"]:
             ratio["fraction_of_stub_throughput"] = round(row["rps"] / stub["rps"], 4)
         if peer and peer["rps"] and row["p50_ms"] and peer["p50_ms"]:
@@ -710,6 +722,7 @@ def table(report: dict) -> str:
         ("p50_latency_x_litellm", "p50 × LiteLLM"),
         ("server_cpu_x_litellm", "CPU/req × LiteLLM"),
         ("server_cpu_x_before", "CPU/req × before (same round)"),
+        ("throughput_x_before", "req/s × before (same round)"),
     ]
     present = [(f, h) for f, h in fields if any(f in r for r in report["ratios"])]
     if present:
@@ -784,14 +797,23 @@ def main() -> None:
     parser.add_argument("--stub-delay", type=float, default=0.0, help="seconds the stub waits before answering")
     parser.add_argument("--stub", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", default=str(RESULTS / "server.json"))
+    parser.add_argument(
+        "--render",
+        metavar="JSON",
+        help="measure nothing: recompute the ratios of a saved report from its rounds, rewrite it and its .md",
+    )
     args = parser.parse_args()
     if args.stub is not None:
         return run_stub(args.stub, args.stub_delay)
-    try:
-        report = run(args)
-    except PeerMissing as exc:
-        print(exc.code, file=sys.stderr)
-        raise SystemExit(2) from None
+    if args.render:
+        args.out = args.render
+        report = rerender(json.loads(Path(args.render).read_text()))
+    else:
+        try:
+            report = run(args)
+        except PeerMissing as exc:
+            print(exc.code, file=sys.stderr)
+            raise SystemExit(2) from None
     text = table(report)
     print("\n" + text)
     out = Path(args.out)

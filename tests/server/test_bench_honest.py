@@ -79,6 +79,37 @@ def test_server_ratios_are_taken_within_each_round() -> None:
     assert podium_row["rps"] == {"min": 20.0, "median": 110.0, "max": 200.0} and podium_row["rounds"] == 2
 
 
+def test_before_ratios_pair_the_rounds_and_a_saved_report_renders_again(tmp_path: Path) -> None:
+    bench = _load("bench_server")
+    full, before = "podium pass-through (traces full)", bench.BEFORE_PREFIX + "session 13's code"
+    rounds = [
+        [_row(bench.STUB, 1, 1000.0), _row(full, 1, 120.0, cpu=0.9), _row(before, 1, 100.0)],
+        [_row(bench.STUB, 2, 500.0), _row(full, 2, 40.0, cpu=1.1), _row(before, 2, 50.0)],
+    ]
+    mine = next(r for r in bench.spread_ratios([bench.ratios(x) for x in rounds]) if r["target"] == full)
+    assert mine["throughput_x_before"] == {"min": 0.8, "median": 1.0, "max": 1.2}
+    assert mine["server_cpu_x_before"] == {"min": 0.9, "median": 1.0, "max": 1.1}
+    saved = tmp_path / "server.json"  # a report from before the req/s ratio existed
+    saved.write_text(
+        json.dumps(
+            {
+                "rows": bench.spread(rounds),
+                "ratios": [],
+                "rounds": rounds,
+                "notes": [],
+                "load": {"start": "s", "end": "e"},
+            }
+        )
+    )
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "bench_server.py"), "--render", str(saved)], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    again = json.loads(saved.read_text())
+    assert next(r for r in again["ratios"] if r["target"] == full)["throughput_x_before"]["median"] == 1.0
+    assert "req/s × before (same round)" in saved.with_suffix(".md").read_text()
+
+
 def test_each_share_of_the_stub_is_against_the_stub_measured_just_before_it() -> None:
     bench = _load("bench_server")
     full, tier = "podium pass-through (traces full)", "podium tier 'podium'"
