@@ -114,7 +114,9 @@ class Families:
 
     def __init__(self, families: list[Family]) -> None:
         self.families = families
-        self.created = os.environ.get("PROMETHEUS_DISABLE_CREATED_SERIES", "False").lower() not in ("true", "1", "t")
+        # the variable as it is now (prometheus_client read it once, at its import), read as it reads it
+        disabled = os.environ.get("PROMETHEUS_DISABLE_CREATED_SERIES", "False").lower()
+        self.env_allows_created = disabled not in ("true", "1", "t")
 
     def _created(self) -> bool:
         """Whether ``_created`` series are written: not when the variable said so when these families were
@@ -122,7 +124,7 @@ class Families:
         variable as it was when prometheus_client was imported)."""
         from prometheus_client import metrics
 
-        return self.created and bool(getattr(metrics, "_use_created", True))
+        return self.env_allows_created and bool(getattr(metrics, "_use_created", True))
 
     def describe(self) -> list[Any]:
         from prometheus_client.core import Metric
