@@ -1,5 +1,5 @@
 """Embedded decode speed by llama.cpp thread count: raw llama-cpp-python at 1..N threads, and
-podium's ``local`` backend with its default (the physical cores not busy at load time), interleaved.
+podium's ``local`` backend with its default (the physical cores not busy as the model loads), interleaved.
 
 Each sample: the same short chat prompt, greedy (temperature 0), ``--tokens`` new tokens with no
 stop; decode tok/s = completion tokens / (generation time - prompt time), with the prompt time
@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from podium.backends.local import default_threads, load_llama, physical_cores, resolve_gguf
+from podium.backends.local import load_llama, physical_cores, resolve_gguf
 from podium.coordinators.prompted import PROMPT, REPLY_TOKENS
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -74,9 +74,11 @@ def main() -> None:
     path = resolve_gguf(args.model)
     cores = physical_cores()
     variants = {f"{n} thread{'s' if n > 1 else ''}": n for n in range(1, max(2, cores) + 1)}
-    chosen = default_threads()
-    variants[f"podium default ({chosen} now)"] = None
     models = {name: load_llama(path, 2048, n)[0] for name, n in variants.items()}
+    podium = load_llama(path, 2048)[0]  # podium's default, chosen as the model loads (after the others)
+    chosen = podium.n_threads
+    variants[f"podium default ({chosen} now)"] = None
+    models[f"podium default ({chosen} now)"] = podium
     load_start = uptime()
     for llama in models.values():
         decode_rate(llama, 8)  # warm-up
