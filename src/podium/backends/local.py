@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast
 
+from ..cores import usable_cores
 from ..errors import BackendError, ConfigError, missing_extra
 from ..pool import ModelSpec
 from ..types import Completion, CompletionRequest, StreamDelta
@@ -49,9 +50,14 @@ def resolve_gguf(ref: str) -> Path:
 
 
 def physical_cores() -> int:
-    """Physical cores this process may run on (hyper-threads of one core count once): llama.cpp's
-    decode is memory-bound, so a second thread on the same core adds little, and more threads than
-    cores makes it slower. Falls back to the CPUs allowed, then to ``os.cpu_count()``."""
+    """Physical cores this process may run on (hyper-threads of one core count once), no more than
+    :func:`~podium.cores.usable_cores` (a container's CPU quota): llama.cpp's decode is memory-bound,
+    so a second thread on the same core adds little, and more threads than cores makes it slower."""
+    return min(_cores_in_topology(), usable_cores())
+
+
+def _cores_in_topology() -> int:
+    """The physical cores of the CPUs allowed; else the CPUs allowed, else ``os.cpu_count()``."""
     try:
         allowed = os.sched_getaffinity(0)
     except (AttributeError, OSError):
