@@ -23,8 +23,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from podium.backends.local import load_llama, physical_cores, resolve_gguf
+from podium.backends.local import load_llama, resolve_gguf
 from podium.coordinators.prompted import PROMPT, REPLY_TOKENS
+from podium.cores import physical_cores
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MESSAGES = [{"role": "user", "content": "Write a short paragraph about the history of the bicycle."}]

@@ -11,12 +11,13 @@ from collections.abc import Iterator
 import pytest
 from pydantic import ValidationError
 
+from podium import cores
 from podium.backends import local
 from podium.pool import ModelSpec
 
 
 def test_physical_cores_are_within_the_cpus_allowed() -> None:
-    assert 1 <= local.physical_cores() <= len(os.sched_getaffinity(0))
+    assert 1 <= cores.physical_cores() <= len(os.sched_getaffinity(0))
 
 
 def test_default_threads_leave_busy_cores_alone(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -29,7 +30,7 @@ def test_default_threads_leave_busy_cores_alone(monkeypatch: pytest.MonkeyPatch)
 def test_busy_cpus_are_summed_from_each_cpus_idle_share() -> None:
     before = {"cpu0": (1000, 900), "cpu1": (1000, 100)}
     after = {"cpu0": (1100, 990), "cpu1": (1100, 100), "cpu2": (50, 0)}  # cpu2: not in both readings
-    assert local.busy_between(before, after) == pytest.approx(0.1 + 1.0)
+    assert cores.busy_between(before, after) == pytest.approx(0.1 + 1.0)
 
 
 @pytest.fixture
@@ -46,7 +47,7 @@ def spinners() -> Iterator[list[subprocess.Popen[bytes]]]:
 
 def test_busy_cpus_see_work_that_started_just_now(spinners: list[subprocess.Popen[bytes]]) -> None:
     # the 1-minute load average would still be near its value before the spinners started
-    assert local.busy_cpus() >= len(spinners) - 0.5
+    assert cores.busy_cpus() >= len(spinners) - 0.5
     assert local.default_threads() == 1
 
 

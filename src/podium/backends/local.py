@@ -12,14 +12,13 @@ import asyncio
 import atexit
 import functools
 import importlib.util
-import os
 import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast
 
-from ..cores import usable_cores
+from ..cores import busy_cpus, physical_cores
 from ..errors import BackendError, ConfigError, missing_extra
 from ..pool import ModelSpec
 from ..types import Completion, CompletionRequest, StreamDelta
@@ -49,31 +48,8 @@ def resolve_gguf(ref: str) -> Path:
     return path
 
 
-def physical_cores() -> int:
-    """Physical cores this process may run on (hyper-threads of one core count once), no more than
-    :func:`~podium.cores.usable_cores` (a container's CPU quota): llama.cpp's decode is memory-bound,
-    so a second thread on the same core adds little, and more threads than cores makes it slower."""
-    return min(_cores_in_topology(), usable_cores())
-
-
-def _cores_in_topology() -> int:
-    """The physical cores of the CPUs allowed; else the CPUs allowed, else ``os.cpu_count()``."""
-    try:
-        allowed = os.sched_getaffinity(0)
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-    cores = set()
-    for cpu in allowed:
-        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
-        try:
-            cores.add(((topology / "physical_package_id").read_text(), (topology / "core_id").read_text()))
-        except OSError:
-            return len(allowed)
-    return max(1, len(cores))
-
-
 def default_threads(busy: float | None = None) -> int:
-    """The physical cores not busy right now (:func:`busy_cpus`, or ``busy`` CPUs), at least one.
+    """The physical cores not busy right now (:func:`~podium.cores.busy_cpus`, or ``busy`` CPUs), at least one.
 
     On an idle 2-core machine two threads decode ~50% faster than one; on a loaded one they are up
     to 10x slower (llama.cpp's threads wait for each other, and a descheduled one stalls the rest).
@@ -81,48 +57,6 @@ def default_threads(busy: float | None = None) -> int:
     cores = physical_cores()
     taken = round(busy_cpus() if busy is None else busy)
     return max(1, min(cores, cores - taken))
-
-
-def busy_cpus(window_s: float = 0.2) -> float:
-    """How many of the CPUs this process may run on are busy now: their time not idle over
-    ``window_s`` (Linux ``/proc/stat``; steal counts as busy). Elsewhere the 1-minute load average,
-    which lags: a job that ended a minute ago still counts (it made the default one thread on an
-    idle machine, 0.68x the best setting, in session 17)."""
-    try:
-        before = _cpu_times()
-        time.sleep(window_s)
-        after = _cpu_times()
-    except (AttributeError, OSError, ValueError):  # no sched_getaffinity (macOS) or no /proc/stat
-        try:
-            return os.getloadavg()[0]
-        except OSError:
-            return 0.0
-    return busy_between(before, after)
-
-
-def busy_between(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]) -> float:
-    """Busy CPUs between two :func:`_cpu_times` readings (each CPU: its busy fraction, summed)."""
-    busy = 0.0
-    for cpu, (total, idle) in after.items():
-        if cpu in before:
-            spent = total - before[cpu][0]
-            if spent > 0:
-                busy += max(0.0, 1.0 - (idle - before[cpu][1]) / spent)
-    return busy
-
-
-def _cpu_times() -> dict[str, tuple[int, int]]:
-    """For each CPU this process may run on: (all its time, its idle and I/O-wait time), in ticks."""
-    allowed = {f"cpu{n}" for n in os.sched_getaffinity(0)}
-    times = {}
-    for line in Path("/proc/stat").read_text().splitlines():
-        name, _, rest = line.partition(" ")
-        if name in allowed:
-            ticks = [int(x) for x in rest.split()[:8]]  # user nice system idle iowait irq softirq steal
-            times[name] = (sum(ticks), ticks[3] + ticks[4])
-    if not times:
-        raise ValueError("no per-CPU lines in /proc/stat")
-    return times
 
 
 def load_llama(path: Path, n_ctx: int, n_threads: int | None = None) -> tuple[Any, threading.Lock]:
